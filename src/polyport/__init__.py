@@ -1,0 +1,62 @@
+"""polyport: one service contract, served over every API communication pattern.
+
+Declare a :class:`Service` once — resources, methods, streams and event types
+with type hints and Pydantic models — and serve it with ``polyport serve``.
+"""
+
+from polyport._version import __version__
+from polyport.core.auth import Credentials
+from polyport.core.config import Settings, load_settings
+from polyport.core.context import Context, Principal
+from polyport.core.contract import EventMessage, EventType, MethodKind, Page, Resource, Service
+from polyport.core.errors import (
+    ConfigError,
+    Conflict,
+    ContractError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    MissingExtra,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PolyportError,
+    RateLimited,
+    RecoveryFailed,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from polyport.core.events import Event
+
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "Context",
+    "ContractError",
+    "Credentials",
+    "DeadlineExceeded",
+    "Event",
+    "EventMessage",
+    "EventType",
+    "Internal",
+    "InvalidArgument",
+    "MethodKind",
+    "MissingExtra",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PolyportError",
+    "Principal",
+    "RateLimited",
+    "RecoveryFailed",
+    "Resource",
+    "Service",
+    "ServiceError",
+    "Settings",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+    "load_settings",
+]

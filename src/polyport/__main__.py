@@ -1,0 +1,3 @@
+from polyport.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""The embedded default: event log and job store in one SQLite file."""
+
+from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.sqlite.eventlog import SqliteEventLog
+from polyport.backends.sqlite.jobs import SqliteJobStore
+
+__all__ = ["SqliteDatabase", "SqliteEventLog", "SqliteJobStore"]

@@ -1,0 +1,238 @@
+"""The ``polyport`` command: serve, demo, routes, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from polyport._version import __version__
+from polyport.core.config import Settings, load_settings
+from polyport.core.contract import Service
+from polyport.core.errors import ConfigError, ContractError, MissingExtra, PolyportError
+
+app = typer.Typer(
+    name="polyport",
+    help="One service contract, served over every API communication pattern.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def load_service(target: str) -> Service:
+    """Import ``module:attribute`` and check it is a :class:`Service`."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected MODULE:SERVICE (like myapp.api:service), got {target!r}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"cannot import module {module_name!r}: no such module") from None
+        raise ConfigError(f"importing {module_name!r} failed: {exc}") from None
+    except PolyportError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        service = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(service, Service):
+        raise ConfigError(f"{target} is a {type(service).__name__}, not a polyport.Service")
+    return service
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"polyport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """polyport: one service contract, every API communication pattern."""
+
+
+def _run_node(service: Service, settings: Settings) -> None:
+    from polyport.core.logs import configure_logging
+    from polyport.node import DEV_WARNING, Node, bind_socket
+
+    configure_logging(settings.log.level, settings.log.format)
+    node = Node(service, settings)  # contract errors surface here, before binding
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    if settings.dev:
+        console.print(f"[bold yellow]WARNING[/] {DEV_WARNING}")
+    spec = node.runtime.spec
+    console.print(
+        f"[bold]polyport {__version__}[/] serving [bold]{spec.name}[/] v{spec.version} on {base}"
+    )
+    console.print(
+        f"  dashboard {base}/  ·  API docs {base}/docs  ·  OpenAPI {base}/openapi.json  ·  "
+        f"metrics {base}/metrics"
+    )
+    console.print(f"  edges: {', '.join(e.name for e in node.edges)}")
+    for name, reason in node.skipped.items():
+        console.print(f"  [yellow]edge {name} is off:[/] {reason}")
+    console.print("  press Ctrl-C to stop")
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(node.serve(sock))
+
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="A TOML configuration file.")
+]
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="The service to serve, as MODULE:SERVICE.")],
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
+    config: ConfigOption = None,
+    database: Annotated[
+        str | None, typer.Option(help="SQLite file for events and jobs [default: polyport.sqlite3].")
+    ] = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Development mode: anonymous callers may do everything.")
+    ] = False,
+) -> None:
+    """Serve MODULE:SERVICE on every installed edge; credentials required unless public."""
+    try:
+        settings = load_settings(
+            config, overrides={"host": host, "port": port, "database": database,
+                               "dev": True if dev else None},
+        )
+        service = load_service(target)
+        _run_node(service, settings)
+    except (ConfigError, ContractError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def demo(
+    port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
+    database: Annotated[
+        str, typer.Option(help="SQLite file of the demo (':memory:' for none).")
+    ] = ".polyport/demo.sqlite3",
+    config: ConfigOption = None,
+) -> None:
+    """Run the e-commerce demo on 127.0.0.1 in development mode (no credentials needed)."""
+    try:
+        settings = load_settings(
+            config,
+            overrides={"port": port, "database": database},
+            base={"dev": True, "log": {"format": "text"}},
+        )
+        # The demo never listens beyond this machine, whatever the configuration says.
+        settings = settings.model_copy(update={"host": "127.0.0.1", "dev": True})
+        from polyport.demo.shop import shop
+
+        _run_node(shop, settings)
+    except (ConfigError, ContractError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def routes(
+    target: Annotated[
+        str, typer.Argument(help="MODULE:SERVICE (default: the demo shop).")
+    ] = "polyport.demo.shop:shop",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List every endpoint of every method and event, per pattern."""
+    from polyport.node import Node
+
+    try:
+        service = load_service(target)
+        node = Node(service, Settings(database=":memory:", event_log="memory"))
+    except (ConfigError, ContractError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+    entries = node.catalog()
+    if as_json:
+        import orjson
+
+        data: list[dict[str, Any]] = [
+            {"pattern": e.pattern, "target": e.target, "kind": e.kind, "address": e.address}
+            for e in entries
+        ]
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    spec = node.runtime.spec
+    table = Table(title=f"{spec.name} v{spec.version}: endpoints per pattern", show_lines=False)
+    table.add_column("target", style="bold")
+    table.add_column("kind")
+    table.add_column("pattern", style="cyan")
+    table.add_column("address")
+    last = None
+    for entry in sorted(entries, key=lambda e: (e.kind != "method", e.kind, e.target, e.pattern)):
+        shown = entry.target if entry.target != last else ""
+        last = entry.target
+        table.add_row(shown, entry.kind, entry.pattern, entry.address)
+    out.print(table)
+
+
+bench_app = typer.Typer(help="The benchmark lab: the same handler over each pattern.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("rest")
+def bench_rest(
+    duration: Annotated[float, typer.Option(help="Seconds of load per target.")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent keep-alive connections.")] = 64,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per target.")] = 2.0,
+    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("bench-results"),
+    generator: Annotated[
+        str, typer.Option(help="Load generator: auto, wrk or python.")
+    ] = "auto",
+) -> None:
+    """GET /v1/users/{id} through polyport, plain FastAPI and a plain Starlette route."""
+    try:
+        from polyport.bench.rest import run_rest_bench
+    except MissingExtra as exc:
+        raise fail(str(exc)) from None
+    try:
+        run_rest_bench(duration=duration, connections=connections, warmup=warmup,
+                       output=output, generator=generator, console=out)
+    except (ConfigError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Node configuration: defaults, then a TOML file, then ``POLYPORT_*`` variables, then flags.
+
+Nested settings are reached with ``__`` in variable names, for example
+``POLYPORT_RATE_LIMIT__RATE=50`` or ``POLYPORT_AUTH__JWT__HS256_SECRET=…``.
+Values that look like JSON (lists, objects, numbers, booleans) are parsed as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from polyport.core.errors import ConfigError
+
+ENV_PREFIX = "POLYPORT_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyConfig(_Section):
+    """An API key: give the key itself, or (better) its SHA-256 hex digest."""
+
+    key: SecretStr | None = None
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    subject: str
+    scopes: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ApiKeyConfig:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of 'key' and 'key_sha256'")
+        return self
+
+
+class JwtConfig(_Section):
+    """Bearer JWTs: HS256 with a shared secret and/or RS256 with a public key."""
+
+    hs256_secret: SecretStr | None = None
+    rs256_public_key: str | None = None  # PEM text, or a path to a PEM file
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = Field(default=30.0, ge=0, le=3600)
+    scope_claim: str = "scope"
+    subject_claim: str = "sub"
+
+    @model_validator(mode="after")
+    def _some_key(self) -> JwtConfig:
+        if self.hs256_secret is None and self.rs256_public_key is None:
+            raise ValueError("give 'hs256_secret' or 'rs256_public_key'")
+        return self
+
+
+class AuthConfig(_Section):
+    api_keys: list[ApiKeyConfig] = []
+    jwt: JwtConfig | None = None
+
+
+class RateLimitConfig(_Section):
+    """A token bucket per principal: ``rate`` requests per second, bursts of ``burst``."""
+
+    enabled: bool = True
+    rate: float = Field(default=100.0, gt=0)
+    burst: int = Field(default=200, ge=1)
+
+
+class HistoryConfig(_Section):
+    """How much event history each channel keeps."""
+
+    max_events: int = Field(default=1000, ge=1)
+    max_age: float = Field(default=86400.0, gt=0)
+
+
+class LimitsConfig(_Section):
+    max_body: int = Field(default=1024 * 1024, ge=1024)
+    long_poll_max: float = Field(default=25.0, ge=0, le=3600)
+    poll_max_events: int = Field(default=1000, ge=1)
+    subscriber_buffer: int = Field(default=1000, ge=1)
+
+
+class JobsConfig(_Section):
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    retention: float = Field(default=7 * 86400.0, gt=0)
+    retry_after: int = Field(default=1, ge=1)
+    wait_max: float = Field(default=25.0, ge=0, le=3600)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    access: bool = False
+
+
+class Settings(_Section):
+    """Everything a node can be configured with (see ``docs/configuration.md``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    dev: bool = False
+    database: str = "polyport.sqlite3"
+    event_log: Literal["sqlite", "memory"] = "sqlite"
+    cors_origins: list[str] = []
+    history: HistoryConfig = HistoryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    jobs: JobsConfig = JobsConfig()
+    log: LogConfig = LogConfig()
+
+
+def _parse_env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in "[{" or text in ("true", "false", "null") or _is_number(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Nested settings from ``POLYPORT_*`` variables, and which variable set each path."""
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ("POLYPORT_REQUIRE_SERVICES",):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another POLYPORT_ variable")
+        node[path[-1]] = _parse_env_value(raw)
+        sources[".".join(path)] = name
+    return data, sources
+
+
+def load_settings(
+    file: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from ``base`` < ``file`` (TOML) < environment < ``overrides``.
+
+    Raises :class:`ConfigError` with one line naming the bad value and its source.
+    """
+    data: dict[str, Any] = dict(base or {})
+    sources: dict[str, str] = {}
+    if file is not None:
+        path = Path(file)
+        try:
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = _merge(data, loaded)
+        sources.update(_paths(loaded, str(path)))
+    env, env_sources = env_overrides(os.environ if environ is None else environ)
+    data = _merge(data, env)
+    sources.update(env_sources)
+    clean_overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data = _merge(data, clean_overrides)
+    sources.update(_paths(clean_overrides, "command line"))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        source = next(
+            (src for path, src in sources.items() if where == path or where.startswith(path + ".")),
+            None,
+        )
+        origin = f" (from {source})" if source else ""
+        more = f"; and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
+        raise ConfigError(f"bad config value for {where}{origin}: {first['msg']}{more}") from None
+
+
+def _paths(data: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out[path] = source
+        if isinstance(value, Mapping):
+            out.update(_paths(value, source, path + "."))
+    return out

@@ -1,0 +1,429 @@
+"""The service contract: what a developer declares once.
+
+    shop = Service("shop", version=1)
+    users = shop.resource("users", User)
+
+    @users.get
+    async def get_user(id: int) -> User: ...
+
+    @shop.method
+    async def multiply(a: int, b: int) -> int: ...
+
+    OrderCreated = shop.event("orders.created", Order)
+
+Declaring only records functions and options; :meth:`Service.spec` reads the
+signatures into the type graph once, at start-up (see :mod:`polyport.core.spec`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from pydantic import BaseModel, create_model
+
+from polyport.core.errors import ContractError, Unavailable
+
+if TYPE_CHECKING:
+    from polyport.core.events import Event, EventHub
+    from polyport.core.spec import ServiceSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
+_CHANNEL_TEMPLATE = re.compile(r"^([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\})(/([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\}))*$")
+
+Operation = Literal["get", "list", "create", "update", "delete"]
+
+
+class MethodKind(StrEnum):
+    UNARY = "unary"
+    SERVER_STREAM = "server_stream"
+    CLIENT_STREAM = "client_stream"
+    BIDI_STREAM = "bidi_stream"
+
+
+class Page(BaseModel, Generic[T]):
+    """What a ``list`` handler may return to choose its own next cursor.
+
+    A handler returning a plain list gets keyset pagination instead: the next
+    cursor is the key of the last item whenever the page is full.
+    """
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(slots=True)
+class Method:
+    """A declared method: the function and the options it was declared with."""
+
+    name: str
+    fn: Callable[..., Any]
+    kind: MethodKind | None  # None: decided from the signature
+    public: bool = False
+    scopes: frozenset[str] = frozenset()
+    idempotent: bool = False
+    timeout: float | None = None
+    resource: Resource | None = None
+    operation: Operation | None = None
+
+
+@dataclass(slots=True)
+class EventType:
+    """A declared event type; calling it makes a message ready to publish."""
+
+    name: str
+    model: Any
+    channel: str
+    description: str | None = None
+    public: bool = False
+    scopes: frozenset[str] = frozenset()
+    publish_scopes: frozenset[str] | None = None  # None: clients may not publish
+    service: Service | None = field(default=None, repr=False)
+    _fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._fields = tuple(re.findall(r"\{([a-z_][a-z0-9_]*)\}", self.channel))
+
+    @property
+    def channel_pattern(self) -> str:
+        """The channel template with its placeholders as ``+`` wildcards."""
+        return re.sub(r"\{[a-z_][a-z0-9_]*\}", "+", self.channel)
+
+    def channel_for(self, data: Any) -> str:
+        if not self._fields:
+            return self.channel
+        values: dict[str, str] = {}
+        for name in self._fields:
+            value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+            if value is None or "/" in str(value) or str(value) in ("", "+", "#"):
+                raise ContractError(
+                    f"event {self.name}: cannot fill channel {self.channel!r}: "
+                    f"field {name!r} is {value!r}"
+                )
+            values[name] = str(value)
+        return self.channel.format(**values)
+
+    def __call__(self, data: Any, *, channel: str | None = None) -> EventMessage:
+        return EventMessage(self, data, channel or self.channel_for(data))
+
+    async def publish(self, data: Any, *, channel: str | None = None) -> Event:
+        if self.service is None:
+            raise ContractError(f"event {self.name} is not declared on a service")
+        return await self.service.publish(self, data, channel=channel)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMessage:
+    """An event instance ready to publish: its type, its data and its channel."""
+
+    type: EventType
+    data: Any
+    channel: str
+
+
+class Resource:
+    """A collection with get / list / create / update / delete operations."""
+
+    def __init__(
+        self,
+        service: Service,
+        name: str,
+        model: type[BaseModel],
+        *,
+        key: str,
+        events: bool,
+        public: bool,
+        scopes: frozenset[str],
+        cache_max_age: int,
+        max_limit: int,
+        description: str | None,
+    ) -> None:
+        if key not in model.model_fields:
+            raise ContractError(f"resource {name}: model {model.__name__} has no field {key!r}")
+        self.service = service
+        self.name = name
+        self.model = model
+        self.key = key
+        self.publishes_events = events
+        self.public = public
+        self.scopes = scopes
+        self.cache_max_age = cache_max_age
+        self.max_limit = max_limit
+        self.description = description
+        self.methods: dict[Operation, Method] = {}
+        self.events: dict[str, EventType] = {}
+        if events:
+            singular_key = model.model_fields[key].annotation
+            deleted = create_model(  # the payload of {name}.deleted: just the key
+                f"{model.__name__}Deleted", __doc__=f"A {model.__name__} was deleted.",
+                **{key: (singular_key, ...)},  # type: ignore[call-overload]
+            )
+            for op, payload in (("created", model), ("updated", model), ("deleted", deleted)):
+                self.events[op] = service.event(
+                    f"{name}.{op}", payload, public=public, scopes=scopes,
+                    description=f"A {name} resource was {op}.",
+                )
+
+    def _register(self, op: Operation, fn: F, **options: Any) -> F:
+        if op in self.methods:
+            raise ContractError(f"resource {self.name} already has a {op} operation")
+        method = self.service._add(
+            fn, kind=MethodKind.UNARY, resource=self, operation=op,
+            public=options.pop("public", self.public),
+            scopes=frozenset(options.pop("scopes", self.scopes)), **options,
+        )
+        self.methods[op] = method
+        return fn
+
+    def _decorator(self, op: Operation, fn: F | None, options: dict[str, Any]) -> Any:
+        if fn is not None:
+            return self._register(op, fn, **options)
+        return lambda f: self._register(op, f, **options)
+
+    @overload
+    def get(self, fn: F) -> F: ...
+    @overload
+    def get(self, *, public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def get(self, fn: F | None = None, **options: Any) -> Any:
+        """Read one item by key: ``GET /v1/{resource}/{key}``."""
+        return self._decorator("get", fn, options)
+
+    @overload
+    def list(self, fn: F) -> F: ...
+    @overload
+    def list(self, *, public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def list(self, fn: F | None = None, **options: Any) -> Any:
+        """List items, ``limit`` and ``cursor`` paginated: ``GET /v1/{resource}``."""
+        return self._decorator("list", fn, options)
+
+    @overload
+    def create(self, fn: F) -> F: ...
+    @overload
+    def create(self, *, public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def create(self, fn: F | None = None, **options: Any) -> Any:
+        """Create an item: ``POST /v1/{resource}`` → 201 with ``Location``."""
+        return self._decorator("create", fn, options)
+
+    @overload
+    def update(self, fn: F) -> F: ...
+    @overload
+    def update(self, *, public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def update(self, fn: F | None = None, **options: Any) -> Any:
+        """Replace an item: ``PUT /v1/{resource}/{key}``."""
+        return self._decorator("update", fn, options)
+
+    @overload
+    def delete(self, fn: F) -> F: ...
+    @overload
+    def delete(self, *, public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def delete(self, fn: F | None = None, **options: Any) -> Any:
+        """Delete an item: ``DELETE /v1/{resource}/{key}`` → 204."""
+        return self._decorator("delete", fn, options)
+
+
+Hook = Callable[[], Any]
+
+
+class Service:
+    """A named, versioned service contract: resources, methods and event types."""
+
+    def __init__(self, name: str, *, version: int = 1, description: str | None = None) -> None:
+        if not _NAME.match(name):
+            raise ContractError(f"service name {name!r} must match {_NAME.pattern}")
+        self.name = name
+        self.version = version
+        self.description = description
+        self.methods: dict[str, Method] = {}
+        self.resources: dict[str, Resource] = {}
+        self.events: dict[str, EventType] = {}
+        self.startup_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+        self._hub: EventHub | None = None
+        self._spec: ServiceSpec | None = None
+
+    # -- declaring ------------------------------------------------------------
+
+    def resource(
+        self,
+        name: str,
+        model: type[BaseModel],
+        *,
+        key: str = "id",
+        events: bool = True,
+        public: bool = False,
+        scopes: Any = (),
+        cache_max_age: int = 0,
+        max_limit: int = 1000,
+        description: str | None = None,
+    ) -> Resource:
+        """Declare a resource collection of ``model`` items addressed by ``key``.
+
+        With ``events=True`` (the default) every successful create, update and
+        delete publishes ``{name}.created`` / ``.updated`` / ``.deleted``.
+        ``cache_max_age`` is the ``Cache-Control: max-age`` for GETs (0: revalidate).
+        """
+        self._check_open()
+        if not _NAME.match(name):
+            raise ContractError(f"resource name {name!r} must match {_NAME.pattern}")
+        if name in self.resources:
+            raise ContractError(f"resource {name!r} is declared twice")
+        resource = Resource(
+            self, name, model, key=key, events=events, public=public, scopes=frozenset(scopes),
+            cache_max_age=cache_max_age, max_limit=max_limit, description=description,
+        )
+        self.resources[name] = resource
+        return resource
+
+    @overload
+    def method(self, fn: F) -> F: ...
+    @overload
+    def method(
+        self, *, name: str | None = ..., public: bool = ..., scopes: Any = ...,
+        idempotent: bool = ..., timeout: float | None = ...,
+    ) -> Callable[[F], F]: ...
+    def method(self, fn: F | None = None, **options: Any) -> Any:
+        """Declare a method; its kind (unary or streaming) follows from its signature.
+
+        A parameter annotated ``AsyncIterator[X]`` makes it client-streaming, a
+        return annotated ``AsyncIterator[Y]`` server-streaming, both bidirectional.
+        """
+        return self._decorate(fn, None, options)
+
+    @overload
+    def stream(self, fn: F) -> F: ...
+    @overload
+    def stream(self, *, name: str | None = ..., public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def stream(self, fn: F | None = None, **options: Any) -> Any:
+        """Declare a server-streaming method (an async generator)."""
+        return self._decorate(fn, MethodKind.SERVER_STREAM, options)
+
+    def client_stream(self, fn: F | None = None, **options: Any) -> Any:
+        """Declare a client-streaming method: one ``AsyncIterator[X]`` parameter."""
+        return self._decorate(fn, MethodKind.CLIENT_STREAM, options)
+
+    def bidi_stream(self, fn: F | None = None, **options: Any) -> Any:
+        """Declare a bidirectional-streaming method."""
+        return self._decorate(fn, MethodKind.BIDI_STREAM, options)
+
+    def event(
+        self,
+        name: str,
+        model: Any,
+        *,
+        channel: str | None = None,
+        description: str | None = None,
+        public: bool = False,
+        scopes: Any = (),
+        publish_scopes: Any = None,
+    ) -> EventType:
+        """Declare an event type published on ``channel`` (default: the name with ``/``).
+
+        ``channel`` may hold ``{field}`` placeholders filled from the event data,
+        e.g. ``"chat/{room}"``. ``scopes`` are needed to subscribe; clients may
+        publish only when ``publish_scopes`` is given (server code always may).
+        """
+        self._check_open()
+        if not _EVENT_NAME.match(name):
+            raise ContractError(f"event name {name!r} must match {_EVENT_NAME.pattern}")
+        if name in self.events:
+            raise ContractError(f"event {name!r} is declared twice")
+        channel = channel or name.replace(".", "/")
+        if not _CHANNEL_TEMPLATE.match(channel):
+            raise ContractError(f"event {name}: invalid channel template {channel!r}")
+        event = EventType(
+            name, model, channel, description=description, public=public,
+            scopes=frozenset(scopes),
+            publish_scopes=None if publish_scopes is None else frozenset(publish_scopes),
+            service=self,
+        )
+        self.events[name] = event
+        return event
+
+    def on_startup(self, fn: F) -> F:
+        """Run ``fn`` (sync or async) when a node starts serving this service."""
+        self.startup_hooks.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Run ``fn`` (sync or async) when the node stops."""
+        self.shutdown_hooks.append(fn)
+        return fn
+
+    # -- running ----------------------------------------------------------------
+
+    def spec(self) -> ServiceSpec:
+        """The analysed contract (type graph, method signatures); built once."""
+        if self._spec is None:
+            from polyport.core.spec import build_spec
+
+            self._spec = build_spec(self)
+        return self._spec
+
+    def bind(self, hub: EventHub | None) -> None:
+        """Attach the event hub of the node serving this service (None detaches)."""
+        self._hub = hub
+
+    @property
+    def hub(self) -> EventHub:
+        if self._hub is None:
+            raise Unavailable(f"service {self.name} is not being served: no event hub")
+        return self._hub
+
+    async def publish(
+        self, event: EventType | EventMessage | str, data: Any = None, *, channel: str | None = None
+    ) -> Event:
+        """Publish an event: ``publish(OrderCreated(order))`` or ``publish(OrderCreated, order)``."""
+        if isinstance(event, EventMessage):
+            return await self.hub.publish_message(event)
+        event_type = self.events[event] if isinstance(event, str) else event
+        return await self.hub.publish_message(event_type(data, channel=channel))
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._spec is not None:
+            raise ContractError(f"service {self.name} is already being served; declare earlier")
+
+    def _decorate(self, fn: F | None, kind: MethodKind | None, options: dict[str, Any]) -> Any:
+        if fn is not None:
+            self._add(fn, kind=kind, **options)
+            return fn
+
+        def register(f: F) -> F:
+            self._add(f, kind=kind, **options)
+            return f
+
+        return register
+
+    def _add(
+        self,
+        fn: Callable[..., Any],
+        *,
+        kind: MethodKind | None,
+        name: str | None = None,
+        public: bool = False,
+        scopes: Any = (),
+        idempotent: bool = False,
+        timeout: float | None = None,
+        resource: Resource | None = None,
+        operation: Operation | None = None,
+    ) -> Method:
+        self._check_open()
+        name = name or fn.__name__
+        if not _NAME.match(name):
+            raise ContractError(f"method name {name!r} must match {_NAME.pattern}")
+        if name in self.methods:
+            raise ContractError(f"method {name!r} is declared twice")
+        method = Method(
+            name, fn, kind, public=public, scopes=frozenset(scopes), idempotent=idempotent,
+            timeout=timeout, resource=resource, operation=operation,
+        )
+        self.methods[name] = method
+        return method

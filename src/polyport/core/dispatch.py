@@ -1,0 +1,420 @@
+"""The dispatch pipeline every edge calls: one place for everything but the wire.
+
+    credentials ─▶ authenticate ─▶ authorize ─▶ rate limit ─▶ validate ─▶ handler
+                                                                           │
+                 metrics · logs · CRUD events · errors as ServiceError ◀───┘
+
+Authentication comes before validation on purpose: an anonymous caller must
+not learn an argument schema from error messages, nor spend our CPU on it.
+Validators and serializers are built once per method (:class:`Binding`), at
+start-up; a call only runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from typing_extensions import NotRequired, Required, TypedDict
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from polyport.core.auth import NO_CREDENTIALS, Authenticator, Credentials
+from polyport.core.context import Context, Principal
+from polyport.core.contract import EventMessage, EventType, MethodKind, Page
+from polyport.core.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
+from polyport.core.events import Pattern
+from polyport.core.metrics import Metrics
+from polyport.core.ratelimit import RateLimiter
+from polyport.core.spec import MethodSpec, ServiceSpec
+
+log = logging.getLogger("polyport.dispatch")
+
+
+@dataclass(slots=True)
+class Caller:
+    """How a call arrived: filled in by the edge from its wire."""
+
+    edge: str
+    credentials: Credentials = NO_CREDENTIALS
+    peer: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    timeout: float | None = None  # seconds the caller is prepared to wait
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult:
+    """A page of a resource list: its items and the opaque cursor of the next page."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+def encode_cursor(raw: str) -> str:
+    """The opaque form of a handler's cursor, as clients see it."""
+    return base64.urlsafe_b64encode(b"1:" + raw.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(opaque: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(opaque + "=" * (-len(opaque) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith("1:"):
+        raise InvalidArgument(
+            "malformed cursor: pass back the next_cursor of a previous page",
+            details=[{"field": "cursor", "message": "not a cursor issued by this service"}],
+        )
+    return raw[2:]
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as ``[{field, message, type}]`` without echoing input values."""
+    details = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(str(part) for part in error["loc"])
+        details.append({"field": field or "(body)", "message": error["msg"], "type": error["type"]})
+    return details
+
+
+def invalid(exc: ValidationError) -> InvalidArgument:
+    details = validation_details(exc)
+    unparseable = any(d["type"] == "json_invalid" for d in details)
+    if unparseable:
+        return InvalidArgument("the request body is not valid JSON", unparseable=True)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+    return InvalidArgument(f"invalid arguments: {summary}", details=details)
+
+
+class Binding:
+    """One method made ready to serve: validator and serializer built, options resolved."""
+
+    __slots__ = (
+        "context_param", "event", "fn", "is_async", "key", "kind", "name", "operation",
+        "paged", "params", "public", "result", "scopes", "spec", "stream_item", "timeout",
+        "_params_json", "_params_python", "_result_json", "_result_python",
+    )
+
+    def __init__(self, spec: MethodSpec, events: Mapping[str, EventType]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.kind = spec.kind
+        self.fn = spec.method.fn
+        self.is_async = asyncio.iscoroutinefunction(self.fn)
+        self.public = spec.public
+        self.scopes = spec.scopes
+        self.timeout = spec.method.timeout
+        self.context_param = spec.context_param
+        self.paged = spec.paged
+        self.operation = spec.operation
+        resource = spec.resource
+        self.key = resource.key if resource is not None else None
+        self.event = None
+        if resource is not None and spec.operation in ("create", "update", "delete"):
+            self.event = resource.events.get(f"{spec.operation}d")
+
+        fields: dict[str, Any] = {}
+        for param in spec.params:
+            annotation = spec.annotations[param.name]
+            fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
+        params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[operator]
+        params_type.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+        self.params = TypeAdapter(params_type)
+        self._params_json = self.params.validator.validate_json
+        self._params_python = self.params.validator.validate_python
+        self.result = TypeAdapter(spec.returns_annotation)
+        self._result_json = self.result.serializer.to_json
+        self._result_python = self.result.serializer.to_python
+        self.stream_item = (
+            TypeAdapter(spec.stream_item_annotation) if spec.stream_param is not None else None
+        )
+
+    def parse(self, args: bytes | Mapping[str, Any] | None) -> dict[str, Any]:
+        """Validated keyword arguments from a JSON body or a mapping (lax: '1' → 1)."""
+        try:
+            if args is None or args == b"":
+                kwargs: dict[str, Any] = self._params_python({})
+            elif isinstance(args, bytes | bytearray | memoryview):
+                kwargs = self._params_json(args)
+            else:
+                kwargs = self._params_python(args)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        if self.paged:
+            cursor = kwargs.get("cursor")
+            if cursor is not None:
+                kwargs["cursor"] = decode_cursor(cursor)
+        return kwargs
+
+    def dump_json(self, value: Any) -> bytes:
+        """The result as JSON bytes; a handler returning the wrong type is an internal error."""
+        try:
+            return self._result_json(value, by_alias=True, warnings="error")  # type: ignore[no-any-return]
+        except PydanticSerializationError as exc:
+            raise _wrong_return(self.name, exc) from exc
+
+    def dump_python(self, value: Any, *, mode: str = "json") -> Any:
+        """The result as JSON-compatible Python values (or plain Python with mode='python')."""
+        try:
+            return self._result_python(value, mode=mode, by_alias=True, warnings="error")
+        except PydanticSerializationError as exc:
+            raise _wrong_return(self.name, exc) from exc
+
+
+def _wrong_return(name: str, exc: Exception) -> Internal:
+    log.error("handler %s returned a value that does not match its annotation: %s", name, exc)
+    return Internal()
+
+
+class Dispatcher:
+    """Serves calls of one service for every edge."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        *,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        metrics: Metrics,
+    ) -> None:
+        self.spec = spec
+        self.service = spec.service
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.metrics = metrics
+        self._events = {e.name: e.event for e in spec.events.values()}
+        self._channels = {n: Pattern.parse(e.channel_pattern) for n, e in self._events.items()}
+        self.bindings = {name: Binding(m, self._events) for name, m in spec.methods.items()}
+
+    def binding(self, name: str) -> Binding:
+        try:
+            return self.bindings[name]
+        except KeyError:
+            raise NotFound(f"no method named {name[:100]!r}") from None
+
+    # -- admission ----------------------------------------------------------------
+
+    def authenticate(self, caller: Caller) -> Principal:
+        return self.authenticator.authenticate(caller.credentials)
+
+    def admit(self, public: bool, scopes: frozenset[str], caller: Caller) -> Principal:
+        """Authenticate, authorize and charge the rate limit; return the principal."""
+        principal = self.authenticator.authenticate(caller.credentials)
+        if not public:
+            if principal.anonymous and "*" not in principal.scopes:
+                raise Unauthenticated()
+            if scopes and not principal.has_scopes(scopes):
+                missing = " ".join(sorted(scopes - principal.scopes))
+                raise PermissionDenied(f"missing scope: {missing}")
+        key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        self.limiter.acquire(key)
+        return principal
+
+    def admit_subscribe(self, patterns: Sequence[Pattern], caller: Caller) -> frozenset[str] | None:
+        """Authorize reading ``patterns``: the event types the caller may see.
+
+        None means "everything" (a principal holding ``*``). A pattern that
+        matches no channel of an event type the caller may read is refused.
+        """
+        principal = self.authenticator.authenticate(caller.credentials)
+        key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        if "*" in principal.scopes:
+            self.limiter.acquire(key)
+            return None
+        signed_in = not principal.anonymous
+        readable = frozenset(
+            name
+            for name, event in self._events.items()
+            if event.public or (signed_in and principal.has_scopes(event.scopes))
+        )
+        for pattern in patterns:
+            if not any(pattern.overlaps(self._channels[name]) for name in readable):
+                if not signed_in:
+                    raise Unauthenticated()
+                raise PermissionDenied(f"you may not read any event on {pattern.text}")
+        self.limiter.acquire(key)
+        return readable
+
+    # -- unary calls ----------------------------------------------------------------
+
+    async def call(
+        self, binding: Binding, args: bytes | Mapping[str, Any] | None, caller: Caller
+    ) -> Any:
+        """Run one unary call end to end; raise :class:`ServiceError` on failure.
+
+        For a resource ``list`` the result is a :class:`PageResult`.
+        """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            principal = self.admit(binding.public, binding.scopes, caller)
+            kwargs = binding.parse(args)
+            return await self.invoke(binding, kwargs, principal, caller)
+        except ServiceError as exc:
+            code = exc.code
+            raise
+        finally:
+            self.metrics.observe_call(caller.edge, binding.name, code, time.perf_counter() - started)
+
+    async def invoke(
+        self, binding: Binding, kwargs: dict[str, Any], principal: Principal, caller: Caller
+    ) -> Any:
+        """Run the handler with validated arguments (the principal already admitted)."""
+        if binding.context_param is not None:
+            kwargs[binding.context_param] = self._context(binding, principal, caller)
+        timeout = _earliest(caller.timeout, binding.timeout)
+        try:
+            if timeout is None:
+                result = await self._run(binding, kwargs)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._run(binding, kwargs)
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"{binding.name} did not finish within {timeout:g} s"
+                    ) from None
+        except ServiceError:
+            raise
+        except ValidationError as exc:
+            # A handler validating its own data: its fault, not the caller's.
+            log.error("handler %s raised a ValidationError", binding.name, exc_info=exc)
+            raise Internal() from exc
+        except Exception as exc:
+            log.error(
+                "handler %s failed", binding.name, exc_info=exc,
+                extra={"request_id": caller.request_id, "edge": caller.edge},
+            )
+            raise Internal() from exc
+        if binding.paged:
+            return self._page(binding, kwargs, result)
+        if binding.event is not None:
+            await self._publish_crud(binding, kwargs, result)
+        return result
+
+    async def _run(self, binding: Binding, kwargs: dict[str, Any]) -> Any:
+        if binding.is_async:
+            return await binding.fn(**kwargs)
+        return await asyncio.to_thread(binding.fn, **kwargs)
+
+    def _context(self, binding: Binding, principal: Principal, caller: Caller) -> Context:
+        timeout = _earliest(caller.timeout, binding.timeout)
+        return Context(
+            principal,
+            caller.edge,
+            request_id=caller.request_id,
+            trace_id=caller.trace_id,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            service=self.service,
+        )
+
+    def _page(self, binding: Binding, kwargs: dict[str, Any], result: Any) -> PageResult:
+        if isinstance(result, Page):
+            raw = result.next_cursor
+            return PageResult(result.items, encode_cursor(raw) if raw is not None else None)
+        items = list(result)
+        limit = kwargs.get("limit")
+        next_cursor = None
+        if items and isinstance(limit, int) and len(items) >= limit and binding.key is not None:
+            next_cursor = encode_cursor(str(getattr(items[-1], binding.key)))
+        return PageResult(items, next_cursor)
+
+    async def _publish_crud(self, binding: Binding, kwargs: dict[str, Any], result: Any) -> None:
+        event = binding.event
+        assert event is not None and binding.key is not None
+        data = {binding.key: kwargs[binding.key]} if binding.operation == "delete" else result
+        try:
+            await self.service.publish(EventMessage(event, data, event.channel_for(data)))
+        except Exception:
+            # The change happened; failing the call now would invite a retry
+            # that repeats it. Log loudly instead.
+            log.exception("publishing %s after %s failed", event.name, binding.name)
+
+    # -- streams ------------------------------------------------------------------------
+
+    async def open_stream(
+        self,
+        binding: Binding,
+        args: bytes | Mapping[str, Any] | None,
+        caller: Caller,
+        inbound: AsyncIterator[Any] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Admit and validate a streaming call, then return its item iterator.
+
+        ``inbound`` feeds a client-streaming or bidirectional method; each item
+        is validated against the stream parameter's type as it arrives.
+        """
+        if binding.kind is MethodKind.UNARY:
+            raise InvalidArgument(f"{binding.name} is not a streaming method")
+        principal = self.admit(binding.public, binding.scopes, caller)
+        kwargs = binding.parse(args)
+        if binding.spec.stream_param is not None:
+            if inbound is None:
+                raise InvalidArgument(f"{binding.name} needs a stream of inputs")
+            kwargs[binding.spec.stream_param] = self._validated(binding, inbound)
+        if binding.context_param is not None:
+            kwargs[binding.context_param] = self._context(binding, principal, caller)
+        self.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
+        if binding.kind is MethodKind.CLIENT_STREAM:
+            return self._single(binding, kwargs, caller)
+        return self._guarded(binding, binding.fn(**kwargs), caller)
+
+    async def _single(
+        self, binding: Binding, kwargs: dict[str, Any], caller: Caller
+    ) -> AsyncIterator[Any]:
+        try:
+            result = await binding.fn(**kwargs)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            log.error("handler %s failed", binding.name, exc_info=exc)
+            raise Internal() from exc
+        yield result
+
+    async def _guarded(
+        self, binding: Binding, items: AsyncIterator[Any], caller: Caller
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in items:
+                yield item
+        except ServiceError:
+            raise
+        except Exception as exc:
+            log.error("stream %s failed", binding.name, exc_info=exc)
+            raise Internal() from exc
+
+    async def _validated(self, binding: Binding, inbound: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        adapter = binding.stream_item
+        assert adapter is not None
+        async for raw in inbound:
+            try:
+                if isinstance(raw, bytes | bytearray):
+                    yield adapter.validate_json(raw)
+                else:
+                    yield adapter.validate_python(raw)
+            except ValidationError as exc:
+                raise invalid(exc) from None
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

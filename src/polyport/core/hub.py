@@ -1,0 +1,331 @@
+"""The event hub: publish to the log, fan out to live subscribers, resume from history.
+
+Publishing appends to the :class:`~polyport.core.eventlog.EventLog` and then
+pushes the event into each matching subscriber's bounded buffer — an O(1)
+append per subscriber, never an await, so a slow subscriber cannot slow the
+publisher or anyone else. A subscriber whose buffer fills up does not lose
+events and does not grow: it drops its buffer and catches up from the log, and
+only if the log no longer holds what it missed does it get
+:class:`~polyport.core.errors.RecoveryFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from polyport.core.eventlog import EventLog
+from polyport.core.events import (
+    Cursor,
+    Event,
+    Pattern,
+    PatternIndex,
+    check_channel,
+    now,
+    position,
+)
+
+if TYPE_CHECKING:
+    from polyport.core.contract import EventMessage
+
+log = logging.getLogger("polyport.events")
+
+#: Events read from history per query while catching up.
+CATCH_UP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One answer to a poll: the events and the cursor to continue from."""
+
+    events: list[Event]
+    next: str
+
+
+class Subscription:
+    """Events of some channels, in log order, from a cursor or from now on.
+
+    Iterate it with ``async for``; close it (or leave the ``async with``) to stop.
+    """
+
+    def __init__(
+        self,
+        hub: EventHub,
+        patterns: Sequence[Pattern],
+        *,
+        types: frozenset[str] | None,
+        buffer: int,
+    ) -> None:
+        self._hub = hub
+        self.patterns = tuple(patterns)
+        self._types = types
+        self._buffer = buffer
+        self._queue: deque[Event] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._last_seq = 0
+        self._catching_up = True
+        self._drops = 0
+        self._history: deque[Event] = deque()
+        self._last_pushed = 0
+        self._check = True
+        self.closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def _push(self, event: Event) -> None:
+        """Called by the hub for every matching event: O(1), never blocks."""
+        if event.seq == self._last_pushed:
+            return  # two of our patterns matched the same event
+        self._last_pushed = event.seq
+        if self._types is not None and event.type not in self._types:
+            return
+        if len(self._queue) >= self._buffer:
+            # Too slow: forget the buffer and read what was missed from the log.
+            self._queue.clear()
+            self._drops += 1
+            self._catching_up = True
+        else:
+            self._queue.append(event)
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self.closed:
+                raise StopAsyncIteration
+            if self._history:
+                event = self._history.popleft()
+                self._last_seq = event.seq
+                return event
+            if self._catching_up:
+                await self._catch_up()
+                continue
+            while self._queue:
+                event = self._queue.popleft()
+                if event.seq > self._last_seq:
+                    self._last_seq = event.seq
+                    return event
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+
+    async def _catch_up(self) -> None:
+        drops = self._drops
+        result = await self._hub.log.read(
+            self.patterns, self._last_seq, CATCH_UP_BATCH, check=self._check
+        )
+        self._check = True
+        events = result.events
+        if self._types is not None:
+            events = [e for e in events if e.type in self._types]
+        if events:
+            self._history.extend(events)
+        elif self._drops == drops:
+            self._catching_up = False  # the live buffer holds everything after this read
+        if not events:
+            self._last_seq = max(self._last_seq, result.last_seq)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._hub._unregister(self)
+            if self._wakeup is not None and not self._wakeup.done():
+                self._wakeup.set_result(None)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Signal:
+    """A one-shot wake-up for long polls: fires on the first matching event."""
+
+    __slots__ = ("future", "types")
+
+    def __init__(self, types: frozenset[str] | None) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.types = types
+
+    def _push(self, event: Event) -> None:
+        if (self.types is None or event.type in self.types) and not self.future.done():
+            self.future.set_result(None)
+
+
+Encoder = Callable[["EventMessage"], bytes]
+
+
+class EventHub:
+    """Publish, subscribe, poll and long-poll over one :class:`EventLog`."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        buffer: int = 1000,
+        encoder: Encoder | None = None,
+        trim_interval: float = 60.0,
+        max_age: float | None = None,
+    ) -> None:
+        self.log = log
+        self.buffer = buffer
+        self.encoder = encoder
+        self._index: PatternIndex[Subscription | _Signal] = PatternIndex()
+        self._registrations: dict[Subscription | _Signal, tuple[Pattern, ...]] = {}
+        self._trim_interval = trim_interval
+        self._max_age = max_age
+        self._trimmer: asyncio.Task[None] | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        await self.log.open()
+        if self._max_age is not None:
+            self._trimmer = asyncio.create_task(self._trim_forever(), name="polyport-trim")
+
+    async def stop(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer
+            self._trimmer = None
+        for item in list(self._registrations):
+            if isinstance(item, Subscription):
+                item.close()
+        await self.log.close()
+
+    async def _trim_forever(self) -> None:
+        assert self._max_age is not None
+        while True:
+            await asyncio.sleep(self._trim_interval)
+            try:
+                dropped = await self.log.trim_older_than(now() - self._max_age)
+                if dropped:
+                    log.debug("trimmed %d expired events", dropped)
+            except Exception:
+                log.exception("trimming the event log failed")
+
+    # -- publishing -------------------------------------------------------------
+
+    async def publish(self, channel: str, type: str, data: bytes) -> Event:
+        """Append one event (``data`` is JSON) and deliver it to live subscribers."""
+        check_channel(channel)
+        event = await self.log.append(channel, type, data, now())
+        self.published += 1
+        for subscriber in self._index.match(channel):
+            subscriber._push(event)
+        return event
+
+    async def publish_message(self, message: EventMessage) -> Event:
+        if self.encoder is None:
+            raise RuntimeError("this hub has no encoder for typed events")
+        return await self.publish(message.channel, message.type.name, self.encoder(message))
+
+    # -- reading ----------------------------------------------------------------
+
+    async def resolve(self, after: str | None) -> int:
+        """The seq to read after, for a cursor string (None or 'earliest': the start)."""
+        if after is None or after == "earliest":
+            return 0
+        if after == "now":
+            return await self.log.head()
+        return await self.log.resolve(Cursor.parse(after))
+
+    async def subscribe(
+        self,
+        patterns: Sequence[Pattern],
+        *,
+        after: str | None = "now",
+        types: frozenset[str] | None = None,
+        buffer: int | None = None,
+    ) -> Subscription:
+        """A live subscription, resumed after ``after`` ('now' by default).
+
+        Raises :class:`~polyport.core.errors.RecoveryFailed` at once if the
+        cursor is older than the history kept.
+        """
+        subscription = Subscription(self, patterns, types=types, buffer=buffer or self.buffer)
+        self._register(subscription, subscription.patterns)  # before reading: nothing slips by
+        try:
+            start = await self.resolve(after)
+            if after not in (None, "earliest"):
+                # Fail now, not on the first read, if history has a gap.
+                await self.log.read(patterns, start, 1)
+        except BaseException:
+            subscription.close()
+            raise
+        subscription._last_seq = start
+        subscription._check = after not in (None, "earliest")
+        return subscription
+
+    async def poll(
+        self,
+        patterns: Sequence[Pattern],
+        *,
+        after: str | None,
+        limit: int = 100,
+        wait: float = 0.0,
+        types: frozenset[str] | None = None,
+    ) -> Poll:
+        """Events after ``after``; with ``wait`` > 0 hold until one arrives (long polling)."""
+        start = await self.resolve(after)
+        check = after not in (None, "earliest")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        seq = start
+        while True:
+            result = await self.log.read(patterns, seq, limit, check=check)
+            check = True
+            events = result.events
+            if types is not None:
+                events = [e for e in events if e.type in types]
+            if events:
+                return Poll(events, position(self.log.epoch, result.last_seq))
+            seq = max(seq, result.last_seq)
+            if len(result.events) == limit:
+                continue  # a full page of events this reader may not see: keep scanning
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return Poll([], position(self.log.epoch, seq))
+            signal = _Signal(types)
+            self._register(signal, patterns)
+            try:
+                # Re-read after registering so an event published in between is seen.
+                again = await self.log.read(patterns, seq, limit)
+                if any(types is None or e.type in types for e in again.events):
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await signal.future
+            finally:
+                self._unregister(signal)
+
+    # -- registry -----------------------------------------------------------------
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(isinstance(item, Subscription) for item in self._registrations)
+
+    def _register(self, item: Subscription | _Signal, patterns: Sequence[Pattern]) -> None:
+        unique = tuple(dict.fromkeys(patterns))
+        self._registrations[item] = unique
+        for pattern in unique:
+            self._index.add(pattern, item)
+
+    def _unregister(self, item: Subscription | _Signal) -> None:
+        patterns = self._registrations.pop(item, ())
+        for pattern in patterns:
+            self._index.remove(pattern, item)

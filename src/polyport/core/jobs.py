@@ -1,0 +1,225 @@
+"""Jobs: any unary method, started now and finished later.
+
+A job is stored before it is acknowledged, so it survives a restart. On start
+a node resumes what an earlier process left behind:
+
+* ``pending`` jobs (accepted, never started) run;
+* ``running`` jobs (the process died mid-call) run again **only** if their
+  method is declared ``idempotent=True``; otherwise they become ``failed``
+  with code ``INTERRUPTED`` — re-running a non-idempotent call (charge a card,
+  send a mail) behind the caller's back would be worse than telling them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from polyport.core.config import JobsConfig
+from polyport.core.context import Principal
+from polyport.core.dispatch import Binding, Caller, Dispatcher, PageResult
+from polyport.core.errors import (
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+
+log = logging.getLogger("polyport.jobs")
+
+JobStatus = Literal["pending", "running", "complete", "failed"]
+MAX_PENDING = 10_000
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    method: str
+    status: JobStatus
+    args: bytes  # the arguments as given, JSON; validated before the job was accepted
+    subject: str
+    scopes: tuple[str, ...]
+    anonymous: bool
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+    result: bytes | None = None  # JSON
+    error: dict[str, Any] | None = field(default=None)
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("complete", "failed")
+
+    def principal(self) -> Principal:
+        return Principal(self.subject, frozenset(self.scopes), anonymous=self.anonymous)
+
+
+class JobStore(Protocol):
+    """Where jobs are kept. Raises nothing for unknown ids: ``get`` returns None."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def insert(self, job: Job) -> None: ...
+    async def update(self, job: Job) -> None: ...
+    async def get(self, job_id: str) -> Job | None: ...
+    async def with_status(self, status: JobStatus) -> list[Job]: ...
+    async def purge_finished_before(self, time: float) -> int: ...
+
+
+class JobRunner:
+    """Accepts jobs, runs them on a bounded pool of workers, answers their status."""
+
+    def __init__(self, store: JobStore, dispatcher: Dispatcher, config: JobsConfig) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.config = config
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._done: dict[str, asyncio.Event] = {}
+        self._pending = 0
+
+    async def start(self) -> None:
+        await self.store.open()
+        for job in await self.store.with_status("running"):
+            binding = self.dispatcher.bindings.get(job.method)
+            if binding is not None and binding.spec.method.idempotent:
+                job.status = "pending"
+                log.warning("re-running interrupted job %s (%s is idempotent)", job.id, job.method)
+            else:
+                job.status = "failed"
+                job.finished = time.time()
+                job.error = {
+                    "code": "INTERRUPTED",
+                    "message": "the server stopped while this job was running; it was not "
+                    f"retried because {job.method} is not declared idempotent",
+                }
+                log.warning("job %s was interrupted by a restart; marked failed", job.id)
+            await self.store.update(job)
+        for job in await self.store.with_status("pending"):
+            self._enqueue(job.id)
+        for n in range(self.config.concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"polyport-job-{n}"))
+        self._workers.append(asyncio.create_task(self._purge_forever(), name="polyport-job-purge"))
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+        await self.store.close()
+
+    def _enqueue(self, job_id: str) -> None:
+        self._pending += 1
+        self._queue.put_nowait(job_id)
+
+    async def submit(self, binding: Binding, args: bytes | None, caller: Caller) -> Job:
+        """Admit, validate and store a job for ``binding``; it runs in the background."""
+        if binding.kind.value != "unary":
+            raise InvalidArgument(f"{binding.name} streams; only unary methods run as jobs")
+        principal = self.dispatcher.admit(binding.public, binding.scopes, caller)
+        binding.parse(args)  # reject bad arguments now, not later
+        if self._pending >= MAX_PENDING:
+            raise Unavailable("too many pending jobs", retry_after=self.config.retry_after)
+        job = Job(
+            id=secrets.token_urlsafe(12),
+            method=binding.name,
+            status="pending",
+            args=args or b"{}",
+            subject=principal.subject,
+            scopes=tuple(sorted(principal.scopes)),
+            anonymous=principal.anonymous,
+            created=time.time(),
+        )
+        await self.store.insert(job)
+        self._enqueue(job.id)
+        return job
+
+    async def get(self, job_id: str, caller: Caller) -> Job:
+        """The job, if it exists and belongs to the caller (others get NotFound)."""
+        principal = self.dispatcher.authenticate(caller)
+        job = await self.store.get(job_id) if len(job_id) <= 64 else None
+        if job is None:
+            raise NotFound(f"no job {job_id[:64]!r}")
+        owner = job.subject == principal.subject and job.anonymous == principal.anonymous
+        if not owner and "*" not in principal.scopes:
+            # Someone else's job: indistinguishable from no job at all.
+            raise NotFound(f"no job {job_id[:64]!r}")
+        return job
+
+    async def wait(self, job_id: str, caller: Caller, timeout: float) -> Job:
+        """The job once finished, or as it is after ``timeout`` seconds."""
+        job = await self.get(job_id, caller)
+        if job.done or timeout <= 0:
+            return job
+        done = self._done.setdefault(job_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(timeout, self.config.wait_max)):
+                await done.wait()
+        return await self.get(job_id, caller)
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            self._pending -= 1
+            try:
+                await self._run(job_id)
+            except Exception:
+                log.exception("job %s could not be run", job_id)
+
+    async def _run(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or job.status != "pending":
+            return
+        binding = self.dispatcher.bindings.get(job.method)
+        job.status, job.started, job.attempts = "running", time.time(), job.attempts + 1
+        await self.store.update(job)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            if binding is None:
+                raise NotFound(f"method {job.method} no longer exists")
+            kwargs = binding.parse(job.args)
+            caller = Caller("jobs", request_id=job.id)
+            result = await self.dispatcher.invoke(binding, kwargs, job.principal(), caller)
+            job.result = _result_json(binding, result)
+            job.status = "complete"
+        except ServiceError as exc:
+            code = exc.code
+            job.status = "failed"
+            job.error = {"code": exc.code, "message": exc.message}
+            if exc.details:
+                job.error["details"] = exc.details
+        finally:
+            job.finished = time.time()
+            self.dispatcher.metrics.observe_call("jobs", job.method, code, time.perf_counter() - started)
+            await self.store.update(job)
+            event = self._done.pop(job.id, None)
+            if event is not None:
+                event.set()
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(3600.0, self.config.retention / 10))
+            try:
+                await self.store.purge_finished_before(time.time() - self.config.retention)
+            except Exception:
+                log.exception("purging finished jobs failed")
+
+
+def _result_json(binding: Binding, result: Any) -> bytes:
+    if isinstance(result, PageResult):
+        return (
+            b'{"items":' + binding.dump_json(result.items)
+            + b',"next_cursor":' + orjson.dumps(result.next_cursor) + b"}"
+        )
+    return binding.dump_json(result)

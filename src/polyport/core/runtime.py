@@ -1,0 +1,72 @@
+"""What a running node hands to its edges: the contract and the core services.
+
+Edges receive a :class:`Runtime` and nothing else from the node; the node (in
+:mod:`polyport.node`) builds it from settings and chooses the backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import TypeAdapter
+
+from polyport.core.config import Settings
+from polyport.core.contract import EventMessage
+from polyport.core.dispatch import Dispatcher
+from polyport.core.hub import EventHub
+from polyport.core.jobs import JobRunner
+from polyport.core.metrics import Metrics
+from polyport.core.spec import ServiceSpec
+
+
+class EventCodec:
+    """Encodes typed events to JSON once at publish time, with one adapter per type."""
+
+    def __init__(self, spec: ServiceSpec) -> None:
+        self._adapters: dict[str, TypeAdapter[Any]] = {
+            name: TypeAdapter(event.annotation) for name, event in spec.events.items()
+        }
+
+    def adapter(self, event_type: str) -> TypeAdapter[Any]:
+        return self._adapters[event_type]
+
+    def encode(self, message: EventMessage) -> bytes:
+        adapter = self._adapters[message.type.name]
+        return adapter.dump_json(adapter.validate_python(message.data), by_alias=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one method, event or document is served by one pattern."""
+
+    pattern: str  # "REST", "polling", "long polling", "jobs", ...
+    target: str  # method, event type or document name
+    kind: Literal["method", "event", "document"]
+    address: str  # "GET /v1/users/{id}"
+
+
+@dataclass(slots=True)
+class Runtime:
+    spec: ServiceSpec
+    settings: Settings
+    dispatcher: Dispatcher
+    hub: EventHub
+    jobs: JobRunner
+    metrics: Metrics
+    codec: EventCodec
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Edge(Protocol):
+    """One communication pattern serving the runtime's contract."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def catalog(self) -> list[Endpoint]:
+        """Every endpoint this edge serves, for ``polyport routes`` and the dashboard."""
+        ...

@@ -1,0 +1,348 @@
+"""The analysed contract: signatures read into the type graph, once.
+
+:func:`build_spec` turns a declared :class:`~polyport.core.contract.Service`
+into a :class:`ServiceSpec`. Generators (OpenAPI, SDL, protobuf, WSDL, …) and
+the dispatch pipeline read this; nothing else inspects handler signatures.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import re
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from polyport.core.context import Context
+from polyport.core.contract import EventType, Method, MethodKind, Operation, Page, Resource, Service
+from polyport.core.errors import ContractError
+from polyport.core.typegraph import TypeGraph, jsonable_default
+from polyport.core.types import MISSING, FieldSpec, ListOf, ModelRef, TypeNode, Unit
+
+_STREAM_ORIGINS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Docs:
+    summary: str | None
+    description: str | None
+    params: dict[str, str]
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Params):\s*$")
+_PARAM_LINE = re.compile(r"^\s+(\*{0,2}\w+)(\s*\([^)]*\))?:\s*(.*)$")
+
+
+def parse_docstring(doc: str | None) -> Docs:
+    """Summary, description and Google-style ``Args:`` entries of a docstring."""
+    if not doc:
+        return Docs(None, None, {})
+    lines = inspect.cleandoc(doc).splitlines()
+    body: list[str] = []
+    params: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    for line in lines:
+        if _SECTION.match(line):
+            in_args = True
+            continue
+        if in_args:
+            match = _PARAM_LINE.match(line)
+            if match:
+                current = match.group(1).lstrip("*")
+                params[current] = match.group(3).strip()
+                continue
+            if line.startswith((" ", "\t")) and current and line.strip():
+                params[current] += " " + line.strip()
+                continue
+            if not line.strip():
+                continue
+            in_args = False
+        body.append(line)
+    text = "\n".join(body).strip()
+    if not text:
+        return Docs(None, None, params)
+    summary, _, rest = text.partition("\n\n")
+    summary = " ".join(summary.split())
+    return Docs(summary, rest.strip() or None, params)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """A method as the type graph sees it, with everything edges need to serve it."""
+
+    name: str
+    kind: MethodKind
+    method: Method
+    summary: str | None
+    description: str | None
+    params: tuple[FieldSpec, ...]  # wire-visible parameters, in order
+    annotations: dict[str, Any]  # Python annotation per parameter (for validators)
+    defaults: dict[str, Any]  # Python default per optional parameter
+    returns: TypeNode  # for server streams: the item type
+    returns_annotation: Any
+    context_param: str | None
+    stream_param: str | None  # the client-stream parameter
+    stream_item: TypeNode | None
+    stream_item_annotation: Any
+    paged: bool  # a resource list: (items, next cursor)
+
+    @property
+    def resource(self) -> Resource | None:
+        return self.method.resource
+
+    @property
+    def operation(self) -> Operation | None:
+        return self.method.operation
+
+    @property
+    def public(self) -> bool:
+        return self.method.public
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.method.scopes
+
+    def param(self, name: str) -> FieldSpec:
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    name: str
+    event: EventType
+    payload: TypeNode
+    annotation: Any
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    resource: Resource
+    model: str  # the model's name in the type graph
+    key: FieldSpec
+    operations: dict[Operation, MethodSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    service: Service
+    graph: TypeGraph
+    methods: dict[str, MethodSpec]
+    resources: dict[str, ResourceSpec]
+    events: dict[str, EventSpec]
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def version(self) -> int:
+        return self.service.version
+
+
+def _stream_item(annotation: Any) -> Any | None:
+    """``X`` for ``AsyncIterator[X]`` and friends, else None."""
+    origin = typing.get_origin(annotation)
+    if origin in _STREAM_ORIGINS:
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return None
+
+
+def _list_item(annotation: Any) -> tuple[Any, bool] | None:
+    """``(X, paged)`` for ``list[X]`` or ``Page[X]`` returns, else None."""
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0], False
+    if isinstance(annotation, type) and issubclass(annotation, Page):
+        meta = annotation.__pydantic_generic_metadata__
+        if meta["origin"] is Page and meta["args"]:
+            return meta["args"][0], True
+    return None
+
+
+def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
+    fn = method.fn
+    where = f"method {method.name}"
+    if not callable(fn):
+        raise ContractError(f"{where}: not callable")
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ContractError(f"{where}: cannot resolve type hints: {exc}") from exc
+    signature = inspect.signature(fn)
+    docs = parse_docstring(fn.__doc__)
+
+    if "return" not in hints:
+        raise ContractError(f"{where}: the return type must be annotated")
+    returns_annotation = hints["return"]
+    server_item = _stream_item(returns_annotation)
+    is_asyncgen = inspect.isasyncgenfunction(fn)
+    if is_asyncgen and server_item is None:
+        raise ContractError(f"{where}: an async generator must be annotated AsyncIterator[X]")
+
+    context_param: str | None = None
+    stream_param: str | None = None
+    stream_item_annotation: Any = None
+    params: list[FieldSpec] = []
+    annotations: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    resource = method.resource
+    for pname, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ContractError(f"{where}: *args and **kwargs cannot be described on the wire")
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise ContractError(f"{where}: positional-only parameters cannot be named on the wire")
+        if pname not in hints:
+            raise ContractError(f"{where}: parameter {pname!r} needs a type annotation")
+        annotation = hints[pname]
+        if annotation is Context:
+            context_param = pname
+            continue
+        item = _stream_item(annotation)
+        if item is not None:
+            if stream_param is not None:
+                raise ContractError(f"{where}: only one parameter may be a stream")
+            stream_param, stream_item_annotation = pname, item
+            continue
+        if method.operation == "list" and pname == "limit" and resource is not None:
+            # The resource's page-size bound becomes part of the contract.
+            annotation = Annotated[annotation, Field(ge=1, le=resource.max_limit)]
+        annotations[pname] = annotation
+        default = parameter.default
+        if default is not parameter.empty:
+            defaults[pname] = default
+        params.append(
+            FieldSpec(
+                name=pname,
+                wire_name=pname,
+                type=graph.node(annotation, where=f"{where}, parameter {pname}"),
+                required=default is parameter.empty,
+                default=jsonable_default(default),
+                description=docs.params.get(pname),
+            )
+        )
+
+    kind = _kind_of(method, server_item is not None, stream_param is not None, where)
+    if kind in (MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM) and not is_asyncgen:
+        raise ContractError(f"{where}: a server stream must be an async generator function")
+    if kind in (MethodKind.UNARY, MethodKind.CLIENT_STREAM) and not inspect.iscoroutinefunction(fn):
+        if inspect.isasyncgenfunction(fn):
+            raise ContractError(f"{where}: an async generator returns a stream; annotate it")
+        # plain functions are allowed: they run in a worker thread
+
+    paged = False
+    if server_item is not None:
+        returns_node = graph.node(server_item, where=f"{where}, stream item")
+        returns_annotation = server_item
+    elif method.operation == "list":
+        listed = _list_item(returns_annotation)
+        if listed is None:
+            raise ContractError(f"{where}: a list operation returns list[Model] or Page[Model]")
+        item_annotation, _ = listed
+        returns_node = ListOf(graph.node(item_annotation, where=f"{where}, item"))
+        returns_annotation = list[item_annotation]  # type: ignore[valid-type]
+        paged = True
+    else:
+        returns_node = graph.node(returns_annotation, where=f"{where}, return type")
+
+    stream_item_node = (
+        graph.node(stream_item_annotation, where=f"{where}, stream parameter")
+        if stream_param
+        else None
+    )
+    spec = MethodSpec(
+        name=method.name,
+        kind=kind,
+        method=method,
+        summary=docs.summary,
+        description=docs.description,
+        params=tuple(params),
+        annotations=annotations,
+        defaults=defaults,
+        returns=returns_node,
+        returns_annotation=returns_annotation,
+        context_param=context_param,
+        stream_param=stream_param,
+        stream_item=stream_item_node,
+        stream_item_annotation=stream_item_annotation,
+        paged=paged,
+    )
+    if resource is not None:
+        _check_operation(spec, resource, graph, where)
+    return spec
+
+
+def _kind_of(method: Method, streams_out: bool, streams_in: bool, where: str) -> MethodKind:
+    found = {
+        (False, False): MethodKind.UNARY,
+        (True, False): MethodKind.SERVER_STREAM,
+        (False, True): MethodKind.CLIENT_STREAM,
+        (True, True): MethodKind.BIDI_STREAM,
+    }[(streams_out, streams_in)]
+    if method.kind is not None and method.kind is not found:
+        raise ContractError(
+            f"{where}: declared {method.kind.value} but its signature is {found.value}"
+        )
+    return found
+
+
+def _check_operation(spec: MethodSpec, resource: Resource, graph: TypeGraph, where: str) -> None:
+    op = spec.operation
+    names = [p.name for p in spec.params]
+    model_name = graph.name_of(resource.model)
+    if op in ("get", "update", "delete") and (not names or names[0] != resource.key):
+        raise ContractError(f"{where}: a {op} operation takes the key {resource.key!r} first")
+    if op == "list":
+        for required in ("limit", "cursor"):
+            if required not in names:
+                raise ContractError(
+                    f"{where}: a list operation takes 'limit' and 'cursor' parameters"
+                )
+    if op in ("get", "create", "update") and spec.returns != ModelRef(model_name):
+        raise ContractError(f"{where}: a {op} operation returns {resource.model.__name__}")
+    if op == "delete" and spec.returns not in (Unit, ModelRef(model_name)):
+        raise ContractError(f"{where}: a delete operation returns None or the deleted item")
+    if spec.kind is not MethodKind.UNARY:
+        raise ContractError(f"{where}: resource operations cannot stream")
+
+
+def build_spec(service: Service) -> ServiceSpec:
+    """Analyse every declaration of ``service`` into one :class:`ServiceSpec`."""
+    graph = TypeGraph()
+    for resource in service.resources.values():
+        graph.node(resource.model, where=f"resource {resource.name}")
+    methods = {name: _analyse_method(m, graph) for name, m in service.methods.items()}
+    events = {}
+    for name, event in service.events.items():
+        model = event.model
+        events[name] = EventSpec(
+            name=name,
+            event=event,
+            payload=graph.node(model, where=f"event {name}"),
+            annotation=model,
+            description=event.description
+            or (parse_docstring(model.__doc__).summary if isinstance(model, type)
+                and issubclass(model, BaseModel) and model.__dict__.get("__doc__") else None),
+        )
+    resources = {}
+    for name, resource in service.resources.items():
+        model_name = graph.name_of(resource.model)
+        key = graph.model(model_name).field(resource.key)
+        operations = {op: methods[m.name] for op, m in resource.methods.items()}
+        resources[name] = ResourceSpec(name, resource, model_name, key, operations)
+    return ServiceSpec(service, graph, methods, resources, events)
+
+
+__all__ = ["MISSING", "EventSpec", "MethodSpec", "ResourceSpec", "ServiceSpec", "build_spec"]

@@ -1,0 +1,240 @@
+"""A node: one service served over every installed edge, from one process.
+
+The node is the composition root. It reads the settings, chooses the
+backends, builds the core (:class:`~polyport.core.runtime.Runtime`), loads
+each edge lazily by its ``"module:Class"`` name — so a missing optional
+dependency only disables that edge — and serves the HTTP edges through one
+ASGI app on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import importlib
+import inspect
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from polyport.asgi.app import HttpApp
+from polyport.asgi.http import Request, Response
+from polyport.asgi.router import Route
+from polyport.backends.memory import MemoryEventLog
+from polyport.backends.sqlite import SqliteDatabase, SqliteEventLog, SqliteJobStore
+from polyport.core.auth import Authenticator
+from polyport.core.config import Settings
+from polyport.core.contract import Service
+from polyport.core.dispatch import Dispatcher
+from polyport.core.errors import ConfigError, MissingExtra
+from polyport.core.eventlog import EventLog, History
+from polyport.core.hub import EventHub
+from polyport.core.jobs import JobRunner
+from polyport.core.metrics import Metrics
+from polyport.core.ratelimit import RateLimiter
+from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
+
+log = logging.getLogger("polyport.node")
+
+#: Every edge a node can serve, by pattern, imported only when used.
+EDGES: dict[str, str] = {
+    "rest": "polyport.edges.rest:RestEdge",
+    "poll": "polyport.edges.poll:PollEdge",
+}
+
+DEV_WARNING = (
+    "DEVELOPMENT MODE: anonymous callers may do everything on this node. "
+    "Never expose it; use `polyport serve` with credentials for anything real."
+)
+
+
+def load_edge(path: str) -> type[Any]:
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or a one-line :class:`ConfigError` saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use; choose another with --port"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"no permission to listen on {host}:{port}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _call_hook(hook: Any, settings: Settings) -> Any:
+    """Hooks may take the node's settings (to find the database, say) or nothing."""
+    if inspect.signature(hook).parameters:
+        return hook(settings)
+    return hook()
+
+
+class Node:
+    """Serves ``service`` on every edge in ``edges`` (default: all that can load)."""
+
+    def __init__(
+        self,
+        service: Service,
+        settings: Settings | None = None,
+        *,
+        edges: list[str] | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings = settings or Settings()
+        spec = service.spec()
+        self.metrics = Metrics()
+        dispatcher = Dispatcher(
+            spec,
+            authenticator=Authenticator(settings.auth, dev=settings.dev),
+            limiter=RateLimiter(settings.rate_limit),
+            metrics=self.metrics,
+        )
+        history = History(settings.history.max_events, settings.history.max_age)
+        self.db = SqliteDatabase(settings.database)
+        event_log: EventLog = (
+            SqliteEventLog(self.db, history)
+            if settings.event_log == "sqlite"
+            else MemoryEventLog(history)
+        )
+        codec = EventCodec(spec)
+        hub = EventHub(
+            event_log,
+            buffer=settings.limits.subscriber_buffer,
+            encoder=codec.encode,
+            max_age=history.max_age,
+            trim_interval=min(60.0, max(0.05, history.max_age / 10)),
+        )
+        jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
+        self.runtime = Runtime(spec, settings, dispatcher, hub, jobs, self.metrics, codec)
+        self.edges: list[Edge] = []
+        self.skipped: dict[str, str] = {}
+        for name in edges or list(EDGES):
+            if name not in EDGES:
+                raise ConfigError(f"unknown edge {name!r}; known: {', '.join(EDGES)}")
+            try:
+                edge_class = load_edge(EDGES[name])
+            except MissingExtra as exc:
+                self.skipped[name] = str(exc)
+                continue
+            self.edges.append(edge_class(self.runtime))
+        self.app = HttpApp(
+            self._routes(),
+            max_body=settings.limits.max_body,
+            cors_origins=settings.cors_origins,
+            access_log_enabled=settings.log.access,
+        )
+        self._started = False
+
+    # -- routes of the node itself ---------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        routes: list[Route] = []
+        for edge in self.edges:
+            edge_routes = getattr(edge, "routes", None)
+            if edge_routes is not None:
+                routes.extend(edge_routes())
+        from polyport.web import web_routes
+
+        routes.extend(web_routes(self))
+        routes.append(Route("GET", "/metrics", self._metrics, "metrics"))
+        routes.append(Route("GET", "/healthz", self._health, "health"))
+        return routes
+
+    async def _metrics(self, request: Request) -> Response:
+        hub = self.runtime.hub
+        self.metrics.set("polyport_subscribers", "Live event subscriptions.", hub.subscriber_count)
+        self.metrics.set("polyport_events_published", "Events published since start.", hub.published)
+        return Response(200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+
+    async def _health(self, request: Request) -> Response:
+        status = b'{"status":"ok"}' if self._started else b'{"status":"starting"}'
+        return Response(200 if self._started else 503, status, headers=[(b"cache-control", b"no-store")])
+
+    def catalog(self) -> list[Endpoint]:
+        """Every endpoint of every edge, for ``polyport routes`` and the dashboard."""
+        entries: list[Endpoint] = []
+        for edge in self.edges:
+            entries.extend(edge.catalog())
+        return entries
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.dev:
+            log.warning(DEV_WARNING)
+        runtime = self.runtime
+        await runtime.hub.start()
+        self.service.bind(runtime.hub)
+        await runtime.jobs.start()
+        for hook in self.service.startup_hooks:
+            result = _call_hook(hook, self.settings)
+            if inspect.isawaitable(result):
+                await result
+        for edge in self.edges:
+            await edge.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        for edge in reversed(self.edges):
+            with contextlib.suppress(Exception):
+                await edge.stop()
+        for hook in self.service.shutdown_hooks:
+            try:
+                result = _call_hook(hook, self.settings)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("a shutdown hook failed")
+        await self.runtime.jobs.stop()
+        await self.runtime.hub.stop()
+        self.service.bind(None)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Node]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    async def serve(self, sock: socket.socket, *, ready: asyncio.Event | None = None) -> None:
+        """Serve HTTP on ``sock`` until cancelled or signalled (Ctrl-C)."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            ws="none",
+            http="httptools",
+            loop="none",
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        self.server = server
+        async with self.running():
+            if ready is not None:
+                asyncio.get_running_loop().call_soon(ready.set)
+            await server.serve(sockets=[sock])
