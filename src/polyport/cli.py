@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from polyport._version import __version__
@@ -30,7 +31,7 @@ out = Console(highlight=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print("[bold red]error:[/] " + escape(message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -50,7 +51,9 @@ def load_service(target: str) -> Service:
     except PolyportError:
         raise
     except Exception as exc:
-        raise ConfigError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         service = getattr(module, attr)
     except AttributeError:
@@ -117,11 +120,14 @@ ConfigOption = Annotated[
 @app.command()
 def serve(
     target: Annotated[str, typer.Argument(help="The service to serve, as MODULE:SERVICE.")],
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
     config: ConfigOption = None,
     database: Annotated[
-        str | None, typer.Option(help="SQLite file for events and jobs [default: polyport.sqlite3].")
+        str | None,
+        typer.Option(help="SQLite file for events and jobs [default: polyport.sqlite3]."),
     ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Development mode: anonymous callers may do everything.")
@@ -130,8 +136,13 @@ def serve(
     """Serve MODULE:SERVICE on every installed edge; credentials required unless public."""
     try:
         settings = load_settings(
-            config, overrides={"host": host, "port": port, "database": database,
-                               "dev": True if dev else None},
+            config,
+            overrides={
+                "host": host,
+                "port": port,
+                "database": database,
+                "dev": True if dev else None,
+            },
         )
         service = load_service(target)
         _run_node(service, settings)
@@ -202,8 +213,9 @@ def routes(
     out.print(table)
 
 
-bench_app = typer.Typer(help="The benchmark lab: the same handler over each pattern.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(
+    help="The benchmark lab: the same handler over each pattern.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 
@@ -212,10 +224,10 @@ def bench_rest(
     duration: Annotated[float, typer.Option(help="Seconds of load per target.")] = 10.0,
     connections: Annotated[int, typer.Option(help="Concurrent keep-alive connections.")] = 64,
     warmup: Annotated[float, typer.Option(help="Seconds of warm-up per target.")] = 2.0,
-    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("bench-results"),
-    generator: Annotated[
-        str, typer.Option(help="Load generator: auto, wrk or python.")
-    ] = "auto",
+    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
+        "bench-results"
+    ),
+    generator: Annotated[str, typer.Option(help="Load generator: auto, wrk or python.")] = "auto",
 ) -> None:
     """GET /v1/users/{id} through polyport, plain FastAPI and a plain Starlette route."""
     try:
@@ -223,8 +235,14 @@ def bench_rest(
     except MissingExtra as exc:
         raise fail(str(exc)) from None
     try:
-        run_rest_bench(duration=duration, connections=connections, warmup=warmup,
-                       output=output, generator=generator, console=out)
+        run_rest_bench(
+            duration=duration,
+            connections=connections,
+            warmup=warmup,
+            output=output,
+            generator=generator,
+            console=out,
+        )
     except (ConfigError, MissingExtra) as exc:
         raise fail(str(exc)) from None
 

@@ -162,12 +162,18 @@ class Node:
     async def _metrics(self, request: Request) -> Response:
         hub = self.runtime.hub
         self.metrics.set("polyport_subscribers", "Live event subscriptions.", hub.subscriber_count)
-        self.metrics.set("polyport_events_published", "Events published since start.", hub.published)
-        return Response(200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        self.metrics.set(
+            "polyport_events_published", "Events published since start.", hub.published
+        )
+        return Response(
+            200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def _health(self, request: Request) -> Response:
         status = b'{"status":"ok"}' if self._started else b'{"status":"starting"}'
-        return Response(200 if self._started else 503, status, headers=[(b"cache-control", b"no-store")])
+        return Response(
+            200 if self._started else 503, status, headers=[(b"cache-control", b"no-store")]
+        )
 
     def catalog(self) -> list[Endpoint]:
         """Every endpoint of every edge, for ``polyport routes`` and the dashboard."""

@@ -89,27 +89,36 @@ class HttpApp:
                     response = self._error(exc, path, scope)
                 except Exception:
                     request_id = new_request_id()
-                    log.exception("unhandled error on %s %s", method, path,
-                                  extra={"request_id": request_id})
+                    log.exception(
+                        "unhandled error on %s %s", method, path, extra={"request_id": request_id}
+                    )
                     response = self._error(Internal(), path, scope, request_id)
         if response is not None:
             await send_response(send, response, head=head, extra=extra)
         if self.access_log:
             access_log.info(
-                "%s %s %s", method, path, response.status if response else "stream",
+                "%s %s %s",
+                method,
+                path,
+                response.status if response else "stream",
                 extra={"ms": round((time.perf_counter() - started) * 1000, 3)},
             )
 
     def _error(
         self, error: ServiceError, path: str, scope: dict[str, Any], request_id: str | None = None
     ) -> Response:
+        request_id = request_id or error.request_id
         if request_id is None and isinstance(error, Internal):
             request_id = new_request_id()
         status, headers, body = problem(error, instance=path, request_id=request_id)
         return Response(status, body, content_type=PROBLEM_JSON, headers=headers)
 
     def _not_allowed(
-        self, method: str, handlers: dict[str, Any], path: str, scope: dict[str, Any],
+        self,
+        method: str,
+        handlers: dict[str, Any],
+        path: str,
+        scope: dict[str, Any],
         extra: Headers,
     ) -> Response:
         allowed = sorted({*handlers, *(("HEAD",) if "GET" in handlers else ())})
@@ -118,19 +127,24 @@ class HttpApp:
             if extra:
                 headers += [
                     (b"access-control-allow-methods", ", ".join(allowed).encode()),
-                    (b"access-control-allow-headers",
-                     b"authorization, content-type, x-api-key, x-request-id, if-none-match, "
-                     b"last-event-id"),
+                    (
+                        b"access-control-allow-headers",
+                        b"authorization, content-type, x-api-key, x-request-id, if-none-match, "
+                        b"last-event-id",
+                    ),
                     (b"access-control-max-age", b"600"),
                 ]
             return Response(204, content_type=None, headers=headers)
         body = problem_body(
-            405, "Method Not Allowed", "METHOD_NOT_ALLOWED",
+            405,
+            "Method Not Allowed",
+            "METHOD_NOT_ALLOWED",
             f"{method} is not allowed on {path[:200]}; allowed: {', '.join(allowed)}",
             instance=path,
         )
-        return Response(405, body, content_type=PROBLEM_JSON,
-                        headers=[(b"allow", ", ".join(allowed).encode())])
+        return Response(
+            405, body, content_type=PROBLEM_JSON, headers=[(b"allow", ", ".join(allowed).encode())]
+        )
 
     def _cors(self, scope: dict[str, Any]) -> Headers:
         origin = None

@@ -40,11 +40,26 @@ class Response:
 
 class Request:
     __slots__ = (
-        "_body", "_headers", "_query", "app", "max_body", "params", "receive", "scope", "send",
+        "_body",
+        "_headers",
+        "_query",
+        "app",
+        "max_body",
+        "params",
+        "receive",
+        "scope",
+        "send",
     )
 
-    def __init__(self, scope: Scope, receive: Any, send: Any, params: dict[str, str],
-                 max_body: int, app: Any = None) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Any,
+        send: Any,
+        params: dict[str, str],
+        max_body: int,
+        app: Any = None,
+    ) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -83,7 +98,9 @@ class Request:
         """Query parameters; a repeated name keeps its last value (see :meth:`query_all`)."""
         if self._query is None:
             raw = self.scope.get("query_string", b"")
-            self._query = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+            self._query = (
+                dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+            )
         return self._query
 
     def query_all(self, name: str) -> list[str]:
@@ -165,7 +182,9 @@ class Request:
         content_type = self.headers.get(b"content-type")
         if content_type is not None:
             media = content_type.split(b";", 1)[0].strip().lower()
-            if media != JSON and not (media.startswith(b"application/") and media.endswith(b"+json")):
+            if media != JSON and not (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            ):
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
         return await self.body()
 
@@ -179,8 +198,9 @@ class UnsupportedMediaType(InvalidArgument):
         super().__init__(f"send the body as application/json, not {media[:60]!r}")
 
 
-async def send_response(send: Any, response: Response, *, head: bool = False,
-                        extra: Headers | None = None) -> None:
+async def send_response(
+    send: Any, response: Response, *, head: bool = False, extra: Headers | None = None
+) -> None:
     headers = response.headers
     if response.content_type is not None:
         headers = [(b"content-type", response.content_type), *headers]

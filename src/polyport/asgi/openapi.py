@@ -115,15 +115,21 @@ class OpenApiDocument:
         for field in fields:
             schema = self.schemas.schema(field.type)
             if field.description:
-                schema = {**schema, "description": field.description} if "$ref" not in schema \
+                schema = (
+                    {**schema, "description": field.description}
+                    if "$ref" not in schema
                     else {"allOf": [schema], "description": field.description}
+                )
             if field.default is not MISSING:
                 schema = {**schema, "default": field.default}
             properties[field.wire_name] = schema
             if field.required:
                 required.append(field.wire_name)
-        out: dict[str, Any] = {"type": "object", "properties": properties,
-                               "additionalProperties": False}
+        out: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
         if required:
             out["required"] = required
         return out
@@ -157,8 +163,7 @@ class OpenApiDocument:
             "info": info,
             "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
             "tags": [
-                {"name": name, **({"description": d} if d else {})}
-                for name, d in self.tags.items()
+                {"name": name, **({"description": d} if d else {})} for name, d in self.tags.items()
             ],
             "paths": dict(sorted(self.paths.items())),
             "components": {

@@ -69,13 +69,17 @@ class _JwtVerifier:
                 try:
                     pem = Path(pem).read_text(encoding="ascii")
                 except OSError as exc:
-                    raise ConfigError(f"auth.jwt.rs256_public_key: cannot read {pem}: {exc}") from exc
+                    raise ConfigError(
+                        f"auth.jwt.rs256_public_key: cannot read {pem}: {exc}"
+                    ) from exc
             try:
                 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
                 self.keys["RS256"] = load_pem_public_key(pem.encode())
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"auth.jwt.rs256_public_key is not a PEM public key: {exc}") from exc
+                raise ConfigError(
+                    f"auth.jwt.rs256_public_key is not a PEM public key: {exc}"
+                ) from exc
 
     def verify(self, token: str) -> tuple[Principal, float]:
         jwt = self._jwt
@@ -112,7 +116,9 @@ class _JwtVerifier:
             raise Unauthenticated("token is invalid", invalid_token=True) from None
         subject = claims.get(config.subject_claim)
         if not isinstance(subject, str) or not subject:
-            raise Unauthenticated(f"token has no '{config.subject_claim}' claim", invalid_token=True)
+            raise Unauthenticated(
+                f"token has no '{config.subject_claim}' claim", invalid_token=True
+            )
         principal = Principal(subject, _scopes_of(claims, config.scope_claim), claims=claims)
         return principal, float(claims["exp"]) + config.leeway
 
@@ -125,9 +131,12 @@ class Authenticator:
         self.anonymous = DEV_ANONYMOUS if dev else ANONYMOUS
         self._keys: dict[str, Principal] = {}
         for entry in config.api_keys:
-            digest = entry.key_sha256 or hashlib.sha256(
-                entry.key.get_secret_value().encode()  # type: ignore[union-attr]
-            ).hexdigest()
+            digest = (
+                entry.key_sha256
+                or hashlib.sha256(
+                    entry.key.get_secret_value().encode()  # type: ignore[union-attr]
+                ).hexdigest()
+            )
             self._keys[digest] = Principal(entry.subject, frozenset(entry.scopes))
         self._jwt = _JwtVerifier(config.jwt) if config.jwt is not None else None
         self._cache: dict[str, tuple[Principal, float]] = {}

@@ -28,7 +28,8 @@ from pydantic import BaseModel, create_model
 from polyport.core.errors import ContractError, Unavailable
 
 if TYPE_CHECKING:
-    from polyport.core.events import Event, EventHub
+    from polyport.core.events import Event
+    from polyport.core.hub import EventHub
     from polyport.core.spec import ServiceSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +37,9 @@ T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
-_CHANNEL_TEMPLATE = re.compile(r"^([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\})(/([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\}))*$")
+_CHANNEL_TEMPLATE = re.compile(
+    r"^([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\})(/([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\}))*$"
+)
 
 Operation = Literal["get", "list", "create", "update", "delete"]
 
@@ -162,12 +165,16 @@ class Resource:
         if events:
             singular_key = model.model_fields[key].annotation
             deleted = create_model(  # the payload of {name}.deleted: just the key
-                f"{model.__name__}Deleted", __doc__=f"A {model.__name__} was deleted.",
+                f"{model.__name__}Deleted",
+                __doc__=f"A {model.__name__} was deleted.",
                 **{key: (singular_key, ...)},  # type: ignore[call-overload]
             )
             for op, payload in (("created", model), ("updated", model), ("deleted", deleted)):
                 self.events[op] = service.event(
-                    f"{name}.{op}", payload, public=public, scopes=scopes,
+                    f"{name}.{op}",
+                    payload,
+                    public=public,
+                    scopes=scopes,
                     description=f"A {name} resource was {op}.",
                 )
 
@@ -175,9 +182,13 @@ class Resource:
         if op in self.methods:
             raise ContractError(f"resource {self.name} already has a {op} operation")
         method = self.service._add(
-            fn, kind=MethodKind.UNARY, resource=self, operation=op,
+            fn,
+            kind=MethodKind.UNARY,
+            resource=self,
+            operation=op,
             public=options.pop("public", self.public),
-            scopes=frozenset(options.pop("scopes", self.scopes)), **options,
+            scopes=frozenset(options.pop("scopes", self.scopes)),
+            **options,
         )
         self.methods[op] = method
         return fn
@@ -275,8 +286,16 @@ class Service:
         if name in self.resources:
             raise ContractError(f"resource {name!r} is declared twice")
         resource = Resource(
-            self, name, model, key=key, events=events, public=public, scopes=frozenset(scopes),
-            cache_max_age=cache_max_age, max_limit=max_limit, description=description,
+            self,
+            name,
+            model,
+            key=key,
+            events=events,
+            public=public,
+            scopes=frozenset(scopes),
+            cache_max_age=cache_max_age,
+            max_limit=max_limit,
+            description=description,
         )
         self.resources[name] = resource
         return resource
@@ -285,8 +304,13 @@ class Service:
     def method(self, fn: F) -> F: ...
     @overload
     def method(
-        self, *, name: str | None = ..., public: bool = ..., scopes: Any = ...,
-        idempotent: bool = ..., timeout: float | None = ...,
+        self,
+        *,
+        name: str | None = ...,
+        public: bool = ...,
+        scopes: Any = ...,
+        idempotent: bool = ...,
+        timeout: float | None = ...,
     ) -> Callable[[F], F]: ...
     def method(self, fn: F | None = None, **options: Any) -> Any:
         """Declare a method; its kind (unary or streaming) follows from its signature.
@@ -299,7 +323,9 @@ class Service:
     @overload
     def stream(self, fn: F) -> F: ...
     @overload
-    def stream(self, *, name: str | None = ..., public: bool = ..., scopes: Any = ...) -> Callable[[F], F]: ...
+    def stream(
+        self, *, name: str | None = ..., public: bool = ..., scopes: Any = ...
+    ) -> Callable[[F], F]: ...
     def stream(self, fn: F | None = None, **options: Any) -> Any:
         """Declare a server-streaming method (an async generator)."""
         return self._decorate(fn, MethodKind.SERVER_STREAM, options)
@@ -338,7 +364,11 @@ class Service:
         if not _CHANNEL_TEMPLATE.match(channel):
             raise ContractError(f"event {name}: invalid channel template {channel!r}")
         event = EventType(
-            name, model, channel, description=description, public=public,
+            name,
+            model,
+            channel,
+            description=description,
+            public=public,
             scopes=frozenset(scopes),
             publish_scopes=None if publish_scopes is None else frozenset(publish_scopes),
             service=self,
@@ -379,7 +409,7 @@ class Service:
     async def publish(
         self, event: EventType | EventMessage | str, data: Any = None, *, channel: str | None = None
     ) -> Event:
-        """Publish an event: ``publish(OrderCreated(order))`` or ``publish(OrderCreated, order)``."""
+        """Publish: ``publish(OrderCreated(order))`` or ``publish(OrderCreated, order)``."""
         if isinstance(event, EventMessage):
             return await self.hub.publish_message(event)
         event_type = self.events[event] if isinstance(event, str) else event
@@ -422,8 +452,15 @@ class Service:
         if name in self.methods:
             raise ContractError(f"method {name!r} is declared twice")
         method = Method(
-            name, fn, kind, public=public, scopes=frozenset(scopes), idempotent=idempotent,
-            timeout=timeout, resource=resource, operation=operation,
+            name,
+            fn,
+            kind,
+            public=public,
+            scopes=frozenset(scopes),
+            idempotent=idempotent,
+            timeout=timeout,
+            resource=resource,
+            operation=operation,
         )
         self.methods[name] = method
         return method

@@ -19,15 +19,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from typing_extensions import NotRequired, Required, TypedDict
+from typing import Any, NotRequired, Required
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
+from typing_extensions import TypedDict
 
 from polyport.core.auth import NO_CREDENTIALS, Authenticator, Credentials
-from polyport.core.context import Context, Principal
+from polyport.core.context import Context, Principal, new_request_id
 from polyport.core.contract import EventMessage, EventType, MethodKind, Page
 from polyport.core.errors import (
     DeadlineExceeded,
@@ -106,9 +105,26 @@ class Binding:
     """One method made ready to serve: validator and serializer built, options resolved."""
 
     __slots__ = (
-        "context_param", "event", "fn", "is_async", "key", "kind", "name", "operation",
-        "paged", "params", "public", "result", "scopes", "spec", "stream_item", "timeout",
-        "_params_json", "_params_python", "_result_json", "_result_python",
+        "_params_json",
+        "_params_python",
+        "_result_json",
+        "_result_python",
+        "context_param",
+        "event",
+        "fn",
+        "is_async",
+        "key",
+        "kind",
+        "name",
+        "operation",
+        "paged",
+        "params",
+        "public",
+        "result",
+        "scopes",
+        "spec",
+        "stream_item",
+        "timeout",
     )
 
     def __init__(self, spec: MethodSpec, events: Mapping[str, EventType]) -> None:
@@ -133,7 +149,7 @@ class Binding:
         for param in spec.params:
             annotation = spec.annotations[param.name]
             fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
-        params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[operator]
+        params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[misc]
         params_type.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
         self.params = TypeAdapter(params_type)
         self._params_json = self.params.validator.validate_json
@@ -165,7 +181,7 @@ class Binding:
     def dump_json(self, value: Any) -> bytes:
         """The result as JSON bytes; a handler returning the wrong type is an internal error."""
         try:
-            return self._result_json(value, by_alias=True, warnings="error")  # type: ignore[no-any-return]
+            return self._result_json(value, by_alias=True, warnings="error")
         except PydanticSerializationError as exc:
             raise _wrong_return(self.name, exc) from exc
 
@@ -177,9 +193,25 @@ class Binding:
             raise _wrong_return(self.name, exc) from exc
 
 
+def internal_error(what: str, exc: BaseException, caller: Caller | None = None) -> Internal:
+    """Log ``exc`` under a request id and return the bare Internal error that carries it."""
+    error = Internal()
+    error.request_id = (caller.request_id if caller else None) or new_request_id()
+    log.error(
+        what,
+        exc_info=exc,
+        extra={
+            "request_id": error.request_id,
+            "edge": caller.edge if caller else None,
+        },
+    )
+    return error
+
+
 def _wrong_return(name: str, exc: Exception) -> Internal:
-    log.error("handler %s returned a value that does not match its annotation: %s", name, exc)
-    return Internal()
+    return internal_error(
+        f"handler {name} returned a value that does not match its annotation", exc
+    )
 
 
 class Dispatcher:
@@ -270,7 +302,9 @@ class Dispatcher:
             code = exc.code
             raise
         finally:
-            self.metrics.observe_call(caller.edge, binding.name, code, time.perf_counter() - started)
+            self.metrics.observe_call(
+                caller.edge, binding.name, code, time.perf_counter() - started
+            )
 
     async def invoke(
         self, binding: Binding, kwargs: dict[str, Any], principal: Principal, caller: Caller
@@ -292,16 +326,10 @@ class Dispatcher:
                     ) from None
         except ServiceError:
             raise
-        except ValidationError as exc:
-            # A handler validating its own data: its fault, not the caller's.
-            log.error("handler %s raised a ValidationError", binding.name, exc_info=exc)
-            raise Internal() from exc
         except Exception as exc:
-            log.error(
-                "handler %s failed", binding.name, exc_info=exc,
-                extra={"request_id": caller.request_id, "edge": caller.edge},
-            )
-            raise Internal() from exc
+            # Includes a ValidationError raised by the handler on its own data:
+            # its fault, not the caller's.
+            raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
         if binding.paged:
             return self._page(binding, kwargs, result)
         if binding.event is not None:
@@ -383,8 +411,7 @@ class Dispatcher:
         except ServiceError:
             raise
         except Exception as exc:
-            log.error("handler %s failed", binding.name, exc_info=exc)
-            raise Internal() from exc
+            raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
         yield result
 
     async def _guarded(
@@ -396,8 +423,7 @@ class Dispatcher:
         except ServiceError:
             raise
         except Exception as exc:
-            log.error("stream %s failed", binding.name, exc_info=exc)
-            raise Internal() from exc
+            raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
 
     async def _validated(self, binding: Binding, inbound: AsyncIterator[Any]) -> AsyncIterator[Any]:
         adapter = binding.stream_item

@@ -67,6 +67,8 @@ class ServiceError(PolyportError):
         self.message = message or self.default_message
         self.details = details
         self.retry_after = retry_after
+        #: Set on internal errors: the id under which the cause was logged.
+        self.request_id: str | None = None
         super().__init__(self.message)
 
 

@@ -122,7 +122,8 @@ def resolve_with(
         )
     if cursor.number > channel.last_offset:
         raise InvalidArgument(
-            f"cursor {cursor} is ahead of channel {channel.name} (last offset {channel.last_offset})"
+            f"cursor {cursor} is ahead of channel {channel.name} "
+            f"(last offset {channel.last_offset})"
         )
     if seq_of_offset is not None:
         return seq_of_offset
@@ -136,9 +137,7 @@ def resolve_with(
     )
 
 
-def check_gap(
-    infos: Sequence[ChannelInfo], after_seq: int, log_epoch: str, head: int
-) -> None:
+def check_gap(infos: Sequence[ChannelInfo], after_seq: int, log_epoch: str, head: int) -> None:
     """Raise :class:`RecoveryFailed` if a channel lost events after ``after_seq``."""
     for info in infos:
         if info.trimmed_seq > after_seq:

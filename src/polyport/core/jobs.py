@@ -29,6 +29,7 @@ from polyport.core.errors import (
     InvalidArgument,
     NotFound,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -131,7 +132,7 @@ class JobRunner:
         if self._pending >= MAX_PENDING:
             raise Unavailable("too many pending jobs", retry_after=self.config.retry_after)
         job = Job(
-            id=secrets.token_urlsafe(12),
+            id="j-" + secrets.token_urlsafe(12),
             method=binding.name,
             status="pending",
             args=args or b"{}",
@@ -152,18 +153,20 @@ class JobRunner:
             raise NotFound(f"no job {job_id[:64]!r}")
         owner = job.subject == principal.subject and job.anonymous == principal.anonymous
         if not owner and "*" not in principal.scopes:
+            if principal.anonymous:
+                raise Unauthenticated()  # signing in may show it
             # Someone else's job: indistinguishable from no job at all.
             raise NotFound(f"no job {job_id[:64]!r}")
         return job
 
-    async def wait(self, job_id: str, caller: Caller, timeout: float) -> Job:
-        """The job once finished, or as it is after ``timeout`` seconds."""
+    async def wait(self, job_id: str, caller: Caller, seconds: float) -> Job:
+        """The job once finished, or as it is after ``seconds``."""
         job = await self.get(job_id, caller)
-        if job.done or timeout <= 0:
+        if job.done or seconds <= 0:
             return job
         done = self._done.setdefault(job_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(timeout, self.config.wait_max)):
+            async with asyncio.timeout(min(seconds, self.config.wait_max)):
                 await done.wait()
         return await self.get(job_id, caller)
 
@@ -201,7 +204,9 @@ class JobRunner:
                 job.error["details"] = exc.details
         finally:
             job.finished = time.time()
-            self.dispatcher.metrics.observe_call("jobs", job.method, code, time.perf_counter() - started)
+            self.dispatcher.metrics.observe_call(
+                "jobs", job.method, code, time.perf_counter() - started
+            )
             await self.store.update(job)
             event = self._done.pop(job.id, None)
             if event is not None:
@@ -219,7 +224,10 @@ class JobRunner:
 def _result_json(binding: Binding, result: Any) -> bytes:
     if isinstance(result, PageResult):
         return (
-            b'{"items":' + binding.dump_json(result.items)
-            + b',"next_cursor":' + orjson.dumps(result.next_cursor) + b"}"
+            b'{"items":'
+            + binding.dump_json(result.items)
+            + b',"next_cursor":'
+            + orjson.dumps(result.next_cursor)
+            + b"}"
         )
     return binding.dump_json(result)

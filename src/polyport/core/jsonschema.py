@@ -36,8 +36,6 @@ _SCALARS: dict[str, dict[str, Any]] = {
     "date": {"type": "string", "format": "date"},
     "time": {"type": "string", "format": "time"},
     "uuid": {"type": "string", "format": "uuid"},
-    # Decimals travel as strings so no precision is lost (pydantic's JSON form).
-    "decimal": {"type": "string", "format": "decimal", "pattern": r"^-?\d+(\.\d+)?$"},
     "any": {},
 }
 
@@ -52,9 +50,13 @@ def _apply(schema: dict[str, Any], c: Constraints, *, array: bool = False) -> di
     if not c:
         return schema
     schema = dict(schema)
-    for name, key in (("ge", "minimum"), ("le", "maximum"),
-                      ("gt", "exclusiveMinimum"), ("lt", "exclusiveMaximum"),
-                      ("multiple_of", "multipleOf")):
+    for name, key in (
+        ("ge", "minimum"),
+        ("le", "maximum"),
+        ("gt", "exclusiveMinimum"),
+        ("lt", "exclusiveMaximum"),
+        ("multiple_of", "multipleOf"),
+    ):
         value = getattr(c, name)
         if value is not None:
             schema[key] = _number(value)
@@ -65,6 +67,16 @@ def _apply(schema: dict[str, Any], c: Constraints, *, array: bool = False) -> di
     if c.pattern is not None and not array:
         schema["pattern"] = c.pattern
     return schema
+
+
+def _decimal(c: Constraints) -> dict[str, Any]:
+    """Decimals are written as strings (no precision lost) and read from either form."""
+    low = c.ge if c.ge is not None else c.gt
+    sign = "" if low is not None and low >= 0 else "-?"
+    text: dict[str, Any] = {"type": "string", "format": "decimal", "pattern": rf"^{sign}[0-9]+(\.[0-9]+)?$"}
+    if c.max_length is not None:
+        text["maxLength"] = c.max_length
+    return {"anyOf": [_apply({"type": "number"}, c), text]}
 
 
 class JsonSchemas:
@@ -79,6 +91,8 @@ class JsonSchemas:
 
     def schema(self, node: TypeNode) -> dict[str, Any]:
         if isinstance(node, Scalar):
+            if node.kind == "decimal":
+                return _decimal(node.constraints)
             return _apply(_SCALARS[node.kind], node.constraints)
         if isinstance(node, ModelRef | EnumRef):
             return self.ref(node.name)
@@ -116,7 +130,9 @@ class JsonSchemas:
             if spec.default is not MISSING:
                 extra["default"] = spec.default
             if extra:
-                schema = {**schema, **extra} if "$ref" not in schema else {"allOf": [schema], **extra}
+                schema = (
+                    {**schema, **extra} if "$ref" not in schema else {"allOf": [schema], **extra}
+                )
             properties[spec.wire_name] = schema
             if spec.required:
                 required.append(spec.wire_name)

@@ -237,10 +237,7 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
     kind = _kind_of(method, server_item is not None, stream_param is not None, where)
     if kind in (MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM) and not is_asyncgen:
         raise ContractError(f"{where}: a server stream must be an async generator function")
-    if kind in (MethodKind.UNARY, MethodKind.CLIENT_STREAM) and not inspect.iscoroutinefunction(fn):
-        if inspect.isasyncgenfunction(fn):
-            raise ContractError(f"{where}: an async generator returns a stream; annotate it")
-        # plain functions are allowed: they run in a worker thread
+    # Plain (synchronous) functions are allowed for unary methods: they run in a thread.
 
     paged = False
     if server_item is not None:
@@ -333,8 +330,13 @@ def build_spec(service: Service) -> ServiceSpec:
             payload=graph.node(model, where=f"event {name}"),
             annotation=model,
             description=event.description
-            or (parse_docstring(model.__doc__).summary if isinstance(model, type)
-                and issubclass(model, BaseModel) and model.__dict__.get("__doc__") else None),
+            or (
+                parse_docstring(model.__doc__).summary
+                if isinstance(model, type)
+                and issubclass(model, BaseModel)
+                and model.__dict__.get("__doc__")
+                else None
+            ),
         )
     resources = {}
     for name, resource in service.resources.items():

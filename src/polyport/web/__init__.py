@@ -19,8 +19,12 @@ if TYPE_CHECKING:
     from polyport.node import Node
 
 HTML = b"text/html; charset=utf-8"
-STATIC_TYPES = {".js": b"text/javascript; charset=utf-8", ".css": b"text/css; charset=utf-8",
-                ".html": HTML, ".svg": b"image/svg+xml"}
+STATIC_TYPES = {
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".html": HTML,
+    ".svg": b"image/svg+xml",
+}
 
 
 def _static(name: str) -> bytes:
@@ -40,13 +44,21 @@ def openapi_document(node: Node) -> dict[str, object]:
 def catalog_document(node: Node) -> dict[str, object]:
     spec = node.runtime.spec
     return {
-        "service": {"name": spec.name, "version": spec.version,
-                    "description": spec.service.description},
+        "service": {
+            "name": spec.name,
+            "version": spec.version,
+            "description": spec.service.description,
+        },
         "dev": node.settings.dev,
         "methods": [
-            {"name": m.name, "kind": m.kind.value, "summary": m.summary,
-             "resource": m.resource.name if m.resource else None, "operation": m.operation,
-             "public": m.public}
+            {
+                "name": m.name,
+                "kind": m.kind.value,
+                "summary": m.summary,
+                "resource": m.resource.name if m.resource else None,
+                "operation": m.operation,
+                "public": m.public,
+            }
             for m in spec.methods.values()
         ],
         "events": [
@@ -82,7 +94,7 @@ def web_routes(node: Node) -> list[Route]:
 
     async def static(request: Request) -> Response:
         name = request.params["name"]
-        suffix = name[name.rfind("."):] if "." in name else ""
+        suffix = name[name.rfind(".") :] if "." in name else ""
         if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
             from polyport.core.errors import NotFound
 
@@ -93,8 +105,12 @@ def web_routes(node: Node) -> list[Route]:
             from polyport.core.errors import NotFound
 
             raise NotFound(f"no static file {name[:80]!r}") from None
-        return Response(200, body, content_type=STATIC_TYPES[suffix],
-                        headers=[(b"cache-control", b"public, max-age=300")])
+        return Response(
+            200,
+            body,
+            content_type=STATIC_TYPES[suffix],
+            headers=[(b"cache-control", b"public, max-age=300")],
+        )
 
     return [
         Route("GET", "/openapi.json", openapi_json, "openapi"),

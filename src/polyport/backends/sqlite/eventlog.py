@@ -178,9 +178,7 @@ class SqliteEventLog:
         if len(patterns) == 1 and patterns[0].is_exact:
             state = self._channels.get(patterns[0].text)
             return [state] if state else []
-        return [
-            s for name, s in self._channels.items() if any(p.matches(name) for p in patterns)
-        ]
+        return [s for name, s in self._channels.items() if any(p.matches(name) for p in patterns)]
 
     async def read(
         self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -36,20 +37,30 @@ _COLUMNS = (
 
 def _row(job: Job) -> tuple[object, ...]:
     return (
-        job.id, job.method, job.status, job.args, job.subject, " ".join(job.scopes),
-        int(job.anonymous), job.created, job.started, job.finished, job.attempts, job.result,
+        job.id,
+        job.method,
+        job.status,
+        job.args,
+        job.subject,
+        " ".join(job.scopes),
+        int(job.anonymous),
+        job.created,
+        job.started,
+        job.finished,
+        job.attempts,
+        job.result,
         orjson.dumps(job.error).decode() if job.error is not None else None,
     )
 
 
-def _job(row: tuple[object, ...]) -> Job:
+def _job(row: tuple[Any, ...]) -> Job:
     (id_, method, status, args, subject, scopes, anonymous, created, started, finished,
      attempts, result, error) = row
     return Job(
-        id=str(id_), method=str(method), status=status, args=bytes(args),  # type: ignore[arg-type]
-        subject=str(subject), scopes=tuple(str(scopes).split()), anonymous=bool(anonymous),
-        created=float(created), started=started, finished=finished,  # type: ignore[arg-type]
-        attempts=int(attempts), result=result, error=orjson.loads(error) if error else None,  # type: ignore[arg-type]
+        id=id_, method=method, status=status, args=bytes(args), subject=subject,
+        scopes=tuple(scopes.split()), anonymous=bool(anonymous), created=created,
+        started=started, finished=finished, attempts=attempts, result=result,
+        error=orjson.loads(error) if error else None,
     )
 
 
@@ -73,8 +84,15 @@ class SqliteJobStore:
         self.db.conn.execute(
             "UPDATE polyport_jobs SET status=?, started=?, finished=?, attempts=?, result=?, "
             "error=? WHERE id=?",
-            (job.status, job.started, job.finished, job.attempts, job.result,
-             orjson.dumps(job.error).decode() if job.error is not None else None, job.id),
+            (
+                job.status,
+                job.started,
+                job.finished,
+                job.attempts,
+                job.result,
+                orjson.dumps(job.error).decode() if job.error is not None else None,
+                job.id,
+            ),
         )
 
     async def get(self, job_id: str) -> Job | None:

@@ -1,9 +1,9 @@
 """Polling, long polling and jobs over plain HTTP.
 
-    GET  /v1/events?channel=…&after=…[&limit=…]   poll: events after the cursor, at once
-    GET  /v1/events?…&wait=N                      long poll: hold up to N s for the first event
-    POST /v1/jobs/{method}                         202 + Location + Retry-After
-    GET  /v1/jobs/{id}[?wait=N]                    pending | running | complete | failed
+GET  /v1/events?channel=…&after=…[&limit=…]   poll: events after the cursor, at once
+GET  /v1/events?…&wait=N                      long poll: hold up to N s for the first event
+POST /v1/jobs/{method}                         202 + Location + Retry-After
+GET  /v1/jobs/{id}[?wait=N]                    pending | running | complete | failed
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import orjson
 
 from polyport.asgi.http import Request, Response
 from polyport.asgi.openapi import OpenApiDocument
-from polyport.asgi.router import Route
+from polyport.asgi.router import Endpoint, Route
 from polyport.core.contract import MethodKind
+from polyport.core.dispatch import Binding
 from polyport.core.errors import InvalidArgument
 from polyport.core.events import parse_patterns
 from polyport.core.jobs import Job
@@ -87,12 +88,23 @@ class PollEdge:
         return None
 
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route("GET", f"{self.prefix}/events", self.poll, "poll"),
-            # One path parameter name for both: POST names a method, GET a job id.
-            Route("POST", f"{self.prefix}/jobs/{{target}}", self.submit_job, "submit_job"),
-            Route("GET", f"{self.prefix}/jobs/{{target}}", self.get_job, "get_job"),
+            Route("GET", f"{self.prefix}/jobs/{{id}}", self.get_job, "get_job"),
         ]
+        # One static route per method: /v1/jobs/multiply accepts only POST, and job
+        # ids ("j-…") can never be mistaken for method names.
+        for name, binding in self.runtime.dispatcher.bindings.items():
+            if binding.kind is MethodKind.UNARY:
+                routes.append(
+                    Route(
+                        "POST",
+                        f"{self.prefix}/jobs/{name}",
+                        self._submitter(binding),
+                        f"start_{name}_job",
+                    )
+                )
+        return routes
 
     def describe(self, doc: OpenApiDocument) -> None:
         describe(self, doc)
@@ -104,15 +116,21 @@ class PollEdge:
             channel = event.event.channel
             url = f"GET {self.prefix}/events?channel={channel}"
             entries.append(CatalogEntry("polling", name, "event", f"{url}&after=CURSOR"))
-            entries.append(CatalogEntry(
-                "long polling", name, "event",
-                f"{url}&after=CURSOR&wait={self.limits.long_poll_max:g}",
-            ))
+            entries.append(
+                CatalogEntry(
+                    "long polling",
+                    name,
+                    "event",
+                    f"{url}&after=CURSOR&wait={self.limits.long_poll_max:g}",
+                )
+            )
         for method in spec.methods.values():
             if method.kind is MethodKind.UNARY:
-                entries.append(CatalogEntry(
-                    "jobs", method.name, "method", f"POST {self.prefix}/jobs/{method.name}"
-                ))
+                entries.append(
+                    CatalogEntry(
+                        "jobs", method.name, "method", f"POST {self.prefix}/jobs/{method.name}"
+                    )
+                )
         return entries
 
     # -- events -----------------------------------------------------------------------
@@ -130,30 +148,40 @@ class PollEdge:
         wait = _number(request, "wait", 0.0, 0.0, self.limits.long_poll_max)
         after = request.query.get("after") or None
         types = self.runtime.dispatcher.admit_subscribe(patterns, caller)
-        result = await self.runtime.hub.poll(patterns, after=after, limit=limit, wait=wait, types=types)
+        result = await self.runtime.hub.poll(
+            patterns, after=after, limit=limit, wait=wait, types=types
+        )
         body = (
-            b'{"events":[' + b",".join(e.to_json() for e in result.events)
-            + b'],"next":' + orjson.dumps(result.next) + b"}"
+            b'{"events":['
+            + b",".join(e.to_json() for e in result.events)
+            + b'],"next":'
+            + orjson.dumps(result.next)
+            + b"}"
         )
         return Response(200, body, headers=[NO_STORE])
 
     # -- jobs ---------------------------------------------------------------------------
 
-    async def submit_job(self, request: Request) -> Response:
-        caller = request.caller(EDGE)
-        binding = self.runtime.dispatcher.binding(request.params["target"])
-        job = await self.runtime.jobs.submit(binding, await request.json_body(), caller)
-        headers = [
-            (b"location", f"{self.prefix}/jobs/{job.id}".encode()),
-            (b"retry-after", str(self.jobs_config.retry_after).encode()),
-            NO_STORE,
-        ]
-        return Response(202, job_json(job), headers=headers)
+    def _submitter(self, binding: Binding) -> Endpoint:
+        jobs = self.runtime.jobs
+        retry_after = str(self.jobs_config.retry_after).encode()
+
+        async def submit_job(request: Request) -> Response:
+            caller = request.caller(EDGE)
+            job = await jobs.submit(binding, await request.json_body(), caller)
+            headers = [
+                (b"location", f"{self.prefix}/jobs/{job.id}".encode()),
+                (b"retry-after", retry_after),
+                NO_STORE,
+            ]
+            return Response(202, job_json(job), headers=headers)
+
+        return submit_job
 
     async def get_job(self, request: Request) -> Response:
         caller = request.caller(EDGE)
         wait = _number(request, "wait", 0.0, 0.0, self.jobs_config.wait_max)
-        job = await self.runtime.jobs.wait(request.params["target"], caller, wait)
+        job = await self.runtime.jobs.wait(request.params["id"], caller, wait)
         headers = [NO_STORE]
         if not job.done:
             headers.append((b"retry-after", str(self.jobs_config.retry_after).encode()))
@@ -173,7 +201,8 @@ def describe(edge: PollEdge, doc: OpenApiDocument) -> None:
             "channel": {"type": "string"},
             "offset": {"type": "integer", "minimum": 1},
             "epoch": {"type": "string"},
-            "type": {"type": "string", "enum": sorted(spec.events)} if spec.events
+            "type": {"type": "string", "enum": sorted(spec.events)}
+            if spec.events
             else {"type": "string"},
             "time": {"type": "string", "format": "date-time"},
             "data": {"anyOf": payloads} if payloads else {},
@@ -201,69 +230,142 @@ def describe(edge: PollEdge, doc: OpenApiDocument) -> None:
     }
     tag = doc.tag("events", "Polling and long polling on the event log")
     limits = edge.limits
-    doc.add(f"{edge.prefix}/events", "get", {
-        "operationId": "poll_events",
-        "summary": "Events after a cursor (poll); with wait, hold until one arrives (long poll)",
-        "tags": [tag],
-        "security": doc.security(any(e.event.public for e in spec.events.values())),
-        "parameters": [
-            {"name": "channel", "in": "query", "required": True, "style": "form", "explode": True,
-             "description": "Channel names or patterns (+ one segment, # the rest); repeatable",
-             "schema": {"type": "array", "minItems": 1, "maxItems": 64,
-                        "items": {"type": "string", "minLength": 1, "maxLength": 255,
-                                  "pattern": r"^[A-Za-z0-9_\-.:~@=+#]+(/[A-Za-z0-9_\-.:~@=+#]+)*$"}}},
-            {"name": "after", "in": "query", "required": False,
-             "description": "Resume after this cursor: an event id, a 'next' value, "
-                            "'now' or 'earliest' (the default)",
-             "schema": {"type": "string"}},
-            {"name": "limit", "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": 1, "maximum": limits.poll_max_events,
-                        "default": 100}},
-            {"name": "wait", "in": "query", "required": False,
-             "description": "Long poll: seconds to hold the request when nothing is new",
-             "schema": {"type": "number", "minimum": 0, "maximum": limits.long_poll_max,
-                        "default": 0}},
-        ],
-        "responses": {
-            "200": {"description": "Events, oldest first, and the cursor to continue from",
-                    "content": doc.json_content({
-                        "type": "object",
-                        "properties": {
-                            "events": {"type": "array",
-                                       "items": doc.schemas.ref("EventEnvelope")},
-                            "next": {"type": "string"},
+    doc.add(
+        f"{edge.prefix}/events",
+        "get",
+        {
+            "operationId": "poll_events",
+            "summary": "Events after a cursor (poll); with wait, hold until one arrives",
+            "tags": [tag],
+            "security": doc.security(any(e.event.public for e in spec.events.values())),
+            "parameters": [
+                {
+                    "name": "channel",
+                    "in": "query",
+                    "required": True,
+                    "style": "form",
+                    "explode": True,
+                    "description": "Channels or patterns (+ one segment, # the rest); repeatable",
+                    "schema": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 64,
+                        "items": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 255,
+                            "pattern": r"^[A-Za-z0-9_\-.:~@=+#]+(/[A-Za-z0-9_\-.:~@=+#]+)*$",
                         },
-                        "required": ["events", "next"],
-                    })},
-            **doc.problems(400, 410, 422),
+                    },
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "Resume after this cursor: an event id, a 'next' value, "
+                    "'now' or 'earliest' (the default)",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": limits.poll_max_events,
+                        "default": 100,
+                    },
+                },
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "description": "Long poll: seconds to hold the request when nothing is new",
+                    "schema": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": limits.long_poll_max,
+                        "default": 0,
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "Events, oldest first, and the cursor to continue from",
+                    "content": doc.json_content(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "items": doc.schemas.ref("EventEnvelope"),
+                                },
+                                "next": {"type": "string"},
+                            },
+                            "required": ["events", "next"],
+                        }
+                    ),
+                },
+                **doc.problems(400, 410, 422),
+            },
         },
-    })
+    )
     jobs_tag = doc.tag("jobs", "Any method, started now and fetched later")
     job = doc.json_content(doc.schemas.ref("Job"))
     for method in spec.methods.values():
         if method.kind is not MethodKind.UNARY:
             continue
-        doc.add(f"{edge.prefix}/jobs/{method.name}", "post", doc.describe_method(
-            method, operationId=f"start_{method.name}_job", tags=[jobs_tag],
-            summary=f"Start {method.name} as a job",
-            requestBody={"required": bool(method.params),
-                         "content": doc.json_content(doc.body_schema(method.params))},
-            responses={"202": {"description": "Accepted; poll the Location",
-                               "headers": {"Location": {"schema": {"type": "string"}},
-                                           "Retry-After": {"schema": {"type": "integer"}}},
-                               "content": job},
-                       **doc.problems(400, 413, 415, 422)}))
-    doc.add(f"{edge.prefix}/jobs/{{id}}", "get", {
-        "operationId": "get_job",
-        "summary": "A job's status and, once complete, its result; ?wait= long-polls",
-        "tags": [jobs_tag],
-        "security": doc.security(any(m.public for m in spec.methods.values())),
-        "parameters": [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "wait", "in": "query", "required": False,
-             "schema": {"type": "number", "minimum": 0,
-                        "maximum": edge.jobs_config.wait_max, "default": 0}},
-        ],
-        "responses": {"200": {"description": "The job", "content": job},
-                      **doc.problems(404, 422)},
-    })
+        doc.add(
+            f"{edge.prefix}/jobs/{method.name}",
+            "post",
+            doc.describe_method(
+                method,
+                operationId=f"start_{method.name}_job",
+                tags=[jobs_tag],
+                summary=f"Start {method.name} as a job",
+                requestBody={
+                    "required": any(p.required for p in method.params),
+                    "content": doc.json_content(doc.body_schema(method.params)),
+                },
+                responses={
+                    "202": {
+                        "description": "Accepted; poll the Location",
+                        "headers": {
+                            "Location": {"schema": {"type": "string"}},
+                            "Retry-After": {"schema": {"type": "integer"}},
+                        },
+                        "content": job,
+                    },
+                    **doc.problems(400, 413, 415, 422),
+                },
+            ),
+        )
+    doc.add(
+        f"{edge.prefix}/jobs/{{id}}",
+        "get",
+        {
+            "operationId": "get_job",
+            "summary": "A job's status and, once complete, its result; ?wait= long-polls",
+            "tags": [jobs_tag],
+            "security": doc.security(any(m.public for m in spec.methods.values())),
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": edge.jobs_config.wait_max,
+                        "default": 0,
+                    },
+                },
+            ],
+            "responses": {
+                "200": {"description": "The job", "content": job},
+                **doc.problems(404, 422),
+            },
+        },
+    )

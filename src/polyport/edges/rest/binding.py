@@ -1,11 +1,11 @@
 """REST: resources at resource URLs, plain methods as ``POST /v{n}/{name}``.
 
-    GET    /v1/users            list      200 {"items": [...], "next_cursor": ...}
-    POST   /v1/users            create    201 + Location
-    GET    /v1/users/{id}       get       200 + ETag, Cache-Control (304 on If-None-Match)
-    PUT    /v1/users/{id}       update    200
-    DELETE /v1/users/{id}       delete    204
-    POST   /v1/multiply         method    200 (204 when it returns nothing)
+GET    /v1/users            list      200 {"items": [...], "next_cursor": ...}
+POST   /v1/users            create    201 + Location
+GET    /v1/users/{id}       get       200 + ETag, Cache-Control (304 on If-None-Match)
+PUT    /v1/users/{id}       update    200
+DELETE /v1/users/{id}       delete    204
+POST   /v1/multiply         method    200 (204 when it returns nothing)
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class RestEdge:
         }
         clash = names & RESERVED
         if clash:
-            raise ContractError(f"REST: {sorted(clash)} would shadow /v1/events, /jobs or /webhooks")
+            raise ContractError(
+                f"REST: {sorted(clash)} would shadow /v1/events, /jobs or /webhooks"
+            )
 
     async def start(self) -> None:
         return None
@@ -76,8 +78,11 @@ class RestEdge:
         for method in spec.methods.values():
             if method.resource is None and method.kind is MethodKind.UNARY:
                 binding = self.dispatcher.bindings[method.name]
-                routes.append(Route("POST", f"{self.prefix}/{method.name}",
-                                    self._method(binding), method.name))
+                routes.append(
+                    Route(
+                        "POST", f"{self.prefix}/{method.name}", self._method(binding), method.name
+                    )
+                )
         return routes
 
     def _resource_routes(self, resource: ResourceSpec) -> list[Route]:
@@ -103,7 +108,9 @@ class RestEdge:
     def catalog(self) -> list[CatalogEntry]:
         entries = []
         for route in self.routes():
-            entries.append(CatalogEntry("REST", route.name, "method", f"{route.method} {route.path}"))
+            entries.append(
+                CatalogEntry("REST", route.name, "method", f"{route.method} {route.path}")
+            )
         entries.append(CatalogEntry("REST", "OpenAPI", "document", "GET /openapi.json"))
         entries.append(CatalogEntry("REST", "API docs", "document", "GET /docs"))
         return entries
@@ -130,8 +137,11 @@ class RestEdge:
         async def list_items(request: Request) -> Response:
             page: PageResult = await call(binding, request.query, request.caller(EDGE))
             body = (
-                b'{"items":' + dump(page.items)
-                + b',"next_cursor":' + orjson.dumps(page.next_cursor) + b"}"
+                b'{"items":'
+                + dump(page.items)
+                + b',"next_cursor":'
+                + orjson.dumps(page.next_cursor)
+                + b"}"
             )
             response = _cacheable(request, body, cache)
             if page.next_cursor is not None:
@@ -218,55 +228,117 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
         item = f"{collection}/{{{resource.key.name}}}"
         item_schema = doc.schemas.ref(resource.model)
         for op, method in resource.operations.items():
-            key_param = doc.parameter(method.params[0], "path") if op in (
-                "get", "update", "delete") else None
+            key_param = (
+                doc.parameter(method.params[0], "path")
+                if op in ("get", "update", "delete")
+                else None
+            )
             base = {"tags": [tag]}
             if op == "get":
-                doc.add(item, "get", doc.describe_method(
-                    method, **base, parameters=[key_param],
-                    responses={"200": {"description": f"The {resource.name} item",
-                                       "headers": cached,
-                                       "content": doc.json_content(item_schema)},
-                               **not_modified, **doc.problems(404, 422)}))
+                doc.add(
+                    item,
+                    "get",
+                    doc.describe_method(
+                        method,
+                        **base,
+                        parameters=[key_param],
+                        responses={
+                            "200": {
+                                "description": f"The {resource.name} item",
+                                "headers": cached,
+                                "content": doc.json_content(item_schema),
+                            },
+                            **not_modified,
+                            **doc.problems(404, 422),
+                        },
+                    ),
+                )
             elif op == "list":
                 page = {
                     "type": "object",
                     "properties": {
                         "items": {"type": "array", "items": item_schema},
-                        "next_cursor": {"type": ["string", "null"],
-                                        "description": "Pass as ?cursor= for the next page"},
+                        "next_cursor": {
+                            "type": ["string", "null"],
+                            "description": "Pass as ?cursor= for the next page",
+                        },
                     },
                     "required": ["items", "next_cursor"],
                 }
-                doc.add(collection, "get", doc.describe_method(
-                    method, **base,
-                    parameters=[doc.parameter(p, "query") for p in method.params],
-                    responses={"200": {"description": "A page of items",
-                                       "headers": {**cached, "Link": {"schema": {"type": "string"}}},
-                                       "content": doc.json_content(page)},
-                               **not_modified, **doc.problems(422)}))
+                doc.add(
+                    collection,
+                    "get",
+                    doc.describe_method(
+                        method,
+                        **base,
+                        parameters=[doc.parameter(p, "query") for p in method.params],
+                        responses={
+                            "200": {
+                                "description": "A page of items",
+                                "headers": {**cached, "Link": {"schema": {"type": "string"}}},
+                                "content": doc.json_content(page),
+                            },
+                            **not_modified,
+                            **doc.problems(422),
+                        },
+                    ),
+                )
             elif op == "create":
-                doc.add(collection, "post", doc.describe_method(
-                    method, **base,
-                    requestBody={"required": True,
-                                 "content": doc.json_content(doc.body_schema(method.params))},
-                    responses={"201": {"description": "Created",
-                                       "headers": {"Location": {"schema": {"type": "string"}}},
-                                       "content": doc.json_content(item_schema)},
-                               **doc.problems(400, 404, 409, 413, 415, 422)}))
+                doc.add(
+                    collection,
+                    "post",
+                    doc.describe_method(
+                        method,
+                        **base,
+                        requestBody={
+                            "required": True,
+                            "content": doc.json_content(doc.body_schema(method.params)),
+                        },
+                        responses={
+                            "201": {
+                                "description": "Created",
+                                "headers": {"Location": {"schema": {"type": "string"}}},
+                                "content": doc.json_content(item_schema),
+                            },
+                            **doc.problems(400, 404, 409, 413, 415, 422),
+                        },
+                    ),
+                )
             elif op == "update":
-                doc.add(item, "put", doc.describe_method(
-                    method, **base, parameters=[key_param],
-                    requestBody={"required": True,
-                                 "content": doc.json_content(doc.body_schema(method.params[1:]))},
-                    responses={"200": {"description": "Updated",
-                                       "content": doc.json_content(item_schema)},
-                               **doc.problems(400, 404, 409, 413, 415, 422)}))
+                doc.add(
+                    item,
+                    "put",
+                    doc.describe_method(
+                        method,
+                        **base,
+                        parameters=[key_param],
+                        requestBody={
+                            "required": True,
+                            "content": doc.json_content(doc.body_schema(method.params[1:])),
+                        },
+                        responses={
+                            "200": {
+                                "description": "Updated",
+                                "content": doc.json_content(item_schema),
+                            },
+                            **doc.problems(400, 404, 409, 413, 415, 422),
+                        },
+                    ),
+                )
             elif op == "delete":
-                doc.add(item, "delete", doc.describe_method(
-                    method, **base, parameters=[key_param],
-                    responses={"204": {"description": "Deleted"},
-                               **doc.problems(404, 409, 422)}))
+                doc.add(
+                    item,
+                    "delete",
+                    doc.describe_method(
+                        method,
+                        **base,
+                        parameters=[key_param],
+                        responses={
+                            "204": {"description": "Deleted"},
+                            **doc.problems(404, 409, 422),
+                        },
+                    ),
+                )
     for method in spec.methods.values():
         if method.resource is not None or method.kind is not MethodKind.UNARY:
             continue
@@ -274,11 +346,23 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
         success = (
             {"204": {"description": "Done"}}
             if returns_nothing
-            else {"200": {"description": "The result",
-                          "content": doc.json_content(doc.schemas.schema(method.returns))}}
+            else {
+                "200": {
+                    "description": "The result",
+                    "content": doc.json_content(doc.schemas.schema(method.returns)),
+                }
+            }
         )
-        doc.add(f"{edge.prefix}/{method.name}", "post", doc.describe_method(
-            method, tags=[doc.tag("methods", "Plain methods (RPC-style calls)")],
-            requestBody={"required": bool(method.params),
-                         "content": doc.json_content(doc.body_schema(method.params))},
-            responses={**success, **doc.problems(400, 404, 409, 413, 415, 422)}))
+        doc.add(
+            f"{edge.prefix}/{method.name}",
+            "post",
+            doc.describe_method(
+                method,
+                tags=[doc.tag("methods", "Plain methods (RPC-style calls)")],
+                requestBody={
+                    "required": any(p.required for p in method.params),
+                    "content": doc.json_content(doc.body_schema(method.params)),
+                },
+                responses={**success, **doc.problems(400, 404, 409, 413, 415, 422)},
+            ),
+        )

@@ -1,0 +1,99 @@
+"""The dependency rules of DESIGN.md, checked on the source itself."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import polyport
+
+ROOT = Path(polyport.__file__).parent
+
+# Libraries that speak a protocol (or serve one): never imported by the core.
+PROTOCOL_LIBRARIES = {
+    "uvicorn",
+    "starlette",
+    "fastapi",
+    "httpx",
+    "httptools",
+    "websockets",
+    "grpc",
+    "graphql",
+    "strawberry",
+    "zeep",
+    "spyne",
+    "lxml",
+    "aiortc",
+    "paho",
+    "amqtt",
+    "gmqtt",
+    "aio_pika",
+    "pika",
+    "redis",
+    "nats",
+    "asyncpg",
+    "psycopg",
+    "aiohttp",
+    "xmlrpc",
+    "http",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def test_edges_do_not_import_other_edges() -> None:
+    """An edge imports the core (and the shared HTTP layer), never another edge."""
+    edges = [p for p in (ROOT / "edges").iterdir() if p.is_dir() and not p.name.startswith("_")]
+    assert {e.name for e in edges} >= {"rest", "poll"}
+    for edge in edges:
+        for module in modules_under(edge):
+            for name in imports_of(module):
+                if name.startswith("polyport.edges."):
+                    assert name.split(".")[2] == edge.name, f"{module} imports {name}"
+
+
+def test_the_core_imports_no_edge_and_no_protocol_library() -> None:
+    """polyport.core knows nothing of edges, the HTTP layer, nodes or wire libraries."""
+    for module in modules_under(ROOT / "core"):
+        for name in imports_of(module):
+            top = name.split(".")[0]
+            assert not name.startswith(
+                (
+                    "polyport.edges",
+                    "polyport.asgi",
+                    "polyport.node",
+                    "polyport.backends",
+                    "polyport.web",
+                    "polyport.cli",
+                )
+            ), f"{module.relative_to(ROOT)} imports {name}"
+            assert top not in PROTOCOL_LIBRARIES, f"{module.relative_to(ROOT)} imports {name}"
+
+
+def test_backends_implement_core_protocols_only() -> None:
+    """Backends import the core, never an edge or the HTTP layer."""
+    for module in modules_under(ROOT / "backends"):
+        for name in imports_of(module):
+            assert not name.startswith(("polyport.edges", "polyport.asgi", "polyport.node")), (
+                f"{module.relative_to(ROOT)} imports {name}"
+            )
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    """The import scan itself works: a planted cross-edge import is found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from polyport.edges.rest import RestEdge\nimport uvicorn\n")
+    assert imports_of(bad) == {"polyport.edges.rest", "uvicorn"}
