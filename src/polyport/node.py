@@ -238,7 +238,17 @@ class Node:
             loop="none",
             timeout_graceful_shutdown=5,
         )
-        server = uvicorn.Server(config)
+        runtime = self.runtime
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # Held long polls and job waits answer now instead of holding
+                # the graceful-shutdown period hostage.
+                runtime.hub.release_waiters()
+                runtime.jobs.release_waiters()
+                await super().shutdown(sockets)
+
+        server = Server(config)
         self.server = server
         async with self.running():
             if ready is not None:

@@ -7,7 +7,10 @@ except to stream (SSE).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from polyport.core.auth import NO_CREDENTIALS, Credentials
@@ -19,6 +22,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 JSON = b"application/json"
+T = TypeVar("T")
 
 
 class Response:
@@ -176,6 +180,31 @@ class Request:
                 break
         self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
+
+    async def unless_disconnected(self, work: Awaitable[T]) -> T | None:
+        """Await ``work``, or abandon it (None) if the client goes away first.
+
+        For requests held open (long polls): a client that has left should not
+        keep a waiter, a task and a socket busy until the wait runs out.
+        """
+        if self._body is None:
+            await self.body()  # the request's own messages come first
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self._disconnect())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    async def _disconnect(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
     async def json_body(self) -> bytes:
         """The body, after checking it is declared as JSON (or not declared at all)."""

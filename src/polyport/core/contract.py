@@ -175,7 +175,7 @@ class Resource:
                     payload,
                     public=public,
                     scopes=scopes,
-                    description=f"A {name} resource was {op}.",
+                    description=f"A {model.__name__} of {name} was {op}.",
                 )
 
     def _register(self, op: Operation, fn: F, **options: Any) -> F:

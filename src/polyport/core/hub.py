@@ -190,13 +190,22 @@ class EventHub:
         self._max_age = max_age
         self._trimmer: asyncio.Task[None] | None = None
         self.published = 0
+        self.closing = False
 
     async def start(self) -> None:
         await self.log.open()
         if self._max_age is not None:
             self._trimmer = asyncio.create_task(self._trim_forever(), name="polyport-trim")
 
+    def release_waiters(self) -> None:
+        """Answer every held long poll now (the node is shutting down)."""
+        self.closing = True
+        for item in list(self._registrations):
+            if isinstance(item, _Signal) and not item.future.done():
+                item.future.set_result(None)
+
     async def stop(self) -> None:
+        self.release_waiters()
         if self._trimmer is not None:
             self._trimmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,7 +307,7 @@ class EventHub:
             if len(result.events) == limit:
                 continue  # a full page of events this reader may not see: keep scanning
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.closing:
                 return Poll([], position(self.log.epoch, seq))
             signal = _Signal(types)
             self._register(signal, patterns)

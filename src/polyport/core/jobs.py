@@ -86,6 +86,7 @@ class JobRunner:
         self._workers: list[asyncio.Task[None]] = []
         self._done: dict[str, asyncio.Event] = {}
         self._pending = 0
+        self._closing = False
 
     async def start(self) -> None:
         await self.store.open()
@@ -110,7 +111,14 @@ class JobRunner:
             self._workers.append(asyncio.create_task(self._work(), name=f"polyport-job-{n}"))
         self._workers.append(asyncio.create_task(self._purge_forever(), name="polyport-job-purge"))
 
+    def release_waiters(self) -> None:
+        """Answer every held job wait now (the node is shutting down)."""
+        self._closing = True
+        for event in self._done.values():
+            event.set()
+
     async def stop(self) -> None:
+        self.release_waiters()
         for task in self._workers:
             task.cancel()
         for task in self._workers:
@@ -162,7 +170,7 @@ class JobRunner:
     async def wait(self, job_id: str, caller: Caller, seconds: float) -> Job:
         """The job once finished, or as it is after ``seconds``."""
         job = await self.get(job_id, caller)
-        if job.done or seconds <= 0:
+        if job.done or seconds <= 0 or self._closing:
             return job
         done = self._done.setdefault(job_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):

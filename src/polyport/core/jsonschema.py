@@ -73,7 +73,8 @@ def _decimal(c: Constraints) -> dict[str, Any]:
     """Decimals are written as strings (no precision lost) and read from either form."""
     low = c.ge if c.ge is not None else c.gt
     sign = "" if low is not None and low >= 0 else "-?"
-    text: dict[str, Any] = {"type": "string", "format": "decimal", "pattern": rf"^{sign}[0-9]+(\.[0-9]+)?$"}
+    pattern = rf"^{sign}[0-9]+(\.[0-9]+)?$"
+    text: dict[str, Any] = {"type": "string", "format": "decimal", "pattern": pattern}
     if c.max_length is not None:
         text["maxLength"] = c.max_length
     return {"anyOf": [_apply({"type": "number"}, c), text]}

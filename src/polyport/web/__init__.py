@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from polyport.asgi.http import Request, Response
+from polyport.asgi.caching import etag_of, not_modified
+from polyport.asgi.http import JSON, Request, Response
 from polyport.asgi.openapi import OpenApiDocument
-from polyport.asgi.router import Route
+from polyport.asgi.router import Endpoint, Route
+from polyport.core.errors import NotFound
 
 if TYPE_CHECKING:
     from polyport.node import Node
@@ -53,6 +55,7 @@ def catalog_document(node: Node) -> dict[str, object]:
         "methods": [
             {
                 "name": m.name,
+                "operation_id": m.name,  # the REST operationId in /openapi.json
                 "kind": m.kind.value,
                 "summary": m.summary,
                 "resource": m.resource.name if m.resource else None,
@@ -74,48 +77,51 @@ def catalog_document(node: Node) -> dict[str, object]:
 
 
 def web_routes(node: Node) -> list[Route]:
-    """Routes for /openapi.json, /docs, the dashboard at / and its static files."""
-    openapi = orjson.dumps(openapi_document(node))
-    catalog = orjson.dumps(catalog_document(node))
-    pages = {"docs": _static("docs.html"), "dashboard": _static("dashboard.html")}
-    cache = [(b"cache-control", b"no-cache")]
+    """Routes for /openapi.json, /docs, the dashboard at / and its static files.
 
-    async def openapi_json(request: Request) -> Response:
-        return Response(200, openapi, headers=cache)
+    Everything is built once; answers carry an ETag and ``no-cache``, so a
+    browser revalidates (a 304 costs nothing) and never mixes files of two
+    versions after an upgrade.
+    """
+    documents = {
+        "openapi": (orjson.dumps(openapi_document(node)), JSON),
+        "catalog": (orjson.dumps(catalog_document(node)), JSON),
+        "docs": (_static("docs.html"), HTML),
+        "dashboard": (_static("dashboard.html"), HTML),
+    }
+    files: dict[str, tuple[bytes, bytes]] = {}
+    static_dir = resources.files("polyport.web").joinpath("static")
+    for entry in static_dir.iterdir():
+        suffix = entry.name[entry.name.rfind(".") :]
+        if entry.is_file() and suffix in STATIC_TYPES:
+            files[entry.name] = (entry.read_bytes(), STATIC_TYPES[suffix])
 
-    async def docs(request: Request) -> Response:
-        return Response(200, pages["docs"], content_type=HTML, headers=cache)
+    def serve(body: bytes, content_type: bytes, request: Request) -> Response:
+        etag = etag_of(body)
+        headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+        if not_modified(request.headers.get(b"if-none-match"), etag):
+            return Response(304, content_type=None, headers=headers)
+        return Response(200, body, content_type=content_type, headers=headers)
 
-    async def dashboard(request: Request) -> Response:
-        return Response(200, pages["dashboard"], content_type=HTML, headers=cache)
+    def document(name: str) -> Endpoint:
+        body, content_type = documents[name]
 
-    async def catalog_json(request: Request) -> Response:
-        return Response(200, catalog, headers=cache)
+        async def endpoint(request: Request) -> Response:
+            return serve(body, content_type, request)
+
+        return endpoint
 
     async def static(request: Request) -> Response:
         name = request.params["name"]
-        suffix = name[name.rfind(".") :] if "." in name else ""
-        if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
-            from polyport.core.errors import NotFound
-
+        found = files.get(name)
+        if found is None:
             raise NotFound(f"no static file {name[:80]!r}")
-        try:
-            body = _static(name)
-        except (FileNotFoundError, IsADirectoryError):
-            from polyport.core.errors import NotFound
-
-            raise NotFound(f"no static file {name[:80]!r}") from None
-        return Response(
-            200,
-            body,
-            content_type=STATIC_TYPES[suffix],
-            headers=[(b"cache-control", b"public, max-age=300")],
-        )
+        return serve(*found, request)
 
     return [
-        Route("GET", "/openapi.json", openapi_json, "openapi"),
-        Route("GET", "/docs", docs, "docs"),
-        Route("GET", "/", dashboard, "dashboard"),
-        Route("GET", "/catalog.json", catalog_json, "catalog"),
+        Route("GET", "/openapi.json", document("openapi"), "openapi"),
+        Route("GET", "/catalog.json", document("catalog"), "catalog"),
+        Route("GET", "/docs", document("docs"), "docs"),
+        Route("GET", "/", document("dashboard"), "dashboard"),
         Route("GET", "/static/{name}", static, "static"),
     ]

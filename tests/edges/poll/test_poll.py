@@ -180,3 +180,47 @@ def test_jobs_belong_to_their_principal(db_path: str) -> None:
         assert mine["result"] == 6
         assert c.get(location, headers={"x-api-key": "b-key"}).status_code == 404
         assert c.get(location).status_code == 401
+
+
+def _held_waiters(server: RunningNode) -> int:
+    hub = server.node.runtime.hub
+    return sum(type(item).__name__ == "_Signal" for item in hub._registrations)
+
+
+def test_a_client_that_leaves_releases_its_long_poll(demo: RunningNode) -> None:
+    """Disconnecting mid-wait frees the waiter at once instead of after the wait."""
+    with (
+        httpx.Client(base_url=demo.url, timeout=0.5) as c,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        c.get("/v1/events", params={"channel": "quiet", "after": "now", "wait": 20})
+    for _ in range(50):
+        if _held_waiters(demo) == 0:
+            break
+        time.sleep(0.05)
+    assert _held_waiters(demo) == 0
+
+
+def test_shutdown_answers_held_long_polls(db_path: str) -> None:
+    """Stopping a node answers held polls (empty, with a cursor) instead of cutting them."""
+    from polyport.demo.shop import shop
+
+    answers: list[httpx.Response] = []
+    with serve_in_thread(shop, Settings(dev=True, database=db_path)) as server:
+
+        def hold() -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                answers.append(
+                    c.get("/v1/events", params={"channel": "quiet", "after": "now", "wait": 20})
+                )
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        for _ in range(100):
+            if _held_waiters(server) == 1:
+                break
+            time.sleep(0.02)
+        began = time.monotonic()
+    thread.join(10)
+    assert time.monotonic() - began < 10
+    assert answers and answers[0].status_code == 200 and answers[0].json()["events"] == []

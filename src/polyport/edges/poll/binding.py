@@ -135,7 +135,7 @@ class PollEdge:
 
     # -- events -----------------------------------------------------------------------
 
-    async def poll(self, request: Request) -> Response:
+    async def poll(self, request: Request) -> Response | None:
         caller = request.caller(EDGE)
         channels = request.query_all("channel")
         if not channels:
@@ -148,9 +148,10 @@ class PollEdge:
         wait = _number(request, "wait", 0.0, 0.0, self.limits.long_poll_max)
         after = request.query.get("after") or None
         types = self.runtime.dispatcher.admit_subscribe(patterns, caller)
-        result = await self.runtime.hub.poll(
-            patterns, after=after, limit=limit, wait=wait, types=types
-        )
+        work = self.runtime.hub.poll(patterns, after=after, limit=limit, wait=wait, types=types)
+        result = await (request.unless_disconnected(work) if wait > 0 else work)
+        if result is None:
+            return None  # the client left; nobody to answer
         body = (
             b'{"events":['
             + b",".join(e.to_json() for e in result.events)
@@ -178,10 +179,13 @@ class PollEdge:
 
         return submit_job
 
-    async def get_job(self, request: Request) -> Response:
+    async def get_job(self, request: Request) -> Response | None:
         caller = request.caller(EDGE)
         wait = _number(request, "wait", 0.0, 0.0, self.jobs_config.wait_max)
-        job = await self.runtime.jobs.wait(request.params["id"], caller, wait)
+        work = self.runtime.jobs.wait(request.params["id"], caller, wait)
+        job = await (request.unless_disconnected(work) if wait > 0 else work)
+        if job is None:
+            return None
         headers = [NO_STORE]
         if not job.done:
             headers.append((b"retry-after", str(self.jobs_config.retry_after).encode()))
@@ -191,7 +195,11 @@ class PollEdge:
 def describe(edge: PollEdge, doc: OpenApiDocument) -> None:
     """Add polling, long polling and jobs to the OpenAPI document."""
     spec = edge.runtime.spec
-    payloads = [doc.schemas.schema(event.payload) for event in spec.events.values()]
+    payloads: list[dict[str, object]] = []
+    for event in spec.events.values():
+        schema = doc.schemas.schema(event.payload)
+        if schema not in payloads:  # created and updated share a model
+            payloads.append(schema)
     doc.extra_schemas["EventEnvelope"] = {
         "type": "object",
         "title": "EventEnvelope",
