@@ -44,7 +44,7 @@ SERVICE = textwrap.dedent("""
 
 
 @contextmanager
-def serving(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(workdir: Path, grace: float = 0.5) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`polyport serve restartable:svc --dev` in its own process, on a free port."""
     process = subprocess.Popen(
         [
@@ -63,7 +63,12 @@ def serving(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "POLYPORT_LOG__FORMAT": "text", "COLUMNS": "200"},
+        env={
+            **os.environ,
+            "POLYPORT_LOG__FORMAT": "text",
+            "POLYPORT_JOBS__SHUTDOWN_GRACE": str(grace),
+            "COLUMNS": "200",
+        },
     )
     assert process.stderr is not None
     url = None
@@ -131,3 +136,20 @@ def test_history_and_jobs_survive_a_kill(tmp_path: Path) -> None:
         assert "idempotent" in failed["error"]["message"]
         restarted = c.get(again).json()
         assert restarted["status"] == "running" and restarted["attempts"] == 2
+
+
+def test_a_graceful_stop_lets_running_jobs_finish(tmp_path: Path) -> None:
+    """SIGTERM: the node stops taking work, finishes the running job, then exits 0."""
+    (tmp_path / "restartable.py").write_text(SERVICE)
+    with serving(tmp_path, grace=20) as (url, process), httpx.Client(base_url=url) as c:
+        location = c.post("/v1/jobs/slow", json={"seconds": 1.5}).headers["location"]
+        for _ in range(50):
+            if c.get(location).json()["status"] == "running":
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    with serving(tmp_path) as (url, _), httpx.Client(base_url=url) as c:
+        job = c.get(location).json()
+        assert job["status"] == "complete"
+        assert job["result"] == "done"

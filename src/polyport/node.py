@@ -15,8 +15,10 @@ import errno
 import importlib
 import inspect
 import logging
+import signal
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from polyport.asgi.app import HttpApp
@@ -241,6 +243,22 @@ class Node:
         runtime = self.runtime
 
         class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # uvicorn re-raises a caught SIGTERM/SIGINT once serving ends,
+                # which would kill the process before the node stops (jobs
+                # finishing, history flushed). Catch them; never re-raise.
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                handled = (signal.SIGINT, signal.SIGTERM)
+                previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+                try:
+                    yield
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+
             async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
                 # Held long polls and job waits answer now instead of holding
                 # the graceful-shutdown period hostage.

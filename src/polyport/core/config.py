@@ -90,6 +90,7 @@ class JobsConfig(_Section):
     retention: float = Field(default=7 * 86400.0, gt=0)
     retry_after: int = Field(default=1, ge=1)
     wait_max: float = Field(default=25.0, ge=0, le=3600)
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
 
 
 class LogConfig(_Section):

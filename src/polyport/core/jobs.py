@@ -87,6 +87,7 @@ class JobRunner:
         self._done: dict[str, asyncio.Event] = {}
         self._pending = 0
         self._closing = False
+        self._busy: list[str | None] = []
 
     async def start(self) -> None:
         await self.store.open()
@@ -107,8 +108,9 @@ class JobRunner:
             await self.store.update(job)
         for job in await self.store.with_status("pending"):
             self._enqueue(job.id)
+        self._busy = [None] * self.config.concurrency
         for n in range(self.config.concurrency):
-            self._workers.append(asyncio.create_task(self._work(), name=f"polyport-job-{n}"))
+            self._workers.append(asyncio.create_task(self._work(n), name=f"polyport-job-{n}"))
         self._workers.append(asyncio.create_task(self._purge_forever(), name="polyport-job-purge"))
 
     def release_waiters(self) -> None:
@@ -118,7 +120,21 @@ class JobRunner:
             event.set()
 
     async def stop(self) -> None:
+        """Stop taking jobs, give running ones ``shutdown_grace`` seconds, then cancel.
+
+        A job cancelled here stays ``running`` in the store, so the next start
+        treats it like one interrupted by a crash (see the module docstring).
+        """
         self.release_waiters()
+        busy = [self._workers[i] for i, job in enumerate(self._busy) if job is not None]
+        for task, job in zip(self._workers, self._busy, strict=False):
+            if job is None:
+                task.cancel()  # idle: waiting for the queue
+        if busy:
+            log.info(
+                "waiting up to %g s for %d running job(s)", self.config.shutdown_grace, len(busy)
+            )
+            await asyncio.wait(busy, timeout=self.config.shutdown_grace)
         for task in self._workers:
             task.cancel()
         for task in self._workers:
@@ -178,14 +194,17 @@ class JobRunner:
                 await done.wait()
         return await self.get(job_id, caller)
 
-    async def _work(self) -> None:
-        while True:
+    async def _work(self, slot: int) -> None:
+        while not self._closing:
             job_id = await self._queue.get()
             self._pending -= 1
+            self._busy[slot] = job_id
             try:
                 await self._run(job_id)
             except Exception:
                 log.exception("job %s could not be run", job_id)
+            finally:
+                self._busy[slot] = None
 
     async def _run(self, job_id: str) -> None:
         job = await self.store.get(job_id)
