@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import sys
@@ -102,14 +101,9 @@ def _run_node(service: Service, settings: Settings) -> None:
     for name, reason in node.skipped.items():
         console.print(f"  [yellow]edge {name} is off:[/] {reason}")
     console.print("  press Ctrl-C to stop")
-    try:
-        import uvloop
+    from polyport.server import run
 
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        runner.run(node.serve(sock))
+    run(node.serve(sock))
 
 
 ConfigOption = Annotated[
@@ -228,6 +222,9 @@ def bench_rest(
         "bench-results"
     ),
     generator: Annotated[str, typer.Option(help="Load generator: auto, wrk or python.")] = "auto",
+    repeats: Annotated[
+        int, typer.Option(help="Interleaved rounds; each target reports its median.")
+    ] = 1,
 ) -> None:
     """GET /v1/users/{id} through polyport, plain FastAPI and a plain Starlette route."""
     try:
@@ -236,6 +233,7 @@ def bench_rest(
         raise fail(str(exc)) from None
     try:
         run_rest_bench(
+            repeats=repeats,
             duration=duration,
             connections=connections,
             warmup=warmup,

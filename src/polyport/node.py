@@ -15,10 +15,8 @@ import errno
 import importlib
 import inspect
 import logging
-import signal
 import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from polyport.asgi.app import HttpApp
@@ -226,47 +224,16 @@ class Node:
             await self.stop()
 
     async def serve(self, sock: socket.socket, *, ready: asyncio.Event | None = None) -> None:
-        """Serve HTTP on ``sock`` until cancelled or signalled (Ctrl-C)."""
-        import uvicorn
+        """Serve HTTP on ``sock`` until cancelled or signalled (Ctrl-C, SIGTERM)."""
+        from polyport.server import Server, uvicorn_config
 
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            ws="none",
-            http="httptools",
-            loop="none",
-            timeout_graceful_shutdown=5,
-        )
-        runtime = self.runtime
+        def release() -> None:
+            # Held long polls and job waits answer now instead of holding the
+            # graceful-shutdown period hostage.
+            self.runtime.hub.release_waiters()
+            self.runtime.jobs.release_waiters()
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                # uvicorn re-raises a caught SIGTERM/SIGINT once serving ends,
-                # which would kill the process before the node stops (jobs
-                # finishing, history flushed). Catch them; never re-raise.
-                if threading.current_thread() is not threading.main_thread():
-                    yield
-                    return
-                handled = (signal.SIGINT, signal.SIGTERM)
-                previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-                try:
-                    yield
-                finally:
-                    for sig, handler in previous.items():
-                        signal.signal(sig, handler)
-
-            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-                # Held long polls and job waits answer now instead of holding
-                # the graceful-shutdown period hostage.
-                runtime.hub.release_waiters()
-                runtime.jobs.release_waiters()
-                await super().shutdown(sockets)
-
-        server = Server(config)
+        server = Server(uvicorn_config(self.app), on_shutdown=release)
         self.server = server
         async with self.running():
             if ready is not None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 
 
 def etag_of(body: bytes) -> bytes:
-    """A strong validator: 96 bits of BLAKE2b over the representation."""
+    """A strong validator: 96 bits of BLAKE2b over the representation, in base64."""
     digest = hashlib.blake2b(body, digest_size=12).digest()
-    return b'"' + base64.urlsafe_b64encode(digest) + b'"'
+    return b'"' + binascii.b2a_base64(digest, newline=False) + b'"'
 
 
 def not_modified(if_none_match: bytes | None, etag: bytes) -> bool:

@@ -37,11 +37,15 @@ class _Node:
         self.template = ""
 
 
-@dataclass(frozen=True, slots=True)
 class Match:
-    handlers: dict[str, Endpoint]
-    params: dict[str, str]
-    template: str
+    """What a path matched: the handlers by verb, the path parameters, the template."""
+
+    __slots__ = ("handlers", "params", "template")
+
+    def __init__(self, handlers: dict[str, Endpoint], params: dict[str, str], template: str):
+        self.handlers = handlers
+        self.params = params
+        self.template = template
 
 
 class Router:

@@ -54,7 +54,13 @@ def test_docstrings_become_descriptions(document: dict[str, Any]) -> None:
     assert body["required"] == ["product_id", "delta"]
     schemas = document["components"]["schemas"]
     assert schemas["User"]["description"] == "A customer of the shop."
-    assert schemas["OrderStatus"]["enum"] == ["pending", "paid", "shipped", "delivered", "cancelled"]
+    assert schemas["OrderStatus"]["enum"] == [
+        "pending",
+        "paid",
+        "shipped",
+        "delivered",
+        "cancelled",
+    ]
     assert document["info"]["description"].startswith("The guide's e-commerce example")
 
 

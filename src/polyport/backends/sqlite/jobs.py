@@ -54,12 +54,34 @@ def _row(job: Job) -> tuple[object, ...]:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    (id_, method, status, args, subject, scopes, anonymous, created, started, finished,
-     attempts, result, error) = row
+    (
+        id_,
+        method,
+        status,
+        args,
+        subject,
+        scopes,
+        anonymous,
+        created,
+        started,
+        finished,
+        attempts,
+        result,
+        error,
+    ) = row
     return Job(
-        id=id_, method=method, status=status, args=bytes(args), subject=subject,
-        scopes=tuple(scopes.split()), anonymous=bool(anonymous), created=created,
-        started=started, finished=finished, attempts=attempts, result=result,
+        id=id_,
+        method=method,
+        status=status,
+        args=bytes(args),
+        subject=subject,
+        scopes=tuple(scopes.split()),
+        anonymous=bool(anonymous),
+        created=created,
+        started=started,
+        finished=finished,
+        attempts=attempts,
+        result=result,
         error=orjson.loads(error) if error else None,
     )
 

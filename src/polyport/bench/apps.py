@@ -1,0 +1,129 @@
+"""The REST bench targets as servers, one process each, started by the lab.
+
+    python -m polyport.bench.apps polyport|fastapi|starlette
+
+binds an ephemeral port on 127.0.0.1, writes ``port N`` on stdout and serves
+``GET /v1/users/{id}`` until SIGTERM. Every target runs on the uvicorn
+settings :meth:`polyport.node.Node.serve` uses — one worker, httptools, uvloop,
+no access log — so only the stack above the server differs:
+
+* **polyport**: the real server path, ``bind_socket`` + ``Node.serve`` with
+  the rate limit on (far above the load) so the whole pipeline is paid for;
+* **fastapi**: ``@app.get`` returning the model, as FastAPI's tutorial writes it;
+* **starlette**: a ``Route`` returning ``JSONResponse(user.model_dump())``.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from polyport.bench.users import User, get_user
+from polyport.core.config import LogConfig, RateLimitConfig, Settings
+from polyport.core.contract import Service
+from polyport.core.errors import NotFound
+from polyport.node import Node, bind_socket
+from polyport.server import run
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.applications import Starlette
+
+HOST = "127.0.0.1"
+
+
+def polyport_service() -> Service:
+    """A service with one resource, ``users``, whose ``get`` is the bench handler."""
+    service = Service("bench", version=1, description="The benchmark lab's REST target.")
+    users = service.resource("users", User, events=False)
+    users.get(get_user)
+    return service
+
+
+def polyport_settings() -> Settings:
+    """Development mode (no credentials) with every per-call stage still switched on."""
+    return Settings(
+        host=HOST,
+        port=0,
+        dev=True,
+        event_log="memory",
+        database=":memory:",
+        # Enabled, so each call pays for its bucket, but never the bottleneck.
+        rate_limit=RateLimitConfig(enabled=True, rate=1e9, burst=1_000_000_000),
+        log=LogConfig(level="warning"),
+    )
+
+
+def fastapi_app() -> FastAPI:
+    """Plain FastAPI: a path operation returning the model."""
+    from fastapi import FastAPI, HTTPException
+
+    app = FastAPI()
+
+    @app.get("/v1/users/{id}")
+    async def read_user(id: int) -> User:
+        try:
+            return await get_user(id)
+        except NotFound as exc:
+            raise HTTPException(404, exc.message) from None
+
+    return app
+
+
+def starlette_app() -> Starlette:
+    """Plain Starlette: one route, one ``JSONResponse``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def read_user(request: Request) -> JSONResponse:
+        try:
+            user = await get_user(request.path_params["id"])
+        except NotFound as exc:
+            return JSONResponse({"detail": exc.message}, status_code=404)
+        return JSONResponse(user.model_dump())
+
+    return Starlette(routes=[Route("/v1/users/{id:int}", read_user)])
+
+
+async def serve_asgi(app: Any, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` on the very uvicorn settings of ``Node.serve``."""
+    from polyport.server import Server, uvicorn_config
+
+    await Server(uvicorn_config(app)).serve(sockets=[sock])
+
+
+def _polyport(sock: socket.socket) -> Coroutine[Any, Any, None]:
+    from polyport.core.logs import configure_logging
+
+    settings = polyport_settings()
+    configure_logging(settings.log.level, settings.log.format)  # as `polyport serve` does
+    return Node(polyport_service(), settings).serve(sock)
+
+
+#: How each target makes the coroutine that serves it on a bound socket.
+SERVERS: dict[str, Callable[[socket.socket], Coroutine[Any, Any, None]]] = {
+    "polyport": _polyport,
+    "fastapi": lambda sock: serve_asgi(fastapi_app(), sock),
+    "starlette": lambda sock: serve_asgi(starlette_app(), sock),
+}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in SERVERS:
+        sys.exit(f"usage: python -m polyport.bench.apps {{{'|'.join(SERVERS)}}}")
+    sock = bind_socket(HOST, 0)
+    try:
+        serving = SERVERS[argv[0]](sock)  # the app is built before the lab may call it
+        sys.stdout.write(f"port {sock.getsockname()[1]}\n")
+        sys.stdout.flush()
+        run(serving)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

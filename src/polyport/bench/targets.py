@@ -1,0 +1,171 @@
+"""Starting and stopping bench targets, each a server process of its own.
+
+The lab starts :mod:`polyport.bench.apps` for one target, reads the port it
+bound, waits until ``GET /v1/users/{id}`` answers 200, and afterwards stops
+it by its PID. A target that fails to start is a one-line
+:class:`~polyport.core.errors.ConfigError` carrying the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from polyport.bench.users import BENCH_PATH
+from polyport.core.errors import ConfigError
+
+HOST = "127.0.0.1"
+
+#: Every REST target in the order the lab always measures them, with its display name.
+TARGETS: dict[str, str] = {"polyport": "polyport", "fastapi": "FastAPI", "starlette": "Starlette"}
+
+
+class TargetServer:
+    """One target served by its own process on an ephemeral port of 127.0.0.1.
+
+    Use as a context manager: the process is started on entry and stopped on
+    exit, whatever happens in between.
+    """
+
+    def __init__(self, name: str, *, start_timeout: float = 30.0) -> None:
+        if name not in TARGETS:
+            raise ConfigError(f"unknown bench target {name!r}; known: {', '.join(TARGETS)}")
+        self.name = name
+        self.label = TARGETS[name]
+        self.host = HOST
+        self.port = 0
+        self.start_timeout = start_timeout
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the target is not running")
+        return self._process.pid
+
+    def __enter__(self) -> TargetServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the process and return once it answers the bench request with 200."""
+        self._dir = tempfile.TemporaryDirectory(prefix=f"polyport-bench-{self.name}-")
+        folder = Path(self._dir.name)
+        # Files, not pipes: a server that logs a lot must never block on a full pipe.
+        with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "polyport.bench.apps", self.name],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            self.port = self._wait_for_port(folder / "stdout", deadline)
+            self._wait_until_answering(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the process by its PID (SIGTERM, then SIGKILL after 5 s) and clean up."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        """Raise :class:`ConfigError` (with its stderr tail) if the process has exited."""
+        assert self._process is not None
+        code = self._process.poll()
+        if code is not None:
+            raise ConfigError(
+                f"the {self.label} bench target exited with status {code}: "
+                f"{self.stderr_tail() or 'no output'}"
+            )
+
+    def _wait_for_port(self, stdout: Path, deadline: float) -> int:
+        while time.monotonic() < deadline:
+            line = stdout.read_text(encoding="utf-8", errors="replace")
+            if line.endswith("\n"):
+                word, _, number = line.strip().partition(" ")
+                if word == "port" and number.isdigit():
+                    return int(number)
+                raise ConfigError(f"the {self.label} bench target wrote {line.strip()[:100]!r}")
+            self.check_alive()
+            time.sleep(0.02)
+        raise self._too_slow()
+
+    def _wait_until_answering(self, deadline: float) -> None:
+        status: int | str = "no answer"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=2.0)
+            try:
+                connection.request("GET", BENCH_PATH)
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except OSError as exc:
+                status = type(exc).__name__
+            finally:
+                connection.close()
+            if status == 200:
+                return
+            time.sleep(0.05)
+        raise self._too_slow(f"; GET {BENCH_PATH} gave {status}")
+
+    def _too_slow(self, detail: str = "") -> ConfigError:
+        tail = self.stderr_tail()
+        return ConfigError(
+            f"the {self.label} bench target did not start within {self.start_timeout:g} s{detail}"
+            + (f": {tail}" if tail else "")
+        )
+
+    def cpu_seconds(self) -> float | None:
+        """User plus system CPU time the process has used so far; None off Linux.
+
+        The lab reads it around a measured run: CPU per request is what a
+        busy neighbour on the machine changes least.
+        """
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii")
+            # After the command name in parentheses: state is field 3, utime 14, stime 15.
+            fields = stat.rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        """The last lines the process wrote on stderr, joined into one line."""
+        if self._dir is None:
+            return ""
+        with contextlib.suppress(OSError):
+            text = (Path(self._dir.name) / "stderr").read_text(encoding="utf-8", errors="replace")
+            tail = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
+            return " / ".join(tail)[-500:]
+        return ""
