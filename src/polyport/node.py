@@ -35,6 +35,7 @@ from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
+from polyport.web import web_routes
 
 log = logging.getLogger("polyport.node")
 
@@ -152,8 +153,6 @@ class Node:
             edge_routes = getattr(edge, "routes", None)
             if edge_routes is not None:
                 routes.extend(edge_routes())
-        from polyport.web import web_routes
-
         routes.extend(web_routes(self))
         routes.append(Route("GET", "/metrics", self._metrics, "metrics"))
         routes.append(Route("GET", "/healthz", self._health, "health"))

@@ -24,6 +24,7 @@ import orjson
 
 from polyport.core.config import JobsConfig
 from polyport.core.context import Principal
+from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, Caller, Dispatcher, PageResult
 from polyport.core.errors import (
     InvalidArgument,
@@ -149,7 +150,7 @@ class JobRunner:
 
     async def submit(self, binding: Binding, args: bytes | None, caller: Caller) -> Job:
         """Admit, validate and store a job for ``binding``; it runs in the background."""
-        if binding.kind.value != "unary":
+        if binding.kind is not MethodKind.UNARY:
             raise InvalidArgument(f"{binding.name} streams; only unary methods run as jobs")
         principal = self.dispatcher.admit(binding.public, binding.scopes, caller)
         binding.parse(args)  # reject bad arguments now, not later
