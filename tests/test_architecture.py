@@ -73,7 +73,7 @@ def test_the_core_imports_no_edge_and_no_protocol_library() -> None:
             assert not name.startswith(
                 (
                     "polyport.edges",
-                    "polyport.asgi",
+                    "polyport.http",
                     "polyport.node",
                     "polyport.backends",
                     "polyport.web",
@@ -87,7 +87,7 @@ def test_backends_implement_core_protocols_only() -> None:
     """Backends import the core, never an edge or the HTTP layer."""
     for module in modules_under(ROOT / "backends"):
         for name in imports_of(module):
-            assert not name.startswith(("polyport.edges", "polyport.asgi", "polyport.node")), (
+            assert not name.startswith(("polyport.edges", "polyport.http", "polyport.node")), (
                 f"{module.relative_to(ROOT)} imports {name}"
             )
 

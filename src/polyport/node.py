@@ -19,9 +19,6 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-from polyport.asgi.app import HttpApp
-from polyport.asgi.http import Request, Response
-from polyport.asgi.router import Route
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import SqliteDatabase, SqliteEventLog, SqliteJobStore
 from polyport.core.auth import Authenticator
@@ -35,6 +32,10 @@ from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
+from polyport.http.app import HttpApp
+from polyport.http.asgi import AsgiApp
+from polyport.http.request import Request, Response
+from polyport.http.router import Route
 from polyport.web import web_routes
 
 log = logging.getLogger("polyport.node")
@@ -137,12 +138,14 @@ class Node:
                 self.skipped[name] = str(exc)
                 continue
             self.edges.append(edge_class(self.runtime))
-        self.app = HttpApp(
+        self.http = HttpApp(
             self._routes(),
             max_body=settings.limits.max_body,
             cors_origins=settings.cors_origins,
             access_log_enabled=settings.log.access,
         )
+        #: The HTTP edges as an ASGI application, to run under another server.
+        self.app = AsgiApp(self.http)
         self._started = False
 
     # -- routes of the node itself ---------------------------------------------------
@@ -223,8 +226,8 @@ class Node:
             await self.stop()
 
     async def serve(self, sock: socket.socket, *, ready: asyncio.Event | None = None) -> None:
-        """Serve HTTP on ``sock`` until cancelled or signalled (Ctrl-C, SIGTERM)."""
-        from polyport.server import Server, uvicorn_config
+        """Serve HTTP on ``sock`` until stopped (``self.server.stop()``, Ctrl-C, SIGTERM)."""
+        from polyport.server import HttpServer
 
         def release() -> None:
             # Held long polls and job waits answer now instead of holding the
@@ -232,9 +235,9 @@ class Node:
             self.runtime.hub.release_waiters()
             self.runtime.jobs.release_waiters()
 
-        server = Server(uvicorn_config(self.app), on_shutdown=release)
+        server = HttpServer(self.http, on_shutdown=release)
         self.server = server
         async with self.running():
             if ready is not None:
                 asyncio.get_running_loop().call_soon(ready.set)
-            await server.serve(sockets=[sock])
+            await server.serve(sock)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -153,17 +154,29 @@ class BenchReport:
 
     def write(self, output: Path) -> tuple[Path, Path]:
         """``{bench}-YYYYmmdd-HHMMSS.json`` and ``.png`` in ``output``, copied to ``-latest``."""
-        output.mkdir(parents=True, exist_ok=True)
-        stem = f"{self.bench}-{self.started:%Y%m%d-%H%M%S}"
-        json_path = output / f"{stem}.json"
-        json_path.write_bytes(orjson.dumps(self.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
-        png_path = output / f"{stem}.png"
         from polyport.bench.chart import draw_chart
 
-        draw_chart(self, png_path)
-        shutil.copyfile(json_path, output / f"{self.bench}-latest.json")
-        shutil.copyfile(png_path, output / f"{self.bench}-latest.png")
-        return json_path, png_path
+        return write_results(
+            output, self.bench, self.started, self.as_json(), lambda path: draw_chart(self, path)
+        )
+
+
+def write_results(
+    output: Path, bench: str, started: datetime, data: dict[str, Any], draw: Callable[[Path], None]
+) -> tuple[Path, Path]:
+    """Write ``data`` and the chart ``draw`` makes as ``{bench}-YYYYmmdd-HHMMSS.json``/``.png``.
+
+    Both are copied to ``{bench}-latest.json``/``.png`` too; every bench writes this way.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    stem = f"{bench}-{started:%Y%m%d-%H%M%S}"
+    json_path = output / f"{stem}.json"
+    json_path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    png_path = output / f"{stem}.png"
+    draw(png_path)
+    shutil.copyfile(json_path, output / f"{bench}-latest.json")
+    shutil.copyfile(png_path, output / f"{bench}-latest.png")
+    return json_path, png_path
 
 
 def _ratio(target: TargetFigures, baseline: TargetFigures | None) -> float | None:
@@ -179,10 +192,10 @@ def _times(ratio: float | None) -> str:
 _VERSIONED = ("polyport", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic")
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures depend on: cores, CPU, load, Python and the library versions."""
+def machine_info(packages: Iterable[str] = _VERSIONED) -> dict[str, Any]:
+    """What the figures depend on: cores, CPU, load, Python and the ``packages``' versions."""
     versions: dict[str, str | None] = {}
-    for package in _VERSIONED:
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

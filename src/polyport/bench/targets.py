@@ -34,11 +34,18 @@ class TargetServer:
     exit, whatever happens in between.
     """
 
+    #: The module started as ``python -m MODULE NAME``, the targets it knows (name: label),
+    #: and the path that answers 200 once the target is ready. Other benches subclass these.
+    module = "polyport.bench.apps"
+    targets: dict[str, str] = TARGETS
+    ready_path = BENCH_PATH
+
     def __init__(self, name: str, *, start_timeout: float = 30.0) -> None:
-        if name not in TARGETS:
-            raise ConfigError(f"unknown bench target {name!r}; known: {', '.join(TARGETS)}")
+        if name not in self.targets:
+            known = ", ".join(self.targets)
+            raise ConfigError(f"unknown bench target {name!r}; known: {known}")
         self.name = name
-        self.label = TARGETS[name]
+        self.label = self.targets[name]
         self.host = HOST
         self.port = 0
         self.start_timeout = start_timeout
@@ -69,7 +76,7 @@ class TargetServer:
         # Files, not pipes: a server that logs a lot must never block on a full pipe.
         with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "polyport.bench.apps", self.name],
+                [sys.executable, "-m", self.module, self.name],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -126,7 +133,7 @@ class TargetServer:
             self.check_alive()
             connection = http.client.HTTPConnection(self.host, self.port, timeout=2.0)
             try:
-                connection.request("GET", BENCH_PATH)
+                connection.request("GET", self.ready_path)
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -137,7 +144,7 @@ class TargetServer:
             if status == 200:
                 return
             time.sleep(0.05)
-        raise self._too_slow(f"; GET {BENCH_PATH} gave {status}")
+        raise self._too_slow(f"; GET {self.ready_path} gave {status}")
 
     def _too_slow(self, detail: str = "") -> ConfigError:
         tail = self.stderr_tail()

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from polyport.asgi.caching import etag_of, not_modified
-from polyport.asgi.http import JSON, Request, Response
-from polyport.asgi.openapi import OpenApiDocument
-from polyport.asgi.router import Endpoint, Route
 from polyport.core.errors import NotFound
+from polyport.http.caching import etag_of, not_modified
+from polyport.http.openapi import OpenApiDocument
+from polyport.http.request import JSON, Request, Response
+from polyport.http.router import Endpoint, Route
 
 if TYPE_CHECKING:
     from polyport.node import Node

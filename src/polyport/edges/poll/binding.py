@@ -14,9 +14,6 @@ from typing import Any
 
 import orjson
 
-from polyport.asgi.http import Request, Response
-from polyport.asgi.openapi import OpenApiDocument
-from polyport.asgi.router import Endpoint, Route
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding
 from polyport.core.errors import InvalidArgument
@@ -24,6 +21,9 @@ from polyport.core.events import parse_patterns
 from polyport.core.jobs import Job
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.http.openapi import OpenApiDocument
+from polyport.http.request import Request, Response
+from polyport.http.router import Endpoint, Route
 
 EDGE = "poll"
 NO_STORE = (b"cache-control", b"no-store")

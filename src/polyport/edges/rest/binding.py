@@ -15,10 +15,6 @@ from urllib.parse import urlencode
 
 import orjson
 
-from polyport.asgi.caching import cache_control, etag_of, not_modified
-from polyport.asgi.http import Request, Response
-from polyport.asgi.openapi import OpenApiDocument
-from polyport.asgi.router import Endpoint, Route
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, PageResult
 from polyport.core.errors import ContractError, InvalidArgument
@@ -26,6 +22,10 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import ResourceSpec
 from polyport.core.types import Unit
+from polyport.http.caching import cache_control, etag_of, not_modified
+from polyport.http.openapi import OpenApiDocument
+from polyport.http.request import Request, Response
+from polyport.http.router import Endpoint, Route
 
 EDGE = "rest"
 #: Path segments under /v{n}/ that other edges own.

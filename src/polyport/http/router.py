@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
-    from polyport.asgi.http import Request, Response
+    from polyport.http.request import Request, Response
 
 Endpoint = Callable[["Request"], Awaitable["Response | None"]]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from polyport._version import __version__
-from polyport.asgi.problems import PROBLEM_STATUSES
 from polyport.core.jsonschema import JsonSchemas
 from polyport.core.spec import MethodSpec, ServiceSpec
 from polyport.core.types import MISSING, FieldSpec
+from polyport.http.problems import PROBLEM_STATUSES
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",

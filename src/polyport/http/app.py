@@ -1,31 +1,36 @@
-"""The node's single ASGI application: every HTTP edge's routes behind one router.
+"""The node's HTTP application: every HTTP edge's routes behind one router.
 
 It owns what is common to all HTTP edges — 404/405 answers, HEAD, CORS,
 request ids, problem+json for errors that escape an endpoint, the access log
-— so edges only map their wire to the core and back.
+— so edges only map their wire to the core and back. It does not know what
+carries HTTP: polyport's own server and the ASGI adapter both call
+:meth:`HttpApp.handle`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from polyport.asgi.http import Headers, Request, Response, send_response
-from polyport.asgi.problems import PROBLEM_JSON, problem, problem_body
-from polyport.asgi.router import Route, Router
 from polyport.core.context import new_request_id
 from polyport.core.errors import Internal, NotFound, ServiceError
+from polyport.http.problems import PROBLEM_JSON, problem, problem_body
+from polyport.http.request import Headers, Request, Response
+from polyport.http.router import Route, Router
 
 log = logging.getLogger("polyport.http")
 access_log = logging.getLogger("polyport.access")
 
-WebSocketHandler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+ALLOW_HEADERS = (
+    b"authorization, content-type, x-api-key, x-request-id, x-request-timeout, "
+    b"if-none-match, last-event-id"
+)
 
 
 class HttpApp:
-    """An ASGI app over :class:`Router`, with the behaviour every HTTP edge shares."""
+    """The router plus the behaviour every HTTP edge shares."""
 
     def __init__(
         self,
@@ -34,67 +39,46 @@ class HttpApp:
         max_body: int,
         cors_origins: Iterable[str] = (),
         access_log_enabled: bool = False,
-        websocket: dict[str, WebSocketHandler] | None = None,
+        websocket: dict[str, Any] | None = None,
     ) -> None:
         self.router = Router(routes)
         self.max_body = max_body
         self.cors_origins = frozenset(cors_origins)
         self.access_log = access_log_enabled
-        self.websocket = websocket or {}
+        #: WebSocket endpoints by path, for the carriers that speak WebSocket.
+        self.websocket: dict[str, Any] = websocket or {}
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            handler = self.websocket.get(scope["path"])
-            if handler is None:
-                await send({"type": "websocket.close", "code": 1008, "reason": "no such endpoint"})
-            else:
-                await handler(scope, receive, send)
-        elif kind == "lifespan":
-            # The node starts and stops around the server; nothing to do here.
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def handle(self, request: Request) -> tuple[Response | None, bool]:
+        """Route and serve one request: the response (None if it streamed) and HEAD-ness."""
         started = time.perf_counter() if self.access_log else 0.0
-        method = scope["method"]
-        path = scope["path"]
-        extra: Headers = []
-        if self.cors_origins:
-            extra = self._cors(scope)
+        method = request.method
+        path = request.path
         match = self.router.match(path)
         head = False
         response: Response | None
         if match is None:
-            response = self._error(NotFound(f"no route {path[:200]}"), path, scope)
+            response = self.error(NotFound(f"no route {path[:200]}"), path)
         else:
             endpoint = match.handlers.get(method)
             if endpoint is None and method == "HEAD":
                 endpoint = match.handlers.get("GET")
                 head = True
             if endpoint is None:
-                response = self._not_allowed(method, match.handlers, path, scope, extra)
+                response = self._not_allowed(method, match.handlers, path, request)
             else:
-                request = Request(scope, receive, send, match.params, self.max_body, self)
+                request.params = match.params
                 try:
                     response = await endpoint(request)
                 except ServiceError as exc:
-                    response = self._error(exc, path, scope)
+                    response = self.error(exc, path)
                 except Exception:
                     request_id = new_request_id()
                     log.exception(
                         "unhandled error on %s %s", method, path, extra={"request_id": request_id}
                     )
-                    response = self._error(Internal(), path, scope, request_id)
-        if response is not None:
-            await send_response(send, response, head=head, extra=extra)
+                    response = self.error(Internal(), path, request_id)
+        if response is not None and self.cors_origins:
+            response.headers.extend(self._cors(request))
         if self.access_log:
             access_log.info(
                 "%s %s %s",
@@ -103,10 +87,9 @@ class HttpApp:
                 response.status if response else "stream",
                 extra={"ms": round((time.perf_counter() - started) * 1000, 3)},
             )
+        return response, head
 
-    def _error(
-        self, error: ServiceError, path: str, scope: dict[str, Any], request_id: str | None = None
-    ) -> Response:
+    def error(self, error: ServiceError, path: str, request_id: str | None = None) -> Response:
         request_id = request_id or error.request_id
         if request_id is None and isinstance(error, Internal):
             request_id = new_request_id()
@@ -114,24 +97,15 @@ class HttpApp:
         return Response(status, body, content_type=PROBLEM_JSON, headers=headers)
 
     def _not_allowed(
-        self,
-        method: str,
-        handlers: dict[str, Any],
-        path: str,
-        scope: dict[str, Any],
-        extra: Headers,
+        self, method: str, handlers: dict[str, Any], path: str, request: Request
     ) -> Response:
         allowed = sorted({*handlers, *(("HEAD",) if "GET" in handlers else ())})
         if method == "OPTIONS":
             headers = [(b"allow", ", ".join(allowed).encode())]
-            if extra:
+            if self.cors_origins and self._cors(request):
                 headers += [
                     (b"access-control-allow-methods", ", ".join(allowed).encode()),
-                    (
-                        b"access-control-allow-headers",
-                        b"authorization, content-type, x-api-key, x-request-id, if-none-match, "
-                        b"last-event-id",
-                    ),
+                    (b"access-control-allow-headers", ALLOW_HEADERS),
                     (b"access-control-max-age", b"600"),
                 ]
             return Response(204, content_type=None, headers=headers)
@@ -146,12 +120,8 @@ class HttpApp:
             405, body, content_type=PROBLEM_JSON, headers=[(b"allow", ", ".join(allowed).encode())]
         )
 
-    def _cors(self, scope: dict[str, Any]) -> Headers:
-        origin = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-                break
+    def _cors(self, request: Request) -> Headers:
+        origin = request.headers.get(b"origin")
         if origin is None:
             return []
         if "*" in self.cors_origins:
