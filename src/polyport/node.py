@@ -19,13 +19,15 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import SqliteDatabase, SqliteEventLog, SqliteJobStore
 from polyport.core.auth import Authenticator
 from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.core.dispatch import Dispatcher
-from polyport.core.errors import ConfigError, MissingExtra
+from polyport.core.errors import ConfigError, MissingExtra, Unauthenticated
 from polyport.core.eventlog import EventLog, History
 from polyport.core.hub import EventHub
 from polyport.core.jobs import JobRunner
@@ -34,7 +36,7 @@ from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
-from polyport.http.request import Request, Response
+from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
 from polyport.web import web_routes
 
@@ -44,6 +46,8 @@ log = logging.getLogger("polyport.node")
 EDGES: dict[str, str] = {
     "rest": "polyport.edges.rest:RestEdge",
     "poll": "polyport.edges.poll:PollEdge",
+    "sse": "polyport.edges.sse:SseEdge",
+    "ws": "polyport.edges.ws:WsEdge",
 }
 
 DEV_WARNING = (
@@ -138,8 +142,14 @@ class Node:
                 self.skipped[name] = str(exc)
                 continue
             self.edges.append(edge_class(self.runtime))
+        websockets: dict[str, Any] = {}
+        for edge in self.edges:
+            routes_of = getattr(edge, "websocket_routes", None)
+            if routes_of is not None:
+                websockets.update(routes_of())
         self.http = HttpApp(
             self._routes(),
+            websocket=websockets,
             max_body=settings.limits.max_body,
             cors_origins=settings.cors_origins,
             access_log_enabled=settings.log.access,
@@ -157,9 +167,24 @@ class Node:
             if edge_routes is not None:
                 routes.extend(edge_routes())
         routes.extend(web_routes(self))
+        routes.append(Route("POST", "/auth/ticket", self._ticket, "ticket"))
         routes.append(Route("GET", "/metrics", self._metrics, "metrics"))
         routes.append(Route("GET", "/healthz", self._health, "health"))
         return routes
+
+    async def _ticket(self, request: Request) -> Response:
+        """Trade credentials for a short-lived ticket (URL- and cookie-safe), as JSON and cookie."""
+        authenticator = self.runtime.dispatcher.authenticator
+        principal = authenticator.authenticate(request.caller("auth").credentials)
+        if principal.anonymous and not principal.scopes:
+            raise Unauthenticated("present credentials to get a ticket")
+        ticket, _ = authenticator.tickets.issue(principal)
+        ttl = int(authenticator.tickets.ttl)
+        body = orjson.dumps({"ticket": ticket, "expires_in": ttl, "subject": principal.subject})
+        cookie = f"{TOKEN_COOKIE}={ticket}; Max-Age={ttl}; Path=/; HttpOnly; SameSite=Strict"
+        return Response(
+            200, body, headers=[(b"cache-control", b"no-store"), (b"set-cookie", cookie.encode())]
+        )
 
     async def _metrics(self, request: Request) -> Response:
         hub = self.runtime.hub
@@ -236,6 +261,22 @@ class Node:
             self.runtime.jobs.release_waiters()
 
         server = HttpServer(self.http, on_shutdown=release)
+        if self.http.websocket:
+            from polyport.server.websocket import WebSocketOptions, accept
+
+            ws = self.settings.websocket
+            options = WebSocketOptions(
+                ping_interval=ws.ping_interval,
+                ping_timeout=ws.ping_timeout,
+                max_message=ws.max_message,
+                send_buffer=ws.send_buffer,
+            )
+            handlers = self.http.websocket
+
+            def upgrade(connection: Any, request: Request, rest: bytes) -> None:
+                accept(connection, request, rest, handlers[request.path], options)
+
+            server.state.upgrade = upgrade
         self.server = server
         async with self.running():
             if ready is not None:

@@ -18,6 +18,8 @@ from typing import Any
 from polyport.core.config import AuthConfig, JwtConfig
 from polyport.core.context import ANONYMOUS, Principal
 from polyport.core.errors import ConfigError, MissingExtra, Unauthenticated
+from polyport.core.tickets import PREFIX as TICKET_PREFIX
+from polyport.core.tickets import TicketIssuer
 
 #: The principal of anonymous callers in development mode: everything is allowed.
 DEV_ANONYMOUS = Principal("anonymous", frozenset({"*"}), anonymous=True)
@@ -140,6 +142,8 @@ class Authenticator:
             self._keys[digest] = Principal(entry.subject, frozenset(entry.scopes))
         self._jwt = _JwtVerifier(config.jwt) if config.jwt is not None else None
         self._cache: dict[str, tuple[Principal, float]] = {}
+        secret = config.ticket_secret.get_secret_value() if config.ticket_secret else None
+        self.tickets = TicketIssuer(secret, config.ticket_ttl)
 
     @property
     def requires_credentials(self) -> bool:
@@ -152,6 +156,8 @@ class Authenticator:
         token = credentials.bearer
         if token is None:
             return self.anonymous
+        if token.startswith(TICKET_PREFIX):
+            return self.tickets.verify(token)
         if token.count(".") == 2:
             return self._bearer_jwt(token)
         return self._api_key(token)

@@ -61,6 +61,10 @@ class JwtConfig(_Section):
 class AuthConfig(_Section):
     api_keys: list[ApiKeyConfig] = []
     jwt: JwtConfig | None = None
+    #: Secret for short-lived tickets (``POST /auth/ticket``); random per process
+    #: when unset, which is fine for one node (several nodes need the same one).
+    ticket_secret: SecretStr | None = Field(default=None, min_length=32)
+    ticket_ttl: float = Field(default=60.0, gt=0, le=3600)
 
 
 class RateLimitConfig(_Section):
@@ -83,6 +87,23 @@ class LimitsConfig(_Section):
     long_poll_max: float = Field(default=25.0, ge=0, le=3600)
     poll_max_events: int = Field(default=1000, ge=1)
     subscriber_buffer: int = Field(default=1000, ge=1)
+
+
+class WebSocketConfig(_Section):
+    """The WebSocket edge: keep-alive and limits per connection."""
+
+    ping_interval: float = Field(default=25.0, gt=0, le=3600)
+    ping_timeout: float = Field(default=8.0, gt=0, le=3600)
+    max_message: int = Field(default=64 * 1024, ge=1024)
+    max_subscriptions: int = Field(default=64, ge=1)
+    send_buffer: int = Field(default=256 * 1024, ge=4096)
+
+
+class SseConfig(_Section):
+    """The Server-Sent Events edge."""
+
+    heartbeat: float = Field(default=15.0, gt=0, le=3600)
+    send_buffer: int = Field(default=1024 * 1024, ge=4096)
 
 
 class JobsConfig(_Section):
@@ -113,6 +134,8 @@ class Settings(_Section):
     auth: AuthConfig = AuthConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     jobs: JobsConfig = JobsConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    sse: SseConfig = SseConfig()
     log: LogConfig = LogConfig()
 
 

@@ -140,7 +140,7 @@ def _rfc3339(ts: float) -> str:
 class Event:
     """One published event. ``data`` is its payload already encoded as JSON."""
 
-    __slots__ = ("_json", "channel", "data", "epoch", "offset", "seq", "time", "type")
+    __slots__ = ("_json", "channel", "data", "epoch", "offset", "seq", "time", "type", "wire")
 
     def __init__(
         self, channel: str, offset: int, epoch: str, seq: int, type: str, time: float, data: bytes
@@ -153,6 +153,9 @@ class Event:
         self.time = time
         self.data = data
         self._json: bytes | None = None
+        #: Wire encodings of this event, filled by edges (``"sse"``, ``"ws"``, …)
+        #: so a broadcast encodes each event once, not once per subscriber.
+        self.wire: dict[str, bytes] = {}
 
     @property
     def id(self) -> str:

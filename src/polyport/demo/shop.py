@@ -98,6 +98,14 @@ class InventoryChanged(BaseModel):
     reason: str
 
 
+class ChatMessage(BaseModel):
+    """One message in a support chat room."""
+
+    room: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+    user: Annotated[str, Field(min_length=1, max_length=64)]
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
 class SalesReport(BaseModel):
     """Totals over the orders of the shop."""
 
@@ -120,6 +128,12 @@ InventoryEvent = shop.event(
     InventoryChanged,
     channel="inventory/{product_id}",
     description="Stock of a product changed (an order, a restock, a correction).",
+)
+
+ChatEvent = shop.event(
+    "chat.message", ChatMessage, channel="chat/{room}",
+    description="A message in a support chat room (the guide's WebSocket chat example).",
+    publish_scopes=["chat"], scopes=["chat"],
 )
 
 store = ShopStore()

@@ -23,6 +23,8 @@ from polyport.core.errors import InvalidArgument, Unauthenticated
 Headers = list[tuple[bytes, bytes]]
 
 JSON = b"application/json"
+#: The cookie a browser may carry a ticket (or any bearer token) in, for streams.
+TOKEN_COOKIE = "polyport_token"
 T = TypeVar("T")
 
 
@@ -156,7 +158,7 @@ class Request:
         api_key = headers.get(b"x-api-key")
         if authorization is None and api_key is None:
             if query_token:
-                token = self.query.get("access_token")
+                token = self.query.get("access_token") or self.cookie(TOKEN_COOKIE)
                 if token:
                     return Credentials(bearer=token)
             return NO_CREDENTIALS
@@ -170,6 +172,17 @@ class Request:
                     "the Authorization header must be 'Bearer <token>'", invalid_token=True
                 )
         return Credentials(bearer=bearer, api_key=api_key.decode("latin-1") if api_key else None)
+
+    def cookie(self, name: str) -> str | None:
+        """One cookie's value from the ``Cookie`` header."""
+        raw = self.headers.get(b"cookie")
+        if raw is None:
+            return None
+        for part in raw.decode("latin-1").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value.strip('"')
+        return None
 
     def caller(self, edge: str, *, query_token: bool = False) -> Caller:
         """The core's view of who is calling, for the dispatch pipeline."""

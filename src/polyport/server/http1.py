@@ -127,14 +127,9 @@ class ChunkedStream:
         return self._closed.done() or self._exchange.connection.lost
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` as one chunk (already framed bytes go through :meth:`write_raw`)."""
+        """Queue ``data`` as one chunk; it never blocks (see :meth:`buffered`)."""
         if data and not self.closed:
             self._exchange.connection.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-
-    def write_raw(self, framed: bytes) -> None:
-        """Write bytes already framed as chunks (encoded once for every subscriber)."""
-        if not self.closed:
-            self._exchange.connection.transport.write(framed)
 
     def buffered(self) -> int:
         connection = self._exchange.connection
@@ -262,6 +257,7 @@ class HttpConnection(asyncio.Protocol):
         self.lost = False
         self.lost_future: asyncio.Future[None] = self.loop.create_future()
         self.upgraded: Any = None  # the WebSocket connection after an upgrade
+        self.upgraded_task: asyncio.Task[None] | None = None
         self._url = b""
         self._headers: Headers = []
         self._header_bytes = 0
@@ -296,7 +292,7 @@ class HttpConnection(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.state.closing and not self.state.connections:
             self.state.drained.set()
-        self._disarm()
+        self.disarm()
         if not self.lost_future.done():
             self.lost_future.set_result(None)
         if self.upgraded is not None:
@@ -362,7 +358,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self.disarm()
         parser = self.parser
         url = httptools.parse_url(self._url)
         path = url.path.decode("latin-1")
@@ -489,10 +485,10 @@ class HttpConnection(asyncio.Protocol):
     # -- timers and flow --------------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
+        self.disarm()
         self._timer = self.loop.call_later(seconds, self._expire)
 
-    def _disarm(self) -> None:
+    def disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

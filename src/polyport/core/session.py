@@ -1,0 +1,314 @@
+"""The session protocol of bidirectional transports, independent of the transport.
+
+A transport (the WebSocket edge now; the WebRTC data channel and JSON-RPC
+over WebSocket later) feeds each incoming text message to
+:meth:`Session.receive` and gives the session two callables: ``send`` for one
+JSON frame, ``deliver`` for a batch of events. The frames are documented in
+``docs/websocket-protocol.md``.
+
+Event frames are the same bytes for every subscriber —
+``{"type":"event","event":<envelope>}`` — encoded once per event and kept in
+``event.wire["session"]``; a transport wraps them in its own framing once too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from polyport.core.auth import Credentials
+from polyport.core.contract import EventMessage
+from polyport.core.dispatch import Caller, Dispatcher, PageResult, invalid
+from polyport.core.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RecoveryFailed,
+    ServiceError,
+    Unauthenticated,
+)
+from polyport.core.events import Event, Pattern, check_channel, parse_patterns
+from polyport.core.hub import EventHub, Subscription
+from polyport.core.runtime import EventCodec
+
+log = logging.getLogger("polyport.session")
+
+_ID_MAX = 64
+_CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "publish", "call", "ping"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    max_subscriptions: int = 64
+    max_channels: int = 64
+
+
+def event_frame(event: Event) -> bytes:
+    """``{"type":"event","event":<envelope>}``, encoded once per event."""
+    encoded = event.wire.get("session")
+    if encoded is None:
+        encoded = event.wire["session"] = b'{"type":"event","event":' + event.to_json() + b"}"
+    return encoded
+
+
+def error_frame(frame_id: Any, error: ServiceError) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        body["details"] = error.details
+    if isinstance(error, RecoveryFailed):
+        body["earliest"], body["latest"] = error.earliest, error.latest
+    if error.retry_after is not None:
+        body["retry_after"] = round(error.retry_after, 3)
+    return {"id": frame_id, "type": "error", "error": body}
+
+
+class _Live:
+    """One subscription of a session and the task that feeds its events out."""
+
+    def __init__(self, sid: str, patterns: tuple[Pattern, ...], subscription: Subscription):
+        self.sid = sid
+        self.patterns = patterns
+        self.subscription = subscription
+        self.task: asyncio.Task[None] | None = None
+
+
+class Session:
+    """One client's session: its credentials, subscriptions and in-flight calls."""
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        hub: EventHub,
+        codec: EventCodec,
+        send: Callable[[dict[str, Any]], None],
+        deliver: Callable[[list[Event]], None],
+        edge: str,
+        credentials: Credentials,
+        peer: str | None,
+        limits: SessionLimits | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.codec = codec
+        self.send = send
+        self.deliver = deliver
+        self.edge = edge
+        self.credentials = credentials
+        self.peer = peer
+        self.limits = limits or SessionLimits()
+        self.subscriptions: dict[str, _Live] = {}
+        self._ids = itertools.count(1)
+        self._calls: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def caller(self) -> Caller:
+        return Caller(self.edge, self.credentials, self.peer)
+
+    def welcome(self, heartbeat: float, limits: dict[str, Any]) -> dict[str, Any]:
+        principal = self.dispatcher.authenticate(self.caller())
+        return {
+            "type": "welcome",
+            "subject": None if principal.anonymous else principal.subject,
+            "heartbeat": heartbeat,
+            "limits": limits,
+        }
+
+    # -- incoming frames ----------------------------------------------------------------
+
+    async def receive(self, message: str | bytes) -> None:
+        """Handle one client message; every outcome is a frame sent back."""
+        frame_id: Any = None
+        try:
+            try:
+                frame = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                raise InvalidArgument("the frame is not JSON", unparseable=True) from None
+            if not isinstance(frame, dict):
+                raise InvalidArgument("a frame is a JSON object")
+            frame_id = frame.get("id")
+            if not (
+                (isinstance(frame_id, str) and 0 < len(frame_id) <= _ID_MAX)
+                or (isinstance(frame_id, int) and not isinstance(frame_id, bool))
+            ):
+                bad = frame_id
+                frame_id = None
+                raise InvalidArgument(
+                    "every frame needs an 'id': a string (at most 64 characters) or an integer"
+                    + ("" if bad is None else f", not {type(bad).__name__}")
+                )
+            kind = frame.get("type")
+            if kind not in _CLIENT_TYPES:
+                known = ", ".join(sorted(_CLIENT_TYPES))
+                raise InvalidArgument(f"unknown frame type {str(kind)[:40]!r}; known: {known}")
+            handler = getattr(self, f"_on_{kind}")
+            await handler(frame_id, frame)
+        except ServiceError as exc:
+            self.send(error_frame(frame_id, exc))
+
+    async def _on_ping(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        self.send({"id": frame_id, "type": "pong"})
+
+    async def _on_auth(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        token, api_key = frame.get("token"), frame.get("api_key")
+        if not isinstance(token, str | None) or not isinstance(api_key, str | None):
+            raise InvalidArgument("'token' and 'api_key' are strings")
+        if token is None and api_key is None:
+            raise InvalidArgument("give 'token' or 'api_key'")
+        credentials = Credentials(bearer=token, api_key=api_key)
+        principal = self.dispatcher.authenticator.authenticate(credentials)
+        self.credentials = credentials
+        self.send({"id": frame_id, "type": "authenticated", "subject": principal.subject})
+
+    async def _on_subscribe(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        channels = frame.get("channels")
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise InvalidArgument("'channels' is a list of channel names or patterns")
+        after = frame.get("after", "now")
+        if not isinstance(after, str):
+            raise InvalidArgument("'after' is a cursor string")
+        patterns = parse_patterns(channels, limit=self.limits.max_channels)
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise RateLimited(f"at most {self.limits.max_subscriptions} subscriptions per session")
+        for live in self.subscriptions.values():
+            if any(p.overlaps(q) for p in patterns for q in live.patterns):
+                raise Conflict(
+                    f"these channels overlap subscription {live.sid}; "
+                    "unsubscribe it or subscribe to channels it does not cover"
+                )
+        types = self.dispatcher.admit_subscribe(patterns, self.caller())
+        reply: dict[str, Any] = {"id": frame_id, "type": "subscribed", "recovered": True}
+        try:
+            subscription = await self.hub.subscribe(patterns, after=after, types=types)
+        except RecoveryFailed as exc:
+            subscription = await self.hub.subscribe(patterns, after="now", types=types)
+            reply.update(recovered=False, earliest=exc.earliest, latest=exc.latest)
+        sid = f"s{next(self._ids)}"
+        live = _Live(sid, patterns, subscription)
+        self.subscriptions[sid] = live
+        reply["subscription"] = sid
+        reply["channels"] = [p.text for p in patterns]
+        self.send(reply)
+        live.task = asyncio.create_task(self._pump(live), name=f"polyport-session-{sid}")
+
+    async def _pump(self, live: _Live) -> None:
+        """Feed one subscription's events out, a batch per wake-up."""
+        while not self.closed:
+            try:
+                events = await live.subscription.batch()
+            except RecoveryFailed as exc:
+                self.send(
+                    {
+                        "type": "recovery-failed",
+                        "subscription": live.sid,
+                        "earliest": exc.earliest,
+                        "latest": exc.latest,
+                    }
+                )
+                live.subscription.close()
+                live.subscription = await self.hub.subscribe(
+                    live.patterns, after="now", types=live.subscription._types
+                )
+                continue
+            if not events:
+                return
+            self.deliver(events)
+
+    async def _on_unsubscribe(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        sid = frame.get("subscription")
+        live = self.subscriptions.pop(sid, None) if isinstance(sid, str) else None
+        if live is None:
+            raise NotFound(f"no subscription {str(sid)[:40]!r} in this session")
+        self._stop(live)
+        self.send({"id": frame_id, "type": "unsubscribed", "subscription": sid})
+
+    async def _on_publish(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        name = frame.get("event")
+        if not isinstance(name, str) or name not in self.dispatcher.service.events:
+            raise NotFound(f"no event type {str(name)[:80]!r}")
+        event_type = self.dispatcher.service.events[name]
+        principal = self.dispatcher.authenticate(self.caller())
+        allowed = event_type.publish_scopes
+        if "*" not in principal.scopes:
+            if allowed is None:
+                raise PermissionDenied(f"clients may not publish {name}")
+            if principal.anonymous and not event_type.public:
+                raise Unauthenticated()
+            if not principal.has_scopes(allowed):
+                missing = " ".join(sorted(allowed - principal.scopes))
+                raise PermissionDenied(f"missing scope: {missing}")
+        self.dispatcher.limiter.acquire(
+            f"anon:{self.peer}" if principal.anonymous else principal.subject
+        )
+        try:
+            data = self.codec.adapter(name).validate_python(frame.get("data"))
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        channel = event_type.channel_for(data)
+        asked = frame.get("channel")
+        if asked is not None:
+            if not isinstance(asked, str) or not Pattern.parse(event_type.channel_pattern).matches(
+                check_channel(asked)
+            ):
+                raise InvalidArgument(f"channel must fit {event_type.channel}")
+            channel = asked
+        message = EventMessage(event_type, data, channel)
+        event = await self.hub.publish(channel, name, self.codec.encode(message))
+        self.send({"id": frame_id, "type": "published", "event_id": event.id})
+
+    async def _on_call(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        method = frame.get("method")
+        args = frame.get("args", {})
+        if not isinstance(method, str):
+            raise InvalidArgument("'method' names a method")
+        if not isinstance(args, dict):
+            raise InvalidArgument("'args' is an object of named arguments")
+        binding = self.dispatcher.binding(method)
+        # Calls run concurrently: a slow method must not hold up the session.
+        task = asyncio.create_task(self._call(frame_id, binding, args))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, frame_id: Any, binding: Any, args: dict[str, Any]) -> None:
+        try:
+            result = await self.dispatcher.call(binding, args, self.caller())
+            if isinstance(result, PageResult):
+                payload = {
+                    "items": binding.dump_python(result.items),
+                    "next_cursor": result.next_cursor,
+                }
+            else:
+                payload = binding.dump_python(result)
+            self.send({"id": frame_id, "type": "result", "result": payload})
+        except ServiceError as exc:
+            self.send(error_frame(frame_id, exc))
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def _stop(self, live: _Live) -> None:
+        live.subscription.close()
+        if live.task is not None:
+            live.task.cancel()
+
+    async def close(self) -> None:
+        """End every subscription and in-flight call."""
+        self.closed = True
+        for live in self.subscriptions.values():
+            self._stop(live)
+        tasks = [t for t in (*self._calls, *(s.task for s in self.subscriptions.values())) if t]
+        for task in self._calls:
+            task.cancel()
+        self.subscriptions.clear()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

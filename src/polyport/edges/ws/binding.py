@@ -1,0 +1,163 @@
+"""The WebSocket edge: the session protocol at ``/ws``.
+
+A thin driver of :class:`polyport.core.session.Session`: it takes the
+credentials from wherever a client could put them, sends the session's frames
+as text messages, and writes event batches as frames serialised once for
+every subscriber. See ``docs/websocket-protocol.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from polyport.core.auth import NO_CREDENTIALS, Credentials
+from polyport.core.errors import ServiceError
+from polyport.core.events import Event
+from polyport.core.runtime import Endpoint as CatalogEntry
+from polyport.core.runtime import Runtime
+from polyport.core.session import Session, SessionLimits, error_frame, event_frame
+from polyport.http.request import TOKEN_COOKIE, Request
+from polyport.server.websocket import CLOSE_POLICY, WebSocket, text_frame
+
+log = logging.getLogger("polyport.ws")
+
+EDGE = "ws"
+PATH = "/ws"
+
+
+def ws_frame(event: Event) -> bytes:
+    """The event's frame, serialised once however many clients receive it."""
+    frame = event.wire.get("ws")
+    if frame is None:
+        frame = event.wire["ws"] = text_frame(event_frame(event))
+    return frame
+
+
+def credentials_of(ws: WebSocket, request: Request, cors_origins: frozenset[str]) -> Credentials:
+    """Header, ``bearer.<token>`` subprotocol, ``?access_token=``, or a same-site cookie."""
+    headers = request.headers
+    if b"authorization" in headers or b"x-api-key" in headers:
+        return request.credentials()
+    for offered in ws.offered:
+        if offered.startswith("bearer."):
+            return Credentials(bearer=offered[len("bearer.") :])
+    token = request.query.get("access_token")
+    if token:
+        return Credentials(bearer=token)
+    cookie = request.cookie(TOKEN_COOKIE)
+    if cookie and _same_site(request, cors_origins):
+        return Credentials(bearer=cookie)
+    return NO_CREDENTIALS
+
+
+def _same_site(request: Request, cors_origins: frozenset[str]) -> bool:
+    """Cookies count only from our own pages (or allowed origins): no cross-site hijacking."""
+    origin = request.header(b"origin")
+    if origin is None:
+        return True  # not a browser
+    if origin in cors_origins or "*" in cors_origins:
+        return True
+    return urlsplit(origin).netloc == request.header(b"host")
+
+
+class WsEdge:
+    """Serves the session protocol over WebSocket."""
+
+    name = EDGE
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.options = settings.websocket
+        self.limits = SessionLimits(max_subscriptions=settings.websocket.max_subscriptions)
+        self.cors = frozenset(settings.cors_origins)
+        self.sockets: set[WebSocket] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for ws in list(self.sockets):
+            ws.shutdown()
+
+    def websocket_routes(self) -> dict[str, Any]:
+        return {PATH: self.serve}
+
+    def catalog(self) -> list[CatalogEntry]:
+        entries = [CatalogEntry("WebSocket", "session", "document", f"ws {PATH}")]
+        for name, event in self.runtime.spec.events.items():
+            entries.append(
+                CatalogEntry(
+                    "WebSocket",
+                    name,
+                    "event",
+                    f'{PATH} {{"type":"subscribe","channels":["{event.event.channel}"]}}',
+                )
+            )
+        for name in self.runtime.dispatcher.bindings:
+            entries.append(
+                CatalogEntry(
+                    "WebSocket", name, "method", f'{PATH} {{"type":"call","method":"{name}"}}'
+                )
+            )
+        return entries
+
+    async def serve(self, ws: WebSocket, request: Request) -> None:
+        runtime = self.runtime
+        try:
+            credentials = credentials_of(ws, request, self.cors)
+        except ServiceError:
+            ws.close(CLOSE_POLICY, "malformed credentials")
+            return
+
+        def send(frame: dict[str, Any]) -> None:
+            ws.send_text(orjson.dumps(frame))
+
+        def deliver(events: list[Event]) -> None:
+            if len(events) == 1:
+                ws.send_frames(ws_frame(events[0]))
+            else:
+                ws.send_frames(b"".join([ws_frame(e) for e in events]))
+
+        session = Session(
+            dispatcher=runtime.dispatcher,
+            hub=runtime.hub,
+            codec=runtime.codec,
+            send=send,
+            deliver=deliver,
+            edge=EDGE,
+            credentials=credentials,
+            peer=ws.peer,
+            limits=self.limits,
+        )
+        self.sockets.add(ws)
+        metrics = runtime.metrics
+        metrics.set(
+            "polyport_websocket_connections", "Open WebSocket connections.", len(self.sockets)
+        )
+        try:
+            try:
+                welcome = session.welcome(
+                    self.options.ping_interval,
+                    {
+                        "max_message": self.options.max_message,
+                        "max_subscriptions": self.options.max_subscriptions,
+                    },
+                )
+            except ServiceError as exc:  # bad credentials: say so, then close
+                send(error_frame(None, exc))
+                ws.close(CLOSE_POLICY, "authentication failed")
+                return
+            send(welcome)
+            async for message in ws:
+                await session.receive(message)
+        finally:
+            await session.close()
+            self.sockets.discard(ws)
+            metrics.set(
+                "polyport_websocket_connections", "Open WebSocket connections.", len(self.sockets)
+            )

@@ -1,0 +1,302 @@
+"""WebSocket on polyport's own server: handshake, frames, heartbeat, limits.
+
+The opening handshake and frame parsing are the ``websockets`` library's
+sans-I/O protocol (well tested, standards-complete); the connection is ours,
+so it can write pre-encoded frames straight to the socket. Outgoing frames
+that are the same for many clients (event broadcasts) are serialised once
+with :func:`text_frame` and written as bytes; no per-message extension
+(compression) is negotiated, so those bytes are valid on every connection.
+
+Keep-alive: a ping every ``ping_interval`` seconds; a client that has sent
+nothing (not even a pong) for ``ping_interval + ping_timeout`` is closed with
+1001. Limits: inbound messages over ``max_message`` bytes close with 1009 (the
+protocol does it); a send buffer over ``send_buffer`` bytes closes with 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from polyport.http.request import Request
+
+if TYPE_CHECKING:
+    from polyport.server.http1 import HttpConnection
+
+log = logging.getLogger("polyport.websocket")
+
+SUBPROTOCOL = "polyport.v1"
+CLOSE_TOO_SLOW = 1013
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+
+Handler = Callable[["WebSocket", Request], Awaitable[None]]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame carrying ``payload`` (server to client)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class WebSocketOptions:
+    __slots__ = ("max_message", "max_queue", "ping_interval", "ping_timeout", "send_buffer")
+
+    def __init__(
+        self,
+        *,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 8.0,
+        max_message: int = 64 * 1024,
+        send_buffer: int = 256 * 1024,
+        max_queue: int = 64,
+    ) -> None:
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_message = max_message
+        self.send_buffer = send_buffer
+        self.max_queue = max_queue
+
+
+class WebSocket:
+    """One accepted WebSocket connection."""
+
+    def __init__(
+        self,
+        connection: HttpConnection,
+        protocol: ServerProtocol,
+        options: WebSocketOptions,
+        subprotocol: str | None,
+        offered: list[str],
+    ) -> None:
+        self.connection = connection
+        #: The subprotocols the client offered (a browser may carry a token in one).
+        self.offered = offered
+        self.transport = connection.transport
+        self.protocol = protocol
+        self.options = options
+        self.subprotocol = subprotocol
+        self.peer = connection.peer
+        self._messages: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self.closed = False
+        self.close_code: int | None = None
+        self.last_seen = time.monotonic()
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._schedule_heartbeat()
+
+    # -- from the network ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        self.protocol.receive_data(data)
+        for frame in self.protocol.events_received():
+            if isinstance(frame, Frame):
+                self._frame(frame)
+        self._flush()
+        if self.protocol.close_expected() and not self.closed:
+            self._closing()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._fragment_text = opcode is Opcode.TEXT
+            self._fragments = [bytes(frame.data)]
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+        else:
+            if opcode is Opcode.CLOSE:
+                self._closing()
+            return  # PING is answered by the protocol; PONG only proves liveness
+        if not frame.fin:
+            return
+        data = b"".join(self._fragments)
+        self._fragments = []
+        self._messages.append(data.decode() if self._fragment_text else data)
+        if len(self._messages) >= self.options.max_queue:
+            self.connection.pause_reading()  # the handler is behind: stop reading
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing()
+
+    def _closing(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = self.protocol.close_code
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self.connection.lost:
+            self._flush()
+            self._loop.call_later(1.0, self.transport.close)  # give the close frame a moment
+
+    # -- to the handler --------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes | None:
+        """The next message, or None once the connection is closed."""
+        while not self._messages:
+            if self.closed:
+                return None
+            self._waiter = self._loop.create_future()
+            await self._waiter
+            self._waiter = None
+        if len(self._messages) == self.options.max_queue // 2:
+            self.connection.resume_reading()
+        return self._messages.popleft()
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        message = await self.receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    # -- to the network -----------------------------------------------------------------
+
+    def send_text(self, text: str | bytes) -> None:
+        """Send one text message (through the protocol, for per-connection framing)."""
+        if self.closed:
+            return
+        try:
+            self.protocol.send_text(text.encode() if isinstance(text, str) else text)
+        except InvalidState:
+            return
+        self._flush()
+        self._check_buffer()
+
+    def send_frames(self, frames: bytes) -> None:
+        """Write frames already serialised with :func:`text_frame` (encoded once, sent to many)."""
+        if not self.closed:
+            self.transport.write(frames)
+            self._check_buffer()
+
+    def buffered(self) -> int:
+        return 0 if self.connection.lost else self.transport.get_write_buffer_size()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(InvalidState):
+            self.protocol.send_close(code, reason)
+        self._flush()
+        self._closing()
+
+    def shutdown(self) -> None:
+        """The server is stopping."""
+        self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def _flush(self) -> None:
+        data = self.protocol.data_to_send()
+        if data and not self.connection.lost:
+            self.transport.write(b"".join(data))
+
+    def _check_buffer(self) -> None:
+        if self.buffered() > self.options.send_buffer:
+            log.info(
+                "closing a WebSocket client that cannot keep up (%d bytes unread)", self.buffered()
+            )
+            self.close(CLOSE_TOO_SLOW, "try again later: client too slow")
+            # Do not wait for a close frame the client is not reading anyway.
+            self.transport.abort()
+
+    # -- keep-alive ------------------------------------------------------------------------
+
+    def _schedule_heartbeat(self) -> None:
+        self._heartbeat = self._loop.call_later(self.options.ping_interval, self._beat)
+
+    def _beat(self) -> None:
+        if self.closed:
+            return
+        silent = time.monotonic() - self.last_seen
+        if silent > self.options.ping_interval + self.options.ping_timeout:
+            self.close(CLOSE_GOING_AWAY, "going away: heartbeat timeout")
+            return
+        try:
+            self.protocol.send_ping(b"")
+        except InvalidState:
+            return
+        self._flush()
+        self._schedule_heartbeat()
+
+
+def _select(offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+
+def accept(
+    connection: HttpConnection,
+    request: Request,
+    rest: bytes,
+    handler: Handler,
+    options: WebSocketOptions,
+) -> None:
+    """Complete the opening handshake of ``request`` and start ``handler`` on it."""
+    path = request.path + (
+        ("?" + request.query_string.decode("latin-1")) if request.query_string else ""
+    )
+    offered = [
+        token.strip()
+        for name, value in request.headers_list
+        if name == b"sec-websocket-protocol"
+        for token in value.decode("latin-1").split(",")
+    ]
+    protocol = ServerProtocol(
+        select_subprotocol=lambda _, subprotocols: _select(subprotocols),
+        max_size=options.max_message,
+    )
+    # The protocol parses the handshake itself (its frame parser starts after
+    # it), so hand it the request again as bytes.
+    head = [f"GET {path} HTTP/1.1\r\n".encode("latin-1")]
+    head += [name + b": " + value + b"\r\n" for name, value in request.headers_list]
+    protocol.receive_data(b"".join(head) + b"\r\n")
+    parsed = next((e for e in protocol.events_received() if isinstance(e, WsRequest)), None)
+    if parsed is None:
+        connection.transport.close()
+        return
+    response = protocol.accept(parsed)
+    protocol.send_response(response)
+    connection.transport.write(b"".join(protocol.data_to_send()))
+    if response.status_code != 101:
+        connection.transport.close()
+        return
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    ws = WebSocket(connection, protocol, options, subprotocol, offered)
+    connection.upgraded = ws
+    connection.disarm()
+    if rest:
+        ws.data_received(rest)
+    connection.upgraded_task = asyncio.get_running_loop().create_task(_run(ws, request, handler))
+
+
+async def _run(ws: WebSocket, request: Request, handler: Handler) -> None:
+    try:
+        await handler(ws, request)
+    except Exception:
+        log.exception("WebSocket handler for %s failed", request.path)
+        ws.close(1011, "internal error")
+    else:
+        ws.close(1000, "")
+
+
+__all__ = ["SUBPROTOCOL", "WebSocket", "WebSocketOptions", "accept", "text_frame"]
