@@ -245,6 +245,72 @@ def bench_rest(
         raise fail(str(exc)) from None
 
 
+def _bench_realtime(bench: str, **options: Any) -> None:
+    try:
+        from polyport.bench.realtime import run_realtime_bench
+    except MissingExtra as exc:
+        raise fail(str(exc)) from None
+    try:
+        run_realtime_bench(bench, console=out, **options)
+    except (ConfigError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
+ClientsOption = Annotated[int, typer.Option(help="Subscribers of the fan-out.")]
+MessagesOption = Annotated[int, typer.Option(help="Messages broadcast to every subscriber.")]
+SizeOption = Annotated[int, typer.Option(help="Bytes of each message's JSON payload.")]
+IdleOption = Annotated[int, typer.Option(help="Idle connections for the memory figure (0: skip).")]
+SamplesOption = Annotated[int, typer.Option(help="Messages timed publish→receive, 1 ms apart.")]
+StreamOption = Annotated[int, typer.Option(help="Messages streamed back to back to one client.")]
+OutOption = Annotated[Path, typer.Option("--out", help="Where results go.")]
+
+
+@bench_app.command("ws")
+def bench_ws(
+    clients: ClientsOption = 1000,
+    messages: MessagesOption = 200,
+    size: SizeOption = 100,
+    idle: IdleOption = 5000,
+    latency_samples: SamplesOption = 2000,
+    stream_messages: StreamOption = 20_000,
+    output: OutOption = Path("bench-results"),
+) -> None:
+    """WebSocket push: polyport's /ws against websockets.broadcast() from a plain server."""
+    _bench_realtime(
+        "ws",
+        clients=clients,
+        messages=messages,
+        size=size,
+        idle=idle,
+        latency_samples=latency_samples,
+        stream_messages=stream_messages,
+        output=output,
+    )
+
+
+@bench_app.command("sse")
+def bench_sse(
+    clients: ClientsOption = 1000,
+    messages: MessagesOption = 200,
+    size: SizeOption = 100,
+    idle: IdleOption = 5000,
+    latency_samples: SamplesOption = 2000,
+    stream_messages: StreamOption = 20_000,
+    output: OutOption = Path("bench-results"),
+) -> None:
+    """Server-Sent Events: polyport's /v1/events/stream against plain sse-starlette."""
+    _bench_realtime(
+        "sse",
+        clients=clients,
+        messages=messages,
+        size=size,
+        idle=idle,
+        latency_samples=latency_samples,
+        stream_messages=stream_messages,
+        output=output,
+    )
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

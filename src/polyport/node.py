@@ -215,8 +215,12 @@ class Node:
         if self.settings.dev:
             log.warning(DEV_WARNING)
         runtime = self.runtime
-        await runtime.hub.start()
-        self.service.bind(runtime.hub)
+        self.service.bind(runtime.hub)  # first: fails fast if another node serves it
+        try:
+            await runtime.hub.start()
+        except BaseException:
+            self.service.unbind(runtime.hub)
+            raise
         await runtime.jobs.start()
         for hook in self.service.startup_hooks:
             result = _call_hook(hook, self.settings)
@@ -240,7 +244,7 @@ class Node:
                 log.exception("a shutdown hook failed")
         await self.runtime.jobs.stop()
         await self.runtime.hub.stop()
-        self.service.bind(None)
+        self.service.unbind(self.runtime.hub)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Node]:
@@ -270,6 +274,7 @@ class Node:
                 ping_timeout=ws.ping_timeout,
                 max_message=ws.max_message,
                 send_buffer=ws.send_buffer,
+                stall_timeout=ws.stall_timeout,
             )
             handlers = self.http.websocket
 

@@ -156,15 +156,19 @@ async def test_a_gap_in_another_matching_channel_fails_a_wildcard_resume(log: Ev
 
 
 async def test_cursor_forms(log: EventLog) -> None:
-    """Event ids and positions resolve; foreign, future and lost cursors are refused."""
+    """Event ids and positions resolve; foreign, future and lost cursors are refused.
+
+    A cursor ahead of the log can only come from a log that lost its newest
+    writes (or a forged one): that is recovery failed, not a caller's mistake.
+    """
     ids = await fill(log, "c", 3)
     head = await log.head()
     assert await log.resolve(Cursor.parse(position(log.epoch, 1))) == 1
     assert await log.resolve(Cursor.parse(ids[1])) == head - 1
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(RecoveryFailed):
         await log.resolve(Cursor.parse(position(log.epoch, head + 5)))
     epoch = ids[0].split(":")[0]
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(RecoveryFailed):
         await log.resolve(Cursor.parse(f"{epoch}:99"))
     with pytest.raises(RecoveryFailed):
         await log.resolve(Cursor.parse(position("zzzzzzzzzz", 1)))

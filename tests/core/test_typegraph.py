@@ -277,3 +277,20 @@ def test_event_channels_from_templates() -> None:
         message(Tag(name="a/b"))
     with pytest.raises(ContractError):
         message(Tag(name="#"))
+
+
+async def test_a_service_is_served_by_one_node_at_a_time(tmp_path: object) -> None:
+    """A second node for the same Service object is refused; the first keeps publishing."""
+    from polyport import Settings
+    from polyport.node import Node
+
+    svc = Service("single")
+    svc.event("things.done", Tag)
+    first = Node(svc, Settings(database=":memory:", event_log="memory"))
+    second = Node(svc, Settings(database=":memory:", event_log="memory"))
+    async with first.running():
+        with pytest.raises(ContractError, match="already served by another node"):
+            await second.start()
+        assert svc.hub is first.runtime.hub
+    async with second.running():
+        assert svc.hub is second.runtime.hub

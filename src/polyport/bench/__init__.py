@@ -7,6 +7,8 @@ that same run — absolute figures on a shared machine are noise, ratios are
 signal.
 
     polyport bench rest      GET /v1/users/{id}: polyport, plain FastAPI, plain Starlette
+    polyport bench ws        WebSocket push: polyport, websockets.broadcast() (realtime.py)
+    polyport bench sse       Server-Sent Events: polyport, plain sse-starlette (realtime.py)
 
 Nothing here is imported by the rest of polyport; the bare libraries and the
 chart need the ``bench`` extra.

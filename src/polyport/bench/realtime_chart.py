@@ -47,8 +47,9 @@ def draw_realtime_chart(report: RealtimeReport, path: Path) -> None:
         )
         fanout_axes.legend(loc="upper right", fontsize=8)
     fanout_axes.set_ylabel("deliveries / s (higher is better)")
+    options = report.options
     fanout_axes.set_title(
-        f"Fan-out: {report.options['clients']:,} clients × {report.options['messages']:,} messages"
+        f"Fan-out: {options['clients']:,} clients {TIMES} {options['messages']:,} messages"
     )
 
     width = 0.38

@@ -196,7 +196,7 @@ class WsSubscriber(_Subscriber):
             assert self.transport is not None
             self.transport.write(self.subscribe)
             data = rest
-        elif tally.latencies is not None and self.live:
+        if tally.latencies is not None:
             tally.scan(data, time.monotonic_ns())
         buffer = self.buffer + data if self.buffer else data
         position, end, messages = 0, len(buffer), 0
@@ -251,7 +251,9 @@ class WsSubscriber(_Subscriber):
         elif opcode == 0x8:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
             reason = payload[2:].decode(errors="replace")
-            self.fail(f"the server closed the WebSocket (code {code}{': ' + reason if reason else ''})")
+            self.fail(
+                f"the server closed the WebSocket (code {code}{': ' + reason if reason else ''})"
+            )
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -288,7 +290,7 @@ class SseSubscriber(_Subscriber):
             self.ready.set_result(None)
             self.tail = b"\n"  # a stream sent without chunks starts right after the headers
             data = rest
-        elif tally.latencies is not None:
+        if tally.latencies is not None:
             tally.scan(data, time.monotonic_ns())
         # A mark cut in two lies across the last read's tail and this one's head.
         messages = data.count(_SSE_MARK) + (self.tail + data[:5]).count(_SSE_MARK)
@@ -366,25 +368,34 @@ async def run(config: dict[str, Any]) -> None:
         if error is not None:
             return
         stop = asyncio.ensure_future(_stop_requested())
+        primed_cpu = None
         if tally.expected > 0:
             await asyncio.wait([tally.all_primed, stop], return_when=asyncio.FIRST_COMPLETED)
             if tally.all_primed.done():
+                primed_cpu = _cpu_seconds()
                 _say("primed")
             await asyncio.wait([tally.all_done, stop], return_when=asyncio.FIRST_COMPLETED)
         else:
             await stop
         stop.cancel()
-        _say("done", **_figures(tally, opened))
+        figures = _figures(tally, opened)
+        # What counting the measured messages cost: the lab checks the clients kept up.
+        figures["cpu_after_primed"] = None if primed_cpu is None else _cpu_seconds() - primed_cpu
+        _say("done", **figures)
     finally:
         for subscriber in opened:
             if subscriber.transport is not None:
                 subscriber.transport.abort()
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _figures(tally: Tally, opened: list[_Subscriber]) -> dict[str, Any]:
     counts = [s.count for s in opened]
     done = [s.done_ns for s in opened if s.done_ns]
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     figures: dict[str, Any] = {
         "connections": len(opened),
         "received": sum(counts),
@@ -394,7 +405,7 @@ def _figures(tally: Tally, opened: list[_Subscriber]) -> dict[str, Any]:
         "lost": tally.lost,
         "last_ns": max(done, default=0),
         "bytes": tally.bytes,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "cpu_seconds": _cpu_seconds(),
     }
     if tally.latencies is not None:
         # The first message is the lab's primer, sent before the measured ones.

@@ -62,9 +62,10 @@ class RealtimeFigures:
     fanout_deliveries: int | None = None  # received, the primer excluded
     fanout_complete_clients: int | None = None
     fanout_seconds: float | None = None  # first publish to last delivery at the last client
+    fanout_publish_seconds: float | None = None  # first publish to last publish
     fanout_deliveries_per_second: float | None = None
     fanout_server_cpu_share: float | None = None  # of one core, over that window
-    fanout_client_cpu_seconds: float | None = None  # every client process, start to end
+    fanout_client_cpu_share: float | None = None  # every client process together, likewise
     wire_bytes_per_message: float | None = None  # as the fan-out clients read them
     errors: dict[str, str] = field(default_factory=dict)
     ratio_fanout: float | None = None
@@ -88,7 +89,9 @@ class RealtimeReport:
         for t in self.targets:
             if base is None or not t.available:
                 continue
-            t.ratio_fanout = _ratio(t.fanout_deliveries_per_second, base.fanout_deliveries_per_second)
+            t.ratio_fanout = _ratio(
+                t.fanout_deliveries_per_second, base.fanout_deliveries_per_second
+            )
             t.ratio_stream = _ratio(t.stream_events_per_second, base.stream_events_per_second)
             t.ratio_memory = _ratio(t.idle_kib_per_connection, base.idle_kib_per_connection)
             t.ratio_latency_p50 = _ratio(t.latency_p50_us, base.latency_p50_us)
@@ -109,7 +112,7 @@ class RealtimeReport:
 
     @property
     def fanout_goal_met(self) -> bool | None:
-        """polyport's fan-out ≥ GOAL_FANOUT× the baseline's; None when either is missing."""
+        """polyport's fan-out is at least GOAL_FANOUT times the baseline's; None if unmeasured."""
         polyport = self.target("polyport")
         ratio = None if polyport is None else polyport.ratio_fanout
         return None if ratio is None else ratio >= GOAL_FANOUT
@@ -163,11 +166,11 @@ class RealtimeReport:
             show_edge=False,
             padding=(0, 0, 0, 1),
             title=f"{self.transport.name}: publish→receive ({o['latency_samples']:,} messages), "
-            f"fan-out ({o['clients']:,} clients × {o['messages']:,} messages of "
+            f"fan-out ({o['clients']:,} clients {TIMES} {o['messages']:,} messages of "
             f"{o['size']} B), 1 client ({o['stream_messages']:,} messages), "
             f"{o['idle']:,} idle connections",
-            caption=f"{TIMES}: against {self.transport.baseline} in this run · KiB/conn: server memory per idle "
-            "connection",
+            caption=f"{TIMES}: against {self.transport.baseline}, same run · "
+            "KiB/conn: server RSS per idle connection",
         )
         table.add_column("target", style="bold", no_wrap=True)
         for heading in (
@@ -175,26 +178,24 @@ class RealtimeReport:
             "p99 µs",
             "fan-out/s",
             TIMES,
-            "1 client/s",
+            "1-client/s",
             TIMES,
             "KiB/conn",
-            TIMES,
         ):
-            table.add_column(heading, justify="right")
+            table.add_column(heading, justify="right", no_wrap=True)
         for t in self.targets:
             if not t.available:
-                table.add_row(t.label, "[dim]not available[/]", *[""] * 7)
+                table.add_row(t.label, *["[dim]n/a[/]"] * 7)
                 continue
             table.add_row(
                 t.label,
                 _number(t.latency_p50_us, "{:,.0f}"),
                 _number(t.latency_p99_us, "{:,.0f}"),
                 _number(t.fanout_deliveries_per_second, "{:,.0f}"),
-                _number(t.ratio_fanout, "{:.2f}" + TIMES),
+                _times(t.ratio_fanout),
                 _number(t.stream_events_per_second, "{:,.0f}"),
-                _number(t.ratio_stream, "{:.2f}" + TIMES),
+                _times(t.ratio_stream),
                 _number(t.idle_kib_per_connection, "{:.1f}"),
-                _number(t.ratio_memory, "{:.2f}" + TIMES),
             )
         return table
 
@@ -240,6 +241,13 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
 
 def _number(value: float | None, style: str) -> str:
     return "—" if value is None else style.format(value)
+
+
+def _times(ratio: float | None) -> str:
+    """A ratio in at most five characters: two decimals below 10, then one."""
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}{TIMES}" if ratio < 9.995 else f"{ratio:.1f}{TIMES}"
 
 
 def _verdict(met: bool | None) -> str:

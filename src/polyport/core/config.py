@@ -97,13 +97,15 @@ class WebSocketConfig(_Section):
     max_message: int = Field(default=64 * 1024, ge=1024)
     max_subscriptions: int = Field(default=64, ge=1)
     send_buffer: int = Field(default=256 * 1024, ge=4096)
+    stall_timeout: float = Field(default=5.0, gt=0, le=3600)
 
 
 class SseConfig(_Section):
     """The Server-Sent Events edge."""
 
     heartbeat: float = Field(default=15.0, gt=0, le=3600)
-    send_buffer: int = Field(default=1024 * 1024, ge=4096)
+    send_buffer: int = Field(default=256 * 1024, ge=4096)
+    stall_timeout: float = Field(default=5.0, gt=0, le=3600)
 
 
 class JobsConfig(_Section):

@@ -396,9 +396,23 @@ class Service:
             self._spec = build_spec(self)
         return self._spec
 
-    def bind(self, hub: EventHub | None) -> None:
-        """Attach the event hub of the node serving this service (None detaches)."""
+    def bind(self, hub: EventHub) -> None:
+        """Attach the event hub of the node serving this service.
+
+        One node at a time: handlers publish through ``service.publish``, and
+        two nodes in one process would each think those events are theirs.
+        """
+        if self._hub is not None and self._hub is not hub:
+            raise ContractError(
+                f"service {self.name} is already served by another node in this process; "
+                "stop that node first (or serve a second Service object)"
+            )
         self._hub = hub
+
+    def unbind(self, hub: EventHub) -> None:
+        """Detach ``hub`` if it is the one attached."""
+        if self._hub is hub:
+            self._hub = None
 
     @property
     def hub(self) -> EventHub:

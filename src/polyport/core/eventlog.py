@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from polyport.core.errors import InvalidArgument, RecoveryFailed
+from polyport.core.errors import RecoveryFailed
 from polyport.core.events import Cursor, Event, Pattern, position
 
 
@@ -49,8 +49,8 @@ class EventLog(Protocol):
     """An append-only, per-channel bounded history with global ordering.
 
     Raises: :class:`RecoveryFailed` from :meth:`resolve` and :meth:`read` when
-    the requested position is older than the history kept;
-    :class:`InvalidArgument` for cursors that cannot belong to this log.
+    the requested position is not in the history kept (older than it, from
+    another epoch, or ahead of it).
     """
 
     @property
@@ -113,7 +113,11 @@ def resolve_with(
                 "the log was reset since this cursor was issued", earliest=None, latest=latest
             )
         if cursor.number > head:
-            raise InvalidArgument(f"cursor {cursor} is ahead of the log (head {latest})")
+            # Only a log that lost its newest writes (a crash inside a group
+            # commit) or a forged cursor gets here: either way, not resumable.
+            raise RecoveryFailed(
+                f"cursor {cursor} is ahead of the log (head {latest})", latest=latest
+            )
         return cursor.number
     if channel is None:
         raise RecoveryFailed(
@@ -121,9 +125,10 @@ def resolve_with(
             latest=latest,
         )
     if cursor.number > channel.last_offset:
-        raise InvalidArgument(
+        raise RecoveryFailed(
             f"cursor {cursor} is ahead of channel {channel.name} "
-            f"(last offset {channel.last_offset})"
+            f"(last offset {channel.last_offset})",
+            latest=latest,
         )
     if seq_of_offset is not None:
         return seq_of_offset

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +92,7 @@ class Session:
         hub: EventHub,
         codec: EventCodec,
         send: Callable[[dict[str, Any]], None],
-        deliver: Callable[[list[Event]], None],
+        deliver: Callable[[list[Event]], Awaitable[None]],
         edge: str,
         credentials: Credentials,
         peer: str | None,
@@ -222,7 +222,7 @@ class Session:
                 continue
             if not events:
                 return
-            self.deliver(events)
+            await self.deliver(events)  # paced: waits while the client catches up
 
     async def _on_unsubscribe(self, frame_id: Any, frame: dict[str, Any]) -> None:
         sid = frame.get("subscription")

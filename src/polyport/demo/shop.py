@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -150,7 +151,13 @@ TRANSITIONS = {
 
 @shop.on_startup
 def _open(settings: Settings) -> None:
-    store.open(settings.database)
+    # The shop's own tables live beside polyport's file, not in it: polyport
+    # keeps a write transaction open while it groups event appends, and a
+    # second connection writing the same file would wait on it.
+    database = settings.database
+    if database != ":memory:":
+        database = str(Path(database).with_suffix("")) + ".shop.sqlite3"
+    store.open(database)
 
 
 @shop.on_shutdown

@@ -41,6 +41,15 @@ class AsgiStream:
     def buffered(self) -> int:
         return self._size
 
+    async def drain(self, seconds: float) -> bool:
+        # ASGI servers pace ``send`` themselves: wait until the pump has sent everything.
+        try:
+            async with asyncio.timeout(seconds):
+                await self._queue.join()
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_closed(self) -> None:
         done = asyncio.ensure_future(self._done.wait())
         gone = asyncio.ensure_future(self._disconnected.wait())
@@ -57,6 +66,7 @@ class AsgiStream:
             while (data := await self._queue.get()) is not None:
                 self._size -= len(data)
                 await self._send({"type": "http.response.body", "body": data, "more_body": True})
+                self._queue.task_done()
             await self._send({"type": "http.response.body", "body": b""})
         except OSError:
             pass
@@ -105,7 +115,7 @@ class AsgiConnection:
             if (await self.receive())["type"] == "http.disconnect":
                 self.disconnected.set()
 
-    def start_stream(self, status: int, headers: Headers) -> AsgiStream:
+    def start_stream(self, status: int, headers: Headers, buffer: int) -> AsgiStream:
         start = {"type": "http.response.start", "status": status, "headers": headers}
         self.stream = AsgiStream(self.send, start, self.disconnected)
         self._watch = asyncio.ensure_future(self.wait_disconnect())

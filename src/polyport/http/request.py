@@ -59,6 +59,11 @@ class Stream(Protocol):
 
     def buffered(self) -> int: ...
 
+    async def drain(self, seconds: float) -> bool:
+        """Wait while the buffer is over its high-water mark; False if still full after
+        ``seconds`` (the reader has stalled)."""
+        ...
+
     async def wait_closed(self) -> None:
         """Return when the client has gone or :meth:`close` was called."""
         ...
@@ -79,8 +84,11 @@ class Connection(Protocol):
         """Return once the client has gone away."""
         ...
 
-    def start_stream(self, status: int, headers: Headers) -> Stream:
-        """Send the status line and headers now; the body follows as chunks."""
+    def start_stream(self, status: int, headers: Headers, buffer: int) -> Stream:
+        """Send the status line and headers now; the body follows as chunks.
+
+        ``buffer`` is the high-water mark of unsent bytes :meth:`Stream.drain` waits on.
+        """
         ...
 
 
@@ -225,9 +233,9 @@ class Request:
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
         return await self.body()
 
-    def stream(self, status: int, headers: Headers) -> Stream:
+    def stream(self, status: int, headers: Headers, *, buffer: int = 256 * 1024) -> Stream:
         """Start a streaming response (see :class:`Stream`)."""
-        return self.connection.start_stream(status, headers)
+        return self.connection.start_stream(status, headers, buffer)
 
     async def unless_disconnected(self, work: Awaitable[T]) -> T | None:
         """Await ``work``, or abandon it (None) if the client goes away first.

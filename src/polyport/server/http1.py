@@ -135,6 +135,17 @@ class ChunkedStream:
         connection = self._exchange.connection
         return 0 if connection.lost else connection.transport.get_write_buffer_size()
 
+    async def drain(self, seconds: float) -> bool:
+        connection = self._exchange.connection
+        if not connection.write_paused or connection.lost:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await connection.drain()
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_closed(self) -> None:
         connection = self._exchange.connection
         if connection.lost:
@@ -227,8 +238,9 @@ class Exchange:
     async def wait_disconnect(self) -> None:
         await asyncio.shield(self.connection.lost_future)
 
-    def start_stream(self, status: int, headers: Headers) -> ChunkedStream:
+    def start_stream(self, status: int, headers: Headers, buffer: int) -> ChunkedStream:
         connection = self.connection
+        connection.transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
         head = [status_line(status), connection.state.date_header]
         for name, value in headers:
             head += [name, b": ", _safe(value), b"\r\n"]
@@ -319,6 +331,11 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None  # half-closed: let the transport close
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's buffer is over its high-water mark."""
+        return self._write_paused
 
     def pause_writing(self) -> None:
         self._write_paused = True

@@ -40,6 +40,8 @@ SUBPROTOCOL = "polyport.v1"
 CLOSE_TOO_SLOW = 1013
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+#: Seconds a client has to answer our close frame before the socket is closed.
+CLOSE_TIMEOUT = 2.0
 
 Handler = Callable[["WebSocket", Request], Awaitable[None]]
 
@@ -50,7 +52,14 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class WebSocketOptions:
-    __slots__ = ("max_message", "max_queue", "ping_interval", "ping_timeout", "send_buffer")
+    __slots__ = (
+        "max_message",
+        "max_queue",
+        "ping_interval",
+        "ping_timeout",
+        "send_buffer",
+        "stall_timeout",
+    )
 
     def __init__(
         self,
@@ -59,12 +68,14 @@ class WebSocketOptions:
         ping_timeout: float = 8.0,
         max_message: int = 64 * 1024,
         send_buffer: int = 256 * 1024,
+        stall_timeout: float = 5.0,
         max_queue: int = 64,
     ) -> None:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_message = max_message
         self.send_buffer = send_buffer
+        self.stall_timeout = stall_timeout
         self.max_queue = max_queue
 
 
@@ -107,8 +118,12 @@ class WebSocket:
             if isinstance(frame, Frame):
                 self._frame(frame)
         self._flush()
-        if self.protocol.close_expected() and not self.closed:
+        if self.protocol.close_expected():
+            # The client sent its close frame (our answer is flushed), or the
+            # protocol failed the connection: the server closes TCP first.
             self._closing()
+            if not self.connection.lost:
+                self.transport.close()
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -118,9 +133,7 @@ class WebSocket:
         elif opcode is Opcode.CONT:
             self._fragments.append(bytes(frame.data))
         else:
-            if opcode is Opcode.CLOSE:
-                self._closing()
-            return  # PING is answered by the protocol; PONG only proves liveness
+            return  # CLOSE and PING are answered by the protocol; PONG proves liveness
         if not frame.fin:
             return
         data = b"".join(self._fragments)
@@ -147,7 +160,8 @@ class WebSocket:
             waiter.set_result(None)
         if not self.connection.lost:
             self._flush()
-            self._loop.call_later(1.0, self.transport.close)  # give the close frame a moment
+            # We sent a close frame: give the client a moment to answer it.
+            self._loop.call_later(CLOSE_TIMEOUT, self.transport.close)
 
     # -- to the handler --------------------------------------------------------------------
 
@@ -191,6 +205,24 @@ class WebSocket:
             self.transport.write(frames)
             self._check_buffer()
 
+    async def deliver(self, frames: bytes) -> None:
+        """Write a batch of broadcast frames, then wait while the client catches up.
+
+        While this waits, new events wait in the subscription (and then in the
+        event log), so a burst is paced to the client's speed instead of
+        filling memory. A client that reads nothing for ``stall_timeout``
+        seconds is closed with 1013.
+        """
+        if self.closed:
+            return
+        self.transport.write(frames)
+        if self.connection.write_paused:
+            try:
+                async with asyncio.timeout(self.options.stall_timeout):
+                    await self.connection.drain()
+            except TimeoutError:
+                self._too_slow()
+
     def buffered(self) -> int:
         return 0 if self.connection.lost else self.transport.get_write_buffer_size()
 
@@ -212,7 +244,13 @@ class WebSocket:
             self.transport.write(b"".join(data))
 
     def _check_buffer(self) -> None:
-        if self.buffered() > self.options.send_buffer:
+        # Answers are small and unpaced; only a client that sends requests but
+        # never reads the answers gets this far behind.
+        if self.buffered() > 4 * self.options.send_buffer:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        if not self.closed:
             log.info(
                 "closing a WebSocket client that cannot keep up (%d bytes unread)", self.buffered()
             )
@@ -281,6 +319,9 @@ def accept(
         connection.transport.close()
         return
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    connection.transport.set_write_buffer_limits(
+        high=options.send_buffer, low=options.send_buffer // 4
+    )
     ws = WebSocket(connection, protocol, options, subprotocol, offered)
     connection.upgraded = ws
     connection.disarm()

@@ -103,18 +103,17 @@ class SqliteEventLog:
         self.db.close()
 
     async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
-        conn = self.db.conn
         state = self._channels.get(channel)
         if state is None:
             state = _Channel(channel, new_epoch(), 0, 0, 0, 0)
-            conn.execute(
+            self.db.group_write(
                 "INSERT INTO polyport_channels (name, epoch) VALUES (?, ?)", (channel, state.epoch)
             )
             self._channels[channel] = state
             self._by_epoch[state.epoch] = state
         seq = self._seq + 1
         offset = state.last_offset + 1
-        conn.execute(
+        self.db.group_write(
             "INSERT INTO polyport_events (seq, channel, offset, type, time, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (seq, channel, offset, type, time, data),
@@ -135,15 +134,15 @@ class SqliteEventLog:
         if not row or row[2] == 0:
             return 0
         tseq, toffset, count = row
-        conn.execute("BEGIN")
-        conn.execute(
-            "DELETE FROM polyport_events WHERE channel = ? AND offset <= ?", (state.name, toffset)
-        )
-        conn.execute(
-            "UPDATE polyport_channels SET trimmed_offset = ?, trimmed_seq = ? WHERE name = ?",
-            (toffset, tseq, state.name),
-        )
-        conn.execute("COMMIT")
+        with self.db.transaction() as tx:
+            tx.execute(
+                "DELETE FROM polyport_events WHERE channel = ? AND offset <= ?",
+                (state.name, toffset),
+            )
+            tx.execute(
+                "UPDATE polyport_channels SET trimmed_offset = ?, trimmed_seq = ? WHERE name = ?",
+                (toffset, tseq, state.name),
+            )
         state.trimmed_offset, state.trimmed_seq = toffset, tseq
         state.count -= count
         return int(count)

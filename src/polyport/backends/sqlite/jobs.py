@@ -100,10 +100,10 @@ class SqliteJobStore:
 
     async def insert(self, job: Job) -> None:
         marks = ",".join("?" * 13)
-        self.db.conn.execute(f"INSERT INTO polyport_jobs ({_COLUMNS}) VALUES ({marks})", _row(job))
+        self.db.durable_write(f"INSERT INTO polyport_jobs ({_COLUMNS}) VALUES ({marks})", _row(job))
 
     async def update(self, job: Job) -> None:
-        self.db.conn.execute(
+        self.db.durable_write(
             "UPDATE polyport_jobs SET status=?, started=?, finished=?, attempts=?, result=?, "
             "error=? WHERE id=?",
             (
@@ -130,7 +130,7 @@ class SqliteJobStore:
         return [_job(r) for r in rows]
 
     async def purge_finished_before(self, time: float) -> int:
-        cursor = self.db.conn.execute(
+        cursor = self.db.durable_write(
             "DELETE FROM polyport_jobs WHERE status IN ('complete', 'failed') AND finished < ?",
             (time,),
         )

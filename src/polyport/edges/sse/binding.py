@@ -76,6 +76,7 @@ class SseEdge:
         self.prefix = f"/v{runtime.spec.version}"
         self.heartbeat = runtime.settings.sse.heartbeat
         self.send_buffer = runtime.settings.sse.send_buffer
+        self.stall_timeout = runtime.settings.sse.stall_timeout
         self.streams: set[Stream] = set()
 
     async def start(self) -> None:
@@ -133,7 +134,7 @@ class SseEdge:
         except RecoveryFailed as exc:
             failed = exc
             subscription = await hub.subscribe(patterns, after="now", types=types)
-        stream = request.stream(200, HEADERS)
+        stream = request.stream(200, HEADERS, buffer=self.send_buffer)
         self.streams.add(stream)
         opening = [b": polyport\n", b"retry: %d\n\n" % RETRY_MS]
         try:
@@ -182,8 +183,10 @@ class SseEdge:
                 if not events:
                     return  # closed
                 write(b"".join([sse_bytes(e) for e in events]))
-                if stream.buffered() > self.send_buffer:
-                    log.info("closing a slow SSE client (%d bytes unread)", stream.buffered())
+                # Pace a burst to the reader; a reader that has stalled is let go
+                # (it reconnects with Last-Event-ID and resumes from history).
+                if not await stream.drain(self.stall_timeout):
+                    log.info("closing a stalled SSE client (%d bytes unread)", stream.buffered())
                     return
         finally:
             closer.cancel()
@@ -198,7 +201,7 @@ class SseEdge:
             caller = request.caller(EDGE, query_token=True)
             args = {k: v for k, v in request.query.items() if k != "access_token"}
             items = await dispatcher.open_stream(binding, args, caller)
-            stream = request.stream(200, HEADERS)
+            stream = request.stream(200, HEADERS, buffer=self.send_buffer)
             self.streams.add(stream)
             closer = asyncio.ensure_future(stream.wait_closed())
             count = 0

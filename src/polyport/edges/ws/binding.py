@@ -117,11 +117,11 @@ class WsEdge:
         def send(frame: dict[str, Any]) -> None:
             ws.send_text(orjson.dumps(frame))
 
-        def deliver(events: list[Event]) -> None:
+        async def deliver(events: list[Event]) -> None:
             if len(events) == 1:
-                ws.send_frames(ws_frame(events[0]))
+                await ws.deliver(ws_frame(events[0]))
             else:
-                ws.send_frames(b"".join([ws_frame(e) for e in events]))
+                await ws.deliver(b"".join([ws_frame(e) for e in events]))
 
         session = Session(
             dispatcher=runtime.dispatcher,
