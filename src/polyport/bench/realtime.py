@@ -77,6 +77,7 @@ TRANSPORTS: dict[str, Transport] = {
             "guide_latency": "SSE ~150 ms",
             "issue_stream": "a plain sse-starlette stream: ~100,000 events/s to one client",
         },
+        stream_goal=True,
     ),
 }
 

@@ -19,7 +19,6 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -134,7 +133,11 @@ def position(log_epoch: str, seq: int) -> str:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-11-28T01:48:48.194Z``: UTC, milliseconds."""
+    whole = int(ts)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1000):03d}Z"
+    )
 
 
 class Event:

@@ -30,7 +30,11 @@ CREATE TABLE IF NOT EXISTS polyport_events (
     time REAL NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS polyport_events_by_channel ON polyport_events (channel, offset);
+-- Reads go by (channel, seq): "events of these channels after this position".
+-- Within a channel offset and seq grow together, so offset lookups (rare: one
+-- per resume) walk the same index over a bounded history.
+DROP INDEX IF EXISTS polyport_events_by_channel;
+CREATE INDEX IF NOT EXISTS polyport_events_by_channel_seq ON polyport_events (channel, seq);
 CREATE INDEX IF NOT EXISTS polyport_events_by_time ON polyport_events (time);
 """
 
