@@ -235,6 +235,8 @@ class Node:
         for edge in reversed(self.edges):
             with contextlib.suppress(Exception):
                 await edge.stop()
+        # Jobs run handlers: let them finish before the service closes its resources.
+        await self.runtime.jobs.stop()
         for hook in self.service.shutdown_hooks:
             try:
                 result = _call_hook(hook, self.settings)
@@ -242,7 +244,6 @@ class Node:
                     await result
             except Exception:
                 log.exception("a shutdown hook failed")
-        await self.runtime.jobs.stop()
         await self.runtime.hub.stop()
         self.service.unbind(self.runtime.hub)
 

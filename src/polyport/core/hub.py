@@ -79,6 +79,11 @@ class Subscription:
     def last_seq(self) -> int:
         return self._last_seq
 
+    @property
+    def cursor(self) -> str:
+        """Where this subscription stands: resuming from it misses and repeats nothing."""
+        return position(self._hub.log.epoch, self._last_seq)
+
     def _push(self, event: Event) -> None:
         """Called by the hub for every matching event: O(1), never blocks."""
         if event.seq == self._last_pushed:

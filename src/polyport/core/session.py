@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,7 @@ class Session:
         self.limits = limits or SessionLimits()
         self.subscriptions: dict[str, _Live] = {}
         self._ids = itertools.count(1)
+        self.id = secrets.token_hex(8)
         self._calls: set[asyncio.Task[None]] = set()
         self.closed = False
 
@@ -119,6 +121,7 @@ class Session:
         principal = self.dispatcher.authenticate(self.caller())
         return {
             "type": "welcome",
+            "session": self.id,
             "subject": None if principal.anonymous else principal.subject,
             "heartbeat": heartbeat,
             "limits": limits,
@@ -198,6 +201,7 @@ class Session:
         self.subscriptions[sid] = live
         reply["subscription"] = sid
         reply["channels"] = [p.text for p in patterns]
+        reply["cursor"] = subscription.cursor  # resume from here if nothing arrives first
         self.send(reply)
         live.task = asyncio.create_task(self._pump(live), name=f"polyport-session-{sid}")
 

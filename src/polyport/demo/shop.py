@@ -132,9 +132,12 @@ InventoryEvent = shop.event(
 )
 
 ChatEvent = shop.event(
-    "chat.message", ChatMessage, channel="chat/{room}",
+    "chat.message",
+    ChatMessage,
+    channel="chat/{room}",
     description="A message in a support chat room (the guide's WebSocket chat example).",
-    publish_scopes=["chat"], scopes=["chat"],
+    publish_scopes=["chat"],
+    scopes=["chat"],
 )
 
 store = ShopStore()
@@ -401,25 +404,44 @@ async def create_order(
         priced.append((product, quantity))
     total = sum((p.price * q for p, q in priced), Decimal("0"))
     now = time.time()
-    cursor = store.run(
-        "INSERT INTO shop_orders (user_id, status, total, created, updated) VALUES (?, ?, ?, ?, ?)",
-        user_id,
-        OrderStatus.PENDING.value,
-        str(money(total)),
-        now,
-        now,
-    )
-    order_id = cursor.lastrowid or 0
-    for product, quantity in priced:
-        store.run(
-            "INSERT INTO shop_order_items (order_id, product_id, quantity, unit_price) "
-            "VALUES (?, ?, ?, ?)",
-            order_id,
-            product.id,
-            quantity,
-            str(product.price),
+    with store.transaction():  # the order, its lines and the stock: all or nothing
+        cursor = store.run(
+            "INSERT INTO shop_orders (user_id, status, total, created, updated) "
+            "VALUES (?, ?, ?, ?, ?)",
+            user_id,
+            OrderStatus.PENDING.value,
+            str(money(total)),
+            now,
+            now,
         )
-        await _change_stock(product.id, -quantity, f"order {order_id}")
+        order_id = cursor.lastrowid or 0
+        for product, quantity in priced:
+            store.run(
+                "INSERT INTO shop_order_items (order_id, product_id, quantity, unit_price) "
+                "VALUES (?, ?, ?, ?)",
+                order_id,
+                product.id,
+                quantity,
+                str(product.price),
+            )
+            taken = store.run(
+                "UPDATE shop_products SET stock = stock - ? WHERE id = ? AND stock >= ?",
+                quantity,
+                product.id,
+                quantity,
+            )
+            if taken.rowcount != 1:  # someone bought it meanwhile
+                raise Conflict(f"product {product.id} no longer has {quantity} in stock")
+    for product, quantity in priced:
+        stock = store.one("SELECT stock FROM shop_products WHERE id=?", product.id)
+        await InventoryEvent.publish(
+            InventoryChanged(
+                product_id=product.id,
+                stock=stock[0] if stock else 0,
+                delta=-quantity,
+                reason=f"order {order_id}",
+            )
+        )
     return _order(order_id)
 
 

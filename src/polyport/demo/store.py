@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -78,6 +80,17 @@ class ShopStore:
 
     def run(self, sql: str, *args: Any) -> sqlite3.Cursor:
         return self.db.execute(sql, args)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: an order and its stock changes land together."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
 
 def money(value: Any) -> Decimal:

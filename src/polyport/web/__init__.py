@@ -1,4 +1,5 @@
-"""The node's own pages: the OpenAPI document, the API docs page, the dashboard.
+"""The node's own pages: the OpenAPI document, the API docs page, the dashboard,
+and the demo shop's live pages (an SSE order feed and a WebSocket chat room).
 
 Everything is served from files inside the package — no CDN — so it works
 offline and behind firewalls.
@@ -26,6 +27,14 @@ STATIC_TYPES = {
     ".css": b"text/css; charset=utf-8",
     ".html": HTML,
     ".svg": b"image/svg+xml",
+}
+
+#: The demo pages: each is served only when the service declares the events it
+#: shows (the demo shop does), so another service gets no page that cannot work.
+#: ``demo-links.js`` applies the same rule to the dashboard's links to them.
+DEMO_PAGES = {
+    "/demo/orders": ("orders.html", ("orders.created", "orders.updated")),
+    "/demo/chat": ("chat.html", ("chat.message",)),
 }
 
 
@@ -77,7 +86,7 @@ def catalog_document(node: Node) -> dict[str, object]:
 
 
 def web_routes(node: Node) -> list[Route]:
-    """Routes for /openapi.json, /docs, the dashboard at / and its static files.
+    """Routes for /openapi.json, /docs, the dashboard at /, the demo pages and static files.
 
     Everything is built once; answers carry an ETag and ``no-cache``, so a
     browser revalidates (a 304 costs nothing) and never mixes files of two
@@ -118,10 +127,16 @@ def web_routes(node: Node) -> list[Route]:
             raise NotFound(f"no static file {name[:80]!r}")
         return serve(*found, request)
 
-    return [
+    routes = [
         Route("GET", "/openapi.json", document("openapi"), "openapi"),
         Route("GET", "/catalog.json", document("catalog"), "catalog"),
         Route("GET", "/docs", document("docs"), "docs"),
         Route("GET", "/", document("dashboard"), "dashboard"),
         Route("GET", "/static/{name}", static, "static"),
     ]
+    events = node.runtime.spec.events
+    for path, (page, shown) in DEMO_PAGES.items():
+        if all(name in events for name in shown):
+            documents[page] = (_static(page), HTML)
+            routes.append(Route("GET", path, document(page), f"demo_{page.removesuffix('.html')}"))
+    return routes

@@ -220,3 +220,19 @@ async def test_a_slow_reader_is_disconnected(http: httpx.AsyncClient, node: Runn
             assert len(_sse_edge(node).streams) == before - 1
     finally:
         slow.close()
+
+
+async def test_recovery_failed_moves_the_browser_cursor(http: httpx.AsyncClient) -> None:
+    """The recovery-failed message carries an id, so EventSource resumes from there."""
+    headers = {"x-api-key": "reader", "last-event-id": "aaaaaaaaaa:1"}
+    params = {"channel": "prices/+"}
+    async with http.stream("GET", "/v1/events/stream", params=params, headers=headers) as first:
+        items = await read_sse(first, 3)
+    failed = [m for kind, m in items if kind == "message" and m.get("event") == "recovery-failed"]
+    assert failed and "@" in failed[0]["id"]
+    await http.post("/v1/post_prices", json={"symbol": "LATE", "count": 1})
+    resumed = {"x-api-key": "reader", "last-event-id": failed[0]["id"]}
+    async with http.stream("GET", "/v1/events/stream", params=params, headers=resumed) as again:
+        items = await read_sse(again, 3)
+    events = [m for kind, m in items if kind == "message" and m.get("event") == "prices.changed"]
+    assert orjson.loads(events[0]["data"])["data"]["symbol"] == "LATE"

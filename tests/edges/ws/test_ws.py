@@ -167,6 +167,7 @@ async def test_subscribe_resume_and_unsubscribe(client: Client, dev: RunningNode
         first = start["events"][0]["id"]
         sub = await client.request({"type": "subscribe", "channels": ["users/#"], "after": first})
         assert sub["recovered"] is True
+        assert "@" in sub["cursor"]  # where it starts: resumable before any event arrives
         overlap = await client.request({"type": "subscribe", "channels": ["users/created"]})
         assert overlap["error"]["code"] == "CONFLICT"
         await http.post("/v1/users", json={"name": "Wil", "email": "wil@example.com"})

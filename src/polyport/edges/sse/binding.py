@@ -140,6 +140,8 @@ class SseEdge:
         try:
             stream.write(b"".join(opening))
             if failed is not None:
+                # The id moves the browser's Last-Event-ID to where the new
+                # subscription starts, so a reconnect resumes from there.
                 stream.write(
                     sse_message(
                         "recovery-failed",
@@ -148,6 +150,7 @@ class SseEdge:
                             "earliest": failed.earliest,
                             "latest": failed.latest,
                         },
+                        id=subscription.cursor,
                     )
                 )
             await self._pump(subscription, stream)
@@ -169,6 +172,7 @@ class SseEdge:
                     write(b": ping\n\n")
                     continue
                 except RecoveryFailed as exc:
+                    # End the stream; the browser reconnects from `latest`.
                     write(
                         sse_message(
                             "recovery-failed",
@@ -177,6 +181,7 @@ class SseEdge:
                                 "earliest": exc.earliest,
                                 "latest": exc.latest,
                             },
+                            id=exc.latest,
                         )
                     )
                     return
