@@ -57,7 +57,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
             "rate_limit": {"enabled": False},
             "auth": {"api_keys": [{"key": "reader", "subject": "reader"}]},
             "sse": {"heartbeat": 0.3, "send_buffer": 64 * 1024, "stall_timeout": 1.0},
-        "history": {"max_events": 100_000},
+            "history": {"max_events": 100_000},
         }
     )
     with serve_in_thread(svc, settings) as server:

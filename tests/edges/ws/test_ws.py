@@ -37,7 +37,7 @@ def dev(tmp_path: Any) -> Iterator[RunningNode]:
             "database": str(db),
             "rate_limit": {"enabled": False},
             "websocket": {"max_subscriptions": 3, "send_buffer": 64 * 1024, "stall_timeout": 1.0},
-        "history": {"max_events": 100_000},
+            "history": {"max_events": 100_000},
         }
     )
     with serve_in_thread(shop, settings) as server:
