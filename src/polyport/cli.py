@@ -88,15 +88,25 @@ def _run_node(service: Service, settings: Settings) -> None:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     if settings.dev:
-        console.print(f"[bold yellow]WARNING[/] {DEV_WARNING}")
+        console.print(f"[bold yellow]WARNING[/] {DEV_WARNING}", soft_wrap=True)
     spec = node.runtime.spec
     console.print(
-        f"[bold]polyport {__version__}[/] serving [bold]{spec.name}[/] v{spec.version} on {base}"
+        f"[bold]polyport {__version__}[/] serving [bold]{spec.name}[/] v{spec.version} on {base}",
+        soft_wrap=True,
     )
     console.print(
         f"  dashboard {base}/  ·  API docs {base}/docs  ·  OpenAPI {base}/openapi.json  ·  "
-        f"metrics {base}/metrics"
+        f"metrics {base}/metrics",
+        soft_wrap=True,
     )
+    if node.http.websocket:
+        ws = base.replace("http://", "ws://", 1)
+        console.print(
+            f"  SSE {base}/v{spec.version}/events/stream?channel=…  ·  WebSocket {ws}/ws",
+            soft_wrap=True,
+        )
+    if any(route.startswith("/demo/") for route in node.http.router.paths()):
+        console.print(f"  demo pages {base}/demo/orders  ·  {base}/demo/chat", soft_wrap=True)
     console.print(f"  edges: {', '.join(e.name for e in node.edges)}")
     for name, reason in node.skipped.items():
         console.print(f"  [yellow]edge {name} is off:[/] {reason}")

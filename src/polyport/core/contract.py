@@ -90,9 +90,13 @@ class EventType:
     publish_scopes: frozenset[str] | None = None  # None: clients may not publish
     service: Service | None = field(default=None, repr=False)
     _fields: tuple[str, ...] = ()
+    _prefix: str = ""
+    _suffix: str = ""
 
     def __post_init__(self) -> None:
         self._fields = tuple(re.findall(r"\{([a-z_][a-z0-9_]*)\}", self.channel))
+        if len(self._fields) == 1:  # the common case, filled by concatenation
+            self._prefix, _, self._suffix = self.channel.partition("{" + self._fields[0] + "}")
 
     @property
     def channel_pattern(self) -> str:
@@ -100,18 +104,22 @@ class EventType:
         return re.sub(r"\{[a-z_][a-z0-9_]*\}", "+", self.channel)
 
     def channel_for(self, data: Any) -> str:
+        """The channel for ``data``: the template with its ``{field}`` values filled in."""
         if not self._fields:
             return self.channel
-        values: dict[str, str] = {}
+        parts = []
         for name in self._fields:
             value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
-            if value is None or "/" in str(value) or str(value) in ("", "+", "#"):
+            text = "" if value is None else str(value)
+            if not text or "/" in text or text in ("+", "#"):
                 raise ContractError(
                     f"event {self.name}: cannot fill channel {self.channel!r}: "
                     f"field {name!r} is {value!r}"
                 )
-            values[name] = str(value)
-        return self.channel.format(**values)
+            parts.append(text)
+        if len(parts) == 1:
+            return self._prefix + parts[0] + self._suffix
+        return self.channel.format(**dict(zip(self._fields, parts, strict=True)))
 
     def __call__(self, data: Any, *, channel: str | None = None) -> EventMessage:
         return EventMessage(self, data, channel or self.channel_for(data))

@@ -27,13 +27,18 @@ class EventCodec:
         self._adapters: dict[str, TypeAdapter[Any]] = {
             name: TypeAdapter(event.annotation) for name, event in spec.events.items()
         }
+        # The pydantic-core validator and serializer themselves: one call each.
+        self._codecs = {
+            name: (adapter.validator.validate_python, adapter.serializer.to_json)
+            for name, adapter in self._adapters.items()
+        }
 
     def adapter(self, event_type: str) -> TypeAdapter[Any]:
         return self._adapters[event_type]
 
     def encode(self, message: EventMessage) -> bytes:
-        adapter = self._adapters[message.type.name]
-        return adapter.dump_json(adapter.validate_python(message.data), by_alias=True)
+        validate, to_json = self._codecs[message.type.name]
+        return to_json(validate(message.data), by_alias=True)
 
 
 @dataclass(frozen=True, slots=True)

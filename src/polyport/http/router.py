@@ -78,6 +78,19 @@ class Router:
         if "{" not in route.path:
             self._static[route.path.rstrip("/") or "/"] = node
 
+    def paths(self) -> list[str]:
+        """Every route template (for listings)."""
+        out: list[str] = []
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            if node.handlers:
+                out.append(node.template)
+            stack.extend(node.children.values())
+            if node.param is not None:
+                stack.append(node.param)
+        return sorted(out)
+
     def match(self, path: str) -> Match | None:
         static = self._static.get(path)
         if static is not None:

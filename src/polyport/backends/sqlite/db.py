@@ -20,6 +20,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from polyport.core.errors import ConfigError
 
@@ -63,24 +64,37 @@ class SqliteDatabase:
         self._users += 1
         return self._conn
 
+    def _open_group(self) -> bool:
+        """Begin a group transaction committed when the loop yields; False without a loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # a synchronous tool: every write commits on its own
+        self.conn.execute("BEGIN")
+        self._in_group = True
+        self._group_writes = 0
+        loop.call_soon(self.commit)
+        return True
+
     def group_write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Execute a write in the current group transaction (opening one if needed)."""
-        conn = self.conn
-        if not self._in_group:
-            conn.execute("BEGIN")
-            self._in_group = True
-            self._group_writes = 0
-            try:
-                asyncio.get_running_loop().call_soon(self.commit)
-            except RuntimeError:  # no loop (a synchronous tool): commit right away
-                cursor = conn.execute(sql, args)
-                self.commit()
-                return cursor
-        cursor = conn.execute(sql, args)
+        if not self._in_group and not self._open_group():
+            return self.conn.execute(sql, args)
+        cursor = self.conn.execute(sql, args)
         self._group_writes += 1
         if self._group_writes >= GROUP_MAX:
             self.commit()
         return cursor
+
+    def group_write_many(self, sql: str, rows: list[Any]) -> None:
+        """Execute a write for many rows in the current group transaction."""
+        if not self._in_group and not self._open_group():
+            self.conn.executemany(sql, rows)
+            return
+        self.conn.executemany(sql, rows)
+        self._group_writes += len(rows)
+        if self._group_writes >= GROUP_MAX:
+            self.commit()
 
     def durable_write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Execute a write and commit it (with anything the group had pending) now."""

@@ -7,6 +7,7 @@ it resumes after the highest seq ever stored or trimmed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,8 @@ CREATE INDEX IF NOT EXISTS polyport_events_by_time ON polyport_events (time);
 """
 
 _COLUMNS = "channel, offset, type, time, data, seq"
+#: Appended rows written at once, at the latest.
+FLUSH_AT = 256
 # Fewer matching channels than this are read with one indexed query each.
 _IN_LIST_MAX = 200
 
@@ -70,6 +73,7 @@ class SqliteEventLog:
         self._seq = 0
         self._channels: dict[str, _Channel] = {}
         self._by_epoch: dict[str, _Channel] = {}
+        self._pending: list[tuple[int, str, int, str, float, bytes]] = []
         # Trim in batches: let a channel run this far over its bound first.
         self._slack = max(1, self.history.max_events // 10)
 
@@ -104,6 +108,7 @@ class SqliteEventLog:
             self._seq = max(self._seq, top or 0, tseq)
 
     async def close(self) -> None:
+        self._flush()
         self.db.close()
 
     async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
@@ -117,18 +122,31 @@ class SqliteEventLog:
             self._by_epoch[state.epoch] = state
         seq = self._seq + 1
         offset = state.last_offset + 1
-        self.db.group_write(
-            "INSERT INTO polyport_events (seq, channel, offset, type, time, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, channel, offset, type, time, data),
-        )
+        # Rows wait a moment and go in together (one executemany per loop
+        # iteration, or per FLUSH_AT rows); every read flushes them first.
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((seq, channel, offset, type, time, data))
+        if len(self._pending) >= FLUSH_AT:
+            self._flush()
         self._seq, state.last_offset = seq, offset
         state.count += 1
         if state.count > self.history.max_events + self._slack:
             self._trim_channel(state, state.last_offset - self.history.max_events)
         return Event(channel, offset, state.epoch, seq, type, time, data)
 
+    def _flush(self) -> None:
+        """Write the pending rows (into the group transaction, see :mod:`.db`)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.db.group_write_many(
+                "INSERT INTO polyport_events (seq, channel, offset, type, time, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
     def _trim_channel(self, state: _Channel, through_offset: int) -> int:
+        self._flush()
         conn = self.db.conn
         row = conn.execute(
             "SELECT max(seq), max(offset), count(*) FROM polyport_events "
@@ -155,6 +173,7 @@ class SqliteEventLog:
         return self._seq
 
     async def resolve(self, cursor: Cursor) -> int:
+        self._flush()
         state = None if cursor.is_position else self._by_epoch.get(cursor.epoch)
         seq_of_offset = first_seq = None
         if state is not None:
@@ -186,6 +205,7 @@ class SqliteEventLog:
     async def read(
         self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True
     ) -> ReadResult:
+        self._flush()
         states = self._matching(patterns)
         if check:
             check_gap([s.info() for s in states], after_seq, self._epoch, self._seq)
@@ -224,6 +244,7 @@ class SqliteEventLog:
         return Event(channel, offset, self._channels[channel].epoch, seq, type_, time, data)
 
     async def trim_older_than(self, time: float) -> int:
+        self._flush()
         conn = self.db.conn
         dropped = 0
         for name, offset in conn.execute(
