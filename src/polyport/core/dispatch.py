@@ -283,6 +283,25 @@ class Dispatcher:
         self.limiter.acquire(key)
         return readable
 
+    def admit_publish(self, event_type: EventType, caller: Caller) -> Principal:
+        """Authorize a client publishing ``event_type`` (server code always may).
+
+        Clients may publish only types declared with ``publish_scopes`` (an
+        empty list: anyone who may read it), holding those scopes.
+        """
+        principal = self.authenticator.authenticate(caller.credentials)
+        allowed = event_type.publish_scopes
+        if "*" not in principal.scopes:
+            if allowed is None:
+                raise PermissionDenied(f"clients may not publish {event_type.name}")
+            if principal.anonymous and not event_type.public:
+                raise Unauthenticated()
+            if not principal.has_scopes(allowed):
+                missing = " ".join(sorted(allowed - principal.scopes))
+                raise PermissionDenied(f"missing scope: {missing}")
+        self.limiter.acquire(f"anon:{caller.peer}" if principal.anonymous else principal.subject)
+        return principal
+
     # -- unary calls ----------------------------------------------------------------
 
     async def call(

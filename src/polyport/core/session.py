@@ -32,11 +32,9 @@ from polyport.core.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     RateLimited,
     RecoveryFailed,
     ServiceError,
-    Unauthenticated,
 )
 from polyport.core.events import Event, Pattern, check_channel, parse_patterns
 from polyport.core.hub import EventHub, Subscription
@@ -241,19 +239,7 @@ class Session:
         if not isinstance(name, str) or name not in self.dispatcher.service.events:
             raise NotFound(f"no event type {str(name)[:80]!r}")
         event_type = self.dispatcher.service.events[name]
-        principal = self.dispatcher.authenticate(self.caller())
-        allowed = event_type.publish_scopes
-        if "*" not in principal.scopes:
-            if allowed is None:
-                raise PermissionDenied(f"clients may not publish {name}")
-            if principal.anonymous and not event_type.public:
-                raise Unauthenticated()
-            if not principal.has_scopes(allowed):
-                missing = " ".join(sorted(allowed - principal.scopes))
-                raise PermissionDenied(f"missing scope: {missing}")
-        self.dispatcher.limiter.acquire(
-            f"anon:{self.peer}" if principal.anonymous else principal.subject
-        )
+        self.dispatcher.admit_publish(event_type, self.caller())
         try:
             data = self.codec.adapter(name).validate_python(frame.get("data"))
         except ValidationError as exc:
