@@ -48,6 +48,10 @@ EDGES: dict[str, str] = {
     "poll": "polyport.edges.poll:PollEdge",
     "sse": "polyport.edges.sse:SseEdge",
     "ws": "polyport.edges.ws:WsEdge",
+    "jsonrpc": "polyport.edges.jsonrpc:JsonRpcEdge",
+    "xmlrpc": "polyport.edges.xmlrpc:XmlRpcEdge",
+    "grpc": "polyport.edges.grpc:GrpcEdge",
+    "soap": "polyport.edges.soap:SoapEdge",
 }
 
 DEV_WARNING = (
@@ -56,9 +60,18 @@ DEV_WARNING = (
 )
 
 
+class EdgeNotInstalled(Exception):
+    """The edge's own package is not part of this installation."""
+
+
 def load_edge(path: str) -> type[Any]:
     module_name, _, attr = path.partition(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise EdgeNotInstalled(f"{module_name} is not part of this installation") from exc
+        raise
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
@@ -138,7 +151,7 @@ class Node:
                 raise ConfigError(f"unknown edge {name!r}; known: {', '.join(EDGES)}")
             try:
                 edge_class = load_edge(EDGES[name])
-            except MissingExtra as exc:
+            except (MissingExtra, EdgeNotInstalled) as exc:
                 self.skipped[name] = str(exc)
                 continue
             self.edges.append(edge_class(self.runtime))

@@ -108,6 +108,28 @@ class SseConfig(_Section):
     stall_timeout: float = Field(default=5.0, gt=0, le=3600)
 
 
+class JsonRpcConfig(_Section):
+    """JSON-RPC 2.0 over HTTP and WebSocket."""
+
+    max_batch: int = Field(default=100, ge=1, le=10_000)
+
+
+class XmlConfig(_Section):
+    """Limits of the XML edges (XML-RPC, SOAP): parsing is hardened whatever these say."""
+
+    max_depth: int = Field(default=64, ge=4, le=1000)
+    max_elements: int = Field(default=100_000, ge=10)
+
+
+class GrpcConfig(_Section):
+    """The gRPC edge: its own HTTP/2 port."""
+
+    enabled: bool = True
+    host: str | None = None  # None: the node's host
+    port: int = Field(default=50051, ge=0, le=65535)
+    max_message: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
 class JobsConfig(_Section):
     concurrency: int = Field(default=4, ge=1, le=1000)
     retention: float = Field(default=7 * 86400.0, gt=0)
@@ -138,6 +160,9 @@ class Settings(_Section):
     jobs: JobsConfig = JobsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     sse: SseConfig = SseConfig()
+    jsonrpc: JsonRpcConfig = JsonRpcConfig()
+    xml: XmlConfig = XmlConfig()
+    grpc: GrpcConfig = GrpcConfig()
     log: LogConfig = LogConfig()
 
 
