@@ -1,0 +1,195 @@
+"""JSON-RPC 2.0 processing, independent of what carries it (HTTP or WebSocket).
+
+    {"jsonrpc": "2.0", "method": "shop.multiply", "params": {"a": 5, "b": 7}, "id": 1}
+    → {"jsonrpc": "2.0", "result": 35, "id": 1}
+
+Method names are ``{service}.{method}``; the bare method name and its
+camelCase form (``createUser``) are accepted too, so the guide's
+``server.createUser(name=…, email=…)`` style works. Params may be named (an
+object) or positional (an array, in the order of the method's parameters).
+Requests without an ``id`` are notifications: run, never answered. Batches
+run concurrently and are answered in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from polyport.core.contract import MethodKind
+from polyport.core.dispatch import Binding, Caller, Dispatcher, PageResult
+from polyport.core.errors import (
+    Conflict,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+
+VERSION = "2.0"
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class MethodNotFound(NotFound):
+    """No method of that name: -32601, not the -32004 of a handler's NotFound."""
+
+
+#: The design's table: core error → JSON-RPC error code (most specific first).
+ERROR_CODES: tuple[tuple[type[ServiceError], int], ...] = (
+    (MethodNotFound, METHOD_NOT_FOUND),
+    (InvalidArgument, INVALID_PARAMS),
+    (NotFound, -32004),
+    (Conflict, -32009),
+    (Unauthenticated, -32001),
+    (PermissionDenied, -32003),
+    (RateLimited, -32029),
+    (DeadlineExceeded, -32008),
+    (Unavailable, -32053),
+)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def error_object(error: ServiceError, code: int | None = None) -> dict[str, Any]:
+    if code is None:
+        code = next((c for cls, c in ERROR_CODES if isinstance(error, cls)), INTERNAL_ERROR)
+    data: dict[str, Any] = {"code": error.code}
+    if error.details:
+        data["details"] = error.details
+    if error.retry_after is not None:
+        data["retry_after"] = round(error.retry_after, 3)
+    if error.request_id:
+        data["request_id"] = error.request_id
+    return {"code": code, "message": error.message, "data": data}
+
+
+def error_response(error: ServiceError, request_id: Any, code: int | None = None) -> bytes:
+    return orjson.dumps({"jsonrpc": VERSION, "error": error_object(error, code), "id": request_id})
+
+
+class _Refused(Exception):
+    """A request that is not a valid JSON-RPC request object (-32600)."""
+
+
+class JsonRpc:
+    """Answers JSON-RPC payloads for one service through the dispatch pipeline."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        max_batch: int,
+        discover: Callable[[], bytes],
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.max_batch = max_batch
+        self._discover = discover
+        service = dispatcher.service.name
+        self.methods: dict[str, Binding] = {}
+        for name, binding in dispatcher.bindings.items():
+            if binding.kind is not MethodKind.UNARY:
+                continue  # streams are served by SSE, WebSocket and gRPC
+            for alias in (f"{service}.{name}", name, camel(name), f"{service}.{camel(name)}"):
+                self.methods.setdefault(alias, binding)
+
+    async def handle(self, payload: bytes, caller: Caller) -> bytes | None:
+        """The response to ``payload`` (None when it held only notifications)."""
+        try:
+            request = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return error_response(
+                InvalidArgument("the body is not valid JSON", unparseable=True), None, PARSE_ERROR
+            )
+        if isinstance(request, list):
+            return await self._batch(request, caller)
+        return await self._one(request, caller)
+
+    async def _batch(self, requests: list[Any], caller: Caller) -> bytes | None:
+        if not requests:
+            return error_response(
+                InvalidArgument("an empty batch is not a request"), None, INVALID_REQUEST
+            )
+        if len(requests) > self.max_batch:
+            return error_response(
+                InvalidArgument(f"a batch holds at most {self.max_batch} requests"),
+                None,
+                INVALID_REQUEST,
+            )
+        answers = await asyncio.gather(*(self._one(r, caller) for r in requests))
+        present = [a for a in answers if a is not None]
+        if not present:
+            return None
+        return b"[" + b",".join(present) + b"]"
+
+    async def _one(self, request: Any, caller: Caller) -> bytes | None:
+        request_id: Any = None
+        try:
+            if not isinstance(request, dict):
+                raise _Refused("a request is a JSON object")
+            notification = "id" not in request
+            request_id = request.get("id")
+            if not (
+                request_id is None
+                or isinstance(request_id, str)
+                or (isinstance(request_id, int | float) and not isinstance(request_id, bool))
+            ):
+                request_id = None
+                raise _Refused("'id' is a string, a number or null")
+            if request.get("jsonrpc") != VERSION:
+                raise _Refused("'jsonrpc' must be exactly \"2.0\"")
+            method = request.get("method")
+            if not isinstance(method, str):
+                raise _Refused("'method' is a string")
+            params = request.get("params", {})
+            if not isinstance(params, dict | list):
+                raise _Refused("'params' is an object or an array")
+        except _Refused as exc:
+            return error_response(InvalidArgument(str(exc)), request_id, INVALID_REQUEST)
+        try:
+            result = await self._call(method, params, caller)
+        except ServiceError as exc:
+            if notification:
+                return None
+            return error_response(exc, request_id)
+        if notification:
+            return None
+        return b'{"jsonrpc":"2.0","result":' + result + b',"id":' + orjson.dumps(request_id) + b"}"
+
+    async def _call(self, method: str, params: dict[str, Any] | list[Any], caller: Caller) -> bytes:
+        if method == "rpc.discover":
+            return self._discover()
+        binding = self.methods.get(method)
+        if binding is None:
+            raise MethodNotFound(f"no method named {method[:100]!r}")
+        if isinstance(params, list):
+            names = [p.name for p in binding.spec.params]
+            if len(params) > len(names):
+                raise InvalidArgument(
+                    f"{binding.name} takes at most {len(names)} positional parameters"
+                )
+            params = dict(zip(names, params, strict=False))
+        result = await self.dispatcher.call(binding, params, caller)
+        if isinstance(result, PageResult):
+            return (
+                b'{"items":'
+                + binding.dump_json(result.items)
+                + b',"next_cursor":'
+                + orjson.dumps(result.next_cursor)
+                + b"}"
+            )
+        return binding.dump_json(result)
