@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, Required
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict
 
@@ -101,6 +101,20 @@ def invalid(exc: ValidationError) -> InvalidArgument:
     return InvalidArgument(f"invalid arguments: {summary}", details=details)
 
 
+#: ``bytes`` travel as base64 in JSON (pydantic's default, UTF-8 text, cannot carry
+#: arbitrary bytes). Models choose for their own fields: set the same two keys
+#: in their ``model_config`` — the generated documents follow each model's choice.
+BYTES_AS_BASE64: dict[str, Any] = {"ser_json_bytes": "base64", "val_json_bytes": "base64"}
+
+
+def wire_adapter(annotation: Any) -> TypeAdapter[Any]:
+    """A TypeAdapter writing bare bytes as base64 (types with their own config keep it)."""
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(**BYTES_AS_BASE64))
+    except PydanticUserError:  # a model, dataclass or TypedDict: it has its own config
+        return TypeAdapter(annotation)
+
+
 class Binding:
     """One method made ready to serve: validator and serializer built, options resolved."""
 
@@ -150,15 +164,17 @@ class Binding:
             annotation = spec.annotations[param.name]
             fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
         params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[misc]
-        params_type.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+        params_type.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+            extra="forbid", **BYTES_AS_BASE64
+        )
         self.params = TypeAdapter(params_type)
         self._params_json = self.params.validator.validate_json
         self._params_python = self.params.validator.validate_python
-        self.result = TypeAdapter(spec.returns_annotation)
+        self.result = wire_adapter(spec.returns_annotation)
         self._result_json = self.result.serializer.to_json
         self._result_python = self.result.serializer.to_python
         self.stream_item = (
-            TypeAdapter(spec.stream_item_annotation) if spec.stream_param is not None else None
+            wire_adapter(spec.stream_item_annotation) if spec.stream_param is not None else None
         )
 
     def parse(self, args: bytes | Mapping[str, Any] | None) -> dict[str, Any]:

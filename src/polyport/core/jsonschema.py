@@ -31,7 +31,11 @@ _SCALARS: dict[str, dict[str, Any]] = {
     "float": {"type": "number", "format": "double"},
     "bool": {"type": "boolean"},
     "str": {"type": "string"},
-    "bytes": {"type": "string", "contentEncoding": "base64"},
+    "bytes": {
+        "type": "string",
+        "contentEncoding": "base64",
+        "description": "base64; written with the URL-safe alphabet, read in either",
+    },
     "datetime": {"type": "string", "format": "date-time"},
     "date": {"type": "string", "format": "date"},
     "time": {"type": "string", "format": "time"},
@@ -80,6 +84,12 @@ def _decimal(c: Constraints) -> dict[str, Any]:
     return {"anyOf": [_apply({"type": "number"}, c), text]}
 
 
+def _is_bytes(node: TypeNode) -> bool:
+    if isinstance(node, Nullable):
+        node = node.inner
+    return isinstance(node, Scalar) and node.kind == "bytes"
+
+
 class JsonSchemas:
     """Turns type-graph nodes into JSON Schema, with models referenced under ``ref_prefix``."""
 
@@ -123,8 +133,11 @@ class JsonSchemas:
     def model(self, model: ModelType) -> dict[str, Any]:
         properties: dict[str, Any] = {}
         required: list[str] = []
+        utf8_bytes = model.python.model_config.get("ser_json_bytes", "utf8") == "utf8"
         for spec in model.fields:
             schema = self.schema(spec.type)
+            if utf8_bytes and _is_bytes(spec.type):
+                schema = {"type": "string", "description": "UTF-8 text (the model's choice)"}
             extra: dict[str, Any] = {}
             if spec.description:
                 extra["description"] = spec.description
