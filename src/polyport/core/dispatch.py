@@ -104,13 +104,13 @@ def invalid(exc: ValidationError) -> InvalidArgument:
 #: ``bytes`` travel as base64 in JSON (pydantic's default, UTF-8 text, cannot carry
 #: arbitrary bytes). Models choose for their own fields: set the same two keys
 #: in their ``model_config`` — the generated documents follow each model's choice.
-BYTES_AS_BASE64: dict[str, Any] = {"ser_json_bytes": "base64", "val_json_bytes": "base64"}
+BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
 
 def wire_adapter(annotation: Any) -> TypeAdapter[Any]:
     """A TypeAdapter writing bare bytes as base64 (types with their own config keep it)."""
     try:
-        return TypeAdapter(annotation, config=ConfigDict(**BYTES_AS_BASE64))
+        return TypeAdapter(annotation, config=BYTES_AS_BASE64)
     except PydanticUserError:  # a model, dataclass or TypedDict: it has its own config
         return TypeAdapter(annotation)
 
@@ -164,9 +164,9 @@ class Binding:
             annotation = spec.annotations[param.name]
             fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
         params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[misc]
-        params_type.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
-            extra="forbid", **BYTES_AS_BASE64
-        )
+        config = ConfigDict(extra="forbid")
+        config.update(BYTES_AS_BASE64)
+        params_type.__pydantic_config__ = config  # type: ignore[attr-defined]
         self.params = TypeAdapter(params_type)
         self._params_json = self.params.validator.validate_json
         self._params_python = self.params.validator.validate_python
