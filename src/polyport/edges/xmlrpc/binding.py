@@ -140,20 +140,31 @@ class XmlRpcEdge:
             raise MethodNotFound(f"no method named {method[:100]!r}")
         return binding
 
-    @staticmethod
-    def _named(binding: Binding, params: list[Any]) -> dict[str, Any]:
+    def _named(self, binding: Binding, params: list[Any]) -> dict[str, Any]:
         names = [p.name for p in binding.spec.params]
-        if (
-            len(params) == 1
-            and isinstance(params[0], dict)
-            and params[0]
-            and set(params[0]) <= set(names)
-            and not (len(names) == 1 and isinstance(binding.spec.params[0].type, ModelRef | DictOf))
-        ):
-            return params[0]  # one struct of named arguments
+        if len(params) == 1 and self._is_keywords(binding, params[0], names):
+            return params[0]  # type: ignore[no-any-return]
         if len(params) > len(names):
             raise InvalidArgument(f"{binding.name} takes at most {len(names)} parameters")
         return dict(zip(names, params, strict=False))
+
+    def _is_keywords(self, binding: Binding, value: Any, names: list[str]) -> bool:
+        """Whether one struct holds named arguments rather than the first argument.
+
+        It does when its keys are parameter names — unless the only parameter is
+        itself a struct (a model or a dict) that those keys could equally fill.
+        """
+        if not isinstance(value, dict) or not value or not set(value) <= set(names):
+            return False
+        if len(names) != 1:
+            return True
+        node = binding.spec.params[0].type
+        if isinstance(node, ModelRef):
+            fields = {f.wire_name for f in self.runtime.spec.graph.model(node.name).fields}
+            return not set(value) <= fields
+        if isinstance(node, DictOf):
+            return isinstance(value[names[0]], dict)
+        return True
 
     @staticmethod
     def _plain(binding: Binding, value: Any) -> Any:

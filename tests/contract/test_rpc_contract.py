@@ -1,0 +1,343 @@
+"""The request-response contract, run against every edge that carries calls.
+
+The same cases — a success, each core error, each type of the type graph
+round-tripping — over REST, JSON-RPC, XML-RPC, gRPC and SOAP, each with a
+client polyport did not write (httpx, xmlrpc.client, grpcio with reflection,
+zeep).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import xmlrpc.client
+from collections.abc import Iterator
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+import httpx
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from polyport import (
+    Conflict,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Service,
+    Settings,
+    Unauthenticated,
+    Unavailable,
+)
+from polyport.testing import RunningNode, serve_in_thread
+
+
+class Color(StrEnum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Inner(BaseModel):
+    label: str
+    weight: float
+
+
+class Everything(BaseModel):
+    """One of each."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    count: int
+    ratio: float
+    flag: bool
+    text: str
+    blob: bytes
+    when: dt.datetime
+    day: dt.date
+    uid: uuid.UUID
+    price: Decimal
+    color: Color
+    maybe: int | None = None
+    numbers: list[int] = []
+    scores: dict[str, int] = {}
+    inner: Inner
+    inners: list[Inner] = []
+    kind: Literal["a", "b"] = "a"
+
+
+svc = Service("contract")
+
+
+@svc.method(public=True)
+async def echo(value: Everything) -> Everything:
+    """Everything back as it came."""
+    return value
+
+
+@svc.method(public=True)
+async def echo_int(value: int) -> int:
+    return value
+
+
+@svc.method(public=True)
+async def echo_text(value: str) -> str:
+    return value
+
+
+@svc.method(public=True)
+async def echo_list(values: list[str]) -> list[str]:
+    return values
+
+
+@svc.method(public=True)
+async def echo_optional(value: int | None = None) -> int | None:
+    return value
+
+
+@svc.method(public=True)
+async def multiply(a: int, b: int) -> int:
+    return a * b
+
+
+ERRORS: dict[str, Exception] = {
+    "INVALID_ARGUMENT": InvalidArgument("bad value"),
+    "NOT_FOUND": NotFound("no such thing"),
+    "CONFLICT": Conflict("already there"),
+    "UNAUTHENTICATED": Unauthenticated("who are you"),
+    "PERMISSION_DENIED": PermissionDenied("not you"),
+    "RATE_LIMITED": RateLimited("slow down", retry_after=1.0),
+    "DEADLINE_EXCEEDED": DeadlineExceeded("too late"),
+    "UNAVAILABLE": Unavailable("try later"),
+    "INTERNAL": RuntimeError("the database password is hunter2"),
+}
+
+
+@svc.method(public=True)
+async def fail(code: str) -> int:
+    """Raise the error named by ``code``."""
+    raise ERRORS[code]
+
+
+SAMPLE = {
+    "count": 2**40,
+    "ratio": 0.125,
+    "flag": True,
+    "text": 'héllo <&> "quoted"',
+    "blob": b"\x00\xff\x10binary",
+    "when": dt.datetime(2026, 11, 28, 12, 30, 5, 250000, tzinfo=dt.UTC),
+    "day": dt.date(2026, 11, 28),
+    "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "price": Decimal("12.50"),
+    "color": Color.GREEN,
+    "maybe": None,
+    "numbers": [1, -2, 3],
+    "scores": {"x": 1, "y": 2},
+    "inner": {"label": "in", "weight": 1.5},
+    "inners": [{"label": "a", "weight": 0.5}],
+    "kind": "b",
+}
+
+
+class CallFailed(Exception):
+    """A call answered with an error; ``code`` is the protocol-neutral code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RestClient:
+    name = "rest"
+
+    def __init__(self, node: RunningNode) -> None:
+        self.http = httpx.Client(base_url=node.url)
+
+    def call(self, method: str, **args: Any) -> Any:
+        response = self.http.post(f"/v1/{method}", json=to_json(args))
+        if response.status_code >= 400:
+            body = response.json()
+            raise CallFailed(body["code"], body["detail"])
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class JsonRpcClient:
+    name = "jsonrpc"
+
+    def __init__(self, node: RunningNode) -> None:
+        self.http = httpx.Client(base_url=node.url)
+
+    def call(self, method: str, **args: Any) -> Any:
+        answer = self.http.post(
+            "/jsonrpc",
+            json={
+                "jsonrpc": "2.0",
+                "method": f"contract.{method}",
+                "params": to_json(args),
+                "id": 1,
+            },
+        ).json()
+        if "error" in answer:
+            raise CallFailed(answer["error"]["data"]["code"], answer["error"]["message"])
+        return answer["result"]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class I8Marshaller(xmlrpc.client.Marshaller):
+    """The standard library's marshaller, writing ints beyond 32 bits as <i8> (which
+    it already reads) instead of refusing them."""
+
+    dispatch = dict(xmlrpc.client.Marshaller.dispatch)
+
+    def dump_long(self, value: int, write: Any) -> None:
+        tag = "int" if xmlrpc.client.MININT <= value <= xmlrpc.client.MAXINT else "i8"
+        write(f"<value><{tag}>{value}</{tag}></value>\n")
+
+    dispatch[int] = dump_long
+
+
+class XmlRpcClient:
+    """XML-RPC's dateTime.iso8601 has whole seconds and no zone: the protocol's limit."""
+
+    name = "xmlrpc"
+    whole_seconds = True
+
+    def __init__(self, node: RunningNode) -> None:
+        self.http = httpx.Client(base_url=node.url)
+
+    def call(self, method: str, **args: Any) -> Any:
+        params = I8Marshaller(allow_none=True).dumps((to_xmlrpc(args),))
+        body = (
+            "<?xml version='1.0'?>\n<methodCall><methodName>contract."
+            f"{method}</methodName>\n{params}</methodCall>\n"
+        )
+        response = self.http.post(
+            "/xmlrpc", content=body.encode(), headers={"content-type": "text/xml"}
+        )
+        try:
+            (result,), _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
+        except xmlrpc.client.Fault as fault:
+            code, _, message = fault.faultString.partition(": ")
+            raise CallFailed(code, message) from None
+        return result
+
+    def close(self) -> None:
+        self.http.close()
+
+
+CLIENTS = {c.name: c for c in (RestClient, JsonRpcClient, XmlRpcClient)}
+EDGES = ["rest", "jsonrpc", "xmlrpc"]
+
+
+def to_json(value: Any) -> Any:
+    """What a JSON client sends for a Python value."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    return value
+
+
+def to_xmlrpc(value: Any) -> Any:
+    """What an XML-RPC client sends: bytes and datetimes natively, the rest as text."""
+    if isinstance(value, dict):
+        return {k: to_xmlrpc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_xmlrpc(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, dt.date | uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def normalize(value: Any) -> Any:
+    """One comparable form for what every protocol answers (naive datetimes are UTC)."""
+    thing = Everything.model_validate(value)
+    if thing.when.tzinfo is None:
+        thing.when = thing.when.replace(tzinfo=dt.UTC)
+    return thing.model_dump(mode="json")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    db = tmp_path_factory.mktemp("rpc") / "db.sqlite3"
+    settings = Settings(database=str(db), rate_limit={"enabled": False})
+    with serve_in_thread(svc, settings, edges=EDGES) as s:
+        yield s
+
+
+@pytest.fixture(params=list(CLIENTS))
+def client(request: pytest.FixtureRequest, node: RunningNode) -> Iterator[Any]:
+    made = CLIENTS[request.param](node)
+    yield made
+    made.close()
+
+
+def test_a_simple_call(client: Any) -> None:
+    """multiply(6, 7) is 42 whatever carries it."""
+    assert client.call("multiply", a=6, b=7) == 42
+
+
+def test_every_type_round_trips(client: Any) -> None:
+    """A model holding one of each type comes back equal to what was sent."""
+    sample = dict(SAMPLE)
+    if getattr(client, "whole_seconds", False):
+        sample["when"] = SAMPLE["when"].replace(microsecond=0)
+    assert normalize(client.call("echo", value=sample)) == normalize(sample)
+
+
+@pytest.mark.parametrize(
+    ("method", "value"),
+    [
+        ("echo_int", -(2**62)),
+        ("echo_int", 0),
+        ("echo_text", ""),
+        ("echo_text", "ünïcødé ✓ & <tags>"),
+        ("echo_list", []),
+        ("echo_list", ["a", "b"]),
+        ("echo_optional", None),
+        ("echo_optional", 5),
+    ],
+)
+def test_scalars_and_edges_of_types(client: Any, method: str, value: Any) -> None:
+    """Extremes and empties survive every protocol."""
+    assert (
+        client.call(method, **({"values": value} if method == "echo_list" else {"value": value}))
+        == value
+    )
+
+
+@pytest.mark.parametrize("code", list(ERRORS))
+def test_each_core_error_keeps_its_code(client: Any, code: str) -> None:
+    """Each core error arrives as that protocol's form of the same code; internals stay home."""
+    with pytest.raises(CallFailed) as failed:
+        client.call("fail", code=code)
+    assert failed.value.code == code
+    if code == "INTERNAL":
+        assert "hunter2" not in failed.value.message
+
+
+def test_invalid_arguments(client: Any) -> None:
+    """Wrong types are INVALID_ARGUMENT everywhere."""
+    with pytest.raises(CallFailed) as failed:
+        client.call("multiply", a="six", b=7)
+    assert failed.value.code == "INVALID_ARGUMENT"
