@@ -105,6 +105,13 @@ def _run_node(service: Service, settings: Settings) -> None:
             f"  SSE {base}/v{spec.version}/events/stream?channel=…  ·  WebSocket {ws}/ws",
             soft_wrap=True,
         )
+    grpc_edge: Any = next((e for e in node.edges if e.name == "grpc"), None)
+    if grpc_edge is not None and grpc_edge.off is None:
+        where = grpc_edge.address if settings.grpc.port else "(a free port, logged at start)"
+        console.print(
+            f"  gRPC {where} (reflection, health)  ·  .proto {base}/grpc/{spec.name}.proto",
+            soft_wrap=True,
+        )
     if any(route.startswith("/demo/") for route in node.http.router.paths()):
         console.print(f"  demo pages {base}/demo/orders  ·  {base}/demo/chat", soft_wrap=True)
     console.print(f"  edges: {', '.join(e.name for e in node.edges)}")
@@ -215,6 +222,25 @@ def routes(
         last = entry.target
         table.add_row(shown, entry.kind, entry.pattern, entry.address)
     out.print(table)
+
+
+@app.command()
+def proto(
+    target: Annotated[
+        str, typer.Argument(help="MODULE:SERVICE (default: the demo shop).")
+    ] = "polyport.demo.shop:shop",
+    events: Annotated[
+        bool, typer.Option("--events", help="Print the event stream's .proto instead.")
+    ] = False,
+) -> None:
+    """Print the gRPC .proto of MODULE:SERVICE, to compile with grpc_tools.protoc."""
+    try:
+        from polyport.edges.grpc import events_proto, service_proto
+
+        text = events_proto() if events else service_proto(load_service(target))
+    except (ConfigError, ContractError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+    sys.stdout.write(text)
 
 
 bench_app = typer.Typer(

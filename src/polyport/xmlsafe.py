@@ -43,7 +43,7 @@ def _parser() -> tuple[Any, Any]:
             collect_ids=False,
         )
         made = _local.parser = (etree, parser)
-    return made  # type: ignore[no-any-return]
+    return made
 
 
 def parse(data: bytes, *, max_depth: int, max_elements: int) -> Element:

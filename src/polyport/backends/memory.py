@@ -123,7 +123,7 @@ class MemoryEventLog:
             held = state.events
             index = bisect.bisect_right(held, after_seq, lo=state.start, key=lambda e: e.seq)
             if index < len(held):
-                runs.append(held[index:])
+                runs.append(held[index : index + limit])  # at most limit from each
         events = list(itertools.islice(heapq.merge(*runs, key=lambda e: e.seq), limit))
         last = events[-1].seq if len(events) == limit else self._seq
         return ReadResult(events, last)
