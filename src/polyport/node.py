@@ -52,6 +52,8 @@ EDGES: dict[str, str] = {
     "xmlrpc": "polyport.edges.xmlrpc:XmlRpcEdge",
     "grpc": "polyport.edges.grpc:GrpcEdge",
     "soap": "polyport.edges.soap:SoapEdge",
+    "graphql": "polyport.edges.graphql:GraphQLEdge",
+    "webhooks": "polyport.edges.webhooks:WebhooksEdge",
 }
 
 DEV_WARNING = (

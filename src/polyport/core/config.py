@@ -130,6 +130,19 @@ class GrpcConfig(_Section):
     max_message: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
+class GraphQLConfig(_Section):
+    """The GraphQL edge."""
+
+    introspection: bool = True
+
+
+class WebhooksConfig(_Section):
+    """Webhooks: outbound delivery and inbound receivers."""
+
+    #: Hosts or networks deliveries may reach although private (tests, the demo).
+    allow_private: list[str] = []
+
+
 class JobsConfig(_Section):
     concurrency: int = Field(default=4, ge=1, le=1000)
     retention: float = Field(default=7 * 86400.0, gt=0)
@@ -163,6 +176,8 @@ class Settings(_Section):
     jsonrpc: JsonRpcConfig = JsonRpcConfig()
     xml: XmlConfig = XmlConfig()
     grpc: GrpcConfig = GrpcConfig()
+    graphql: GraphQLConfig = GraphQLConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     log: LogConfig = LogConfig()
 
 

@@ -511,3 +511,7 @@ async def sales_report(
         by_status=by_status,
         generated_at=datetime.now(UTC),
     )
+
+
+# The other examples of the guide, declared on this same service.
+from polyport.demo import payments, social  # noqa: E402, F401
