@@ -139,6 +139,41 @@ class EventMessage:
     channel: str
 
 
+@dataclass(slots=True)
+class Relation:
+    """A field of ``parent`` resolved by a batch function instead of stored on it.
+
+    The function receives the keys of many parents at once — the values of
+    the parent's ``via`` field — and returns one value per key, either as a
+    list in the same order or as a dict by key. GraphQL resolves nested
+    selections and REST ``?expand=`` with one call per level, never one per
+    parent.
+    """
+
+    name: str
+    parent: type[BaseModel]
+    fn: Callable[..., Any]
+    via: str
+    public: bool = False
+    scopes: frozenset[str] = frozenset()
+    description: str | None = None
+
+
+@dataclass(slots=True)
+class WebhookReceiver:
+    """An inbound webhook endpoint: ``POST /hooks/{name}``, verified, deduplicated.
+
+    ``verify`` checks the signature (see :mod:`polyport.webhooks`); the handler
+    runs asynchronously from a durable queue, once per delivery id.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    verify: Any
+    max_attempts: int = 8
+    description: str | None = None
+
+
 class Resource:
     """A collection with get / list / create / update / delete operations."""
 
@@ -206,6 +241,29 @@ class Resource:
             return self._register(op, fn, **options)
         return lambda f: self._register(op, f, **options)
 
+    def relation(
+        self,
+        name: str,
+        *,
+        via: str | None = None,
+        public: bool | None = None,
+        scopes: Any = None,
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Declare ``name`` on this resource's model, resolved in batches by the function.
+
+        ``via`` is the model field whose values the function receives (default:
+        the resource key). Access follows the resource's unless given.
+        """
+        return self.service.relation(
+            self.model,
+            name,
+            via=via or self.key,
+            public=self.public if public is None else public,
+            scopes=self.scopes if scopes is None else scopes,
+            description=description,
+        )
+
     @overload
     def get(self, fn: F) -> F: ...
     @overload
@@ -262,6 +320,8 @@ class Service:
         self.methods: dict[str, Method] = {}
         self.resources: dict[str, Resource] = {}
         self.events: dict[str, EventType] = {}
+        self.relations: list[Relation] = []
+        self.receivers: dict[str, WebhookReceiver] = {}
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
         self._hub: EventHub | None = None
@@ -383,6 +443,89 @@ class Service:
         )
         self.events[name] = event
         return event
+
+    def relation(
+        self,
+        parent: type[BaseModel],
+        name: str,
+        *,
+        via: str = "id",
+        public: bool = False,
+        scopes: Any = (),
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Declare field ``name`` of ``parent``, resolved by the decorated batch function.
+
+            @shop.relation(User, "orders")
+            async def orders_of(user_ids: list[int], limit: int = 10) -> dict[int, list[Order]]:
+                ...
+
+        The first parameter takes the list of keys (values of ``parent.via``);
+        further parameters are the field's arguments (GraphQL ``orders(limit: 5)``).
+        The function returns ``list[V]`` aligned with the keys or ``dict[K, V]``;
+        a key missing from the dict gets ``[]`` when V is a list, else null.
+        """
+        self._check_open()
+        if not _NAME.match(name):
+            raise ContractError(f"relation name {name!r} must match {_NAME.pattern}")
+        if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+            raise ContractError(f"relation {name}: the parent must be a pydantic model")
+        if name in parent.model_fields:
+            raise ContractError(
+                f"relation {parent.__name__}.{name}: the model already has a field {name!r}"
+            )
+        if via not in parent.model_fields:
+            raise ContractError(
+                f"relation {parent.__name__}.{name}: the model has no field {via!r} to join on"
+            )
+        if any(r.parent is parent and r.name == name for r in self.relations):
+            raise ContractError(f"relation {parent.__name__}.{name} is declared twice")
+
+        def register(fn: F) -> F:
+            self.relations.append(
+                Relation(
+                    name,
+                    parent,
+                    fn,
+                    via,
+                    public=public,
+                    scopes=frozenset(scopes),
+                    description=description,
+                )
+            )
+            return fn
+
+        return register
+
+    def webhook_receiver(
+        self,
+        name: str,
+        *,
+        verify: Any,
+        max_attempts: int = 8,
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Receive webhooks at ``POST /hooks/{name}``, checked by ``verify``.
+
+        The decorated handler takes the parsed body (annotate it with a model to
+        validate it) and optionally a :class:`Context`; it runs once per
+        delivery id, asynchronously, retried up to ``max_attempts`` times.
+        """
+        self._check_open()
+        if not _NAME.match(name):
+            raise ContractError(f"webhook receiver name {name!r} must match {_NAME.pattern}")
+        if name in self.receivers:
+            raise ContractError(f"webhook receiver {name!r} is declared twice")
+        if max_attempts < 1:
+            raise ContractError(f"webhook receiver {name}: max_attempts must be at least 1")
+
+        def register(fn: F) -> F:
+            self.receivers[name] = WebhookReceiver(
+                name, fn, verify, max_attempts=max_attempts, description=description
+            )
+            return fn
+
+        return register
 
     def on_startup(self, fn: F) -> F:
         """Run ``fn`` (sync or async) when a node starts serving this service."""

@@ -40,7 +40,8 @@ from polyport.core.errors import (
 from polyport.core.events import Pattern
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
-from polyport.core.spec import MethodSpec, ServiceSpec
+from polyport.core.spec import MethodSpec, RelationSpec, ServiceSpec
+from polyport.core.types import ListOf, unwrap_nullable
 
 log = logging.getLogger("polyport.dispatch")
 
@@ -159,15 +160,7 @@ class Binding:
         if resource is not None and spec.operation in ("create", "update", "delete"):
             self.event = resource.events.get(f"{spec.operation}d")
 
-        fields: dict[str, Any] = {}
-        for param in spec.params:
-            annotation = spec.annotations[param.name]
-            fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
-        params_type = TypedDict(f"{spec.name}_params", fields)  # type: ignore[misc]
-        config = ConfigDict(extra="forbid")
-        config.update(BYTES_AS_BASE64)
-        params_type.__pydantic_config__ = config  # type: ignore[attr-defined]
-        self.params = TypeAdapter(params_type)
+        self.params = _params_adapter(spec.name, spec.params, spec.annotations)
         self._params_json = self.params.validator.validate_json
         self._params_python = self.params.validator.validate_python
         self.result = wire_adapter(spec.returns_annotation)
@@ -205,6 +198,85 @@ class Binding:
         """The result as JSON-compatible Python values (or plain Python with mode='python')."""
         try:
             return self._result_python(value, mode=mode, by_alias=True, warnings="error")
+        except PydanticSerializationError as exc:
+            raise _wrong_return(self.name, exc) from exc
+
+
+def _params_adapter(
+    name: str, params: Sequence[Any], annotations: Mapping[str, Any]
+) -> TypeAdapter[Any]:
+    """A strict-keys validator for named parameters (``extra`` names refused)."""
+    fields: dict[str, Any] = {}
+    for param in params:
+        annotation = annotations[param.name]
+        fields[param.name] = Required[annotation] if param.required else NotRequired[annotation]
+    params_type = TypedDict(f"{name}_params", fields)  # type: ignore[misc]
+    config = ConfigDict(extra="forbid")
+    config.update(BYTES_AS_BASE64)
+    params_type.__pydantic_config__ = config  # type: ignore[attr-defined]
+    return TypeAdapter(params_type)
+
+
+class RelationBinding:
+    """One relation made ready to resolve: argument validator and value serializer."""
+
+    __slots__ = (
+        "_params_python",
+        "context_param",
+        "empty",
+        "fn",
+        "is_async",
+        "keys_param",
+        "name",
+        "public",
+        "scopes",
+        "spec",
+        "value",
+        "via",
+        "via_wire",
+    )
+
+    def __init__(self, spec: RelationSpec) -> None:
+        self.spec = spec
+        self.name = spec.qualified_name
+        self.fn = spec.relation.fn
+        self.is_async = asyncio.iscoroutinefunction(self.fn)
+        self.public = spec.public
+        self.scopes = spec.scopes
+        self.keys_param = spec.keys_param
+        self.context_param = spec.context_param
+        self.via = spec.via.name
+        self.via_wire = spec.via.wire_name
+        inner, _ = unwrap_nullable(spec.returns)
+        #: The value of a parent whose key the function did not answer for.
+        self.empty: list[Any] | None = [] if isinstance(inner, ListOf) else None
+        self._params_python = _params_adapter(
+            self.name.replace(".", "_"), spec.params, spec.annotations
+        ).validator.validate_python
+        self.value = wire_adapter(spec.returns_annotation)
+
+    def parse(self, args: Mapping[str, Any] | None) -> dict[str, Any]:
+        try:
+            kwargs: dict[str, Any] = self._params_python(args or {})
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        return kwargs
+
+    def missing(self) -> Any:
+        """A fresh empty value: ``[]`` for list relations, else None."""
+        return None if self.empty is None else []
+
+    def key_of(self, parent: Any) -> Any:
+        """The join key of one parent: a model instance or its wire dict."""
+        if isinstance(parent, dict):
+            return parent.get(self.via_wire)
+        return getattr(parent, self.via, None)
+
+    def dump_python(self, value: Any) -> Any:
+        try:
+            return self.value.serializer.to_python(
+                value, mode="json", by_alias=True, warnings="error"
+            )
         except PydanticSerializationError as exc:
             raise _wrong_return(self.name, exc) from exc
 
@@ -249,6 +321,11 @@ class Dispatcher:
         self._events = {e.name: e.event for e in spec.events.values()}
         self._channels = {n: Pattern.parse(e.channel_pattern) for n, e in self._events.items()}
         self.bindings = {name: Binding(m, self._events) for name, m in spec.methods.items()}
+        #: model name → field name → relation binding
+        self.relations = {
+            model: {name: RelationBinding(r) for name, r in fields.items()}
+            for model, fields in spec.relations.items()
+        }
 
     def binding(self, name: str) -> Binding:
         try:
@@ -264,15 +341,20 @@ class Dispatcher:
     def admit(self, public: bool, scopes: frozenset[str], caller: Caller) -> Principal:
         """Authenticate, authorize and charge the rate limit; return the principal."""
         principal = self.authenticator.authenticate(caller.credentials)
+        self.authorize(public, scopes, principal)
+        key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        self.limiter.acquire(key)
+        return principal
+
+    @staticmethod
+    def authorize(public: bool, scopes: frozenset[str], principal: Principal) -> None:
+        """Refuse ``principal`` unless it may use something ``public`` / needing ``scopes``."""
         if not public:
             if principal.anonymous and "*" not in principal.scopes:
                 raise Unauthenticated()
             if scopes and not principal.has_scopes(scopes):
                 missing = " ".join(sorted(scopes - principal.scopes))
                 raise PermissionDenied(f"missing scope: {missing}")
-        key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
-        self.limiter.acquire(key)
-        return principal
 
     def admit_subscribe(self, patterns: Sequence[Pattern], caller: Caller) -> frozenset[str] | None:
         """Authorize reading ``patterns``: the event types the caller may see.
@@ -409,6 +491,63 @@ class Dispatcher:
             # that repeats it. Log loudly instead.
             log.exception("publishing %s after %s failed", event.name, binding.name)
 
+    # -- relations ----------------------------------------------------------------------
+
+    async def resolve(
+        self,
+        relation: RelationBinding,
+        parents: Sequence[Any],
+        args: Mapping[str, Any] | None,
+        principal: Principal,
+        caller: Caller,
+    ) -> list[Any]:
+        """The relation's value for every parent, from one call of its batch function.
+
+        ``principal`` was admitted by the request that reached these parents
+        (one rate-limit charge per request, not per level); the relation's own
+        access rules are checked here. Keys are deduplicated; parents without a
+        key, or whose key the function left out, get the empty value.
+        """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            self.authorize(relation.public, relation.scopes, principal)
+            kwargs = relation.parse(args)
+            keys = [relation.key_of(parent) for parent in parents]
+            unique = list(dict.fromkeys(k for k in keys if k is not None))
+            if not unique:
+                return [relation.missing() for _ in keys]
+            kwargs[relation.keys_param] = unique
+            if relation.context_param is not None:
+                timeout = caller.timeout
+                kwargs[relation.context_param] = Context(
+                    principal,
+                    caller.edge,
+                    request_id=caller.request_id,
+                    trace_id=caller.trace_id,
+                    deadline=None if timeout is None else time.monotonic() + timeout,
+                    service=self.service,
+                )
+            try:
+                if relation.is_async:
+                    result = await relation.fn(**kwargs)
+                else:
+                    result = await asyncio.to_thread(relation.fn, **kwargs)
+                by_key = _by_key(relation, unique, result)
+            except ServiceError:
+                raise
+            except Exception as exc:
+                raise internal_error(f"relation {relation.name} failed", exc, caller) from exc
+            missing = relation.missing
+            return [missing() if k is None or k not in by_key else by_key[k] for k in keys]
+        except ServiceError as exc:
+            code = exc.code
+            raise
+        finally:
+            self.metrics.observe_call(
+                caller.edge, relation.name, code, time.perf_counter() - started
+            )
+
     # -- streams ------------------------------------------------------------------------
 
     async def open_stream(
@@ -471,6 +610,17 @@ class Dispatcher:
                     yield adapter.validate_python(raw)
             except ValidationError as exc:
                 raise invalid(exc) from None
+
+
+def _by_key(relation: RelationBinding, keys: list[Any], result: Any) -> Mapping[Any, Any]:
+    if relation.spec.by_key:
+        if not isinstance(result, Mapping):
+            raise TypeError(f"expected a dict by key, got {type(result).__name__}")
+        return result
+    values = list(result)
+    if len(values) != len(keys):
+        raise TypeError(f"returned {len(values)} values for {len(keys)} keys; return one per key")
+    return dict(zip(keys, values, strict=True))
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

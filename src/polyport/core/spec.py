@@ -11,16 +11,33 @@ import collections.abc
 import inspect
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from polyport.core.context import Context
-from polyport.core.contract import EventType, Method, MethodKind, Operation, Page, Resource, Service
+from polyport.core.contract import (
+    EventType,
+    Method,
+    MethodKind,
+    Operation,
+    Page,
+    Relation,
+    Resource,
+    Service,
+)
 from polyport.core.errors import ContractError
 from polyport.core.typegraph import TypeGraph, jsonable_default
-from polyport.core.types import MISSING, FieldSpec, ListOf, ModelRef, TypeNode, Unit
+from polyport.core.types import (
+    MISSING,
+    FieldSpec,
+    ListOf,
+    ModelRef,
+    TypeNode,
+    Unit,
+    unwrap_nullable,
+)
 
 _STREAM_ORIGINS = (
     collections.abc.AsyncIterator,
@@ -136,12 +153,53 @@ class ResourceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RelationSpec:
+    """A relation as the type graph sees it: ``Model.name(args) -> V``, batched by key."""
+
+    name: str
+    model: str  # the parent model's name in the type graph
+    relation: Relation
+    via: FieldSpec  # the parent field whose values are the keys
+    summary: str | None
+    description: str | None
+    keys_param: str
+    key_annotation: Any
+    params: tuple[FieldSpec, ...]  # the field's arguments
+    annotations: dict[str, Any]
+    defaults: dict[str, Any]
+    returns: TypeNode  # V: the value for one parent
+    returns_annotation: Any
+    by_key: bool  # the function returns dict[K, V] (else list[V] aligned with the keys)
+    context_param: str | None
+
+    @property
+    def public(self) -> bool:
+        return self.relation.public
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.relation.scopes
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.model}.{self.name}"
+
+    @property
+    def nullable(self) -> bool:
+        """A to-one relation is null for a parent whose key the function left out."""
+        inner, _ = unwrap_nullable(self.returns)
+        return not isinstance(inner, ListOf)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     service: Service
     graph: TypeGraph
     methods: dict[str, MethodSpec]
     resources: dict[str, ResourceSpec]
     events: dict[str, EventSpec]
+    #: model name → field name → relation
+    relations: dict[str, dict[str, RelationSpec]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -315,6 +373,93 @@ def _check_operation(spec: MethodSpec, resource: Resource, graph: TypeGraph, whe
         raise ContractError(f"{where}: resource operations cannot stream")
 
 
+def _analyse_relation(relation: Relation, graph: TypeGraph) -> RelationSpec:
+    fn = relation.fn
+    graph.node(relation.parent, where=f"relation {relation.name}")
+    model_name = graph.name_of(relation.parent)
+    where = f"relation {model_name}.{relation.name}"
+    if not callable(fn):
+        raise ContractError(f"{where}: not callable")
+    if inspect.isasyncgenfunction(fn):
+        raise ContractError(f"{where}: a relation returns its values, it cannot stream")
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ContractError(f"{where}: cannot resolve type hints: {exc}") from exc
+    docs = parse_docstring(fn.__doc__)
+    if "return" not in hints:
+        raise ContractError(f"{where}: the return type must be annotated")
+    keys_param: str | None = None
+    key_annotation: Any = None
+    context_param: str | None = None
+    params: list[FieldSpec] = []
+    annotations: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    for pname, parameter in inspect.signature(fn).parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ContractError(f"{where}: *args and **kwargs cannot be described on the wire")
+        if pname not in hints:
+            raise ContractError(f"{where}: parameter {pname!r} needs a type annotation")
+        annotation = hints[pname]
+        if annotation is Context:
+            context_param = pname
+            continue
+        if keys_param is None:
+            if typing.get_origin(annotation) not in (list, collections.abc.Sequence):
+                raise ContractError(
+                    f"{where}: the first parameter takes the parent keys: annotate it list[K]"
+                )
+            keys_param = pname
+            (key_annotation,) = typing.get_args(annotation) or (Any,)
+            continue
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise ContractError(f"{where}: positional-only parameters cannot be named on the wire")
+        annotations[pname] = annotation
+        default = parameter.default
+        if default is not parameter.empty:
+            defaults[pname] = default
+        params.append(
+            FieldSpec(
+                name=pname,
+                wire_name=pname,
+                type=graph.node(annotation, where=f"{where}, argument {pname}"),
+                required=default is parameter.empty,
+                default=jsonable_default(default),
+                description=docs.params.get(pname),
+            )
+        )
+    if keys_param is None:
+        raise ContractError(f"{where}: the function must take the list of parent keys")
+    returns = hints["return"]
+    origin = typing.get_origin(returns)
+    if origin is dict:
+        _, value_annotation = typing.get_args(returns)
+        by_key = True
+    elif origin in (list, collections.abc.Sequence):
+        (value_annotation,) = typing.get_args(returns)
+        by_key = False
+    else:
+        raise ContractError(f"{where}: return list[V] (one value per key, in order) or dict[K, V]")
+    via = graph.model(model_name).field(relation.via)
+    return RelationSpec(
+        name=relation.name,
+        model=model_name,
+        relation=relation,
+        via=via,
+        summary=relation.description or docs.summary,
+        description=docs.description,
+        keys_param=keys_param,
+        key_annotation=key_annotation,
+        params=tuple(params),
+        annotations=annotations,
+        defaults=defaults,
+        returns=graph.node(value_annotation, where=f"{where}, value"),
+        returns_annotation=value_annotation,
+        by_key=by_key,
+        context_param=context_param,
+    )
+
+
 def build_spec(service: Service) -> ServiceSpec:
     """Analyse every declaration of ``service`` into one :class:`ServiceSpec`."""
     graph = TypeGraph()
@@ -344,7 +489,19 @@ def build_spec(service: Service) -> ServiceSpec:
         key = graph.model(model_name).field(resource.key)
         operations = {op: methods[m.name] for op, m in resource.methods.items()}
         resources[name] = ResourceSpec(name, resource, model_name, key, operations)
-    return ServiceSpec(service, graph, methods, resources, events)
+    relations: dict[str, dict[str, RelationSpec]] = {}
+    for relation in service.relations:
+        rspec = _analyse_relation(relation, graph)
+        relations.setdefault(rspec.model, {})[rspec.name] = rspec
+    return ServiceSpec(service, graph, methods, resources, events, relations)
 
 
-__all__ = ["MISSING", "EventSpec", "MethodSpec", "ResourceSpec", "ServiceSpec", "build_spec"]
+__all__ = [
+    "MISSING",
+    "EventSpec",
+    "MethodSpec",
+    "RelationSpec",
+    "ResourceSpec",
+    "ServiceSpec",
+    "build_spec",
+]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -337,27 +337,45 @@ async def adjust_stock(
 # -- orders --------------------------------------------------------------------------------
 
 
+_ORDER = "SELECT id, user_id, status, total, created, updated FROM shop_orders"
+
+
+def _marks(values: list[int]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _orders(rows: list[tuple[Any, ...]]) -> list[Order]:
+    """Orders from their rows, with every order's lines read in one query."""
+    ids = [row[0] for row in rows]
+    lines: dict[int, list[OrderItem]] = {i: [] for i in ids}
+    if ids:
+        sql = (
+            "SELECT order_id, product_id, quantity, unit_price FROM shop_order_items "
+            f"WHERE order_id IN ({_marks(ids)}) ORDER BY rowid"
+        )
+        for order_id, product_id, quantity, unit_price in store.all(sql, *ids):
+            lines[order_id].append(
+                OrderItem(product_id=product_id, quantity=quantity, unit_price=money(unit_price))
+            )
+    return [
+        Order(
+            id=row[0],
+            user_id=row[1],
+            status=OrderStatus(row[2]),
+            items=lines[row[0]],
+            total=money(row[3]),
+            created_at=_ts(row[4]),
+            updated_at=_ts(row[5]),
+        )
+        for row in rows
+    ]
+
+
 def _order(id: int) -> Order:
-    row = store.one(
-        "SELECT id, user_id, status, total, created, updated FROM shop_orders WHERE id=?", id
-    )
+    row = store.one(f"{_ORDER} WHERE id=?", id)
     if row is None:
         raise NotFound(f"no order {id}")
-    items = [
-        OrderItem(product_id=p, quantity=q, unit_price=money(u))
-        for p, q, u in store.all(
-            "SELECT product_id, quantity, unit_price FROM shop_order_items WHERE order_id=?", id
-        )
-    ]
-    return Order(
-        id=row[0],
-        user_id=row[1],
-        status=OrderStatus(row[2]),
-        items=items,
-        total=money(row[3]),
-        created_at=_ts(row[4]),
-        updated_at=_ts(row[5]),
-    )
+    return _orders([row])[0]
 
 
 @orders.get
@@ -375,7 +393,7 @@ async def list_orders(
 ) -> list[Order]:
     """List orders, newest last, optionally of one user or in one status."""
     after = int(cursor) if cursor else 0
-    sql = "SELECT id FROM shop_orders WHERE id > ?"
+    sql = f"{_ORDER} WHERE id > ?"
     args: list[object] = [after]
     if user_id is not None:
         sql += " AND user_id = ?"
@@ -383,8 +401,7 @@ async def list_orders(
     if status is not None:
         sql += " AND status = ?"
         args.append(status.value)
-    rows = store.all(sql + " ORDER BY id LIMIT ?", *args, limit)
-    return [_order(row[0]) for row in rows]
+    return _orders(store.all(sql + " ORDER BY id LIMIT ?", *args, limit))
 
 
 @orders.create
@@ -470,6 +487,49 @@ async def delete_order(id: Id) -> None:
         raise Conflict("only cancelled or delivered orders can be deleted; cancel it first")
     store.run("DELETE FROM shop_order_items WHERE order_id=?", id)
     store.run("DELETE FROM shop_orders WHERE id=?", id)
+
+
+# -- relations: nested reads in one batch per level (GraphQL, REST ?expand=) ---------------
+
+
+@users.relation("orders")
+async def orders_of_users(
+    user_ids: list[int], limit: Annotated[int, Field(ge=1, le=100)] = 20
+) -> dict[int, list[Order]]:
+    """The user's orders, oldest first.
+
+    Args:
+        limit: At most this many orders per user.
+    """
+    rows = store.all(
+        "SELECT id, user_id, status, total, created, updated FROM ("
+        "  SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY id) AS n"
+        f"  FROM shop_orders WHERE user_id IN ({_marks(user_ids)})"
+        ") WHERE n <= ? ORDER BY id",
+        *user_ids,
+        limit,
+    )
+    by_user: dict[int, list[Order]] = {}
+    for order in _orders(rows):
+        by_user.setdefault(order.user_id, []).append(order)
+    return by_user
+
+
+@orders.relation("user", via="user_id")
+async def users_of_orders(user_ids: list[int]) -> dict[int, User]:
+    """Who placed the order."""
+    rows = store.all(
+        f"SELECT id, name, email, created FROM shop_users WHERE id IN ({_marks(user_ids)})",
+        *user_ids,
+    )
+    return {row[0]: _user(row, 0) for row in rows}
+
+
+@shop.relation(OrderItem, "product", via="product_id", public=True)
+async def products_of_lines(product_ids: list[int]) -> dict[int, Product]:
+    """The product ordered (null if it has left the catalogue since)."""
+    rows = store.all(f"{_PRODUCT} WHERE id IN ({_marks(product_ids)})", *product_ids)
+    return {row[0]: _product(row, 0) for row in rows}
 
 
 # -- plain methods -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import ResourceSpec
 from polyport.core.types import Unit
+from polyport.edges.rest.expand import Expander, expandable
 from polyport.http.caching import cache_control, etag_of, not_modified
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
@@ -121,9 +122,17 @@ class RestEdge:
         call = self.dispatcher.call
         dump = binding.dump_json
         cache = cache_control(public=binding.public, max_age=resource.resource.cache_max_age)
+        expander = Expander(self.dispatcher, resource.model)
 
         async def get_item(request: Request) -> Response:
-            result = await call(binding, request.params, request.caller(EDGE))
+            caller = request.caller(EDGE)
+            expand = request.query.get("expand") if request.query_string else None
+            tree = expander.parse(expand) if expand is not None else None
+            result = await call(binding, request.params, caller)
+            if tree:
+                item = binding.dump_python(result)
+                await expander.apply([item], tree, caller)
+                return _cacheable(request, orjson.dumps(item), cache)
             return _cacheable(request, dump(result), cache)
 
         return get_item
@@ -133,12 +142,25 @@ class RestEdge:
         dump = binding.dump_json
         cache = cache_control(public=binding.public, max_age=resource.resource.cache_max_age)
         base = f"{self.prefix}/{resource.name}"
+        expander = Expander(self.dispatcher, resource.model)
 
         async def list_items(request: Request) -> Response:
-            page: PageResult = await call(binding, request.query, request.caller(EDGE))
+            caller = request.caller(EDGE)
+            query = request.query
+            tree = None
+            if "expand" in query:
+                query = dict(query)
+                tree = expander.parse(query.pop("expand"))
+            page: PageResult = await call(binding, query, caller)
+            if tree:
+                items = binding.dump_python(page.items)
+                await expander.apply(items, tree, caller)
+                items_json = orjson.dumps(items)
+            else:
+                items_json = dump(page.items)
             body = (
                 b'{"items":'
-                + dump(page.items)
+                + items_json
                 + b',"next_cursor":'
                 + orjson.dumps(page.next_cursor)
                 + b"}"
@@ -224,6 +246,22 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
     not_modified = {"304": {"description": "Not Modified: the If-None-Match ETag still holds"}}
     for resource in spec.resources.values():
         tag = doc.tag(resource.name, resource.resource.description)
+        paths = expandable(edge.dispatcher, resource.model)
+        expand = (
+            [
+                {
+                    "name": "expand",
+                    "in": "query",
+                    "required": False,
+                    "description": "Relations to inline, comma-separated, nested with dots"
+                    f" (one batch call per relation per level): {', '.join(paths)}",
+                    "schema": {"type": "string"},
+                    "example": ",".join(paths[:2]),
+                }
+            ]
+            if paths
+            else []
+        )
         collection = f"{edge.prefix}/{resource.name}"
         item = f"{collection}/{{{resource.key.name}}}"
         item_schema = doc.schemas.ref(resource.model)
@@ -241,7 +279,7 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
                     doc.describe_method(
                         method,
                         **base,
-                        parameters=[key_param],
+                        parameters=[key_param, *expand],
                         responses={
                             "200": {
                                 "description": f"The {resource.name} item",
@@ -271,7 +309,7 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
                     doc.describe_method(
                         method,
                         **base,
-                        parameters=[doc.parameter(p, "query") for p in method.params],
+                        parameters=[doc.parameter(p, "query") for p in method.params] + expand,
                         responses={
                             "200": {
                                 "description": "A page of items",
