@@ -54,6 +54,7 @@ EDGES: dict[str, str] = {
     "soap": "polyport.edges.soap:SoapEdge",
     "graphql": "polyport.edges.graphql:GraphQLEdge",
     "webhooks": "polyport.edges.webhooks:WebhooksEdge",
+    "hooks": "polyport.edges.hooks:HooksEdge",
 }
 
 DEV_WARNING = (

@@ -143,6 +143,15 @@ class WebhooksConfig(_Section):
     allow_private: list[str] = []
 
 
+class HooksConfig(_Section):
+    """Inbound webhook receivers at ``/hooks/{name}``."""
+
+    #: Largest body a receiver accepts; more is refused with 413 before reading it all.
+    max_body: int = Field(default=1024 * 1024, ge=1024)
+    #: How far a signed timestamp may be from now, in seconds (replay protection).
+    tolerance: float = Field(default=300.0, gt=0, le=86400)
+
+
 class JobsConfig(_Section):
     concurrency: int = Field(default=4, ge=1, le=1000)
     retention: float = Field(default=7 * 86400.0, gt=0)
@@ -178,6 +187,7 @@ class Settings(_Section):
     grpc: GrpcConfig = GrpcConfig()
     graphql: GraphQLConfig = GraphQLConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    hooks: HooksConfig = HooksConfig()
     log: LogConfig = LogConfig()
 
 
