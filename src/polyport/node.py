@@ -147,6 +147,10 @@ class Node:
         )
         jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
         self.runtime = Runtime(spec, settings, dispatcher, hub, jobs, self.metrics, codec)
+        # The node's one SQLite connection, for edges that keep state beside the
+        # log (the webhook outbox): a second connection would wait on its group
+        # transaction.
+        self.runtime.extras["database"] = self.db
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}
         for name in edges or list(EDGES):

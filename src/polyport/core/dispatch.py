@@ -327,6 +327,16 @@ class Dispatcher:
             for model, fields in spec.relations.items()
         }
 
+    def add_event(self, event: EventType) -> None:
+        """Authorize readers of an event type the node itself publishes.
+
+        Built-in types (``webhooks.endpoint.disabled``) are not part of the
+        service contract, but subscribers are admitted to them by the same
+        rules: ``public`` or the type's ``scopes``.
+        """
+        self._events[event.name] = event
+        self._channels[event.name] = Pattern.parse(event.channel_pattern)
+
     def binding(self, name: str) -> Binding:
         try:
             return self.bindings[name]

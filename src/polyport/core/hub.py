@@ -197,6 +197,8 @@ class _Signal:
 
 
 Encoder = Callable[["EventMessage"], bytes]
+#: Sees every published event synchronously (see :meth:`EventHub.add_tap`).
+Tap = Callable[[Event], None]
 
 
 class EventHub:
@@ -219,6 +221,7 @@ class EventHub:
         self._trim_interval = trim_interval
         self._max_age = max_age
         self._trimmer: asyncio.Task[None] | None = None
+        self._taps: list[Tap] = []
         self.published = 0
         self.closing = False
 
@@ -264,6 +267,13 @@ class EventHub:
         check_channel(channel)
         event = await self.log.append(channel, type, data, now())
         self.published += 1
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                # The event is in the log: failing the publisher now would invite a
+                # retry that publishes it twice.
+                log.exception("an event tap failed on %s", event.id)
         for subscriber in self._index.match(channel):
             subscriber._push(event)
         return event
@@ -272,6 +282,20 @@ class EventHub:
         if self.encoder is None:
             raise RuntimeError("this hub has no encoder for typed events")
         return await self.publish(message.channel, message.type.name, self.encoder(message))
+
+    def add_tap(self, tap: Tap) -> None:
+        """Call ``tap`` with every event published from now on, synchronously.
+
+        A tap runs in the loop step that appended the event, before live
+        subscribers get it, and must not block or await. A transactional outbox
+        (the webhooks edge) records events there, so on SQLite its rows join the
+        event's group transaction instead of trailing it.
+        """
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
 
     # -- reading ----------------------------------------------------------------
 

@@ -135,6 +135,15 @@ class SqliteEventLog:
             self._trim_channel(state, state.last_offset - self.history.max_events)
         return Event(channel, offset, state.epoch, seq, type, time, data)
 
+    def flush(self) -> None:
+        """Write appended events into the open group transaction now.
+
+        A transactional outbox calls this before writing its own rows to the same
+        database, so they commit together with the events they derive from, or
+        after them, never before.
+        """
+        self._flush()
+
     def _flush(self) -> None:
         """Write the pending rows (into the group transaction, see :mod:`.db`)."""
         if self._pending:
