@@ -304,6 +304,12 @@ class Node:
 
             server.state.upgrade = upgrade
         self.server = server
+        port = sock.getsockname()[1]
+        if port != self.settings.port:
+            # Port 0 (or a socket bound by the caller): start-up hooks and edges see
+            # the port actually served, e.g. to give a callback URL to a partner.
+            self.settings = self.settings.model_copy(update={"port": port})
+            self.runtime.settings = self.settings
         async with self.running():
             if ready is not None:
                 asyncio.get_running_loop().call_soon(ready.set)

@@ -7,6 +7,7 @@ Values that look like JSON (lists, objects, numbers, booleans) are parsed as JSO
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -136,20 +137,80 @@ class GraphQLConfig(_Section):
     introspection: bool = True
 
 
-class WebhooksConfig(_Section):
-    """Webhooks: outbound delivery and inbound receivers."""
+#: Svix's schedule: the delay before each attempt after the previous one failed.
+DEFAULT_RETRY_SCHEDULE = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
-    #: Hosts or networks deliveries may reach although private (tests, the demo).
+
+class WebhooksConfig(_Section):
+    """Outbound webhooks: subscriptions at ``/v{n}/webhooks``, delivered from an outbox."""
+
+    #: Addresses or networks (``127.0.0.1``, ``10.0.0.0/8``, ``::1``) deliveries may
+    #: reach although not public; everything non-public is refused otherwise.
     allow_private: list[str] = []
+    #: Seconds to wait before each attempt; the first is usually 0 (at once).
+    retry_schedule: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1, max_length=50
+    )
+    #: Each retry delay is stretched or shrunk by up to this fraction, at random.
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    #: Longest ``Retry-After`` honoured, in seconds (a receiver cannot park a delivery forever).
+    max_retry_after: float = Field(default=86400.0, ge=0)
+    #: One attempt's limit: connect, send, and the whole response.
+    timeout: float = Field(default=15.0, gt=0, le=300)
+    #: Attempts in flight at once per endpoint.
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    #: An endpoint failing this long (no success in between) is disabled: 5 days.
+    disable_after: float = Field(default=5 * 86400.0, gt=0)
+    #: After a rotation the previous secret still signs for this long.
+    rotation_overlap: float = Field(default=86400.0, ge=0)
+    #: Response body bytes kept in the delivery log per attempt.
+    max_response_body: int = Field(default=2048, ge=0, le=1024 * 1024)
+    #: How long delivered and failed deliveries (and their messages) are kept.
+    retention: float = Field(default=30 * 86400.0, gt=0)
+    #: How often the store is scanned for due retries and expired leases.
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    #: Extra seconds a delivery lease outlives the attempt it covers.
+    lease_margin: float = Field(default=10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhooksConfig:
+        for entry in self.allow_private:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"webhooks.allow_private: {entry!r} is not an IP address or network"
+                ) from None
+        if any(delay < 0 for delay in self.retry_schedule):
+            raise ValueError("webhooks.retry_schedule: delays cannot be negative")
+        return self
 
 
 class HooksConfig(_Section):
-    """Inbound webhook receivers at ``/hooks/{name}``."""
+    """Inbound webhook receivers at ``/hooks/{name}`` (see ``docs/webhook-receivers.md``)."""
 
-    #: Largest body a receiver accepts; more is refused with 413 before reading it all.
+    #: Largest body a receiver accepts; more is refused with 413 before reading it all
+    #: (``limits.max_body`` still caps every request).
     max_body: int = Field(default=1024 * 1024, ge=1024)
     #: How far a signed timestamp may be from now, in seconds (replay protection).
     tolerance: float = Field(default=300.0, gt=0, le=86400)
+    #: Signing secrets by receiver name, for verifiers declared without one.
+    secrets: dict[str, SecretStr] = {}
+    #: Handlers running at once on a node, over all receivers.
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    #: A handler still running after this many seconds has failed (and is retried).
+    timeout: float = Field(default=30.0, gt=0, le=86400)
+    #: First retry delay in seconds; it doubles with each failure (with jitter)...
+    retry_base: float = Field(default=1.0, gt=0, le=86400)
+    #: ...up to this many seconds.
+    retry_max: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    #: How long processed and dead deliveries are kept: the window in which a
+    #: duplicate delivery id is recognised.
+    retention: float = Field(default=7 * 86400.0, ge=60)
+    #: How often a node looks for due work it was not told about (another node's).
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    #: How long a stopping node lets running handlers finish before cancelling them.
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
 
 
 class JobsConfig(_Section):

@@ -163,8 +163,9 @@ class Relation:
 class WebhookReceiver:
     """An inbound webhook endpoint: ``POST /hooks/{name}``, verified, deduplicated.
 
-    ``verify`` checks the signature (see :mod:`polyport.webhooks`); the handler
-    runs asynchronously from a durable queue, once per delivery id.
+    ``verify`` checks the signature (a :class:`polyport.webhooks.Verifier`); the
+    handler runs asynchronously from a durable queue, once per delivery id,
+    retried up to ``max_attempts`` times and then kept as a dead letter.
     """
 
     name: str
@@ -172,6 +173,26 @@ class WebhookReceiver:
     verify: Any
     max_attempts: int = 8
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One inbound webhook as its receiver's handler sees it (ask for it by annotation).
+
+    ``id`` is the sender's delivery id (the same on every retry of one
+    delivery); ``attempt`` counts this handler's runs for it, from 1.
+    """
+
+    id: str
+    receiver: str
+    event_type: str | None
+    #: The time the sender signed, in Unix seconds, when its scheme signs one.
+    timestamp: int | None
+    #: When this node accepted the delivery, in Unix seconds.
+    received: float
+    attempt: int
+    #: The request's headers by lower-case name, without credentials.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Resource:
@@ -508,16 +529,22 @@ class Service:
         """Receive webhooks at ``POST /hooks/{name}``, checked by ``verify``.
 
         The decorated handler takes the parsed body (annotate it with a model to
-        validate it) and optionally a :class:`Context`; it runs once per
-        delivery id, asynchronously, retried up to ``max_attempts`` times.
+        validate it) and optionally a :class:`Context` and a
+        :class:`WebhookDelivery`; it runs once per delivery id, asynchronously,
+        retried up to ``max_attempts`` times. See ``docs/webhook-receivers.md``.
         """
         self._check_open()
         if not _NAME.match(name):
             raise ContractError(f"webhook receiver name {name!r} must match {_NAME.pattern}")
         if name in self.receivers:
             raise ContractError(f"webhook receiver {name!r} is declared twice")
-        if max_attempts < 1:
-            raise ContractError(f"webhook receiver {name}: max_attempts must be at least 1")
+        if not 1 <= max_attempts <= 100:
+            raise ContractError(f"webhook receiver {name}: max_attempts must be from 1 to 100")
+        if not callable(getattr(verify, "verify", None)):
+            raise ContractError(
+                f"webhook receiver {name}: verify must be a verifier such as "
+                "polyport.webhooks.StandardWebhooks(secret), GitHub(secret) or Stripe(secret)"
+            )
 
         def register(fn: F) -> F:
             self.receivers[name] = WebhookReceiver(
