@@ -135,6 +135,20 @@ class GraphQLConfig(_Section):
     """The GraphQL edge."""
 
     introspection: bool = True
+    #: Deepest selection nesting accepted (fields inside fields).
+    max_depth: int = Field(default=12, ge=1, le=1000)
+    #: Highest cost: one per field, multiplied by the page size of the lists around it.
+    max_cost: int = Field(default=10_000, ge=1)
+    #: Most aliases in one document.
+    max_aliases: int = Field(default=30, ge=1)
+    #: Most lexical tokens in one document (counted while parsing).
+    max_tokens: int = Field(default=5_000, ge=100)
+    #: Seconds one request may take before it is answered with a TIMEOUT error.
+    timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Parsed, validated and planned documents kept (by text and by persisted hash).
+    document_cache: int = Field(default=1_000, ge=1)
+    #: Seconds a ``graphql-transport-ws`` client has to send ``connection_init``.
+    connection_init_timeout: float = Field(default=10.0, gt=0, le=3600)
 
 
 #: Svix's schedule: the delay before each attempt after the previous one failed.
