@@ -85,6 +85,17 @@ def test_every_operation_of_the_demo_shop(client: zeep.Client) -> None:
     assert call("DeleteUser", id=user.id) is None
     assert call("Multiply", a=-7, b=6) == -42
 
+    # the social platform (polyport.demo.social), on the same service
+    post = call("CreatePost", user_id=1, title="Over SOAP", body="Hi")
+    assert call("GetPost", id=post.id).title == "Over SOAP"
+    assert call("UpdatePost", id=post.id, title="Over SOAP 1.1").title == "Over SOAP 1.1"
+    assert post.id in [p.id for p in call("ListPosts", limit=50, user_id=1)["items"]]
+    comment = call("CreateComment", post_id=post.id, user_id=2, text="Nice")
+    assert call("GetComment", id=comment.id).text == "Nice"
+    assert [c.id for c in call("ListComments", limit=5, post_id=post.id)["items"]] == [comment.id]
+    assert call("DeleteComment", id=comment.id) is None
+    assert call("DeletePost", id=post.id) is None
+
     assert called == set(client.service._binding._operations)
 
 
