@@ -1,0 +1,118 @@
+"""The GraphQL edge: ``/graphql`` over HTTP and WebSocket, the SDL beside it.
+
+Built once at start-up: the schema from the type graph
+(:mod:`~polyport.edges.graphql.schema`), the document cache with the limits
+(:mod:`~polyport.edges.graphql.documents`), the runner executing compiled
+plans (:mod:`~polyport.edges.graphql.execute`) — shared by the HTTP transport
+(:mod:`~polyport.edges.graphql.transport_http`) and the
+``graphql-transport-ws`` transport (``transport_ws``) on the same path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from graphql import print_schema
+
+from polyport.core.runtime import Endpoint as CatalogEntry
+from polyport.core.runtime import Runtime
+from polyport.edges.graphql.documents import DocumentCache
+from polyport.edges.graphql.execute import GraphQLRunner
+from polyport.edges.graphql.schema import build_schema
+from polyport.edges.graphql.transport_http import HttpTransport
+from polyport.http.request import Request, Response
+from polyport.http.router import Route
+
+log = logging.getLogger("polyport.graphql")
+
+EDGE = "graphql"
+PATH = "/graphql"
+SDL_PATH = "/graphql/schema.graphql"
+
+
+class GraphQLEdge:
+    """Serves the contract as one GraphQL schema."""
+
+    name = EDGE
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config = runtime.settings.graphql
+        self.build = build_schema(runtime.spec, runtime.dispatcher)
+        self.schema = self.build.schema
+        self.sdl = print_schema(self.schema).encode()
+        self.documents = DocumentCache(self.schema, self.config)
+        self.runner = GraphQLRunner(
+            runtime.spec,
+            runtime.dispatcher,
+            runtime.hub,
+            self.build,
+            self.documents,
+            timeout=self.config.timeout,
+            edge=EDGE,
+        )
+        self.http = HttpTransport(self.runner, EDGE)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", PATH, self.http.post, "graphql"),
+            Route("GET", PATH, self.http.get, "graphql"),
+            Route("GET", SDL_PATH, self.schema_document, "graphql-schema"),
+        ]
+
+    def websocket_routes(self) -> dict[str, Any]:
+        return {PATH: self.websocket}
+
+    async def schema_document(self, request: Request) -> Response:
+        if not self.config.introspection:
+            return Response(
+                404,
+                b"# introspection is turned off on this node\n",
+                content_type=b"text/plain; charset=utf-8",
+            )
+        return Response(
+            200,
+            self.sdl,
+            content_type=b"text/plain; charset=utf-8",
+            headers=[(b"cache-control", b"no-cache")],
+        )
+
+    async def websocket(self, ws: Any, request: Request) -> None:
+        """Hand the connection to the ``graphql-transport-ws`` transport."""
+        try:
+            transport = importlib.import_module("polyport.edges.graphql.transport_ws")
+        except ImportError:
+            log.warning("graphql-transport-ws is not available in this installation")
+            ws.close(4400, "subscriptions are not available")
+            return
+        await transport.serve(ws, request, self.runner, self.config)
+
+    def catalog(self) -> list[CatalogEntry]:
+        entries = [
+            CatalogEntry("GraphQL", "endpoint", "document", f"POST {PATH} · GET {PATH}"),
+            CatalogEntry("GraphQL", "SDL", "document", f"GET {SDL_PATH}"),
+        ]
+        for root in (self.schema.query_type, self.schema.mutation_type):
+            if root is None:
+                continue
+            for name in root.fields:
+                if name.startswith("_"):
+                    continue
+                entries.append(
+                    CatalogEntry("GraphQL", name, "method", f"{root.name.lower()} {{ {name} }}")
+                )
+        subscription = self.schema.subscription_type
+        if subscription is not None:
+            for name in subscription.fields:
+                entries.append(
+                    CatalogEntry("GraphQL", name, "event", f"subscription {{ {name} }} · ws {PATH}")
+                )
+        return entries

@@ -1,0 +1,584 @@
+"""Running plans against the dispatcher: the edge's :class:`OperationRunner`.
+
+Values travel as the wire dicts the methods' serializers write (pydantic-core,
+``mode="json"``): a plan only copies keys into the response, under their
+aliases, in the order of the selection. Objects of one level are handled
+together, so a relation is one :meth:`Dispatcher.resolve` call per level for
+all parents — ``users { orders { items { product } } }`` is four calls for any
+number of users, orders and items.
+
+Errors: a failing root field or relation becomes ``null`` there and one error
+per affected path, ``extensions.code`` from the design's table. The request
+runs under one timeout; past it the answer is a ``TIMEOUT`` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from graphql import DocumentNode, OperationDefinitionNode, OperationType, SelectionSetNode
+from graphql import execute_sync as graphql_execute_sync
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+
+from polyport.core.auth import Credentials
+from polyport.core.context import Context, Principal
+from polyport.core.dispatch import (
+    Binding,
+    Caller,
+    Dispatcher,
+    PageResult,
+    encode_cursor,
+    internal_error,
+)
+from polyport.core.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
+from polyport.core.events import Pattern, parse_patterns
+from polyport.core.hub import EventHub
+from polyport.core.spec import ServiceSpec
+from polyport.edges.graphql import errors
+from polyport.edges.graphql.documents import DocumentCache
+from polyport.edges.graphql.errors import RequestError, field_error, request_error
+from polyport.edges.graphql.plan import (
+    INTROSPECTION,
+    LEAF,
+    OBJECT,
+    RELATION,
+    TYPENAME,
+    FieldPlan,
+    OperationPlan,
+)
+from polyport.edges.graphql.runner import ExecutionResult
+from polyport.edges.graphql.schema import SchemaBuild
+
+Path = tuple[str | int, ...]
+
+
+class Request:
+    """What one execution needs beside the plan."""
+
+    __slots__ = ("caller", "errors", "principal", "variables")
+
+    def __init__(
+        self, principal: Principal, caller: Caller, variables: VariableValues | None
+    ) -> None:
+        self.principal = principal
+        self.caller = caller
+        self.variables = variables
+        self.errors: list[dict[str, Any]] = []
+
+    def fail(self, error: ServiceError, path: Path, plan: FieldPlan) -> None:
+        location = plan.location
+        self.errors.append(field_error(error, path, [location] if location else ()))
+
+
+def _map_enum(value: Any, names: Mapping[Any, str]) -> Any:
+    if isinstance(value, list):
+        return [_map_enum(v, names) for v in value]
+    return names.get(value, value) if value is not None else None
+
+
+class GraphQLRunner:
+    """Executes operations of one service; implements :class:`runner.OperationRunner`."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        dispatcher: Dispatcher,
+        hub: EventHub,
+        build: SchemaBuild,
+        documents: DocumentCache,
+        *,
+        timeout: float,
+        edge: str = "graphql",
+    ) -> None:
+        self.spec = spec
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.schema = build.schema
+        self.documents = documents
+        self.timeout = timeout
+        self.edge = edge
+        self.metrics = dispatcher.metrics
+        #: resource method name → the wire name of its key (for edge cursors)
+        self.key_wire: dict[str, str] = {}
+        for resource in spec.resources.values():
+            for method in resource.operations.values():
+                self.key_wire[method.name] = resource.key.wire_name
+
+    # -- OperationRunner ---------------------------------------------------------------
+
+    async def authenticate(
+        self, connection_params: Mapping[str, Any] | None, headers: Mapping[str, str]
+    ) -> Principal:
+        return self.dispatcher.authenticator.authenticate(
+            credentials_from(connection_params, headers)
+        )
+
+    async def execute(self, payload: Mapping[str, Any], principal: Principal) -> ExecutionResult:
+        caller = Caller(self.edge)
+        try:
+            return await self.run(payload, principal, caller)
+        except RequestError as exc:
+            return {"errors": exc.errors}
+
+    async def subscribe(
+        self, payload: Mapping[str, Any], principal: Principal
+    ) -> AsyncIterator[ExecutionResult] | ExecutionResult:
+        caller = Caller(self.edge)
+        try:
+            plan, variables, _ = self.prepare(payload)
+            if plan.operation is not OperationType.SUBSCRIPTION:
+                return _once(await self.run(payload, principal, caller))
+            return await self._subscribe(plan, variables, principal, caller)
+        except RequestError as exc:
+            return {"errors": exc.errors}
+        except ServiceError as exc:
+            return {"errors": [field_error(exc, None)]}
+
+    # -- preparing -----------------------------------------------------------------------
+
+    def prepare(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[OperationPlan, VariableValues | None, Any]:
+        """The plan and coerced variables for a request payload; RequestError if none."""
+        text = payload.get("query")
+        extensions = payload.get("extensions")
+        persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
+        if persisted is not None:
+            if not isinstance(persisted, dict) or not isinstance(persisted.get("sha256Hash"), str):
+                raise request_error(
+                    "extensions.persistedQuery needs a sha256Hash", errors.BAD_REQUEST
+                )
+            digest = persisted["sha256Hash"]
+            if text is None:
+                text = self.documents.persisted(digest.lower())
+                if text is None:
+                    raise request_error(
+                        "PersistedQueryNotFound", errors.PERSISTED_QUERY_NOT_FOUND, status=200
+                    )
+            elif isinstance(text, str):
+                self.documents.persist(digest, text)
+        if not isinstance(text, str) or not text.strip():
+            raise request_error("the request has no query", errors.BAD_REQUEST)
+        name = payload.get("operationName")
+        if name is not None and not isinstance(name, str):
+            raise request_error("operationName must be a string", errors.BAD_REQUEST)
+        raw_variables = payload.get("variables")
+        if raw_variables is not None and not isinstance(raw_variables, dict):
+            raise request_error("variables must be an object", errors.BAD_REQUEST)
+        document = self.documents.document(text)
+        operation = document.operation(name)
+        variables: VariableValues | None = None
+        if operation.variable_definitions:
+            coerced = get_variable_values(
+                self.schema, operation.variable_definitions, raw_variables or {}, max_errors=20
+            )
+            if isinstance(coerced, list):
+                raise errors.from_graphql_errors(coerced, errors.BAD_USER_INPUT, 400)
+            variables = coerced
+        plan = self.documents.plan(document, name, variables)
+        return plan, variables, (document.ast, operation, raw_variables)
+
+    # -- queries and mutations -------------------------------------------------------------
+
+    async def run(
+        self, payload: Mapping[str, Any], principal: Principal, caller: Caller
+    ) -> ExecutionResult:
+        """Execute a query or mutation; RequestError when it cannot run at all."""
+        plan, variables, source = self.prepare(payload)
+        if plan.operation is OperationType.SUBSCRIPTION:
+            raise request_error(
+                "subscriptions run over the graphql-transport-ws WebSocket at /graphql",
+                errors.BAD_REQUEST,
+                status=405,
+            )
+        return await self.run_plan(plan, variables, principal, caller, source)
+
+    async def run_plan(
+        self,
+        plan: OperationPlan,
+        variables: VariableValues | None,
+        principal: Principal,
+        caller: Caller,
+        source: Any = None,
+    ) -> ExecutionResult:
+        limiter_key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        self.dispatcher.limiter.acquire(limiter_key)
+        request = Request(principal, caller, variables)
+        timeout = self.timeout if caller.timeout is None else min(self.timeout, caller.timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self._root(plan, request, source)
+        except TimeoutError:
+            return {
+                "data": None,
+                "errors": [
+                    {
+                        "message": f"the request did not finish within {timeout:g} s",
+                        "extensions": {"code": errors.TIMEOUT},
+                    }
+                ],
+            }
+        if request.errors:
+            return {"data": data, "errors": request.errors}
+        return {"data": data}
+
+    async def _root(self, plan: OperationPlan, request: Request, source: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        introspected: dict[str, Any] | None = None
+        for field in plan.fields:
+            kind = field.kind
+            if kind == TYPENAME:
+                data[field.key] = field.typename
+                continue
+            if kind == INTROSPECTION:
+                if introspected is None:
+                    introspected = self._introspect(plan, source)
+                data[field.key] = introspected.get(field.key)
+                continue
+            try:
+                value = await self._root_value(field, request)
+            except ServiceError as exc:
+                request.fail(exc, (field.key,), field)
+                data[field.key] = None
+                continue
+            if field.children is None or value is None:
+                data[field.key] = value
+            else:
+                holder = [{}]  # type: list[dict[str, Any]]
+                await self._complete([value], [()], field, holder, request, "value")
+                data[field.key] = holder[0]["value"]
+        return data
+
+    def _args(self, field: FieldPlan, request: Request) -> dict[str, Any]:
+        if field.args is not None:
+            return field.args
+        assert field.field_def is not None
+        return get_argument_values(field.field_def, field.node, request.variables)
+
+    async def _root_value(self, field: FieldPlan, request: Request) -> Any:
+        source = field.source
+        assert source is not None
+        if source.kind == "service":
+            return self.spec.name
+        binding = source.binding
+        if binding is None:
+            raise InvalidArgument(f"{field.name} is a subscription field")
+        result = await self.call(binding, self._args(field, request), request)
+        if source.kind == "list":
+            assert isinstance(result, PageResult)
+            return self._connection(binding, result)
+        if source.boolean_result:
+            return True
+        value = binding.dump_python(result)
+        if source.enum is not None:
+            value = _map_enum(value, source.enum)
+        return value
+
+    async def call(self, binding: Binding, args: Mapping[str, Any], request: Request) -> Any:
+        """One method through the pipeline, for a principal already authenticated."""
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            self.dispatcher.authorize(binding.public, binding.scopes, request.principal)
+            kwargs = binding.parse(args)
+            return await self.dispatcher.invoke(binding, kwargs, request.principal, request.caller)
+        except ServiceError as exc:
+            code = exc.code
+            raise
+        finally:
+            self.metrics.observe_call(
+                request.caller.edge, binding.name, code, time.perf_counter() - started
+            )
+
+    def _connection(self, binding: Binding, page: PageResult) -> dict[str, Any]:
+        items = binding.dump_python(page.items)
+        key = self.key_wire.get(binding.name)
+        edges = [
+            {
+                "cursor": encode_cursor(str(item.get(key))) if key else page.next_cursor,
+                "node": item,
+            }
+            for item in items
+        ]
+        return {
+            "edges": edges,
+            "nodes": items,
+            "pageInfo": {
+                "hasNextPage": page.next_cursor is not None,
+                "hasPreviousPage": False,
+                "startCursor": edges[0]["cursor"] if edges else None,
+                "endCursor": page.next_cursor,
+            },
+        }
+
+    def _introspect(self, plan: OperationPlan, source: Any) -> dict[str, Any]:
+        """``__schema`` and ``__type`` by graphql-core, on a document of just those fields."""
+        document, operation, raw_variables = source
+        only = OperationDefinitionNode(
+            operation=operation.operation,
+            name=operation.name,
+            variable_definitions=operation.variable_definitions,
+            directives=(),
+            selection_set=SelectionSetNode(selections=tuple(plan.introspection)),
+        )
+        fragments = [d for d in document.definitions if d is not operation]
+        result = graphql_execute_sync(
+            self.schema,
+            DocumentNode(definitions=(only, *fragments)),
+            variable_values=raw_variables,
+            operation_name=operation.name.value if operation.name else None,
+        )
+        return result.data or {}
+
+    # -- selections -----------------------------------------------------------------------
+
+    async def _select(
+        self,
+        parents: list[dict[str, Any]],
+        paths: list[Path],
+        fields: list[FieldPlan],
+        request: Request,
+    ) -> list[dict[str, Any]]:
+        """Project ``fields`` of every parent at once (relations: one call for all)."""
+        outs: list[dict[str, Any]] = [{} for _ in parents]
+        for field in fields:
+            kind = field.kind
+            key = field.key
+            if kind == LEAF:
+                source = field.source
+                assert source is not None
+                wire = source.wire
+                names = source.enum
+                if names is None:
+                    for out, parent in zip(outs, parents, strict=True):
+                        out[key] = parent.get(wire)
+                else:
+                    for out, parent in zip(outs, parents, strict=True):
+                        out[key] = _map_enum(parent.get(wire), names)
+            elif kind == TYPENAME:
+                for out in outs:
+                    out[key] = field.typename
+            elif kind == OBJECT:
+                source = field.source
+                assert source is not None
+                wire = source.wire
+                values = [parent.get(wire) for parent in parents]
+                await self._complete(values, paths, field, outs, request, key)
+            elif kind == RELATION:
+                await self._relation(parents, paths, field, outs, request)
+        return outs
+
+    async def _relation(
+        self,
+        parents: list[dict[str, Any]],
+        paths: list[Path],
+        field: FieldPlan,
+        outs: list[dict[str, Any]],
+        request: Request,
+    ) -> None:
+        source = field.source
+        assert source is not None and source.relation is not None
+        relation = source.relation
+        key = field.key
+        try:
+            values = await self.dispatcher.resolve(
+                relation, parents, self._args(field, request), request.principal, request.caller
+            )
+            dumped = [relation.dump_python(value) for value in values]
+        except ServiceError as exc:
+            for out, path in zip(outs, paths, strict=True):
+                out[key] = None
+                request.fail(exc, (*path, key), field)
+            return
+        if field.children is None:
+            names = source.enum
+            for out, value in zip(outs, dumped, strict=True):
+                out[key] = value if names is None else _map_enum(value, names)
+            return
+        await self._complete(dumped, paths, field, outs, request, key)
+
+    async def _complete(
+        self,
+        values: list[Any],
+        paths: list[Path],
+        field: FieldPlan,
+        outs: list[dict[str, Any]],
+        request: Request,
+        key: str,
+    ) -> None:
+        """Project the objects inside ``values`` (one per parent) and store them at ``key``."""
+        flat: list[dict[str, Any]] = []
+        flat_paths: list[Path] = []
+        for value, path in zip(values, paths, strict=True):
+            _flatten(value, (*path, field.key), flat, flat_paths)
+        assert field.children is not None
+        projected = iter(await self._select(flat, flat_paths, field.children, request))
+        for out, value in zip(outs, values, strict=True):
+            out[key] = _rebuild(value, projected)
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def _subscribe(
+        self,
+        plan: OperationPlan,
+        variables: VariableValues | None,
+        principal: Principal,
+        caller: Caller,
+    ) -> AsyncIterator[ExecutionResult]:
+        field = plan.fields[0]
+        source = field.source
+        assert source is not None
+        request = Request(principal, caller, variables)
+        args = self._args(field, request)
+        self.dispatcher.limiter.acquire(
+            f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        )
+        if source.kind == "event":
+            assert source.event is not None
+            event = source.event.event
+            if not (
+                event.public
+                or "*" in principal.scopes
+                or (not principal.anonymous and principal.has_scopes(event.scopes))
+            ):
+                if principal.anonymous:
+                    raise Unauthenticated()
+                raise PermissionDenied(f"missing scope: {' '.join(sorted(event.scopes))}")
+            channel = args.get("channel") or event.channel_pattern
+            patterns = parse_patterns([channel])
+            own = Pattern.parse(event.channel_pattern)
+            if not all(p.overlaps(own) for p in patterns):
+                raise InvalidArgument(f"{channel[:100]!r} is not a channel of {event.name}")
+            after = args.get("after") or "now"
+            subscription = await self.hub.subscribe(
+                patterns, after=after, types=frozenset({event.name})
+            )
+            return self._events(subscription, field, request)
+        if source.kind == "stream":
+            assert source.binding is not None
+            items = await self._open_stream(source.binding, args, principal, caller)
+            return self._items(items, field, request)
+        raise InvalidArgument(f"{field.name} is not a subscription field")
+
+    async def _events(
+        self, subscription: Any, field: FieldPlan, request: Request
+    ) -> AsyncIterator[ExecutionResult]:
+        try:
+            async for event in subscription:
+                yield await self._one(event.to_dict(), field, request)
+        finally:
+            subscription.close()
+
+    async def _items(
+        self, items: AsyncIterator[Any], field: FieldPlan, request: Request
+    ) -> AsyncIterator[ExecutionResult]:
+        source = field.source
+        assert source is not None and source.binding is not None
+        binding = source.binding
+        try:
+            async for item in items:
+                value = binding.dump_python(item)
+                if source.enum is not None:
+                    value = _map_enum(value, source.enum)
+                yield await self._one(value, field, request)
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _one(self, value: Any, field: FieldPlan, request: Request) -> ExecutionResult:
+        request.errors = []
+        if field.children is None or value is None:
+            data: Any = value
+        else:
+            holder: list[dict[str, Any]] = [{}]
+            await self._complete([value], [()], field, holder, request, "value")
+            data = holder[0]["value"]
+        result: ExecutionResult = {"data": {field.key: data}}
+        if request.errors:
+            result["errors"] = request.errors
+        return result
+
+    async def _open_stream(
+        self, binding: Binding, args: Mapping[str, Any], principal: Principal, caller: Caller
+    ) -> AsyncIterator[Any]:
+        self.dispatcher.authorize(binding.public, binding.scopes, principal)
+        kwargs = binding.parse(args)
+        if binding.context_param is not None:
+            kwargs[binding.context_param] = Context(
+                principal,
+                caller.edge,
+                request_id=caller.request_id,
+                service=self.spec.service,
+            )
+        self.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
+        return _guarded(binding, binding.fn(**kwargs), caller)
+
+
+async def _guarded(
+    binding: Binding, items: AsyncIterator[Any], caller: Caller
+) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            yield item
+    except ServiceError:
+        raise
+    except Exception as exc:
+        raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
+
+
+async def _once(result: ExecutionResult) -> AsyncIterator[ExecutionResult]:
+    yield result
+
+
+def _flatten(value: Any, path: Path, flat: list[dict[str, Any]], paths: list[Path]) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _flatten(item, (*path, index), flat, paths)
+        return
+    flat.append(value)
+    paths.append(path)
+
+
+def _rebuild(value: Any, projected: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_rebuild(item, projected) for item in value]
+    return next(projected)
+
+
+def credentials_from(params: Mapping[str, Any] | None, headers: Mapping[str, str]) -> Credentials:
+    """A bearer token or API key from ``connection_init``'s payload, else from the headers."""
+    bearer: str | None = None
+    api_key: str | None = None
+    for source in (params or {}, headers):
+        lowered = {str(k).lower(): v for k, v in source.items()}
+        authorization = lowered.get("authorization")
+        key = lowered.get("x-api-key") or lowered.get("apikey") or lowered.get("api_key")
+        if isinstance(authorization, str) and authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization must be 'Bearer <token>'", invalid_token=True)
+            bearer = token.strip()
+        token_value = lowered.get("token") or lowered.get("access_token")
+        if bearer is None and isinstance(token_value, str) and token_value:
+            bearer = token_value
+        if isinstance(key, str) and key:
+            api_key = key
+        if bearer is not None or api_key is not None:
+            break
+    return Credentials(bearer=bearer, api_key=api_key)
+
+
+__all__ = ["GraphQLRunner", "credentials_from"]
