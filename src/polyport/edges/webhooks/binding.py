@@ -1,0 +1,128 @@
+"""Outbound webhooks: subscriptions at ``/v{n}/webhooks``, delivered from a durable outbox.
+
+The edge wires the parts together: the store (:mod:`polyport.backends.sqlite.webhooks`)
+in the node's own database, the endpoint table, the outbox tapping the hub,
+the sender and its poller, and the management API (:mod:`.api`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+import orjson
+
+from polyport.backends.sqlite.webhooks import SqliteWebhookStore
+from polyport.core.contract import EventType
+from polyport.core.errors import ConfigError
+from polyport.core.runtime import Endpoint as CatalogEntry
+from polyport.core.runtime import Runtime
+from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
+from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
+from polyport.edges.webhooks.sender import WebhookSender
+from polyport.edges.webhooks.ssrf import AddressPolicy
+from polyport.http.openapi import OpenApiDocument
+from polyport.http.router import Route
+
+log = logging.getLogger("polyport.webhooks")
+
+EDGE = "webhooks"
+#: The scope that manages subscriptions and reads the delivery log (``*`` holds it too).
+ADMIN_SCOPE = "webhooks:admin"
+
+
+class WebhooksEdge:
+    """Serves ``/v{n}/webhooks`` and delivers every matching event to every subscriber."""
+
+    name = EDGE
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config = config = runtime.settings.webhooks
+        database = runtime.extras.get("database")
+        if database is None:
+            raise ConfigError("the webhooks edge needs the node's database (runtime.extras)")
+        self.prefix = f"/v{runtime.spec.version}/webhooks"
+        # A lease names its holder: unique per process, so nodes sharing the file differ.
+        self.store = SqliteWebhookStore(database, owner=secrets.token_hex(8))
+        self.table = EndpointTable(self.store)
+        self.policy = AddressPolicy(config.allow_private)
+        self.sender = WebhookSender(
+            self.store, self.table, config, self.policy, runtime.metrics, self.disable
+        )
+        self.outbox = WebhookOutbox(runtime.hub, database, self.store, self.table, self.sender)
+        runtime.dispatcher.add_event(
+            EventType(
+                name=DISABLED_EVENT,
+                model=dict,
+                channel=DISABLED_CHANNEL,
+                description="A webhook endpoint was disabled (410 Gone, or failing too long).",
+                scopes=frozenset({ADMIN_SCOPE}),
+            )
+        )
+
+    async def start(self) -> None:
+        self.store.open()
+        self.table.load()
+        self.outbox.start()
+        self.sender.start()
+
+    async def stop(self) -> None:
+        self.outbox.stop()
+        await self.sender.stop(grace=min(5.0, self.config.timeout))
+        self.store.close()
+
+    # -- disabling -----------------------------------------------------------------------
+
+    def disable(self, state: EndpointState, reason: str) -> None:
+        """Disable an endpoint for cause; its pending deliveries fail; publish the event."""
+        if not state.record.enabled:
+            return
+        now = time.time()
+        failed = self.store.disable(state.id, reason, now)
+        record = self.store.endpoint(state.id)
+        if record is not None:
+            self.table.put(record)
+        self.sender.forget(state.id)
+        log.warning("webhook endpoint %s disabled: %s", state.id, reason)
+        data = {
+            "endpoint_id": state.id,
+            "url": state.record.url,
+            "reason": reason,
+            "disabled_at": rfc3339(now),
+            "failed_deliveries": failed,
+        }
+        hub = self.runtime.hub
+        if not hub.closing:
+            task: asyncio.Task[object] = asyncio.ensure_future(
+                hub.publish(DISABLED_CHANNEL, DISABLED_EVENT, orjson.dumps(data))
+            )
+            task.add_done_callback(_log_failure)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        from polyport.edges.webhooks.api import WebhooksApi
+
+        return WebhooksApi(self).routes()
+
+    def catalog(self) -> list[CatalogEntry]:
+        p = self.prefix
+        return [
+            CatalogEntry("webhooks", "subscriptions", "document", f"GET {p}"),
+            CatalogEntry("webhooks", "subscribe", "method", f"POST {p}"),
+            CatalogEntry("webhooks", "delivery log", "document", f"GET {p}/{{id}}/deliveries"),
+            CatalogEntry("webhooks", DISABLED_EVENT, "event", "POST <subscriber URL>"),
+        ]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        from polyport.edges.webhooks.openapi import describe
+
+        describe(self, doc)
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not publish %s: %s", DISABLED_EVENT, task.exception())

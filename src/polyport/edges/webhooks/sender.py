@@ -1,0 +1,398 @@
+"""Sending deliveries: per-endpoint lanes, signed POSTs, outcomes, retries and leases.
+
+A delivery reaches the sender either straight from the fan-out (already
+leased to this node, see :mod:`.outbox`) or from the store, when the poller
+claims what is due: retries, deliveries whose lease expired (a node died),
+replays and recoveries. Each endpoint has a **lane**: a queue and at most
+``webhooks.concurrency`` attempts in flight, so one slow receiver holds only
+its own lane. Each attempt is bounded by ``webhooks.timeout``.
+
+Outcomes: a 2xx delivers; ``410 Gone`` fails the delivery and disables the
+endpoint; anything else — 3xx (redirects are not followed), 4xx, 5xx, no
+answer, an address refused by the SSRF policy — is retried on the schedule
+(``Retry-After`` honoured, capped) until it runs out. An endpoint that has
+not succeeded for ``webhooks.disable_after`` seconds is disabled.
+
+Outcomes are queued and written together once per loop iteration (one
+``executemany`` into the group transaction), like the event log's appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from polyport.backends.sqlite.webhooks import SqliteWebhookStore
+from polyport.core.config import WebhooksConfig
+from polyport.core.metrics import Metrics
+from polyport.edges.webhooks.client import ConnectionPool, DeliveryError, HttpAnswer
+from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
+from polyport.edges.webhooks.retry import RetryPolicy, parse_retry_after
+from polyport.edges.webhooks.ssrf import AddressPolicy, Refused
+from polyport.webhooks.records import AttemptResult, DeliveryStatus, Message
+from polyport.webhooks.signing import signature_header
+
+log = logging.getLogger("polyport.webhooks")
+
+#: Deliveries claimed from the store per query.
+CLAIM_BATCH = 500
+#: How often finished deliveries older than ``webhooks.retention`` are purged, at most.
+PURGE_EVERY = 600.0
+
+
+@dataclass(slots=True)
+class Job:
+    """A delivery this node holds the lease of and will attempt."""
+
+    endpoint_id: str
+    event_id: str
+    attempts: int
+    retry_base: int
+    message: Message | None = None
+
+
+class _Lane:
+    __slots__ = ("active", "queue")
+
+    def __init__(self) -> None:
+        self.queue: deque[Job] = deque()
+        self.active = 0
+
+
+#: Called when an endpoint must be disabled: ``(endpoint, reason)``.
+Disabler = Callable[[EndpointState, str], None]
+
+
+class WebhookSender:
+    """Attempts deliveries, records outcomes, and claims due work from the store."""
+
+    def __init__(
+        self,
+        store: SqliteWebhookStore,
+        table: EndpointTable,
+        config: WebhooksConfig,
+        policy: AddressPolicy,
+        metrics: Metrics,
+        disable: Disabler,
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.config = config
+        self.policy = policy
+        self.metrics = metrics
+        self.disable = disable
+        self.retry = RetryPolicy(
+            config.retry_schedule, jitter=config.jitter, max_retry_after=config.max_retry_after
+        )
+        self._lanes: dict[str, _Lane] = {}
+        self._known: set[tuple[str, str]] = set()  # queued or in flight on this node
+        self._pools: dict[str, tuple[str, ConnectionPool]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._due: list[float] = []  # when retries this node scheduled fall due (a heap)
+        self._wake = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_purge = 0.0
+        self.closing = False
+        #: Called with ``(endpoint_id, event_id, outcome)`` after each attempt (tests, bench).
+        self.observer: Callable[[str, str, DeliveryStatus], None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, let attempts in flight finish for ``grace`` s, release the rest."""
+        self.closing = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0)
+        self._flush()
+        # Whatever was queued or cut off is due again at once, for whichever node runs next.
+        self.store.release(list(self._known))
+        self._known.clear()
+        for _, pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    def lease_until(self, now: float) -> float:
+        """How long a lease taken now lasts: an attempt, a margin, and one poll to extend it."""
+        config = self.config
+        return now + config.timeout + config.lease_margin + config.poll_interval
+
+    def wake(self) -> None:
+        """Look for due work now (a replay, a recovery, an endpoint enabled again)."""
+        self._wake.set()
+
+    def forget(self, endpoint_id: str) -> None:
+        """Drop an endpoint's queue and connections (it was deleted or disabled)."""
+        lane = self._lanes.get(endpoint_id)
+        if lane is not None:
+            for job in lane.queue:
+                self._known.discard((job.endpoint_id, job.event_id))
+            lane.queue.clear()
+            if not lane.active:
+                del self._lanes[endpoint_id]
+        entry = self._pools.pop(endpoint_id, None)
+        if entry is not None:
+            entry[1].close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._known)
+
+    # -- queueing ----------------------------------------------------------------------
+
+    def submit(self, jobs: Iterable[Job]) -> None:
+        """Queue deliveries this node holds the leases of; each is attempted once here."""
+        for job in jobs:
+            key = (job.endpoint_id, job.event_id)
+            if key in self._known:
+                continue  # already queued here (a claim of our own expired lease)
+            self._known.add(key)
+            lane = self._lanes.get(job.endpoint_id)
+            if lane is None:
+                lane = self._lanes[job.endpoint_id] = _Lane()
+            lane.queue.append(job)
+            self._pump(job.endpoint_id, lane)
+
+    def _pump(self, endpoint_id: str, lane: _Lane) -> None:
+        limit = self.config.concurrency
+        loop = asyncio.get_running_loop()
+        while lane.queue and lane.active < limit and not self.closing:
+            job = lane.queue.popleft()
+            lane.active += 1
+            task = loop.create_task(self._run(endpoint_id, lane, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, endpoint_id: str, lane: _Lane, job: Job) -> None:
+        try:
+            await self._attempt(job)
+        except Exception:
+            # The lease stays and expires: the delivery is attempted again later.
+            log.exception(
+                "webhook delivery %s to %s failed unexpectedly", job.event_id, endpoint_id
+            )
+        finally:
+            lane.active -= 1
+            self._known.discard((job.endpoint_id, job.event_id))
+            if lane.queue:
+                self._pump(endpoint_id, lane)
+            elif not lane.active and self._lanes.get(endpoint_id) is lane:
+                del self._lanes[endpoint_id]
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _pool(self, state: EndpointState) -> ConnectionPool:
+        entry = self._pools.get(state.id)
+        if entry is not None and entry[0] == state.record.url:
+            return entry[1]
+        if entry is not None:
+            entry[1].close()
+        pool = ConnectionPool(state.target, self.policy, keep=self.config.max_response_body)
+        self._pools[state.id] = (state.record.url, pool)
+        return pool
+
+    async def _attempt(self, job: Job) -> None:
+        state = self.table.get(job.endpoint_id)
+        if state is None or not state.record.enabled:
+            return  # deleted (its rows went with it) or disabled (its deliveries failed)
+        message = job.message
+        if message is None:
+            message = self.store.messages([job.event_id]).get(job.event_id)
+            if message is None:
+                self._record(
+                    job,
+                    job.attempts + 1,
+                    time.time(),
+                    "failed",
+                    None,
+                    None,
+                    None,
+                    "the message is no longer stored",
+                    None,
+                )
+                return
+        number = job.attempts + 1
+        started = time.time()
+        timestamp = int(started)
+        msg_id = message.event_id
+        headers = [
+            (b"webhook-id", msg_id.encode()),
+            (b"webhook-timestamp", str(timestamp).encode()),
+            (
+                b"webhook-signature",
+                signature_header(state.keys(started), msg_id, timestamp, message.body).encode(),
+            ),
+        ]
+        pool = self._pool(state)
+        answer: HttpAnswer | None = None
+        error: str | None = None
+        clock = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                answer = await pool.post(headers, message.body)
+        except Refused as exc:
+            error = f"refused: {exc}"
+            log.warning("webhook %s to endpoint %s refused: %s", msg_id, state.id, exc)
+        except DeliveryError as exc:
+            error = str(exc)
+        except TimeoutError:
+            error = f"no answer within {self.config.timeout:g} s"
+        latency = time.perf_counter() - clock
+        finished = time.time()
+        code = answer.status if answer is not None else None
+        body = answer.body.decode("utf-8", "replace") if answer is not None else None
+        if code is not None and 200 <= code < 300:
+            self._record(job, number, finished, "delivered", None, code, latency, None, body)
+            if state.record.failing_since is not None:
+                state.record.failing_since = None
+                self.store.set_failing_since(state.id, None)
+            return
+        if code == 410:
+            self._record(
+                job,
+                number,
+                finished,
+                "failed",
+                None,
+                code,
+                latency,
+                "the endpoint answered 410 Gone",
+                body,
+            )
+            self.disable(state, "the endpoint answered 410 Gone")
+            return
+        if code is not None and 300 <= code < 400:
+            error = f"redirect ({code}) not followed: only 2xx delivers"
+        elif code is not None:
+            error = f"the endpoint answered {code}"
+        retry_after = None
+        if answer is not None:
+            retry_after = parse_retry_after(answer.headers.get(b"retry-after"), finished)
+        delay = self.retry.next_delay(number - job.retry_base, retry_after)
+        if delay is None:
+            self._record(job, number, finished, "failed", None, code, latency, error, body)
+        else:
+            self._record(
+                job, number, finished, "pending", finished + delay, code, latency, error, body
+            )
+            self._schedule(finished + delay)
+        self._failing(state, finished)
+
+    def _failing(self, state: EndpointState, now: float) -> None:
+        since = state.record.failing_since
+        if since is None:
+            state.record.failing_since = now
+            self.store.set_failing_since(state.id, now)
+        elif now - since >= self.config.disable_after:
+            self.disable(
+                state, f"no successful delivery for {now - since:.0f} s (webhooks.disable_after)"
+            )
+
+    def _record(
+        self,
+        job: Job,
+        number: int,
+        at: float,
+        status: DeliveryStatus,
+        next_at: float | None,
+        code: int | None,
+        latency: float | None,
+        error: str | None,
+        body: str | None,
+    ) -> None:
+        self.store.record(
+            AttemptResult(
+                job.endpoint_id,
+                job.event_id,
+                number,
+                at,
+                status,
+                next_at,
+                code,
+                latency,
+                error,
+                body,
+            )
+        )
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        self.metrics.inc(
+            "polyport_webhook_attempts_total",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed).",
+            outcome="retry" if status == "pending" else status,
+        )
+        if self.observer is not None:
+            self.observer(job.endpoint_id, job.event_id, status)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self.store.flush()
+
+    def _schedule(self, when: float) -> None:
+        heapq.heappush(self._due, when)
+        if when <= time.time() + self.config.poll_interval:
+            self._wake.set()  # the poller recomputes its wait
+
+    # -- the poller ----------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        while not self.closing:
+            now = time.time()
+            while self._due and self._due[0] <= now:
+                heapq.heappop(self._due)
+            wait = self.config.poll_interval
+            if self._due:
+                wait = min(wait, max(0.0, self._due[0] - now))
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("the webhook poller failed; trying again")
+
+    def tick(self) -> int:
+        """Reload endpoints if changed, extend leases, claim what is due; how many claimed."""
+        now = time.time()
+        if self.table.refresh():
+            for endpoint_id in list(self._pools):
+                state = self.table.get(endpoint_id)
+                if state is None or not state.record.enabled:
+                    self.forget(endpoint_id)
+        until = self.lease_until(now)
+        if self._known:
+            self.store.extend_leases(until)
+        claimed = 0
+        while not self.closing:
+            claims = self.store.claim_due(now, CLAIM_BATCH, until)
+            claimed += len(claims)
+            fresh = [c for c in claims if (c.endpoint_id, c.event_id) not in self._known]
+            messages = self.store.messages(c.event_id for c in fresh)
+            self.submit(
+                Job(c.endpoint_id, c.event_id, c.attempts, c.retry_base, messages.get(c.event_id))
+                for c in fresh
+            )
+            if len(claims) < CLAIM_BATCH:
+                break
+        if now - self._last_purge >= min(PURGE_EVERY, self.config.retention / 10):
+            self._last_purge = now
+            self.store.purge(now - self.config.retention)
+        return claimed

@@ -1,0 +1,77 @@
+"""Delivery: Standard Webhooks headers, signatures checked by the reference library, filters."""
+
+from __future__ import annotations
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from polyport.testing import RunningNode
+
+from .conftest import NoteAdded, OrderCreated, OrderPaid, Receiver, deliveries, publish, subscribe
+
+
+def test_an_event_arrives_signed_and_the_reference_library_verifies_it(
+    node: RunningNode, receiver: Receiver
+) -> None:
+    """The webhook carries the event envelope; standardwebhooks accepts its signature."""
+    endpoint = subscribe(node, receiver.url, event_types=["orders.*"])
+    assert endpoint["secret"].startswith("whsec_")
+    event_id = publish(node, OrderCreated, id=7, total=42)
+    (request,) = receiver.wait_count(1)
+    assert request.method == "POST" and request.path == "/hook"
+    assert request.headers["webhook-id"] == event_id
+    assert request.headers["content-type"] == "application/json"
+    payload = Webhook(endpoint["secret"]).verify(request.body, request.headers)
+    assert payload["type"] == "orders.created"
+    assert payload["id"] == event_id
+    assert payload["data"] == {"id": 7, "total": 42}
+    assert payload["channel"] == "orders"
+
+
+def test_filters_choose_the_event_types(node: RunningNode, receiver: Receiver) -> None:
+    """An endpoint gets only the types its filters match; one without filters gets all."""
+    subscribe(node, receiver.url + "?who=paid", event_types=["orders.paid"])
+    subscribe(node, receiver.url + "?who=notes", event_types=["notes.+"])
+    subscribe(node, receiver.url + "?who=all")
+    publish(node, OrderCreated, id=1)
+    publish(node, OrderPaid, id=1)
+    publish(node, NoteAdded, text="hi")
+    received = receiver.wait_count(5)
+    got = sorted((r.path.split("=")[1], r.json()["type"]) for r in received)
+    assert got == [
+        ("all", "notes.added"),
+        ("all", "orders.created"),
+        ("all", "orders.paid"),
+        ("notes", "notes.added"),
+        ("paid", "orders.paid"),
+    ]
+
+
+def test_the_delivery_log_shows_the_outcome(node: RunningNode, receiver: Receiver) -> None:
+    """After a 2xx the delivery is delivered, with its code, latency and body."""
+    endpoint = subscribe(node, receiver.url)
+    event_id = publish(node, OrderCreated, id=3)
+    receiver.wait_count(1)
+
+    def delivered() -> bool:
+        items = deliveries(node, endpoint["id"])
+        return bool(items) and items[0]["status"] == "delivered"
+
+    from .conftest import wait_until
+
+    wait_until(delivered)
+    (item,) = deliveries(node, endpoint["id"])
+    assert item["event_id"] == event_id and item["attempts"] == 1
+    assert item["response_code"] == 200 and item["response_body"] == "ok"
+    assert item["latency_ms"] >= 0
+    one = httpx.get(f"{node.url}/v1/webhooks/{endpoint['id']}/deliveries/{event_id}").json()
+    assert [a["response_code"] for a in one["history"]] == [200]
+
+
+def test_connections_are_kept_alive(node: RunningNode, receiver: Receiver) -> None:
+    """Consecutive deliveries to one endpoint reuse a pooled connection."""
+    subscribe(node, receiver.url)
+    for i in range(5):
+        publish(node, OrderCreated, id=i)
+        receiver.wait_count(i + 1)
+    assert receiver.connections == 1
