@@ -219,12 +219,17 @@ def test_graphql_mutations_create_posts_and_comments(client: httpx.Client) -> No
     """createPost and createComment write through the same handlers as REST."""
     post = _graphql(
         client,
-        'mutation($u: Int!) { createPost(userId: $u, title: "Via GraphQL") { id title } }',
-        u=2,
+        "mutation($t: String!) { createPost(userId: 2, title: $t) { id title author { name } } }",
+        t="Via GraphQL",
     )["createPost"]
+    assert post["author"] == {"name": "Bob"}
     assert post["title"] == "Via GraphQL"
     rest = client.get(f"/v1/posts/{post['id']}").json()
     assert rest["user_id"] == 2
+    create = 'mutation { createComment(postId: POST, userId: 1, text: "Hi") { id postId } }'
+    comment = _graphql(client, create.replace("POST", str(post["id"])))["createComment"]
+    assert str(comment["postId"]) == str(post["id"])
+    assert client.get(f"/v1/comments/{comment['id']}").json()["text"] == "Hi"
 
 
 def test_graphql_reads_one_query_per_level_for_many_users(
