@@ -135,6 +135,10 @@ class GraphQLConfig(_Section):
     """The GraphQL edge."""
 
     introspection: bool = True
+    #: graphql-transport-ws: seconds a client has to send ``connection_init`` (then 4408).
+    connection_init_timeout: float = Field(default=3.0, gt=0, le=3600)
+    #: graphql-transport-ws: operations running at once on one connection.
+    max_subscriptions: int = Field(default=64, ge=1)
     #: Deepest selection nesting accepted (fields inside fields).
     max_depth: int = Field(default=12, ge=1, le=1000)
     #: Highest cost: one per field, multiplied by the page size of the lists around it.

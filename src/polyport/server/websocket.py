@@ -278,8 +278,9 @@ class WebSocket:
         self._schedule_heartbeat()
 
 
-def _select(offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+def _select(offered: Sequence[str], known: Sequence[str]) -> Subprotocol | None:
+    """The first subprotocol the client offered that the endpoint speaks."""
+    return next((Subprotocol(p) for p in offered if p in known), None)
 
 
 def accept(
@@ -299,8 +300,11 @@ def accept(
         if name == b"sec-websocket-protocol"
         for token in value.decode("latin-1").split(",")
     ]
+    # An endpoint may speak other subprotocols than ours (GraphQL's
+    # graphql-transport-ws) by giving its handler a ``subprotocols`` attribute.
+    known: Sequence[str] = getattr(handler, "subprotocols", (SUBPROTOCOL,))
     protocol = ServerProtocol(
-        select_subprotocol=lambda _, subprotocols: _select(subprotocols),
+        select_subprotocol=lambda _, subprotocols: _select(subprotocols, known),
         max_size=options.max_message,
     )
     # The protocol parses the handshake itself (its frame parser starts after
@@ -318,7 +322,7 @@ def accept(
     if response.status_code != 101:
         connection.transport.close()
         return
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    subprotocol = _select(offered, known)
     connection.transport.set_write_buffer_limits(
         high=options.send_buffer, low=options.send_buffer // 4
     )
