@@ -281,6 +281,42 @@ def bench_rest(
         raise fail(str(exc)) from None
 
 
+@bench_app.command("rpc")
+def bench_rpc(
+    duration: Annotated[float, typer.Option(help="Seconds of load per call.")] = 5.0,
+    connections: Annotated[
+        int, typer.Option(help="Calls in flight: keep-alive connections, or gRPC streams.")
+    ] = 64,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per call.")] = 1.0,
+    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
+        "bench-results"
+    ),
+    generator: Annotated[
+        str, typer.Option(help="HTTP load generator: auto, wrk or python.")
+    ] = "auto",
+    repeats: Annotated[
+        int, typer.Option(help="Interleaved rounds; each figure is the median run.")
+    ] = 1,
+) -> None:
+    """One User and 50 over REST, JSON-RPC, XML-RPC, SOAP and gRPC, against grpcio and Spyne."""
+    try:
+        from polyport.bench.rpc import run_rpc_bench
+    except MissingExtra as exc:
+        raise fail(str(exc)) from None
+    try:
+        run_rpc_bench(
+            duration=duration,
+            connections=connections,
+            warmup=warmup,
+            output=output,
+            generator=generator,
+            repeats=repeats,
+            console=out,
+        )
+    except (ConfigError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
 def _bench_realtime(bench: str, **options: Any) -> None:
     try:
         from polyport.bench.realtime import run_realtime_bench

@@ -8,7 +8,8 @@ settings :meth:`polyport.node.Node.serve` uses — one worker, httptools, uvloop
 no access log — so only the stack above the server differs:
 
 * **polyport**: the real server path, ``bind_socket`` + ``Node.serve`` with
-  the rate limit on (far above the load) so the whole pipeline is paid for;
+  the rate limit on (far above the load) so the whole pipeline is paid for —
+  the bench service of :mod:`polyport.bench.service`, every edge loaded;
 * **fastapi**: ``@app.get`` returning the model, as FastAPI's tutorial writes it;
 * **starlette**: a ``Route`` returning ``JSONResponse(user.model_dump())``.
 """
@@ -20,40 +21,15 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from polyport.bench.service import HOST, serve_polyport
 from polyport.bench.users import User, get_user
-from polyport.core.config import LogConfig, RateLimitConfig, Settings
-from polyport.core.contract import Service
 from polyport.core.errors import NotFound
-from polyport.node import Node, bind_socket
+from polyport.node import bind_socket
 from polyport.server import run
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.applications import Starlette
-
-HOST = "127.0.0.1"
-
-
-def polyport_service() -> Service:
-    """A service with one resource, ``users``, whose ``get`` is the bench handler."""
-    service = Service("bench", version=1, description="The benchmark lab's REST target.")
-    users = service.resource("users", User, events=False)
-    users.get(get_user)
-    return service
-
-
-def polyport_settings() -> Settings:
-    """Development mode (no credentials) with every per-call stage still switched on."""
-    return Settings(
-        host=HOST,
-        port=0,
-        dev=True,
-        event_log="memory",
-        database=":memory:",
-        # Enabled, so each call pays for its bucket, but never the bottleneck.
-        rate_limit=RateLimitConfig(enabled=True, rate=1e9, burst=1_000_000_000),
-        log=LogConfig(level="warning"),
-    )
 
 
 def fastapi_app() -> FastAPI:
@@ -111,28 +87,24 @@ async def serve_asgi(app: Any, sock: socket.socket) -> None:
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
-def _polyport(sock: socket.socket) -> Coroutine[Any, Any, None]:
-    from polyport.core.logs import configure_logging
+#: What makes the coroutine serving a target on a bound socket (the app is built at once).
+Server = Callable[[socket.socket], Coroutine[Any, Any, None]]
 
-    settings = polyport_settings()
-    configure_logging(settings.log.level, settings.log.format)  # as `polyport serve` does
-    return Node(polyport_service(), settings).serve(sock)
-
-
-#: How each target makes the coroutine that serves it on a bound socket.
-SERVERS: dict[str, Callable[[socket.socket], Coroutine[Any, Any, None]]] = {
-    "polyport": _polyport,
+#: The REST targets.
+SERVERS: dict[str, Server] = {
+    "polyport": serve_polyport,
     "fastapi": lambda sock: serve_asgi(fastapi_app(), sock),
     "starlette": lambda sock: serve_asgi(starlette_app(), sock),
 }
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0] not in SERVERS:
-        sys.exit(f"usage: python -m polyport.bench.apps {{{'|'.join(SERVERS)}}}")
+def serve_target(module: str, servers: dict[str, Server], argv: list[str]) -> None:
+    """``python -m MODULE NAME``: bind, write ``port N``, serve ``servers[NAME]`` until SIGTERM."""
+    if len(argv) != 1 or argv[0] not in servers:
+        sys.exit(f"usage: python -m {module} {{{'|'.join(servers)}}}")
     sock = bind_socket(HOST, 0)
     try:
-        serving = SERVERS[argv[0]](sock)  # the app is built before the lab may call it
+        serving = servers[argv[0]](sock)  # the app is built before the lab may call it
         sys.stdout.write(f"port {sock.getsockname()[1]}\n")
         sys.stdout.flush()
         run(serving)
@@ -141,4 +113,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve_target("polyport.bench.apps", SERVERS, sys.argv[1:])

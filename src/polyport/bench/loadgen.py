@@ -1,9 +1,10 @@
-"""Load generators: ``wrk`` when installed, else the built-in Python one.
+"""HTTP load generators: ``wrk`` when installed, else the built-in Python one.
 
 Both run as their own process, on loopback, with a fixed number of keep-alive
-connections each keeping one request in flight. A generator here only knows
-its command line and how to read its output; :mod:`polyport.bench.rest` runs
-it and shows its progress.
+connections each keeping one request in flight. A generator knows its command
+line and how to read its output; :func:`run_load` runs it and reports its
+progress. Both send the same bytes for a call (:meth:`HttpCall.raw`): a
+``GET``, or a ``POST`` with a body and headers (wrk: from a Lua script).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from polyport.core.errors import ConfigError
@@ -34,8 +38,30 @@ class LoadResult:
     p99_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """One HTTP/1.1 request, as every generator sends it over and over."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def raw(self, host: str, port: int) -> bytes:
+        """The request's bytes on the wire — the same length wrk's ``wrk.format`` gives."""
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}:{port}"]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        if self.body:
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+    @property
+    def plain_get(self) -> bool:
+        return self.method == "GET" and not self.body and not self.headers
+
+
 class LoadGenerator(Protocol):
-    """A load generator the lab can run against ``http://host:port/path``."""
+    """A load generator the lab can run against ``http://host:port``."""
 
     name: str
     version: str
@@ -45,9 +71,9 @@ class LoadGenerator(Protocol):
         ...
 
     def command(
-        self, host: str, port: int, path: str, connections: int, seconds: float
+        self, host: str, port: int, call: HttpCall, connections: int, seconds: float, scratch: Path
     ) -> list[str]:
-        """The command line of one run."""
+        """The command line of one run; any file it needs is written into ``scratch``."""
         ...
 
     def parse(self, stdout: str) -> LoadResult:
@@ -71,15 +97,21 @@ class Wrk:
         return float(max(1, math.ceil(wanted - 1e-9)))  # wrk takes whole seconds only
 
     def command(
-        self, host: str, port: int, path: str, connections: int, seconds: float
+        self, host: str, port: int, call: HttpCall, connections: int, seconds: float, scratch: Path
     ) -> list[str]:
+        script = []
+        if not call.plain_get:
+            path = scratch / "call.lua"
+            path.write_text(wrk_script(call), encoding="utf-8")
+            script = ["-s", str(path)]
         return [
             self.executable,
             "-t1",
             f"-c{connections}",
             f"-d{int(self.seconds(seconds))}s",
             "--latency",
-            f"http://{host}:{port}{path}",
+            *script,
+            f"http://{host}:{port}{call.path}",
         ]
 
     def parse(self, stdout: str) -> LoadResult:
@@ -96,15 +128,17 @@ class PythonLoad:
         return wanted
 
     def command(
-        self, host: str, port: int, path: str, connections: int, seconds: float
+        self, host: str, port: int, call: HttpCall, connections: int, seconds: float, scratch: Path
     ) -> list[str]:
+        request = scratch / "request.http"
+        request.write_bytes(call.raw(host, port))
         return [
             sys.executable,
             "-m",
             "polyport.bench.pyload",
             host,
             str(port),
-            path,
+            str(request),
             str(connections),
             repr(float(seconds)),
         ]
@@ -142,6 +176,74 @@ def choose_generator(name: str) -> LoadGenerator:
             "or use --generator python"
         )
     return PythonLoad()
+
+
+def wrk_script(call: HttpCall) -> str:
+    """A wrk Lua script sending ``call``: wrk builds the request once and repeats it."""
+    text = call.body.decode()
+    values = [call.method, text, *call.headers, *call.headers.values()]
+    if any("]==]" in value for value in values):
+        raise ValueError("the call cannot go into a Lua long string")
+    lines = [f"wrk.method = [==[{call.method}]==]"]
+    if call.body:
+        lines.append(f"wrk.body = [==[{text}]==]")
+    lines += [f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in call.headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+#: How much longer than asked a generator may run before the lab gives up on it.
+GRACE = 30.0
+
+
+def run_load(
+    load: LoadGenerator,
+    host: str,
+    port: int,
+    call: HttpCall,
+    connections: int,
+    seconds: float,
+    scratch: Path,
+    *,
+    label: str,
+    tick: Callable[[float], None],
+) -> LoadResult:
+    """One generator run against ``host:port``; ``tick(elapsed)`` is called as it goes.
+
+    :class:`ConfigError` when the generator cannot start, fails, or outruns
+    ``seconds`` by more than :data:`GRACE`.
+    """
+    command = load.command(host, port, call, connections, seconds, scratch)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot run the {load.name} load generator: {exc.strerror}") from None
+    began = time.monotonic()
+    with process:
+        # The output is a few kilobytes, far below a pipe's buffer: polling is safe.
+        while process.poll() is None:
+            elapsed = time.monotonic() - began
+            if elapsed > seconds + GRACE:
+                process.kill()
+                process.wait()
+                raise ConfigError(
+                    f"the {load.name} load generator did not finish a {seconds:g} s run "
+                    f"against {label} within {seconds + GRACE:g} s"
+                )
+            tick(min(elapsed, seconds))
+            time.sleep(0.1)
+        stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        tail = " / ".join(stderr.decode(errors="replace").strip().splitlines()[-3:])
+        raise ConfigError(
+            f"the {load.name} load generator failed against {label} "
+            f"(status {process.returncode}): {tail[-300:] or 'no output'}"
+        )
+    return load.parse(stdout.decode(errors="replace"))
 
 
 # -- reading wrk's report --------------------------------------------------------------

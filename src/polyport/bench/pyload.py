@@ -1,10 +1,12 @@
 """The built-in load generator, for machines without ``wrk``.
 
-    python -m polyport.bench.pyload HOST PORT PATH CONNECTIONS SECONDS
+    python -m polyport.bench.pyload HOST PORT REQUEST_FILE CONNECTIONS SECONDS
 
-opens CONNECTIONS keep-alive HTTP/1.1 connections, keeps one ``GET PATH`` in
-flight on each (as ``wrk`` does), and after SECONDS writes one JSON object on
-stdout: ``requests``, ``errors``, ``seconds``, ``p50_ms``, ``p99_ms``.
+opens CONNECTIONS keep-alive HTTP/1.1 connections, keeps one request in
+flight on each (as ``wrk`` does) — the bytes of REQUEST_FILE, a whole HTTP/1.1
+request (:meth:`polyport.bench.loadgen.HttpCall.raw`) — and after SECONDS
+writes one JSON object on stdout: ``requests``, ``errors``, ``seconds``,
+``p50_ms``, ``p99_ms``.
 
 It is callback-driven (an :class:`asyncio.Protocol`, no coroutine per request)
 on uvloop, so one core drives a few tens of thousands of requests a second;
@@ -104,11 +106,11 @@ def percentile(ordered: array[float] | list[float], q: float) -> float:
 
 
 async def run(
-    host: str, port: int, path: str, connections: int, seconds: float
+    host: str, port: int, request: bytes, connections: int, seconds: float
 ) -> dict[str, float]:
-    """Drive ``GET path`` over ``connections`` connections for ``seconds``; the figures."""
+    """Send ``request`` over ``connections`` connections for ``seconds``; the figures."""
     loop = asyncio.get_running_loop()
-    load = _Load(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    load = _Load(request)
     opened: list[_Connection] = []
     try:
         for _ in range(connections):
@@ -139,9 +141,13 @@ async def run(
 
 def main(argv: list[str]) -> None:
     if len(argv) != 5:
-        sys.exit("usage: python -m polyport.bench.pyload HOST PORT PATH CONNECTIONS SECONDS")
-    host, port, path, connections, seconds = argv
-    coro = run(host, int(port), path, int(connections), float(seconds))
+        sys.exit(
+            "usage: python -m polyport.bench.pyload HOST PORT REQUEST_FILE CONNECTIONS SECONDS"
+        )
+    host, port, request_file, connections, seconds = argv
+    with open(request_file, "rb") as file:
+        request = file.read()
+    coro = run(host, int(port), request, int(connections), float(seconds))
     try:
         import uvloop
 

@@ -17,8 +17,7 @@ and writes the JSON and the chart (:mod:`polyport.bench.report`).
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import time
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from polyport.bench.loadgen import LoadGenerator, LoadResult, choose_generator
+from polyport.bench.loadgen import HttpCall, LoadGenerator, LoadResult, choose_generator, run_load
 from polyport.bench.report import BenchReport, TargetFigures, machine_info
 from polyport.bench.targets import TARGETS, TargetServer
 from polyport.bench.users import BENCH_PATH
@@ -44,10 +43,6 @@ class Run:
 
     load: LoadResult
     server_cpu: float | None  # CPU seconds the server used during the run; None off Linux
-
-
-#: How much longer than asked a generator may run before the lab gives up on it.
-_GRACE = 30.0
 
 
 def run_rest_bench(
@@ -144,40 +139,21 @@ def _run_load(
     phase: str,
 ) -> LoadResult:
     """One generator run against ``server``, its progress shown as it goes."""
-    command = load.command(server.host, server.port, BENCH_PATH, connections, seconds)
     progress.update(task, completed=offset, phase=phase)
-    try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise ConfigError(f"cannot run the {load.name} load generator: {exc.strerror}") from None
-    began = time.monotonic()
-    with process:
-        # The output is a few kilobytes, far below a pipe's buffer: polling is safe.
-        while process.poll() is None:
-            elapsed = time.monotonic() - began
-            if elapsed > seconds + _GRACE:
-                process.kill()
-                process.wait()
-                raise ConfigError(
-                    f"the {load.name} load generator did not finish a {seconds:g} s run "
-                    f"against {server.label} within {seconds + _GRACE:g} s"
-                )
-            progress.update(task, completed=offset + min(elapsed, seconds))
-            time.sleep(0.1)
-        stdout, stderr = process.communicate()
-    if process.returncode != 0:
-        tail = " / ".join(stderr.decode(errors="replace").strip().splitlines()[-3:])
-        raise ConfigError(
-            f"the {load.name} load generator failed against {server.label} "
-            f"(status {process.returncode}): {tail[-300:] or 'no output'}"
+    with tempfile.TemporaryDirectory(prefix="polyport-bench-load-") as scratch:
+        result = run_load(
+            load,
+            server.host,
+            server.port,
+            HttpCall("GET", BENCH_PATH),
+            connections,
+            seconds,
+            Path(scratch),
+            label=server.label,
+            tick=lambda elapsed: progress.update(task, completed=offset + elapsed),
         )
     server.check_alive()
-    return load.parse(stdout.decode(errors="replace"))
+    return result
 
 
 def _figures(name: str, label: str, runs: list[Run]) -> TargetFigures:

@@ -1,8 +1,9 @@
 """Starting and stopping bench targets, each a server process of its own.
 
-The lab starts :mod:`polyport.bench.apps` for one target, reads the port it
-bound, waits until ``GET /v1/users/{id}`` answers 200, and afterwards stops
-it by its PID. A target that fails to start is a one-line
+The lab starts :mod:`polyport.bench.apps` for one target, reads the ports it
+announces on stdout (``port N`` for HTTP, ``grpc N`` for gRPC, one a line),
+waits until ``GET /v1/users/{id}`` answers 200, and afterwards stops it by
+its PID. A target that fails to start is a one-line
 :class:`~polyport.core.errors.ConfigError` carrying the tail of its stderr.
 """
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from polyport.bench.users import BENCH_PATH
 from polyport.core.errors import ConfigError
@@ -35,10 +37,15 @@ class TargetServer:
     """
 
     #: The module started as ``python -m MODULE NAME``, the targets it knows (name: label),
-    #: and the path that answers 200 once the target is ready. Other benches subclass these.
+    #: the path that answers 200 once the target is ready (None: no HTTP to ask), and the
+    #: ports a target announces before it counts as started. Other benches subclass these.
     module = "polyport.bench.apps"
     targets: dict[str, str] = TARGETS
-    ready_path = BENCH_PATH
+    ready_path: str | None = BENCH_PATH
+
+    def announces(self) -> tuple[str, ...]:
+        """The ports (``port``: HTTP) this target writes on stdout once it is serving."""
+        return ("port",)
 
     def __init__(self, name: str, *, start_timeout: float = 30.0) -> None:
         if name not in self.targets:
@@ -47,7 +54,9 @@ class TargetServer:
         self.name = name
         self.label = self.targets[name]
         self.host = HOST
-        self.port = 0
+        self.port = 0  # the HTTP port
+        #: Every port the target announced, by name: ``port`` (HTTP), ``grpc``…
+        self.ports: dict[str, int] = {}
         self.start_timeout = start_timeout
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -58,7 +67,7 @@ class TargetServer:
             raise RuntimeError("the target is not running")
         return self._process.pid
 
-    def __enter__(self) -> TargetServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -83,8 +92,10 @@ class TargetServer:
             )
         try:
             deadline = time.monotonic() + self.start_timeout
-            self.port = self._wait_for_port(folder / "stdout", deadline)
-            self._wait_until_answering(deadline)
+            self.ports = self._wait_for_ports(folder / "stdout", deadline)
+            self.port = self.ports.get("port", 0)
+            if self.ready_path is not None:
+                self._wait_until_answering(self.ready_path, deadline)
         except BaseException:
             self.stop()
             raise
@@ -115,25 +126,31 @@ class TargetServer:
                 f"{self.stderr_tail() or 'no output'}"
             )
 
-    def _wait_for_port(self, stdout: Path, deadline: float) -> int:
+    def _wait_for_ports(self, stdout: Path, deadline: float) -> dict[str, int]:
+        wanted = set(self.announces())
         while time.monotonic() < deadline:
-            line = stdout.read_text(encoding="utf-8", errors="replace")
-            if line.endswith("\n"):
+            text = stdout.read_text(encoding="utf-8", errors="replace")
+            ports: dict[str, int] = {}
+            for line in text.splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break  # still being written
                 word, _, number = line.strip().partition(" ")
-                if word == "port" and number.isdigit():
-                    return int(number)
-                raise ConfigError(f"the {self.label} bench target wrote {line.strip()[:100]!r}")
+                if not word.isidentifier() or not number.isdigit():
+                    raise ConfigError(f"the {self.label} bench target wrote {line.strip()[:100]!r}")
+                ports[word] = int(number)
+            if wanted <= ports.keys():
+                return ports
             self.check_alive()
             time.sleep(0.02)
         raise self._too_slow()
 
-    def _wait_until_answering(self, deadline: float) -> None:
+    def _wait_until_answering(self, path: str, deadline: float) -> None:
         status: int | str = "no answer"
         while time.monotonic() < deadline:
             self.check_alive()
             connection = http.client.HTTPConnection(self.host, self.port, timeout=2.0)
             try:
-                connection.request("GET", self.ready_path)
+                connection.request("GET", path)
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -144,7 +161,7 @@ class TargetServer:
             if status == 200:
                 return
             time.sleep(0.05)
-        raise self._too_slow(f"; GET {self.ready_path} gave {status}")
+        raise self._too_slow(f"; GET {path} gave {status}")
 
     def _too_slow(self, detail: str = "") -> ConfigError:
         tail = self.stderr_tail()

@@ -1,7 +1,7 @@
-"""The one handler every bench target serves: a user by id, from memory.
+"""The handlers every bench target serves: a user by id, and a page of users, from memory.
 
-It is deliberately tiny, so that what a bench measures is the stack around
-it — server, routing, validation, serialization — and not the handler.
+They are deliberately tiny, so that what a bench measures is the stack around
+them — server, routing, validation, serialization — and not the handler.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from polyport.core.errors import NotFound
 BENCH_ID = 42
 #: The path every REST target serves, and the request the generators send.
 BENCH_PATH = f"/v1/users/{BENCH_ID}"
+#: How many users the list calls ask for: the "list of 50 users" of the RPC bench.
+LIST_LIMIT = 50
 
 
 class User(BaseModel):
@@ -35,3 +37,9 @@ async def get_user(id: int) -> User:
         return USERS[id]
     except KeyError:
         raise NotFound(f"no user {id}") from None
+
+
+async def list_users(limit: int = LIST_LIMIT, cursor: str | None = None) -> list[User]:
+    """Up to ``limit`` users by id, after the user whose id is ``cursor``."""
+    after = int(cursor) if cursor else 0
+    return [USERS[i] for i in range(after + 1, min(after + limit, len(USERS)) + 1)]

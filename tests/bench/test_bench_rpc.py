@@ -1,0 +1,145 @@
+"""The RPC bench (``polyport bench rpc``): its wire helpers and one short end-to-end run.
+
+No test here asserts a speed: timing on a shared machine is noise. They check
+that every call and every stream is measured on every target without an
+error, that bytes on the wire are counted, and that the lab writes its results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+# Without the `bench` extra polyport.bench.rpc raises MissingExtra on import: skip instead.
+pytest.importorskip("matplotlib")
+pytest.importorskip("grpc_tools")
+if importlib.util.find_spec("spyne") is None:  # not imported: its six importer breaks imports
+    pytest.skip("spyne is not installed", allow_module_level=True)
+
+from polyport.bench.loadgen import HttpCall
+from polyport.bench.report import TIMES
+from polyport.bench.rpc import RpcServer, run_rpc_bench
+from polyport.bench.rpc_apps import plain_stubs
+from polyport.bench.rpc_calls import CASES, STREAMS
+from polyport.bench.rpc_clients import field
+from polyport.bench.users import BENCH_PATH
+from polyport.bench.wire import http_exchange
+from polyport.core.errors import ConfigError
+
+
+def test_field_encodes_as_protobuf_does() -> None:
+    """The requests the gRPC client sends are the bytes protobuf itself would write."""
+    pb2, _ = plain_stubs()
+    assert field(1, 42) == pb2.GetUserRequest(id=42).SerializeToString()
+    assert field(1, 50) == pb2.ListUsersRequest(limit=50).SerializeToString()
+    assert field(1, 300) == pb2.StreamUsersRequest(count=300).SerializeToString()
+    blast = field(1, "run") + field(2, 20_000) + field(3, 48)
+    assert blast == pb2.BlastRequest(run="run", count=20_000, size=48).SerializeToString()
+
+
+@pytest.mark.timeout(60)
+def test_http_exchange_counts_every_byte_of_an_answer() -> None:
+    """Bytes per call on HTTP/1.1: the request as sent; the answer with its head."""
+    with RpcServer("polyport") as server:
+        call = HttpCall("GET", BENCH_PATH)
+        wire, answer = http_exchange(server.host, server.port, call, calls=3)
+    assert answer.status == 200
+    assert json.loads(answer.body) == {"id": 42, "name": "User 42", "email": "user42@example.com"}
+    assert wire.request == len(call.raw(server.host, server.port))
+    assert wire.response_payload == len(answer.body)
+    assert wire.response == answer.size > len(answer.body) + len(b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def test_bad_options_are_one_line(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO())
+    for options, message in (
+        ({"duration": 0.0}, "--duration must be positive"),
+        ({"warmup": -1.0}, "--warmup must be zero or more"),
+        ({"connections": 0}, "--connections must be between 1 and 1000"),
+        ({"repeats": 0}, "--repeats must be at least 1"),
+        ({"generator": "ab"}, "unknown load generator"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            run_rpc_bench(output=tmp_path, console=console, **options)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_short_bench_measures_every_call_and_stream_and_writes_its_results(
+    tmp_path: Path,
+) -> None:
+    """A tiny run measures every case on every target with no error, bytes on the wire too."""
+    screen = io.StringIO()
+    report = run_rpc_bench(
+        duration=0.3,
+        warmup=0.0,
+        connections=8,
+        repeats=1,
+        generator="python",
+        output=tmp_path,
+        console=Console(file=screen, width=140),
+    )
+    data = json.loads((tmp_path / "rpc-latest.json").read_text())
+    assert data["bench"] == "rpc"
+    assert data["generator"] == "python"
+    assert data["connections"] == 8
+    assert data["machine"]["versions"]["grpcio"]
+    assert data["notes"] == []
+
+    calls = {(c["name"], c["payload"]): c for c in data["calls"]}
+    assert sorted(calls) == sorted((case.name, case.payload) for case in CASES)
+    for key, call in calls.items():
+        assert call["calls"] > 0, key
+        assert call["errors"] == 0, key
+        wire = call["wire"]
+        assert wire["request"] > 0 and wire["response"] > 0, key
+        assert wire["response_payload"] > 0, key
+        # Every request carries a body or message, but REST's GET.
+        assert (wire["request_payload"] == 0) is (key[0] == "rest"), key
+        # The whole answer is more than its body or message: heads and framing are counted.
+        assert wire["response"] > wire["response_payload"], key
+    for payload in ("user", "list"):
+        # Same field numbers: polyport and the generated stubs send and answer the same bytes.
+        grpc, grpcio = calls[("grpc", payload)]["wire"], calls[("grpcio", payload)]["wire"]
+        assert grpc["request_payload"] == grpcio["request_payload"] == 2
+        if payload == "user":
+            assert grpc["response_payload"] == grpcio["response_payload"] == 31
+        else:  # the same 50 users; the next cursor differs: polyport's "MTo1MA", grpcio's "50"
+            assert 0 <= grpc["response_payload"] - grpcio["response_payload"] <= 8
+        assert calls[("jsonrpc", payload)]["ratio"] > 0
+        assert calls[("soap", payload)]["reference"] == "spyne"
+    assert calls[("rest", "user")]["wire"]["response_payload"] == 55
+    # 50 users are more bytes than one, whatever the pattern.
+    for case in CASES:
+        one, many = calls[(case.name, "user")], calls[(case.name, "list")]
+        assert many["wire"]["response_payload"] > 10 * one["wire"]["response_payload"], case.name
+
+    streams = {s["name"]: s for s in data["streams"]}
+    assert sorted(streams) == sorted(stream.name for stream in STREAMS)
+    for name, stream in streams.items():
+        assert stream["events"] == data["stream_events"], name
+        assert stream["events_per_second"] > 0, name
+        assert stream["wire_per_event"] > 0, name
+        assert stream["messages"] >= 1, name
+    assert streams["events"]["batched"] and streams["events"]["events_per_message"] > 1
+    assert streams["grpcio-events"]["messages"] == data["stream_events"]  # one event each
+
+    assert len(data["goals"]) == 4 == len(report.goals())
+    assert all(goal["met"] is not None for goal in data["goals"])
+    shown = " ".join(screen.getvalue().split())
+    for text in (
+        f"polyport gRPC unary ≥ 1.0{TIMES} a plain grpcio servicer",
+        "events over a gRPC server stream ≥ 100,000/s",
+        f"polyport SOAP ≥ 5.0{TIMES} Spyne",
+        f"polyport JSON-RPC ≥ 0.9{TIMES} polyport's REST",
+    ):
+        assert f"Goal: {text}" in shown
+    assert f"claimed: protobuf is about 5{TIMES} smaller than JSON — measured:" in shown
+    assert (tmp_path / "rpc-latest.png").read_bytes().startswith(b"\x89PNG")
+    assert len(list(tmp_path.glob("rpc-*-*.json"))) == 1
