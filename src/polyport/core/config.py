@@ -151,8 +151,6 @@ class GraphQLConfig(_Section):
     timeout: float = Field(default=30.0, gt=0, le=3600)
     #: Parsed, validated and planned documents kept (by text and by persisted hash).
     document_cache: int = Field(default=1_000, ge=1)
-    #: Seconds a ``graphql-transport-ws`` client has to send ``connection_init``.
-    connection_init_timeout: float = Field(default=10.0, gt=0, le=3600)
 
 
 #: Svix's schedule: the delay before each attempt after the previous one failed.
