@@ -65,6 +65,7 @@ def test_a_signed_delivery_is_answered_then_processed_once(lab: Lab, tmp_path: A
         assert "authorization" not in seen.headers  # credentials are not stored
         found = wait_status(node.url, "std", "msg_first", "done")
         assert found["attempts"] == 1 and found["error"] is None
+        assert found["event_type"] == "payment.succeeded"  # the payload's "type"
         assert found["body"] == {"type": "payment.succeeded", "amount": 1200}
 
 

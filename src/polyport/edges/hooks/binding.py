@@ -183,14 +183,14 @@ class HooksEdge:
                 content_type = request.headers.get(b"content-type")
                 if content_type is not None and not _is_json(content_type):
                     raise UnsupportedMediaType(content_type.decode("latin-1"))
-                handler.validate(body)
+                value = handler.validate(body)
             except Exception:
                 count("rejected")
                 raise
             accepted = self._inbox.insert(
                 name,
                 verified.id,
-                event_type=verified.event_type,
+                event_type=verified.event_type or _payload_type(value),
                 signed_at=verified.timestamp,
                 body=body,
                 headers={k: v for k, v in headers.items() if k not in PRIVATE_HEADERS},
@@ -281,6 +281,12 @@ def _rejected(exc: WebhookVerificationError, path: str, verifier: Any) -> Respon
         scheme = getattr(verifier, "scheme", "") or "signature"
         headers.append((b"www-authenticate", f'{scheme} realm="{path}"'.encode()))
     return Response(status, body, content_type=PROBLEM_JSON, headers=headers)
+
+
+def _payload_type(value: Any) -> str | None:
+    """The ``type`` of a Standard Webhooks payload (``{"type", "timestamp", "data"}``)."""
+    found = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return found[:100] if isinstance(found, str) else None
 
 
 def _integer(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
