@@ -71,6 +71,8 @@ class FieldPlan:
     children: list[FieldPlan] | None = None
     #: The value holds objects (``children`` apply) rather than leaves.
     is_object: bool = False
+    #: No relation below: the children are projected without awaiting anything.
+    sync: bool = True
 
     @property
     def location(self) -> tuple[int, int] | None:
@@ -248,6 +250,7 @@ class Planner:
             sets = [n.selection_set for n in nodes if n.selection_set is not None]
             collected = self._collect(named, sets)
             plan.children = [self._field(named, k, ns) for k, ns in collected.items()]
+            plan.sync = all(c.kind != RELATION and c.sync for c in plan.children)
         return plan
 
 

@@ -44,10 +44,24 @@ _NOT_FOUND_PAGE = (
 )
 
 
+_MEDIA_CACHE: dict[str, bytes | None] = {}
+
+
 def preferred_media(accept: str | None) -> bytes | None:
     """The response media type for ``Accept``; None when neither JSON type is acceptable."""
     if accept is None or not accept.strip():
         return JSON
+    try:
+        return _MEDIA_CACHE[accept]
+    except KeyError:
+        pass
+    media = _negotiate(accept)
+    if len(_MEDIA_CACHE) < 256:  # clients send a handful of distinct Accept headers
+        _MEDIA_CACHE[accept] = media
+    return media
+
+
+def _negotiate(accept: str) -> bytes | None:
     best: tuple[float, int, bytes] | None = None
     for position, part in enumerate(accept.split(",")):
         media, _, params = part.strip().partition(";")
