@@ -317,6 +317,38 @@ def bench_rpc(
         raise fail(str(exc)) from None
 
 
+@bench_app.command("graphql")
+def bench_graphql(
+    duration: Annotated[float, typer.Option(help="Seconds of load per query and target.")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent keep-alive connections.")] = 64,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per query and target.")] = 2.0,
+    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
+        "bench-results"
+    ),
+    generator: Annotated[str, typer.Option(help="Load generator: auto, wrk or python.")] = "auto",
+    repeats: Annotated[
+        int, typer.Option(help="Interleaved rounds; each figure is the median run.")
+    ] = 1,
+) -> None:
+    """A simple and a nested query over POST /graphql: polyport against plain Strawberry."""
+    try:
+        from polyport.bench.graphql import run_graphql_bench
+    except MissingExtra as exc:
+        raise fail(str(exc)) from None
+    try:
+        run_graphql_bench(
+            duration=duration,
+            connections=connections,
+            warmup=warmup,
+            output=output,
+            generator=generator,
+            repeats=repeats,
+            console=out,
+        )
+    except (ConfigError, MissingExtra) as exc:
+        raise fail(str(exc)) from None
+
+
 def _bench_realtime(bench: str, **options: Any) -> None:
     try:
         from polyport.bench.realtime import run_realtime_bench
