@@ -94,8 +94,14 @@ def test_delivery_log_query_checks(node: RunningNode) -> None:
     base = f"{node.url}/v1/webhooks/{endpoint['id']}/deliveries"
     for query in ({"status": "lost"}, {"limit": "0"}, {"limit": "x"}, {"before": "nope"}):
         assert httpx.get(base, params=query).status_code == 422, query
-    assert httpx.get(base).json() == {"endpoint_id": endpoint["id"], "items": [], "next_cursor": None}
-    assert httpx.post(f"{node.url}/v1/webhooks/{endpoint['id']}/recover", json={}).status_code == 422
+    assert httpx.get(base).json() == {
+        "endpoint_id": endpoint["id"],
+        "items": [],
+        "next_cursor": None,
+    }
+    assert (
+        httpx.post(f"{node.url}/v1/webhooks/{endpoint['id']}/recover", json={}).status_code == 422
+    )
 
 
 @pytest.fixture

@@ -157,7 +157,7 @@ def test_concurrency_per_endpoint_is_limited(tmp_path: Path, receiver: Receiver)
 
 def test_an_attempt_times_out(tmp_path: Path, receiver: Receiver) -> None:
     """No answer within webhooks.timeout: a failed attempt, retried, then delivered."""
-    first = []
+    first: list[Received] = []
 
     def behaviour(r: Received) -> tuple[int, dict[str, str], bytes] | None:
         if not first:
