@@ -20,15 +20,15 @@ work for every target.
   ``count`` ticks back to back (``Blast``): events/s = count / (last arrival -
   first publish, read from the first tick's ``ts``, ``time.monotonic_ns()``:
   system-wide on Linux); ``replay`` publishes first and then reads it all from
-  the log (``after: "earliest"``); ``contract`` and ``grpcio-contract`` call the
-  server stream ``StreamUsers(count)``, timed from the call to the last item.
+  the log (``after: "earliest"``), timed from the subscribing call to the last
+  event; ``contract`` and ``grpcio-contract`` call the server stream
+  ``StreamUsers(count)``, timed from the call to the last item.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from polyport.bench.grpcload import StreamReader, UnaryLoad
+from polyport.bench.pyload import percentile
 from polyport.bench.wire import CountingProxy
 
 HOST = "127.0.0.1"
@@ -70,11 +71,6 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile of sorted values; 0 when empty."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
 
 
 def report(event: str, **figures: Any) -> None:
@@ -258,7 +254,9 @@ async def _stream(
             await publishing
     finally:
         reader.close()
-    began = started_ns if first_ts is None else first_ts
+    # Live: from tick 0's publication. Replay and items: from the call (the replay's
+    # ticks were published before it, and that time is not the stream's).
+    began = first_ts if live and first_ts is not None else started_ns
     seconds = (last_ns - began) / 1e9
     return {
         "events": received,
