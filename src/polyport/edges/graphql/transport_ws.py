@@ -1,0 +1,431 @@
+"""GraphQL over WebSocket: the ``graphql-transport-ws`` protocol on ``/graphql``.
+
+The protocol of the ``graphql-ws`` library (its PROTOCOL.md, also the GraphQL
+over WebSocket RFC), spoken by Apollo Client, urql, GraphiQL and ``gql``::
+
+    client                                    server
+    ── handshake, subprotocol graphql-transport-ws ──▶   (else close 4406)
+    {"type":"connection_init","payload":{…}} ──▶   authenticate (4403 if refused)
+                                             ◀──  {"type":"connection_ack"}
+    {"id":"1","type":"subscribe","payload":{"query":…}} ──▶
+                                             ◀──  {"id":"1","type":"next","payload":<result>} …
+                                             ◀──  {"id":"1","type":"complete"}
+    {"id":"1","type":"complete"} ──▶               (the client stops it early)
+    {"type":"ping"} ──▶ ◀── {"type":"pong"}        (either side; the payload is echoed)
+
+Fatal mistakes close the socket with the protocol's codes: 4400 an invalid
+message (the reason says why), 4401 ``subscribe`` before the acknowledgement,
+4408 no ``connection_init`` within ``connection_init_timeout``, 4409 an id
+already in use, 4429 a second ``connection_init``. An operation that cannot
+start gets an ``error`` message (the GraphQL errors) and the socket stays open;
+so does one over the per-connection cap (``RATE_LIMITED``).
+
+GraphQL itself is the edge's business: this module only drives an
+:class:`~polyport.edges.graphql.runner.OperationRunner`. The socket is the
+server's :class:`~polyport.server.websocket.WebSocket`, so keep-alive pings,
+the inbound message limit (1009) and the slow-consumer rule are the same as
+the WebSocket edge's: results are written with :meth:`WebSocket.deliver`, one
+at a time per connection, and a client that reads nothing for
+``stall_timeout`` seconds is closed with 1013. While a result waits, its
+subscription pulls nothing more from the event log, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, Protocol
+
+import orjson
+
+from polyport.core.config import GraphQLConfig
+from polyport.core.context import Principal, new_request_id
+from polyport.core.errors import (
+    Internal,
+    PermissionDenied,
+    RateLimited,
+    ServiceError,
+    Unauthenticated,
+)
+from polyport.edges.graphql.errors import field_error
+from polyport.edges.graphql.runner import ExecutionResult, OperationRunner
+from polyport.http.request import Request
+from polyport.server.websocket import WebSocket, text_frame
+
+log = logging.getLogger("polyport.graphql.ws")
+
+SUBPROTOCOL: Final = "graphql-transport-ws"
+
+# Close codes of the protocol (graphql-ws's ``CloseCode``).
+CLOSE_BAD_REQUEST: Final = 4400
+CLOSE_UNAUTHORIZED: Final = 4401
+CLOSE_FORBIDDEN: Final = 4403
+CLOSE_SUBPROTOCOL: Final = 4406
+CLOSE_INIT_TIMEOUT: Final = 4408
+CLOSE_SUBSCRIBER_EXISTS: Final = 4409
+CLOSE_TOO_MANY_INITS: Final = 4429
+CLOSE_INTERNAL: Final = 4500
+
+#: A close reason is at most 123 bytes of UTF-8 (RFC 6455, 5.5).
+_MAX_REASON = 123
+#: Seconds to let operations finish their clean-up once the socket is gone.
+_CLEANUP_TIMEOUT = 5.0
+
+_CLIENT_ONLY = frozenset({"connection_init", "subscribe"})
+_SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
+
+
+class _Metrics(Protocol):
+    def set(self, name: str, help: str, value: float, **labels: str) -> None: ...
+
+
+class ProtocolViolation(Exception):
+    """The client broke the protocol: close the socket with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _reason(text: str) -> str:
+    """``text`` cut to fit a close frame."""
+    encoded = text.encode()
+    if len(encoded) <= _MAX_REASON:
+        return text
+    return encoded[: _MAX_REASON - 3].decode(errors="ignore") + "..."
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def parse_message(text: str | bytes) -> dict[str, Any]:
+    """A client message, checked as graphql-ws's ``validateMessage`` checks it.
+
+    Raises:
+        ProtocolViolation: 4400, with the reason.
+    """
+    if isinstance(text, bytes):
+        raise ProtocolViolation(CLOSE_BAD_REQUEST, "Messages are JSON text, not binary")
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolViolation(CLOSE_BAD_REQUEST, "Invalid message received: not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolViolation(
+            CLOSE_BAD_REQUEST, f"Message is expected to be an object, but got {_kind(message)}"
+        )
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolViolation(CLOSE_BAD_REQUEST, "Message is missing the 'type' property")
+    if kind in ("connection_init", "ping", "pong"):
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise ProtocolViolation(
+                CLOSE_BAD_REQUEST, f"\"{kind}\" message expects the 'payload' to be an object"
+            )
+        return message
+    if kind in ("subscribe", "complete"):
+        frame_id = message.get("id")
+        if not isinstance(frame_id, str) or not frame_id:
+            raise ProtocolViolation(
+                CLOSE_BAD_REQUEST, f"\"{kind}\" message requires a non-empty string 'id'"
+            )
+        if kind == "complete":
+            return message
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise ProtocolViolation(
+                CLOSE_BAD_REQUEST, "\"subscribe\" message expects the 'payload' to be an object"
+            )
+        if not isinstance(payload.get("query"), str):
+            raise ProtocolViolation(
+                CLOSE_BAD_REQUEST, "\"subscribe\" message payload expects a string 'query'"
+            )
+        for name in ("variables", "extensions"):
+            value = payload.get(name)
+            if value is not None and not isinstance(value, dict):
+                raise ProtocolViolation(
+                    CLOSE_BAD_REQUEST,
+                    f"\"subscribe\" message payload expects '{name}' to be an object or null",
+                )
+        operation_name = payload.get("operationName")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise ProtocolViolation(
+                CLOSE_BAD_REQUEST,
+                "\"subscribe\" message payload expects 'operationName' to be a string or null",
+            )
+        return message
+    if kind in _SERVER_ONLY:
+        raise ProtocolViolation(CLOSE_BAD_REQUEST, f"Unexpected message of type {kind} received")
+    raise ProtocolViolation(CLOSE_BAD_REQUEST, _reason(f"Invalid message 'type' property {kind!r}"))
+
+
+def _control(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def _next_frame(operation_id: bytes, result: ExecutionResult) -> bytes:
+    """``{"id":…,"type":"next","payload":<result>}`` as one WebSocket text frame."""
+    return text_frame(
+        b'{"id":' + operation_id + b',"type":"next","payload":' + orjson.dumps(result) + b"}"
+    )
+
+
+class TransportWsConnection:
+    """One socket: its state (initialised, acknowledged, principal) and running operations."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        request: Request,
+        runner: OperationRunner,
+        config: GraphQLConfig,
+    ) -> None:
+        self.ws = ws
+        self.request = request
+        self.runner = runner
+        self.config = config
+        self.init_received = False
+        self.acknowledged = False
+        self.principal: Principal | None = None
+        #: Running operations by the client's id (reserved from ``subscribe`` on).
+        self.operations: dict[str, asyncio.Task[None]] = {}
+        # One result on the wire at a time: a writer that waits for the client
+        # to read holds the others back (the transport has one drain waiter).
+        self._writing = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Serve the socket until it closes; every operation is stopped before this returns."""
+        ws = self.ws
+        if ws.subprotocol != SUBPROTOCOL:
+            ws.close(CLOSE_SUBPROTOCOL, "Subprotocol not acceptable")
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self.config.connection_init_timeout, self._init_timeout
+        )
+        try:
+            async for text in ws:
+                try:
+                    await self.receive(parse_message(text))
+                except ProtocolViolation as exc:
+                    ws.close(exc.code, _reason(exc.reason))
+                if ws.closed:
+                    break
+        finally:
+            timer.cancel()
+            await self.stop_all()
+
+    def _init_timeout(self) -> None:
+        if not self.acknowledged:
+            self.ws.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def receive(self, message: dict[str, Any]) -> None:
+        """Act on one valid message.
+
+        Raises:
+            ProtocolViolation: the message is not allowed now.
+        """
+        kind = message["type"]
+        if kind == "subscribe":
+            self.subscribe(message["id"], message["payload"])
+        elif kind == "complete":
+            task = self.operations.pop(message["id"], None)
+            if task is not None:
+                task.cancel()  # its clean-up closes the source; no "complete" goes back
+        elif kind == "ping":
+            pong: dict[str, Any] = {"type": "pong"}
+            if message.get("payload") is not None:
+                pong["payload"] = message["payload"]
+            self.ws.send_text(_control(pong))
+        elif kind == "pong":
+            return
+        else:  # connection_init
+            await self.connect(message.get("payload"))
+
+    async def connect(self, params: Mapping[str, Any] | None) -> None:
+        if self.init_received:
+            raise ProtocolViolation(CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
+        self.init_received = True
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in self.request.headers_list
+        }
+        try:
+            principal = await self.runner.authenticate(params, headers)
+        except (Unauthenticated, PermissionDenied):
+            raise ProtocolViolation(CLOSE_FORBIDDEN, "Forbidden") from None
+        except Exception:
+            log.exception("graphql-transport-ws: authentication failed unexpectedly")
+            raise ProtocolViolation(CLOSE_INTERNAL, "Internal server error") from None
+        if self.ws.closed:  # the init timeout fired while authenticating
+            return
+        self.principal = principal
+        self.acknowledged = True
+        self.ws.send_text(_control({"type": "connection_ack"}))
+
+    def subscribe(self, operation_id: str, payload: dict[str, Any]) -> None:
+        if not self.acknowledged or self.principal is None:
+            raise ProtocolViolation(CLOSE_UNAUTHORIZED, "Unauthorized")
+        if operation_id in self.operations:
+            raise ProtocolViolation(
+                CLOSE_SUBSCRIBER_EXISTS, _reason(f"Subscriber for {operation_id} already exists")
+            )
+        if len(self.operations) >= self.config.max_subscriptions:
+            limit = self.config.max_subscriptions
+            self._send_errors(
+                operation_id,
+                [field_error(RateLimited(f"at most {limit} operations per connection"), None)],
+            )
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._operate(operation_id, payload, self.principal),
+            name=f"graphql-transport-ws {operation_id[:64]}",
+        )
+        self.operations[operation_id] = task
+
+    async def _operate(
+        self, operation_id: str, payload: dict[str, Any], principal: Principal
+    ) -> None:
+        """Run one operation: ``next``… then ``complete``, or one ``error``."""
+        source: AsyncIterator[ExecutionResult] | None = None
+        encoded_id = orjson.dumps(operation_id)
+        try:
+            started = await self.runner.subscribe(payload, principal)
+            if isinstance(started, dict):
+                if "data" not in started:  # it could not start: the errors, no complete
+                    self._send_errors(operation_id, started.get("errors") or [])
+                    return
+                await self._deliver(_next_frame(encoded_id, started))
+            else:
+                source = started
+                async for result in source:
+                    if self.ws.closed:
+                        return
+                    await self._deliver(_next_frame(encoded_id, result))
+            self._send(operation_id, "complete")
+        except ServiceError as exc:
+            self._send_errors(operation_id, [field_error(exc, None)])
+        except Exception:
+            # Not the client's fault, and nothing of it is for the client to see.
+            error = Internal()
+            error.request_id = new_request_id()
+            log.exception(
+                "graphql-transport-ws: operation %r failed",
+                operation_id[:64],
+                extra={"request_id": error.request_id},
+            )
+            self._send_errors(operation_id, [field_error(error, None)])
+        finally:
+            if source is not None:
+                await _close(source)
+            if self.operations.get(operation_id) is asyncio.current_task():
+                del self.operations[operation_id]
+
+    async def _deliver(self, frame: bytes) -> None:
+        async with self._writing:
+            await self.ws.deliver(frame)
+
+    def _send(self, operation_id: str, kind: str) -> None:
+        if self.operations.get(operation_id) is asyncio.current_task():
+            self.ws.send_text(_control({"id": operation_id, "type": kind}))
+
+    def _send_errors(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
+        self.ws.send_text(_control({"id": operation_id, "type": "error", "payload": errors}))
+
+    async def stop_all(self) -> None:
+        """Cancel every operation and wait until each has closed its source."""
+        tasks = list(self.operations.values())
+        self.operations.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLEANUP_TIMEOUT)
+            if pending:
+                log.warning(
+                    "graphql-transport-ws: %d operation(s) ignored cancellation", len(pending)
+                )
+
+
+async def _close(source: AsyncIterator[ExecutionResult]) -> None:
+    close = getattr(source, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        log.exception("graphql-transport-ws: closing a subscription source failed")
+
+
+class GraphQLTransportWs:
+    """The ``/graphql`` WebSocket endpoint; mount it as the route's handler.
+
+    It carries ``subprotocols`` so that the server's handshake selects
+    ``graphql-transport-ws`` (a client offering only others is closed with 4406).
+    """
+
+    subprotocols: tuple[str, ...] = (SUBPROTOCOL,)
+
+    def __init__(
+        self, runner: OperationRunner, config: GraphQLConfig, *, metrics: _Metrics | None = None
+    ) -> None:
+        self.runner = runner
+        self.config = config
+        self.metrics = metrics
+        self.connections: set[TransportWsConnection] = set()
+
+    async def __call__(self, ws: WebSocket, request: Request) -> None:
+        connection = TransportWsConnection(ws, request, self.runner, self.config)
+        self.connections.add(connection)
+        self._count()
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            self._count()
+
+    def operations(self) -> int:
+        """Operations running on every connection (for tests and metrics)."""
+        return sum(len(c.operations) for c in self.connections)
+
+    def shutdown(self) -> None:
+        """The node is stopping: close every socket with 1001."""
+        for connection in list(self.connections):
+            connection.ws.shutdown()
+
+    def _count(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set(
+                "polyport_graphql_ws_connections",
+                "Open graphql-transport-ws connections.",
+                len(self.connections),
+            )
+
+
+async def serve(
+    ws: WebSocket, request: Request, runner: OperationRunner, config: GraphQLConfig
+) -> None:
+    """Serve one upgraded connection (the handshake must have chosen ``graphql-transport-ws``)."""
+    await TransportWsConnection(ws, request, runner, config).run()
+
+
+__all__ = [
+    "SUBPROTOCOL",
+    "GraphQLTransportWs",
+    "ProtocolViolation",
+    "TransportWsConnection",
+    "parse_message",
+    "serve",
+]
