@@ -21,7 +21,9 @@ from polyport.edges.hooks.inbox import HookInbox, InboxRow
 
 log = logging.getLogger("polyport.hooks")
 
-#: Seconds a claimed row's lease outlives the handler's timeout.
+#: Seconds a claimed row's lease outlives the handler's timeout (at most; a short
+#: timeout gets a margin as long as itself, at least a second): time to record
+#: the outcome after the timeout fired, before another node may take the row.
 LEASE_MARGIN = 30.0
 #: The shortest sleep between two looks at the inbox (no spinning on a lost race).
 MIN_SLEEP = 0.005
@@ -114,7 +116,8 @@ class InboxWorker:
 
     def _claim(self, now: float) -> None:
         free = self.config.concurrency - len(self._running)
-        lease = self.config.timeout + LEASE_MARGIN
+        timeout = self.config.timeout
+        lease = timeout + min(LEASE_MARGIN, max(1.0, timeout))
         for row in self.inbox.claim(self.names, now, free, lease):
             task = asyncio.create_task(self._process(row), name=f"polyport-hook-{row.receiver}")
             self._running[task] = row
