@@ -66,7 +66,9 @@ def test_aliases_fragments_and_typename(client: httpx.Client) -> None:
 
 def test_variables_and_directives(client: httpx.Client) -> None:
     """Variables feed arguments and @include/@skip; the same document serves both values."""
-    query = "query Q($id: Long!, $full: Boolean!) { user(id: $id) { id email @include(if: $full) name @skip(if: $full) } }"
+    query = """query Q($id: Long!, $full: Boolean!) {
+      user(id: $id) { id email @include(if: $full) name @skip(if: $full) }
+    }"""
     assert run(client, query, id=3, full=True)["data"]["user"] == {
         "id": 3,
         "email": "u3@example.com",
@@ -87,7 +89,8 @@ def test_mutations_create_update_delete_and_methods(client: httpx.Client) -> Non
     """Resource operations and plain methods are mutations; a method returning nothing is true."""
     created = run(
         client,
-        'mutation { createUser(name: "Zoe", email: "z@example.com", tags: ["x"]) { id name tags } }',
+        'mutation { createUser(name: "Zoe", email: "z@example.com", tags: ["x"]) '
+        "{ id name tags } }",
     )["data"]["createUser"]
     assert created == {"id": 51, "name": "Zoe", "tags": ["x"]}
     renamed = run(client, 'mutation { updateUser(id: 51, name: "Zed") { name } }')
@@ -101,7 +104,11 @@ def test_mutations_create_update_delete_and_methods(client: httpx.Client) -> Non
 
 def test_input_objects_from_variables(client: httpx.Client) -> None:
     """Input types take camelCase fields and reach the handler as the model's fields."""
-    query = "mutation P($items: [ItemInput!]!) { placeOrder(userId: 7, items: $items) { userId status items { productId quantity product { name } } } }"
+    query = """mutation P($items: [ItemInput!]!) {
+      placeOrder(userId: 7, items: $items) {
+        userId status items { productId quantity product { name } }
+      }
+    }"""
     order = run(client, query, items=[{"productId": 2, "quantity": 3}])["data"]["placeOrder"]
     assert order == {
         "userId": 7,
@@ -112,7 +119,11 @@ def test_input_objects_from_variables(client: httpx.Client) -> None:
 
 def test_connections_page_with_first_and_after(client: httpx.Client) -> None:
     """users(first, after) is a Relay connection over the resource's cursor list."""
-    query = "query P($after: String) { users(first: 20, after: $after) { edges { cursor node { id } } nodes { id } pageInfo { hasNextPage endCursor } } }"
+    query = """query P($after: String) {
+      users(first: 20, after: $after) {
+        edges { cursor node { id } } nodes { id } pageInfo { hasNextPage endCursor }
+      }
+    }"""
     seen: list[int] = []
     after = None
     for _ in range(5):
@@ -139,7 +150,9 @@ def test_enum_arguments(client: httpx.Client) -> None:
 def test_nested_relations_are_batched_per_level(client: httpx.Client, calls: Counter[str]) -> None:
     """N+1: 50 users, their orders and each item's product — one call per relation per level."""
     query = """
-    { users(first: 50) { nodes { id name orders(limit: 5) { id items { quantity product { name price } } user { id } } } } }
+    { users(first: 50) { nodes { id name orders(limit: 5) {
+        id items { quantity product { name price } } user { id }
+    } } } }
     """
     users = run(client, query)["data"]["users"]["nodes"]
     assert len(users) == 50
