@@ -16,7 +16,7 @@ const fetcher = createGraphiQLFetcher({
   subscriptionUrl: socket.href,
 });
 
-const DEFAULT_QUERY = `# The guide's social-platform query: a profile, posts and comments in one request.
+const DEFAULT_QUERY = `# A profile, its posts and their comments, in one request
 {
   user(id: 1) {
     name
