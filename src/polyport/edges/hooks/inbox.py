@@ -15,6 +15,11 @@ ends: a node that died mid-handler leaves its rows ``running``, and they are
 claimed again once the lease has passed. Every claim writes a fresh ``lease``
 token and every later update is conditional on it, so a node whose lease ran
 out cannot overwrite the work of the node that took over.
+
+Only the insert is committed on its own (the sender's 200 waits for it).
+Claims and outcomes join the database's group transaction, committed when the
+event loop next yields: one lost to a crash leaves the row pending or running,
+so the handler runs again — the at-least-once promise, not a loss.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Database(Protocol):
     def open(self) -> sqlite3.Connection: ...
     def close(self) -> None: ...
     def durable_write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor: ...
+    def group_write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor: ...
 
 
 @dataclass(slots=True)
@@ -203,7 +209,7 @@ class HookInbox:
         for receiver, delivery_id in candidates:
             lease = secrets.token_hex(8)
             # Conditional on the row still being due: another node may have won it.
-            cursor = self.db.durable_write(
+            cursor = self.db.group_write(
                 "UPDATE polyport_hook_inbox SET status='running', attempts=attempts+1, "
                 "due=?, lease=? WHERE receiver=? AND delivery_id=? "
                 "AND status IN ('pending', 'running') AND due <= ?",
@@ -232,7 +238,7 @@ class HookInbox:
         return self._settle(row, "status='pending', due=?, attempts=attempts-1, lease=NULL", (now,))
 
     def _settle(self, row: InboxRow, assignments: str, args: tuple[object, ...]) -> bool:
-        cursor = self.db.durable_write(
+        cursor = self.db.group_write(
             f"UPDATE polyport_hook_inbox SET {assignments} "
             "WHERE receiver=? AND delivery_id=? AND lease=?",
             (*args, row.receiver, row.id, row.lease),
