@@ -349,6 +349,34 @@ def bench_graphql(
         raise fail(str(exc)) from None
 
 
+@bench_app.command("webhooks")
+def bench_webhooks(
+    endpoints: Annotated[int, typer.Option(help="Endpoints subscribed to every event.")] = 100,
+    rate: Annotated[
+        float, typer.Option(help="Deliveries/s asked for in the sustained phase.")
+    ] = 2000.0,
+    duration: Annotated[float, typer.Option(help="Seconds of the sustained phase.")] = 10.0,
+    burst: Annotated[int, typer.Option(help="Events published back to back in the burst.")] = 200,
+    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """Signed deliveries from the SQLite outbox to a local receiver: rate and latency."""
+    from polyport.bench.webhooks import run_webhooks_bench
+
+    try:
+        run_webhooks_bench(
+            endpoints=endpoints,
+            rate=rate,
+            duration=duration,
+            burst=burst,
+            output=output,
+            console=out,
+        )
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
 def _bench_realtime(bench: str, **options: Any) -> None:
     try:
         from polyport.bench.realtime import run_realtime_bench
