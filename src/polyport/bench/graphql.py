@@ -1,10 +1,12 @@
-"""``polyport bench graphql``: two queries through polyport's GraphQL edge and plain Strawberry.
+"""``polyport bench graphql``: two queries through polyport's GraphQL edge and Strawberry.
 
 The queries (:data:`polyport.bench.graphql_data.QUERIES`) are the issue's
 ``{ user(id: 1) { id name email } }`` and the guide's profile + posts +
 comments with their authors (four levels, resolved in batches by both
 targets). Each is sent as ``POST /graphql`` with a JSON body over keep-alive
-connections. For each target, in the order polyport, Strawberry, the lab
+connections. The baselines are a plain Strawberry app (the issue's goal is
+set against it) and the same app with Strawberry's parser and validation
+caches. For each target, in the order polyport, Strawberry, Strawberry+caches, the lab
 
 1. starts the target's server in its own process (:mod:`polyport.bench.graphql_apps`),
 2. checks that it answers each query with exactly the expected data — a
@@ -45,7 +47,11 @@ if any(importlib.util.find_spec(name) is None for name in ("strawberry", "uvicor
     raise MissingExtra("bench", "the GraphQL bench (strawberry-graphql, uvicorn, graphql-core)")
 
 #: Every GraphQL target in the order the lab measures them, with its display name.
-TARGETS: dict[str, str] = {"polyport": "polyport", "strawberry": "Strawberry"}
+TARGETS: dict[str, str] = {
+    "polyport": "polyport",
+    "strawberry": "Strawberry",
+    "strawberry-cached": "Strawberry+caches",
+}
 PATH = "/graphql"
 PACKAGES = ("polyport", "strawberry-graphql", "graphql-core", "uvicorn", "uvloop", "httptools")
 

@@ -1,6 +1,6 @@
 """The GraphQL bench targets as servers, one process each, started by the lab.
 
-    python -m polyport.bench.graphql_apps polyport|strawberry
+    python -m polyport.bench.graphql_apps polyport|strawberry|strawberry-cached
 
 binds an ephemeral port on 127.0.0.1, writes ``port N`` on stdout and serves
 ``/graphql`` until SIGTERM:
@@ -10,7 +10,9 @@ binds an ephemeral port on 127.0.0.1, writes ``port N`` on stdout and serves
   (far above the load) so the whole pipeline is paid for;
 * **strawberry**: the plain Strawberry app of :mod:`polyport.bench.graphql_strawberry`
   on uvicorn, tuned exactly as the REST bench's FastAPI baseline
-  (:func:`polyport.bench.apps.serve_asgi`).
+  (:func:`polyport.bench.apps.serve_asgi`);
+* **strawberry-cached**: the same app with Strawberry's parser and validation
+  caches switched on (polyport caches parsed and validated documents too).
 
 Both answer from :mod:`polyport.bench.graphql_data` through the same batch functions.
 """
@@ -66,17 +68,18 @@ async def serve_polyport(sock: socket.socket) -> None:
     await Node(graphql_service(), settings).serve(sock)
 
 
-async def serve_strawberry(sock: socket.socket) -> None:
+async def serve_strawberry(sock: socket.socket, *, cached: bool = False) -> None:
     from polyport.bench.apps import serve_asgi
     from polyport.bench.graphql_strawberry import strawberry_app
 
-    await serve_asgi(strawberry_app(), sock)
+    await serve_asgi(strawberry_app(cached=cached), sock)
 
 
 #: The GraphQL targets, in the order the lab measures them.
 SERVERS: dict[str, Callable[[socket.socket], Coroutine[Any, Any, None]]] = {
     "polyport": serve_polyport,
     "strawberry": serve_strawberry,
+    "strawberry-cached": lambda sock: serve_strawberry(sock, cached=True),
 }
 
 

@@ -5,6 +5,8 @@ classes, resolvers, one ``DataLoader`` per relation created per request (so a
 nested query makes one batch call per level, as polyport's relations do) —
 and served by Strawberry's own ASGI app, ``strawberry.asgi.GraphQL``. The
 GraphiQL page it offers for browsers is left on: it costs nothing on POST.
+Plain, it parses and validates every request; with ``cached=True`` it uses
+Strawberry's parser and validation caches, the first thing to switch on for speed.
 
 Imported only by the bench target process: it needs the ``bench`` extra.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import strawberry
 from strawberry.asgi import GraphQL
 from strawberry.dataloader import DataLoader
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
 from polyport.bench import graphql_data
 from polyport.bench.users import get_user
@@ -108,6 +112,17 @@ class BenchGraphQL(GraphQL[dict[str, Any], None]):
         }
 
 
-def strawberry_app() -> BenchGraphQL:
-    """The ASGI app: ``POST /graphql`` (and GET, as Strawberry allows by default)."""
-    return BenchGraphQL(strawberry.Schema(query=Query))
+def strawberry_app(*, cached: bool = False) -> BenchGraphQL:
+    """The ASGI app: ``POST /graphql`` (and GET, as Strawberry allows by default).
+
+    ``cached`` adds Strawberry's own ``ParserCache`` and ``ValidationCache``
+    extensions, which skip parsing and validating a document seen before — what
+    polyport's document cache does — so the lab can show both baselines.
+    """
+    # Factories, as Strawberry asks: the caches themselves live at module level.
+    extensions: list[Callable[[], SchemaExtension]] = (
+        [partial(ParserCache, maxsize=1000), partial(ValidationCache, maxsize=1000)]
+        if cached
+        else []
+    )
+    return BenchGraphQL(strawberry.Schema(query=Query, extensions=extensions))
