@@ -1,9 +1,9 @@
 """The request-response contract, run against every edge that carries calls.
 
 The same cases — a success, each core error, each type of the type graph
-round-tripping — over REST, JSON-RPC, XML-RPC, gRPC and SOAP, each with a
-client polyport did not write (httpx, xmlrpc.client, grpcio with reflection,
-zeep).
+round-tripping — over REST, JSON-RPC, XML-RPC, gRPC, SOAP and GraphQL, each
+with a client polyport did not write (httpx, xmlrpc.client, grpcio with
+reflection, zeep; GraphQL documents written from the served introspection).
 """
 
 from __future__ import annotations
@@ -393,8 +393,97 @@ def from_proto(message: Any) -> dict[str, Any]:
     return out
 
 
-CLIENTS = {c.name: c for c in (RestClient, JsonRpcClient, XmlRpcClient, SoapClient, GrpcClient)}
-EDGES = ["rest", "jsonrpc", "xmlrpc", "soap", "grpc"]
+_INTROSPECTION = """
+{ __schema { mutationType { fields { name args { name type { ...T } } type { ...T } } }
+             types { name kind fields { name type { ...T } } } } }
+fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name } } } }
+"""
+
+#: extensions.code → the core's code, as a GraphQL client maps it back.
+GRAPHQL_CODES = {"BAD_USER_INPUT": "INVALID_ARGUMENT", "FORBIDDEN": "PERMISSION_DENIED"}
+
+
+def _type_text(ref: dict[str, Any]) -> str:
+    if ref["kind"] == "NON_NULL":
+        return _type_text(ref["ofType"]) + "!"
+    if ref["kind"] == "LIST":
+        return "[" + _type_text(ref["ofType"]) + "]"
+    return str(ref["name"])
+
+
+def _named(ref: dict[str, Any]) -> dict[str, Any]:
+    while ref.get("ofType"):
+        ref = ref["ofType"]
+    return ref
+
+
+class GraphQLClient:
+    """POST /graphql with documents written from the served introspection: each method a
+    mutation with its arguments as variables, objects selected field by field. Enums travel
+    by member name, as GraphQL clients see them."""
+
+    name = "graphql"
+
+    def __init__(self, node: RunningNode) -> None:
+        self.http = httpx.Client(base_url=node.url)
+        schema = self.http.post("/graphql", json={"query": _INTROSPECTION}).json()["data"]
+        self.fields = {f["name"]: f for f in schema["__schema"]["mutationType"]["fields"]}
+        self.types = {t["name"]: t for t in schema["__schema"]["types"]}
+
+    def _selection(self, ref: dict[str, Any]) -> str:
+        named = self.types[_named(ref)["name"]]
+        if named["kind"] != "OBJECT":
+            return ""
+        inner = " ".join(f["name"] + self._selection(f["type"]) for f in named["fields"])
+        return " { " + inner + " }"
+
+    def call(self, method: str, **args: Any) -> Any:
+        name = method.split("_")[0] + "".join(p.title() for p in method.split("_")[1:])
+        field = self.fields[name]
+        types = {a["name"]: _type_text(a["type"]) for a in field["args"]}
+        declared = ", ".join(f"${a}: {types[a]}" for a in args)
+        passed = ", ".join(f"{a}: ${a}" for a in args)
+        document = (
+            f"mutation Call({declared}) {{ {name}({passed}){self._selection(field['type'])} }}"
+            if args
+            else f"mutation Call {{ {name}{self._selection(field['type'])} }}"
+        )
+        answer = self.http.post(
+            "/graphql", json={"query": document, "variables": to_graphql(args)}
+        ).json()
+        if answer.get("errors"):
+            error = answer["errors"][0]
+            code = error["extensions"]["code"]
+            raise CallFailed(GRAPHQL_CODES.get(code, code), error["message"])
+        return from_graphql(answer["data"][name])
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def to_graphql(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.name
+    if isinstance(value, dict):
+        return {k: to_graphql(v) for k, v in value.items()}
+    return to_json(value)
+
+
+def from_graphql(value: Any) -> Any:
+    """Enum names back to this client's enum values (the only enum here is Color)."""
+    if isinstance(value, dict):
+        out = {k: from_graphql(v) for k, v in value.items()}
+        if isinstance(out.get("color"), str):
+            out["color"] = Color[out["color"]].value
+        return out
+    return value
+
+
+CLIENTS = {
+    c.name: c
+    for c in (RestClient, JsonRpcClient, XmlRpcClient, SoapClient, GrpcClient, GraphQLClient)
+}
+EDGES = ["rest", "jsonrpc", "xmlrpc", "soap", "grpc", "graphql"]
 
 
 def to_json(value: Any) -> Any:
