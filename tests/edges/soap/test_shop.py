@@ -96,6 +96,12 @@ def test_every_operation_of_the_demo_shop(client: zeep.Client) -> None:
     assert call("DeleteComment", id=comment.id) is None
     assert call("DeletePost", id=post.id) is None
 
+    # the payment flow (polyport.demo.payments): the provider confirms by webhook later
+    unpaid = call("CreateOrder", user_id=1, items=[{"product_id": 3, "quantity": 1}])
+    payment = call("PayOrder", order_id=unpaid.id)
+    assert payment.status == "processing" and payment.amount == unpaid.total
+    assert [p.id for p in call("GetPayments", order_id=unpaid.id)] == [payment.id]
+
     assert called == set(client.service._binding._operations)
 
 
