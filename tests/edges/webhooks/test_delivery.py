@@ -75,3 +75,22 @@ def test_connections_are_kept_alive(node: RunningNode, receiver: Receiver) -> No
         publish(node, OrderCreated, id=i)
         receiver.wait_count(i + 1)
     assert receiver.connections == 1
+
+
+def test_the_client_posts_under_uvloop(receiver: Receiver) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the client copes."""
+    import uvloop
+
+    from polyport.edges.webhooks.client import ConnectionPool
+    from polyport.edges.webhooks.ssrf import AddressPolicy, parse_url
+
+    async def post() -> int:
+        pool = ConnectionPool(parse_url(receiver.url), AddressPolicy(["127.0.0.1"]), keep=64)
+        try:
+            answer = await pool.post([(b"webhook-id", b"x")], b"{}")
+            return answer.status
+        finally:
+            pool.close()
+
+    assert uvloop.run(post()) == 200
+    assert receiver.requests[0].id == "x"
