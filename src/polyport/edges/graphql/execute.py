@@ -180,6 +180,8 @@ class GraphQLRunner:
             return await self.run(payload, principal, caller)
         except RequestError as exc:
             return {"errors": exc.errors}
+        except ServiceError as exc:  # the rate limit, before anything ran
+            return {"errors": [field_error(exc, None)]}
 
     async def subscribe(
         self, payload: Mapping[str, Any], principal: Principal
