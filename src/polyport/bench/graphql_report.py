@@ -102,15 +102,16 @@ class GraphQLReport:
         table = Table(
             box=box.SIMPLE_HEAD,
             caption="CPU: the server's share of one core · µs/req: server CPU per request · "
-            "vs: polyport's req/s over plain Strawberry's, and over Strawberry+caches'",
+            f"{TIMES}plain, {TIMES}cache: polyport's req/s over Strawberry's (plain, cached)",
             show_edge=False,
-            padding=(0, 0, 0, 1),
+            padding=(0, 0, 0, 0),
         )
-        for heading in ("query", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU"):
-            table.add_column(heading, justify="left" if heading in ("query", "target") else "right")
-        table.add_column("µs/req", justify="right")
-        table.add_column("vs plain", justify="right")
-        table.add_column("vs +caches", justify="right")
+        table.add_column("query", no_wrap=True)
+        table.add_column("target", no_wrap=True)
+        for heading in ("req/s", "p50 ms", "p99 ms", "errors", "CPU", "µs/req"):
+            table.add_column(heading, justify="right", no_wrap=True)
+        table.add_column(f"{TIMES}plain", justify="right", no_wrap=True)
+        table.add_column(f"{TIMES}cache", justify="right", no_wrap=True)
         for row in self.rows():
             table.add_row(*row)
         return table
@@ -127,8 +128,8 @@ class GraphQLReport:
                         case,
                         f.label,
                         f"{f.requests_per_second:,.0f}",
-                        f"{f.p50_ms:.2f}",
-                        f"{f.p99_ms:.2f}",
+                        _ms(f.p50_ms),
+                        _ms(f.p99_ms),
                         f"{f.errors:,}",
                         "—" if f.server_cpu_share is None else f"{f.server_cpu_share:.0%}",
                         "—" if f.cpu_us_per_request is None else f"{f.cpu_us_per_request:.0f}",
@@ -191,6 +192,13 @@ class GraphQLReport:
         shutil.copyfile(json_path, output / "graphql-latest.json")
         shutil.copyfile(md_path, output / "graphql-latest.md")
         return json_path, md_path
+
+
+def _ms(value: float) -> str:
+    """Milliseconds in at most three significant digits (or whole thousands)."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def _times(ratio: float | None) -> str:
