@@ -393,3 +393,40 @@ def test_a_github_signature_is_checked_over_the_raw_bytes(lab: Lab, tmp_path: An
         headers = {"x-hub-signature-256": f"sha256={digest}", "x-github-delivery": "d-raw"}
         assert post(node.url, "github", body.replace(b": ", b":"), headers).status_code == 401
         assert post(node.url, "github", body, headers).status_code == 200
+
+
+def test_a_handler_past_its_timeout_fails_the_attempt_and_is_retried(
+    lab: Lab, tmp_path: Any
+) -> None:
+    """``hooks.timeout`` bounds one run; the delivery waits for the next attempt."""
+    with lab.serve(str(tmp_path / "db"), hooks={"timeout": 0.2}) as node:
+        lab.recorder.gate.clear()
+        post(node.url, "busy", BODY, lab.standard_headers(BODY, msg_id="msg_slow"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            found = delivery(node.url, "busy", "msg_slow")
+            if found["error"]:
+                break
+            time.sleep(0.02)
+        assert found["error"] == "the handler did not finish within 0.2 s"
+        lab.recorder.gate.set()
+        lab.recorder.wait_for(lambda: len(lab.recorder.of("busy")) == 1)
+        assert lab.recorder.of("busy")[0][2].attempt >= 2
+        metrics = httpx.get(f"{node.url}/metrics").text
+        assert 'edge="hooks",method="busy",code="DEADLINE_EXCEEDED"' in metrics
+
+
+def test_secrets_from_the_settings_are_checked_at_start(lab: Lab, tmp_path: Any) -> None:
+    """A receiver left without a secret, or a secret for no receiver, stops the node."""
+    from polyport.core.errors import ConfigError
+    from polyport.node import Node
+
+    db = str(tmp_path / "db")
+    with pytest.raises(ConfigError, match="POLYPORT_HOOKS__SECRETS__CONFIGURED"):
+        Node(lab.service, lab.settings(db, hooks={"secrets": {}}), edges=["hooks"])
+    secrets = {"configured": lab.STD_SECRET, "nope": lab.STD_SECRET}
+    with pytest.raises(ConfigError, match="nope"):
+        Node(lab.service, lab.settings(db, hooks={"secrets": secrets}), edges=["hooks"])
+    bad = {"configured": "not-a-whsec-secret"}
+    with pytest.raises(ConfigError, match=r"hooks\.secrets\.configured"):
+        Node(lab.service, lab.settings(db, hooks={"secrets": bad}), edges=["hooks"])
