@@ -174,7 +174,12 @@ def demo(
         settings = load_settings(
             config,
             overrides={"port": port, "database": database},
-            base={"dev": True, "log": {"format": "text"}},
+            # Webhooks to a receiver on this machine (the README's walkthrough).
+            base={
+                "dev": True,
+                "log": {"format": "text"},
+                "webhooks": {"allow_private": ["127.0.0.1"]},
+            },
         )
         # The demo never listens beyond this machine, whatever the configuration says.
         settings = settings.model_copy(update={"host": "127.0.0.1", "dev": True})
