@@ -43,6 +43,8 @@ class ScriptedRunner:
         self.params: list[Any] = []
         self.headers: list[dict[str, str]] = []
         self.feed: asyncio.Queue[Any] = asyncio.Queue()
+        #: The same result objects for every subscriber (as a runner sharing an event's result).
+        self.shared = [{"data": {"shared": i}} for i in range(3)]
 
     async def authenticate(self, params: Any, headers: Any) -> Principal:
         self.params.append(params)
@@ -72,6 +74,8 @@ class ScriptedRunner:
             return self._tracked(self._feed())
         if query == "subscription failing":
             return self._tracked(self._failing())
+        if query == "subscription shared":
+            return self._tracked(self._items(self.shared))
         if query == "subscription flood":
             return self._tracked(self._flood())
         raise AssertionError(f"unscripted query {query!r}")
@@ -394,6 +398,26 @@ async def test_a_subscription_streams_in_order_then_completes() -> None:
         again = [await receive(ws) for _ in range(51)]
         assert [m["payload"]["data"]["count"] for m in again[:50]] == list(range(50))
         assert again[50] == {"id": "s", "type": "complete"}
+    await settled(served)
+
+
+async def test_a_result_shared_by_subscribers_reaches_each_with_its_own_id() -> None:
+    """One result object sent to several operations: encoded once, each gets it under its id."""
+    async with serving() as served, connect(served) as a, connect(served) as b:
+        await acknowledged(a)
+        await acknowledged(b)
+        for ws, ids in ((a, ("a1", "a2")), (b, ("b1",))):
+            for operation_id in ids:
+                payload = {"query": "subscription shared"}
+                await send(ws, {"id": operation_id, "type": "subscribe", "payload": payload})
+        got_a = [await receive(a) for _ in range(8)]
+        got_b = [await receive(b) for _ in range(4)]
+    for operation_id, got in (("a1", got_a), ("a2", got_a), ("b1", got_b)):
+        mine = [m for m in got if m["id"] == operation_id]
+        assert mine == [
+            {"id": operation_id, "type": "next", "payload": {"data": {"shared": i}}}
+            for i in range(3)
+        ] + [{"id": operation_id, "type": "complete"}]
     await settled(served)
 
 

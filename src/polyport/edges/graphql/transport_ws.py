@@ -23,11 +23,14 @@ so does one over the per-connection cap (``RATE_LIMITED``).
 GraphQL itself is the edge's business: this module only drives an
 :class:`~polyport.edges.graphql.runner.OperationRunner`. The socket is the
 server's :class:`~polyport.server.websocket.WebSocket`, so keep-alive pings,
-the inbound message limit (1009) and the slow-consumer rule are the same as
-the WebSocket edge's: results are written with :meth:`WebSocket.deliver`, one
-at a time per connection, and a client that reads nothing for
-``stall_timeout`` seconds is closed with 1013. While a result waits, its
-subscription pulls nothing more from the event log, so memory stays bounded.
+the inbound message limit (1009) and the slow-consumer rule are the WebSocket
+edge's. Outgoing messages are queued per connection and written once per loop
+iteration (a burst of results is one system call); a result object the runner
+hands to many subscribers is serialised once (:class:`EncodedResults`). When
+the client reads slower than results come, its operations stop pulling from
+their sources — events wait in the hub's bounded buffer, then in the event
+log — and a client that reads nothing for ``stall_timeout`` seconds is closed
+with 1013, as on ``/ws``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from polyport.core.errors import (
 from polyport.edges.graphql.errors import field_error
 from polyport.edges.graphql.runner import ExecutionResult, OperationRunner
 from polyport.http.request import Request
-from polyport.server.websocket import WebSocket, text_frame
+from polyport.server.websocket import WebSocket
 
 log = logging.getLogger("polyport.graphql.ws")
 
@@ -71,6 +74,8 @@ CLOSE_INTERNAL: Final = 4500
 _MAX_REASON = 123
 #: Seconds to let operations finish their clean-up once the socket is gone.
 _CLEANUP_TIMEOUT = 5.0
+#: Queued bytes written at once, without waiting for the end of the loop iteration.
+_FLUSH_AT = 64 * 1024
 
 _CLIENT_ONLY = frozenset({"connection_init", "subscribe"})
 _SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
@@ -173,15 +178,43 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
     raise ProtocolViolation(CLOSE_BAD_REQUEST, _reason(f"Invalid message 'type' property {kind!r}"))
 
 
-def _control(message: dict[str, Any]) -> bytes:
-    return orjson.dumps(message)
+def _frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame (server to client; no extension is ever negotiated)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
-def _next_frame(operation_id: bytes, result: ExecutionResult) -> bytes:
-    """``{"id":…,"type":"next","payload":<result>}`` as one WebSocket text frame."""
-    return text_frame(
-        b'{"id":' + operation_id + b',"type":"next","payload":' + orjson.dumps(result) + b"}"
-    )
+class EncodedResults:
+    """Results encoded once, however many subscriptions send them.
+
+    A runner that hands the same result object to every subscriber of an event
+    (the same document, the same selection) has it serialised once here; the
+    cache is by identity and holds the last ``size`` results alive, so an id is
+    never mistaken for a newer object's.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[int, tuple[ExecutionResult, bytes]] = {}
+
+    def encode(self, result: ExecutionResult) -> bytes:
+        entry = self._entries.get(id(result))
+        if entry is not None and entry[0] is result:
+            return entry[1]
+        encoded = orjson.dumps(result)
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[id(result)] = (result, encoded)
+        return encoded
+
+
+def _next(operation_id: bytes, payload: bytes) -> bytes:
+    """``{"id":…,"type":"next","payload":…}`` from the JSON of the id and of the result."""
+    return b'{"id":' + operation_id + b',"type":"next","payload":' + payload + b"}"
 
 
 class TransportWsConnection:
@@ -193,19 +226,25 @@ class TransportWsConnection:
         request: Request,
         runner: OperationRunner,
         config: GraphQLConfig,
+        encoded: EncodedResults | None = None,
     ) -> None:
         self.ws = ws
         self.request = request
         self.runner = runner
         self.config = config
+        self.encoded = encoded or EncodedResults()
         self.init_received = False
         self.acknowledged = False
         self.principal: Principal | None = None
         #: Running operations by the client's id (reserved from ``subscribe`` on).
         self.operations: dict[str, asyncio.Task[None]] = {}
-        # One result on the wire at a time: a writer that waits for the client
-        # to read holds the others back (the transport has one drain waiter).
-        self._writing = asyncio.Lock()
+        # Messages wait here until the end of the loop iteration (or _FLUSH_AT
+        # bytes), so a burst of results goes out in one write.
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._flush_pending = False
+        # One waiter for a slow client at a time (the transport has one drain waiter).
+        self._waiting = asyncio.Lock()
 
     async def run(self) -> None:
         """Serve the socket until it closes; every operation is stopped before this returns."""
@@ -221,6 +260,7 @@ class TransportWsConnection:
                 try:
                     await self.receive(parse_message(text))
                 except ProtocolViolation as exc:
+                    self.flush()  # what was answered before goes out before the close
                     ws.close(exc.code, _reason(exc.reason))
                 if ws.closed:
                     break
@@ -230,6 +270,7 @@ class TransportWsConnection:
 
     def _init_timeout(self) -> None:
         if not self.acknowledged:
+            self.flush()
             self.ws.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
     async def receive(self, message: dict[str, Any]) -> None:
@@ -249,7 +290,7 @@ class TransportWsConnection:
             pong: dict[str, Any] = {"type": "pong"}
             if message.get("payload") is not None:
                 pong["payload"] = message["payload"]
-            self.ws.send_text(_control(pong))
+            self.post(orjson.dumps(pong))
         elif kind == "pong":
             return
         else:  # connection_init
@@ -274,7 +315,7 @@ class TransportWsConnection:
             return
         self.principal = principal
         self.acknowledged = True
-        self.ws.send_text(_control({"type": "connection_ack"}))
+        self.post(b'{"type":"connection_ack"}')
 
     def subscribe(self, operation_id: str, payload: dict[str, Any]) -> None:
         if not self.acknowledged or self.principal is None:
@@ -302,19 +343,21 @@ class TransportWsConnection:
         """Run one operation: ``next``… then ``complete``, or one ``error``."""
         source: AsyncIterator[ExecutionResult] | None = None
         encoded_id = orjson.dumps(operation_id)
+        encode = self.encoded.encode
         try:
             started = await self.runner.subscribe(payload, principal)
             if isinstance(started, dict):
                 if "data" not in started:  # it could not start: the errors, no complete
                     self._send_errors(operation_id, started.get("errors") or [])
                     return
-                await self._deliver(_next_frame(encoded_id, started))
+                self.post(_next(encoded_id, orjson.dumps(started)))
             else:
                 source = started
                 async for result in source:
                     if self.ws.closed:
                         return
-                    await self._deliver(_next_frame(encoded_id, result))
+                    self.post(_next(encoded_id, encode(result)))
+                    await self.paced()
             self._send(operation_id, "complete")
         except ServiceError as exc:
             self._send_errors(operation_id, [field_error(exc, None)])
@@ -334,16 +377,47 @@ class TransportWsConnection:
             if self.operations.get(operation_id) is asyncio.current_task():
                 del self.operations[operation_id]
 
-    async def _deliver(self, frame: bytes) -> None:
-        async with self._writing:
-            await self.ws.deliver(frame)
-
     def _send(self, operation_id: str, kind: str) -> None:
         if self.operations.get(operation_id) is asyncio.current_task():
-            self.ws.send_text(_control({"id": operation_id, "type": kind}))
+            self.post(orjson.dumps({"id": operation_id, "type": kind}))
 
     def _send_errors(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
-        self.ws.send_text(_control({"id": operation_id, "type": "error", "payload": errors}))
+        self.post(orjson.dumps({"id": operation_id, "type": "error", "payload": errors}))
+
+    # -- to the client -------------------------------------------------------------------
+
+    def post(self, message: bytes) -> None:
+        """Queue one message; it goes out with the others of this loop iteration, in order."""
+        if self.ws.closed:
+            return
+        frame = _frame(message)
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if self._outbox_bytes >= _FLUSH_AT:
+            self.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued, in one piece (a client far behind is closed with 1013)."""
+        self._flush_pending = False
+        if self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self.ws.send_frames(data)
+
+    async def paced(self) -> None:
+        """Wait while the client is behind; it has ``stall_timeout`` to read, or gets 1013.
+
+        Meanwhile the operation pulls nothing from its source, so its events wait
+        in the hub's bounded buffer and then in the event log, not in memory here.
+        """
+        while self.ws.connection.write_paused and not self.ws.closed:
+            async with self._waiting:
+                self.flush()
+                await self.ws.deliver(b"")
 
     async def stop_all(self) -> None:
         """Cancel every operation and wait until each has closed its source."""
@@ -385,9 +459,11 @@ class GraphQLTransportWs:
         self.config = config
         self.metrics = metrics
         self.connections: set[TransportWsConnection] = set()
+        #: Shared by every connection: an event's result is encoded once for all.
+        self.encoded = EncodedResults()
 
     async def __call__(self, ws: WebSocket, request: Request) -> None:
-        connection = TransportWsConnection(ws, request, self.runner, self.config)
+        connection = TransportWsConnection(ws, request, self.runner, self.config, self.encoded)
         self.connections.add(connection)
         self._count()
         try:
