@@ -21,6 +21,7 @@ pytest.importorskip("grpc_tools")
 if importlib.util.find_spec("spyne") is None:  # not imported: its six importer breaks imports
     pytest.skip("spyne is not installed", allow_module_level=True)
 
+from polyport.bench import rpc
 from polyport.bench.loadgen import HttpCall
 from polyport.bench.report import TIMES
 from polyport.bench.rpc import RpcServer, run_rpc_bench
@@ -72,9 +73,12 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_short_bench_measures_every_call_and_stream_and_writes_its_results(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tiny run measures every case on every target with no error, bytes on the wire too."""
+    # Fewer probe calls and events than a real run counts, to keep the test short.
+    monkeypatch.setattr(rpc, "GRPC_PROBE_CALLS", 20)
+    monkeypatch.setattr(rpc, "STREAM_PROBE_EVENTS", 200)
     screen = io.StringIO()
     report = run_rpc_bench(
         duration=0.3,
@@ -91,6 +95,7 @@ def test_a_short_bench_measures_every_call_and_stream_and_writes_its_results(
     assert data["connections"] == 8
     assert data["machine"]["versions"]["grpcio"]
     assert data["notes"] == []
+    assert data["probe"] == {"http_calls": 20, "grpc_calls": 20, "stream_events": 200}
 
     calls = {(c["name"], c["payload"]): c for c in data["calls"]}
     assert sorted(calls) == sorted((case.name, case.payload) for case in CASES)
