@@ -194,3 +194,61 @@ def test_the_shop_refuses_webhooks_not_signed_by_the_provider(demo: RunningNode)
         )
         assert response.status_code == 200
         wait_for(lambda: client.get(f"/v1/orders/{order['id']}").json()["status"] == "paid")
+
+
+def test_orders_paid_reaches_a_webhook_subscriber(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole loop: provider → /hooks/payments → orders.paid → the outbound webhook a
+    subscriber registered, signed so that the ``standardwebhooks`` library accepts it."""
+    import http.server
+
+    from standardwebhooks.webhooks import Webhook
+
+    received: list[tuple[dict[str, str], bytes]] = []
+    arrived = threading.Event()
+
+    class Subscriber(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            arrived.set()
+            self.send_response(204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    subscriber = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
+    threading.Thread(target=subscriber.serve_forever, daemon=True).start()
+    monkeypatch.setattr(payments, "SETTLE_DELAY", 0.05)
+    settings = Settings.model_validate(
+        {
+            "dev": True,
+            "database": str(tmp_path / "demo.sqlite3"),
+            "rate_limit": {"enabled": False},
+            "hooks": {"poll_interval": 0.05},
+            "webhooks": {"allow_private": ["127.0.0.1"], "retry_schedule": [0, 0.1, 0.1]},
+        }
+    )
+    try:
+        with (
+            serve_in_thread(shop, settings, edges=[*EDGES, "webhooks"]) as node,
+            httpx.Client(base_url=node.url, timeout=10) as client,
+        ):
+            url = f"http://127.0.0.1:{subscriber.server_address[1]}/shop-events"
+            created = client.post("/v1/webhooks", json={"url": url, "event_types": ["orders.paid"]})
+            assert created.status_code == 201, created.text
+            secret = created.json()["secret"]
+            order = new_order(client, quantity=1)
+            assert client.post("/v1/pay_order", json={"order_id": order["id"]}).status_code == 200
+            assert arrived.wait(15), "the subscriber got nothing"
+    finally:
+        subscriber.shutdown()
+        subscriber.server_close()
+    headers, body = received[0]
+    event = Webhook(secret).verify(body, headers)
+    assert event["type"] == "orders.paid" and event["data"]["order_id"] == order["id"]
