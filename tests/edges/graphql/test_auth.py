@@ -55,3 +55,15 @@ def test_bad_credentials_are_401(secure: RunningNode) -> None:
     assert unknown.headers["www-authenticate"].startswith("Bearer")
     malformed = post(secure, "{ _service }", authorization="Basic abc")
     assert malformed.status_code == 401
+
+
+def test_errors_inside_lists_have_full_paths(secure: RunningNode) -> None:
+    """One error per parent a forbidden relation was asked under, each with its list index."""
+    denied = post(secure, "{ users(first: 2) { nodes { id secret } } }", USER_KEY).json()
+    assert denied["data"] == {
+        "users": {"nodes": [{"id": 1, "secret": None}, {"id": 2, "secret": None}]}
+    }
+    assert [e["path"] for e in denied["errors"]] == [
+        ["users", "nodes", 0, "secret"],
+        ["users", "nodes", 1, "secret"],
+    ]

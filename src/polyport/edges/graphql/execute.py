@@ -22,6 +22,7 @@ from typing import Any
 from graphql import DocumentNode, OperationDefinitionNode, OperationType, SelectionSetNode
 from graphql import execute_sync as graphql_execute_sync
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from pydantic_core import PydanticSerializationError
 
 from polyport.core.auth import Credentials
 from polyport.core.context import Context, Principal
@@ -30,8 +31,10 @@ from polyport.core.dispatch import (
     Caller,
     Dispatcher,
     PageResult,
+    RelationBinding,
     encode_cursor,
     internal_error,
+    wire_adapter,
 )
 from polyport.core.errors import (
     InvalidArgument,
@@ -63,7 +66,7 @@ Path = tuple[str | int, ...]
 class Request:
     """What one execution needs beside the plan."""
 
-    __slots__ = ("caller", "errors", "principal", "variables")
+    __slots__ = ("caller", "errors", "pending", "principal", "variables")
 
     def __init__(
         self, principal: Principal, caller: Caller, variables: VariableValues | None
@@ -72,10 +75,25 @@ class Request:
         self.caller = caller
         self.variables = variables
         self.errors: list[dict[str, Any]] = []
+        self.pending: list[tuple[ServiceError, dict[str, Any], FieldPlan]] = []
 
     def fail(self, error: ServiceError, path: Path, plan: FieldPlan) -> None:
         location = plan.location
         self.errors.append(field_error(error, path, [location] if location else ()))
+
+    def fail_below(self, error: ServiceError, out: dict[str, Any], plan: FieldPlan) -> None:
+        """An error at ``plan.key`` of the response object ``out``: its path is found later."""
+        self.pending.append((error, out, plan))
+
+    def settle(self, data: Any) -> None:
+        """Turn pending errors into errors with paths, by finding their objects in ``data``."""
+        if not self.pending:
+            return
+        paths: dict[int, Path] = {}
+        _index(data, (), paths)
+        for error, out, plan in self.pending:
+            self.fail(error, (*paths.get(id(out), ()), plan.key), plan)
+        self.pending = []
 
 
 def _map_enum(value: Any, names: Mapping[Any, str]) -> Any:
@@ -157,6 +175,8 @@ class GraphQLRunner:
         self.edge = edge
         self.metrics = dispatcher.metrics
         self.deadlines = Deadlines()
+        #: relation name → the serializer of a whole level of its values
+        self._relation_lists: dict[str, Any] = {}
         #: (query text, operation name) → plan, for requests without variables or extensions
         self._ready: dict[tuple[str, str | None], OperationPlan] = {}
         #: resource method name → the wire name of its key (for edge cursors)
@@ -301,6 +321,7 @@ class GraphQLRunner:
             }
         finally:
             deadlines.forget(task)
+        request.settle(data)
         if request.errors:
             return {"data": data, "errors": request.errors}
         return {"data": data}
@@ -331,7 +352,7 @@ class GraphQLRunner:
                 data[field.key] = _project(value, children)
             else:
                 holder: list[dict[str, Any]] = [{}]
-                await self._complete([value], [()], field, holder, request, "value")
+                await self._complete([value], field, holder, request, "value")
                 data[field.key] = holder[0]["value"]
         return data
 
@@ -421,7 +442,6 @@ class GraphQLRunner:
     async def _select(
         self,
         parents: list[dict[str, Any]],
-        paths: list[Path],
         fields: list[FieldPlan],
         request: Request,
     ) -> list[dict[str, Any]]:
@@ -455,15 +475,14 @@ class GraphQLRunner:
                         out[key] = _project(parent.get(wire), children)
                     continue
                 values = [parent.get(wire) for parent in parents]
-                await self._complete(values, paths, field, outs, request, key)
+                await self._complete(values, field, outs, request, key)
             elif kind == RELATION:
-                await self._relation(parents, paths, field, outs, request)
+                await self._relation(parents, field, outs, request)
         return outs
 
     async def _relation(
         self,
         parents: list[dict[str, Any]],
-        paths: list[Path],
         field: FieldPlan,
         outs: list[dict[str, Any]],
         request: Request,
@@ -476,11 +495,11 @@ class GraphQLRunner:
             values = await self.dispatcher.resolve(
                 relation, parents, self._args(field, request), request.principal, request.caller
             )
-            dumped = [relation.dump_python(value) for value in values]
+            dumped = self._dump_relation(relation, values, request.caller)
         except ServiceError as exc:
-            for out, path in zip(outs, paths, strict=True):
+            for out in outs:
                 out[key] = None
-                request.fail(exc, (*path, key), field)
+                request.fail_below(exc, out, field)
             return
         children = field.children
         if children is None:
@@ -492,12 +511,29 @@ class GraphQLRunner:
             for out, value in zip(outs, dumped, strict=True):
                 out[key] = _project(value, children)
             return
-        await self._complete(dumped, paths, field, outs, request, key)
+        await self._complete(dumped, field, outs, request, key)
+
+    def _dump_relation(
+        self, relation: RelationBinding, values: list[Any], caller: Caller
+    ) -> list[Any]:
+        """Every parent's value as wire data, in one serializer call for the whole level."""
+        serializer = self._relation_lists.get(relation.name)
+        if serializer is None:
+            adapter = wire_adapter(list[relation.spec.returns_annotation])  # type: ignore[name-defined]
+            serializer = self._relation_lists[relation.name] = adapter.serializer.to_python
+        try:
+            dumped: list[Any] = serializer(values, mode="json", by_alias=True, warnings="error")
+        except PydanticSerializationError as exc:
+            raise internal_error(
+                f"relation {relation.name} returned a value that does not match its annotation",
+                exc,
+                caller,
+            ) from exc
+        return dumped
 
     async def _complete(
         self,
         values: list[Any],
-        paths: list[Path],
         field: FieldPlan,
         outs: list[dict[str, Any]],
         request: Request,
@@ -505,13 +541,48 @@ class GraphQLRunner:
     ) -> None:
         """Project the objects inside ``values`` (one per parent) and store them at ``key``."""
         flat: list[dict[str, Any]] = []
-        flat_paths: list[Path] = []
-        for value, path in zip(values, paths, strict=True):
-            _flatten(value, (*path, field.key), flat, flat_paths)
+        shallow = True  # objects, or lists of objects: the common shapes, without recursion
+        for value in values:
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                flat.append(value)
+                continue
+            for item in value:
+                if isinstance(item, dict):
+                    flat.append(item)
+                elif item is not None:
+                    shallow = False
+                    break
+            if not shallow:
+                break
+        if not shallow:
+            flat = []
+            for value in values:
+                _flatten(value, flat)
         assert field.children is not None
-        projected = iter(await self._select(flat, flat_paths, field.children, request))
+        projected = await self._select(flat, field.children, request)
+        if shallow:
+            position = 0
+            for out, value in zip(outs, values, strict=True):
+                if value is None:
+                    out[key] = None
+                elif isinstance(value, dict):
+                    out[key] = projected[position]
+                    position += 1
+                else:
+                    items: list[Any] = []
+                    for item in value:
+                        if item is None:
+                            items.append(None)
+                        else:
+                            items.append(projected[position])
+                            position += 1
+                    out[key] = items
+            return
+        remaining = iter(projected)
         for out, value in zip(outs, values, strict=True):
-            out[key] = _rebuild(value, projected)
+            out[key] = _rebuild(value, remaining)
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -589,9 +660,10 @@ class GraphQLRunner:
             data: Any = value
         else:
             holder: list[dict[str, Any]] = [{}]
-            await self._complete([value], [()], field, holder, request, "value")
+            await self._complete([value], field, holder, request, "value")
             data = holder[0]["value"]
         result: ExecutionResult = {"data": {field.key: data}}
+        request.settle(result["data"])
         if request.errors:
             result["errors"] = request.errors
         return result
@@ -652,15 +724,27 @@ def _project(value: Any, fields: list[FieldPlan]) -> Any:
     return out
 
 
-def _flatten(value: Any, path: Path, flat: list[dict[str, Any]], paths: list[Path]) -> None:
+def _flatten(value: Any, flat: list[dict[str, Any]]) -> None:
     if value is None:
         return
     if isinstance(value, list):
-        for index, item in enumerate(value):
-            _flatten(item, (*path, index), flat, paths)
+        for item in value:
+            _flatten(item, flat)
         return
     flat.append(value)
-    paths.append(path)
+
+
+def _index(value: Any, path: Path, paths: dict[int, Path]) -> None:
+    """The path of every response object inside ``value``, by identity."""
+    if isinstance(value, dict):
+        paths[id(value)] = path
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                _index(item, (*path, key), paths)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            if isinstance(item, dict | list):
+                _index(item, (*path, position), paths)
 
 
 def _rebuild(value: Any, projected: Any) -> Any:
