@@ -189,6 +189,8 @@ def test_replay_sends_a_delivery_again(tmp_path: Path, receiver: Receiver) -> No
         assert again[0].id == again[1].id == event_id
         assert again[0].body == again[1].body
         wait_until(lambda: final(node.url, endpoint["id"], event_id)["attempts"] == 2)
+        history = final(node.url, endpoint["id"], event_id)["history"]
+        assert [(a["attempt"], a["response_code"]) for a in history] == [(1, 200), (2, 200)]
         missing = httpx.post(f"{node.url}/v1/webhooks/{endpoint['id']}/deliveries/0:0/replay")
         assert missing.status_code == 404
 

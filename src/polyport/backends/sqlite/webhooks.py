@@ -423,6 +423,9 @@ class SqliteWebhookStore:
                     r.response_body,
                 )
                 for r in results
+                # A success is the delivery row's own last attempt: one row less per
+                # delivery in the common case (see :meth:`attempts`).
+                if r.status != "delivered"
             ],
         )
 
@@ -469,11 +472,38 @@ class SqliteWebhookStore:
             "FROM polyport_webhook_attempts WHERE endpoint_id = ? AND event_id = ? ORDER BY number",
             (endpoint_id, event_id),
         ).fetchall()
-        return [Attempt(*r) for r in rows]
+        found = [Attempt(*r) for r in rows]
+        last = self.delivery(endpoint_id, event_id)
+        if (
+            last is not None
+            and last.status == "delivered"
+            and last.last_at is not None
+            and all(a.number != last.attempts for a in found)
+        ):
+            found.append(
+                Attempt(
+                    last.attempts,
+                    last.last_at,
+                    last.response_code,
+                    last.latency,
+                    last.error,
+                    last.response_body,
+                )
+            )
+        return found
 
     def requeue(self, endpoint_id: str, event_id: str, now: float) -> bool:
         """Replay: make a delivery due now, as a fresh round of attempts."""
         self.flush()
+        # A success lives only in the delivery row (see flush); keep it in the history.
+        self.db.conn.execute(
+            "INSERT OR IGNORE INTO polyport_webhook_attempts "
+            "(endpoint_id, event_id, number, time, response_code, latency, error, response_body) "
+            "SELECT endpoint_id, event_id, attempts, last_at, response_code, latency, error, "
+            "response_body FROM polyport_webhook_deliveries WHERE endpoint_id = ? "
+            "AND event_id = ? AND status = 'delivered' AND last_at IS NOT NULL",
+            (endpoint_id, event_id),
+        )
         cursor = self.db.conn.execute(
             "UPDATE polyport_webhook_deliveries SET status = 'pending', next_at = ?, "
             "retry_base = attempts, lease_owner = NULL, lease_until = NULL "
