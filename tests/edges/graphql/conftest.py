@@ -301,3 +301,13 @@ def secure() -> Iterator[RunningNode]:
     }
     with serve_in_thread(shop, settings(dev=False, auth=auth), edges=["graphql"]) as running:
         yield running
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Any]:
+    """The GraphQL edge of a started node, in this test's event loop (no HTTP)."""
+    from polyport.node import Node
+
+    node = Node(shop, settings(), edges=["graphql"])
+    async with node.running():
+        yield node.edges[0]
