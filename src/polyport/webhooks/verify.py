@@ -212,6 +212,20 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value.strip()
 
 
+def _branded(headers: Mapping[str, str], field: str) -> tuple[str, str]:
+    """``svix-{field}`` if present (Svix's default brand), else ``webhook-{field}``.
+
+    Svix sends ``svix-id`` / ``svix-timestamp`` / ``svix-signature`` unless an
+    account has them renamed to the standard ``webhook-`` names; the value and
+    the signature are the same either way, and Svix's own libraries read both.
+    """
+    svix = headers.get(f"svix-{field}")
+    if svix is not None and svix.strip():
+        return f"svix-{field}", svix.strip()
+    name = f"webhook-{field}"
+    return name, _header(headers, name)
+
+
 @dataclass(frozen=True)
 class StandardWebhooks(_HmacVerifier):
     """Standard Webhooks (https://www.standardwebhooks.com/), as Svix and others send them.
@@ -219,7 +233,8 @@ class StandardWebhooks(_HmacVerifier):
     ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``:
     space-separated ``v1,<base64 HMAC-SHA256>`` over ``{id}.{timestamp}.{body}``,
     keyed by the base64 part of a ``whsec_…`` secret. Signatures of other versions
-    (``v1a``, asymmetric) are ignored.
+    (``v1a``, asymmetric) are ignored. Svix's branded ``svix-id``,
+    ``svix-timestamp`` and ``svix-signature`` are read too.
     """
 
     scheme: ClassVar[str] = "standard-webhooks"
@@ -236,22 +251,24 @@ class StandardWebhooks(_HmacVerifier):
         now: float | None = None,
         tolerance: float | None = None,
     ) -> Verified:
-        msg_id = _check_id(_header(headers, "webhook-id"), "webhook-id")
-        raw_time = _header(headers, "webhook-timestamp")
+        id_header, raw_id = _branded(headers, "id")
+        msg_id = _check_id(raw_id, id_header)
+        time_header, raw_time = _branded(headers, "timestamp")
         if not raw_time.isdigit() or len(raw_time) > 12:
-            raise MalformedHeader("webhook-timestamp", "it is a whole number of Unix seconds")
+            raise MalformedHeader(time_header, "it is a whole number of Unix seconds")
         timestamp = int(raw_time)
         offered = []
-        for part in _header(headers, "webhook-signature").split():
+        signature_header, raw_signatures = _branded(headers, "signature")
+        for part in raw_signatures.split():
             version, comma, value = part.partition(",")
             if not comma or not version or not value:
-                raise MalformedHeader("webhook-signature", "each signature is 'v1,<base64>'")
+                raise MalformedHeader(signature_header, "each signature is 'v1,<base64>'")
             if version != "v1":
                 continue
             try:
                 offered.append(base64.b64decode(value, validate=True))
             except (binascii.Error, ValueError):
-                raise MalformedHeader("webhook-signature", "a v1 signature is base64") from None
+                raise MalformedHeader(signature_header, "a v1 signature is base64") from None
         if not offered:
             raise SignatureMismatch("no v1 signature was offered")
         content = signed_content(msg_id, timestamp, body)

@@ -63,6 +63,23 @@ def test_the_reference_library_accepts_what_polyport_signs() -> None:
     assert Webhook(secret).verify(BODY, headers) == {"type": "payment.succeeded", "amount": 1200}
 
 
+def test_standard_webhooks_reads_svix_branded_headers() -> None:
+    """Svix sends ``svix-id``/``svix-timestamp``/``svix-signature`` by default."""
+    secret = new_secret()
+    now = datetime.now(tz=UTC)
+    standard = reference_headers(secret, BODY, "msg_svix", now)
+    branded = {name.replace("webhook-", "svix-"): value for name, value in standard.items()}
+    assert StandardWebhooks(secret).verify(branded, BODY).id == "msg_svix"
+    with pytest.raises(SignatureMismatch):
+        StandardWebhooks(secret).verify(branded, BODY + b" ")
+    with pytest.raises(MalformedHeader, match="svix-timestamp"):
+        StandardWebhooks(secret).verify(branded | {"svix-timestamp": "later"}, BODY)
+    with pytest.raises(MissingHeader, match="webhook-signature"):
+        StandardWebhooks(secret).verify(
+            {k: branded[k] for k in ("svix-id", "svix-timestamp")}, BODY
+        )
+
+
 def test_standard_webhooks_rejects_a_tampered_body_and_a_wrong_secret() -> None:
     """One changed byte, or another secret, and no signature matches."""
     secret = new_secret()
