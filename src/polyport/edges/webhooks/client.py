@@ -35,7 +35,11 @@ IDLE_TIMEOUT = 30.0
 
 
 class DeliveryError(Exception):
-    """No HTTP answer: refused by policy, unreachable, timed out, or garbled."""
+    """No HTTP answer: unreachable, timed out, or garbled."""
+
+
+class AttemptTimeout(DeliveryError):
+    """No complete answer before the attempt's deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[HttpAnswer] | None = None
+        # One timer per request instead of asyncio.timeout(): a third of the cost.
+        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.reusable = True
         self.received = False
@@ -112,6 +118,7 @@ class _Connection(asyncio.Protocol):
     # -- the client's side ---------------------------------------------------------------
 
     def _complete(self) -> None:
+        self._stop_timer()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(
@@ -120,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self.waiter = None
 
     def _fail(self, error: Exception) -> None:
+        self._stop_timer()
         self.reusable = False
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -143,9 +151,21 @@ class _Connection(asyncio.Protocol):
         reason = f": {exc}" if exc else ""
         self._fail(DeliveryError(f"the receiver closed the connection{reason}"))
 
-    def request(self, data: bytes) -> asyncio.Future[HttpAnswer]:
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self) -> None:
+        self.timer = None
+        self._fail(AttemptTimeout("no complete answer in time"))
+
+    def request(self, data: bytes, deadline: float) -> asyncio.Future[HttpAnswer]:
+        """Send ``data``; the answer, or :class:`AttemptTimeout` at ``deadline`` (loop time)."""
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        self.timer = loop.call_at(deadline, self._expire)
         self._headers = {}
         self._body = bytearray()
         self._size = 0
@@ -154,6 +174,7 @@ class _Connection(asyncio.Protocol):
         return self.waiter
 
     def close(self) -> None:
+        self._stop_timer()
         self.closed = True
         self.reusable = False
         if self.transport is not None:
@@ -227,25 +248,33 @@ class ConnectionPool:
             conn.close()
         return None
 
-    async def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> HttpAnswer:
-        """POST once (the caller bounds the time); :class:`DeliveryError` or :class:`Refused`.
+    async def post(
+        self, headers: list[tuple[bytes, bytes]], body: bytes, within: float = 15.0
+    ) -> HttpAnswer:
+        """POST once within ``within`` s: the answer, :class:`DeliveryError` or :class:`Refused`.
 
         A kept-alive connection the receiver closed meanwhile fails before any
         answer arrives; the request then goes once more on a fresh connection.
         """
+        deadline = asyncio.get_running_loop().time() + within
         data = self.request_bytes(headers, body)
         conn = self._take_idle()
         if conn is not None:
             try:
-                return await self._exchange(conn, data)
-            except DeliveryError:
-                if conn.received:
+                return await self._exchange(conn, data, deadline)
+            except DeliveryError as exc:
+                if conn.received or isinstance(exc, AttemptTimeout):
                     raise
-        return await self._exchange(await self._connect(), data)
-
-    async def _exchange(self, conn: _Connection, data: bytes) -> HttpAnswer:
         try:
-            answer = await conn.request(data)
+            async with asyncio.timeout_at(deadline):
+                fresh = await self._connect()
+        except TimeoutError:
+            raise AttemptTimeout("no connection in time") from None
+        return await self._exchange(fresh, data, deadline)
+
+    async def _exchange(self, conn: _Connection, data: bytes, deadline: float) -> HttpAnswer:
+        try:
+            answer = await conn.request(data, deadline)
         except BaseException:
             conn.close()
             raise

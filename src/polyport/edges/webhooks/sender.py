@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.core.config import WebhooksConfig
 from polyport.core.metrics import Metrics
-from polyport.edges.webhooks.client import ConnectionPool, DeliveryError, HttpAnswer
+from polyport.edges.webhooks.client import (
+    AttemptTimeout,
+    ConnectionPool,
+    DeliveryError,
+    HttpAnswer,
+)
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.retry import RetryPolicy, parse_retry_after
 from polyport.edges.webhooks.ssrf import AddressPolicy, Refused
@@ -245,15 +250,14 @@ class WebhookSender:
         error: str | None = None
         clock = time.perf_counter()
         try:
-            async with asyncio.timeout(self.config.timeout):
-                answer = await pool.post(headers, message.body)
+            answer = await pool.post(headers, message.body, self.config.timeout)
         except Refused as exc:
             error = f"refused: {exc}"
             log.warning("webhook %s to endpoint %s refused: %s", msg_id, state.id, exc)
+        except AttemptTimeout:
+            error = f"no answer within {self.config.timeout:g} s"
         except DeliveryError as exc:
             error = str(exc)
-        except TimeoutError:
-            error = f"no answer within {self.config.timeout:g} s"
         latency = time.perf_counter() - clock
         finished = time.time()
         code = answer.status if answer is not None else None
