@@ -188,15 +188,15 @@ def test_github_and_stripe_deliveries_end_to_end(lab: Lab, tmp_path: Any) -> Non
     """Signed as their documentation says; ids from X-GitHub-Delivery and the event's id."""
     with lab.serve(str(tmp_path / "db")) as node:
         push = b'{"ref":"refs/heads/main"}'
-        headers = {
-            "x-hub-signature-256": lab.github_signature(lab.GITHUB_SECRET, push),
-            "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-            "x-github-event": "push",
-            "content-type": "application/json",
+        headers = {  # spelled as GitHub sends them
+            "X-Hub-Signature-256": lab.github_signature(lab.GITHUB_SECRET, push),
+            "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
         }
         assert post(node.url, "github", push, headers).json()["status"] == "accepted"
         assert post(node.url, "github", push, headers).json()["status"] == "duplicate"
-        wrong = headers | {"x-hub-signature-256": lab.github_signature("nope", push)}
+        wrong = headers | {"X-Hub-Signature-256": lab.github_signature("nope", push)}
         assert post(node.url, "github", push, wrong).status_code == 401
 
         event = b'{"id":"evt_123","object":"event","type":"charge.succeeded"}'
