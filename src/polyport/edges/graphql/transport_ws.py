@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, Protocol
 
@@ -178,43 +179,67 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
     raise ProtocolViolation(CLOSE_BAD_REQUEST, _reason(f"Invalid message 'type' property {kind!r}"))
 
 
-def _frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame (server to client; no extension is ever negotiated)."""
-    size = len(payload)
+def _head(size: int) -> bytes:
+    """The header of an unmasked, final text frame (server to client, no extension)."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 1 << 16:
-        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+        return b"\x81\x7e" + size.to_bytes(2, "big")
+    return b"\x81\x7f" + size.to_bytes(8, "big")
+
+
+_NEXT_START = b'{"id":'
+_NEXT_MIDDLE = b',"type":"next","payload":'
+_NEXT_FIXED = len(_NEXT_START) + len(_NEXT_MIDDLE) + 1
+
+
+def _next_frame(operation_id: bytes, payload: bytes) -> bytes:
+    """The frame of ``{"id":…,"type":"next","payload":…}`` from the JSON of the id and result."""
+    size = _NEXT_FIXED + len(operation_id) + len(payload)
+    return b"".join((_head(size), _NEXT_START, operation_id, _NEXT_MIDDLE, payload, b"}"))
 
 
 class EncodedResults:
     """Results encoded once, however many subscriptions send them.
 
     A runner that hands the same result object to every subscriber of an event
-    (the same document, the same selection) has it serialised once here; the
-    cache is by identity and holds the last ``size`` results alive, so an id is
-    never mistaken for a newer object's.
+    (the same document, the same selection) has it serialised once here. An
+    event wakes all its subscribers in the same loop iteration, so the cache
+    lives for one iteration: it is keyed by identity, holds its results alive
+    meanwhile (an id is never mistaken for a newer object's), and is emptied
+    by the next iteration — or at ``size`` entries.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self._entries: dict[int, tuple[ExecutionResult, bytes]] = {}
 
     def encode(self, result: ExecutionResult) -> bytes:
-        entry = self._entries.get(id(result))
+        entries = self._entries
+        entry = entries.get(id(result))
         if entry is not None and entry[0] is result:
             return entry[1]
         encoded = orjson.dumps(result)
-        if len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[id(result)] = (result, encoded)
+        if not entries:
+            asyncio.get_running_loop().call_soon(entries.clear)
+        elif len(entries) >= self.size:
+            entries.clear()
+        entries[id(result)] = (result, encoded)
         return encoded
 
 
-def _next(operation_id: bytes, payload: bytes) -> bytes:
-    """``{"id":…,"type":"next","payload":…}`` from the JSON of the id and of the result."""
-    return b'{"id":' + operation_id + b',"type":"next","payload":' + payload + b"}"
+_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EncodedResults] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_results() -> EncodedResults:
+    """The cache every connection served by this event loop (one node) shares."""
+    loop = asyncio.get_running_loop()
+    encoded = _PER_LOOP.get(loop)
+    if encoded is None:
+        encoded = _PER_LOOP[loop] = EncodedResults()
+    return encoded
 
 
 class TransportWsConnection:
@@ -232,7 +257,7 @@ class TransportWsConnection:
         self.request = request
         self.runner = runner
         self.config = config
-        self.encoded = encoded or EncodedResults()
+        self.encoded = encoded or loop_results()
         self.init_received = False
         self.acknowledged = False
         self.principal: Principal | None = None
@@ -350,13 +375,13 @@ class TransportWsConnection:
                 if "data" not in started:  # it could not start: the errors, no complete
                     self._send_errors(operation_id, started.get("errors") or [])
                     return
-                self.post(_next(encoded_id, orjson.dumps(started)))
+                self.post_frame(_next_frame(encoded_id, orjson.dumps(started)))
             else:
                 source = started
                 async for result in source:
                     if self.ws.closed:
                         return
-                    self.post(_next(encoded_id, encode(result)))
+                    self.post_frame(_next_frame(encoded_id, encode(result)))
                     await self.paced()
             self._send(operation_id, "complete")
         except ServiceError as exc:
@@ -388,9 +413,11 @@ class TransportWsConnection:
 
     def post(self, message: bytes) -> None:
         """Queue one message; it goes out with the others of this loop iteration, in order."""
+        self.post_frame(_head(len(message)) + message)
+
+    def post_frame(self, frame: bytes) -> None:
         if self.ws.closed:
             return
-        frame = _frame(message)
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         if self._outbox_bytes >= _FLUSH_AT:
@@ -459,11 +486,9 @@ class GraphQLTransportWs:
         self.config = config
         self.metrics = metrics
         self.connections: set[TransportWsConnection] = set()
-        #: Shared by every connection: an event's result is encoded once for all.
-        self.encoded = EncodedResults()
 
     async def __call__(self, ws: WebSocket, request: Request) -> None:
-        connection = TransportWsConnection(ws, request, self.runner, self.config, self.encoded)
+        connection = TransportWsConnection(ws, request, self.runner, self.config)
         self.connections.add(connection)
         self._count()
         try:
