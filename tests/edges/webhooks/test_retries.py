@@ -271,3 +271,16 @@ def test_a_test_event_reaches_one_endpoint(tmp_path: Path, receiver: Receiver) -
         payload = Webhook(endpoint["secret"]).verify(request.body, request.headers)
         assert payload["type"] == "webhooks.test" and payload["data"] == {"hello": 1}
         assert request.id == response.json()["event_id"] and "one" in request.path
+
+
+def test_finished_deliveries_are_purged_after_the_retention(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Delivered rows older than webhooks.retention disappear from the log."""
+    with running(settings_for(tmp_path, retention=0.5)) as node:
+        endpoint = subscribe(node, receiver.url)
+        event_id = publish(node, OrderCreated, id=1)
+        assert final(node.url, endpoint["id"], event_id)["status"] == "delivered"
+        wait_until(lambda: deliveries(node, endpoint["id"]) == [])
+        url = f"{node.url}/v1/webhooks/{endpoint['id']}/deliveries/{event_id}"
+        assert httpx.get(url).status_code == 404
