@@ -284,3 +284,29 @@ def test_finished_deliveries_are_purged_after_the_retention(
         wait_until(lambda: deliveries(node, endpoint["id"]) == [])
         url = f"{node.url}/v1/webhooks/{endpoint['id']}/deliveries/{event_id}"
         assert httpx.get(url).status_code == 404
+
+
+def test_a_receiver_down_for_a_while_gets_everything_once_back(tmp_path: Path) -> None:
+    """Connections refused, then the receiver returns on its port: every event arrives."""
+    first = Receiver().start()
+    port = first.port
+    first.stop()  # the port is closed: every attempt is refused
+    settings = settings_for(tmp_path, retry_schedule=[0.0] + [0.25] * 12)
+    with running(settings) as node:
+        endpoint = subscribe(node, f"http://127.0.0.1:{port}/hook")
+        ids = {publish(node, OrderCreated, id=i) for i in range(5)}
+        wait_until(
+            lambda: (
+                all(d["attempts"] >= 2 for d in deliveries(node, endpoint["id"]))
+                and len(deliveries(node, endpoint["id"])) == 5
+            )
+        )
+        assert {d["status"] for d in deliveries(node, endpoint["id"])} == {"pending"}
+        back = Receiver(port=port).start()
+        try:
+            back.wait_for(lambda: back.ids() == ids)
+            wait_until(
+                lambda: all(d["status"] == "delivered" for d in deliveries(node, endpoint["id"]))
+            )
+        finally:
+            back.stop()
