@@ -79,3 +79,18 @@ def test_not_a_graphql_request(strict: RunningNode) -> None:
         assert text.status_code == 415
         refused = c.post("/graphql", json={"query": "{ _service }"}, headers={"accept": "text/csv"})
         assert refused.status_code == 406
+
+
+def test_malformed_request_fields(strict: RunningNode) -> None:
+    """operationName, variables and extensions of the wrong shape are BAD_REQUEST, even for a
+    document already planned."""
+    assert post(strict, "{ _service }").status_code == 200  # planned and cached
+    for extra in (
+        {"operationName": ["x"]},
+        {"variables": "id=1"},
+        {"extensions": {"persistedQuery": {"version": 1}}},
+        {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "00"}}},
+    ):
+        response = post(strict, "{ _service }", **extra)
+        assert response.status_code in (200, 400)
+        assert code_of(response) in ("BAD_REQUEST", "PERSISTED_QUERY_HASH_MISMATCH"), extra

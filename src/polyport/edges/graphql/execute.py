@@ -224,8 +224,15 @@ class GraphQLRunner:
     ) -> tuple[OperationPlan, VariableValues | None, Any]:
         """The plan and coerced variables for a request payload; RequestError if none."""
         text = payload.get("query")
-        if len(payload) <= 2 and isinstance(text, str):  # query, maybe operationName
-            ready = self._ready.get((text, payload.get("operationName")))
+        name = payload.get("operationName")
+        raw_variables = payload.get("variables")
+        if (
+            isinstance(text, str)
+            and "extensions" not in payload
+            and (name is None or isinstance(name, str))
+            and (raw_variables is None or isinstance(raw_variables, dict))
+        ):
+            ready = self._ready.get((text, name))
             if ready is not None:
                 return ready, None, None
         extensions = payload.get("extensions")
@@ -246,10 +253,8 @@ class GraphQLRunner:
                 self.documents.persist(digest, text)
         if not isinstance(text, str) or not text.strip():
             raise request_error("the request has no query", errors.BAD_REQUEST)
-        name = payload.get("operationName")
         if name is not None and not isinstance(name, str):
             raise request_error("operationName must be a string", errors.BAD_REQUEST)
-        raw_variables = payload.get("variables")
         if raw_variables is not None and not isinstance(raw_variables, dict):
             raise request_error("variables must be an object", errors.BAD_REQUEST)
         document = self.documents.document(text)
