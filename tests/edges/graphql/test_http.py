@@ -134,3 +134,13 @@ def test_browsers_get_the_ide(client: httpx.Client) -> None:
     assert page.status_code in (200, 404)
     if page.status_code == 200:
         assert "<html" in page.text.lower()
+
+
+def test_the_catalog_names_contract_methods(node: RunningNode) -> None:
+    """`polyport routes` and the dashboard see each method and event by its contract name."""
+    entries = {(e.target, e.address) for e in node.node.catalog() if e.pattern == "GraphQL"}
+    assert ("get_user", "query { user }") in entries
+    assert ("list_users", "query { users }") in entries
+    assert ("place_order", "mutation { placeOrder }") in entries
+    assert ("count_to", "subscription { countTo }") in entries
+    assert ("orders.placed", "subscription { ordersPlaced } · ws /graphql") in entries

@@ -20,7 +20,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.execute import GraphQLRunner
-from polyport.edges.graphql.schema import build_schema
+from polyport.edges.graphql.schema import build_schema, source_of
 from polyport.edges.graphql.transport_http import HttpTransport
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
@@ -96,23 +96,30 @@ class GraphQLEdge:
         await transport.serve(ws, request, self.runner, self.config)
 
     def catalog(self) -> list[CatalogEntry]:
+        """Every method and event type by its contract name, with its GraphQL field."""
         entries = [
             CatalogEntry("GraphQL", "endpoint", "document", f"POST {PATH} · GET {PATH}"),
             CatalogEntry("GraphQL", "SDL", "document", f"GET {SDL_PATH}"),
         ]
-        for root in (self.schema.query_type, self.schema.mutation_type):
+        roots = (
+            ("query", self.schema.query_type),
+            ("mutation", self.schema.mutation_type),
+            ("subscription", self.schema.subscription_type),
+        )
+        for operation, root in roots:
             if root is None:
                 continue
-            for name in root.fields:
-                if name.startswith("_"):
+            for name, field in root.fields.items():
+                source = source_of(field)
+                if source is None:
                     continue
-                entries.append(
-                    CatalogEntry("GraphQL", name, "method", f"{root.name.lower()} {{ {name} }}")
-                )
-        subscription = self.schema.subscription_type
-        if subscription is not None:
-            for name in subscription.fields:
-                entries.append(
-                    CatalogEntry("GraphQL", name, "event", f"subscription {{ {name} }} · ws {PATH}")
-                )
+                address = f"{operation} {{ {name} }}"
+                if source.binding is not None:
+                    entries.append(CatalogEntry("GraphQL", source.binding.name, "method", address))
+                elif source.event is not None:
+                    entries.append(
+                        CatalogEntry(
+                            "GraphQL", source.event.name, "event", f"{address} · ws {PATH}"
+                        )
+                    )
         return entries
