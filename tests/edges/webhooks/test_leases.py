@@ -10,7 +10,17 @@ import httpx
 from polyport import Service
 from polyport.testing import serve_in_thread
 
-from .conftest import EDGES, Receiver, running, settings_for, subscribe, wait_until
+from .conftest import (
+    EDGES,
+    OrderCreated,
+    Received,
+    Receiver,
+    publish,
+    running,
+    settings_for,
+    subscribe,
+    wait_until,
+)
 
 #: The second node serves a service of its own (one Service object per node in a process).
 twin = Service("hooksout_twin", description="The second node of the lease test.")
@@ -46,3 +56,28 @@ def test_two_nodes_never_send_the_same_delivery_twice(tmp_path: Path, receiver: 
         counts = Counter(r.id for r in receiver.requests)
         assert set(counts) == set(sent)
         assert max(counts.values()) == 1
+
+
+def test_a_node_stopping_releases_what_it_has_not_sent(tmp_path: Path) -> None:
+    """Deliveries queued at a graceful stop are sent by the next node at once,
+    not after their lease would have run out (30 s here)."""
+    hung: list[str] = []
+
+    def behaviour(r: Received) -> tuple[int, dict[str, str], bytes] | None:
+        if not hung:
+            hung.append(r.id)
+            return None
+        return 200, {}, b"ok"
+
+    receiver = Receiver(behaviour).start()
+    settings = settings_for(tmp_path, concurrency=1, timeout=1.0, lease_margin=30.0)
+    try:
+        with running(settings) as node:
+            subscribe(node, receiver.url)
+            ids = {publish(node, OrderCreated, id=i) for i in range(3)}
+            receiver.wait_count(1)
+        assert len(receiver.requests) == 1
+        with running(settings):
+            receiver.wait_for(lambda: receiver.ids() == ids, timeout=20)
+    finally:
+        receiver.stop()

@@ -122,13 +122,15 @@ class WebhookSender:
                 await self._poller
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        # Queued, or about to be cut off: due again at once, for whichever node runs next
+        # (those that finish meanwhile have given their lease up with their outcome).
+        unfinished = list(self._known)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=1.0)
         self._flush()
-        # Whatever was queued or cut off is due again at once, for whichever node runs next.
-        self.store.release(list(self._known))
+        self.store.release(unfinished)
         self._known.clear()
         for _, pool in self._pools.values():
             pool.close()
