@@ -90,6 +90,10 @@ class _Connection(asyncio.Protocol):
         self.next_stream = 1
         self.closed = asyncio.get_running_loop().create_future()
         self.error: str | None = None
+        #: Frames to send, written at once when the current read (or ``ready``) is done,
+        #: so the calls that a read of answers replaces leave in one write, as grpc's own
+        #: client batches its writes.
+        self.outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -100,6 +104,7 @@ class _Connection(asyncio.Protocol):
             + frame(0x8, 0, 0, struct.pack(">L", MAX_WINDOW - 65_535))  # WINDOW_UPDATE
         )
         self.ready()
+        self._flush()
 
     def ready(self) -> None:
         """The connection is open: start calling."""
@@ -108,7 +113,7 @@ class _Connection(asyncio.Protocol):
         """Open a stream calling ``path`` with ``message``; its stream id."""
         assert self.transport is not None
         stream, self.next_stream = self.next_stream, self.next_stream + 2
-        self.transport.write(
+        self.outgoing.append(
             frame(HEADERS, END_HEADERS, stream, request_headers(self.authority, path))
             + frame(DATA, END_STREAM, stream, grpc_message(message))
         )
@@ -147,6 +152,7 @@ class _Connection(asyncio.Protocol):
         if self.received > 1 << 30:  # keep the connection window far from empty
             self._write(frame(0x8, 0, 0, struct.pack(">L", self.received)))
             self.received = 0
+        self._flush()
 
     def on_data(self, stream: int, payload: bytes) -> None: ...
 
@@ -156,8 +162,12 @@ class _Connection(asyncio.Protocol):
         self.on_end(stream)
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        self.outgoing.append(data)
+
+    def _flush(self) -> None:
+        if self.outgoing and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
     def _close(self) -> None:
         if self.transport is not None:

@@ -57,7 +57,7 @@ from polyport.core.errors import ConfigError, MissingExtra
 if any(
     importlib.util.find_spec(name) is None for name in ("matplotlib", "grpc", "grpc_tools", "lxml")
 ):
-    raise MissingExtra("bench", "the RPC benchmark lab")
+    raise MissingExtra("bench,rpc,soap,grpc", "the RPC benchmark lab")
 
 #: Events per stream phase for each second of ``duration``.
 STREAM_EVENTS_PER_SECOND = 10_000
