@@ -54,12 +54,22 @@ class GraphQLEdge:
             edge=EDGE,
         )
         self.http = HttpTransport(self.runner, EDGE)
+        self.socket: Any = None
+        try:
+            transport = importlib.import_module("polyport.edges.graphql.transport_ws")
+        except ImportError as exc:  # the WebSocket server comes with the 'realtime' extra
+            log.info("GraphQL subscriptions are off: %s", exc)
+        else:
+            self.socket = transport.GraphQLTransportWs(
+                self.runner, self.config, metrics=runtime.metrics
+            )
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        if self.socket is not None:
+            self.socket.shutdown()
 
     def routes(self) -> list[Route]:
         return [
@@ -69,7 +79,8 @@ class GraphQLEdge:
         ]
 
     def websocket_routes(self) -> dict[str, Any]:
-        return {PATH: self.websocket}
+        """``graphql-transport-ws`` on ``/graphql`` (its handler selects the subprotocol)."""
+        return {PATH: self.socket} if self.socket is not None else {}
 
     async def schema_document(self, request: Request) -> Response:
         if not self.config.introspection:
@@ -84,16 +95,6 @@ class GraphQLEdge:
             content_type=b"text/plain; charset=utf-8",
             headers=[(b"cache-control", b"no-cache")],
         )
-
-    async def websocket(self, ws: Any, request: Request) -> None:
-        """Hand the connection to the ``graphql-transport-ws`` transport."""
-        try:
-            transport = importlib.import_module("polyport.edges.graphql.transport_ws")
-        except ImportError:
-            log.warning("graphql-transport-ws is not available in this installation")
-            ws.close(4400, "subscriptions are not available")
-            return
-        await transport.serve(ws, request, self.runner, self.config)
 
     def catalog(self) -> list[CatalogEntry]:
         """Every method and event type by its contract name, with its GraphQL field."""

@@ -17,17 +17,12 @@ Authentication raises :class:`~polyport.core.errors.Unauthenticated` (bad or
 missing credentials where the node requires them); the WebSocket transport
 answers that by closing with 4403 "Forbidden".
 
-The hand-off on the WebSocket: the edge registers ``/graphql`` in its
-``websocket_routes()`` and, for each upgraded connection, awaits::
-
-    await transport_ws.serve(ws, request, runner, config)
-
-with ``ws`` a :class:`polyport.server.websocket.WebSocket`, ``request`` the
-upgrade :class:`polyport.http.request.Request`, ``runner`` this protocol's
-implementation and ``config`` the node's ``GraphQLConfig``
-(``connection_init_timeout`` in seconds, among others). The server's
-handshake must select the ``graphql-transport-ws`` subprotocol when offered
-(``polyport.server.websocket`` selects only ``polyport.v1`` today).
+The hand-off on the WebSocket: the edge builds one
+``transport_ws.GraphQLTransportWs(runner, config, metrics=…)`` and mounts it
+as the ``/graphql`` handler of its ``websocket_routes()``; its
+``subprotocols`` attribute makes the server's handshake select
+``graphql-transport-ws``, and the edge calls its ``shutdown()`` when the node
+stops.
 """
 
 from __future__ import annotations
