@@ -188,15 +188,14 @@ def _head(size: int) -> bytes:
     return b"\x81\x7f" + size.to_bytes(8, "big")
 
 
-_NEXT_START = b'{"id":'
-_NEXT_MIDDLE = b',"type":"next","payload":'
-_NEXT_FIXED = len(_NEXT_START) + len(_NEXT_MIDDLE) + 1
+def _next_prefix(operation_id: str) -> bytes:
+    """``{"id":<id>,"type":"next","payload":`` — the same for every result of an operation."""
+    return b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":'
 
 
-def _next_frame(operation_id: bytes, payload: bytes) -> bytes:
-    """The frame of ``{"id":…,"type":"next","payload":…}`` from the JSON of the id and result."""
-    size = _NEXT_FIXED + len(operation_id) + len(payload)
-    return b"".join((_head(size), _NEXT_START, operation_id, _NEXT_MIDDLE, payload, b"}"))
+def _next_frame(prefix: bytes, payload: bytes) -> bytes:
+    """The frame of one ``next`` message: the operation's prefix, the result's JSON, ``}``."""
+    return b"".join((_head(len(prefix) + len(payload) + 1), prefix, payload, b"}"))
 
 
 class EncodedResults:
@@ -367,22 +366,24 @@ class TransportWsConnection:
     ) -> None:
         """Run one operation: ``next``… then ``complete``, or one ``error``."""
         source: AsyncIterator[ExecutionResult] | None = None
-        encoded_id = orjson.dumps(operation_id)
+        prefix = _next_prefix(operation_id)
         encode = self.encoded.encode
+        connection = self.ws.connection
         try:
             started = await self.runner.subscribe(payload, principal)
             if isinstance(started, dict):
                 if "data" not in started:  # it could not start: the errors, no complete
                     self._send_errors(operation_id, started.get("errors") or [])
                     return
-                self.post_frame(_next_frame(encoded_id, orjson.dumps(started)))
+                self.post_frame(_next_frame(prefix, orjson.dumps(started)))
             else:
                 source = started
                 async for result in source:
                     if self.ws.closed:
                         return
-                    self.post_frame(_next_frame(encoded_id, encode(result)))
-                    await self.paced()
+                    self.post_frame(_next_frame(prefix, encode(result)))
+                    if connection.write_paused:
+                        await self.paced()
             self._send(operation_id, "complete")
         except ServiceError as exc:
             self._send_errors(operation_id, [field_error(exc, None)])
