@@ -97,7 +97,7 @@ def test_the_sdl_is_served(client: httpx.Client) -> None:
     text = sdl.text
     assert '"""A customer."""\ntype User {' in text
     assert "user(id: Long!): User" in text
-    assert "users(first: Int = 20, after: String): UserConnection!" in text
+    assert "users(first: Int = 20, after: String): UserConnection\n" in text
     assert "orders(limit: Long = 10): [Order!]" in text
     assert "joined: DateTime!" in text and "meta: JSON!" in text
     assert "enum Status {\n  PENDING\n  PAID\n}" in text

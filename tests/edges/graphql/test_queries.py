@@ -188,3 +188,11 @@ def test_handler_input_errors_are_bad_user_input(client: httpx.Client) -> None:
 
 def test_service_name_query(client: httpx.Client) -> None:
     assert run(client, "{ _service }")["data"] == {"_service": "gqlshop"}
+
+
+def test_a_failing_list_nulls_only_its_field(client: httpx.Client) -> None:
+    """A page size over the resource's maximum is BAD_USER_INPUT at that field only."""
+    answer = run(client, "{ users(first: 2000) { nodes { id } } _service }")
+    assert answer["data"] == {"users": None, "_service": "gqlshop"}
+    assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert answer["errors"][0]["path"] == ["users"]

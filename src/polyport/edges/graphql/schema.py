@@ -9,7 +9,7 @@ enum / ``Literal[...]``     enum (values by member name; a Literal of names)
 ``list[X]``                 ``[X!]!``
 ``dict``, ``Any``, unions   ``JSON``
 ``users.get``               ``Query.user(id: …): User``
-``users.list``              ``Query.users(first: Int, after: String): UserConnection!``
+``users.list``              ``Query.users(first: Int, after: String): UserConnection``
 ``users.create/update/…``   ``Mutation.createUser(…)`` ``updateUser`` ``deleteUser``
 ``@service.method``         ``Mutation.<camelName>(…)``
 ``@service.stream``         ``Subscription.<camelName>(…)``
@@ -422,7 +422,7 @@ class SchemaBuilder:
         limit = method.param("limit")
         size = _bounds(limit)
         return GraphQLField(
-            GraphQLNonNull(self.connection(model)),
+            self.connection(model),  # nullable: an error nulls only this field
             args=self._args(method.params, {"limit": "first", "cursor": "after"}),
             description=_describe(method.summary, method.description),
             extensions={
