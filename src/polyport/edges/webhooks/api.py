@@ -151,7 +151,7 @@ class WebhooksApi:
         one = f"{p}/{{id}}"
         return [
             Route("POST", p, self._guard(self.create), "webhooks_create"),
-            Route("GET", p, self._guard(self.list), "webhooks_list"),
+            Route("GET", p, self._guard(self.index), "webhooks_list"),
             Route("GET", one, self._guard(self.get), "webhooks_get"),
             Route("PATCH", one, self._guard(self.update), "webhooks_update"),
             Route("DELETE", one, self._guard(self.delete), "webhooks_delete"),
@@ -262,7 +262,7 @@ class WebhooksApi:
         response.headers.append((b"location", f"{self.edge.prefix}/{record.id}".encode()))
         return response
 
-    async def list(self, request: Request) -> Response:
+    async def index(self, request: Request) -> Response:
         limit = _integer(request, "limit", 50, 1, 500)
         after = request.query.get("cursor") or None
         records = self.store.endpoints(limit=limit, after=after)
@@ -289,7 +289,7 @@ class WebhooksApi:
             record.description = body.description
         turn_off = body.enabled is False and record.enabled
         if body.enabled:
-            _switch(record, True, "")
+            _enable(record)
         record.updated = time.time()
         self._save(record)
         if turn_off:
@@ -331,7 +331,7 @@ class WebhooksApi:
         record = _copy(state.record)
         if record.enabled != enabled:
             if enabled:
-                _switch(record, True, "")
+                _enable(record)
                 record.updated = time.time()
                 self._save(record)
             else:
@@ -446,13 +446,10 @@ def _copy(record: WebhookEndpoint) -> WebhookEndpoint:
     )
 
 
-def _switch(record: WebhookEndpoint, enabled: bool, reason: str) -> None:
-    record.enabled = enabled
-    if enabled:
-        record.disabled_reason = record.disabled_at = record.failing_since = None
-    else:
-        record.disabled_reason = reason
-        record.disabled_at = time.time()
+def _enable(record: WebhookEndpoint) -> None:
+    """Switch delivery back on; the failing period starts afresh."""
+    record.enabled = True
+    record.disabled_reason = record.disabled_at = record.failing_since = None
 
 
 def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
