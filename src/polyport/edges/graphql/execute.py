@@ -116,11 +116,14 @@ class Deadlines:
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._interval = 1.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self, task: asyncio.Task[Any], timeout: float) -> None:
         loop = asyncio.get_running_loop()
         self._tasks[task] = loop.time() + timeout
         interval = min(1.0, max(0.01, timeout / 4))
+        if self._loop is not loop:  # a node started again on another loop
+            self._loop, self._timer, self._interval = loop, None, 1.0
         if self._timer is None or interval < self._interval:
             if self._timer is not None:
                 self._timer.cancel()
