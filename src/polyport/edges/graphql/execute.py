@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
 from graphql import DocumentNode, OperationDefinitionNode, OperationType, SelectionSetNode
 from graphql import execute_sync as graphql_execute_sync
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
@@ -178,6 +179,8 @@ class GraphQLRunner:
         self.edge = edge
         self.metrics = dispatcher.metrics
         self.deadlines = Deadlines()
+        #: (document, operation, variables) → the answer of its introspection fields
+        self._introspected: dict[tuple[str, str | None, bytes], dict[str, Any]] = {}
         #: relation name → the serializer of a whole level of its values
         self._relation_lists: dict[str, Any] = {}
         #: (query text, operation name) → plan, for requests without variables or extensions
@@ -280,7 +283,7 @@ class GraphQLRunner:
             if len(self._ready) >= self.documents.size:
                 self._ready.clear()
             self._ready[(text, name)] = plan
-        return plan, variables, (document.ast, operation, raw_variables)
+        return plan, variables, (document.ast, operation, raw_variables, text)
 
     # -- queries and mutations -------------------------------------------------------------
 
@@ -427,8 +430,17 @@ class GraphQLRunner:
         }
 
     def _introspect(self, plan: OperationPlan, source: Any) -> dict[str, Any]:
-        """``__schema`` and ``__type`` by graphql-core, on a document of just those fields."""
-        document, operation, raw_variables = source
+        """``__schema`` and ``__type`` by graphql-core, on a document of just those fields.
+
+        The schema never changes while the node runs, so answers are kept by
+        document, operation and variables: IDEs and clients send the same
+        introspection query again and again, and it is the most expensive one.
+        """
+        document, operation, raw_variables, text = source
+        key = (text, operation.name.value if operation.name else None, orjson.dumps(raw_variables))
+        cached = self._introspected.get(key)
+        if cached is not None:
+            return cached
         only = OperationDefinitionNode(
             operation=operation.operation,
             name=operation.name,
@@ -443,7 +455,12 @@ class GraphQLRunner:
             variable_values=raw_variables,
             operation_name=operation.name.value if operation.name else None,
         )
-        return result.data or {}
+        answer = result.data or {}
+        if not result.errors:
+            if len(self._introspected) >= 64:
+                self._introspected.clear()
+            self._introspected[key] = answer
+        return answer
 
     # -- selections -----------------------------------------------------------------------
 
