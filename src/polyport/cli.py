@@ -105,6 +105,12 @@ def _run_node(service: Service, settings: Settings) -> None:
             f"  SSE {base}/v{spec.version}/events/stream?channel=…  ·  WebSocket {ws}/ws",
             soft_wrap=True,
         )
+    if any(e.name == "graphql" for e in node.edges):
+        console.print(
+            f"  GraphQL {base}/graphql (GraphiQL in a browser)  ·  "
+            f"SDL {base}/graphql/schema.graphql",
+            soft_wrap=True,
+        )
     grpc_edge: Any = next((e for e in node.edges if e.name == "grpc"), None)
     if grpc_edge is not None and grpc_edge.off is None:
         where = grpc_edge.address if settings.grpc.port else "(a free port, logged at start)"
