@@ -53,6 +53,14 @@ async def refused(session: Any, request: GraphQLRequest) -> list[dict[str, Any]]
     raise AssertionError("the operation was not refused")
 
 
+async def no_subscription_left(node: RunningNode) -> None:
+    """Every event-log subscription the GraphQL clients opened is closed again."""
+    hub = node.node.runtime.hub
+    async with asyncio.timeout(TIMEOUT):
+        while hub.subscriber_count:
+            await asyncio.sleep(0.02)
+
+
 # -- the demo shop: orders created through REST ------------------------------------------
 
 
@@ -113,6 +121,7 @@ async def test_orders_created_through_rest_arrive_in_order(shop_node: RunningNod
     offsets = [e["offset"] for e in received]
     assert offsets == list(range(offsets[0], offsets[0] + len(placed)))
     assert all(e["id"].endswith(f":{e['offset']}") for e in received)
+    await no_subscription_left(shop_node)
 
 
 async def test_resume_after_an_event_id_has_no_gap(shop_node: RunningNode) -> None:
@@ -138,6 +147,7 @@ async def test_resume_after_an_event_id_has_no_gap(shop_node: RunningNode) -> No
                 resumed.append((await anext(events))["ordersCreated"])
             await events.aclose()
     assert [e["data"]["id"] for e in resumed] == [placed[1]["id"], placed[2]["id"], live["id"]]
+    await no_subscription_left(shop_node)
     assert [e["offset"] for e in resumed] == [
         seen[1]["offset"],
         seen[2]["offset"],
@@ -320,6 +330,7 @@ async def test_events_need_the_scope_of_their_type(ticks_node: RunningNode) -> N
             got = await anext(events)
         await events.aclose()
     assert got == {"alarmsRaised": {"data": {"level": 3, "text": "disk full"}}}
+    await no_subscription_left(ticks_node)
 
 
 def _publish_alarm(node: RunningNode) -> None:
