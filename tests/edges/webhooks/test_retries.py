@@ -112,21 +112,25 @@ def test_410_disables_the_endpoint_and_publishes_an_event(
 ) -> None:
     """410 Gone: no retry, the endpoint is disabled, and a watcher hears about it."""
     receiver.behaviour = lambda r: (410, {}, b"") if "gone" in r.path else (200, {}, b"ok")
+    receiver.delay = 0.2  # three attempts in flight together, three 410s: one disabling
     with running(settings_for(tmp_path)) as node:
         gone = subscribe(node, receiver.url + "?gone", event_types=["orders.#"])
         subscribe(node, receiver.url + "?watch", event_types=["webhooks.endpoint.*"])
-        event_id = publish(node, OrderCreated, id=1)
+        event_id, *others = [publish(node, OrderCreated, id=i) for i in (1, 2, 3)]
         delivery = final(node.url, gone["id"], event_id)
         assert delivery["status"] == "failed" and delivery["attempts"] == 1
+        for other in others:
+            assert final(node.url, gone["id"], other)["status"] == "failed"
         endpoint = httpx.get(f"{node.url}/v1/webhooks/{gone['id']}").json()
         assert endpoint["enabled"] is False and "410" in endpoint["disabled_reason"]
         receiver.wait_for(lambda: any("watch" in r.path for r in receiver.requests))
         (note,) = [r.json() for r in receiver.requests if "watch" in r.path]
         assert note["type"] == "webhooks.endpoint.disabled"
         assert note["data"]["endpoint_id"] == gone["id"]
-        publish(node, OrderCreated, id=2)
-        time.sleep(0.3)
-        assert sum("gone" in r.path for r in receiver.requests) == 1
+        publish(node, OrderCreated, id=4)
+        time.sleep(0.5)
+        assert sum("gone" in r.path for r in receiver.requests) == 3
+        assert sum("watch" in r.path for r in receiver.requests) == 1
 
 
 def test_an_endpoint_failing_too_long_is_disabled(tmp_path: Path, receiver: Receiver) -> None:

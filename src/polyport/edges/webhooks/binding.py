@@ -78,8 +78,11 @@ class WebhooksEdge:
 
     def disable(self, state: EndpointState, reason: str) -> None:
         """Disable an endpoint for cause; its pending deliveries fail; publish the event."""
-        if not state.record.enabled:
-            return
+        current = self.table.get(state.id)
+        if current is None or not current.record.enabled or not state.record.enabled:
+            return  # already disabled: by an attempt that failed alongside, or by hand
+        # Attempts still in flight hold this state: they must see it disabled too.
+        state.record.enabled = False
         now = time.time()
         failed = self.store.disable(state.id, reason, now)
         record = self.store.endpoint(state.id)

@@ -203,6 +203,7 @@ class ConnectionPool:
         self.policy = policy
         self.keep = keep
         self._idle: deque[_Connection] = deque()
+        self.closed = False
         self._context: ssl.SSLContext | None = (
             ssl.create_default_context() if target.scheme == "https" else None
         )
@@ -278,7 +279,7 @@ class ConnectionPool:
         except BaseException:
             conn.close()
             raise
-        if conn.reusable and not conn.closed:
+        if conn.reusable and not conn.closed and not self.closed:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
@@ -286,6 +287,8 @@ class ConnectionPool:
         return answer
 
     def close(self) -> None:
+        """Close the idle connections; those in use close when their exchange ends."""
+        self.closed = True
         while self._idle:
             self._idle.pop().close()
 
