@@ -49,6 +49,8 @@ class ScriptedRunner:
     async def authenticate(self, params: Any, headers: Any) -> Principal:
         self.params.append(params)
         self.headers.append(dict(headers))
+        if params and params.get("slow"):
+            await asyncio.sleep(params["slow"])
         if params and params.get("token") == "wrong":
             raise Unauthenticated("unknown token")
         return Principal("tester", frozenset({"*"}))
@@ -259,6 +261,14 @@ async def test_an_acknowledged_connection_outlives_the_init_timeout() -> None:
     async with serving(connection_init_timeout=0.2) as served, connect(served) as ws:
         await acknowledged(ws)
         await asyncio.sleep(0.5)
+        await send(ws, {"type": "ping"})
+        assert await receive(ws) == {"type": "pong"}
+
+
+async def test_the_timeout_is_for_connection_init_not_for_the_ack() -> None:
+    """connection_init in time, authentication slower than the timeout: acknowledged, no 4408."""
+    async with serving(connection_init_timeout=0.2) as served, connect(served) as ws:
+        await acknowledged(ws, {"slow": 0.5})
         await send(ws, {"type": "ping"})
         assert await receive(ws) == {"type": "pong"}
 

@@ -293,7 +293,8 @@ class TransportWsConnection:
             await self.stop_all()
 
     def _init_timeout(self) -> None:
-        if not self.acknowledged:
+        # As graphql-ws: what must arrive in time is connection_init, not our ack.
+        if not self.init_received:
             self.flush()
             self.ws.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
