@@ -314,3 +314,20 @@ def test_a_receiver_down_for_a_while_gets_everything_once_back(tmp_path: Path) -
             )
         finally:
             back.stop()
+
+
+def test_attempts_in_flight_are_capped_across_endpoints(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over all endpoints a node holds at most MAX_IN_FLIGHT attempts; the rest wait."""
+    from polyport.edges.webhooks import sender
+
+    monkeypatch.setattr(sender, "MAX_IN_FLIGHT", 3)
+    receiver.delay = 0.15
+    with running(settings_for(tmp_path, concurrency=2)) as node:
+        for k in range(4):
+            subscribe(node, f"{receiver.url}?k={k}")
+        for i in range(3):
+            publish(node, OrderCreated, id=i)
+        receiver.wait_count(12)
+        assert receiver.most_active == 3

@@ -49,6 +49,9 @@ log = logging.getLogger("polyport.webhooks")
 CLAIM_BATCH = 500
 #: How often finished deliveries older than ``webhooks.retention`` are purged, at most.
 PURGE_EVERY = 600.0
+#: Attempts in flight on a node over all endpoints: each holds a socket, and thousands
+#: of endpoints times their concurrency must not run a process out of descriptors.
+MAX_IN_FLIGHT = 1024
 
 
 @dataclass(slots=True)
@@ -96,6 +99,8 @@ class WebhookSender:
             config.retry_schedule, jitter=config.jitter, max_retry_after=config.max_retry_after
         )
         self._lanes: dict[str, _Lane] = {}
+        self._active = 0  # attempts in flight, all lanes together
+        self._starved: deque[str] = deque()  # lanes with work waiting for MAX_IN_FLIGHT
         self._known: set[tuple[str, str]] = set()  # queued or in flight on this node
         self._pools: dict[str, tuple[str, ConnectionPool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -181,8 +186,13 @@ class WebhookSender:
         limit = self.config.concurrency
         loop = asyncio.get_running_loop()
         while lane.queue and lane.active < limit and not self.closing:
+            if self._active >= MAX_IN_FLIGHT:
+                if endpoint_id not in self._starved:
+                    self._starved.append(endpoint_id)
+                return
             job = lane.queue.popleft()
             lane.active += 1
+            self._active += 1
             task = loop.create_task(self._run(endpoint_id, lane, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -197,11 +207,17 @@ class WebhookSender:
             )
         finally:
             lane.active -= 1
+            self._active -= 1
             self._known.discard((job.endpoint_id, job.event_id))
             if lane.queue:
                 self._pump(endpoint_id, lane)
             elif not lane.active and self._lanes.get(endpoint_id) is lane:
                 del self._lanes[endpoint_id]
+            while self._starved and self._active < MAX_IN_FLIGHT and not self.closing:
+                waiting_id = self._starved.popleft()
+                waiting = self._lanes.get(waiting_id)
+                if waiting is not None:
+                    self._pump(waiting_id, waiting)
 
     # -- one attempt ---------------------------------------------------------------------
 
