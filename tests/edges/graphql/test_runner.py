@@ -92,3 +92,23 @@ async def test_authenticate_reads_connection_params_then_headers(edge: GraphQLEd
     assert principal.anonymous
     with pytest.raises(Unauthenticated):
         await edge.runner.authenticate({"Authorization": "Basic x"}, {})
+
+
+async def test_subscribers_of_one_document_share_each_result(edge: GraphQLEdge) -> None:
+    """Fan-out: the same event through the same selection is one result object, encoded once
+    by the transport; a selection with a relation below is projected per subscriber."""
+    runner = edge.runner
+    plain = {"query": "subscription { ordersPlaced { id data { userId } } }"}
+    related = {"query": "subscription { ordersPlaced { data { items { product { id } } } } }"}
+    streams = [await runner.subscribe(p, ADMIN) for p in (plain, plain, related, related)]
+    waiting = []
+    for stream in streams:
+        assert not isinstance(stream, dict)
+        waiting.append(asyncio.ensure_future(next_of(stream)))
+    await asyncio.sleep(0.05)  # every subscriber is waiting, as on a live node
+    await runner.execute({"query": PLACE, "variables": {"user": 3}}, ADMIN)
+    results = await asyncio.gather(*waiting)
+    for stream in streams:
+        await stream.aclose()  # type: ignore[union-attr]
+    assert results[0] is results[1]
+    assert results[2] == results[3] and results[2] is not results[3]

@@ -179,6 +179,8 @@ class GraphQLRunner:
         self.edge = edge
         self.metrics = dispatcher.metrics
         self.deadlines = Deadlines()
+        #: (event, subscription field) → its result, shared by the subscribers of one event
+        self._shared: dict[tuple[int, int], tuple[Any, ExecutionResult]] = {}
         #: (document, operation, variables) → the answer of its introspection fields
         self._introspected: dict[tuple[str, str | None, bytes], dict[str, Any]] = {}
         #: relation name → the serializer of a whole level of its values
@@ -656,9 +658,26 @@ class GraphQLRunner:
     async def _events(
         self, subscription: Any, field: FieldPlan, request: Request
     ) -> AsyncIterator[ExecutionResult]:
+        shared = self._shared
         try:
             async for event in subscription:
-                yield await self._one(event.to_dict(), field, request)
+                key = (id(event), id(field))
+                hit = shared.get(key)
+                if hit is not None and hit[0] is event:
+                    yield hit[1]
+                    continue
+                result = await self._one(event.to_dict(), field, request)
+                if field.sync and "errors" not in result:
+                    # Nothing below depends on who asks (no relation to authorize):
+                    # every subscriber of this document gets this very object, which
+                    # the transport then encodes once. An event wakes all of them in
+                    # one loop iteration; the entries live until the next.
+                    if not shared:
+                        asyncio.get_running_loop().call_soon(shared.clear)
+                    elif len(shared) >= 10_000:
+                        shared.clear()
+                    shared[key] = (event, result)
+                yield result
         finally:
             subscription.close()
 
