@@ -8,7 +8,10 @@ authentication work over the socket the same way as over HTTP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -225,6 +228,7 @@ class Alarm(BaseModel):
 
 
 AlarmRaised = ticks.event("alarms.raised", Alarm, scopes=["alarms"])
+Chatter = ticks.event("chatter.said", Alarm, public=True)
 
 
 @ticks.stream(public=True)
@@ -264,6 +268,8 @@ def ticks_node() -> Iterator[RunningNode]:
             "database": ":memory:",
             "event_log": "memory",
             "rate_limit": {"enabled": False},
+            "history": {"max_events": 100_000},
+            "websocket": {"send_buffer": 64 * 1024, "stall_timeout": 1.0},
             "auth": {
                 "api_keys": [
                     {"key": ALARM_KEY, "subject": "watcher", "scopes": ["alarms"]},
@@ -346,3 +352,79 @@ async def test_unknown_credentials_close_the_socket_4403(ticks_node: RunningNode
                 while True:
                     await ws.recv()
         assert (ws.close_code, ws.close_reason) == (4403, "Forbidden")
+
+
+def _raw_graphql_socket(node: RunningNode) -> socket.socket:
+    """A client that opens /graphql with the subprotocol, then reads only when told."""
+    sock = socket.create_connection((node.host, node.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def _masked_text(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def _sockets(node: RunningNode) -> int:
+    (edge,) = [e for e in node.node.edges if e.name == "graphql"]
+    return len(edge.socket.connections)  # type: ignore[attr-defined]
+
+
+async def test_a_slow_subscriber_is_cut_off_while_others_get_everything(
+    ticks_node: RunningNode,
+) -> None:
+    """A client that stops reading is closed (1013); a reading one gets every event, in order."""
+    count, text = 3000, "x" * 1500  # ~4.5 MB: more than the socket buffers hold
+    loop = asyncio.get_running_loop()
+    slow = await loop.run_in_executor(None, _raw_graphql_socket, ticks_node)
+    try:
+        slow.sendall(_masked_text(b'{"type":"connection_init"}'))
+        slow.sendall(
+            _masked_text(
+                b'{"id":"s","type":"subscribe","payload":{"query":"subscription'
+                b' { chatterSaid { data { text } } }"}}'
+            )
+        )
+        query = gql("subscription { chatterSaid { data { level text } } }")
+        async with Client(transport=transport(ticks_node)) as session:
+            events = session.subscribe(query)
+            first = asyncio.ensure_future(anext(events))
+            async with asyncio.timeout(TIMEOUT):
+                while ticks_node.node.runtime.hub.subscriber_count < 2:
+                    await asyncio.sleep(0.02)
+            before = _sockets(ticks_node)
+
+            def flood() -> None:
+                async def publish() -> None:
+                    for i in range(count):
+                        await Chatter.publish(Alarm(level=i, text=text))
+
+                ticks_node.call(publish(), timeout=60)
+
+            flooding = loop.run_in_executor(None, flood)
+            async with asyncio.timeout(60):
+                levels = [(await first)["chatterSaid"]["data"]["level"]]
+                while len(levels) < count:
+                    levels.append((await anext(events))["chatterSaid"]["data"]["level"])
+                await flooding
+            await events.aclose()
+            assert levels == list(range(count))
+            async with asyncio.timeout(TIMEOUT):
+                while _sockets(ticks_node) > before - 1:
+                    await asyncio.sleep(0.05)
+    finally:
+        slow.close()
+    await no_subscription_left(ticks_node)
