@@ -134,6 +134,16 @@ def test_browsers_get_the_ide(client: httpx.Client) -> None:
     assert page.status_code in (200, 404)
     if page.status_code == 200:
         assert "<html" in page.text.lower()
+    shared_link = client.get(
+        "/graphql", params={"query": "{ _service }"}, headers={"accept": "text/html,*/*;q=0.8"}
+    )
+    assert shared_link.headers["content-type"].startswith("text/html")
+    json_first = client.get(
+        "/graphql",
+        params={"query": "{ _service }"},
+        headers={"accept": "application/json, text/html;q=0.5"},
+    )
+    assert json_first.json() == {"data": {"_service": "gqlshop"}}
 
 
 def test_the_catalog_names_contract_methods(node: RunningNode) -> None:

@@ -13,8 +13,8 @@
   (syntax, validation, limits, bad variables) is ``400`` and a response
   with ``data`` is ``200``. A body that is not a GraphQL request at all is
   ``400`` in both; bad credentials ``401``.
-* A browser (``Accept: text/html``) asking ``GET /graphql`` without a query
-  gets the in-browser IDE, served from the package (no CDN).
+* A browser (``Accept`` naming ``text/html`` before any JSON type) asking
+  ``GET /graphql`` gets the in-browser IDE, served from the package (no CDN).
 """
 
 from __future__ import annotations
@@ -89,8 +89,13 @@ def _negotiate(accept: str) -> bytes | None:
 
 
 def wants_html(request: Request) -> bool:
-    accept = request.header(b"accept") or ""
-    return "text/html" in accept and not request.query_string
+    """A browser navigating here (``text/html`` before any JSON type in ``Accept``)."""
+    accept = (request.header(b"accept") or "").lower()
+    html = accept.find("text/html")
+    if html == -1:
+        return False
+    json = [p for p in (accept.find("application/json"), accept.find("+json")) if p != -1]
+    return not json or html < min(json)
 
 
 def ide_page() -> bytes:
