@@ -196,3 +196,12 @@ def test_a_failing_list_nulls_only_its_field(client: httpx.Client) -> None:
     assert answer["data"] == {"users": None, "_service": "gqlshop"}
     assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert answer["errors"][0]["path"] == ["users"]
+
+
+def test_calls_are_counted_per_method_and_relation(client: httpx.Client) -> None:
+    """/metrics counts GraphQL calls like every edge's: by method (and relation) and code."""
+    run(client, "{ user(id: 1) { orders { id } } missing: user(id: 4242) { id } }")
+    metrics = client.get("/metrics").text
+    assert 'polyport_calls_total{edge="graphql",method="get_user",code="OK"}' in metrics
+    assert 'polyport_calls_total{edge="graphql",method="get_user",code="NOT_FOUND"}' in metrics
+    assert 'polyport_calls_total{edge="graphql",method="User.orders",code="OK"}' in metrics
