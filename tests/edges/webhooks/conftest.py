@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +84,7 @@ class Receiver:
     most_active: int = 0
     port: int = 0
     delay: float = 0.0
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
@@ -109,7 +111,7 @@ class Receiver:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._server = loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port)
+            asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()

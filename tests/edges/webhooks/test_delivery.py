@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+import types
+from pathlib import Path
+from typing import Any
+
 import httpx
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 from polyport.testing import RunningNode
@@ -14,6 +20,8 @@ from .conftest import (
     Receiver,
     deliveries,
     publish,
+    running,
+    settings_for,
     subscribe,
     wait_until,
 )
@@ -106,3 +114,78 @@ def test_the_client_posts_under_uvloop(receiver: Receiver) -> None:
 
     assert uvloop.run(post()) == 200
     assert receiver.requests[0].id == "x"
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_is_verified_against_the_name_while_connecting_to_the_checked_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket goes to the address checked; TLS still verifies the URL's host name."""
+    from polyport.edges.webhooks import client, ssrf
+
+    cert, key = _certificate(tmp_path, "hooks.test")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    trusted = ssl.create_default_context(cafile=str(cert))
+
+    async def resolve(host: str, port: int) -> list[Any]:
+        return [(0, 0, 0, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(ssrf, "getaddrinfo", resolve)
+    # Only the webhook client trusts the test certificate (httpx keeps its own).
+    trusting = types.SimpleNamespace(
+        create_default_context=lambda: trusted, SSLContext=ssl.SSLContext, SSLError=ssl.SSLError
+    )
+    monkeypatch.setattr(client, "ssl", trusting)
+    receiver = Receiver(tls=server).start()
+    try:
+        with running(settings_for(tmp_path)) as node:
+            endpoint = subscribe(node, f"https://hooks.test:{receiver.port}/secure")
+            event_id = publish(node, OrderCreated, id=9)
+            (request,) = receiver.wait_count(1)
+            assert request.headers["host"] == f"hooks.test:{receiver.port}"
+            Webhook(endpoint["secret"]).verify(request.body, request.headers)
+            assert request.id == event_id
+            # A name the certificate does not carry: refused by TLS, nothing delivered.
+            other = subscribe(node, f"https://other.test:{receiver.port}/secure")
+            second = publish(node, OrderPaid, id=9)
+            url = f"{node.url}/v1/webhooks/{other['id']}/deliveries/{second}"
+            wait_until(lambda: httpx.get(url).json()["status"] == "failed")
+            assert "certificate" in httpx.get(url).json()["error"].lower()
+    finally:
+        receiver.stop()
