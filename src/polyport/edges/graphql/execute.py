@@ -133,6 +133,9 @@ class Deadlines:
 
     def forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)
+        if task in self._expired:  # a handler swallowed the cancellation: take it back
+            self._expired.discard(task)
+            task.uncancel()
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task`` was cancelled for its deadline (then it is no longer cancelling)."""
