@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 # Without the `bench` extra polyport.bench.rpc raises MissingExtra on import: skip instead.
 pytest.importorskip("matplotlib")
@@ -30,6 +31,7 @@ from polyport.bench.rpc_calls import CASES, STREAMS
 from polyport.bench.rpc_clients import field
 from polyport.bench.users import BENCH_PATH
 from polyport.bench.wire import http_exchange
+from polyport.cli import app
 from polyport.core.errors import ConfigError
 
 
@@ -68,6 +70,13 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message):
             run_rpc_bench(output=tmp_path, console=console, **options)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_command_says_a_bad_option_in_one_line(tmp_path: Path) -> None:
+    """``polyport bench rpc`` with an option out of range: one line, exit code 2."""
+    result = CliRunner().invoke(app, ["bench", "rpc", "--connections", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--connections must be between 1 and 1000, not 0" in result.output
 
 
 @pytest.mark.slow
