@@ -26,7 +26,7 @@ from graphql.execution.values import VariableValues, get_argument_values, get_va
 from pydantic_core import PydanticSerializationError
 
 from polyport.core.auth import Credentials
-from polyport.core.context import Context, Principal
+from polyport.core.context import Principal
 from polyport.core.dispatch import (
     Binding,
     Caller,
@@ -39,14 +39,13 @@ from polyport.core.dispatch import (
 )
 from polyport.core.errors import (
     InvalidArgument,
-    PermissionDenied,
     ServiceError,
     Unauthenticated,
 )
-from polyport.core.events import Pattern, parse_patterns
 from polyport.core.hub import EventHub
 from polyport.core.spec import ServiceSpec
 from polyport.edges.graphql import errors
+from polyport.edges.graphql.deadlines import Deadlines
 from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.errors import RequestError, field_error, request_error
 from polyport.edges.graphql.plan import (
@@ -58,10 +57,17 @@ from polyport.edges.graphql.plan import (
     FieldPlan,
     OperationPlan,
 )
+from polyport.edges.graphql.projection import (
+    Path,
+    flatten,
+    index_paths,
+    map_enum,
+    project,
+    rebuild,
+)
 from polyport.edges.graphql.runner import ExecutionResult
 from polyport.edges.graphql.schema import SchemaBuild
-
-Path = tuple[str | int, ...]
+from polyport.edges.graphql.subscriptions import Subscriptions
 
 
 class Request:
@@ -91,72 +97,10 @@ class Request:
         if not self.pending:
             return
         paths: dict[int, Path] = {}
-        _index(data, (), paths)
+        index_paths(data, (), paths)
         for error, out, plan in self.pending:
             self.fail(error, (*paths.get(id(out), ()), plan.key), plan)
         self.pending = []
-
-
-def _map_enum(value: Any, names: Mapping[Any, str]) -> Any:
-    if isinstance(value, list):
-        return [_map_enum(v, names) for v in value]
-    return names.get(value, value) if value is not None else None
-
-
-class Deadlines:
-    """Per-request timeouts for many requests with one timer, not one timer each.
-
-    A request registers its task and deadline; a sweep every quarter of the
-    shortest timeout (at most every second, at least every 10 ms) cancels the
-    tasks past theirs. ``asyncio.timeout`` would schedule and cancel a timer
-    handle per request: measurable at thousands of requests per second.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._interval = 1.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def watch(self, task: asyncio.Task[Any], timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks[task] = loop.time() + timeout
-        interval = min(1.0, max(0.01, timeout / 4))
-        if self._loop is not loop:  # a node started again on another loop
-            self._loop, self._timer, self._interval = loop, None, 1.0
-        if self._timer is None or interval < self._interval:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._interval = interval
-            self._timer = loop.call_later(interval, self._sweep)
-
-    def forget(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(task, None)
-        if task in self._expired:  # a handler swallowed the cancellation: take it back
-            self._expired.discard(task)
-            task.uncancel()
-
-    def expired(self, task: asyncio.Task[Any]) -> bool:
-        """Whether ``task`` was cancelled for its deadline (then it is no longer cancelling)."""
-        if task in self._expired:
-            self._expired.discard(task)
-            task.uncancel()
-            return True
-        return False
-
-    def _sweep(self) -> None:
-        self._timer = None
-        if not self._tasks:
-            self._interval = 1.0
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for task, deadline in list(self._tasks.items()):
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()
-        self._timer = loop.call_later(self._interval, self._sweep)
 
 
 class GraphQLRunner:
@@ -182,8 +126,7 @@ class GraphQLRunner:
         self.edge = edge
         self.metrics = dispatcher.metrics
         self.deadlines = Deadlines()
-        #: (event, subscription field) → its result, shared by the subscribers of one event
-        self._shared: dict[tuple[int, int], tuple[Any, ExecutionResult]] = {}
+        self.subscriptions = Subscriptions(self)
         #: (document, operation, variables) → the answer of its introspection fields
         self._introspected: dict[tuple[str, str | None, bytes], dict[str, Any]] = {}
         #: relation name → the serializer of a whole level of its values
@@ -222,7 +165,7 @@ class GraphQLRunner:
             plan, variables, _ = self.prepare(payload)
             if plan.operation is not OperationType.SUBSCRIPTION:
                 return _once(await self.run(payload, principal, caller))
-            return await self._subscribe(plan, variables, principal, caller)
+            return await self.subscriptions.start(plan, variables, principal, caller)
         except RequestError as exc:
             return {"errors": exc.errors}
         except ServiceError as exc:
@@ -365,14 +308,21 @@ class GraphQLRunner:
             if children is None or value is None:
                 data[field.key] = value
             elif field.sync:
-                data[field.key] = _project(value, children)
+                data[field.key] = project(value, children)
             else:
                 holder: list[dict[str, Any]] = [{}]
                 await self._complete([value], field, holder, request, "value")
                 data[field.key] = holder[0]["value"]
         return data
 
-    def _args(self, field: FieldPlan, request: Request) -> dict[str, Any]:
+    @staticmethod
+    def new_request(
+        principal: Principal, caller: Caller, variables: VariableValues | None
+    ) -> Request:
+        return Request(principal, caller, variables)
+
+    def arguments(self, field: FieldPlan, request: Request) -> dict[str, Any]:
+        """The field's arguments by parameter name: coerced once, or now from variables."""
         if field.args is not None:
             return field.args
         assert field.field_def is not None
@@ -386,7 +336,7 @@ class GraphQLRunner:
         binding = source.binding
         if binding is None:
             raise InvalidArgument(f"{field.name} is a subscription field")
-        result = await self.call(binding, self._args(field, request), request)
+        result = await self.call(binding, self.arguments(field, request), request)
         if source.kind == "list":
             assert isinstance(result, PageResult)
             return self._connection(binding, result)
@@ -394,7 +344,7 @@ class GraphQLRunner:
             return True
         value = binding.dump_python(result)
         if source.enum is not None:
-            value = _map_enum(value, source.enum)
+            value = map_enum(value, source.enum)
         return value
 
     async def call(self, binding: Binding, args: Mapping[str, Any], request: Request) -> Any:
@@ -490,7 +440,7 @@ class GraphQLRunner:
                         out[key] = parent.get(wire)
                 else:
                     for out, parent in zip(outs, parents, strict=True):
-                        out[key] = _map_enum(parent.get(wire), names)
+                        out[key] = map_enum(parent.get(wire), names)
             elif kind == TYPENAME:
                 for out in outs:
                     out[key] = field.typename
@@ -502,7 +452,7 @@ class GraphQLRunner:
                     children = field.children
                     assert children is not None
                     for out, parent in zip(outs, parents, strict=True):
-                        out[key] = _project(parent.get(wire), children)
+                        out[key] = project(parent.get(wire), children)
                     continue
                 values = [parent.get(wire) for parent in parents]
                 await self._complete(values, field, outs, request, key)
@@ -523,7 +473,7 @@ class GraphQLRunner:
         key = field.key
         try:
             values = await self.dispatcher.resolve(
-                relation, parents, self._args(field, request), request.principal, request.caller
+                relation, parents, self.arguments(field, request), request.principal, request.caller
             )
             dumped = self._dump_relation(relation, values, request.caller)
         except ServiceError as exc:
@@ -535,11 +485,11 @@ class GraphQLRunner:
         if children is None:
             names = source.enum
             for out, value in zip(outs, dumped, strict=True):
-                out[key] = value if names is None else _map_enum(value, names)
+                out[key] = value if names is None else map_enum(value, names)
             return
         if field.sync:
             for out, value in zip(outs, dumped, strict=True):
-                out[key] = _project(value, children)
+                out[key] = project(value, children)
             return
         await self._complete(dumped, field, outs, request, key)
 
@@ -589,7 +539,7 @@ class GraphQLRunner:
         if not shallow:
             flat = []
             for value in values:
-                _flatten(value, flat)
+                flatten(value, flat)
         assert field.children is not None
         projected = await self._select(flat, field.children, request)
         if shallow:
@@ -612,96 +562,10 @@ class GraphQLRunner:
             return
         remaining = iter(projected)
         for out, value in zip(outs, values, strict=True):
-            out[key] = _rebuild(value, remaining)
+            out[key] = rebuild(value, remaining)
 
-    # -- subscriptions ------------------------------------------------------------------------
-
-    async def _subscribe(
-        self,
-        plan: OperationPlan,
-        variables: VariableValues | None,
-        principal: Principal,
-        caller: Caller,
-    ) -> AsyncIterator[ExecutionResult]:
-        field = plan.fields[0]
-        source = field.source
-        assert source is not None
-        request = Request(principal, caller, variables)
-        args = self._args(field, request)
-        self.dispatcher.limiter.acquire(
-            f"anon:{caller.peer}" if principal.anonymous else principal.subject
-        )
-        if source.kind == "event":
-            assert source.event is not None
-            event = source.event.event
-            if not (
-                event.public
-                or "*" in principal.scopes
-                or (not principal.anonymous and principal.has_scopes(event.scopes))
-            ):
-                if principal.anonymous:
-                    raise Unauthenticated()
-                raise PermissionDenied(f"missing scope: {' '.join(sorted(event.scopes))}")
-            channel = args.get("channel") or event.channel_pattern
-            patterns = parse_patterns([channel])
-            own = Pattern.parse(event.channel_pattern)
-            if not all(p.overlaps(own) for p in patterns):
-                raise InvalidArgument(f"{channel[:100]!r} is not a channel of {event.name}")
-            after = args.get("after") or "now"
-            subscription = await self.hub.subscribe(
-                patterns, after=after, types=frozenset({event.name})
-            )
-            return self._events(subscription, field, request)
-        if source.kind == "stream":
-            assert source.binding is not None
-            items = await self._open_stream(source.binding, args, principal, caller)
-            return self._items(items, field, request)
-        raise InvalidArgument(f"{field.name} is not a subscription field")
-
-    async def _events(
-        self, subscription: Any, field: FieldPlan, request: Request
-    ) -> AsyncIterator[ExecutionResult]:
-        shared = self._shared
-        try:
-            async for event in subscription:
-                key = (id(event), id(field))
-                hit = shared.get(key)
-                if hit is not None and hit[0] is event:
-                    yield hit[1]
-                    continue
-                result = await self._one(event.to_dict(), field, request)
-                if field.sync and "errors" not in result:
-                    # Nothing below depends on who asks (no relation to authorize):
-                    # every subscriber of this document gets this very object, which
-                    # the transport then encodes once. An event wakes all of them in
-                    # one loop iteration; the entries live until the next.
-                    if not shared:
-                        asyncio.get_running_loop().call_soon(shared.clear)
-                    elif len(shared) >= 10_000:
-                        shared.clear()
-                    shared[key] = (event, result)
-                yield result
-        finally:
-            subscription.close()
-
-    async def _items(
-        self, items: AsyncIterator[Any], field: FieldPlan, request: Request
-    ) -> AsyncIterator[ExecutionResult]:
-        source = field.source
-        assert source is not None and source.binding is not None
-        binding = source.binding
-        try:
-            async for item in items:
-                value = binding.dump_python(item)
-                if source.enum is not None:
-                    value = _map_enum(value, source.enum)
-                yield await self._one(value, field, request)
-        finally:
-            close = getattr(items, "aclose", None)
-            if close is not None:
-                await close()
-
-    async def _one(self, value: Any, field: FieldPlan, request: Request) -> ExecutionResult:
+    async def result_of(self, value: Any, field: FieldPlan, request: Request) -> ExecutionResult:
+        """One subscription item as an execution result, projected through ``field``."""
         request.errors = []
         if field.children is None or value is None:
             data: Any = value
@@ -715,91 +579,9 @@ class GraphQLRunner:
             result["errors"] = request.errors
         return result
 
-    async def _open_stream(
-        self, binding: Binding, args: Mapping[str, Any], principal: Principal, caller: Caller
-    ) -> AsyncIterator[Any]:
-        self.dispatcher.authorize(binding.public, binding.scopes, principal)
-        kwargs = binding.parse(args)
-        if binding.context_param is not None:
-            kwargs[binding.context_param] = Context(
-                principal,
-                caller.edge,
-                request_id=caller.request_id,
-                service=self.spec.service,
-            )
-        self.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
-        return _guarded(binding, binding.fn(**kwargs), caller)
-
-
-async def _guarded(
-    binding: Binding, items: AsyncIterator[Any], caller: Caller
-) -> AsyncIterator[Any]:
-    try:
-        async for item in items:
-            yield item
-    except ServiceError:
-        raise
-    except Exception as exc:
-        raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
-
 
 async def _once(result: ExecutionResult) -> AsyncIterator[ExecutionResult]:
     yield result
-
-
-def _project(value: Any, fields: list[FieldPlan]) -> Any:
-    """The selection of ``fields`` from an object (or list of them) without relations below."""
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return [_project(item, fields) for item in value]
-    out: dict[str, Any] = {}
-    for field in fields:
-        kind = field.kind
-        if kind == LEAF:
-            source = field.source
-            assert source is not None
-            names = source.enum
-            item = value.get(source.wire)
-            out[field.key] = item if names is None else _map_enum(item, names)
-        elif kind == TYPENAME:
-            out[field.key] = field.typename
-        else:  # OBJECT
-            source = field.source
-            assert source is not None and field.children is not None
-            out[field.key] = _project(value.get(source.wire), field.children)
-    return out
-
-
-def _flatten(value: Any, flat: list[dict[str, Any]]) -> None:
-    if value is None:
-        return
-    if isinstance(value, list):
-        for item in value:
-            _flatten(item, flat)
-        return
-    flat.append(value)
-
-
-def _index(value: Any, path: Path, paths: dict[int, Path]) -> None:
-    """The path of every response object inside ``value``, by identity."""
-    if isinstance(value, dict):
-        paths[id(value)] = path
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                _index(item, (*path, key), paths)
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            if isinstance(item, dict | list):
-                _index(item, (*path, position), paths)
-
-
-def _rebuild(value: Any, projected: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return [_rebuild(item, projected) for item in value]
-    return next(projected)
 
 
 def credentials_from(params: Mapping[str, Any] | None, headers: Mapping[str, str]) -> Credentials:

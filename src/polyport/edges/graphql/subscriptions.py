@@ -1,0 +1,150 @@
+"""Subscriptions: event types and server streams, each item projected through the plan.
+
+An event-type field subscribes to the hub (``channel`` pattern, ``after``
+cursor: the same resume rules as every push edge); a ``@service.stream``
+field opens the method's stream. Each event or item becomes one execution
+result by the same plan as queries (relations included, batched per item).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from graphql.execution.values import VariableValues
+
+from polyport.core.context import Context, Principal
+from polyport.core.dispatch import Binding, Caller, internal_error
+from polyport.core.errors import InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
+from polyport.core.events import Pattern, parse_patterns
+from polyport.edges.graphql.plan import FieldPlan, OperationPlan
+from polyport.edges.graphql.projection import map_enum
+from polyport.edges.graphql.runner import ExecutionResult
+
+if TYPE_CHECKING:
+    from polyport.edges.graphql.execute import GraphQLRunner, Request
+
+
+class Subscriptions:
+    """Starts subscription operations for a runner."""
+
+    def __init__(self, runner: GraphQLRunner) -> None:
+        self.runner = runner
+        #: (event, subscription field) → its result, shared by the subscribers of one event
+        self._shared: dict[tuple[int, int], tuple[Any, ExecutionResult]] = {}
+
+    async def start(
+        self,
+        plan: OperationPlan,
+        variables: VariableValues | None,
+        principal: Principal,
+        caller: Caller,
+    ) -> AsyncIterator[ExecutionResult]:
+        field = plan.fields[0]
+        source = field.source
+        assert source is not None
+        request = self.runner.new_request(principal, caller, variables)
+        args = self.runner.arguments(field, request)
+        self.runner.dispatcher.limiter.acquire(
+            f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        )
+        if source.kind == "event":
+            assert source.event is not None
+            event = source.event.event
+            if not (
+                event.public
+                or "*" in principal.scopes
+                or (not principal.anonymous and principal.has_scopes(event.scopes))
+            ):
+                if principal.anonymous:
+                    raise Unauthenticated()
+                raise PermissionDenied(f"missing scope: {' '.join(sorted(event.scopes))}")
+            channel = args.get("channel") or event.channel_pattern
+            patterns = parse_patterns([channel])
+            own = Pattern.parse(event.channel_pattern)
+            if not all(p.overlaps(own) for p in patterns):
+                raise InvalidArgument(f"{channel[:100]!r} is not a channel of {event.name}")
+            after = args.get("after") or "now"
+            subscription = await self.runner.hub.subscribe(
+                patterns, after=after, types=frozenset({event.name})
+            )
+            return self._events(subscription, field, request)
+        if source.kind == "stream":
+            assert source.binding is not None
+            items = await self._open_stream(source.binding, args, principal, caller)
+            return self._items(items, field, request)
+        raise InvalidArgument(f"{field.name} is not a subscription field")
+
+    async def _events(
+        self, subscription: Any, field: FieldPlan, request: Request
+    ) -> AsyncIterator[ExecutionResult]:
+        shared = self._shared
+        try:
+            async for event in subscription:
+                key = (id(event), id(field))
+                hit = shared.get(key)
+                if hit is not None and hit[0] is event:
+                    yield hit[1]
+                    continue
+                result = await self.runner.result_of(event.to_dict(), field, request)
+                if field.sync and "errors" not in result:
+                    # Nothing below depends on who asks (no relation to authorize):
+                    # every subscriber of this document gets this very object, which
+                    # the transport then encodes once. An event wakes all of them in
+                    # one loop iteration; the entries live until the next.
+                    if not shared:
+                        asyncio.get_running_loop().call_soon(shared.clear)
+                    elif len(shared) >= 10_000:
+                        shared.clear()
+                    shared[key] = (event, result)
+                yield result
+        finally:
+            subscription.close()
+
+    async def _items(
+        self, items: AsyncIterator[Any], field: FieldPlan, request: Request
+    ) -> AsyncIterator[ExecutionResult]:
+        source = field.source
+        assert source is not None and source.binding is not None
+        binding = source.binding
+        try:
+            async for item in items:
+                value = binding.dump_python(item)
+                if source.enum is not None:
+                    value = map_enum(value, source.enum)
+                yield await self.runner.result_of(value, field, request)
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _open_stream(
+        self, binding: Binding, args: Mapping[str, Any], principal: Principal, caller: Caller
+    ) -> AsyncIterator[Any]:
+        self.runner.dispatcher.authorize(binding.public, binding.scopes, principal)
+        kwargs = binding.parse(args)
+        if binding.context_param is not None:
+            kwargs[binding.context_param] = Context(
+                principal,
+                caller.edge,
+                request_id=caller.request_id,
+                service=self.runner.spec.service,
+            )
+        self.runner.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
+        return _guarded(binding, binding.fn(**kwargs), caller)
+
+
+async def _guarded(
+    binding: Binding, items: AsyncIterator[Any], caller: Caller
+) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            yield item
+    except ServiceError:
+        raise
+    except Exception as exc:
+        raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
+
+
+__all__ = ["Subscriptions"]
