@@ -88,6 +88,16 @@ def test_automatic_persisted_queries(client: httpx.Client) -> None:
     wrong = {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}
     mismatch = client.post("/graphql", json={"query": query, "extensions": wrong}).json()
     assert mismatch["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_HASH_MISMATCH"
+    broken = "{ user(id: 3) {"
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": _sha(broken)}}
+    refused = client.post("/graphql", json={"query": broken, "extensions": persisted}).json()
+    assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    never_stored = client.post("/graphql", json={"extensions": persisted}).json()
+    assert never_stored["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_the_sdl_is_served(client: httpx.Client) -> None:

@@ -92,12 +92,16 @@ class DocumentCache:
             self._persisted.move_to_end(digest)
         return text
 
-    def persist(self, digest: str, text: str) -> None:
-        """Remember ``text`` under ``digest``; a wrong digest is refused (never stored)."""
+    @staticmethod
+    def check_digest(digest: str, text: str) -> None:
+        """Refuse a persisted-query hash that is not the SHA-256 of ``text``."""
         if sha256_hex(text) != digest.lower():
             raise request_error(
                 "provided sha does not match query", errors.PERSISTED_QUERY_MISMATCH
             )
+
+    def persist(self, digest: str, text: str) -> None:
+        """Remember ``text`` (checked, parsed and validated) under ``digest``."""
         self._persisted[digest.lower()] = text
         if len(self._persisted) > self.size:
             self._persisted.popitem(last=False)

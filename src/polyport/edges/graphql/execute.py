@@ -204,7 +204,7 @@ class GraphQLRunner:
                         "PersistedQueryNotFound", errors.PERSISTED_QUERY_NOT_FOUND, status=200
                     )
             elif isinstance(text, str):
-                self.documents.persist(digest, text)
+                self.documents.check_digest(digest, text)
         if not isinstance(text, str) or not text.strip():
             raise request_error("the request has no query", errors.BAD_REQUEST)
         if name is not None and not isinstance(name, str):
@@ -212,6 +212,8 @@ class GraphQLRunner:
         if raw_variables is not None and not isinstance(raw_variables, dict):
             raise request_error("variables must be an object", errors.BAD_REQUEST)
         document = self.documents.document(text)
+        if persisted is not None:
+            self.documents.persist(persisted["sha256Hash"], text)  # only a valid document
         operation = document.operation(name)
         variables: VariableValues | None = None
         if operation.variable_definitions:
