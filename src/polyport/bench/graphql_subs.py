@@ -170,6 +170,8 @@ def fanout(kind: str, clients: int, messages: int, size: int, folder: Path) -> d
         "size": size,
         "deliveries": received,
         "complete_clients": complete,
+        # Connections the server closed before they got everything (1013: too slow).
+        "lost_connections": sum(r["lost"] for r in results),
         "seconds": seconds,
         "deliveries_per_second": clients * messages / seconds if seconds else None,
         "bytes_per_delivery": sum(r["bytes"] for r in results) / max(1, received + clients),
@@ -210,7 +212,8 @@ def main(argv: list[str]) -> None:
     for row in rows:
         if "error" in row or row["deliveries_per_second"] is None:
             reason = row.get("error") or (
-                f"{row['deliveries']:,} deliveries, {row['complete_clients']:,} complete clients"
+                f"{row['deliveries']:,} deliveries, {row['complete_clients']:,} complete clients,"
+                f" {row['lost_connections']:,} connections closed by the server"
             )
             print(f"  {row['kind']:8} not measured: {reason}")
             continue
@@ -220,11 +223,12 @@ def main(argv: list[str]) -> None:
             f"  {row['bytes_per_delivery']:>6,.0f} B/delivery"
             + (f"  server CPU {cpu:.0%}, {per:.1f} µs/delivery" if cpu is not None else "")
         )
+    measured = [r for r in rows if r.get("deliveries_per_second")]
     ws, gql = (r.get("deliveries_per_second") for r in rows)
     if ws and gql:
         print(f"  graphql / ws = {gql / ws:.2f} (deliveries/s)")
     ws_cpu, gql_cpu = (r.get("server_cpu_us_per_delivery") for r in rows)
-    if ws_cpu and gql_cpu:
+    if ws_cpu and gql_cpu and len(measured) == 2:
         print(f"  ws / graphql = {ws_cpu / gql_cpu:.2f} (server CPU per delivery)")
     if args.json is not None:
         args.json.write_text(json.dumps({"argv": argv, "rows": rows}, indent=2))

@@ -199,32 +199,37 @@ def _next_frame(prefix: bytes, payload: bytes) -> bytes:
 
 
 class EncodedResults:
-    """Results encoded once, however many subscriptions send them.
+    """``next`` frames encoded once, however many subscriptions send the same result.
 
     A runner that hands the same result object to every subscriber of an event
-    (the same document, the same selection) has it serialised once here. An
-    event wakes all its subscribers in the same loop iteration, so the cache
-    lives for one iteration: it is keyed by identity, holds its results alive
-    meanwhile (an id is never mistaken for a newer object's), and is emptied
-    by the next iteration — or at ``size`` entries.
+    (the same document, the same selection) has it serialised once here, and
+    the whole frame built once per operation id (clients mostly number their
+    operations alike, so most subscribers get the very same bytes). An event
+    wakes all its subscribers in the same loop iteration, so the cache lives
+    for one iteration: it is keyed by identity, holds its results alive
+    meanwhile (an id is never mistaken for a newer object's), and is emptied by
+    the next iteration — or at ``size`` entries.
     """
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
-        self._entries: dict[int, tuple[ExecutionResult, bytes]] = {}
+        self._entries: dict[int, tuple[ExecutionResult, bytes, dict[bytes, bytes]]] = {}
 
-    def encode(self, result: ExecutionResult) -> bytes:
+    def next_frame(self, prefix: bytes, result: ExecutionResult) -> bytes:
+        """The frame of ``next`` for the operation whose :func:`_next_prefix` is ``prefix``."""
         entries = self._entries
         entry = entries.get(id(result))
-        if entry is not None and entry[0] is result:
-            return entry[1]
-        encoded = orjson.dumps(result)
-        if not entries:
-            asyncio.get_running_loop().call_soon(entries.clear)
-        elif len(entries) >= self.size:
-            entries.clear()
-        entries[id(result)] = (result, encoded)
-        return encoded
+        if entry is None or entry[0] is not result:
+            if not entries:
+                asyncio.get_running_loop().call_soon(entries.clear)
+            elif len(entries) >= self.size:
+                entries.clear()
+            entry = entries[id(result)] = (result, orjson.dumps(result), {})
+        frames = entry[2]
+        frame = frames.get(prefix)
+        if frame is None:
+            frame = frames[prefix] = _next_frame(prefix, entry[1])
+        return frame
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EncodedResults] = (
@@ -368,7 +373,7 @@ class TransportWsConnection:
         """Run one operation: ``next``… then ``complete``, or one ``error``."""
         source: AsyncIterator[ExecutionResult] | None = None
         prefix = _next_prefix(operation_id)
-        encode = self.encoded.encode
+        next_frame = self.encoded.next_frame
         connection = self.ws.connection
         try:
             started = await self.runner.subscribe(payload, principal)
@@ -382,7 +387,7 @@ class TransportWsConnection:
                 async for result in source:
                     if self.ws.closed:
                         return
-                    self.post_frame(_next_frame(prefix, encode(result)))
+                    self.post_frame(next_frame(prefix, result))
                     if connection.write_paused:
                         await self.paced()
             self._send(operation_id, "complete")
