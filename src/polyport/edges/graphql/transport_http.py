@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
+from graphql import OperationType
 
 from polyport.core.errors import InvalidArgument, ServiceError, Unauthenticated
 from polyport.edges.graphql import errors
@@ -36,6 +37,8 @@ GRAPHQL_RESPONSE = b"application/graphql-response+json"
 JSON_UTF8 = b"application/json; charset=utf-8"
 RESPONSE_UTF8 = b"application/graphql-response+json; charset=utf-8"
 HTML = b"text/html; charset=utf-8"
+#: Request bodies accepted on POST (the second is an older name some clients still send).
+_BODY_TYPES = (JSON, b"application/graphql+json")
 
 _NOT_FOUND_PAGE = (
     b"<!doctype html><meta charset=utf-8><title>GraphQL</title>"
@@ -115,11 +118,13 @@ class HttpTransport:
         self.edge = edge
 
     async def post(self, request: Request) -> Response:
-        media = preferred_media(request.header(b"accept"))
+        headers = request.headers
+        accept = headers.get(b"accept")
+        media = JSON if accept is None else preferred_media(accept.decode("latin-1"))
         if media is None:
             return _refuse(406, "accept application/graphql-response+json or application/json")
-        content_type = (request.header(b"content-type") or "").split(";")[0].strip().lower()
-        if content_type not in ("application/json", "application/graphql+json"):
+        content_type = headers.get(b"content-type", b"")
+        if content_type != JSON and content_type.split(b";")[0].strip().lower() not in _BODY_TYPES:
             return _errors(
                 415,
                 media,
@@ -193,14 +198,14 @@ class HttpTransport:
             return _errors(400, media, [field_error(exc, None)])
         try:
             plan, variables, source = runner.prepare(payload)
-            if get and plan.operation.value != "query":
+            if get and plan.operation is not OperationType.QUERY:
                 return Response(
                     405,
                     _body({"errors": [_error("only queries may use GET", errors.BAD_REQUEST)]}),
                     content_type=_content_type(media),
                     headers=[(b"allow", b"POST")],
                 )
-            if plan.operation.value == "subscription":
+            if plan.operation is OperationType.SUBSCRIPTION:
                 raise request_error(
                     "subscriptions run over the graphql-transport-ws WebSocket at /graphql",
                     errors.BAD_REQUEST,
