@@ -45,6 +45,7 @@ class ScriptedRunner:
         self.feed: asyncio.Queue[Any] = asyncio.Queue()
         #: The same result objects for every subscriber (as a runner sharing an event's result).
         self.shared = [{"data": {"shared": i}} for i in range(3)]
+        self.batched: Batched | None = None
 
     async def authenticate(self, params: Any, headers: Any) -> Principal:
         self.params.append(params)
@@ -76,6 +77,10 @@ class ScriptedRunner:
             return self._tracked(self._feed())
         if query == "subscription failing":
             return self._tracked(self._failing())
+        if query == "subscription batched":
+            bursts = [[{"data": {"b": i}} for i in range(3)], [{"data": {"b": 3}}]]
+            self.batched = Batched(self, bursts)
+            return self.batched
         if query == "subscription shared":
             return self._tracked(self._items(self.shared))
         if query == "subscription flood":
@@ -112,6 +117,29 @@ class ScriptedRunner:
             i += 1
             yield {"data": {"flood": {"n": i, "text": text}}}
             await asyncio.sleep(0)
+
+
+class Batched:
+    """A source with ``batch()``: the transport reads it a burst at a time."""
+
+    def __init__(self, runner: ScriptedRunner, bursts: list[list[Any]]) -> None:
+        self.runner = runner
+        self.bursts = bursts
+        self.read_one_by_one = False
+        runner.opened += 1
+
+    async def batch(self) -> list[Any]:
+        return self.bursts.pop(0) if self.bursts else []
+
+    def __aiter__(self) -> Batched:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.read_one_by_one = True
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.runner.closed += 1
 
 
 @dataclass
@@ -428,6 +456,21 @@ async def test_a_result_shared_by_subscribers_reaches_each_with_its_own_id() -> 
             {"id": operation_id, "type": "next", "payload": {"data": {"shared": i}}}
             for i in range(3)
         ] + [{"id": operation_id, "type": "complete"}]
+    await settled(served)
+
+
+async def test_a_source_with_batch_is_read_a_burst_at_a_time() -> None:
+    """batch(): every result of every burst, in order, then complete; the source is closed."""
+    async with serving() as served, connect(served) as ws:
+        await acknowledged(ws)
+        await send(
+            ws, {"id": "b", "type": "subscribe", "payload": {"query": "subscription batched"}}
+        )
+        got = [await receive(ws) for _ in range(5)]
+    assert got == [{"id": "b", "type": "next", "payload": {"data": {"b": i}}} for i in range(4)] + [
+        {"id": "b", "type": "complete"}
+    ]
+    assert served.runner.batched is not None and not served.runner.batched.read_one_by_one
     await settled(served)
 
 

@@ -39,7 +39,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import orjson
 
@@ -80,6 +80,19 @@ _FLUSH_AT = 64 * 1024
 
 _CLIENT_ONLY = frozenset({"connection_init", "subscribe"})
 _SERVER_ONLY = frozenset({"connection_ack", "next", "error"})
+
+
+class BatchedResults(Protocol):
+    """A subscription source that can also hand over everything it has at once.
+
+    Optional: a source returned by ``OperationRunner.subscribe`` that has
+    ``batch()`` is read with it, so a burst of events costs one wake-up per
+    subscriber instead of one per event (as the WebSocket edge reads the hub).
+    """
+
+    async def batch(self) -> list[ExecutionResult]:
+        """The next results: at least one, or none once the source has ended."""
+        ...
 
 
 class _Metrics(Protocol):
@@ -384,12 +397,22 @@ class TransportWsConnection:
                 self.post_frame(_next_frame(prefix, orjson.dumps(started)))
             else:
                 source = started
-                async for result in source:
-                    if self.ws.closed:
-                        return
-                    self.post_frame(next_frame(prefix, result))
-                    if connection.write_paused:
-                        await self.paced()
+                if hasattr(source, "batch"):
+                    batched = cast(BatchedResults, source)
+                    while results := await batched.batch():
+                        for result in results:
+                            if self.ws.closed:
+                                return
+                            self.post_frame(next_frame(prefix, result))
+                            if connection.write_paused:
+                                await self.paced()
+                else:
+                    async for result in source:
+                        if self.ws.closed:
+                            return
+                        self.post_frame(next_frame(prefix, result))
+                        if connection.write_paused:
+                            await self.paced()
             self._send(operation_id, "complete")
         except ServiceError as exc:
             self._send_errors(operation_id, [field_error(exc, None)])
@@ -531,6 +554,7 @@ async def serve(
 
 __all__ = [
     "SUBPROTOCOL",
+    "BatchedResults",
     "GraphQLTransportWs",
     "ProtocolViolation",
     "TransportWsConnection",
