@@ -311,3 +311,11 @@ async def edge() -> AsyncIterator[Any]:
     node = Node(shop, settings(), edges=["graphql"])
     async with node.running():
         yield node.edges[0]
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[RunningNode]:
+    """A rate limit of three requests (and a slow refill)."""
+    rate = {"enabled": True, "rate": 0.01, "burst": 3}
+    with serve_in_thread(shop, settings(rate_limit=rate), edges=["graphql"]) as running:
+        yield running

@@ -19,13 +19,14 @@
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any
 
 import orjson
 from graphql import OperationType
 
-from polyport.core.errors import InvalidArgument, ServiceError, Unauthenticated
+from polyport.core.errors import InvalidArgument, RateLimited, ServiceError, Unauthenticated
 from polyport.edges.graphql import errors
 from polyport.edges.graphql.errors import RequestError, field_error, request_error
 from polyport.edges.graphql.execute import GraphQLRunner
@@ -216,10 +217,11 @@ class HttpTransport:
             if exc.errors[0]["extensions"]["code"] == errors.BAD_REQUEST:
                 status = exc.status if exc.status != 200 else 400
             return _errors(status, media, exc.errors)
-        except ServiceError as exc:  # the rate limit, before anything ran
-            return _errors(
-                429 if exc.code == "RATE_LIMITED" else 400, media, [field_error(exc, None)]
-            )
+        except RateLimited as exc:  # charged once per request, before anything ran
+            retry = [(b"retry-after", str(math.ceil(exc.retry_after or 1)).encode())]
+            return _errors(429, media, [field_error(exc, None)], retry)
+        except ServiceError as exc:
+            return _errors(400, media, [field_error(exc, None)])
         return Response(200, _body(result), content_type=_content_type(media))
 
 
