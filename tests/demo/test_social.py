@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -252,3 +253,45 @@ def test_graphql_reads_one_query_per_level_for_many_users(
     assert len(queries.reading("social_comments")) == 1
     # the users page, the posts' authors, the comments' authors
     assert len(queries.reading("shop_users")) == 3
+
+
+async def test_a_graphql_subscription_sees_posts_created_over_rest(demo: RunningNode) -> None:
+    """The gql client subscribes over graphql-transport-ws; a post made over REST arrives,
+    its author resolved through the relation."""
+    from gql import Client, gql
+    from gql.transport.websockets import WebsocketsTransport
+
+    transport = WebsocketsTransport(
+        url=demo.url.replace("http://", "ws://") + "/graphql",
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    # From the start of the log (this node's is fresh), so the post cannot be missed
+    # however long the subscription takes to start.
+    subscription = gql(
+        'subscription { postsCreated(after: "earliest") { type data { title author { name } } } }'
+    )
+
+    async def publish_one() -> None:
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=demo.url, timeout=10) as rest:
+            answer = await rest.post("/v1/posts", json={"user_id": 2, "title": "Live"})
+            assert answer.status_code == 201
+
+    async def first_event() -> dict[str, Any]:
+        async with Client(transport=transport) as session:
+            publishing = asyncio.create_task(publish_one())
+            try:
+                async for result in session.subscribe(subscription):
+                    await publishing
+                    return dict(result)
+            finally:
+                publishing.cancel()
+        raise AssertionError("the subscription ended without an event")
+
+    event = await asyncio.wait_for(first_event(), 15)
+    assert event == {
+        "postsCreated": {
+            "type": "posts.created",
+            "data": {"title": "Live", "author": {"name": "Bob"}},
+        }
+    }
