@@ -69,8 +69,6 @@ class FieldPlan:
     #: Arguments coerced from literals (by parameter name), or None when they need variables.
     args: dict[str, Any] | None = None
     children: list[FieldPlan] | None = None
-    #: The value holds objects (``children`` apply) rather than leaves.
-    is_object: bool = False
     #: No relation below: the children are projected without awaiting anything.
     sync: bool = True
 
@@ -244,7 +242,6 @@ class Planner:
             plan.args = {}
         named = get_named_type(field_def.type)
         if isinstance(named, GraphQLObjectType):
-            plan.is_object = True
             if kind == LEAF:
                 plan.kind = OBJECT
             sets = [n.selection_set for n in nodes if n.selection_set is not None]
