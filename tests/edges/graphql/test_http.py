@@ -164,3 +164,18 @@ def test_the_catalog_names_contract_methods(node: RunningNode) -> None:
     assert ("place_order", "mutation { placeOrder }") in entries
     assert ("count_to", "subscription { countTo }") in entries
     assert ("orders.placed", "subscription { ordersPlaced } · ws /graphql") in entries
+
+
+def test_the_ide_assets_are_served_by_the_edge(client: httpx.Client) -> None:
+    """GraphiQL's script and styles come from the package, cacheable with an ETag."""
+    script = client.get("/static/graphiql/graphiql.js")
+    if script.status_code == 404:
+        pytest.skip("the GraphiQL bundle is not part of this installation")
+    assert script.headers["content-type"].startswith("text/javascript")
+    again = client.get(
+        "/static/graphiql/graphiql.js", headers={"if-none-match": script.headers["etag"]}
+    )
+    assert again.status_code == 304
+    styles = client.get("/static/graphiql/graphiql.css")
+    assert styles.headers["content-type"].startswith("text/css")
+    assert client.get("/static/graphiql/nope.js").status_code == 404

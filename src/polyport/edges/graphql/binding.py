@@ -76,6 +76,7 @@ class GraphQLEdge:
             Route("POST", PATH, self.http.post, "graphql"),
             Route("GET", PATH, self.http.get, "graphql"),
             Route("GET", SDL_PATH, self.schema_document, "graphql-schema"),
+            Route("GET", "/static/graphiql/{name}", self.http.asset, "graphiql"),
         ]
 
     def websocket_routes(self) -> dict[str, Any]:

@@ -14,7 +14,8 @@
   with ``data`` is ``200``. A body that is not a GraphQL request at all is
   ``400`` in both; bad credentials ``401``.
 * A browser (``Accept`` naming ``text/html`` before any JSON type) asking
-  ``GET /graphql`` gets the in-browser IDE, served from the package (no CDN).
+  ``GET /graphql`` gets the in-browser IDE, served from the package (no CDN):
+  the page, and its script and styles at ``/static/graphiql/{name}``.
 """
 
 from __future__ import annotations
@@ -102,13 +103,36 @@ def wants_html(request: Request) -> bool:
     return not json or html < min(json)
 
 
-def ide_page() -> bytes:
-    """The IDE's page from the package's assets, or a short page saying it is missing."""
+#: The IDE's files by suffix: what GET /static/graphiql/{name} serves.
+_ASSET_TYPES = {
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".txt": b"text/plain; charset=utf-8",
+    ".html": HTML,
+}
+
+
+def ide_assets() -> dict[str, tuple[bytes, bytes]]:
+    """The IDE's bundled files (GraphiQL, built offline into the package), by name."""
+    found: dict[str, tuple[bytes, bytes]] = {}
     try:
-        page = resources.files("polyport.web").joinpath("static/graphiql/index.html")
-        return page.read_bytes()
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return b""
+        folder = resources.files("polyport.web").joinpath("static/graphiql")
+        for entry in folder.iterdir():
+            suffix = entry.name[entry.name.rfind(".") :]
+            if entry.is_file() and suffix in _ASSET_TYPES:
+                found[entry.name] = (entry.read_bytes(), _ASSET_TYPES[suffix])
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError, OSError):
+        return {}
+    return found
+
+
+def cached_file(request: Request, body: bytes, content_type: bytes) -> Response:
+    """A file with a strong ETag, revalidated on every use (304 when unchanged)."""
+    etag = etag_of(body)
+    headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+    if not_modified(request.headers.get(b"if-none-match"), etag):
+        return Response(304, content_type=None, headers=headers)
+    return Response(200, body, content_type=content_type, headers=headers)
 
 
 class HttpTransport:
@@ -117,6 +141,14 @@ class HttpTransport:
     def __init__(self, runner: GraphQLRunner, edge: str) -> None:
         self.runner = runner
         self.edge = edge
+        self.assets = ide_assets()
+
+    async def asset(self, request: Request) -> Response:
+        """``GET /static/graphiql/{name}``: the IDE's script, styles and licences."""
+        found = self.assets.get(request.params["name"])
+        if found is None or request.params["name"] == "index.html":
+            return Response(404, b"not found\n", content_type=b"text/plain; charset=utf-8")
+        return cached_file(request, *found)
 
     async def post(self, request: Request) -> Response:
         headers = request.headers
@@ -147,9 +179,9 @@ class HttpTransport:
 
     async def get(self, request: Request) -> Response:
         if wants_html(request):
-            page = ide_page()
+            page = self.assets.get("index.html")
             if page:
-                return Response(200, page, content_type=HTML)
+                return cached_file(request, *page)
             return Response(404, _NOT_FOUND_PAGE, content_type=HTML)
         media = preferred_media(request.header(b"accept"))
         if media is None:
