@@ -155,5 +155,13 @@ def test_a_short_bench_measures_every_call_and_stream_and_writes_its_results(
     ):
         assert f"Goal: {text}" in shown
     assert f"claimed: protobuf is about 5{TIMES} smaller than JSON — measured:" in shown
+    markdown = (tmp_path / "rpc-latest.md").read_text()
+    assert markdown.startswith("# polyport bench rpc — ")
+    assert "--generator python" in markdown
+    for case in CASES:
+        assert f"\n| {case.label} | " in markdown, case.label
+    for stream_case in STREAMS:
+        assert f"\n| {stream_case.label} | " in markdown, stream_case.label
+    assert markdown.count("\n* polyport ") + markdown.count("\n* events ") == 4
     assert (tmp_path / "rpc-latest.png").read_bytes().startswith(b"\x89PNG")
-    assert len(list(tmp_path.glob("rpc-*-*.json"))) == 1
+    assert len(list(tmp_path.glob("rpc-*-*.json"))) == len(list(tmp_path.glob("rpc-*-*.md"))) == 1

@@ -239,8 +239,11 @@ def run_rpc_bench(
     for key, claim in (("size", CLAIMS["guide_size"]), ("speed", CLAIMS["guide_speed"])):
         if key in findings:
             console.print(f"[dim]claimed: {escape(claim)} — measured: {escape(findings[key])}[/]")
-    json_path, png_path = report.write(output)
-    console.print(f"results: {escape(str(json_path))} · chart: {escape(str(png_path))}")
+    json_path, md_path, png_path = report.write(output)
+    console.print(
+        f"results: {escape(str(json_path))} · {escape(md_path.name)} · chart: "
+        f"{escape(png_path.name)}"
+    )
     return report
 
 

@@ -7,6 +7,7 @@ REST, and the batched event stream against the goal of 100,000 events/s.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -305,13 +306,92 @@ class RpcReport:
             "streams": [asdict(s) for s in self.streams],
         }
 
-    def write(self, output: Path) -> tuple[Path, Path]:
-        """``rpc-YYYYmmdd-HHMMSS.json`` and ``.png`` in ``output``, copied to ``rpc-latest``."""
+    def markdown(self) -> str:
+        """The run as Markdown: its command line, the tables, the goals and the findings."""
+        o, m = self.options, self.machine
+        versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
+        lines = [
+            f"# polyport bench rpc — {self.started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"`polyport bench rpc --duration {o['grpc_duration']:g} --warmup {o['grpc_warmup']:g} "
+            f"--connections {o['connections']} --repeats {o['repeats']} "
+            f"--generator {o['generator']}`",
+            "",
+            f"{m.get('cpu_count')} cores ({m.get('cpu_model')}), load average "
+            f"{m.get('load_average_1m')} before the run; Python {m.get('python')}; {versions}. "
+            f"HTTP load: {o['generator']} ({o['generator_version']}); gRPC load: "
+            f"{o['grpc_client']}. {o['stream_events']:,} events per stream.",
+        ]
+        refs = {"rest": "REST", "grpcio": "grpcio", "spyne": "Spyne"}
+        for payload in PAYLOADS:
+            lines += [
+                "",
+                f"## {PAYLOADS[payload]} per call",
+                "",
+                f"| pattern | calls/s | p50 ms | p99 ms | {TIMES} | server CPU | CPU µs/call "
+                "| wire B: request + response | payload B |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+            ]
+            for c in self.calls:
+                if c.payload != payload:
+                    continue
+                ratio = "" if c.ratio is None else f"{c.ratio:.2f}{TIMES} {refs[c.reference or '']}"
+                wire = "—" if c.wire is None else f"{c.wire.request:,.0f} + {c.wire.response:,.0f}"
+                lines.append(
+                    f"| {c.label} | {' · '.join(f'{r:,.0f}' for r in c.runs)} "
+                    f"| {c.p50_ms:.2f} | {c.p99_ms:.2f} | {ratio} | {_share(c.server_cpu_share)} "
+                    f"| {_number(c.cpu_us_per_call)} | {wire} "
+                    f"| {'—' if c.wire is None else f'{c.wire.response_payload:,}'} |"
+                )
+        lines += [
+            "",
+            "## Server streams, to one subscriber",
+            "",
+            "| stream | events/s | events per message | CPU µs/event | wire B per event |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for s in self.streams:
+            lines.append(
+                f"| {s.label} | {' · '.join(f'{r:,.0f}' for r in s.runs)} "
+                f"| {s.events_per_message:,.0f} | {_number(s.cpu_us_per_event, '.1f')} "
+                f"| {_number(s.wire_per_event)} |"
+            )
+        lines += ["", "## Goals", ""]
+        verdicts = {True: "**PASS**", False: "**MISS**", None: "NOT MEASURED"}
+        lines += [f"* {g.text} — {verdicts[g.met]} ({g.measured})" for g in self.goals()]
+        findings = self.findings()
+        if findings:
+            lines += ["", "## The guide's claims", ""]
+            for key, claim in (("size", CLAIMS["guide_size"]), ("speed", CLAIMS["guide_speed"])):
+                if key in findings:
+                    lines.append(f"* claimed: {claim} — measured: {findings[key]}")
+        notes = self.notes + self.warnings()
+        if notes:
+            lines += ["", "## Notes", "", *(f"* {note}" for note in notes)]
+        lines += [
+            "",
+            "calls/s: every round's (with --repeats); the other figures are the median "
+            "round's. Server CPU: its share of one core. Wire: bytes per call, headers and "
+            "framing included; payload: the response's body or message alone.",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, output: Path) -> tuple[Path, Path, Path]:
+        """``rpc-YYYYmmdd-HHMMSS.json``, ``.md`` and ``.png`` in ``output``; each copied to
+        ``rpc-latest``."""
         from polyport.bench.rpc_chart import draw_rpc_chart
 
-        return write_results(
+        json_path, png_path = write_results(
             output, "rpc", self.started, self.as_json(), lambda path: draw_rpc_chart(self, path)
         )
+        md_path = json_path.with_suffix(".md")
+        md_path.write_text(self.markdown(), encoding="utf-8")
+        shutil.copyfile(md_path, output / "rpc-latest.md")
+        return json_path, md_path, png_path
+
+
+def _number(value: float | None, spec: str = ",.0f") -> str:
+    return "—" if value is None else format(value, spec)
 
 
 def _share(share: float | None) -> str:
