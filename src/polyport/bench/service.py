@@ -1,7 +1,9 @@
-"""The polyport bench target: one service on one node, every edge, as ``polyport serve`` runs it.
+"""The polyport target of ``bench rest`` and ``bench rpc``: one service on one node, every edge.
 
 The service (``bench``, version 1) is the handlers of :mod:`polyport.bench.users`
-and what the stream benches need, so one node process answers every bench:
+and what the RPC bench's gRPC streams need, so one node process, run as
+``polyport serve`` runs it, answers both benches (the push benches serve their
+own, :mod:`polyport.bench.realtime_apps`):
 
 * the resource ``users``: ``get`` (:func:`~polyport.bench.users.get_user`) and
   ``list`` (:func:`~polyport.bench.users.list_users`) — ``GET /v1/users/42``,
