@@ -343,6 +343,34 @@ def _publish_alarm(node: RunningNode) -> None:
     node.call(AlarmRaised.publish(Alarm(level=3, text="disk full")))
 
 
+async def test_credentials_may_come_with_the_upgrade_request(ticks_node: RunningNode) -> None:
+    """An API key header on the handshake, an empty connection_init: the key's scopes apply."""
+    async with websockets.connect(
+        ws_url(ticks_node),
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        additional_headers={"X-API-Key": ALARM_KEY},
+    ) as ws:
+        await ws.send('{"type":"connection_init"}')
+        assert orjson.loads(await ws.recv()) == {"type": "connection_ack"}
+        query = "subscription { alarmsRaised { data { text } } }"
+        hub = ticks_node.node.runtime.hub
+        before = hub.subscriber_count
+        await ws.send(
+            orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}).decode()
+        )
+        async with asyncio.timeout(TIMEOUT):
+            while hub.subscriber_count <= before:
+                await asyncio.sleep(0.02)
+        await asyncio.get_running_loop().run_in_executor(None, _publish_alarm, ticks_node)
+        async with asyncio.timeout(TIMEOUT):
+            message = orjson.loads(await ws.recv())
+    assert message == {
+        "id": "1",
+        "type": "next",
+        "payload": {"data": {"alarmsRaised": {"data": {"text": "disk full"}}}},
+    }
+
+
 async def test_unknown_credentials_close_the_socket_4403(ticks_node: RunningNode) -> None:
     """A connection_init carrying an unknown key: closed with 4403 Forbidden, no ack."""
     async with websockets.connect(ws_url(ticks_node), subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
