@@ -286,17 +286,17 @@ async def test_no_connection_init_in_time_closes_4408() -> None:
 
 async def test_an_acknowledged_connection_outlives_the_init_timeout() -> None:
     """The timeout only concerns connection_init: an acknowledged client stays."""
-    async with serving(connection_init_timeout=0.2) as served, connect(served) as ws:
+    async with serving(connection_init_timeout=0.5) as served, connect(served) as ws:
         await acknowledged(ws)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         await send(ws, {"type": "ping"})
         assert await receive(ws) == {"type": "pong"}
 
 
 async def test_the_timeout_is_for_connection_init_not_for_the_ack() -> None:
     """connection_init in time, authentication slower than the timeout: acknowledged, no 4408."""
-    async with serving(connection_init_timeout=0.2) as served, connect(served) as ws:
-        await acknowledged(ws, {"slow": 0.5})
+    async with serving(connection_init_timeout=0.5) as served, connect(served) as ws:
+        await acknowledged(ws, {"slow": 1.0})
         await send(ws, {"type": "ping"})
         assert await receive(ws) == {"type": "pong"}
 
