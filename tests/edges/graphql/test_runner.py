@@ -112,3 +112,20 @@ async def test_subscribers_of_one_document_share_each_result(edge: GraphQLEdge) 
         await stream.aclose()  # type: ignore[union-attr]
     assert results[0] is results[1]
     assert results[2] == results[3] and results[2] is not results[3]
+
+
+async def test_event_results_come_a_burst_at_a_time(edge: GraphQLEdge) -> None:
+    """batch() hands over every event already there (one wake-up per burst); iteration too."""
+    runner = edge.runner
+    results = await runner.subscribe(
+        {"query": 'subscription { ordersPlaced(channel: "orders/9") { data { userId } } }'}, ADMIN
+    )
+    assert not isinstance(results, dict)
+    for _ in range(3):
+        await runner.execute({"query": PLACE, "variables": {"user": 9}}, ADMIN)
+    burst = await asyncio.wait_for(results.batch(), 5)  # type: ignore[attr-defined]
+    assert burst == [{"data": {"ordersPlaced": {"data": {"userId": 9}}}}] * 3
+    await runner.execute({"query": PLACE, "variables": {"user": 9}}, ADMIN)
+    assert (await next_of(results))["data"]["ordersPlaced"]["data"] == {"userId": 9}
+    await results.aclose()  # type: ignore[attr-defined]
+    assert await results.batch() == []  # type: ignore[attr-defined]

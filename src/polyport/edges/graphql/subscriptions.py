@@ -9,6 +9,7 @@ result by the same plan as queries (relations included, batched per item).
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,8 @@ from graphql.execution.values import VariableValues
 from polyport.core.context import Context, Principal
 from polyport.core.dispatch import Binding, Caller, internal_error
 from polyport.core.errors import InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
-from polyport.core.events import Pattern, parse_patterns
+from polyport.core.events import Event, Pattern, parse_patterns
+from polyport.core.hub import Subscription as HubSubscription
 from polyport.edges.graphql.plan import FieldPlan, OperationPlan
 from polyport.edges.graphql.projection import map_enum
 from polyport.edges.graphql.runner import ExecutionResult
@@ -69,38 +71,32 @@ class Subscriptions:
             subscription = await self.runner.hub.subscribe(
                 patterns, after=after, types=frozenset({event.name})
             )
-            return self._events(subscription, field, request)
+            return EventResults(self, subscription, field, request)
         if source.kind == "stream":
             assert source.binding is not None
             items = await self._open_stream(source.binding, args, principal, caller)
             return self._items(items, field, request)
         raise InvalidArgument(f"{field.name} is not a subscription field")
 
-    async def _events(
-        self, subscription: Any, field: FieldPlan, request: Request
-    ) -> AsyncIterator[ExecutionResult]:
+    async def result(self, event: Event, field: FieldPlan, request: Request) -> ExecutionResult:
+        """One event through ``field``'s selection, shared by every subscriber who may share it."""
         shared = self._shared
-        try:
-            async for event in subscription:
-                key = (id(event), id(field))
-                hit = shared.get(key)
-                if hit is not None and hit[0] is event:
-                    yield hit[1]
-                    continue
-                result = await self.runner.result_of(event.to_dict(), field, request)
-                if field.sync and "errors" not in result:
-                    # Nothing below depends on who asks (no relation to authorize):
-                    # every subscriber of this document gets this very object, which
-                    # the transport then encodes once. An event wakes all of them in
-                    # one loop iteration; the entries live until the next.
-                    if not shared:
-                        asyncio.get_running_loop().call_soon(shared.clear)
-                    elif len(shared) >= 10_000:
-                        shared.clear()
-                    shared[key] = (event, result)
-                yield result
-        finally:
-            subscription.close()
+        key = (id(event), id(field))
+        hit = shared.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        result = await self.runner.result_of(event.to_dict(), field, request)
+        if field.sync and "errors" not in result:
+            # Nothing below depends on who asks (no relation to authorize): every
+            # subscriber of this document gets this very object, which the
+            # transport then encodes once. An event wakes all of them in one loop
+            # iteration; the entries live until the next.
+            if not shared:
+                asyncio.get_running_loop().call_soon(shared.clear)
+            elif len(shared) >= 10_000:
+                shared.clear()
+            shared[key] = (event, result)
+        return result
 
     async def _items(
         self, items: AsyncIterator[Any], field: FieldPlan, request: Request
@@ -147,4 +143,46 @@ async def _guarded(
         raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
 
 
-__all__ = ["Subscriptions"]
+class EventResults:
+    """An event-type subscription's results, one by one or a burst at a time.
+
+    ``batch()`` hands over every event the hub holds for this subscriber at
+    once (as the WebSocket edge reads it), so a burst costs one wake-up per
+    subscriber, not one per event; iterating works too. ``aclose()`` ends the
+    hub subscription.
+    """
+
+    def __init__(
+        self, owner: Subscriptions, source: HubSubscription, field: FieldPlan, request: Request
+    ) -> None:
+        self._owner = owner
+        self._source = source
+        self._field = field
+        self._request = request
+        self._pending: collections.deque[ExecutionResult] = collections.deque()
+
+    def __aiter__(self) -> EventResults:
+        return self
+
+    async def __anext__(self) -> ExecutionResult:
+        if not self._pending:
+            self._pending.extend(await self.batch())
+            if not self._pending:
+                raise StopAsyncIteration
+        return self._pending.popleft()
+
+    async def batch(self) -> list[ExecutionResult]:
+        """The next results: at least one, or none once the subscription has ended."""
+        if self._pending:
+            ready = list(self._pending)
+            self._pending.clear()
+            return ready
+        events = await self._source.batch()
+        owner, field, request = self._owner, self._field, self._request
+        return [await owner.result(event, field, request) for event in events]
+
+    async def aclose(self) -> None:
+        self._source.close()
+
+
+__all__ = ["EventResults", "Subscriptions"]
