@@ -241,9 +241,9 @@ class TransportWsConnection:
                 if hasattr(source, "batch"):
                     batched = cast(BatchedResults, source)
                     while results := await batched.batch():
-                        for result in results:
-                            if self.ws.closed:
-                                return
+                        if self.ws.closed:
+                            return
+                        for result in results:  # paced per frame: a burst may be large
                             self.post_frame(frame_of(prefix, result))
                             if connection.write_paused:
                                 await self.paced()
