@@ -81,6 +81,13 @@ class ScriptedRunner:
             bursts = [[{"data": {"b": i}} for i in range(3)], [{"data": {"b": 3}}]]
             self.batched = Batched(self, bursts)
             return self.batched
+        if query == "subscription big bursts":
+            text = "y" * 1000
+            big: list[list[Any]] = [
+                [{"data": {"n": b * 100 + i, "t": text}} for i in range(100)] for b in range(3)
+            ]
+            self.batched = Batched(self, big)
+            return self.batched
         if query == "subscription shared":
             return self._tracked(self._items(self.shared))
         if query == "subscription flood":
@@ -471,6 +478,18 @@ async def test_a_source_with_batch_is_read_a_burst_at_a_time() -> None:
         {"id": "b", "type": "complete"}
     ]
     assert served.runner.batched is not None and not served.runner.batched.read_one_by_one
+    await settled(served)
+
+
+async def test_bursts_larger_than_a_write_arrive_whole_and_in_order() -> None:
+    """Bursts of ~100 KB (over one write's worth): every result, in order, then complete."""
+    async with serving() as served, connect(served) as ws:
+        await acknowledged(ws)
+        payload = {"query": "subscription big bursts"}
+        await send(ws, {"id": "big", "type": "subscribe", "payload": payload})
+        got = [await receive(ws) for _ in range(301)]
+    assert [m["payload"]["data"]["n"] for m in got[:300]] == list(range(300))
+    assert got[300] == {"id": "big", "type": "complete"}
     await settled(served)
 
 

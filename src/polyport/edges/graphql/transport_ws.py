@@ -243,8 +243,15 @@ class TransportWsConnection:
                     while results := await batched.batch():
                         if self.ws.closed:
                             return
-                        for result in results:  # paced per frame: a burst may be large
-                            self.post_frame(frame_of(prefix, result))
+                        frames = [frame_of(prefix, result) for result in results]
+                        size = sum(map(len, frames))
+                        if size < _FLUSH_AT:
+                            self.post_frames(frames, size)
+                            if connection.write_paused:
+                                await self.paced()
+                            continue
+                        for frame in frames:  # a large burst: paced frame by frame
+                            self.post_frame(frame)
                             if connection.write_paused:
                                 await self.paced()
                 else:
@@ -291,6 +298,18 @@ class TransportWsConnection:
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
+        if self._outbox_bytes >= _FLUSH_AT:
+            self.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def post_frames(self, frames: list[bytes], size: int) -> None:
+        """Queue several frames of ``size`` bytes in all (under ``_FLUSH_AT``)."""
+        if self.ws.closed:
+            return
+        self._outbox.extend(frames)
+        self._outbox_bytes += size
         if self._outbox_bytes >= _FLUSH_AT:
             self.flush()
         elif not self._flush_pending:
