@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Mapping
+from itertools import accumulate
 from typing import Any, Protocol, cast
 
 import orjson
@@ -244,14 +246,15 @@ class TransportWsConnection:
                         if self.ws.closed:
                             return
                         frames = [frame_of(prefix, result) for result in results]
-                        size = sum(map(len, frames))
-                        if size < _FLUSH_AT:
-                            self.post_frames(frames, size)
-                            if connection.write_paused:
-                                await self.paced()
-                            continue
-                        for frame in frames:  # a large burst: paced frame by frame
-                            self.post_frame(frame)
+                        ends = list(accumulate(map(len, frames)))
+                        # Written _FLUSH_AT bytes at a time, each time paced: a large
+                        # burst never sits whole in the transport's buffer.
+                        start, written = 0, 0
+                        while start < len(frames):
+                            stop = bisect_left(ends, written + _FLUSH_AT, lo=start) + 1
+                            stop = min(stop, len(frames))
+                            self.post_frames(frames[start:stop], ends[stop - 1] - written)
+                            start, written = stop, ends[stop - 1]
                             if connection.write_paused:
                                 await self.paced()
                 else:
@@ -305,7 +308,7 @@ class TransportWsConnection:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def post_frames(self, frames: list[bytes], size: int) -> None:
-        """Queue several frames of ``size`` bytes in all (under ``_FLUSH_AT``)."""
+        """Queue several frames, ``size`` bytes in all; written at once from ``_FLUSH_AT`` on."""
         if self.ws.closed:
             return
         self._outbox.extend(frames)
