@@ -245,18 +245,7 @@ class TransportWsConnection:
                     while results := await batched.batch():
                         if self.ws.closed:
                             return
-                        frames = [frame_of(prefix, result) for result in results]
-                        ends = list(accumulate(map(len, frames)))
-                        # Written _FLUSH_AT bytes at a time, each time paced: a large
-                        # burst never sits whole in the transport's buffer.
-                        start, written = 0, 0
-                        while start < len(frames):
-                            stop = bisect_left(ends, written + _FLUSH_AT, lo=start) + 1
-                            stop = min(stop, len(frames))
-                            self.post_frames(frames[start:stop], ends[stop - 1] - written)
-                            start, written = stop, ends[stop - 1]
-                            if connection.write_paused:
-                                await self.paced()
+                        await self._post_burst(prefix, results)
                 else:
                     async for result in source:
                         if self.ws.closed:
@@ -282,6 +271,29 @@ class TransportWsConnection:
                 await _close(source)
             if self.operations.get(operation_id) is asyncio.current_task():
                 del self.operations[operation_id]
+
+    async def _post_burst(self, prefix: bytes, results: list[ExecutionResult]) -> None:
+        """Queue a burst's ``next`` frames ``_FLUSH_AT`` bytes at a time, paced in between.
+
+        A large burst never sits whole in the transport's buffer, and no Python
+        step is spent per frame beyond building it.
+        """
+        frame_of = self.encoded.next_frame
+        connection = self.ws.connection
+        if len(results) == 1:
+            self.post_frame(frame_of(prefix, results[0]))
+        else:
+            frames = [frame_of(prefix, result) for result in results]
+            ends = list(accumulate(map(len, frames)))
+            start, written = 0, 0
+            while start < len(frames):
+                stop = min(bisect_left(ends, written + _FLUSH_AT, lo=start) + 1, len(frames))
+                self.post_frames(frames[start:stop], ends[stop - 1] - written)
+                start, written = stop, ends[stop - 1]
+                if connection.write_paused and start < len(frames):
+                    await self.paced()
+        if connection.write_paused:
+            await self.paced()
 
     def _send(self, operation_id: str, kind: str) -> None:
         if self.operations.get(operation_id) is asyncio.current_task():
