@@ -245,7 +245,12 @@ class TransportWsConnection:
                     while results := await batched.batch():
                         if self.ws.closed:
                             return
-                        await self._post_burst(prefix, results)
+                        if len(results) == 1:  # events one by one: the common case, inline
+                            self.post_frame(frame_of(prefix, results[0]))
+                            if connection.write_paused:
+                                await self.paced()
+                        else:
+                            await self._post_burst(prefix, results)
                 else:
                     async for result in source:
                         if self.ws.closed:
@@ -280,20 +285,15 @@ class TransportWsConnection:
         """
         frame_of = self.encoded.next_frame
         connection = self.ws.connection
-        if len(results) == 1:
-            self.post_frame(frame_of(prefix, results[0]))
-        else:
-            frames = [frame_of(prefix, result) for result in results]
-            ends = list(accumulate(map(len, frames)))
-            start, written = 0, 0
-            while start < len(frames):
-                stop = min(bisect_left(ends, written + _FLUSH_AT, lo=start) + 1, len(frames))
-                self.post_frames(frames[start:stop], ends[stop - 1] - written)
-                start, written = stop, ends[stop - 1]
-                if connection.write_paused and start < len(frames):
-                    await self.paced()
-        if connection.write_paused:
-            await self.paced()
+        frames = [frame_of(prefix, result) for result in results]
+        ends = list(accumulate(map(len, frames)))
+        start, written = 0, 0
+        while start < len(frames):
+            stop = min(bisect_left(ends, written + _FLUSH_AT, lo=start) + 1, len(frames))
+            self.post_frames(frames[start:stop], ends[stop - 1] - written)
+            start, written = stop, ends[stop - 1]
+            if connection.write_paused:
+                await self.paced()
 
     def _send(self, operation_id: str, kind: str) -> None:
         if self.operations.get(operation_id) is asyncio.current_task():
