@@ -40,6 +40,7 @@ class ScriptedRunner:
     def __init__(self) -> None:
         self.opened = 0
         self.closed = 0
+        self.operations = 0
         self.params: list[Any] = []
         self.headers: list[dict[str, str]] = []
         self.feed: asyncio.Queue[Any] = asyncio.Queue()
@@ -60,6 +61,7 @@ class ScriptedRunner:
         return {"data": {"hello": "world"}}
 
     async def subscribe(self, payload: Any, principal: Principal) -> Any:
+        self.operations += 1
         query: str = payload["query"]
         variables = payload.get("variables") or {}
         if query.startswith("query"):
@@ -374,6 +376,16 @@ async def test_binary_messages_close_4400() -> None:
     async with serving() as served, connect(served) as ws:
         await ws.send(b'{"type": "connection_init"}')
         assert (await closed(ws))[0] == 4400
+
+
+async def test_an_oversized_message_closes_1009() -> None:
+    """Over the WebSocket message limit (64 KiB by default): 1009, as on /ws."""
+    async with serving() as served, connect(served) as ws:
+        await acknowledged(ws)
+        query = "query { " + "a " * 40_000 + "}"
+        await send(ws, {"id": "1", "type": "subscribe", "payload": {"query": query}})
+        assert (await closed(ws))[0] == 1009
+    assert served.runner.operations == 0
 
 
 async def test_long_close_reasons_fit_the_close_frame() -> None:
