@@ -323,7 +323,7 @@ async def test_subscribe_before_the_ack_closes_4401() -> None:
     async with serving() as served, connect(served) as ws:
         await send(ws, {"id": "1", "type": "subscribe", "payload": {"query": "query { a }"}})
         assert await closed(ws) == (4401, "Unauthorized")
-    assert served.runner.opened == 0
+    assert served.runner.operations == 0
 
 
 async def test_refused_credentials_close_4403() -> None:
