@@ -32,7 +32,9 @@ class Post(BaseModel):
 def make(calls: list[Any]) -> Service:
     svc = Service("blog")
     authors = svc.resource("authors", Author, events=False)
-    posts_by_author = {1: [Post(id=10, author_id=1, title="a"), Post(id=11, author_id=1, title="b")]}
+    posts_by_author = {
+        1: [Post(id=10, author_id=1, title="a"), Post(id=11, author_id=1, title="b")]
+    }
     names = {1: "Ann", 2: "Ben"}
 
     @authors.get
@@ -131,7 +133,7 @@ def test_declaration_errors_are_caught_early() -> None:
     async def tags_of(id: int) -> list[str]:
         return []
 
-    with pytest.raises(ContractError, match="list of parent keys|list\\[K\\]"):
+    with pytest.raises(ContractError, match=r"list of parent keys|list\[K\]"):
         svc.spec()
 
     other = Service("bad2")

@@ -23,7 +23,7 @@ def test_expand_nested_relations_on_get_and_list(client: httpx.Client) -> None:
     client.post("/v1/orders", json={"user_id": 1, "items": [{"product_id": 3, "quantity": 2}]})
     user = client.get("/v1/users/1", params={"expand": "orders.items.product"}).json()
     assert user["name"] == "Alice"
-    assert [o["id"] for o in user["orders"]][0] == order["id"]
+    assert user["orders"][0]["id"] == order["id"]
     first = user["orders"][0]["items"][0]
     assert first["product"]["name"] == "Mechanical keyboard" and first["product_id"] == 1
     assert "orders" not in client.get("/v1/users/1").json()  # only on request
