@@ -371,8 +371,17 @@ def bench_webhooks(
     output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
         "bench-results"
     ),
+    receiver: Annotated[
+        bool, typer.Option(help="Then a receiver's acknowledgements/s, --duration s per phase.")
+    ] = True,
+    connections: Annotated[
+        int, typer.Option(help="Keep-alive connections posting to the receiver.")
+    ] = 32,
+    generator: Annotated[
+        str, typer.Option(help="Receiver load generator: auto, wrk or python.")
+    ] = "auto",
 ) -> None:
-    """Signed deliveries from the SQLite outbox to a local receiver: rate and latency."""
+    """Signed deliveries from the SQLite outbox to a local receiver; a receiver's acks/s."""
     from polyport.bench.webhooks import run_webhooks_bench
 
     try:
@@ -383,6 +392,9 @@ def bench_webhooks(
             burst=burst,
             output=output,
             console=out,
+            receiver=receiver,
+            connections=connections,
+            generator=generator,
         )
     except ConfigError as exc:
         raise fail(str(exc)) from None

@@ -21,6 +21,11 @@ endpoint. Then, on loopback:
 3. **burst**: ``burst`` events published back to back: deliveries per second
    from the first publish to the last receipt, the outbox's ceiling.
 
+Then, unless ``receiver`` is off, the other direction
+(:mod:`polyport.bench.webhooks_receiver`): a receiver node's
+acknowledgements per second for new and for repeated delivery ids, and the
+rate its handler drains the inbox at.
+
 Figures are printed, with the goal (≥ 2,000 deliveries/s, p50 < 20 ms), and
 written as ``webhooks.json`` and ``webhooks.md`` in the output directory.
 """
@@ -48,6 +53,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from polyport.bench.report import machine_info
+from polyport.bench.webhooks_receiver import (
+    ReceiverFigures,
+    check_options,
+    markdown_lines,
+    run_receiver_bench,
+)
 from polyport.core.errors import ConfigError
 
 HOST = "127.0.0.1"
@@ -261,6 +272,8 @@ class WebhookFigures:
     #: The node's CPU time (user + system) per delivery in the burst, in µs: the
     #: figure least disturbed by a busy machine. None where /proc is missing.
     burst_cpu_us: float | None = None
+    #: The receiving side (None when not measured).
+    receiver: ReceiverFigures | None = None
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -384,11 +397,20 @@ def run_webhooks_bench(
     size: int = 100,
     output: Path = Path("bench-results"),
     console: Console | None = None,
+    receiver: bool = True,
+    connections: int = 32,
+    generator: str = "auto",
 ) -> WebhookFigures:
-    """Run the lab and write ``webhooks.json`` and ``webhooks.md`` into ``output``."""
+    """Run the lab and write ``webhooks.json`` and ``webhooks.md`` into ``output``.
+
+    ``receiver``: measure the receiving side too, for ``duration`` seconds per
+    phase with ``connections`` connections from ``generator`` (auto, wrk, python).
+    """
     console = console or Console()
     if endpoints < 1 or rate <= 0 or duration <= 0 or burst < 1:
         raise ConfigError("endpoints, rate, duration and burst must be positive")
+    if receiver:
+        check_options(duration, connections, generator)  # fail now, not after the first part
     machine = machine_info(PACKAGES)
     with (
         tempfile.TemporaryDirectory(prefix="polyport-webhooks-") as tmp,
@@ -412,13 +434,24 @@ def run_webhooks_bench(
                 progress=progress,
             )
         )
-    options = {
+        if receiver:
+            task = progress.add_task("receiver", total=None)
+            figures.receiver = run_receiver_bench(
+                seconds=duration,
+                connections=connections,
+                generator=generator,
+                status=lambda text: progress.update(task, description=text),
+            )
+    options: dict[str, Any] = {
         "endpoints": endpoints,
         "rate": rate,
         "duration": duration,
         "burst": burst,
         "size": size,
+        "receiver": receiver,
     }
+    if receiver:
+        options |= {"connections": connections, "generator": generator}
     output.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": "webhooks",
@@ -431,7 +464,7 @@ def run_webhooks_bench(
     (output / "webhooks.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     markdown = render_markdown(figures, options, machine)
     (output / "webhooks.md").write_text(markdown)
-    console.print(markdown)
+    console.print(markdown, markup=False)  # "[epoll]" in a version is no markup
     return figures
 
 
@@ -466,6 +499,8 @@ def render_markdown(f: WebhookFigures, options: dict[str, Any], machine: dict[st
         ),
         "",
     ]
+    if f.receiver is not None:
+        lines += markdown_lines(f.receiver)
     return "\n".join(lines)
 
 
