@@ -35,6 +35,10 @@ class Subscriptions:
         self.runner = runner
         #: (event, subscription field) → its result, shared by the subscribers of one event
         self._shared: dict[tuple[int, int], tuple[Any, ExecutionResult]] = {}
+        #: (subscription field, first event, length) → a burst's results, shared likewise
+        self._bursts: dict[
+            tuple[int, int, int], tuple[FieldPlan, list[Event], list[ExecutionResult]]
+        ] = {}
 
     async def start(
         self,
@@ -97,6 +101,34 @@ class Subscriptions:
                 shared.clear()
             shared[key] = (event, result)
         return result
+
+    async def results(
+        self, events: list[Event], field: FieldPlan, request: Request
+    ) -> list[ExecutionResult]:
+        """A burst of events through ``field``'s selection, one result per event.
+
+        The subscribers of one document read the same burst in the same loop
+        iteration; when its results may be shared (see :meth:`result`) the
+        first of them builds the list and the others get that very list (which
+        nobody mutates), so a burst costs them no step per event here and one
+        encoding in the transport.
+        """
+        if len(events) == 1:
+            return [await self.result(events[0], field, request)]
+        bursts = self._bursts
+        key = (id(field), id(events[0]), len(events))
+        hit = bursts.get(key)
+        # Events compare by identity: the same objects, in the same order.
+        if hit is not None and hit[0] is field and hit[1] == events:
+            return hit[2]
+        results = [await self.result(event, field, request) for event in events]
+        if field.sync and not any("errors" in result for result in results):
+            if not bursts:
+                asyncio.get_running_loop().call_soon(bursts.clear)
+            elif len(bursts) >= 1_000:
+                bursts.clear()
+            bursts[key] = (field, events, results)  # holds the key's objects alive
+        return results
 
     async def _items(
         self, items: AsyncIterator[Any], field: FieldPlan, request: Request
@@ -172,14 +204,18 @@ class EventResults:
         return self._pending.popleft()
 
     async def batch(self) -> list[ExecutionResult]:
-        """The next results: at least one, or none once the subscription has ended."""
+        """The next results: at least one, or none once the subscription has ended.
+
+        The list may be the one other subscribers of the same burst get: read it only.
+        """
         if self._pending:
             ready = list(self._pending)
             self._pending.clear()
             return ready
         events = await self._source.batch()
-        owner, field, request = self._owner, self._field, self._request
-        return [await owner.result(event, field, request) for event in events]
+        if not events:
+            return []
+        return await self._owner.results(events, self._field, self._request)
 
     async def aclose(self) -> None:
         self._source.close()

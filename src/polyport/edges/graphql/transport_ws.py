@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Mapping
-from itertools import accumulate
 from typing import Any, Protocol, cast
 
 import orjson
@@ -280,18 +278,14 @@ class TransportWsConnection:
     async def _post_burst(self, prefix: bytes, results: list[ExecutionResult]) -> None:
         """Queue a burst's ``next`` frames ``_FLUSH_AT`` bytes at a time, paced in between.
 
-        A large burst never sits whole in the transport's buffer, and no Python
-        step is spent per frame beyond building it.
+        A large burst never sits whole in the transport's buffer. The pieces
+        are built once for every subscriber handed the same burst (the same
+        list) with the same operation id: what is left per subscriber is
+        queueing them.
         """
-        frame_of = self.encoded.next_frame
         connection = self.ws.connection
-        frames = [frame_of(prefix, result) for result in results]
-        ends = list(accumulate(map(len, frames)))
-        start, written = 0, 0
-        while start < len(frames):
-            stop = min(bisect_left(ends, written + _FLUSH_AT, lo=start) + 1, len(frames))
-            self.post_frames(frames[start:stop], ends[stop - 1] - written)
-            start, written = stop, ends[stop - 1]
+        for piece in self.encoded.burst(prefix, results, _FLUSH_AT):
+            self.post_frame(piece)
             if connection.write_paused:
                 await self.paced()
 

@@ -165,6 +165,9 @@ class EncodedResults:
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self._entries: dict[int, tuple[ExecutionResult, bytes, dict[bytes, bytes]]] = {}
+        self._bursts: dict[
+            int, tuple[list[ExecutionResult], dict[tuple[bytes, int], list[bytes]]]
+        ] = {}
 
     def next_frame(self, prefix: bytes, result: ExecutionResult) -> bytes:
         """The frame of ``next`` for the operation whose :func:`next_prefix` is ``prefix``."""
@@ -181,6 +184,43 @@ class EncodedResults:
         if frame is None:
             frame = frames[prefix] = next_frame(prefix, entry[1])
         return frame
+
+    def burst(self, prefix: bytes, results: list[ExecutionResult], chunk: int) -> list[bytes]:
+        """The ``next`` frames of a burst, joined into pieces of about ``chunk`` bytes.
+
+        Each piece is whole frames, at least ``chunk`` bytes but the last, so
+        the transport can write a piece and pace the client in between. A burst
+        the runner hands to many subscribers as the very same list is joined
+        once per operation id; the pieces live for the loop iteration, as the
+        frames do.
+        """
+        bursts = self._bursts
+        entry = bursts.get(id(results))
+        if entry is None or entry[0] is not results:
+            if not bursts:
+                asyncio.get_running_loop().call_soon(bursts.clear)
+            elif len(bursts) >= self.size:
+                bursts.clear()
+            entry = bursts[id(results)] = (results, {})
+        pieces = entry[1].get((prefix, chunk))
+        if pieces is None:
+            pieces = entry[1][prefix, chunk] = _pieces(
+                [self.next_frame(prefix, result) for result in results], chunk
+            )
+        return pieces
+
+
+def _pieces(frames: list[bytes], chunk: int) -> list[bytes]:
+    pieces: list[bytes] = []
+    start, size = 0, 0
+    for end, frame in enumerate(frames, 1):
+        size += len(frame)
+        if size >= chunk:
+            pieces.append(b"".join(frames[start:end]))
+            start, size = end, 0
+    if start < len(frames):
+        pieces.append(b"".join(frames[start:]))
+    return pieces
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EncodedResults] = (
