@@ -260,104 +260,95 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("rest")
-def bench_rest(
-    duration: Annotated[float, typer.Option(help="Seconds of load per target.")] = 10.0,
-    connections: Annotated[int, typer.Option(help="Concurrent keep-alive connections.")] = 64,
-    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per target.")] = 2.0,
-    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
-        "bench-results"
-    ),
-    generator: Annotated[str, typer.Option(help="Load generator: auto, wrk or python.")] = "auto",
-    repeats: Annotated[
-        int, typer.Option(help="Interleaved rounds; each target reports its median.")
-    ] = 1,
-) -> None:
-    """GET /v1/users/{id} through polyport, plain FastAPI and a plain Starlette route."""
+DurationOption = Annotated[float, typer.Option(help="Seconds of measured load per case.")]
+ConnectionsOption = Annotated[
+    int, typer.Option(help="Calls in flight: keep-alive connections (or gRPC streams).")
+]
+WarmupOption = Annotated[float, typer.Option(help="Seconds of warm-up per case.")]
+GeneratorOption = Annotated[str, typer.Option(help="HTTP load generator: auto, wrk or python.")]
+RepeatsOption = Annotated[
+    int, typer.Option(help="Interleaved rounds; each figure is the median run.")
+]
+OutOption = Annotated[Path, typer.Option("--out", help="Where results go.")]
+RESULTS = Path("bench-results")
+
+
+def _bench(module: str, function: str, **options: Any) -> None:
+    """Run ``polyport.bench.{module}.{function}``; a missing extra or a bad option is one line."""
     try:
-        from polyport.bench.rest import run_rest_bench
+        run = getattr(importlib.import_module(f"polyport.bench.{module}"), function)
     except MissingExtra as exc:
         raise fail(str(exc)) from None
     try:
-        run_rest_bench(
-            repeats=repeats,
-            duration=duration,
-            connections=connections,
-            warmup=warmup,
-            output=output,
-            generator=generator,
-            console=out,
-        )
+        run(console=out, **options)
     except (ConfigError, MissingExtra) as exc:
         raise fail(str(exc)) from None
+
+
+@bench_app.command("rest")
+def bench_rest(
+    duration: DurationOption = 10.0,
+    connections: ConnectionsOption = 64,
+    warmup: WarmupOption = 2.0,
+    output: OutOption = RESULTS,
+    generator: GeneratorOption = "auto",
+    repeats: RepeatsOption = 1,
+) -> None:
+    """GET /v1/users/{id} through polyport, plain FastAPI and a plain Starlette route."""
+    _bench(
+        "rest",
+        "run_rest_bench",
+        duration=duration,
+        connections=connections,
+        warmup=warmup,
+        output=output,
+        generator=generator,
+        repeats=repeats,
+    )
 
 
 @bench_app.command("rpc")
 def bench_rpc(
-    duration: Annotated[float, typer.Option(help="Seconds of load per call.")] = 5.0,
-    connections: Annotated[
-        int, typer.Option(help="Calls in flight: keep-alive connections, or gRPC streams.")
-    ] = 64,
-    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per call.")] = 1.0,
-    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
-        "bench-results"
-    ),
-    generator: Annotated[
-        str, typer.Option(help="HTTP load generator: auto, wrk or python.")
-    ] = "auto",
-    repeats: Annotated[
-        int, typer.Option(help="Interleaved rounds; each figure is the median run.")
-    ] = 1,
+    duration: DurationOption = 5.0,
+    connections: ConnectionsOption = 64,
+    warmup: WarmupOption = 1.0,
+    output: OutOption = RESULTS,
+    generator: GeneratorOption = "auto",
+    repeats: RepeatsOption = 1,
 ) -> None:
     """One User and 50 over REST, JSON-RPC, XML-RPC, SOAP and gRPC, against grpcio and Spyne."""
-    try:
-        from polyport.bench.rpc import run_rpc_bench
-    except MissingExtra as exc:
-        raise fail(str(exc)) from None
-    try:
-        run_rpc_bench(
-            duration=duration,
-            connections=connections,
-            warmup=warmup,
-            output=output,
-            generator=generator,
-            repeats=repeats,
-            console=out,
-        )
-    except (ConfigError, MissingExtra) as exc:
-        raise fail(str(exc)) from None
+    _bench(
+        "rpc",
+        "run_rpc_bench",
+        duration=duration,
+        connections=connections,
+        warmup=warmup,
+        output=output,
+        generator=generator,
+        repeats=repeats,
+    )
 
 
 @bench_app.command("graphql")
 def bench_graphql(
-    duration: Annotated[float, typer.Option(help="Seconds of load per query and target.")] = 10.0,
-    connections: Annotated[int, typer.Option(help="Concurrent keep-alive connections.")] = 64,
-    warmup: Annotated[float, typer.Option(help="Seconds of warm-up per query and target.")] = 2.0,
-    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
-        "bench-results"
-    ),
-    generator: Annotated[str, typer.Option(help="Load generator: auto, wrk or python.")] = "auto",
-    repeats: Annotated[
-        int, typer.Option(help="Interleaved rounds; each figure is the median run.")
-    ] = 1,
+    duration: DurationOption = 10.0,
+    connections: ConnectionsOption = 64,
+    warmup: WarmupOption = 2.0,
+    output: OutOption = RESULTS,
+    generator: GeneratorOption = "auto",
+    repeats: RepeatsOption = 1,
 ) -> None:
     """A simple and a nested query over POST /graphql: polyport against plain Strawberry."""
-    try:
-        from polyport.bench.graphql import run_graphql_bench
-    except MissingExtra as exc:
-        raise fail(str(exc)) from None
-    try:
-        run_graphql_bench(
-            duration=duration,
-            connections=connections,
-            warmup=warmup,
-            output=output,
-            generator=generator,
-            repeats=repeats,
-            console=out,
-        )
-    except (ConfigError, MissingExtra) as exc:
-        raise fail(str(exc)) from None
+    _bench(
+        "graphql",
+        "run_graphql_bench",
+        duration=duration,
+        connections=connections,
+        warmup=warmup,
+        output=output,
+        generator=generator,
+        repeats=repeats,
+    )
 
 
 @bench_app.command("webhooks")
@@ -368,9 +359,7 @@ def bench_webhooks(
     ] = 2000.0,
     duration: Annotated[float, typer.Option(help="Seconds of the sustained phase.")] = 10.0,
     burst: Annotated[int, typer.Option(help="Events published back to back in the burst.")] = 200,
-    output: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path(
-        "bench-results"
-    ),
+    output: OutOption = RESULTS,
     receiver: Annotated[
         bool, typer.Option(help="Then a receiver's acknowledgements/s, --duration s per phase.")
     ] = True,
@@ -382,33 +371,22 @@ def bench_webhooks(
     ] = "auto",
 ) -> None:
     """Signed deliveries from the SQLite outbox to a local receiver; a receiver's acks/s."""
-    from polyport.bench.webhooks import run_webhooks_bench
-
-    try:
-        run_webhooks_bench(
-            endpoints=endpoints,
-            rate=rate,
-            duration=duration,
-            burst=burst,
-            output=output,
-            console=out,
-            receiver=receiver,
-            connections=connections,
-            generator=generator,
-        )
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    _bench(
+        "webhooks",
+        "run_webhooks_bench",
+        endpoints=endpoints,
+        rate=rate,
+        duration=duration,
+        burst=burst,
+        output=output,
+        receiver=receiver,
+        connections=connections,
+        generator=generator,
+    )
 
 
 def _bench_realtime(bench: str, **options: Any) -> None:
-    try:
-        from polyport.bench.realtime import run_realtime_bench
-    except MissingExtra as exc:
-        raise fail(str(exc)) from None
-    try:
-        run_realtime_bench(bench, console=out, **options)
-    except (ConfigError, MissingExtra) as exc:
-        raise fail(str(exc)) from None
+    _bench("realtime", "run_realtime_bench", bench=bench, **options)
 
 
 ClientsOption = Annotated[int, typer.Option(help="Subscribers of the fan-out.")]
@@ -417,7 +395,6 @@ SizeOption = Annotated[int, typer.Option(help="Bytes of each message's JSON payl
 IdleOption = Annotated[int, typer.Option(help="Idle connections for the memory figure (0: skip).")]
 SamplesOption = Annotated[int, typer.Option(help="Messages timed publish→receive, 1 ms apart.")]
 StreamOption = Annotated[int, typer.Option(help="Messages streamed back to back to one client.")]
-OutOption = Annotated[Path, typer.Option("--out", help="Where results go.")]
 
 
 @bench_app.command("ws")
@@ -428,7 +405,7 @@ def bench_ws(
     idle: IdleOption = 5000,
     latency_samples: SamplesOption = 2000,
     stream_messages: StreamOption = 20_000,
-    output: OutOption = Path("bench-results"),
+    output: OutOption = RESULTS,
 ) -> None:
     """WebSocket push: polyport's /ws against websockets.broadcast() from a plain server."""
     _bench_realtime(
@@ -451,7 +428,7 @@ def bench_sse(
     idle: IdleOption = 5000,
     latency_samples: SamplesOption = 2000,
     stream_messages: StreamOption = 20_000,
-    output: OutOption = Path("bench-results"),
+    output: OutOption = RESULTS,
 ) -> None:
     """Server-Sent Events: polyport's /v1/events/stream against plain sse-starlette."""
     _bench_realtime(

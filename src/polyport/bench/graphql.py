@@ -37,7 +37,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from polyport.bench.graphql_data import QUERIES, expected
 from polyport.bench.graphql_report import CaseFigures, GraphQLReport
-from polyport.bench.loadgen import HttpCall, LoadGenerator, LoadResult, choose_generator, run_load
+from polyport.bench.loadgen import (
+    HttpCall,
+    LoadGenerator,
+    LoadResult,
+    check_load_options,
+    choose_generator,
+    run_load,
+)
 from polyport.bench.report import machine_info
 from polyport.bench.targets import TargetServer
 from polyport.core.errors import ConfigError, MissingExtra
@@ -108,14 +115,7 @@ def run_graphql_bench(
     repeats: int = 1,
 ) -> GraphQLReport:
     """Measure both queries on both targets; print and write the results."""
-    if duration <= 0:
-        raise ConfigError(f"--duration must be positive, not {duration:g}")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be zero or more, not {warmup:g}")
-    if not 1 <= connections <= 10_000:
-        raise ConfigError(f"--connections must be between 1 and 10000, not {connections}")
-    if repeats < 1:
-        raise ConfigError(f"repeats must be at least 1, not {repeats}")
+    check_load_options(duration, warmup, connections, repeats)
     load = choose_generator(generator)
     measured = load.seconds(duration)
     warming = load.seconds(warmup) if warmup > 0 else 0.0

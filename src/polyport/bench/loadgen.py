@@ -161,6 +161,22 @@ class PythonLoad:
             ) from None
 
 
+def check_load_options(
+    duration: float, warmup: float, connections: int, repeats: int, *, max_connections: int = 10_000
+) -> None:
+    """Refuse impossible load options with one line each (ConfigError)."""
+    if duration <= 0:
+        raise ConfigError(f"--duration must be positive, not {duration:g}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be zero or more, not {warmup:g}")
+    if not 1 <= connections <= max_connections:
+        raise ConfigError(
+            f"--connections must be between 1 and {max_connections}, not {connections}"
+        )
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, not {repeats}")
+
+
 def choose_generator(name: str) -> LoadGenerator:
     """``auto`` (wrk when on PATH, else Python), ``wrk`` or ``python``."""
     if name not in GENERATORS:

@@ -26,11 +26,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from polyport.bench.loadgen import HttpCall, LoadGenerator, LoadResult, choose_generator, run_load
+from polyport.bench.loadgen import (
+    HttpCall,
+    LoadGenerator,
+    LoadResult,
+    check_load_options,
+    choose_generator,
+    run_load,
+)
 from polyport.bench.report import BenchReport, TargetFigures, machine_info
 from polyport.bench.targets import TARGETS, TargetServer
 from polyport.bench.users import BENCH_PATH
-from polyport.core.errors import ConfigError, MissingExtra
+from polyport.core.errors import MissingExtra
 
 # Checked here, not imported: the parent process only starts the servers.
 if any(importlib.util.find_spec(name) is None for name in ("fastapi", "starlette", "matplotlib")):
@@ -56,14 +63,7 @@ def run_rest_bench(
     repeats: int = 1,
 ) -> BenchReport:
     """Measure ``GET /v1/users/{id}`` on every target; print and write the results."""
-    if duration <= 0:
-        raise ConfigError(f"--duration must be positive, not {duration:g}")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be zero or more, not {warmup:g}")
-    if not 1 <= connections <= 10_000:
-        raise ConfigError(f"--connections must be between 1 and 10000, not {connections}")
-    if repeats < 1:
-        raise ConfigError(f"repeats must be at least 1, not {repeats}")
+    check_load_options(duration, warmup, connections, repeats)
     load = choose_generator(generator)
     measured = load.seconds(duration)
     warming = load.seconds(warmup) if warmup > 0 else 0.0

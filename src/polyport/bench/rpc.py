@@ -43,7 +43,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from polyport.bench.clients import ClientProcess
-from polyport.bench.loadgen import LoadGenerator, LoadResult, choose_generator, run_load
+from polyport.bench.loadgen import (
+    LoadGenerator,
+    LoadResult,
+    check_load_options,
+    choose_generator,
+    run_load,
+)
 from polyport.bench.report import machine_info
 from polyport.bench.rpc_apps import TARGETS
 from polyport.bench.rpc_calls import CASES, PAYLOADS, STREAMS, Case, Stream
@@ -134,14 +140,7 @@ def run_rpc_bench(
     generator: str = "auto",
 ) -> RpcReport:
     """Measure every call and stream on every target; print and write the results."""
-    if duration <= 0:
-        raise ConfigError(f"--duration must be positive, not {duration:g}")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be zero or more, not {warmup:g}")
-    if not 1 <= connections <= 1_000:
-        raise ConfigError(f"--connections must be between 1 and 1000, not {connections}")
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be at least 1, not {repeats}")
+    check_load_options(duration, warmup, connections, repeats, max_connections=1_000)
     load = choose_generator(generator)
     measured = load.seconds(duration)
     warming = load.seconds(warmup) if warmup > 0 else 0.0
