@@ -224,14 +224,16 @@ class Request:
     async def json_body(self) -> bytes:
         """The body, after checking it is declared as JSON (or not declared at all)."""
         content_type = self.headers.get(b"content-type")
-        if content_type is not None:
+        if content_type is not None and content_type != JSON:
             media = content_type.split(b";", 1)[0].strip().lower()
             is_json = media == JSON or (
                 media.startswith(b"application/") and media.endswith(b"+json")
             )
             if not is_json:
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
-        return await self.body()
+        if self._body is None:  # self.body(), without a coroutine of its own
+            self._body = await self.connection.read_body(self.max_body)
+        return self._body
 
     def stream(self, status: int, headers: Headers, *, buffer: int = 256 * 1024) -> Stream:
         """Start a streaming response (see :class:`Stream`)."""

@@ -174,19 +174,17 @@ class Exchange:
         "body",
         "body_size",
         "connection",
-        "declared",
-        "expect_continue",
+        "headers",
         "keep_alive",
         "message_complete",
         "stream",
         "too_large",
     )
 
-    def __init__(self, connection: HttpConnection, keep_alive: bool, expect_continue: bool):
+    def __init__(self, connection: HttpConnection, keep_alive: bool, headers: Headers):
         self.connection = connection
         self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.declared = -1  # Content-Length, when given
+        self.headers = headers  # Content-Length and Expect are read only when needed
         self.body: list[bytes] = []
         self.body_size = 0
         self.too_large = False
@@ -207,13 +205,33 @@ class Exchange:
         if self._body_done is not None and not self._body_done.done():
             self._body_done.set_result(None)
 
+    def _declared(self) -> tuple[int, bool]:
+        """The Content-Length (-1 when not given) and whether ``Expect: 100-continue`` came."""
+        declared = -1
+        expect = False
+        for name, value in self.headers:
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        return declared, expect
+
     async def read_body(self, limit: int) -> bytes:
-        if self.too_large or self.declared > limit:
+        if self.too_large:
             self.keep_alive = False
             raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-        if not self.message_complete:
-            if self.expect_continue:
-                self.expect_continue = False
+        if self.message_complete:
+            # The usual case, the body came with the headers: no waiting.
+            if self.body_size > limit:
+                if self._declared()[0] > limit:
+                    self.keep_alive = False
+                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+        else:
+            declared, expect = self._declared()
+            if declared > limit:
+                self.keep_alive = False
+                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+            if expect and self._body_done is None:  # once, on the first wait
                 self.connection.transport.write(CONTINUE)
             self._body_done = asyncio.get_running_loop().create_future()
             self.connection.resume_reading()
@@ -366,13 +384,12 @@ class HttpConnection(asyncio.Protocol):
             raise _TooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
         self._header_bytes += len(name) + len(value)
-        if (
-            self._header_bytes > self.state.limits.max_header_bytes
-            or len(self._headers) >= self.state.limits.max_headers
-        ):
+        limits = self.state.limits
+        if self._header_bytes > limits.max_header_bytes or len(headers) >= limits.max_headers:
             raise _TooLarge
-        self._headers.append((name.lower(), value))
+        headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self.disarm()
@@ -380,15 +397,7 @@ class HttpConnection(asyncio.Protocol):
         url = httptools.parse_url(self._url)
         path = url.path.decode("latin-1")
         headers = self._headers
-        expect = False
-        declared = -1
-        for name, value in headers:
-            if name == b"content-length" and value.isdigit():
-                declared = int(value)
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        exchange = Exchange(self, parser.should_keep_alive(), expect)
-        exchange.declared = declared
+        exchange = Exchange(self, parser.should_keep_alive(), headers)
         request = Request(
             parser.get_method().decode("latin-1"),
             path,

@@ -82,6 +82,11 @@ def error_response(error: ServiceError, request_id: Any, code: int | None = None
     return orjson.dumps({"jsonrpc": VERSION, "error": error_object(error, code), "id": request_id})
 
 
+#: What ``id`` may be (besides null; a bool is not a number here).
+_ID_TYPES = (str, int, float)
+_PARAMS_TYPES = (dict, list)
+
+
 class _Refused(Exception):
     """A request that is not a valid JSON-RPC request object (-32600)."""
 
@@ -106,6 +111,7 @@ class JsonRpc:
                 continue  # streams are served by SSE, WebSocket and gRPC
             for alias in (f"{service}.{name}", name, camel(name), f"{service}.{camel(name)}"):
                 self.methods.setdefault(alias, binding)
+        self.methods.pop("rpc.discover", None)  # the OpenRPC document, whatever the service
 
     async def handle(self, payload: bytes, caller: Caller) -> bytes | None:
         """The response to ``payload`` (None when it held only notifications)."""
@@ -143,10 +149,8 @@ class JsonRpc:
                 raise _Refused("a request is a JSON object")
             notification = "id" not in request
             request_id = request.get("id")
-            if not (
-                request_id is None
-                or isinstance(request_id, str)
-                or (isinstance(request_id, int | float) and not isinstance(request_id, bool))
+            if request_id is not None and (
+                type(request_id) is bool or not isinstance(request_id, _ID_TYPES)
             ):
                 request_id = None
                 raise _Refused("'id' is a string, a number or null")
@@ -156,40 +160,49 @@ class JsonRpc:
             if not isinstance(method, str):
                 raise _Refused("'method' is a string")
             params = request.get("params", {})
-            if not isinstance(params, dict | list):
+            if not isinstance(params, _PARAMS_TYPES):
                 raise _Refused("'params' is an object or an array")
         except _Refused as exc:
             return error_response(InvalidArgument(str(exc)), request_id, INVALID_REQUEST)
+        # The call is inlined (no coroutine of its own): this is the hot path.
         try:
-            result = await self._call(method, params, caller)
+            binding = self.methods.get(method)
+            if binding is None:
+                if method != "rpc.discover":
+                    raise MethodNotFound(f"no method named {method[:100]!r}")
+                result = self._discover()
+            else:
+                if type(params) is not dict:
+                    params = self._named(binding, params)
+                value = await self.dispatcher.call(binding, params, caller)
+                if isinstance(value, PageResult):
+                    result = (
+                        b'{"items":'
+                        + binding.dump_json(value.items)
+                        + b',"next_cursor":'
+                        + orjson.dumps(value.next_cursor)
+                        + b"}"
+                    )
+                else:
+                    result = binding.dump_json(value)
         except ServiceError as exc:
             if notification:
                 return None
             return error_response(exc, request_id)
         if notification:
             return None
-        return b'{"jsonrpc":"2.0","result":' + result + b',"id":' + orjson.dumps(request_id) + b"}"
+        if type(request_id) is int:
+            return b'{"jsonrpc":"2.0","result":%b,"id":%d}' % (result, request_id)
+        return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (result, orjson.dumps(request_id))
 
-    async def _call(self, method: str, params: dict[str, Any] | list[Any], caller: Caller) -> bytes:
-        if method == "rpc.discover":
-            return self._discover()
-        binding = self.methods.get(method)
-        if binding is None:
-            raise MethodNotFound(f"no method named {method[:100]!r}")
-        if isinstance(params, list):
-            names = [p.name for p in binding.spec.params]
-            if len(params) > len(names):
-                raise InvalidArgument(
-                    f"{binding.name} takes at most {len(names)} positional parameters"
-                )
-            params = dict(zip(names, params, strict=False))
-        result = await self.dispatcher.call(binding, params, caller)
-        if isinstance(result, PageResult):
-            return (
-                b'{"items":'
-                + binding.dump_json(result.items)
-                + b',"next_cursor":'
-                + orjson.dumps(result.next_cursor)
-                + b"}"
+    @staticmethod
+    def _named(binding: Binding, params: dict[str, Any] | list[Any]) -> dict[str, Any]:
+        """Named parameters from positional ones (in the order of the method's parameters)."""
+        if isinstance(params, dict):
+            return params
+        names = [p.name for p in binding.spec.params]
+        if len(params) > len(names):
+            raise InvalidArgument(
+                f"{binding.name} takes at most {len(names)} positional parameters"
             )
-        return binding.dump_json(result)
+        return dict(zip(names, params, strict=False))
