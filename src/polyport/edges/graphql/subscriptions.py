@@ -113,8 +113,12 @@ class Subscriptions:
         nobody mutates), so a burst costs them no step per event here and one
         encoding in the transport.
         """
-        if len(events) == 1:
-            return [await self.result(events[0], field, request)]
+        if len(events) == 1:  # events one by one: the common case, its shared result inline
+            event = events[0]
+            shared = self._shared.get((id(event), id(field)))
+            if shared is not None and shared[0] is event:
+                return [shared[1]]
+            return [await self.result(event, field, request)]
         bursts = self._bursts
         key = (id(field), id(events[0]), len(events))
         hit = bursts.get(key)
