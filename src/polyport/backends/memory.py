@@ -84,6 +84,28 @@ class MemoryEventLog:
             state.drop_through(state.start + overflow)
         return event
 
+    async def append_many(
+        self, items: Sequence[tuple[str, str, bytes]], time: float
+    ) -> list[Event]:
+        """Append ``(channel, type, data)`` events in order, all at ``time``: one call, not N."""
+        out = []
+        channels = self._channels
+        limit = self.history.max_events
+        for channel, type, data in items:
+            state = channels.get(channel)
+            if state is None:
+                state = _Channel(channel, new_epoch())
+                channels[channel] = state
+                self._by_epoch[state.epoch] = state
+            self._seq += 1
+            state.last_offset += 1
+            event = Event(channel, state.last_offset, state.epoch, self._seq, type, time, data)
+            state.events.append(event)
+            if len(state.events) - state.start > limit:
+                state.drop_through(len(state.events) - limit)
+            out.append(event)
+        return out
+
     async def head(self) -> int:
         return self._seq
 
@@ -124,7 +146,10 @@ class MemoryEventLog:
             index = bisect.bisect_right(held, after_seq, lo=state.start, key=lambda e: e.seq)
             if index < len(held):
                 runs.append(held[index : index + limit])  # at most limit from each
-        events = list(itertools.islice(heapq.merge(*runs, key=lambda e: e.seq), limit))
+        if len(runs) == 1:
+            events = runs[0]  # one channel (the common case): already in order, no merge
+        else:
+            events = list(itertools.islice(heapq.merge(*runs, key=lambda e: e.seq), limit))
         last = events[-1].seq if len(events) == limit else self._seq
         return ReadResult(events, last)
 

@@ -9,7 +9,8 @@ own, :mod:`polyport.bench.realtime_apps`):
   ``list`` (:func:`~polyport.bench.users.list_users`) — ``GET /v1/users/42``,
   ``bench.get_user`` over JSON-RPC and XML-RPC, ``GetUser`` over gRPC and SOAP…;
 * the public event type ``bench.tick`` on channel ``bench/{run}``, and the
-  method ``blast(run, count, size)`` that publishes ``count`` ticks back to back;
+  method ``blast(run, count, size, batch)`` that publishes ``count`` ticks back
+  to back, one by one or ``batch`` at a time;
 * the server stream ``stream_users(count)``: ``count`` users, one message each.
 
 :func:`serve_polyport` serves it with :class:`~polyport.node.Node` on a bound
@@ -57,11 +58,24 @@ def polyport_service() -> Service:
     tick = service.event("bench.tick", Tick, channel="bench/{run}", public=True)
 
     @service.method(public=True)
-    async def blast(run: str, count: int, size: int = 0) -> int:
-        """Publish ``count`` ticks on ``bench/{run}`` back to back; answer once published."""
+    async def blast(run: str, count: int, size: int = 0, batch: int = 0) -> int:
+        """Publish ``count`` ticks on ``bench/{run}`` back to back; answer once published.
+
+        ``batch`` 0 publishes them one by one (``tick.publish``); N > 0 in batches
+        of N (``tick.publish_many``), as a producer with many events at hand would.
+        """
         pad = "x" * size
-        for seq in range(count):
-            await tick.publish(Tick(run=run, seq=seq, ts=time.monotonic_ns(), pad=pad))
+        if batch <= 0:
+            for seq in range(count):
+                await tick.publish(Tick(run=run, seq=seq, ts=time.monotonic_ns(), pad=pad))
+            return count
+        for first in range(0, count, batch):
+            await tick.publish_many(
+                [
+                    Tick(run=run, seq=seq, ts=time.monotonic_ns(), pad=pad)
+                    for seq in range(first, min(first + batch, count))
+                ]
+            )
         return count
 
     @service.stream(public=True)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,8 @@ log = logging.getLogger("polyport.events")
 
 #: Events read from history per query while catching up.
 CATCH_UP_BATCH = 500
+#: Channel names remembered as valid, so publishing to one again skips the check.
+_CHECKED_CHANNELS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,25 @@ class Subscription:
             self._catching_up = True
         else:
             self._queue.append(event)
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _push_run(self, events: list[Event]) -> None:
+        """Called by the hub for a run of matching events of one channel: one wake-up."""
+        if events[-1].seq <= self._last_pushed:
+            return  # two of our patterns matched the same run
+        self._last_pushed = events[-1].seq
+        if self._types is not None:
+            events = [e for e in events if e.type in self._types]
+            if not events:
+                return
+        if len(self._queue) + len(events) > self._buffer:
+            self._queue.clear()
+            self._drops += 1
+            self._catching_up = True
+        else:
+            self._queue.extend(events)
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -195,6 +216,10 @@ class _Signal:
         if (self.types is None or event.type in self.types) and not self.future.done():
             self.future.set_result(None)
 
+    def _push_run(self, events: list[Event]) -> None:
+        for event in events:
+            self._push(event)
+
 
 Encoder = Callable[["EventMessage"], bytes]
 #: Sees every published event synchronously (see :meth:`EventHub.add_tap`).
@@ -222,6 +247,7 @@ class EventHub:
         self._max_age = max_age
         self._trimmer: asyncio.Task[None] | None = None
         self._taps: list[Tap] = []
+        self._valid_channels: set[str] = set()
         self.published = 0
         self.closing = False
 
@@ -264,16 +290,12 @@ class EventHub:
 
     async def publish(self, channel: str, type: str, data: bytes) -> Event:
         """Append one event (``data`` is JSON) and deliver it to live subscribers."""
-        check_channel(channel)
+        if channel not in self._valid_channels:
+            self._remember_channel(channel)
         event = await self.log.append(channel, type, data, now())
         self.published += 1
-        for tap in self._taps:
-            try:
-                tap(event)
-            except Exception:
-                # The event is in the log: failing the publisher now would invite a
-                # retry that publishes it twice.
-                log.exception("an event tap failed on %s", event.id)
+        if self._taps:
+            self._tap(event)
         for subscriber in self._index.match(channel):
             subscriber._push(event)
         return event
@@ -282,6 +304,63 @@ class EventHub:
         if self.encoder is None:
             raise RuntimeError("this hub has no encoder for typed events")
         return await self.publish(message.channel, message.type.name, self.encoder(message))
+
+    async def publish_batch(self, messages: Iterable[EventMessage]) -> list[Event]:
+        """Publish typed events in order, as one batch: see :meth:`publish_many`."""
+        encoder = self.encoder
+        if encoder is None:
+            raise RuntimeError("this hub has no encoder for typed events")
+        return await self.publish_many([(m.channel, m.type.name, encoder(m)) for m in messages])
+
+    async def publish_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[Event]:
+        """Append ``(channel, type, data)`` events in order and deliver them as one batch.
+
+        Every item is validated (encoded, channel checked) before the first is
+        appended, so an invalid item publishes nothing. Each live subscriber then
+        gets each run of same-channel events in one push and one wake-up.
+        """
+        for channel, _, _ in items:
+            if channel not in self._valid_channels:
+                self._remember_channel(channel)
+        at = now()
+        # A log may append a batch in one call (the memory log does); else one by one.
+        append_many = getattr(self.log, "append_many", None)
+        if append_many is not None:
+            events: list[Event] = await append_many(items, at)
+        else:
+            append = self.log.append
+            events = [await append(channel, type, data, at) for channel, type, data in items]
+        self.published += len(events)
+        if self._taps:
+            for event in events:
+                self._tap(event)
+        start = 0
+        while start < len(events):
+            channel = events[start].channel
+            end = start + 1
+            while end < len(events) and events[end].channel == channel:
+                end += 1
+            run = events[start:end] if start or end < len(events) else events
+            for subscriber in self._index.match(channel):
+                subscriber._push_run(run)
+            start = end
+        return events
+
+    def _remember_channel(self, channel: str) -> None:
+        """Check ``channel`` once; publishing to it again skips the check."""
+        check_channel(channel)
+        if len(self._valid_channels) >= _CHECKED_CHANNELS:
+            self._valid_channels.clear()
+        self._valid_channels.add(channel)
+
+    def _tap(self, event: Event) -> None:
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                # The event is in the log: failing the publisher now would invite a
+                # retry that publishes it twice.
+                log.exception("an event tap failed on %s", event.id)
 
     def add_tap(self, tap: Tap) -> None:
         """Call ``tap`` with every event published from now on, synchronously.

@@ -181,6 +181,7 @@ class EventStream:
         self.event_class: Any = message_factory.GetMessageClass(
             pool.FindMessageTypeByName(f"{PACKAGE}.Event")
         )
+        self._scratch: Any = self.event_class()
         self.subscriptions: set[Subscription] = set()
 
     def close(self) -> None:
@@ -191,21 +192,26 @@ class EventStream:
     def event_bytes(self, event: Event) -> bytes:
         """The event as an ``Event`` message, framed as item 1 of a batch; encoded once.
 
-        (upb builds and serialises the message faster than Python writes the bytes.)
+        (upb fills and serialises a message faster than Python writes the bytes:
+        measured with callgrind, a hand-written encoder cost more instructions.)
         """
         framed = event.wire.get("grpc")
         if framed is None:
+            # One message refilled for every event (the loop's thread only): every
+            # field is set each time, so nothing of the previous event survives.
+            message = self._scratch
+            message.id = f"{event.epoch}:{event.offset}"
+            message.channel = event.channel
+            message.offset = event.offset
+            message.epoch = event.epoch
+            message.type = event.type
             moment = event.time
             seconds = int(moment // 1)
-            encoded = self.event_class(
-                id=event.id,
-                channel=event.channel,
-                offset=event.offset,
-                epoch=event.epoch,
-                type=event.type,
-                time={"seconds": seconds, "nanos": int((moment - seconds) * 1e9)},
-                data=event.data,
-            ).SerializeToString()
+            stamp = message.time
+            stamp.seconds = seconds
+            stamp.nanos = int((moment - seconds) * 1e9)
+            message.data = event.data
+            encoded = message.SerializeToString()
             framed = event.wire["grpc"] = b"\x0a" + _varint(len(encoded)) + encoded
         return framed
 

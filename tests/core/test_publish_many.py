@@ -1,0 +1,153 @@
+"""Batch publishing: ``EventType.publish_many``, ``Service.publish_many`` and the hub below."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from polyport.backends.memory import MemoryEventLog
+from polyport.backends.sqlite.eventlog import SqliteEventLog
+from polyport.core.contract import Service
+from polyport.core.errors import InvalidArgument
+from polyport.core.eventlog import History
+from polyport.core.events import Pattern
+from polyport.core.hub import EventHub
+from polyport.core.runtime import EventCodec
+
+
+class Tick(BaseModel):
+    run: str
+    seq: int
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[EventHub]:
+    h = EventHub(MemoryEventLog(History(max_events=10_000)), buffer=50)
+    await h.start()
+    yield h
+    await h.stop()
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    svc = Service("ticks", version=1)
+    svc.event("ticks.tick", Tick, channel="ticks/{run}")
+    h = EventHub(MemoryEventLog(History(max_events=10_000)), encoder=EventCodec(svc.spec()).encode)
+    await h.start()
+    svc.bind(h)
+    yield svc
+    svc.unbind(h)
+    await h.stop()
+
+
+def p(*texts: str) -> list[Pattern]:
+    return [Pattern.parse(t) for t in texts]
+
+
+async def test_a_batch_reaches_a_subscriber_in_order_in_one_wakeup(hub: EventHub) -> None:
+    """A batch over several channels is appended in order and read in one batch."""
+    sub = await hub.subscribe(p("c/+"))
+    items = [(f"c/{'ab'[i % 3 == 0]}", "t", b"%d" % i) for i in range(20)]
+    events = await hub.publish_many([*items, ("other", "t", b"{}")])
+    assert [e.seq for e in events] == list(range(1, 22))
+    assert [e.offset for e in events if e.channel == "c/b"] == list(range(1, 8))
+    batch = await asyncio.wait_for(sub.batch(), 5)
+    assert [e.data for e in batch] == [b"%d" % i for i in range(20)]
+    assert hub.published == 21
+    sub.close()
+
+
+async def test_a_subscriber_matching_a_batch_twice_gets_it_once(hub: EventHub) -> None:
+    """Two patterns of one subscription matching the same run deliver it once."""
+    sub = await hub.subscribe(p("c/x", "c/+", "#"))
+    await hub.publish_many([("c/x", "t", b"1"), ("c/x", "t", b"2")])
+    await hub.publish("c/x", "t", b"3")
+    batch = await asyncio.wait_for(sub.batch(), 5)
+    assert [e.data for e in batch] == [b"1", b"2", b"3"]
+    sub.close()
+
+
+async def test_a_batch_larger_than_the_buffer_is_caught_up_from_the_log(hub: EventHub) -> None:
+    """A batch that overflows a subscriber's buffer loses nothing: the log fills the gap."""
+    sub = await hub.subscribe(p("c"), types=frozenset({"keep"}))
+    await hub.publish_many([("c", "keep" if i % 2 else "skip", b"%d" % i) for i in range(300)])
+    got: list[bytes] = []
+    while len(got) < 150:
+        got += [e.data for e in await asyncio.wait_for(sub.batch(), 5)]
+    assert got == [b"%d" % i for i in range(1, 300, 2)]
+    sub.close()
+
+
+async def test_an_invalid_channel_in_a_batch_publishes_nothing(hub: EventHub) -> None:
+    """Channels are checked before the first append."""
+    with pytest.raises(InvalidArgument):
+        await hub.publish_many([("ok", "t", b"1"), ("bad channel", "t", b"2")])
+    assert await hub.log.head() == 0
+    assert await hub.publish_many([]) == []
+
+
+async def test_a_long_poll_wakes_on_a_batch(hub: EventHub) -> None:
+    """A held long poll answers when a batch brings a matching event."""
+    waiting = asyncio.create_task(hub.poll(p("c"), after="now", wait=5))
+    await asyncio.sleep(0.05)
+    await hub.publish_many([("d", "t", b"0"), ("c", "t", b"1"), ("c", "t", b"2")])
+    result = await asyncio.wait_for(waiting, 5)
+    assert [e.data for e in result.events] == [b"1", b"2"]
+
+
+async def test_taps_see_every_event_of_a_batch(hub: EventHub) -> None:
+    """A tap (the webhooks outbox) is called once per event, in order."""
+    seen: list[int] = []
+    hub.add_tap(lambda event: seen.append(event.seq))
+    await hub.publish_many([("c", "t", b"%d" % i) for i in range(5)])
+    assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_event_type_publish_many_fills_channels_and_encodes(service: Service) -> None:
+    """Typed items go to the channels their templates name, encoded as JSON."""
+    tick = service.events["ticks.tick"]
+    sub = await service.hub.subscribe(p("ticks/#"))
+    events = await tick.publish_many(Tick(run="ab"[i % 2], seq=i) for i in range(4))
+    assert [e.channel for e in events] == ["ticks/a", "ticks/b", "ticks/a", "ticks/b"]
+    assert events[3].data == b'{"run":"b","seq":3}'
+    assert [e.seq for e in await asyncio.wait_for(sub.batch(), 5)] == [1, 2, 3, 4]
+    sub.close()
+
+
+async def test_service_publish_many_validates_before_publishing(service: Service) -> None:
+    """An invalid item fails the whole batch before anything is appended."""
+    tick = service.events["ticks.tick"]
+    with pytest.raises(ValidationError):
+        await service.publish_many([tick({"run": "a", "seq": 1}), tick({"run": "a", "seq": "x"})])
+    assert await service.hub.log.head() == 0
+    events = await service.publish_many(
+        [tick({"run": "a", "seq": 1}), tick({"run": "b", "seq": 2})]
+    )
+    assert [e.offset for e in events] == [1, 1]
+
+
+async def test_a_log_without_append_many_gets_one_append_per_event(tmp_path: Path) -> None:
+    """On SQLite (no batch append) a batch is appended one by one, the same events."""
+    hub = EventHub(SqliteEventLog(tmp_path / "events.db"))
+    await hub.start()
+    try:
+        sub = await hub.subscribe(p("c/#"))
+        events = await hub.publish_many(
+            [("c/a", "t", b"1"), ("c/b", "t", b"2"), ("c/a", "t", b"3")]
+        )
+        assert [(e.channel, e.offset, e.seq) for e in events] == [
+            ("c/a", 1, 1),
+            ("c/b", 1, 2),
+            ("c/a", 2, 3),
+        ]
+        batch = await asyncio.wait_for(sub.batch(), 5)
+        assert [e.data for e in batch] == [b"1", b"2", b"3"]
+        read = await hub.log.read(p("c/a"), 0, 10)
+        assert [e.data for e in read.events] == [b"1", b"3"]
+        sub.close()
+    finally:
+        await hub.stop()
