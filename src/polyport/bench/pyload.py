@@ -4,7 +4,8 @@
 
 opens CONNECTIONS keep-alive HTTP/1.1 connections, keeps one request in
 flight on each (as ``wrk`` does) — the bytes of REQUEST_FILE, a whole HTTP/1.1
-request (:meth:`polyport.bench.loadgen.HttpCall.raw`) — and after SECONDS
+request (:meth:`polyport.bench.loadgen.HttpCall.raw`), or several separated by
+NUL bytes, sent in turn — and after SECONDS
 writes one JSON object on stdout: ``requests``, ``errors``, ``seconds``,
 ``p50_ms``, ``p99_ms``.
 
@@ -29,14 +30,21 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 class _Load:
-    """What every connection shares: the request, the clock, the tallies."""
+    """What every connection shares: the requests, the clock, the tallies."""
 
-    def __init__(self, request: bytes) -> None:
-        self.request = request
+    def __init__(self, requests: list[bytes]) -> None:
+        self.requests = requests
+        self.sent = 0
         self.measuring = False
         self.stopping = False
         self.latencies = array("d")
         self.errors = 0
+
+    def next_request(self) -> bytes:
+        """The requests in turn (the same one over and over when there is one)."""
+        request = self.requests[self.sent % len(self.requests)]
+        self.sent += 1
+        return request
 
 
 class _Connection(asyncio.Protocol):
@@ -57,7 +65,7 @@ class _Connection(asyncio.Protocol):
     def _send(self) -> None:
         assert self.transport is not None
         self.sent_at = time.perf_counter()
-        self.transport.write(self.load.request)
+        self.transport.write(self.load.next_request())
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
@@ -106,11 +114,11 @@ def percentile(ordered: array[float] | list[float], q: float) -> float:
 
 
 async def run(
-    host: str, port: int, request: bytes, connections: int, seconds: float
+    host: str, port: int, requests: list[bytes], connections: int, seconds: float
 ) -> dict[str, float]:
-    """Send ``request`` over ``connections`` connections for ``seconds``; the figures."""
+    """Send ``requests`` in turn over ``connections`` connections for ``seconds``; the figures."""
     loop = asyncio.get_running_loop()
-    load = _Load(request)
+    load = _Load(requests)
     opened: list[_Connection] = []
     try:
         for _ in range(connections):
@@ -146,8 +154,8 @@ def main(argv: list[str]) -> None:
         )
     host, port, request_file, connections, seconds = argv
     with open(request_file, "rb") as file:
-        request = file.read()
-    coro = run(host, int(port), request, int(connections), float(seconds))
+        requests = file.read().split(b"\0")
+    coro = run(host, int(port), requests, int(connections), float(seconds))
     try:
         import uvloop
 

@@ -1,9 +1,8 @@
 """What the receiver bench drives: a node with one receiver, and pre-signed requests for it.
 
     python -m polyport.bench.webhooks_receiver_target polyport
-    python -m polyport.bench.webhooks_receiver_target load HOST PORT REQUESTS CONNECTIONS SECONDS
 
-The first binds an ephemeral port of 127.0.0.1, writes ``port N`` and serves,
+binds an ephemeral port of 127.0.0.1, writes ``port N`` and serves,
 until SIGTERM, a node (REST and the hooks edge, its SQLite database in a
 temporary directory) with one Standard Webhooks receiver, ``bench``, whose
 handler only counts; ``POST /v1/tally`` answers how many it handled and when
@@ -21,21 +20,17 @@ any other.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import socket
 import sys
 import tempfile
 import time
-from array import array
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from polyport.bench import pyload
 from polyport.bench.apps import serve_target
 from polyport.bench.loadgen import HttpCall, LoadGenerator, LoadResult, Wrk
 from polyport.bench.targets import TargetServer
@@ -213,8 +208,7 @@ class SignedLoad:
         return [
             sys.executable,
             "-m",
-            "polyport.bench.webhooks_receiver_target",
-            "load",
+            "polyport.bench.pyload",
             host,
             str(port),
             str(requests),
@@ -223,82 +217,7 @@ class SignedLoad:
         ]
 
 
-class _SignedRequests(pyload._Load):
-    """pyload's tallies, with a list of requests handed out in turn."""
-
-    def __init__(self, requests: list[bytes]) -> None:
-        super().__init__(requests[0])
-        self.requests = requests
-        self.sent = 0
-
-    def next_request(self) -> bytes:
-        request = self.requests[self.sent % len(self.requests)]
-        self.sent += 1
-        return request
-
-
-class _SignedConnection(pyload._Connection):
-    """pyload's keep-alive connection, sending the next request each time."""
-
-    load: _SignedRequests
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.sent_at = time.perf_counter()
-        self.transport.write(self.load.next_request())
-
-
-async def run_signed(
-    host: str, port: int, requests: list[bytes], connections: int, seconds: float
-) -> dict[str, float]:
-    """:func:`polyport.bench.pyload.run`, the requests sent in turn; the same figures."""
-    loop = asyncio.get_running_loop()
-    load = _SignedRequests(requests)
-    opened: list[_SignedConnection] = []
-    try:
-        for _ in range(connections):
-            _, protocol = await loop.create_connection(lambda: _SignedConnection(load), host, port)
-            opened.append(protocol)
-        load.measuring = True
-        started = time.perf_counter()
-        await asyncio.sleep(seconds)
-        load.measuring = False
-        elapsed = time.perf_counter() - started
-    finally:
-        load.stopping = True
-        for connection in opened:
-            if connection.transport is not None and not connection.transport.is_closing():
-                loop.call_later(1.0, connection.transport.close)
-        await asyncio.gather(*(c.closed for c in opened))
-    ordered = array("d", sorted(load.latencies))
-    return {
-        "requests": len(ordered),
-        "errors": load.errors,
-        "seconds": elapsed,
-        "p50_ms": pyload.percentile(ordered, 0.50) * 1000,
-        "p99_ms": pyload.percentile(ordered, 0.99) * 1000,
-    }
-
-
-def _load_main(argv: list[str]) -> None:
-    host, port, requests_file, connections, seconds = argv
-    requests = Path(requests_file).read_bytes().split(b"\0")
-    coro = run_signed(host, int(port), requests, int(connections), float(seconds))
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        figures = runner.run(coro)
-    sys.stdout.write(json.dumps(figures) + "\n")
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "load":
-        _load_main(sys.argv[2:])
-    else:
-        serve_target(
-            "polyport.bench.webhooks_receiver_target", {"polyport": serve_receiver}, sys.argv[1:]
-        )
+    serve_target(
+        "polyport.bench.webhooks_receiver_target", {"polyport": serve_receiver}, sys.argv[1:]
+    )
