@@ -198,6 +198,21 @@ class _HmacVerifier:
     def _key(self, secret: str) -> bytes:
         return secret.encode()
 
+    def _check_signature(
+        self, content: bytes, offered: list[bytes], mismatch: str = "no signature matches"
+    ) -> None:
+        """Raise SignatureMismatch unless some offered signature is some key's HMAC of ``content``.
+
+        No early exit: every key is compared with every candidate, so timing says nothing.
+        """
+        found = False
+        for key in self._key_list():
+            expected = hmac.digest(key, content, "sha256")
+            for candidate in offered:
+                found |= hmac.compare_digest(expected, candidate)
+        if not found:
+            raise SignatureMismatch(mismatch)
+
     def _tolerance(self, tolerance: float | None) -> float:
         if self.tolerance is not None:
             return self.tolerance
@@ -270,15 +285,7 @@ class StandardWebhooks(_HmacVerifier):
                 raise MalformedHeader(signature_header, "a v1 signature is base64") from None
         if not offered:
             raise SignatureMismatch("no v1 signature was offered")
-        content = signed_content(msg_id, timestamp, body)
-        found = False
-        for key in self._key_list():
-            expected = hmac.digest(key, content, "sha256")
-            for candidate in offered:
-                # No early exit: every comparison runs, so timing says nothing.
-                found |= hmac.compare_digest(expected, candidate)
-        if not found:
-            raise SignatureMismatch("no signature matches")
+        self._check_signature(signed_content(msg_id, timestamp, body), offered)
         _check_time(timestamp, now, self._tolerance(tolerance))
         return Verified(msg_id, None, timestamp)
 
@@ -316,13 +323,7 @@ class GitHub(_HmacVerifier):
             raise MalformedHeader("x-hub-signature-256", "it is 'sha256=' and 64 hex digits")
         delivery = _check_id(_header(headers, "x-github-delivery"), "x-github-delivery")
         event = headers.get("x-github-event")
-        offered = bytes.fromhex(hex_digest)
-        found = False
-        for key in self._key_list():
-            expected = hmac.digest(key, body, "sha256")
-            found |= hmac.compare_digest(expected, offered)
-        if not found:
-            raise SignatureMismatch("the signature does not match")
+        self._check_signature(body, [bytes.fromhex(hex_digest)], "the signature does not match")
         return Verified(delivery, event.strip()[:100] if event else None, None)
 
 
@@ -366,14 +367,7 @@ class Stripe(_HmacVerifier):
         timestamp = int(timestamps[0])
         if not offered:
             raise SignatureMismatch("no v1 signature was offered")
-        content = timestamps[0].encode() + b"." + body
-        found = False
-        for key in self._key_list():
-            expected = hmac.digest(key, content, "sha256")
-            for candidate in offered:
-                found |= hmac.compare_digest(expected, candidate)
-        if not found:
-            raise SignatureMismatch("no signature matches")
+        self._check_signature(timestamps[0].encode() + b"." + body, offered)
         _check_time(timestamp, now, self._tolerance(tolerance))
         try:
             event = orjson.loads(body)
