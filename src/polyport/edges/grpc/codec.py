@@ -226,17 +226,7 @@ class GrpcCodec:
         return write_message
 
     def _write_slot(self, slot: Slot) -> Convert | None:
-        if slot.map_value is not None:
-            value = self._write_single(slot.map_value)
-            if value is None:
-                return None
-            return lambda d: {k: value(v) for k, v in d.items()}
-        if slot.element is not None:
-            item = self._write_single(slot.element)
-            if item is None:
-                return None
-            return lambda items: [item(v) for v in items]
-        return self._write_single(slot)
+        return _per_slot(slot, self._write_single, plain_map=None, plain_list=None)
 
     def _write_single(self, slot: Slot) -> Convert | None:
         writers = self.writers
@@ -371,17 +361,7 @@ class GrpcCodec:
         )
 
     def _read_slot(self, slot: Slot) -> Convert | None:
-        if slot.map_value is not None:
-            value = self._read_single(slot.map_value)
-            if value is None:
-                return dict
-            return lambda d: {k: value(v) for k, v in d.items()}
-        if slot.element is not None:
-            item = self._read_single(slot.element)
-            if item is None:
-                return list
-            return lambda items: [item(v) for v in items]
-        return self._read_single(slot)
+        return _per_slot(slot, self._read_single, plain_map=dict, plain_list=list)
 
     def _read_single(self, slot: Slot) -> Convert | None:
         readers = self.readers
@@ -450,3 +430,27 @@ def _python_model(schema: Schema, plan: MessagePlan) -> Any:
         if message == plan.name:
             return schema.graph.model(graph_name).python
     return None
+
+
+def _per_slot(
+    slot: Slot,
+    single: Callable[[Slot], Convert | None],
+    *,
+    plain_map: Convert | None,
+    plain_list: Convert | None,
+) -> Convert | None:
+    """A slot's conversion: ``single``'s, applied to each map value or list item if it is one.
+
+    ``plain_map`` / ``plain_list`` stand when the values or items need no conversion.
+    """
+    if slot.map_value is not None:
+        value = single(slot.map_value)
+        if value is None:
+            return plain_map
+        return lambda d: {k: value(v) for k, v in d.items()}
+    if slot.element is not None:
+        item = single(slot.element)
+        if item is None:
+            return plain_list
+        return lambda items: [item(v) for v in items]
+    return single(slot)
