@@ -8,10 +8,7 @@ authentication work over the socket the same way as over HTTP.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,6 +24,8 @@ from websockets.exceptions import ConnectionClosed
 
 from polyport import Service, Settings
 from polyport.testing import RunningNode, serve_in_thread
+
+from .conftest import masked_text, raw_graphql_socket
 
 TIMEOUT = 15.0
 
@@ -382,30 +381,6 @@ async def test_unknown_credentials_close_the_socket_4403(ticks_node: RunningNode
         assert (ws.close_code, ws.close_reason) == (4403, "Forbidden")
 
 
-def _raw_graphql_socket(node: RunningNode) -> socket.socket:
-    """A client that opens /graphql with the subprotocol, then reads only when told."""
-    sock = socket.create_connection((node.host, node.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16))
-    sock.sendall(
-        b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101")
-    return sock
-
-
-def _masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
-
-
 def _sockets(node: RunningNode) -> int:
     (edge,) = [e for e in node.node.edges if e.name == "graphql"]
     return len(edge.socket.connections)  # type: ignore[attr-defined]
@@ -419,11 +394,11 @@ async def test_a_slow_subscriber_is_cut_off_while_others_get_everything(
     loop = asyncio.get_running_loop()
     hub = ticks_node.node.runtime.hub
     subscribed = hub.subscriber_count
-    slow = await loop.run_in_executor(None, _raw_graphql_socket, ticks_node)
+    slow = await loop.run_in_executor(None, raw_graphql_socket, ticks_node.host, ticks_node.port)
     try:
-        slow.sendall(_masked_text(b'{"type":"connection_init"}'))
+        slow.sendall(masked_text(b'{"type":"connection_init"}'))
         slow.sendall(
-            _masked_text(
+            masked_text(
                 b'{"id":"s","type":"subscribe","payload":{"query":"subscription'
                 b' { chatterSaid { data { text } } }"}}'
             )

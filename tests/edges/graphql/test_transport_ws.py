@@ -8,10 +8,7 @@ close code and message order of the protocol is checked on its own.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +27,8 @@ from polyport.http.app import HttpApp
 from polyport.http.request import Request
 from polyport.server.http1 import HttpConnection, Limits, ServerState
 from polyport.server.websocket import WebSocket, WebSocketOptions, accept
+
+from .conftest import masked_text, raw_graphql_socket
 
 TIMEOUT = 10.0
 
@@ -640,39 +639,15 @@ async def test_shutdown_closes_sockets_with_1001_and_cleans_up() -> None:
         await settled(served)
 
 
-def _raw_client(served: Served) -> socket.socket:
-    """A client that completes the handshake, then reads only when told (a tiny buffer)."""
-    sock = socket.create_connection((served.host, served.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16))
-    sock.sendall(
-        b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101")
-    return sock
-
-
-def _masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
-
-
 async def test_a_client_that_stops_reading_is_closed_1013() -> None:
     """Results pile up unread: after stall_timeout the server closes with 1013 and cleans up."""
     async with serving(stall_timeout=0.5, send_buffer=16 * 1024) as served:
         loop = asyncio.get_running_loop()
-        sock = await loop.run_in_executor(None, _raw_client, served)
+        sock = await loop.run_in_executor(None, raw_graphql_socket, served.host, served.port)
         try:
-            sock.sendall(_masked_text(b'{"type":"connection_init"}'))
+            sock.sendall(masked_text(b'{"type":"connection_init"}'))
             sock.sendall(
-                _masked_text(
+                masked_text(
                     b'{"id":"1","type":"subscribe","payload":{"query":"subscription flood"}}'
                 )
             )
