@@ -112,6 +112,10 @@ class EndpointTable:
     def get(self, endpoint_id: str) -> EndpointState | None:
         return self._by_id.get(endpoint_id)
 
+    def __bool__(self) -> bool:
+        """Whether any endpoint exists (enabled or not)."""
+        return bool(self._by_id)
+
     def put(self, record: WebhookEndpoint) -> EndpointState:
         state = EndpointState(record)
         self._by_id[record.id] = state

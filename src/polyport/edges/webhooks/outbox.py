@@ -113,7 +113,9 @@ class WebhookOutbox:
     def tap(self, event: Event) -> None:
         """Note an event just appended to the log (synchronously, in its loop step)."""
         targets = self.table.matching(event.type)
-        if not targets and not self.durable:
+        if not targets and not (self.durable and self.table):
+            # Nothing to deliver, and no endpoint whose restart catch-up needs the
+            # cursor: with no endpoint at all, publishing pays nothing here.
             return
         self._pending.append((event, targets))
         if self._handle is None:
