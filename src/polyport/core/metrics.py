@@ -31,16 +31,15 @@ BUCKETS = (
 )
 
 
-class _Histogram:
-    __slots__ = ("counts", "sum")
+class _Calls:
+    """One (edge, method): calls by result code, and the latency histogram of all of them."""
+
+    __slots__ = ("codes", "counts", "sum")
 
     def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
         self.counts = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
-        self.sum += value
 
 
 def _escape(value: str) -> str:
@@ -59,20 +58,19 @@ class Metrics:
     """Call counts and latencies per (edge, method), plus named counters and gauges."""
 
     def __init__(self) -> None:
-        self._calls: dict[tuple[str, str, str], int] = {}
-        self._latency: dict[tuple[str, str], _Histogram] = {}
+        self._calls: dict[tuple[str, str], _Calls] = {}
         self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._help: dict[str, str] = {}
 
     def observe_call(self, edge: str, method: str, code: str, seconds: float) -> None:
-        key = (edge, method, code)
-        self._calls[key] = self._calls.get(key, 0) + 1
-        hkey = (edge, method)
-        histogram = self._latency.get(hkey)
-        if histogram is None:
-            histogram = self._latency[hkey] = _Histogram()
-        histogram.observe(seconds)
+        calls = self._calls.get((edge, method))
+        if calls is None:
+            calls = self._calls[edge, method] = _Calls()
+        codes = calls.codes
+        codes[code] = codes.get(code, 0) + 1
+        calls.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        calls.sum += seconds
 
     def inc(self, name: str, help: str, amount: float = 1.0, **labels: str) -> None:
         self._help.setdefault(name, help)
@@ -85,7 +83,8 @@ class Metrics:
         self._gauges.setdefault(name, {})[tuple(sorted(labels.items()))] = value
 
     def calls(self, edge: str, method: str, code: str = "OK") -> int:
-        return self._calls.get((edge, method, code), 0)
+        calls = self._calls.get((edge, method))
+        return 0 if calls is None else calls.codes.get(code, 0)
 
     def render(self) -> bytes:
         return "".join(self._lines()).encode()
@@ -93,19 +92,24 @@ class Metrics:
     def _lines(self) -> Iterator[str]:
         yield "# HELP polyport_calls_total Calls served, by edge, method and result code.\n"
         yield "# TYPE polyport_calls_total counter\n"
-        for (edge, method, code), count in sorted(self._calls.items()):
+        by_code = sorted(
+            ((edge, method, code), count)
+            for (edge, method), calls in self._calls.items()
+            for code, count in calls.codes.items()
+        )
+        for (edge, method, code), count in by_code:
             labels = _labels((("edge", edge), ("method", method), ("code", code)))
             yield f"polyport_calls_total{labels} {count}\n"
         yield "# HELP polyport_call_seconds Time spent serving calls, by edge and method.\n"
         yield "# TYPE polyport_call_seconds histogram\n"
-        for (edge, method), histogram in sorted(self._latency.items()):
+        for (edge, method), calls in sorted(self._calls.items()):
             base = (("edge", edge), ("method", method))
             running = 0
-            for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
+            for bound, count in zip((*BUCKETS, float("inf")), calls.counts, strict=True):
                 running += count
                 le = "+Inf" if bound == float("inf") else repr(bound)
                 yield f"polyport_call_seconds_bucket{_labels((*base, ('le', le)))} {running}\n"
-            yield f"polyport_call_seconds_sum{_labels(base)} {histogram.sum!r}\n"
+            yield f"polyport_call_seconds_sum{_labels(base)} {calls.sum!r}\n"
             yield f"polyport_call_seconds_count{_labels(base)} {running}\n"
         for kind, table in (("counter", self._counters), ("gauge", self._gauges)):
             for name, series in sorted(table.items()):

@@ -258,13 +258,13 @@ class GrpcEdge:
                 return cls(**fields).SerializeToString()  # type: ignore[no-any-return]
 
             return page
-        direct = self.codec.object_writer(plan.output) if plan.output_kind == "model" else None
+        direct = self.codec.object_encoder(plan.output) if plan.output_kind == "model" else None
         if direct is not None:
-            model, read_object = direct
+            model, encode_object = direct
 
             def model_message(result: Any) -> bytes:
                 if type(result) is model:
-                    return cls(**read_object(result)).SerializeToString()  # type: ignore[no-any-return]
+                    return encode_object(result)
                 return cls(**write(dump(result, mode="python"))).SerializeToString()  # type: ignore[no-any-return]
 
             return model_message
@@ -296,15 +296,15 @@ class GrpcEdge:
         return items()
 
     def _unary(self, plan: MethodPlan, binding: Binding) -> Handler:
-        arguments = self._arguments(plan)
+        parse = self._parser(plan)
+        read = self.codec.readers[plan.input]
         respond = self._responder(plan, binding)
         call = self.runtime.dispatcher.call
 
         async def unary(request: bytes, context: Any) -> bytes:
             try:
                 caller = caller_of(context)
-                result = await call(binding, arguments(request), caller)
-                return respond(result)
+                return respond(await call(binding, read(parse(request)), caller))
             except ServiceError as exc:
                 await abort(context, exc)
             except Exception as exc:

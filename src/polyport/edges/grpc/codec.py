@@ -265,13 +265,16 @@ class GrpcCodec:
     def _enum_name(self, slot: Slot) -> str:
         return slot.type_name.rsplit(".", 1)[-1]
 
-    def object_writer(self, name: str) -> tuple[type[Any], Convert] | None:
-        """``(model class, writer)`` reading a flat model's attributes, or None.
+    def object_encoder(self, name: str) -> tuple[type[Any], Callable[[Any], bytes]] | None:
+        """``(model class, encoder)`` writing a flat model's attributes as message bytes, or None.
 
         The hot path of a unary call: for a model whose fields are scalars and
         enums (optional or not) and which declares no serializer of its own,
         reading the attributes gives what ``dump_python`` would, without the
         dump. Values of the wrong type are still refused, by upb, as an error.
+        One message is cleared and refilled for every value: filling a message
+        costs less than building one from keywords, and encoding never awaits,
+        so the loop's thread is the only one ever to touch it.
         """
         plan = self.schema.messages[name]
         python = _python_model(self.schema, plan)
@@ -280,22 +283,37 @@ class GrpcCodec:
         fields = []
         for spec in plan.fields:
             node, _ = unwrap_nullable(spec.slot.node)
-            if spec.slot.repeated or not isinstance(node, Scalar | EnumRef) or node == _ANY:
+            slot = spec.slot
+            if slot.repeated or slot.wrapper or not isinstance(node, Scalar | EnumRef):
+                return None
+            if node == _ANY:
                 return None
             attribute = _attribute_of(python, spec.wire_name)
             if attribute is None:
                 return None
-            fields.append((attribute, spec.name, self._write_single(spec.slot)))
+            nested = spec.slot.type == FDP.TYPE_MESSAGE  # a Timestamp: filled, not assigned
+            fields.append((attribute, spec.name, self._write_single(spec.slot), nested))
+        scratch = self.classes[name]()
+        clear, serialize = scratch.Clear, scratch.SerializeToString
 
-        def write_object(value: Any) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for attribute, field, convert in fields:
+        def encode_object(value: Any) -> bytes:
+            clear()
+            for attribute, field, convert, nested in fields:
                 item = getattr(value, attribute)
-                if item is not None:
-                    out[field] = item if convert is None else convert(item)
-            return out
+                if item is None:
+                    continue
+                if convert is not None:
+                    item = convert(item)
+                if nested:
+                    inner = getattr(scratch, field)
+                    inner.SetInParent()  # present, whatever its fields hold
+                    for key, part in item.items():
+                        setattr(inner, key, part)
+                else:
+                    setattr(scratch, field, item)
+            return serialize()  # type: ignore[no-any-return]
 
-        return python, write_object
+        return python, encode_object
 
     # -- reading: message → Python -------------------------------------------------------
 
