@@ -16,12 +16,16 @@ import asyncio
 import base64
 import binascii
 import logging
+import operator
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+import types
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NotRequired, Required
+from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
+import annotated_types
 from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict
 
@@ -120,8 +124,10 @@ class Binding:
     """One method made ready to serve: validator and serializer built, options resolved."""
 
     __slots__ = (
+        "_exact",
         "_params_json",
         "_params_python",
+        "_required",
         "_result_json",
         "_result_python",
         "context_param",
@@ -170,6 +176,8 @@ class Binding:
             and self.event is None
         )
         self.params = _params_adapter(spec.name, spec.params, spec.annotations)
+        self._exact = _exact_params(spec.params, spec.annotations)
+        self._required = frozenset(p.name for p in spec.params if p.required)
         self._params_json = self.params.validator.validate_json
         self._params_python = self.params.validator.validate_python
         self.result = wire_adapter(spec.returns_annotation)
@@ -187,7 +195,7 @@ class Binding:
             elif isinstance(args, bytes | bytearray | memoryview):
                 kwargs = self._params_json(args)
             else:
-                kwargs = self._params_python(args)
+                kwargs = self._exactly(args) or self._params_python(args)
         except ValidationError as exc:
             raise invalid(exc) from None
         if self.paged:
@@ -195,6 +203,33 @@ class Binding:
             if cursor is not None:
                 kwargs["cursor"] = decode_cursor(cursor)
         return kwargs
+
+    def _exactly(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``args`` as they are when every value is of its parameter's exact type; else None.
+
+        What validation would return for such values (plain ``int``, ``str``,
+        ``float``, ``bool``, ``bytes``, optional or not, within their bounds),
+        without running it: decoders that already produce typed values
+        (protobuf, JSON) skip most of the cost. Anything else — a missing or
+        unknown name, another type, a bound crossed — goes to the validator,
+        which decides and words the error.
+        """
+        exact = self._exact
+        if exact is None or not self._required <= args.keys():
+            return None
+        for name, value in args.items():
+            rule = exact.get(name)
+            if rule is None:
+                return None
+            kind, nullable, checks = rule
+            if type(value) is not kind:
+                if value is None and nullable and not checks:
+                    continue
+                return None
+            for check in checks:
+                if not check(value):
+                    return None
+        return dict(args)
 
     def dump_json(self, value: Any) -> bytes:
         """The result as JSON bytes; a handler returning the wrong type is an internal error."""
@@ -209,6 +244,63 @@ class Binding:
             return self._result_python(value, mode=mode, by_alias=True, warnings="error")
         except PydanticSerializationError as exc:
             raise _wrong_return(self.name, exc) from exc
+
+
+#: Parameter types whose validation, for a value of exactly that type, returns it unchanged.
+_EXACT = (int, str, float, bool, bytes)
+#: Bound constraints: the attribute holding the bound, and what a valid value satisfies.
+_BOUNDS: dict[type, tuple[str, Callable[[Any, Any], bool]]] = {
+    annotated_types.Ge: ("ge", operator.ge),
+    annotated_types.Gt: ("gt", operator.gt),
+    annotated_types.Le: ("le", operator.le),
+    annotated_types.Lt: ("lt", operator.lt),
+}
+ExactRule = tuple[type, bool, tuple[Callable[[Any], bool], ...]]
+
+
+def _exact_params(
+    params: Sequence[Any], annotations: Mapping[str, Any]
+) -> dict[str, ExactRule] | None:
+    """Per parameter: its exact type, whether None is allowed, its bounds; None if any is more."""
+    rules = {}
+    for param in params:
+        rule = _exact_rule(annotations[param.name])
+        if rule is None:
+            return None
+        rules[param.name] = rule
+    return rules
+
+
+def _exact_rule(annotation: Any) -> ExactRule | None:
+    checks: list[Callable[[Any], bool]] = []
+    if get_origin(annotation) is Annotated:
+        annotation, *metadata = get_args(annotation)
+        for item in metadata:
+            if isinstance(item, FieldInfo):
+                if item.alias is not None or item.validation_alias is not None:
+                    return None
+                constraints = item.metadata
+            else:
+                constraints = [item]
+            for constraint in constraints:
+                bound = _BOUNDS.get(type(constraint))
+                if bound is None:
+                    return None
+                field, compare = bound
+                checks.append(_within(compare, getattr(constraint, field)))
+    nullable = False
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation, nullable = members[0], True
+    if annotation not in _EXACT:
+        return None
+    return annotation, nullable, tuple(checks)
+
+
+def _within(compare: Callable[[Any, Any], bool], bound: Any) -> Callable[[Any], bool]:
+    return lambda value: compare(value, bound)
 
 
 def _params_adapter(

@@ -62,16 +62,29 @@ def caller_of(context: Any) -> Caller:
             parts = str(value).split("-")
             if len(parts) == 4 and len(parts[1]) == 32:
                 trace_id = parts[1]
-    credentials = (
-        Credentials(bearer=bearer, api_key=api_key)
-        if bearer is not None or api_key is not None
-        else NO_CREDENTIALS
-    )
-    return Caller(
-        EDGE,
-        credentials,
-        peer_address(context.peer()),
-        request_id,
-        trace_id,
-        context.time_remaining(),
-    )
+    timeout = context.time_remaining()
+    if bearer is None and api_key is None and request_id is None and trace_id is None:
+        if timeout is None:
+            return _anonymous(context.peer())
+        credentials = NO_CREDENTIALS
+    else:
+        credentials = Credentials(bearer=bearer, api_key=api_key)
+    return Caller(EDGE, credentials, peer_address(context.peer()), request_id, trace_id, timeout)
+
+
+_ANONYMOUS: dict[str, Caller] = {}
+
+
+def _anonymous(peer: str | None) -> Caller:
+    """The caller of a call with no credentials, ids or deadline: one per connection, kept.
+
+    Shared by that connection's calls, which is safe because nothing after the edge
+    changes a Caller (the HTTP and SOAP edges fill in their own before dispatching).
+    """
+    key = peer or ""
+    caller = _ANONYMOUS.get(key)
+    if caller is None:
+        if len(_ANONYMOUS) >= 4096:  # one entry per connection: keep it bounded
+            _ANONYMOUS.clear()
+        caller = _ANONYMOUS[key] = Caller(EDGE, NO_CREDENTIALS, peer_address(peer))
+    return caller
