@@ -79,3 +79,40 @@ def test_each_model_encodes_as_a_fresh_message_would() -> None:
     epoch = cls.FromString(encode(values[2]))
     assert epoch.HasField("born") and epoch.born.seconds == 0
     assert not cls.FromString(encode(values[1])).HasField("born")
+
+
+def test_a_page_encodes_as_the_general_path_would() -> None:
+    """A page of models, written into one reused message, page after page."""
+    from polyport import Settings
+    from polyport.core.dispatch import PageResult
+    from polyport.edges.grpc import GrpcEdge
+    from polyport.node import Node
+
+    service = Service("pages", version=1)
+    flats = service.resource("flats", Flat, events=False)
+
+    @flats.list
+    async def list_flats(limit: int = 10, cursor: str | None = None) -> list[Flat]:
+        raise AssertionError("never called")
+
+    node = Node(service, Settings(dev=True, event_log="memory", database=":memory:"))
+    edge = next(e for e in node.edges if e.name == "grpc")
+    assert isinstance(edge, GrpcEdge)
+    plan = edge.schema.methods["list_flats"]
+    binding = node.runtime.dispatcher.bindings["list_flats"]
+    respond = edge._responder(plan, binding)
+    cls: Any = edge.codec.classes[plan.output]
+    write = edge.codec.writers[plan.output]
+    items = [
+        Flat(id=1, name="a", nickname="n", born=dt.datetime(2026, 1, 2, tzinfo=dt.UTC)),
+        Flat(id=2, name="b", tier=Tier.PRO),
+    ]
+    pages = [
+        PageResult(items, "MTox"),
+        PageResult(items[1:], None),  # the cursor and the first item are gone again
+        PageResult([], None),
+    ]
+    for page in pages:
+        dumped = binding.dump_python(page.items, mode="python")
+        expected = cls(**write({"items": dumped, "next_cursor": page.next_cursor}))
+        assert respond(page) == expected.SerializeToString()

@@ -32,7 +32,7 @@ from polyport.core.errors import ConfigError, ContractError, InvalidArgument, Se
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.grpc.codec import ABSENT, GrpcCodec
-from polyport.edges.grpc.descriptors import MethodPlan, Schema, build_schema
+from polyport.edges.grpc.descriptors import FDP, MethodPlan, Schema, build_schema
 from polyport.edges.grpc.errors import abort
 from polyport.edges.grpc.events import SERVICE as EVENTS_SERVICE
 from polyport.edges.grpc.events import EventStream, events_file
@@ -257,7 +257,7 @@ class GrpcEdge:
                 fields = write({"items": items, "next_cursor": result.next_cursor})
                 return cls(**fields).SerializeToString()  # type: ignore[no-any-return]
 
-            return page
+            return self._page_encoder(plan.output, page) or page
         direct = self.codec.object_encoder(plan.output) if plan.output_kind == "model" else None
         if direct is not None:
             model, encode_object = direct
@@ -269,6 +269,36 @@ class GrpcEdge:
 
             return model_message
         return lambda result: cls(**write(dump(result, mode="python"))).SerializeToString()
+
+    def _page_encoder(
+        self, name: str, general: Callable[[PageResult], bytes]
+    ) -> Callable[[PageResult], bytes] | None:
+        """A page of flat models written straight into one reused message (see ``object_filler``).
+
+        A page holding anything but the model itself goes the general way.
+        """
+        items = next(f for f in self.schema.messages[name].fields if f.name == "items")
+        element = items.slot.element
+        if element is None or element.type != FDP.TYPE_MESSAGE:
+            return None
+        found = self.codec.object_filler(element.type_name.rsplit(".", 1)[-1])
+        if found is None:
+            return None
+        model, fill = found
+        scratch: Any = self.codec.classes[name]()
+
+        def page(result: PageResult) -> bytes:
+            scratch.Clear()
+            add = scratch.items.add  # after Clear: it detaches the old repeated field
+            for item in result.items:
+                if type(item) is not model:
+                    return general(result)
+                fill(add(), item)
+            if result.next_cursor is not None:
+                scratch.next_cursor = result.next_cursor
+            return scratch.SerializeToString()  # type: ignore[no-any-return]
+
+        return page
 
     def _inbound(
         self, plan: MethodPlan, first: Any, rest: AsyncIterator[bytes]

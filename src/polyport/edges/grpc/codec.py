@@ -265,16 +265,14 @@ class GrpcCodec:
     def _enum_name(self, slot: Slot) -> str:
         return slot.type_name.rsplit(".", 1)[-1]
 
-    def object_encoder(self, name: str) -> tuple[type[Any], Callable[[Any], bytes]] | None:
-        """``(model class, encoder)`` writing a flat model's attributes as message bytes, or None.
+    def object_filler(self, name: str) -> tuple[type[Any], Callable[[Any, Any], None]] | None:
+        """``(model class, fill)``: ``fill(message, value)`` sets a flat model's fields, or None.
 
         The hot path of a unary call: for a model whose fields are scalars and
         enums (optional or not) and which declares no serializer of its own,
         reading the attributes gives what ``dump_python`` would, without the
         dump. Values of the wrong type are still refused, by upb, as an error.
-        One message is cleared and refilled for every value: filling a message
-        costs less than building one from keywords, and encoding never awaits,
-        so the loop's thread is the only one ever to touch it.
+        ``message`` must be empty (new, cleared, or just added to a repeated field).
         """
         plan = self.schema.messages[name]
         python = _python_model(self.schema, plan)
@@ -293,11 +291,8 @@ class GrpcCodec:
                 return None
             nested = spec.slot.type == FDP.TYPE_MESSAGE  # a Timestamp: filled, not assigned
             fields.append((attribute, spec.name, self._write_single(spec.slot), nested))
-        scratch = self.classes[name]()
-        clear, serialize = scratch.Clear, scratch.SerializeToString
 
-        def encode_object(value: Any) -> bytes:
-            clear()
+        def fill(message: Any, value: Any) -> None:
             for attribute, field, convert, nested in fields:
                 item = getattr(value, attribute)
                 if item is None:
@@ -305,12 +300,32 @@ class GrpcCodec:
                 if convert is not None:
                     item = convert(item)
                 if nested:
-                    inner = getattr(scratch, field)
+                    inner = getattr(message, field)
                     inner.SetInParent()  # present, whatever its fields hold
                     for key, part in item.items():
                         setattr(inner, key, part)
                 else:
-                    setattr(scratch, field, item)
+                    setattr(message, field, item)
+
+        return python, fill
+
+    def object_encoder(self, name: str) -> tuple[type[Any], Callable[[Any], bytes]] | None:
+        """``(model class, encoder)``: a flat model's message bytes (see :meth:`object_filler`).
+
+        One message is cleared and refilled for every value: filling a message
+        costs less than building one from keywords, and encoding never awaits,
+        so the loop's thread is the only one ever to touch it.
+        """
+        found = self.object_filler(name)
+        if found is None:
+            return None
+        python, fill = found
+        scratch = self.classes[name]()
+        clear, serialize = scratch.Clear, scratch.SerializeToString
+
+        def encode_object(value: Any) -> bytes:
+            clear()
+            fill(scratch, value)
             return serialize()  # type: ignore[no-any-return]
 
         return python, encode_object
