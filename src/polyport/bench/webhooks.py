@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ from polyport.bench.report import machine_info
 from polyport.bench.webhooks_receiver import (
     ReceiverFigures,
     check_options,
+    json_request,
     markdown_lines,
     run_receiver_bench,
 )
@@ -238,18 +238,10 @@ def node_process(database: Path, start_timeout: float = 30.0) -> Iterator[tuple[
 
 
 def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection(HOST, port, timeout=600)
     try:
-        payload = orjson.dumps(body) if body is not None else None
-        headers = {"content-type": "application/json"} if payload is not None else {}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, orjson.loads(data) if data else None
+        return json_request(port, method, path, body, timeout=600)
     except OSError:
         return 0, None
-    finally:
-        connection.close()
 
 
 # -- the lab ----------------------------------------------------------------------------------

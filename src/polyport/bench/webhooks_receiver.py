@@ -228,21 +228,33 @@ def _tally(port: int) -> dict[str, Any]:
     return tally
 
 
-def _call(port: int, method: str, path: str, body: Any = None) -> Any:
-    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+def json_request(
+    port: int, method: str, path: str, body: Any = None, *, timeout: float
+) -> tuple[int, Any]:
+    """One JSON request to a bench node on loopback: (status, the parsed body or None).
+
+    A node that cannot be reached raises :class:`OSError`.
+    """
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         payload = orjson.dumps(body) if body is not None else None
         headers = {"content-type": "application/json"} if payload is not None else {}
         connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         data = response.read()
-    except OSError as exc:
-        raise ConfigError(f"the receiver node did not answer {method} {path}: {exc}") from None
+        return response.status, orjson.loads(data) if data else None
     finally:
         connection.close()
-    if response.status != 200:
-        raise ConfigError(f"the receiver node answered {method} {path} with {response.status}")
-    return orjson.loads(data)
+
+
+def _call(port: int, method: str, path: str, body: Any = None) -> Any:
+    try:
+        status, answer = json_request(port, method, path, body, timeout=30)
+    except OSError as exc:
+        raise ConfigError(f"the receiver node did not answer {method} {path}: {exc}") from None
+    if status != 200:
+        raise ConfigError(f"the receiver node answered {method} {path} with {status}")
+    return answer
 
 
 def markdown_lines(f: ReceiverFigures) -> list[str]:

@@ -280,8 +280,8 @@ class GrpcCodec:
             return None
         fields = []
         for spec in plan.fields:
-            node, _ = unwrap_nullable(spec.slot.node)
             slot = spec.slot
+            node, _ = unwrap_nullable(slot.node)
             if slot.repeated or slot.wrapper or not isinstance(node, Scalar | EnumRef):
                 return None
             if node == _ANY:
@@ -289,8 +289,8 @@ class GrpcCodec:
             attribute = _attribute_of(python, spec.wire_name)
             if attribute is None:
                 return None
-            nested = spec.slot.type == FDP.TYPE_MESSAGE  # a Timestamp: filled, not assigned
-            fields.append((attribute, spec.name, self._write_single(spec.slot), nested))
+            nested = slot.type == FDP.TYPE_MESSAGE  # a Timestamp: filled, not assigned
+            fields.append((attribute, spec.name, self._write_single(slot), nested))
 
         def fill(message: Any, value: Any) -> None:
             for attribute, field, convert, nested in fields:
