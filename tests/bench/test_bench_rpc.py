@@ -25,9 +25,9 @@ if importlib.util.find_spec("spyne") is None:  # not imported: its six importer 
 from polyport.bench import rpc
 from polyport.bench.loadgen import HttpCall
 from polyport.bench.report import TIMES
-from polyport.bench.rpc import RpcServer, run_rpc_bench
-from polyport.bench.rpc_apps import plain_stubs
-from polyport.bench.rpc_calls import CASES, STREAMS
+from polyport.bench.rpc import RpcServer, run_rpc_bench, schedule
+from polyport.bench.rpc_apps import TARGETS, plain_stubs
+from polyport.bench.rpc_calls import CASES, STREAMS, Case
 from polyport.bench.rpc_clients import field
 from polyport.bench.users import BENCH_PATH
 from polyport.bench.wire import http_exchange
@@ -56,6 +56,32 @@ def test_http_exchange_counts_every_byte_of_an_answer() -> None:
     assert wire.request == len(call.raw(server.host, server.port))
     assert wire.response_payload == len(answer.body)
     assert wire.response == answer.size > len(answer.body) + len(b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def test_a_round_measures_each_call_next_to_what_it_is_compared_with() -> None:
+    """Every call and stream once per round; the two sides of each ratio back to back."""
+    targets = list(TARGETS)
+    for round_ in (0, 1):
+        steps = schedule(targets, round_)
+        assert sorted(map(repr, steps)) == sorted(map(repr, [*CASES, *STREAMS]))
+        names = [(s.name, s.payload) if isinstance(s, Case) else (s.name, "") for s in steps]
+        for payload in ("user", "list"):
+            for pair in (("grpc", "grpcio"), ("soap", "spyne"), ("rest", "jsonrpc")):
+                at = sorted(names.index((name, payload)) for name in pair)
+                assert at[1] - at[0] == 1, (pair, payload, round_)
+        for pair in (("events", "grpcio-events"), ("contract", "grpcio-contract")):
+            at = sorted(names.index((name, "")) for name in pair)
+            assert at[1] - at[0] == 1, (pair, round_)
+    # Neither side always goes first: the order within each group turns round.
+    first, second = schedule(targets, 0), schedule(targets, 1)
+    grpc = [s for s in first if isinstance(s, Case) and s.name in ("grpc", "grpcio")]
+    again = [s for s in second if isinstance(s, Case) and s.name in ("grpc", "grpcio")]
+    assert [s.name for s in grpc] == ["grpc", "grpcio"] * 2
+    assert [s.name for s in again] == ["grpcio", "grpc"] * 2
+    # A target left out (Spyne not installed) leaves out its calls, and only those.
+    without = schedule([t for t in targets if t != "spyne"], 0)
+    assert {s.target for s in without} == set(targets) - {"spyne"}
+    assert len(without) == len(first) - sum(1 for c in CASES if c.target == "spyne")
 
 
 def test_bad_options_are_one_line(tmp_path: Path) -> None:

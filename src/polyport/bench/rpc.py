@@ -19,14 +19,19 @@ For each call the lab
    the bytes first), ``connections`` calls in flight either way — reading the
    server's CPU time around it.
 
-Targets run one after another, never together, each started once per round;
-with ``repeats`` above one the rounds interleave and each figure is the
-median run. Then the tables, the goal lines, what the run says of the guide's
-claims, and the JSON and the chart (:mod:`polyport.bench.rpc_report`).
+Every target is started at the start of a round and stopped at its end, but
+the load reaches one target at a time (:func:`schedule`): each call right
+next to those it is compared with, so a ratio's two sides are minutes closer
+than a target-by-target order would put them. After each step the lab waits
+until that target is idle again (:func:`_settle`); an idle target that uses
+more than 2 % of a core while another is measured is named in the notes. With ``repeats`` above
+one, each figure is the median run. Then the tables, the goal lines, what
+the run says of the guide's claims, and the JSON and the chart (:mod:`polyport.bench.rpc_report`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import statistics
@@ -192,31 +197,36 @@ def run_rpc_bench(
         transient=False,
     ) as progress:
         for round_ in range(repeats):
-            for target in targets:
-                label = TARGETS[target] if repeats == 1 else f"{TARGETS[target]} ({round_ + 1})"
-                steps: list[Case | Stream] = [c for c in CASES if c.target == target]
-                steps += [s for s in STREAMS if s.target == target]
-                task = progress.add_task(label, total=len(steps), phase="starting")
-                with (
-                    RpcServer(target) as server,
-                    tempfile.TemporaryDirectory(prefix="polyport-bench-rpc-") as scratch,
-                ):
-                    for done, step in enumerate(steps):
-                        what = (
-                            f"{step.label} · {PAYLOADS[step.payload]}"
-                            if isinstance(step, Case)
-                            else step.label
-                        )
-                        progress.update(task, completed=done, phase=what)
+            steps = schedule(targets, round_)
+            label = "round" if repeats == 1 else f"round {round_ + 1} of {repeats}"
+            task = progress.add_task(label, total=len(steps), phase="starting the targets")
+            with (
+                contextlib.ExitStack() as stack,
+                tempfile.TemporaryDirectory(prefix="polyport-bench-rpc-") as scratch,
+            ):
+                servers = {name: stack.enter_context(RpcServer(name)) for name in targets}
+                for done, step in enumerate(steps):
+                    server = servers[step.target]
+                    what = (
+                        f"{server.label}: {step.label} · {PAYLOADS[step.payload]}"
+                        if isinstance(step, Case)
+                        else f"{server.label}: {step.label}"
+                    )
+                    progress.update(task, completed=done, phase=what)
 
-                        def tick(share: float, done: int = done, task: TaskID = task) -> None:
-                            progress.update(task, completed=done + min(share, 0.99))
+                    def tick(share: float, done: int = done, task: TaskID = task) -> None:
+                        progress.update(task, completed=done + min(share, 0.99))
 
-                        if isinstance(step, Case):
-                            calls[step.key].append(lab.call(server, step, Path(scratch), tick))
-                        else:
-                            streams[step.name].append(lab.stream(server, step, Path(scratch), tick))
-                progress.update(task, completed=len(steps), phase=_summary(target, calls))
+                    idle = {name: s.cpu_seconds() for name, s in servers.items() if s is not server}
+                    began = time.monotonic()
+                    if isinstance(step, Case):
+                        calls[step.key].append(lab.call(server, step, Path(scratch), tick))
+                    else:
+                        streams[step.name].append(lab.stream(server, step, Path(scratch), tick))
+                    busy = _busy_neighbours(servers, idle, time.monotonic() - began)
+                    notes += [f"while {what} was measured, {b}" for b in busy]
+                    _settle(server)
+            progress.update(task, completed=len(steps), phase=_summary(calls))
 
     report = RpcReport(
         started=started,
@@ -405,11 +415,90 @@ class _Lab:
         )
 
 
-def _summary(target: str, calls: dict[str, list[CallRun]]) -> str:
-    for case in CASES:
-        if case.target == target and calls[case.key]:
-            return f"{calls[case.key][-1].load.requests_per_second:,.0f} calls/s ({case.label})"
-    return "done"
+#: The calls compared with each other (by name), measured back to back, and the streams.
+_NEIGHBOURS: tuple[tuple[str, ...], ...] = (
+    ("rest", "jsonrpc"),
+    ("xmlrpc",),
+    ("grpc", "grpcio", "grpcio-uvloop"),
+    ("soap", "spyne"),
+)
+_STREAM_NEIGHBOURS: tuple[tuple[str, ...], ...] = (
+    ("events", "grpcio-events"),
+    ("replay",),
+    ("contract", "grpcio-contract"),
+)
+#: An idle target that uses more of a core than this while another is measured is reported.
+IDLE_CPU_SHARE = 0.02
+#: After its step a target counts as idle once it uses at most this CPU (one clock tick) in
+#: 0.2 s; the lab waits for that up to SETTLE_LIMIT seconds.
+SETTLED_CPU = 0.01
+SETTLE_LIMIT = 10.0
+
+
+def schedule(targets: list[str], round_: int) -> list[Case | Stream]:
+    """One round's steps on ``targets``: each call next to those it is compared with.
+
+    The host's speed drifts by several percent within minutes, so the two sides
+    of a ratio (polyport's gRPC and plain grpcio, SOAP and Spyne, JSON-RPC and
+    REST) are measured one right after the other. Within each group the order
+    turns round every other round, so neither side always goes first.
+    """
+    by_name = {(c.name, c.payload): c for c in CASES if c.target in targets}
+    streams = {s.name: s for s in STREAMS if s.target in targets}
+    steps: list[Case | Stream] = []
+
+    def ordered(group: tuple[str, ...]) -> tuple[str, ...]:
+        return group if round_ % 2 == 0 else group[::-1]
+
+    for payload in PAYLOADS:
+        for group in _NEIGHBOURS:
+            steps += [by_name[n, payload] for n in ordered(group) if (n, payload) in by_name]
+    for group in _STREAM_NEIGHBOURS:
+        steps += [streams[n] for n in ordered(group) if n in streams]
+    return steps
+
+
+def _settle(server: RpcServer) -> None:
+    """Return once ``server`` is idle again, or after :data:`SETTLE_LIMIT` seconds.
+
+    When the load stops, a slow server still has the calls in flight to answer:
+    Spyne's 64 pages of 50 users take it a third of a second of CPU. That must
+    not run into the next step, on another target.
+    """
+    deadline = time.monotonic() + SETTLE_LIMIT
+    last = server.cpu_seconds()
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = server.cpu_seconds()
+        if now is None or now - last <= SETTLED_CPU:
+            return
+        last = now
+
+
+def _busy_neighbours(
+    servers: dict[str, RpcServer], before: dict[str, float | None], seconds: float
+) -> list[str]:
+    """The idle targets that used more than :data:`IDLE_CPU_SHARE` of a core (and 0.1 s)."""
+    busy = []
+    for name, was in before.items():
+        now = servers[name].cpu_seconds()
+        if was is not None and now is not None and seconds > 0:
+            used = now - was
+            # At least 0.1 s: CPU time counts in clock ticks (10 ms), too coarse for short steps.
+            if used > max(IDLE_CPU_SHARE * seconds, 0.1):
+                share = used / seconds
+                busy.append(f"the idle {servers[name].label} used {share:.0%} of a core")
+    return busy
+
+
+def _summary(calls: dict[str, list[CallRun]]) -> str:
+    """The round's gRPC unary figures, polyport's and plain grpcio's, for one User."""
+    shown = [
+        f"{case.label} {calls[case.key][-1].load.requests_per_second:,.0f}"
+        for case in CASES
+        if case.payload == "user" and case.name in ("grpc", "grpcio") and calls[case.key]
+    ]
+    return f"one User, calls/s: {' · '.join(shown)}" if shown else "done"
 
 
 def _call_figures(case: Case, generator: str, runs: list[CallRun]) -> CallFigures:
