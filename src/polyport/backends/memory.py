@@ -77,7 +77,8 @@ class MemoryEventLog:
             self._by_epoch[state.epoch] = state
         self._seq += 1
         state.last_offset += 1
-        event = Event(channel, state.last_offset, state.epoch, self._seq, type, time, data)
+        # The channel's own name: one string for all its events, in memory and for `is`.
+        event = Event(state.name, state.last_offset, state.epoch, self._seq, type, time, data)
         state.events.append(event)
         overflow = len(state.events) - state.start - self.history.max_events
         if overflow > 0:
@@ -99,7 +100,7 @@ class MemoryEventLog:
                 self._by_epoch[state.epoch] = state
             self._seq += 1
             state.last_offset += 1
-            event = Event(channel, state.last_offset, state.epoch, self._seq, type, time, data)
+            event = Event(state.name, state.last_offset, state.epoch, self._seq, type, time, data)
             state.events.append(event)
             if len(state.events) - state.start > limit:
                 state.drop_through(len(state.events) - limit)

@@ -162,6 +162,8 @@ _SMALL = [bytes((n,)) for n in range(0x80)]
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL[value]
+    if value < 0x4000:  # every event under 16 KiB: two bytes, without the loop
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -182,6 +184,11 @@ class EventStream:
             pool.FindMessageTypeByName(f"{PACKAGE}.Event")
         )
         self._scratch: Any = self.event_class()
+        self._stamp: Any = self._scratch.time  # stays this message's field: it is never cleared
+        # What the scratch message holds (see event_bytes): nothing yet.
+        self._channel: str | None = None
+        self._epoch: str | None = None
+        self._type: str | None = None
         self.subscriptions: set[Subscription] = set()
 
     def close(self) -> None:
@@ -199,15 +206,20 @@ class EventStream:
         if framed is None:
             # One message refilled for every event (the loop's thread only): every
             # field is set each time, so nothing of the previous event survives.
+            # Channel, epoch and type are those of the event before it, as a rule:
+            # they are set only when they differ (a string set costs more than `is`).
             message = self._scratch
             message.id = f"{event.epoch}:{event.offset}"
-            message.channel = event.channel
+            if event.channel is not self._channel:
+                message.channel = self._channel = event.channel
             message.offset = event.offset
-            message.epoch = event.epoch
-            message.type = event.type
+            if event.epoch is not self._epoch:
+                message.epoch = self._epoch = event.epoch
+            if event.type is not self._type:
+                message.type = self._type = event.type
             moment = event.time
             seconds = int(moment // 1)
-            stamp = message.time
+            stamp = self._stamp
             stamp.seconds = seconds
             stamp.nanos = int((moment - seconds) * 1e9)
             message.data = event.data
