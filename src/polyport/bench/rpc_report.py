@@ -318,7 +318,9 @@ class RpcReport:
             f"--generator {o['generator']}`",
             "",
             f"{m.get('cpu_count')} cores ({m.get('cpu_model')}), load average "
-            f"{m.get('load_average_1m')} before the run; Python {m.get('python')}; {versions}. "
+            f"{m.get('load_average_1m')} before the run, CPython reference loop "
+            f"{m.get('reference_loop_ms')} ms (2M additions: lower is a faster host); "
+            f"Python {m.get('python')}; {versions}. "
             f"HTTP load: {o['generator']} ({o['generator_version']}); gRPC load: "
             f"{o['grpc_client']}. {o['stream_events']:,} events per stream.",
         ]
