@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from polyport.bench.rpc import RpcServer, run_rpc_bench, schedule
 from polyport.bench.rpc_apps import TARGETS, plain_stubs
 from polyport.bench.rpc_calls import CASES, STREAMS, Case
 from polyport.bench.rpc_clients import field
+from polyport.bench.rpc_report import CallFigures, RpcReport, paired_ratio
 from polyport.bench.users import BENCH_PATH
 from polyport.bench.wire import http_exchange
 from polyport.cli import app
@@ -82,6 +84,34 @@ def test_a_round_measures_each_call_next_to_what_it_is_compared_with() -> None:
     without = schedule([t for t in targets if t != "spyne"], 0)
     assert {s.target for s in without} == set(targets) - {"spyne"}
     assert len(without) == len(first) - sum(1 for c in CASES if c.target == "spyne")
+
+
+def test_a_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    """Each round pairs a call with its reference; the goal reads the median of those ratios."""
+
+    def figures(name: str, target: str, runs: list[float]) -> CallFigures:
+        median = sorted(runs)[(len(runs) - 1) // 2]  # the lab's median run
+        return CallFigures(
+            name, name, target, "user", "grpcload", calls_per_second=median, runs=runs
+        )
+
+    # Per round 1.1, 0.9 and 1.25: median 1.1. The median rounds are 100 and 100: 1.0.
+    polyport = figures("grpc", "polyport", [110.0, 90.0, 100.0])
+    plain = figures("grpcio", "grpcio", [100.0, 100.0, 80.0])
+    report = RpcReport(datetime.now(UTC), {}, {}, [polyport, plain], [])
+    assert polyport.ratio == pytest.approx(1.1)
+    assert polyport.ratio_of_medians == pytest.approx(1.0)
+    goal = report.goals()[0]
+    assert goal.met is True
+    assert f"1.10{TIMES} for one User" in goal.measured
+    assert f"the median rounds' ratio 1.00{TIMES}" in goal.measured
+    # Runs that do not pair (a round missing) fall back to the median rounds.
+    assert paired_ratio([1.0, 2.0], [1.0]) is None
+    assert paired_ratio([], []) is None
+    assert paired_ratio([2.0], [0.0]) is None
+    one = figures("grpc", "polyport", [95.0])
+    RpcReport(datetime.now(UTC), {}, {}, [one, figures("grpcio", "grpcio", [100.0])], [])
+    assert one.ratio == pytest.approx(0.95) == one.ratio_of_medians
 
 
 def test_bad_options_are_one_line(tmp_path: Path) -> None:
