@@ -142,6 +142,7 @@ class Node:
             event_log,
             buffer=settings.limits.subscriber_buffer,
             encoder=codec.encode,
+            type_encoder=codec.encoder,
             max_age=history.max_age,
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
         )

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite.eventlog import SqliteEventLog
 from polyport.core.contract import Service
-from polyport.core.errors import InvalidArgument
+from polyport.core.errors import ContractError, InvalidArgument
 from polyport.core.eventlog import History
 from polyport.core.events import Pattern
 from polyport.core.hub import EventHub
@@ -32,11 +32,17 @@ async def hub() -> AsyncIterator[EventHub]:
     await h.stop()
 
 
-@pytest.fixture
-async def service() -> AsyncIterator[Service]:
+@pytest.fixture(params=["messages", "data"])
+async def service(request: pytest.FixtureRequest) -> AsyncIterator[Service]:
+    """A service on a hub that encodes messages only, or data by type too (as a node's does)."""
     svc = Service("ticks", version=1)
     svc.event("ticks.tick", Tick, channel="ticks/{run}")
-    h = EventHub(MemoryEventLog(History(max_events=10_000)), encoder=EventCodec(svc.spec()).encode)
+    codec = EventCodec(svc.spec())
+    h = EventHub(
+        MemoryEventLog(History(max_events=10_000)),
+        encoder=codec.encode,
+        type_encoder=codec.encoder if request.param == "data" else None,
+    )
     await h.start()
     svc.bind(h)
     yield svc
@@ -128,6 +134,29 @@ async def test_service_publish_many_validates_before_publishing(service: Service
         [tick({"run": "a", "seq": 1}), tick({"run": "b", "seq": 2})]
     )
     assert [e.offset for e in events] == [1, 1]
+
+
+async def test_an_event_type_validates_and_fills_its_channel_before_publishing(
+    service: Service,
+) -> None:
+    """``publish`` and ``publish_many`` of an event type: validated, lax where pydantic is."""
+    tick = service.events["ticks.tick"]
+    with pytest.raises(ValidationError):
+        await tick.publish_many([{"run": "a", "seq": 1}, {"run": "a", "seq": "x"}])
+    with pytest.raises(ValidationError):
+        await tick.publish({"run": "a", "seq": "x"})
+    assert await service.hub.log.head() == 0
+    event = await tick.publish({"run": "a", "seq": "7"})
+    assert (event.channel, event.type, event.data) == (
+        "ticks/a",
+        "ticks.tick",
+        b'{"run":"a","seq":7}',
+    )
+    for bad in ("", "a/b", "+", "#", None):
+        with pytest.raises(ContractError, match="cannot fill channel"):
+            tick.channel_for({"run": bad, "seq": 1})
+    assert tick.channel_for({"run": 5, "seq": 1}) == "ticks/5"  # not a string: str() of it
+    assert tick.channel_for(Tick(run="z", seq=1)) == "ticks/z"
 
 
 async def test_a_log_without_append_many_gets_one_append_per_event(tmp_path: Path) -> None:

@@ -105,7 +105,14 @@ class EventType:
 
     def channel_for(self, data: Any) -> str:
         """The channel for ``data``: the template with its ``{field}`` values filled in."""
-        if not self._fields:
+        fields = self._fields
+        if len(fields) == 1:  # the common case, without the loop: one check, one concatenation
+            value = (
+                data.get(fields[0]) if isinstance(data, dict) else getattr(data, fields[0], None)
+            )
+            if type(value) is str and value and "/" not in value and value not in ("+", "#"):
+                return self._prefix + value + self._suffix
+        elif not fields:
             return self.channel
         parts = []
         for name in self._fields:
@@ -128,8 +135,11 @@ class EventType:
         if self.service is None:
             raise ContractError(f"event {self.name} is not declared on a service")
         # Straight to the hub: this is the hot path of every handler that publishes.
-        message = EventMessage(self, data, channel or self.channel_for(data))
-        return await self.service.hub.publish_message(message)
+        hub = self.service.hub
+        channel = channel or self.channel_for(data)
+        if hub.type_encoder is None:
+            return await hub.publish_message(EventMessage(self, data, channel))
+        return await hub.publish(channel, self.name, hub.type_encoder(self.name)(data))
 
     async def publish_many(
         self, items: Iterable[Any], *, channel: str | None = None
@@ -138,8 +148,8 @@ class EventType:
         if self.service is None:
             raise ContractError(f"event {self.name} is not declared on a service")
         channel_for = self.channel_for
-        messages = [EventMessage(self, data, channel or channel_for(data)) for data in items]
-        return await self.service.hub.publish_batch(messages)
+        pairs = [(channel or channel_for(data), data) for data in items]
+        return await self.service.hub.publish_data(self, pairs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ Edges receive a :class:`Runtime` and nothing else from the node; the node (in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,6 +33,9 @@ class EventCodec:
             name: (adapter.validator.validate_python, adapter.serializer.to_json)
             for name, adapter in self._adapters.items()
         }
+        self._encoders = {
+            name: _encoder(validate, to_json) for name, (validate, to_json) in self._codecs.items()
+        }
 
     def adapter(self, event_type: str) -> TypeAdapter[Any]:
         return self._adapters[event_type]
@@ -39,6 +43,19 @@ class EventCodec:
     def encode(self, message: EventMessage) -> bytes:
         validate, to_json = self._codecs[message.type.name]
         return to_json(validate(message.data), by_alias=True)
+
+    def encoder(self, event_type: str) -> Callable[[Any], bytes]:
+        """``data`` → its JSON for one event type: :meth:`encode` without a message to unpack."""
+        return self._encoders[event_type]
+
+
+def _encoder(
+    validate: Callable[[Any], Any], to_json: Callable[..., bytes]
+) -> Callable[[Any], bytes]:
+    def encode(data: Any) -> bytes:
+        return to_json(validate(data), by_alias=True)
+
+    return encode
 
 
 @dataclass(frozen=True, slots=True)
