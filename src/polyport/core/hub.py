@@ -315,7 +315,7 @@ class EventHub:
         """Publish ``(channel, data)`` events of one type in order, as one batch.
 
         What :meth:`publish_batch` does for messages of one type, without making
-        the messages: the hot path of ``EventType.publish`` and ``publish_many``.
+        the messages: the hot path of ``EventType.publish_many``.
         """
         if self.type_encoder is None:
             return await self.publish_batch([event_type(data, channel=c) for c, data in items])
