@@ -135,11 +135,7 @@ class EventType:
         if self.service is None:
             raise ContractError(f"event {self.name} is not declared on a service")
         # Straight to the hub: this is the hot path of every handler that publishes.
-        hub = self.service.hub
-        channel = channel or self.channel_for(data)
-        if hub.type_encoder is None:
-            return await hub.publish_message(EventMessage(self, data, channel))
-        return await hub.publish(channel, self.name, hub.type_encoder(self.name)(data))
+        return await self.service.hub.publish_data(self, channel or self.channel_for(data), data)
 
     async def publish_many(
         self, items: Iterable[Any], *, channel: str | None = None
@@ -149,7 +145,7 @@ class EventType:
             raise ContractError(f"event {self.name} is not declared on a service")
         channel_for = self.channel_for
         pairs = [(channel or channel_for(data), data) for data in items]
-        return await self.service.hub.publish_data(self, pairs)
+        return await self.service.hub.publish_data_many(self, pairs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -309,13 +309,24 @@ class EventHub:
             raise RuntimeError("this hub has no encoder for typed events")
         return await self.publish(message.channel, message.type.name, self.encoder(message))
 
-    async def publish_data(
+    async def publish_data(self, event_type: EventType, channel: str, data: Any) -> Event:
+        """Publish one event of ``event_type``: :meth:`publish_message` without the message.
+
+        The hot path of ``EventType.publish``. A hub made without a ``type_encoder``
+        makes the message and encodes it with ``encoder``.
+        """
+        if self.type_encoder is None:
+            return await self.publish_message(event_type(data, channel=channel))
+        name = event_type.name
+        return await self.publish(channel, name, self.type_encoder(name)(data))
+
+    async def publish_data_many(
         self, event_type: EventType, items: Iterable[tuple[str, Any]]
     ) -> list[Event]:
         """Publish ``(channel, data)`` events of one type in order, as one batch.
 
-        What :meth:`publish_batch` does for messages of one type, without making
-        the messages: the hot path of ``EventType.publish_many``.
+        :meth:`publish_batch` for messages of one type, without making the messages:
+        the hot path of ``EventType.publish_many``.
         """
         if self.type_encoder is None:
             return await self.publish_batch([event_type(data, channel=c) for c, data in items])

@@ -204,10 +204,10 @@ class EventStream:
         """
         framed = event.wire.get("grpc")
         if framed is None:
-            # One message refilled for every event (the loop's thread only): every
-            # field is set each time, so nothing of the previous event survives.
-            # Channel, epoch and type are those of the event before it, as a rule:
-            # they are set only when they differ (a string set costs more than `is`).
+            # One message refilled for every event (the loop's thread only). Every
+            # field is set each time, but channel, epoch and type, which are those
+            # of the event before as a rule: they are set only when they differ
+            # (a string set costs more than `is`), so nothing stale survives.
             message = self._scratch
             message.id = f"{event.epoch}:{event.offset}"
             if event.channel is not self._channel:
