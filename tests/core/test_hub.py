@@ -65,6 +65,42 @@ async def test_resume_delivers_missed_then_live_without_duplicates(hub: EventHub
     sub.close()
 
 
+async def test_batches_keep_to_their_limit_across_history_and_live(hub: EventHub) -> None:
+    """``batch`` takes at most ``limit`` events, from the log then live, each once, in order."""
+    first = await hub.publish("c", "t", b"1")
+    for i in range(2, 6):
+        await hub.publish("c", "t", b"%d" % i)
+    sub = await hub.subscribe(p("c"), after=first.id)
+    for i in range(6, 9):  # live, while the subscription still reads the log
+        await hub.publish("c", "t", b"%d" % i)
+
+    async def batch(limit: int) -> list[bytes]:
+        return [e.data for e in await asyncio.wait_for(sub.batch(limit), 5)]
+
+    assert await batch(2) == [b"2", b"3"]
+    assert await batch(3) == [b"4", b"5", b"6"]
+    assert await batch(1) == [b"7"]
+    assert await batch(100) == [b"8"]  # the log read up to here: the buffer's copies are skipped
+    for i in range(9, 14):
+        await hub.publish("c", "t", b"%d" % i)
+    assert await batch(2) == [b"9", b"10"]
+    assert await batch(100) == [b"11", b"12", b"13"]
+    await hub.publish("c", "t", b"14")
+    assert await batch(100) == [b"14"]
+    sub.close()
+
+    live = await hub.subscribe(p("c"))
+    waiting = asyncio.create_task(live.batch(100))
+    await asyncio.sleep(0.01)  # it has read the log to its end and waits on the buffer
+    await hub.publish("c", "t", b"15")
+    assert [e.data for e in await asyncio.wait_for(waiting, 5)] == [b"15"]
+    for i in range(16, 21):
+        await hub.publish("c", "t", b"%d" % i)
+    assert [e.data for e in await live.batch(2)] == [b"16", b"17"]
+    assert [e.data for e in await live.batch(100)] == [b"18", b"19", b"20"]
+    live.close()
+
+
 async def test_a_slow_subscriber_neither_blocks_nor_loses(hub: EventHub) -> None:
     """Publishing never waits for a subscriber; an overflowing one catches up from the log."""
     slow = await hub.subscribe(p("c"), buffer=10)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite.eventlog import SqliteEventLog
@@ -106,11 +106,13 @@ async def test_a_long_poll_wakes_on_a_batch(hub: EventHub) -> None:
 
 
 async def test_taps_see_every_event_of_a_batch(hub: EventHub) -> None:
-    """A tap (the webhooks outbox) is called once per event, in order."""
-    seen: list[int] = []
-    hub.add_tap(lambda event: seen.append(event.seq))
-    await hub.publish_many([("c", "t", b"%d" % i) for i in range(5)])
-    assert seen == [1, 2, 3, 4, 5]
+    """A tap (the webhooks outbox) gets each publish's events as one list, in order."""
+    seen: list[list[int]] = []
+    hub.add_tap(lambda events: seen.append([e.seq for e in events]))
+    await hub.publish_many([("c", "t", b"%d" % i) for i in range(3)] + [("d", "t", b"3")])
+    await hub.publish("c", "t", b"4")
+    await hub.publish_many([])
+    assert seen == [[1, 2, 3, 4], [5]]
 
 
 async def test_event_type_publish_many_fills_channels_and_encodes(service: Service) -> None:
@@ -153,10 +155,19 @@ async def test_an_event_type_validates_and_fills_its_channel_before_publishing(
         b'{"run":"a","seq":7}',
     )
     for bad in ("", "a/b", "+", "#", None):
+        assert tick.channel_for({"run": "ok", "seq": 1}) == "ticks/ok"  # remembered...
         with pytest.raises(ContractError, match="cannot fill channel"):
-            tick.channel_for({"run": bad, "seq": 1})
+            tick.channel_for({"run": bad, "seq": 1})  # ...which lets nothing through
     assert tick.channel_for({"run": 5, "seq": 1}) == "ticks/5"  # not a string: str() of it
-    assert tick.channel_for(Tick(run="z", seq=1)) == "ticks/z"
+    run = "".join(["z", "z"])
+    assert [tick.channel_for(Tick(run=r, seq=1)) for r in (run, run, "y", run)] == [
+        "ticks/zz",
+        "ticks/zz",
+        "ticks/y",
+        "ticks/zz",
+    ]
+    events = await tick.publish_many([{"run": "a", "seq": 1}], channel="elsewhere")
+    assert events[0].channel == "elsewhere"
 
 
 async def test_a_log_without_append_many_gets_one_append_per_event(tmp_path: Path) -> None:
@@ -180,3 +191,35 @@ async def test_a_log_without_append_many_gets_one_append_per_event(tmp_path: Pat
         sub.close()
     finally:
         await hub.stop()
+
+
+class Named(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def strip(cls, value: str) -> str:
+        return value.strip()
+
+
+class Checked(Named):
+    model_config = ConfigDict(revalidate_instances="always")
+
+
+@pytest.mark.parametrize("model", [Named, Checked])
+def test_the_encoder_validates_as_the_adapter_does(model: type[Named]) -> None:
+    """An instance of the model itself is encoded as validation would leave it, and so are
+    dicts, subclasses and models that ask to be validated again (the encoder's short cut
+    for the model's own instances changes no output)."""
+    svc = Service("names", version=1)
+    svc.event("names.named", model, channel="names")
+    codec = EventCodec(svc.spec())
+    encode, adapter = codec.encoder("names.named"), codec.adapter("names.named")
+    changed = model(name=" a ")
+    changed.name = " b "  # assigned after validation: kept unless the model revalidates
+    sub = type("Sub", (model,), {})
+    for data in (model(name=" a "), changed, {"name": " c "}, sub(name=" d ")):
+        assert encode(data) == adapter.dump_json(adapter.validate_python(data), by_alias=True)
+    assert encode(changed) == (b'{"name":"b"}' if model is Checked else b'{"name":" b "}')
+    with pytest.raises(ValidationError):
+        encode({"name": 1})

@@ -77,6 +77,9 @@ class Method:
     operation: Operation | None = None
 
 
+_UNSET = object()
+
+
 @dataclass(slots=True)
 class EventType:
     """A declared event type; calling it makes a message ready to publish."""
@@ -92,6 +95,9 @@ class EventType:
     _fields: tuple[str, ...] = ()
     _prefix: str = ""
     _suffix: str = ""
+    # The value of the one field last filled in, and its channel (see channel_for).
+    _last_value: object = field(default=_UNSET, init=False, repr=False, compare=False)
+    _last_channel: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._fields = tuple(re.findall(r"\{([a-z_][a-z0-9_]*)\}", self.channel))
@@ -110,8 +116,12 @@ class EventType:
             value = (
                 data.get(fields[0]) if isinstance(data, dict) else getattr(data, fields[0], None)
             )
+            if value is self._last_value:  # the same string as the event before's, as a rule
+                return self._last_channel
             if type(value) is str and value and "/" not in value and value not in ("+", "#"):
-                return self._prefix + value + self._suffix
+                channel = self._prefix + value + self._suffix
+                self._last_value, self._last_channel = value, channel
+                return channel
         elif not fields:
             return self.channel
         parts = []
@@ -143,9 +153,7 @@ class EventType:
         """Publish one event per item, in order, as one batch (see :meth:`Service.publish_many`)."""
         if self.service is None:
             raise ContractError(f"event {self.name} is not declared on a service")
-        channel_for = self.channel_for
-        pairs = [(channel or channel_for(data), data) for data in items]
-        return await self.service.hub.publish_data_many(self, pairs)
+        return await self.service.hub.publish_data_many(self, items, channel=channel or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,17 @@ CATCH_UP_BATCH = 500
 _CHECKED_CHANNELS = 4096
 
 
+def _take(source: deque[Event], out: list[Event], limit: int) -> None:
+    """Move events from the front of ``source`` to ``out`` until it holds ``limit``."""
+    room = limit - len(out)
+    if len(source) <= room:
+        out.extend(source)
+        source.clear()
+    else:
+        popleft = source.popleft
+        out.extend([popleft() for _ in range(room)])
+
+
 @dataclass(frozen=True, slots=True)
 class Poll:
     """One answer to a poll: the events and the cursor to continue from."""
@@ -160,17 +171,19 @@ class Subscription:
         except StopAsyncIteration:
             return []
         out = [first]
-        while len(out) < limit:
-            if self._history:
-                event = self._history.popleft()
-            elif self._queue and not self._catching_up:
-                event = self._queue.popleft()
-                if event.seq <= self._last_seq:
-                    continue
-            else:
-                break
-            self._last_seq = event.seq
-            out.append(event)
+        # Moved in bulk, not event by event: history first, then (caught up) the
+        # live buffer, which holds events in log order, so those already read
+        # from the log are all at its front.
+        if self._history:
+            _take(self._history, out, limit)
+        if len(out) < limit and not self._history and not self._catching_up:
+            queue = self._queue
+            last = out[-1].seq
+            while queue and queue[0].seq <= last:
+                queue.popleft()
+            if queue:
+                _take(queue, out, limit)
+        self._last_seq = out[-1].seq
         return out
 
     async def _catch_up(self) -> None:
@@ -224,8 +237,8 @@ class _Signal:
 Encoder = Callable[["EventMessage"], bytes]
 #: An event type's name → its data's encoder (see :meth:`EventHub.publish_data`).
 TypeEncoder = Callable[[str], Callable[[Any], bytes]]
-#: Sees every published event synchronously (see :meth:`EventHub.add_tap`).
-Tap = Callable[[Event], None]
+#: Sees every published event synchronously, a batch at a time (see :meth:`EventHub.add_tap`).
+Tap = Callable[[list[Event]], None]
 
 
 class EventHub:
@@ -299,7 +312,7 @@ class EventHub:
         event = await self.log.append(channel, type, data, now())
         self.published += 1
         if self._taps:
-            self._tap(event)
+            self._tap([event])
         for subscriber in self._index.match(channel):
             subscriber._push(event)
         return event
@@ -321,18 +334,22 @@ class EventHub:
         return await self.publish(channel, name, self.type_encoder(name)(data))
 
     async def publish_data_many(
-        self, event_type: EventType, items: Iterable[tuple[str, Any]]
+        self, event_type: EventType, items: Iterable[Any], *, channel: str | None = None
     ) -> list[Event]:
-        """Publish ``(channel, data)`` events of one type in order, as one batch.
+        """Publish events of one type in order, as one batch, on ``channel`` or their own.
 
-        :meth:`publish_batch` for messages of one type, without making the messages:
-        the hot path of ``EventType.publish_many``.
+        :meth:`publish_batch` for data of one type, without making the messages:
+        the hot path of ``EventType.publish_many``. Each item's channel is its
+        type's template filled from it, unless ``channel`` is given.
         """
         if self.type_encoder is None:
-            return await self.publish_batch([event_type(data, channel=c) for c, data in items])
+            return await self.publish_batch([event_type(data, channel=channel) for data in items])
         name = event_type.name
         encode = self.type_encoder(name)
-        return await self.publish_many([(channel, name, encode(data)) for channel, data in items])
+        if channel is not None:
+            return await self.publish_many([(channel, name, encode(data)) for data in items])
+        channel_for = event_type.channel_for
+        return await self.publish_many([(channel_for(data), name, encode(data)) for data in items])
 
     async def publish_batch(self, messages: Iterable[EventMessage]) -> list[Event]:
         """Publish typed events in order, as one batch: see :meth:`publish_many`."""
@@ -348,7 +365,8 @@ class EventHub:
         appended, so an invalid item publishes nothing. Each live subscriber then
         gets each run of same-channel events in one push and one wake-up.
         """
-        for channel, _, _ in items:
+        channels = {channel for channel, _, _ in items}
+        for channel in channels:
             if channel not in self._valid_channels:
                 self._remember_channel(channel)
         at = now()
@@ -360,16 +378,19 @@ class EventHub:
             append = self.log.append
             events = [await append(channel, type, data, at) for channel, type, data in items]
         self.published += len(events)
-        if self._taps:
-            for event in events:
-                self._tap(event)
+        if self._taps and events:
+            self._tap(events)
+        if len(channels) == 1:  # the common case: the whole batch is one run
+            for subscriber in self._index.match(events[0].channel):
+                subscriber._push_run(events)
+            return events
         start = 0
         while start < len(events):
             channel = events[start].channel
             end = start + 1
             while end < len(events) and events[end].channel == channel:
                 end += 1
-            run = events[start:end] if start or end < len(events) else events
+            run = events[start:end]
             for subscriber in self._index.match(channel):
                 subscriber._push_run(run)
             start = end
@@ -382,22 +403,26 @@ class EventHub:
             self._valid_channels.clear()
         self._valid_channels.add(channel)
 
-    def _tap(self, event: Event) -> None:
+    def _tap(self, events: list[Event]) -> None:
         for tap in self._taps:
             try:
-                tap(event)
+                tap(events)
             except Exception:
-                # The event is in the log: failing the publisher now would invite a
-                # retry that publishes it twice.
-                log.exception("an event tap failed on %s", event.id)
+                # The events are in the log: failing the publisher now would invite a
+                # retry that publishes them twice.
+                log.exception(
+                    "an event tap failed on %d event(s) from %s", len(events), events[0].id
+                )
 
     def add_tap(self, tap: Tap) -> None:
         """Call ``tap`` with every event published from now on, synchronously.
 
-        A tap runs in the loop step that appended the event, before live
-        subscribers get it, and must not block or await. A transactional outbox
-        (the webhooks edge) records events there, so on SQLite its rows join the
-        event's group transaction instead of trailing it.
+        ``tap`` gets the events of each publish as one list, in log order (one
+        event for :meth:`publish`, the whole batch for :meth:`publish_many`).
+        It runs in the loop step that appended them, before live subscribers
+        get them, and must not block or await. A transactional outbox (the
+        webhooks edge) records events there, so on SQLite its rows join the
+        events' group transaction instead of trailing it.
         """
         self._taps.append(tap)
 

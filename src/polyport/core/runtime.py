@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from polyport.core.config import Settings
 from polyport.core.contract import EventMessage
@@ -34,7 +34,8 @@ class EventCodec:
             for name, adapter in self._adapters.items()
         }
         self._encoders = {
-            name: _encoder(validate, to_json) for name, (validate, to_json) in self._codecs.items()
+            name: _encoder(validate, to_json, _as_is(spec.events[name].annotation))
+            for name, (validate, to_json) in self._codecs.items()
         }
 
     def adapter(self, event_type: str) -> TypeAdapter[Any]:
@@ -49,13 +50,34 @@ class EventCodec:
         return self._encoders[event_type]
 
 
+def _as_is(annotation: Any) -> type[BaseModel] | None:
+    """The model whose own instances validate as themselves, unchanged; else None."""
+    if (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and annotation.model_config.get("revalidate_instances", "never") == "never"
+    ):
+        return annotation
+    return None
+
+
 def _encoder(
-    validate: Callable[[Any], Any], to_json: Callable[..., bytes]
+    validate: Callable[[Any], Any], to_json: Callable[..., bytes], model: type[BaseModel] | None
 ) -> Callable[[Any], bytes]:
-    def encode(data: Any) -> bytes:
+    if model is None:
+
+        def encode(data: Any) -> bytes:
+            return to_json(validate(data), by_alias=True)
+
+        return encode
+
+    def encode_model(data: Any) -> bytes:
+        # An instance of the model itself (not of a subclass) is valid as it is.
+        if type(data) is model:
+            return to_json(data, by_alias=True)
         return to_json(validate(data), by_alias=True)
 
-    return encode
+    return encode_model
 
 
 @dataclass(frozen=True, slots=True)

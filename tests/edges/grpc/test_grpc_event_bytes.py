@@ -1,50 +1,86 @@
-"""The ``Event`` bytes of the events stream: what protobuf itself writes, event after event."""
+"""The ``Event`` bytes of the events stream: written by hand, exactly as protobuf writes them."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 
 from polyport.core.events import Event
 from polyport.edges.grpc.events import PACKAGE, EventStream, events_file
 
 
-def test_each_event_encodes_as_a_fresh_message_would() -> None:
-    """The reused message carries nothing over from the event before."""
+@pytest.fixture
+def pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(events_file())
-    stream = EventStream(cast(Any, None), pool)
-    batch = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.EventBatch"))
-    events = [
-        Event("orders/created", 7, "abcdefghij", 12, "orders.created", 1795847414.25, b'{"id":1}'),
+    return pool
+
+
+def events() -> list[Event]:
+    """Events whose shared parts (channel, epoch, type, time) change, stay, and come back."""
+    first = Event(
+        "orders/created", 7, "abcdefghij", 12, "orders.created", 1795847414.25, b'{"id":1}'
+    )
+    same = first.channel, first.epoch, first.type
+    return [
+        first,
         Event("a", 1, "zzzzzzzzzz", 13, "t", 1795847415.0, b""),  # nanos 0, no data
         Event("c/" + "x" * 200, 300, "k" * 10, 14, "long", 1.5, b'"' + b"y" * 300 + b'"'),
+        Event(same[0], 8, same[1], 15, same[2], 1795847416.5, b'{"id":2}'),
+        Event(same[0], 9, same[1], 16, "orders.paid", 1795847416.5, b'{"id":3}'),  # same time
+        Event(same[0], 10, "bcdefghijk", 17, same[2], 1795847418.0, b'{"id":4}'),
+        Event("", 11, same[1], 18, "", 1795847419.0, b"{}"),  # empty: proto3's default
+        # Equal to the event before's channel, epoch and type, but other strings.
+        Event("".join(["orders/", "created"]), 12, "abcdefghi" + "j", 19, same[2], 0.0, b"1"),
+        Event(same[0], 0, same[1], 20, same[2], -1.25, b"2"),  # offset 0, before 1970
+        # The offset's varint at each of its lengths, and lengths above 127 and 16 KiB.
+        Event(same[0], 127, same[1], 21, same[2], 2.0, b"x" * 127),
+        Event(same[0], 128, same[1], 22, same[2], 2.0, b"x" * 128),
+        Event(same[0], 16_384, same[1], 23, same[2], 2.0, b'"' + b"z" * 20_000 + b'"'),
+        Event(same[0], 2_097_152, same[1], 24, same[2], 2.0, b"3"),
+        Event(same[0], 2**40, same[1], 25, same[2], 2.0, b"4"),
     ]
-    # Channel, epoch and type are set only when they differ from the event before
-    # (compared by identity): the same strings again, one of them changed, then back.
-    first = events[0]
-    events += [
-        Event(first.channel, 8, first.epoch, 15, first.type, 1795847416.5, b'{"id":2}'),
-        Event(first.channel, 9, first.epoch, 16, "orders.paid", 1795847417.0, b'{"id":3}'),
-        Event(first.channel, 10, "bcdefghijk", 17, first.type, 1795847418.0, b'{"id":4}'),
-        Event("", 11, first.epoch, 18, "", 1795847419.0, b"{}"),  # empty: proto3's default
-        Event(first.channel, 12, first.epoch, 19, first.type, 1795847420.0, b'{"id":5}'),
-        # Above 16 KiB: the length takes three bytes.
-        Event(first.channel, 13, first.epoch, 20, first.type, 2.0, b'"' + b"z" * 20_000 + b'"'),
-    ]
-    for event in events:
-        expected = stream.event_class(
-            id=event.id,
-            channel=event.channel,
-            offset=event.offset,
-            epoch=event.epoch,
-            type=event.type,
-            time={"seconds": int(event.time), "nanos": int((event.time % 1) * 1e9)},
-            data=event.data,
-        )
+
+
+def fresh(stream: EventStream, event: Event) -> Any:
+    """What upb makes of the event, from a new message."""
+    seconds = int(event.time // 1)
+    return stream.event_class(
+        id=event.id,
+        channel=event.channel,
+        offset=event.offset,
+        epoch=event.epoch,
+        type=event.type,
+        time={"seconds": seconds, "nanos": int((event.time - seconds) * 1e9)},
+        data=event.data,
+    )
+
+
+def test_each_event_encodes_as_protobuf_would(pool: descriptor_pool.DescriptorPool) -> None:
+    """Event by event, nothing carries over from the event before."""
+    stream = EventStream(cast(Any, None), pool)
+    batch = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.EventBatch"))
+    for event in events():
+        expected = fresh(stream, event)
         framed = stream.event_bytes(event)
         assert batch.FromString(framed).events[0] == expected
         assert framed.endswith(expected.SerializeToString())
         assert stream.event_bytes(event) is framed  # encoded once
+
+
+def test_a_batch_encodes_as_protobuf_would(pool: descriptor_pool.DescriptorPool) -> None:
+    """A whole batch, some of it encoded before: upb's bytes, and the cursor last."""
+    stream = EventStream(cast(Any, None), pool)
+    batch_class = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{PACKAGE}.EventBatch")
+    )
+    some = events()
+    earlier = stream.event_bytes(some[5])
+    raw = stream.batch_bytes(some, "abcdefghij@25")
+    expected = batch_class(events=[fresh(stream, e) for e in some], cursor="abcdefghij@25")
+    assert raw == expected.SerializeToString()
+    assert some[5].wire["grpc"] is earlier
+    assert stream.batch_bytes([], "x@0") == batch_class(cursor="x@0").SerializeToString()

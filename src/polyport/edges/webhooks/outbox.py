@@ -110,14 +110,17 @@ class WebhookOutbox:
 
     # -- publishing --------------------------------------------------------------------
 
-    def tap(self, event: Event) -> None:
-        """Note an event just appended to the log (synchronously, in its loop step)."""
-        targets = self.table.matching(event.type)
-        if not targets and not (self.durable and self.table):
-            # Nothing to deliver, and no endpoint whose restart catch-up needs the
-            # cursor: with no endpoint at all, publishing pays nothing here.
+    def tap(self, events: list[Event]) -> None:
+        """Note events just appended to the log (synchronously, in their loop step)."""
+        table = self.table
+        if not table:
+            return  # no endpoint at all: publishing pays nothing here
+        matching = table.matching
+        keep_all = self.durable  # a restart's catch-up needs the cursor of every event
+        noted = [(e, targets) for e in events if (targets := matching(e.type)) or keep_all]
+        if not noted:
             return
-        self._pending.append((event, targets))
+        self._pending.extend(noted)
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_soon(self.write)
 
