@@ -89,22 +89,28 @@ class MemoryEventLog:
         self, items: Sequence[tuple[str, str, bytes]], time: float
     ) -> list[Event]:
         """Append ``(channel, type, data)`` events in order, all at ``time``: one call, not N."""
-        out = []
+        out: list[Event] = []
+        add = out.append
         channels = self._channels
         limit = self.history.max_events
-        for channel, type, data in items:
-            state = channels.get(channel)
-            if state is None:
-                state = _Channel(channel, new_epoch())
-                channels[channel] = state
-                self._by_epoch[state.epoch] = state
-            self._seq += 1
-            state.last_offset += 1
-            event = Event(state.name, state.last_offset, state.epoch, self._seq, type, time, data)
-            state.events.append(event)
-            if len(state.events) - state.start > limit:
-                state.drop_through(len(state.events) - limit)
-            out.append(event)
+        seq = self._seq
+        try:
+            for channel, type, data in items:
+                state = channels.get(channel)
+                if state is None:
+                    state = _Channel(channel, new_epoch())
+                    channels[channel] = state
+                    self._by_epoch[state.epoch] = state
+                seq += 1
+                offset = state.last_offset = state.last_offset + 1
+                event = Event(state.name, offset, state.epoch, seq, type, time, data)
+                held = state.events
+                held.append(event)
+                if len(held) - state.start > limit:
+                    state.drop_through(len(held) - limit)
+                add(event)
+        finally:
+            self._seq = seq  # what was appended, whatever happens
         return out
 
     async def head(self) -> int:

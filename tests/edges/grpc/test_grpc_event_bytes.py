@@ -42,6 +42,9 @@ def events() -> list[Event]:
         Event(same[0], 16_384, same[1], 23, same[2], 2.0, b'"' + b"z" * 20_000 + b'"'),
         Event(same[0], 2_097_152, same[1], 24, same[2], 2.0, b"3"),
         Event(same[0], 2**40, same[1], 25, same[2], 2.0, b"4"),
+        Event(same[0], 16_383, same[1], 26, same[2], 2.0, b"5"),
+        Event(same[0], 2_097_151, same[1], 27, same[2], 2.0, b"6"),
+        Event(same[0], -5, same[1], 28, same[2], 2.0, b"7"),  # int64: ten bytes
     ]
 
 

@@ -157,6 +157,8 @@ def events_file() -> descriptor_pb2.FileDescriptorProto:
 
 
 _SMALL = [bytes((n,)) for n in range(0x80)]
+#: Field 3 (offset) under 128, by its value; none for 0.
+_OFFSETS = [b""] + [b"\x18" + _SMALL[n] for n in range(1, 0x80)]
 #: Field 7 (data) up to its bytes, by their length under 128; none when it is empty.
 _DATA_HEADS = [b""] + [b"\x3a" + _SMALL[n] for n in range(1, 0x80)]
 
@@ -270,7 +272,21 @@ class EventStream:
                         heads[len(digits)],
                         digits,
                         channel_field,
-                        b"\x18" + _varint(offset) if offset else b"",
+                        # Field 3, the offset: up to four bytes without a call.
+                        _OFFSETS[offset]
+                        if 0 <= offset < 0x80
+                        else bytes((0x18, (offset & 0x7F) | 0x80, offset >> 7))
+                        if 0x80 <= offset < 0x4000
+                        else bytes(
+                            (
+                                0x18,
+                                (offset & 0x7F) | 0x80,
+                                (offset >> 7 & 0x7F) | 0x80,
+                                offset >> 14,
+                            )
+                        )
+                        if 0 < offset < 0x200000
+                        else b"\x18" + _varint(offset),
                         kinds,
                         stamp,
                         _DATA_HEADS[size] if size < 0x80 else b"\x3a" + _varint(size),
@@ -279,7 +295,9 @@ class EventStream:
                 )
                 size = len(body)
                 framed = wire["grpc"] = (
-                    b"\x0a" + (_SMALL[size] if size < 0x80 else _varint(size)) + body
+                    bytes((0x0A, (size & 0x7F) | 0x80, size >> 7)) + body
+                    if 0x80 <= size < 0x4000
+                    else b"\x0a" + _varint(size) + body
                 )
             append(framed)
         self._shared = _Shared(channel, channel_field, epoch, type_, heads, kinds, moment, stamp)
