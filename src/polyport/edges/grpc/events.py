@@ -172,6 +172,11 @@ def _varint(value: int) -> bytes:
         return bytes(((value & 0x7F) | 0x80, value >> 7))
     elif value < 0x200000:  # offsets up to two million: three
         return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    elif value < 0x800000000:  # a timestamp's seconds and nanos: four or five
+        low = ((value & 0x7F) | 0x80, (value >> 7 & 0x7F) | 0x80, (value >> 14 & 0x7F) | 0x80)
+        if value < 0x10000000:
+            return bytes((*low, value >> 21))
+        return bytes((*low, (value >> 21 & 0x7F) | 0x80, value >> 28))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -186,16 +191,6 @@ def _text(tag: bytes, text: str) -> bytes:
     return tag + _varint(len(data)) + data if data else b""
 
 
-def _timestamp(moment: float) -> bytes:
-    """``Event.time`` (field 6), always present: a ``google.protobuf.Timestamp``."""
-    seconds = int(moment // 1)
-    nanos = int((moment - seconds) * 1e9)
-    inner = (b"\x08" + _varint(seconds) if seconds else b"") + (
-        b"\x10" + _varint(nanos) if nanos else b""
-    )
-    return b"\x32" + _SMALL[len(inner)] + inner
-
-
 class _Shared(NamedTuple):
     """What :meth:`EventStream.frames` encoded for the events before, and from what."""
 
@@ -207,6 +202,7 @@ class _Shared(NamedTuple):
     kinds: bytes  # fields 4 and 5: epoch and type
     time: float | None
     stamp: bytes  # field 6
+    seconds: int  # what the Timestamp refilled for field 6 holds as its seconds
 
 
 class EventStream:
@@ -222,7 +218,8 @@ class EventStream:
         )
         # What the events before had as a rule, encoded once (see frames): channel,
         # epoch and type, and time; nothing yet.
-        self._shared: _Shared = _Shared(None, b"", None, None, [], b"", None, b"")
+        self._shared: _Shared = _Shared(None, b"", None, None, [], b"", None, b"", 0)
+        self._clock: Any = self.event_class().time  # a Timestamp, refilled for each time
         self.subscriptions: set[Subscription] = set()
 
     def close(self) -> None:
@@ -246,7 +243,8 @@ class EventStream:
         """
         out: list[bytes] = []
         append = out.append
-        channel, channel_field, epoch, type_, heads, kinds, moment, stamp = self._shared
+        channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds = self._shared
+        clock = self._clock
         for event in events:
             wire = event.wire
             framed = wire.get("grpc")
@@ -261,8 +259,16 @@ class EventStream:
                     heads = [b"\x0a" + _varint(len(head) + n) + head for n in range(21)]
                     kinds = _text(b"\x22", epoch) + _text(b"\x2a", type_)
                 if event.time != moment:
+                    # upb writes the Timestamp: fewer instructions than Python here.
                     moment = event.time
-                    stamp = _timestamp(moment)
+                    whole = int(moment)
+                    if whole > moment:  # before 1970: the seconds round down
+                        whole -= 1
+                    if whole != seconds:
+                        clock.seconds = seconds = whole
+                    clock.nanos = int((moment - whole) * 1e9)
+                    inner = clock.SerializeToString()
+                    stamp = b"\x32" + _SMALL[len(inner)] + inner
                 offset = event.offset
                 digits = b"%d" % offset
                 data = event.data
@@ -300,7 +306,9 @@ class EventStream:
                     else b"\x0a" + _varint(size) + body
                 )
             append(framed)
-        self._shared = _Shared(channel, channel_field, epoch, type_, heads, kinds, moment, stamp)
+        self._shared = _Shared(
+            channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds
+        )
         return out
 
     def batch_bytes(self, events: list[Event], cursor: str) -> bytes:
