@@ -87,3 +87,33 @@ def test_a_batch_encodes_as_protobuf_would(pool: descriptor_pool.DescriptorPool)
     assert raw == expected.SerializeToString()
     assert some[5].wire["grpc"] is earlier
     assert stream.batch_bytes([], "x@0") == batch_class(cursor="x@0").SerializeToString()
+
+
+def test_an_event_that_cannot_be_encoded_leaves_the_next_ones_right(
+    pool: descriptor_pool.DescriptorPool,
+) -> None:
+    """What failed is not noted as encoded: the events after it get their own bytes."""
+    stream = EventStream(cast(Any, None), pool)
+    batch = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.EventBatch"))
+    some = events()
+    stream.event_bytes(some[0])
+    first = some[0]
+    for bad, error in [
+        (Event("\ud800", 1, first.epoch, 1, first.type, 5.5, b"x"), UnicodeEncodeError),
+        (Event(first.channel, 1, "\ud800", 1, first.type, 5.5, b"x"), UnicodeEncodeError),
+        (Event(first.channel, 1, first.epoch, 1, first.type, 1e30, b"x"), ValueError),
+        (Event(first.channel, 1, first.epoch, 1, first.type, float("inf"), b"x"), OverflowError),
+    ]:
+        # Another time (another second, too), then the event that fails.
+        with pytest.raises(error):
+            stream.batch_bytes([some[3], bad], "c")
+        assert "grpc" not in bad.wire
+        with pytest.raises(error):  # again: nothing of it was noted as made
+            stream.event_bytes(bad)
+        # The first event's second, channel, epoch and type again, with another fraction.
+        probe = Event(first.channel, 99, first.epoch, 99, first.type, first.time + 0.5, b"p")
+        assert stream.event_bytes(probe).endswith(fresh(stream, probe).SerializeToString())
+    for event in [*some, first]:
+        expected = fresh(stream, event)
+        assert batch.FromString(stream.event_bytes(event)).events[0] == expected
+        assert stream.event_bytes(event).endswith(expected.SerializeToString())

@@ -172,7 +172,7 @@ def _varint(value: int) -> bytes:
         return bytes(((value & 0x7F) | 0x80, value >> 7))
     elif value < 0x200000:  # offsets up to two million: three
         return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
-    elif value < 0x800000000:  # a timestamp's seconds and nanos: four or five
+    elif value < 0x800000000:  # up to 2**35: four or five
         low = ((value & 0x7F) | 0x80, (value >> 7 & 0x7F) | 0x80, (value >> 14 & 0x7F) | 0x80)
         if value < 0x10000000:
             return bytes((*low, value >> 21))
@@ -239,76 +239,82 @@ class EventStream:
         Channel, epoch, type and time are those of the event before as a rule
         (a batch publish gives its events one time), and are encoded only when
         they differ, so an event costs its id, its offset and its data. Filling
-        and serialising a reused upb message cost more.
+        and serialising a reused upb ``Event`` cost more; only a time that
+        changes goes through upb, as a ``Timestamp``.
         """
         out: list[bytes] = []
         append = out.append
         channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds = self._shared
         clock = self._clock
-        for event in events:
-            wire = event.wire
-            framed = wire.get("grpc")
-            if framed is None:
-                if event.channel is not channel:
-                    channel = event.channel
-                    channel_field = _text(b"\x12", channel)
-                if event.epoch is not epoch or event.type is not type_:
-                    epoch, type_ = event.epoch, event.type
-                    head = epoch.encode() + b":"
-                    # Field 1, the id "epoch:offset", up to its digits: by their count.
-                    heads = [b"\x0a" + _varint(len(head) + n) + head for n in range(21)]
-                    kinds = _text(b"\x22", epoch) + _text(b"\x2a", type_)
-                if event.time != moment:
-                    # upb writes the Timestamp: fewer instructions than Python here.
-                    moment = event.time
-                    whole = int(moment)
-                    if whole > moment:  # before 1970: the seconds round down
-                        whole -= 1
-                    if whole != seconds:
-                        clock.seconds = seconds = whole
-                    clock.nanos = int((moment - whole) * 1e9)
-                    inner = clock.SerializeToString()
-                    stamp = b"\x32" + _SMALL[len(inner)] + inner
-                offset = event.offset
-                digits = b"%d" % offset
-                data = event.data
-                size = len(data)
-                body = b"".join(
-                    (
-                        heads[len(digits)],
-                        digits,
-                        channel_field,
-                        # Field 3, the offset: up to four bytes without a call.
-                        _OFFSETS[offset]
-                        if 0 <= offset < 0x80
-                        else bytes((0x18, (offset & 0x7F) | 0x80, offset >> 7))
-                        if 0x80 <= offset < 0x4000
-                        else bytes(
-                            (
-                                0x18,
-                                (offset & 0x7F) | 0x80,
-                                (offset >> 7 & 0x7F) | 0x80,
-                                offset >> 14,
+        try:
+            for event in events:
+                wire = event.wire
+                framed = wire.get("grpc")
+                if framed is None:
+                    # Each part is noted with what it was made from only once made.
+                    if event.channel is not channel:
+                        channel_field = _text(b"\x12", event.channel)
+                        channel = event.channel
+                    if event.epoch is not epoch or event.type is not type_:
+                        head = event.epoch.encode() + b":"
+                        # Field 1, the id "epoch:offset", up to its digits: by their count.
+                        heads = [b"\x0a" + _varint(len(head) + n) + head for n in range(21)]
+                        kinds = _text(b"\x22", event.epoch) + _text(b"\x2a", event.type)
+                        epoch, type_ = event.epoch, event.type
+                    if event.time != moment:
+                        # upb writes the Timestamp: fewer instructions than Python here.
+                        whole = int(event.time)
+                        if whole > event.time:  # before 1970: the seconds round down
+                            whole -= 1
+                        if whole != seconds:
+                            clock.seconds = whole
+                            seconds = whole
+                        clock.nanos = int((event.time - whole) * 1e9)
+                        inner = clock.SerializeToString()
+                        stamp = b"\x32" + _SMALL[len(inner)] + inner
+                        moment = event.time
+                    offset = event.offset
+                    digits = b"%d" % offset
+                    data = event.data
+                    size = len(data)
+                    body = b"".join(
+                        (
+                            heads[len(digits)],
+                            digits,
+                            channel_field,
+                            # Field 3, the offset: up to four bytes without a call.
+                            _OFFSETS[offset]
+                            if 0 <= offset < 0x80
+                            else bytes((0x18, (offset & 0x7F) | 0x80, offset >> 7))
+                            if 0x80 <= offset < 0x4000
+                            else bytes(
+                                (
+                                    0x18,
+                                    (offset & 0x7F) | 0x80,
+                                    (offset >> 7 & 0x7F) | 0x80,
+                                    offset >> 14,
+                                )
                             )
+                            if 0 < offset < 0x200000
+                            else b"\x18" + _varint(offset),
+                            kinds,
+                            stamp,
+                            _DATA_HEADS[size] if size < 0x80 else b"\x3a" + _varint(size),
+                            data,
                         )
-                        if 0 < offset < 0x200000
-                        else b"\x18" + _varint(offset),
-                        kinds,
-                        stamp,
-                        _DATA_HEADS[size] if size < 0x80 else b"\x3a" + _varint(size),
-                        data,
                     )
-                )
-                size = len(body)
-                framed = wire["grpc"] = (
-                    bytes((0x0A, (size & 0x7F) | 0x80, size >> 7)) + body
-                    if 0x80 <= size < 0x4000
-                    else b"\x0a" + _varint(size) + body
-                )
-            append(framed)
-        self._shared = _Shared(
-            channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds
-        )
+                    size = len(body)
+                    framed = wire["grpc"] = (
+                        bytes((0x0A, (size & 0x7F) | 0x80, size >> 7)) + body
+                        if 0x80 <= size < 0x4000
+                        else b"\x0a" + _varint(size) + body
+                    )
+                append(framed)
+        finally:
+            # Even after an error: the reused Timestamp holds the seconds noted.
+            self._shared = _Shared(
+                channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds
+            )
         return out
 
     def batch_bytes(self, events: list[Event], cursor: str) -> bytes:
