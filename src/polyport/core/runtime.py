@@ -29,24 +29,23 @@ class EventCodec:
             name: TypeAdapter(event.annotation) for name, event in spec.events.items()
         }
         # The pydantic-core validator and serializer themselves: one call each.
-        self._codecs = {
-            name: (adapter.validator.validate_python, adapter.serializer.to_json)
-            for name, adapter in self._adapters.items()
-        }
         self._encoders = {
-            name: _encoder(validate, to_json, _as_is(spec.events[name].annotation))
-            for name, (validate, to_json) in self._codecs.items()
+            name: _encoder(
+                adapter.validator.validate_python,
+                adapter.serializer.to_json,
+                _as_is(spec.events[name].annotation),
+            )
+            for name, adapter in self._adapters.items()
         }
 
     def adapter(self, event_type: str) -> TypeAdapter[Any]:
         return self._adapters[event_type]
 
     def encode(self, message: EventMessage) -> bytes:
-        validate, to_json = self._codecs[message.type.name]
-        return to_json(validate(message.data), by_alias=True)
+        return self._encoders[message.type.name](message.data)
 
     def encoder(self, event_type: str) -> Callable[[Any], bytes]:
-        """``data`` → its JSON for one event type: :meth:`encode` without a message to unpack."""
+        """``data`` → its JSON for one event type: what :meth:`encode` does to a message's data."""
         return self._encoders[event_type]
 
 
