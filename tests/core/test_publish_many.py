@@ -14,7 +14,7 @@ from polyport.backends.sqlite.eventlog import SqliteEventLog
 from polyport.core.contract import Service
 from polyport.core.errors import ContractError, InvalidArgument
 from polyport.core.eventlog import History
-from polyport.core.events import Pattern
+from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
 from polyport.core.runtime import EventCodec
 
@@ -168,6 +168,45 @@ async def test_an_event_type_validates_and_fills_its_channel_before_publishing(
     ]
     events = await tick.publish_many([{"run": "a", "seq": 1}], channel="elsewhere")
     assert events[0].channel == "elsewhere"
+
+
+async def test_a_batch_gets_each_items_own_channel(service: Service) -> None:
+    """``channels_for`` is ``channel_for`` per item, a bad value anywhere fails the batch."""
+    tick = service.events["ticks.tick"]
+    run = "".join(["r", "1"])  # equal to "r1", another object
+    items: list[object] = [
+        {"run": "r1", "seq": 1},
+        {"run": "r1", "seq": 2},
+        Tick(run=run, seq=3),
+        {"run": 5, "seq": 4},
+        {"run": "r2", "seq": 5},
+        {"run": "r1", "seq": 6},
+    ]
+    assert tick.channels_for(items) == [tick.channel_for(i) for i in items]
+    assert tick.channels_for(items) == [f"ticks/{r}" for r in ("r1", "r1", "r1", 5, "r2", "r1")]
+    for bad in ("", "a/b", "#", None):
+        with pytest.raises(ContractError, match="cannot fill channel"):
+            tick.channels_for([{"run": "r1", "seq": 1}, {"run": bad, "seq": 2}])
+        with pytest.raises(ContractError):
+            await tick.publish_many([{"run": "r1", "seq": 1}, {"run": bad, "seq": 2}])
+    assert await service.hub.log.head() == 0
+    events = await tick.publish_many({"run": r, "seq": 1} for r in ("a", "b", "a"))  # any iterable
+    assert [e.channel for e in events] == ["ticks/a", "ticks/b", "ticks/a"]
+
+
+async def test_a_batch_append_makes_the_events_one_by_one_appends_make() -> None:
+    """The memory log's ``append_many`` fills every field of ``Event`` as ``append`` does."""
+    one, many = MemoryEventLog(), MemoryEventLog()
+    items = [("c/a", "t", b"1"), ("c/b", "u", b"2"), ("c/a", "t", b"3")]
+    singles = [await one.append(channel, type, data, 5.5) for channel, type, data in items]
+    batch = await many.append_many(items, 5.5)
+    assert len(batch) == len(singles)
+    for a, b in zip(singles, batch, strict=True):
+        for name in Event.__slots__:
+            if name != "epoch":  # drawn at random per log
+                assert getattr(b, name) == getattr(a, name), name
+        assert b.wire is not batch[0].wire or b is batch[0]  # each its own
+        assert b.to_json().startswith(b'{"id":"' + b.epoch.encode() + b":")
 
 
 async def test_a_log_without_append_many_gets_one_append_per_event(tmp_path: Path) -> None:

@@ -141,7 +141,11 @@ def _rfc3339(ts: float) -> str:
 
 
 class Event:
-    """One published event. ``data`` is its payload already encoded as JSON."""
+    """One published event. ``data`` is its payload already encoded as JSON.
+
+    The memory log's ``append_many`` sets these fields itself, without
+    ``__init__`` (its hot path): a field added here is added there too.
+    """
 
     __slots__ = ("_json", "channel", "data", "epoch", "offset", "seq", "time", "type", "wire")
 

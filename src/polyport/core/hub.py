@@ -348,8 +348,11 @@ class EventHub:
         encode = self.type_encoder(name)
         if channel is not None:
             return await self.publish_many([(channel, name, encode(data)) for data in items])
-        channel_for = event_type.channel_for
-        return await self.publish_many([(channel_for(data), name, encode(data)) for data in items])
+        items = items if isinstance(items, Sequence) else list(items)
+        channels = event_type.channels_for(items)
+        return await self.publish_many(
+            [(channel, name, encode(data)) for channel, data in zip(channels, items, strict=True)]
+        )
 
     async def publish_batch(self, messages: Iterable[EventMessage]) -> list[Event]:
         """Publish typed events in order, as one batch: see :meth:`publish_many`."""

@@ -117,3 +117,39 @@ def test_an_event_that_cannot_be_encoded_leaves_the_next_ones_right(
         expected = fresh(stream, event)
         assert batch.FromString(stream.event_bytes(event)).events[0] == expected
         assert stream.event_bytes(event).endswith(expected.SerializeToString())
+
+
+def test_runs_of_offsets_encode_as_protobuf_would(pool: descriptor_pool.DescriptorPool) -> None:
+    """Offsets counting up across 100, 128 and their multiples, as a channel gives them.
+
+    The id's leading digits and the offset's varint after its first byte are
+    reused while they stay the same; another epoch or type in the middle of a
+    hundred, data around 128 bytes and 16 KiB, and a time per event do not
+    carry over wrong bytes.
+    """
+    stream = EventStream(cast(Any, None), pool)
+    batch_class = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{PACKAGE}.EventBatch")
+    )
+    sizes = [0, 1, 126, 127, 128, 129, 300, 16_380, 16_383, 16_384, 20_000]
+    some = []
+    for offset in [*range(90, 140), *range(16_370, 16_400), *range(2_097_140, 2_097_160), 10**12]:
+        epoch, type_ = "abcdefghij", "ticks.tick"
+        if offset % 7 == 0:
+            epoch = "bcdefghijk"  # another epoch for one event, then the first again
+        if offset % 11 == 0:
+            type_ = "ticks.other"
+        data = b"d" * sizes[offset % len(sizes)]
+        some.append(Event("ticks/a", offset, epoch, offset, type_, 1795847414.0 + offset, data))
+    # Twice, on a fresh stream: the first pass fills the tables of lengths.
+    for _ in range(2):
+        for event in some:
+            event.wire.clear()
+        raw = stream.batch_bytes(some, "c@1")
+        expected = batch_class(events=[fresh(stream, e) for e in some], cursor="c@1")
+        assert raw == expected.SerializeToString()
+        stream = EventStream(cast(Any, None), pool)
+    # One by one, each after a different one: nothing is reused wrongly either way.
+    for event in [*reversed(some), *some[::3]]:
+        event.wire.clear()
+        assert stream.event_bytes(event).endswith(fresh(stream, event).SerializeToString())

@@ -159,8 +159,18 @@ def events_file() -> descriptor_pb2.FileDescriptorProto:
 _SMALL = [bytes((n,)) for n in range(0x80)]
 #: Field 3 (offset) under 128, by its value; none for 0.
 _OFFSETS = [b""] + [b"\x18" + _SMALL[n] for n in range(1, 0x80)]
-#: Field 7 (data) up to its bytes, by their length under 128; none when it is empty.
-_DATA_HEADS = [b""] + [b"\x3a" + _SMALL[n] for n in range(1, 0x80)]
+#: Field 3 (offset) from 128 up: its tag and the first byte of its varint, by ``offset & 0x7F``.
+_OFFSET_LOWS = [bytes((0x18, n | 0x80)) for n in range(0x80)]
+#: The last two digits of a number from 100 up, by ``number % 100``.
+_PAIRS = [b"%02d" % n for n in range(100)]
+#: Tag and length by length under 16 KiB, made on first use (see :func:`_head`): field 7
+#: (data), none when it is empty, and field 1 of a batch (the framed ``Event``).
+_DATA_HEADS: list[bytes | None] = [None] * 0x4000
+_FRAME_HEADS: list[bytes | None] = [None] * 0x4000
+for _n in range(0x80):
+    _DATA_HEADS[_n] = b"\x3a" + _SMALL[_n] if _n else b""
+    _FRAME_HEADS[_n] = b"\x0a" + _SMALL[_n]
+del _n
 
 
 def _varint(value: int) -> bytes:
@@ -185,6 +195,14 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _head(heads: list[bytes | None], tag: bytes, size: int) -> bytes:
+    """``tag`` and the varint ``size``, kept in ``heads`` under 16 KiB."""
+    head = tag + _varint(size)
+    if size < len(heads):
+        heads[size] = head
+    return head
+
+
 def _text(tag: bytes, text: str) -> bytes:
     """A string field, or nothing for the empty string (proto3's default)."""
     data = text.encode()
@@ -203,6 +221,10 @@ class _Shared(NamedTuple):
     time: float | None
     stamp: bytes  # field 6
     seconds: int  # what the Timestamp refilled for field 6 holds as its seconds
+    hundreds: int  # offset // 100 of the last offset from 128 up, -1 for none...
+    id_head: bytes  # ...and field 1 up to that offset's last two digits
+    high: int  # offset >> 7 of the last offset from 128 up, -1 for none...
+    offset_tail: bytes  # ...and the bytes of its varint after the first
 
 
 class EventStream:
@@ -218,7 +240,9 @@ class EventStream:
         )
         # What the events before had as a rule, encoded once (see frames): channel,
         # epoch and type, and time; nothing yet.
-        self._shared: _Shared = _Shared(None, b"", None, None, [], b"", None, b"", 0)
+        self._shared: _Shared = _Shared(
+            None, b"", None, None, [], b"", None, b"", 0, -1, b"", -1, b""
+        )
         self._clock: Any = self.event_class().time  # a Timestamp, refilled for each time
         self.subscriptions: set[Subscription] = set()
 
@@ -238,14 +262,20 @@ class EventStream:
         order, proto3's defaults left out (the tests compare them with upb's).
         Channel, epoch, type and time are those of the event before as a rule
         (a batch publish gives its events one time), and are encoded only when
-        they differ, so an event costs its id, its offset and its data. Filling
-        and serialising a reused upb ``Event`` cost more; only a time that
-        changes goes through upb, as a ``Timestamp``.
+        they differ. So are all but the ends of the id's digits and of the
+        offset's varint: offsets count up, and those change once in 100 and
+        128 events. An event costs its last digits, its offset's first byte
+        and its data. Filling and serialising a reused upb ``Event`` cost more;
+        only a time that changes goes through upb, as a ``Timestamp``.
         """
         out: list[bytes] = []
         append = out.append
-        channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds = self._shared
+        shared = self._shared
+        channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds = shared[:9]
+        hundreds, id_head, high, offset_tail = shared[9:]
+        fixed = kinds + stamp  # fields 4 to 6
         clock = self._clock
+        data_heads, frame_heads = _DATA_HEADS, _FRAME_HEADS
         try:
             for event in events:
                 wire = event.wire
@@ -261,6 +291,8 @@ class EventStream:
                         heads = [b"\x0a" + _varint(len(head) + n) + head for n in range(21)]
                         kinds = _text(b"\x22", event.epoch) + _text(b"\x2a", event.type)
                         epoch, type_ = event.epoch, event.type
+                        fixed = kinds + stamp
+                        hundreds = -1  # the id's head is made from heads
                     if event.time != moment:
                         # upb writes the Timestamp: fewer instructions than Python here.
                         whole = int(event.time)
@@ -273,47 +305,70 @@ class EventStream:
                         inner = clock.SerializeToString()
                         stamp = b"\x32" + _SMALL[len(inner)] + inner
                         moment = event.time
+                        fixed = kinds + stamp
                     offset = event.offset
-                    digits = b"%d" % offset
                     data = event.data
                     size = len(data)
-                    body = b"".join(
-                        (
-                            heads[len(digits)],
-                            digits,
-                            channel_field,
-                            # Field 3, the offset: up to four bytes without a call.
-                            _OFFSETS[offset]
-                            if 0 <= offset < 0x80
-                            else bytes((0x18, (offset & 0x7F) | 0x80, offset >> 7))
-                            if 0x80 <= offset < 0x4000
-                            else bytes(
-                                (
-                                    0x18,
-                                    (offset & 0x7F) | 0x80,
-                                    (offset >> 7 & 0x7F) | 0x80,
-                                    offset >> 14,
-                                )
+                    data_head = data_heads[size] if size < 0x4000 else None
+                    if data_head is None:
+                        data_head = _head(data_heads, b"\x3a", size)
+                    if offset >= 0x80:
+                        if offset // 100 != hundreds:
+                            digits = b"%d" % (offset // 100)
+                            id_head = heads[len(digits) + 2] + digits
+                            hundreds = offset // 100
+                        if offset >> 7 != high:
+                            # A varint after its first byte is the varint of value >> 7.
+                            offset_tail = _varint(offset >> 7)
+                            high = offset >> 7
+                        body = b"".join(
+                            (
+                                id_head,
+                                _PAIRS[offset % 100],
+                                channel_field,
+                                _OFFSET_LOWS[offset & 0x7F],
+                                offset_tail,
+                                fixed,
+                                data_head,
+                                data,
                             )
-                            if 0 < offset < 0x200000
-                            else b"\x18" + _varint(offset),
-                            kinds,
-                            stamp,
-                            _DATA_HEADS[size] if size < 0x80 else b"\x3a" + _varint(size),
-                            data,
                         )
-                    )
+                    else:
+                        digits = b"%d" % offset
+                        body = b"".join(
+                            (
+                                heads[len(digits)],
+                                digits,
+                                channel_field,
+                                # int64: a negative offset takes ten bytes
+                                _OFFSETS[offset] if offset >= 0 else b"\x18" + _varint(offset),
+                                fixed,
+                                data_head,
+                                data,
+                            )
+                        )
                     size = len(body)
-                    framed = wire["grpc"] = (
-                        bytes((0x0A, (size & 0x7F) | 0x80, size >> 7)) + body
-                        if 0x80 <= size < 0x4000
-                        else b"\x0a" + _varint(size) + body
-                    )
+                    frame_head = frame_heads[size] if size < 0x4000 else None
+                    if frame_head is None:
+                        frame_head = _head(frame_heads, b"\x0a", size)
+                    framed = wire["grpc"] = frame_head + body
                 append(framed)
         finally:
             # Even after an error: the reused Timestamp holds the seconds noted.
             self._shared = _Shared(
-                channel, channel_field, epoch, type_, heads, kinds, moment, stamp, seconds
+                channel,
+                channel_field,
+                epoch,
+                type_,
+                heads,
+                kinds,
+                moment,
+                stamp,
+                seconds,
+                hundreds,
+                id_head,
+                high,
+                offset_tail,
             )
         return out
 
