@@ -178,15 +178,9 @@ def _varint(value: int) -> bytes:
         if value >= 0:
             return _SMALL[value]
         value += 1 << 64  # int64: two's complement, ten bytes
-    elif value < 0x4000:  # every event under 16 KiB: two bytes, without the loop
+    elif value < 0x4000:  # a length under 16 KiB: two bytes, without the loop
         return bytes(((value & 0x7F) | 0x80, value >> 7))
-    elif value < 0x200000:  # offsets up to two million: three
-        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
-    elif value < 0x800000000:  # up to 2**35: four or five
-        low = ((value & 0x7F) | 0x80, (value >> 7 & 0x7F) | 0x80, (value >> 14 & 0x7F) | 0x80)
-        if value < 0x10000000:
-            return bytes((*low, value >> 21))
-        return bytes((*low, (value >> 21 & 0x7F) | 0x80, value >> 28))
+    # Longer ones are rare: frames keep offsets' varints and the heads of lengths.
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
