@@ -1,7 +1,7 @@
 """The session protocol of bidirectional transports, independent of the transport.
 
-A transport (the WebSocket edge now; the WebRTC data channel and JSON-RPC
-over WebSocket later) feeds each incoming text message to
+A transport (the WebSocket edge at ``/ws``; any later bidirectional one, such
+as a WebRTC data channel) feeds each incoming text message to
 :meth:`Session.receive` and gives the session two callables: ``send`` for one
 JSON frame, ``deliver`` for a batch of events. The frames are documented in
 ``docs/websocket-protocol.md``.

@@ -22,6 +22,7 @@ from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.execute import GraphQLRunner
 from polyport.edges.graphql.schema import build_schema, source_of
 from polyport.edges.graphql.transport_http import HttpTransport
+from polyport.http.origins import OriginPolicy
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 
@@ -61,7 +62,10 @@ class GraphQLEdge:
             log.info("GraphQL subscriptions are off: %s", exc)
         else:
             self.socket = transport.GraphQLTransportWs(
-                self.runner, self.config, metrics=runtime.metrics
+                self.runner,
+                self.config,
+                metrics=runtime.metrics,
+                origins=OriginPolicy.from_settings(runtime.settings.cors_origins),
             )
 
     async def start(self) -> None:

@@ -71,6 +71,7 @@ from polyport.edges.graphql.ws_messages import (
     next_prefix,
     parse_message,
 )
+from polyport.http.origins import OriginPolicy, Trust
 from polyport.http.request import Request
 from polyport.server.websocket import WebSocket
 
@@ -374,19 +375,33 @@ class GraphQLTransportWs:
 
     It carries ``subprotocols`` so that the server's handshake selects
     ``graphql-transport-ws`` (a client offering only others is closed with 4406).
+    A browser page on an origin the node does not allow is closed with 4403
+    before anything else: the origin rule of every WebSocket endpoint
+    (:mod:`polyport.http.origins`; without ``origins``, same-origin pages only).
     """
 
     subprotocols: tuple[str, ...] = (SUBPROTOCOL,)
 
     def __init__(
-        self, runner: OperationRunner, config: GraphQLConfig, *, metrics: _Metrics | None = None
+        self,
+        runner: OperationRunner,
+        config: GraphQLConfig,
+        *,
+        metrics: _Metrics | None = None,
+        origins: OriginPolicy | None = None,
     ) -> None:
         self.runner = runner
         self.config = config
         self.metrics = metrics
+        self.origins = origins if origins is not None else OriginPolicy()
         self.connections: set[TransportWsConnection] = set()
 
     async def __call__(self, ws: WebSocket, request: Request) -> None:
+        # Credentials here come from connection_init or headers, never from a
+        # cookie; the rule still keeps other sites' pages away altogether.
+        if self.origins.trust(request) is Trust.REFUSED:
+            ws.close(CLOSE_FORBIDDEN, "Forbidden: origin not allowed")
+            return
         connection = TransportWsConnection(ws, request, self.runner, self.config)
         self.connections.add(connection)
         self._count()

@@ -13,6 +13,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.jsonrpc.openrpc import openrpc_document
 from polyport.edges.jsonrpc.protocol import JsonRpc
+from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 
@@ -33,6 +34,7 @@ class JsonRpcEdge:
             max_batch=runtime.settings.jsonrpc.max_batch,
             discover=lambda: self.openrpc,
         )
+        self.origins = OriginPolicy.from_settings(runtime.settings.cors_origins)
 
     async def start(self) -> None:
         return None
@@ -72,9 +74,16 @@ class JsonRpcEdge:
         return Response(200, self.openrpc, headers=[(b"cache-control", b"no-cache")])
 
     async def websocket(self, ws: Any, request: Request) -> None:
-        """Each text message is a request or a batch; each answer a message back."""
+        """Each text message is a request or a batch; each answer a message back.
+
+        Credentials and the origin rule are those of every WebSocket endpoint
+        (:func:`~polyport.http.origins.websocket_credentials`).
+        """
         try:
-            credentials = request.credentials(query_token=True)
+            credentials = websocket_credentials(request, ws.offered, self.origins)
+        except OriginRefused:
+            ws.close(1008, "origin not allowed")
+            return
         except ServiceError:
             ws.close(1008, "malformed credentials")
             return

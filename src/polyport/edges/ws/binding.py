@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
-from polyport.core.auth import NO_CREDENTIALS, Credentials
 from polyport.core.errors import ServiceError
 from polyport.core.events import Event
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.session import Session, SessionLimits, error_frame, event_frame
-from polyport.http.request import TOKEN_COOKIE, Request
+from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
+from polyport.http.request import Request
 from polyport.server.websocket import CLOSE_POLICY, WebSocket, text_frame
 
 log = logging.getLogger("polyport.ws")
@@ -37,33 +36,6 @@ def ws_frame(event: Event) -> bytes:
     return frame
 
 
-def credentials_of(ws: WebSocket, request: Request, cors_origins: frozenset[str]) -> Credentials:
-    """Header, ``bearer.<token>`` subprotocol, ``?access_token=``, or a same-site cookie."""
-    headers = request.headers
-    if b"authorization" in headers or b"x-api-key" in headers:
-        return request.credentials()
-    for offered in ws.offered:
-        if offered.startswith("bearer."):
-            return Credentials(bearer=offered[len("bearer.") :])
-    token = request.query.get("access_token")
-    if token:
-        return Credentials(bearer=token)
-    cookie = request.cookie(TOKEN_COOKIE)
-    if cookie and _same_site(request, cors_origins):
-        return Credentials(bearer=cookie)
-    return NO_CREDENTIALS
-
-
-def _same_site(request: Request, cors_origins: frozenset[str]) -> bool:
-    """Cookies count only from our own pages (or allowed origins): no cross-site hijacking."""
-    origin = request.header(b"origin")
-    if origin is None:
-        return True  # not a browser
-    if origin in cors_origins or "*" in cors_origins:
-        return True
-    return urlsplit(origin).netloc == request.header(b"host")
-
-
 class WsEdge:
     """Serves the session protocol over WebSocket."""
 
@@ -74,7 +46,7 @@ class WsEdge:
         settings = runtime.settings
         self.options = settings.websocket
         self.limits = SessionLimits(max_subscriptions=settings.websocket.max_subscriptions)
-        self.cors = frozenset(settings.cors_origins)
+        self.origins = OriginPolicy.from_settings(settings.cors_origins)
         self.sockets: set[WebSocket] = set()
 
     async def start(self) -> None:
@@ -109,7 +81,10 @@ class WsEdge:
     async def serve(self, ws: WebSocket, request: Request) -> None:
         runtime = self.runtime
         try:
-            credentials = credentials_of(ws, request, self.cors)
+            credentials = websocket_credentials(request, ws.offered, self.origins)
+        except OriginRefused:
+            ws.close(CLOSE_POLICY, "origin not allowed")
+            return
         except ServiceError:
             ws.close(CLOSE_POLICY, "malformed credentials")
             return
