@@ -2,9 +2,15 @@
 
 A transport (the WebSocket edge at ``/ws``; any later bidirectional one, such
 as a WebRTC data channel) feeds each incoming text message to
-:meth:`Session.receive` and gives the session two callables: ``send`` for one
-JSON frame, ``deliver`` for a batch of events. The frames are documented in
-``docs/websocket-protocol.md``.
+:meth:`Session.receive` and gives the session three callables: ``send`` for one
+JSON frame, ``deliver`` for a batch of events and ``deliver_frame`` for one
+encoded frame (a streamed item) — the last two wait while the client catches
+up. The frames are documented in ``docs/websocket-protocol.md``.
+
+``call`` serves unary methods (one ``result``) and server-streaming ones
+(``item`` frames, then ``end``, as the SSE edge streams them); client- and
+bidirectional-streaming methods are refused with ``INVALID_ARGUMENT`` naming
+the method's kind — the protocol has no frame to stream inputs with.
 
 Event frames are the same bytes for every subscriber —
 ``{"type":"event","event":<envelope>}`` — encoded once per event and kept in
@@ -26,8 +32,8 @@ import orjson
 from pydantic import ValidationError
 
 from polyport.core.auth import Credentials
-from polyport.core.contract import EventMessage
-from polyport.core.dispatch import Caller, Dispatcher, PageResult, invalid
+from polyport.core.contract import EventMessage, MethodKind
+from polyport.core.dispatch import Binding, Caller, Dispatcher, PageResult, invalid
 from polyport.core.errors import (
     Conflict,
     InvalidArgument,
@@ -43,13 +49,20 @@ from polyport.core.runtime import EventCodec
 log = logging.getLogger("polyport.session")
 
 _ID_MAX = 64
-_CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "publish", "call", "ping"})
+_CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "publish", "call", "cancel", "ping"})
+#: How each kind the session cannot carry is named when a call is refused.
+_NOT_CARRIED = {
+    MethodKind.CLIENT_STREAM: "client-streaming",
+    MethodKind.BIDI_STREAM: "bidirectional-streaming",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     max_subscriptions: int = 64
     max_channels: int = 64
+    #: Server-streaming calls open at once.
+    max_streams: int = 64
 
 
 def event_frame(event: Event) -> bytes:
@@ -92,6 +105,7 @@ class Session:
         codec: EventCodec,
         send: Callable[[dict[str, Any]], None],
         deliver: Callable[[list[Event]], Awaitable[None]],
+        deliver_frame: Callable[[bytes], Awaitable[None]],
         edge: str,
         credentials: Credentials,
         peer: str | None,
@@ -102,6 +116,7 @@ class Session:
         self.codec = codec
         self.send = send
         self.deliver = deliver
+        self.deliver_frame = deliver_frame
         self.edge = edge
         self.credentials = credentials
         self.peer = peer
@@ -110,6 +125,8 @@ class Session:
         self._ids = itertools.count(1)
         self.id = secrets.token_hex(8)
         self._calls: set[asyncio.Task[None]] = set()
+        #: Server-streaming calls in progress, by the id of their ``call`` frame.
+        self.streams: dict[Any, asyncio.Task[None]] = {}
         self.closed = False
 
     def caller(self) -> Caller:
@@ -264,10 +281,64 @@ class Session:
         if not isinstance(args, dict):
             raise InvalidArgument("'args' is an object of named arguments")
         binding = self.dispatcher.binding(method)
+        refused = _NOT_CARRIED.get(binding.kind)
+        if refused is not None:
+            message = (
+                f"{method} is a {refused} method: the session protocol carries unary and "
+                "server-streaming calls only; call it over gRPC"
+            )
+            raise InvalidArgument(message, details=[{"field": "method", "message": message}])
+        if binding.kind is MethodKind.SERVER_STREAM:
+            self._open_stream(frame_id, binding, args)
+            return
         # Calls run concurrently: a slow method must not hold up the session.
         task = asyncio.create_task(self._call(frame_id, binding, args))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
+
+    def _open_stream(self, frame_id: Any, binding: Binding, args: dict[str, Any]) -> None:
+        if frame_id in self.streams:
+            raise Conflict(f"a stream with id {frame_id!r} is open; ids of open streams differ")
+        if len(self.streams) >= self.limits.max_streams:
+            raise RateLimited(f"at most {self.limits.max_streams} open streams per session")
+        task = asyncio.create_task(self._stream(frame_id, binding, args))
+        self.streams[frame_id] = task
+        task.add_done_callback(lambda _: self._stream_done(frame_id, task))
+
+    def _stream_done(self, frame_id: Any, task: asyncio.Task[None]) -> None:
+        if self.streams.get(frame_id) is task:
+            del self.streams[frame_id]
+
+    async def _stream(self, frame_id: Any, binding: Binding, args: dict[str, Any]) -> None:
+        """``item`` frames, paced to the client, then ``end`` (or one ``error``)."""
+        head = b'{"id":' + orjson.dumps(frame_id) + b',"type":"item","item":'
+        try:
+            items = await self.dispatcher.open_stream(binding, args, self.caller())
+        except ServiceError as exc:
+            self.send(error_frame(frame_id, exc))
+            return
+        count = 0
+        try:
+            async for item in items:
+                count += 1
+                await self.deliver_frame(head + binding.dump_json(item) + b"}")
+            self.send({"id": frame_id, "type": "end", "items": count})
+        except ServiceError as exc:
+            self.send(error_frame(frame_id, exc))
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _on_cancel(self, frame_id: Any, frame: dict[str, Any]) -> None:
+        call = frame.get("call")
+        known = isinstance(call, str | int) and not isinstance(call, bool)
+        task = self.streams.pop(call, None) if known else None
+        if task is None:
+            raise NotFound(f"no open stream {str(call)[:40]!r} in this session")
+        task.cancel()
+        self.send({"id": frame_id, "type": "cancelled", "call": call})
 
     async def _call(self, frame_id: Any, binding: Any, args: dict[str, Any]) -> None:
         try:
@@ -295,9 +366,13 @@ class Session:
         self.closed = True
         for live in self.subscriptions.values():
             self._stop(live)
-        tasks = [t for t in (*self._calls, *(s.task for s in self.subscriptions.values())) if t]
-        for task in self._calls:
+        streams = list(self.streams.values())
+        tasks = [
+            t for t in (*self._calls, *streams, *(s.task for s in self.subscriptions.values())) if t
+        ]
+        for task in (*self._calls, *streams):
             task.cancel()
+        self.streams.clear()
         self.subscriptions.clear()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -87,6 +87,13 @@ _ID_TYPES = (str, int, float)
 _PARAMS_TYPES = (dict, list)
 
 
+_KINDS = {
+    MethodKind.SERVER_STREAM: "server-streaming",
+    MethodKind.CLIENT_STREAM: "client-streaming",
+    MethodKind.BIDI_STREAM: "bidirectional-streaming",
+}
+
+
 class _Refused(Exception):
     """A request that is not a valid JSON-RPC request object (-32600)."""
 
@@ -106,11 +113,13 @@ class JsonRpc:
         self._discover = discover
         service = dispatcher.service.name
         self.methods: dict[str, Binding] = {}
+        #: Streaming methods by every alias: named precisely when called here.
+        self.streams: dict[str, Binding] = {}
         for name, binding in dispatcher.bindings.items():
-            if binding.kind is not MethodKind.UNARY:
-                continue  # streams are served by SSE, WebSocket and gRPC
+            # Streams are served by SSE, WebSocket and gRPC, not by JSON-RPC.
+            table = self.methods if binding.kind is MethodKind.UNARY else self.streams
             for alias in (f"{service}.{name}", name, camel(name), f"{service}.{camel(name)}"):
-                self.methods.setdefault(alias, binding)
+                table.setdefault(alias, binding)
         self.methods.pop("rpc.discover", None)  # the OpenRPC document, whatever the service
 
     async def handle(self, payload: bytes, caller: Caller) -> bytes | None:
@@ -169,7 +178,7 @@ class JsonRpc:
             binding = self.methods.get(method)
             if binding is None:
                 if method != "rpc.discover":
-                    raise MethodNotFound(f"no method named {method[:100]!r}")
+                    raise self._not_found(method)
                 result = self._discover()
             else:
                 if type(params) is not dict:
@@ -194,6 +203,19 @@ class JsonRpc:
         if type(request_id) is int:
             return b'{"jsonrpc":"2.0","result":%b,"id":%d}' % (result, request_id)
         return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (result, orjson.dumps(request_id))
+
+    def _not_found(self, method: str) -> MethodNotFound:
+        stream = self.streams.get(method)
+        if stream is None:
+            return MethodNotFound(f"no method named {method[:100]!r}")
+        if stream.kind is MethodKind.SERVER_STREAM:
+            where = "stream it over SSE, WebSocket (/ws) or gRPC"
+        else:
+            where = "call it over gRPC"
+        kind = _KINDS[stream.kind]
+        return MethodNotFound(
+            f"{stream.name} is a {kind} method and JSON-RPC carries unary methods only; {where}"
+        )
 
     @staticmethod
     def _named(binding: Binding, params: dict[str, Any] | list[Any]) -> dict[str, Any]:

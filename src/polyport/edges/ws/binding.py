@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from polyport.core.contract import MethodKind
 from polyport.core.errors import ServiceError
 from polyport.core.events import Event
 from polyport.core.runtime import Endpoint as CatalogEntry
@@ -45,7 +46,10 @@ class WsEdge:
         self.runtime = runtime
         settings = runtime.settings
         self.options = settings.websocket
-        self.limits = SessionLimits(max_subscriptions=settings.websocket.max_subscriptions)
+        self.limits = SessionLimits(
+            max_subscriptions=settings.websocket.max_subscriptions,
+            max_streams=settings.websocket.max_subscriptions,
+        )
         self.origins = OriginPolicy.from_settings(settings.cors_origins)
         self.sockets: set[WebSocket] = set()
 
@@ -70,12 +74,15 @@ class WsEdge:
                     f'{PATH} {{"type":"subscribe","channels":["{event.event.channel}"]}}',
                 )
             )
-        for name in self.runtime.dispatcher.bindings:
-            entries.append(
-                CatalogEntry(
-                    "WebSocket", name, "method", f'{PATH} {{"type":"call","method":"{name}"}}'
+        for name, binding in self.runtime.dispatcher.bindings.items():
+            # Inputs cannot be streamed over the session: client and bidirectional
+            # streams are gRPC's (a call of one is refused with INVALID_ARGUMENT).
+            if binding.kind in (MethodKind.UNARY, MethodKind.SERVER_STREAM):
+                entries.append(
+                    CatalogEntry(
+                        "WebSocket", name, "method", f'{PATH} {{"type":"call","method":"{name}"}}'
+                    )
                 )
-            )
         return entries
 
     async def serve(self, ws: WebSocket, request: Request) -> None:
@@ -98,12 +105,16 @@ class WsEdge:
             else:
                 await ws.deliver(b"".join([ws_frame(e) for e in events]))
 
+        async def deliver_frame(payload: bytes) -> None:
+            await ws.deliver(text_frame(payload))
+
         session = Session(
             dispatcher=runtime.dispatcher,
             hub=runtime.hub,
             codec=runtime.codec,
             send=send,
             deliver=deliver,
+            deliver_frame=deliver_frame,
             edge=EDGE,
             credentials=credentials,
             peer=ws.peer,
