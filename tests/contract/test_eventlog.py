@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import SqliteEventLog
-from polyport.core.errors import InvalidArgument, RecoveryFailed
+from polyport.core.errors import InvalidArgument, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, Pattern, position
 
@@ -43,6 +44,7 @@ async def fill(log: EventLog, channel: str, n: int, t: float = 1000.0) -> list[s
     for i in range(n):
         event = await log.append(channel, "test.event", b'{"n":%d}' % i, t + i)
         ids.append(event.id)
+    await log.durable()
     return ids
 
 
@@ -51,6 +53,7 @@ async def test_offsets_count_per_channel_and_seq_globally(log: EventLog) -> None
     a1 = await log.append("a", "t", b"1", 1.0)
     b1 = await log.append("b", "t", b"2", 2.0)
     a2 = await log.append("a", "t", b"3", 3.0)
+    await log.durable()
     assert (a1.offset, b1.offset, a2.offset) == (1, 1, 2)
     assert a1.seq < b1.seq < a2.seq
     assert a1.epoch == a2.epoch != b1.epoch
@@ -81,6 +84,7 @@ async def test_wildcards_match_like_mqtt(log: EventLog) -> None:
         "users/created",
     ):
         await log.append(channel, "t", b"{}", 1.0)
+    await log.durable()
 
     async def channels(*patterns: str) -> list[str]:
         return [e.channel for e in (await log.read(p(*patterns), 0, 100)).events]
@@ -150,6 +154,7 @@ async def test_a_gap_in_another_matching_channel_fails_a_wildcard_resume(log: Ev
     first = await log.append("x/a", "t", b"{}", 1.0)
     await log.append("x/b", "t", b"{}", 2.0)
     await log.append("x/a", "t", b"{}", 10.0)
+    await log.durable()
     await log.trim_older_than(5.0)  # drops x/a#1 and x/b#1
     with pytest.raises(RecoveryFailed):
         await log.read(p("x/#"), first.seq, 10)
@@ -217,6 +222,7 @@ async def test_sqlite_history_survives_a_restart(tmp_path: Path) -> None:
     await log.open()
     try:
         event = await log.append("c", "t", b"{}", 20_000.0)
+        await log.durable()
         assert event.offset == 7
         assert event.epoch == ids[0].split(":")[0]
         assert event.seq == head + 1
@@ -224,4 +230,70 @@ async def test_sqlite_history_survives_a_restart(tmp_path: Path) -> None:
             await log.resolve(Cursor.parse(ids[-1]))
         assert await log.resolve(Cursor.parse(event.id)) == event.seq
     finally:
+        await log.close()
+
+
+class _FailingCommits:
+    """A SQLite connection whose next ``failures`` COMMITs fail, as a full disk would."""
+
+    def __init__(self, conn: sqlite3.Connection, failures: int = 1) -> None:
+        self._conn = conn
+        self.failures = failures
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+async def test_sqlite_readers_see_only_committed_events(tmp_path: Path) -> None:
+    """Until its group commits, an appended event is invisible: head, read and resolve."""
+    log = SqliteEventLog(str(tmp_path / "log.sqlite3"))
+    await log.open()
+    try:
+        before = await fill(log, "c", 2)
+        head = await log.head()
+        event = await log.append("c", "t", b"{}", 5.0)
+        assert await log.head() == head
+        assert (await log.read(p("c"), 0, 10)).events[-1].id == before[-1]
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse(event.id))
+        await log.durable()
+        assert await log.head() == event.seq
+        assert (await log.read(p("c"), 0, 10)).events[-1].id == event.id
+        assert await log.resolve(Cursor.parse(event.id)) == event.seq
+    finally:
+        await log.close()
+
+
+async def test_sqlite_a_failed_commit_fails_its_writers_and_shows_nothing(tmp_path: Path) -> None:
+    """A commit that fails is rolled back; its ids were never shown and are assigned again."""
+    log = SqliteEventLog(str(tmp_path / "log.sqlite3"))
+    await log.open()
+    try:
+        await fill(log, "c", 2)
+        head = await log.head()
+        real = log.db._conn
+        assert real is not None
+        log.db._conn = _FailingCommits(real)  # type: ignore[assignment]
+        lost = await log.append("c", "t", b'"lost"', 5.0)
+        fresh = await log.append("new", "t", b'"lost too"', 5.0)  # a channel made in the group
+        with pytest.raises(Unavailable):
+            await log.durable()
+        assert await log.head() == head
+        assert [e.data for e in (await log.read(p("#"), 0, 10)).events] == [
+            b'{"n":0}',
+            b'{"n":1}',
+        ]
+        again = await log.append("c", "t", b'"kept"', 6.0)
+        await log.durable()
+        assert (again.seq, again.offset, again.id) == (lost.seq, lost.offset, lost.id)
+        assert [e.data for e in (await log.read(p("#"), head, 10)).events] == [b'"kept"']
+        assert fresh.channel not in [c.name for c in await log.channels()]
+    finally:
+        log.db._conn = real
         await log.close()

@@ -69,6 +69,9 @@ class MemoryEventLog:
     async def close(self) -> None:
         return None
 
+    async def durable(self) -> None:
+        """Nothing to wait for: memory is as durable as this log gets."""
+
     async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
         state = self._channels.get(channel)
         if state is None:

@@ -63,7 +63,20 @@ class EventLog(Protocol):
     async def close(self) -> None: ...
 
     async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
-        """Store one event and return it with its offset, epoch and seq."""
+        """Store one event and return it with its offset, epoch and seq.
+
+        The event may not be durable yet: callers that acknowledge it or show
+        it to anyone await :meth:`durable` first. Readers (:meth:`head`,
+        :meth:`read`, :meth:`resolve`) see only durable events.
+        """
+        ...
+
+    async def durable(self) -> None:
+        """Return once every event appended so far is durable.
+
+        Raises :class:`~polyport.core.errors.Unavailable` if they could not be
+        stored; their ids were shown to no one and may be assigned again.
+        """
         ...
 
     async def head(self) -> int:

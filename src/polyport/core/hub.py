@@ -1,7 +1,9 @@
 """The event hub: publish to the log, fan out to live subscribers, resume from history.
 
-Publishing appends to the :class:`~polyport.core.eventlog.EventLog` and then
-pushes the event into each matching subscriber's bounded buffer — an O(1)
+Publishing appends to the :class:`~polyport.core.eventlog.EventLog`, waits
+until the log has made the event durable (so no one is shown an event a crash
+could take back), and then pushes it into each matching subscriber's bounded
+buffer — an O(1)
 append per subscriber, never an await, so a slow subscriber cannot slow the
 publisher or anyone else. A subscriber whose buffer fills up does not lose
 events and does not grow: it drops its buffer and catches up from the log, and
@@ -310,9 +312,12 @@ class EventHub:
         if channel not in self._valid_channels:
             self._remember_channel(channel)
         event = await self.log.append(channel, type, data, now())
-        self.published += 1
         if self._taps:
             self._tap([event])
+        # Acknowledged means durable: the caller's answer and every subscriber
+        # wait for the commit (one per loop iteration, shared by its publishers).
+        await self.log.durable()
+        self.published += 1
         for subscriber in self._index.match(channel):
             subscriber._push(event)
         return event
@@ -380,9 +385,10 @@ class EventHub:
         else:
             append = self.log.append
             events = [await append(channel, type, data, at) for channel, type, data in items]
-        self.published += len(events)
         if self._taps and events:
             self._tap(events)
+        await self.log.durable()
+        self.published += len(events)
         if len(channels) == 1:  # the common case: the whole batch is one run
             for subscriber in self._index.match(events[0].channel):
                 subscriber._push_run(events)
@@ -422,10 +428,12 @@ class EventHub:
 
         ``tap`` gets the events of each publish as one list, in log order (one
         event for :meth:`publish`, the whole batch for :meth:`publish_many`).
-        It runs in the loop step that appended them, before live subscribers
-        get them, and must not block or await. A transactional outbox (the
-        webhooks edge) records events there, so on SQLite its rows join the
-        events' group transaction instead of trailing it.
+        It runs in the loop step that appended them, before they are
+        committed and before live subscribers get them, and must not block or
+        await. A transactional outbox (the webhooks edge) records events
+        there, so on SQLite its rows join the events' group transaction
+        instead of trailing it. If that commit fails the events were never
+        published, and the tap's rows are rolled back with them.
         """
         self._taps.append(tap)
 

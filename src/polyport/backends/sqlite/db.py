@@ -11,21 +11,36 @@ transaction, later ones join it, and it commits when the iteration yields
 connection sees its own uncommitted rows, so readers are never behind. What
 must be durable before it is acknowledged (a job before its ``202``) uses
 :meth:`SqliteDatabase.durable_write`, which commits at once.
+
+**Acknowledged means committed.** A writer that must not answer before its
+rows are durable (the event log, before a ``201`` and before fan-out)
+registers with :meth:`SqliteDatabase.on_commit`: it is told when the group
+holding its rows commits — or that it failed, in which case the group was
+rolled back and :meth:`SqliteDatabase.on_rollback` hooks let each store forget
+what it had assumed written. In WAL mode with ``synchronous=NORMAL`` a commit
+survives the process being killed (SIGKILL); surviving power loss as well
+needs ``synchronous=FULL`` (see ``docs/security.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from polyport.core.errors import ConfigError
 
+log = logging.getLogger("polyport.sqlite")
+
 #: Writes after which an open group transaction commits even if the loop never yields.
 GROUP_MAX = 512
+
+#: Told the outcome of the group that holds a writer's rows: None, or why it failed.
+CommitCallback = Callable[[BaseException | None], None]
 
 
 class SqliteDatabase:
@@ -37,6 +52,8 @@ class SqliteDatabase:
         self._users = 0
         self._in_group = False
         self._group_writes = 0
+        self._on_commit: list[CommitCallback] = []
+        self._on_rollback: list[Callable[[], None]] = []
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -73,8 +90,29 @@ class SqliteDatabase:
         self.conn.execute("BEGIN")
         self._in_group = True
         self._group_writes = 0
-        loop.call_soon(self.commit)
+        loop.call_soon(self._commit_soon)
         return True
+
+    def _commit_soon(self) -> None:
+        try:
+            self.commit()
+        except sqlite3.Error:
+            log.exception("a group commit failed; its writers were told and it was rolled back")
+
+    def on_commit(self, callback: CommitCallback) -> None:
+        """Call ``callback`` once what has been written so far is committed (or failed).
+
+        With no group open, everything written is already committed: the
+        callback runs now.
+        """
+        if self._in_group:
+            self._on_commit.append(callback)
+        else:
+            callback(None)
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after a failed group commit was rolled back."""
+        self._on_rollback.append(hook)
 
     def group_write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Execute a write in the current group transaction (opening one if needed)."""
@@ -103,10 +141,39 @@ class SqliteDatabase:
         return cursor
 
     def commit(self) -> None:
-        """Commit the open group transaction, if any."""
-        if self._in_group and self._conn is not None:
-            self._in_group = False
+        """Commit the open group transaction, if any, and tell its writers.
+
+        Raises the :class:`sqlite3.Error` of a failed commit, after rolling the
+        group back, failing its writers and running the rollback hooks.
+        """
+        if not self._in_group or self._conn is None:
+            return
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback(exc)
+            raise
+        self._in_group = False
+        waiting, self._on_commit = self._on_commit, []
+        for callback in waiting:
+            callback(None)
+
+    @property
+    def in_group(self) -> bool:
+        """A group transaction is open."""
+        return self._in_group
+
+    def rollback(self, error: BaseException) -> None:
+        """Undo the open group after ``error``: its writers are failed, the hooks run."""
+        self._in_group = False
+        waiting, self._on_commit = self._on_commit, []
+        if self._conn is not None and self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        for callback in waiting:
+            callback(error)
+        for hook in self._on_rollback:
+            hook()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

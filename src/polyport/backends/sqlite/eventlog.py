@@ -3,15 +3,25 @@
 One row per event; one row per channel holding its epoch and what has been
 trimmed. ``seq`` is assigned here (single writer) and never reused: at start
 it resumes after the highest seq ever stored or trimmed.
+
+Appended rows are written together and committed together (see
+:mod:`.db`); :meth:`SqliteEventLog.durable` returns once they are committed,
+and readers see only committed events (``head``, ``read`` and ``resolve``
+stop at the last commit). So no one — the publisher's caller, a subscriber, a
+poller — learns an event id before the event is on disk, and an id a process
+killed mid-group had assigned but not committed was never shown: assigning it
+again after a restart names nothing anyone saw.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.core.errors import Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, new_epoch
 
@@ -74,6 +84,12 @@ class SqliteEventLog:
         self._channels: dict[str, _Channel] = {}
         self._by_epoch: dict[str, _Channel] = {}
         self._pending: list[tuple[int, str, int, str, float, bytes]] = []
+        #: The last seq committed: what readers may see.
+        self._committed = 0
+        #: Resolved when the rows now in ``_pending`` are committed.
+        self._pending_done: asyncio.Future[None] | None = None
+        #: The newest batch's future (pending, or written and not yet committed).
+        self._last_done: asyncio.Future[None] | None = None
         # Trim in batches: let a channel run this far over its bound first.
         self._slack = max(1, self.history.max_events // 10)
 
@@ -90,6 +106,14 @@ class SqliteEventLog:
             conn.execute("INSERT INTO polyport_log_meta VALUES ('epoch', ?)", (self._epoch,))
         else:
             self._epoch = row[0]
+        self._load()
+        self.db.on_rollback(self._rolled_back)
+
+    def _load(self) -> None:
+        """Channels and the last seq as committed in the database."""
+        conn = self.db.conn
+        self._channels.clear()
+        self._by_epoch.clear()
         stats = {
             name: (last, count, top)
             for name, last, count, top in conn.execute(
@@ -106,6 +130,21 @@ class SqliteEventLog:
             self._channels[name] = state
             self._by_epoch[epoch] = state
             self._seq = max(self._seq, top or 0, tseq)
+        self._committed = self._seq
+
+    def _rolled_back(self) -> None:
+        """A group commit failed: what was assigned since the last commit never happened.
+
+        Nothing after ``_committed`` was shown to anyone, so the in-memory
+        state is read back from the database and those seqs and offsets will
+        be assigned again. Rows still queued fail with their writers.
+        """
+        self._pending = []
+        done, self._pending_done = self._pending_done, None
+        if done is not None and not done.done():
+            done.set_exception(Unavailable("the event log could not commit; try again"))
+            done.exception()  # retrieved here, so a batch without waiters logs nothing
+        self._load()
 
     async def close(self) -> None:
         self._flush()
@@ -122,10 +161,12 @@ class SqliteEventLog:
             self._by_epoch[state.epoch] = state
         seq = self._seq + 1
         offset = state.last_offset + 1
-        # Rows wait a moment and go in together (one executemany per loop
-        # iteration, or per FLUSH_AT rows); every read flushes them first.
+        # Rows wait a moment and go in together (one executemany and one commit
+        # per loop iteration, or per FLUSH_AT rows); every read flushes them first.
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush_and_commit)
+            self._pending_done = self._last_done = loop.create_future()
         self._pending.append((seq, channel, offset, type, time, data))
         if len(self._pending) >= FLUSH_AT:
             self._flush()
@@ -144,15 +185,60 @@ class SqliteEventLog:
         """
         self._flush()
 
+    async def durable(self) -> None:
+        """Return once every event appended so far is committed.
+
+        Raises :class:`~polyport.core.errors.Unavailable` if the commit failed
+        (the events were never stored; publishing them again is safe).
+        """
+        done = self._last_done
+        if done is not None and not done.done():
+            await asyncio.shield(done)
+        elif done is not None and done.exception() is not None:
+            raise Unavailable("the event log could not commit; try again")
+
+    def _flush_and_commit(self) -> None:
+        """The loop iteration's appends are in: write and commit them now."""
+        try:
+            self._flush()
+            self.db.commit()
+        except sqlite3.Error:
+            pass  # the writers were told (see _flush and SqliteDatabase.commit)
+
     def _flush(self) -> None:
         """Write the pending rows (into the group transaction, see :mod:`.db`)."""
-        if self._pending:
-            rows, self._pending = self._pending, []
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        done, self._pending_done = self._pending_done, None
+        top = rows[-1][0]
+
+        def committed(error: BaseException | None) -> None:
+            if error is None:
+                self._committed = max(self._committed, top)
+            if done is None or done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(Unavailable("the event log could not commit; try again"))
+                done.exception()  # retrieved: a batch nobody waits for logs nothing
+
+        try:
             self.db.group_write_many(
                 "INSERT INTO polyport_events (seq, channel, offset, type, time, data) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+        except sqlite3.Error as exc:
+            if self.db.in_group:
+                # The insert failed inside the group: undo the group as a failed commit would.
+                self.db.rollback(exc)
+            else:
+                committed(exc)
+                self._rolled_back()
+            raise
+        self.db.on_commit(committed)
 
     def _trim_channel(self, state: _Channel, through_offset: int) -> int:
         self._flush()
@@ -179,7 +265,7 @@ class SqliteEventLog:
         return int(count)
 
     async def head(self) -> int:
-        return self._seq
+        return self._committed
 
     async def resolve(self, cursor: Cursor) -> int:
         self._flush()
@@ -188,19 +274,26 @@ class SqliteEventLog:
         if state is not None:
             conn = self.db.conn
             row = conn.execute(
-                "SELECT seq FROM polyport_events WHERE channel = ? AND offset = ?",
-                (state.name, cursor.number),
+                "SELECT seq FROM polyport_events WHERE channel = ? AND offset = ? AND seq <= ?",
+                (state.name, cursor.number, self._committed),
             ).fetchone()
             seq_of_offset = row[0] if row else None
             row = conn.execute(
-                "SELECT min(seq) FROM polyport_events WHERE channel = ?", (state.name,)
+                "SELECT min(seq), max(offset) FROM polyport_events WHERE channel = ? AND seq <= ?",
+                (state.name, self._committed),
             ).fetchone()
             first_seq = row[0] if row else None
+            # An offset assigned but not yet committed is ahead of the log, as one
+            # never assigned is: no one was shown it.
+            shown = max(row[1] or 0, state.trimmed_offset) if row else state.trimmed_offset
+            info = ChannelInfo(
+                state.name, state.epoch, shown, state.trimmed_offset, state.trimmed_seq
+            )
         return resolve_with(
             cursor,
             log_epoch=self._epoch,
-            head=self._seq,
-            channel=state.info() if state else None,
+            head=self._committed,
+            channel=info if state else None,
             seq_of_offset=seq_of_offset,
             first_seq=first_seq,
         )
@@ -216,9 +309,9 @@ class SqliteEventLog:
     ) -> ReadResult:
         self._flush()
         states = self._matching(patterns)
+        head = self._committed
         if check:
-            check_gap([s.info() for s in states], after_seq, self._epoch, self._seq)
-        head = self._seq
+            check_gap([s.info() for s in states], after_seq, self._epoch, head)
         if not states:
             return ReadResult([], head)
         conn = self.db.conn
@@ -227,8 +320,8 @@ class SqliteEventLog:
             marks = ",".join("?" * len(states))
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM polyport_events WHERE channel IN ({marks}) "
-                "AND seq > ? ORDER BY seq LIMIT ?",
-                (*(s.name for s in states), after_seq, limit),
+                "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (*(s.name for s in states), after_seq, head, limit),
             ).fetchall()
             events = [self._event(row) for row in rows]
         else:
@@ -237,8 +330,9 @@ class SqliteEventLog:
             cursor = after_seq
             while len(events) < limit:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM polyport_events WHERE seq > ? ORDER BY seq LIMIT 1000",
-                    (cursor,),
+                    f"SELECT {_COLUMNS} FROM polyport_events WHERE seq > ? AND seq <= ? "
+                    "ORDER BY seq LIMIT 1000",
+                    (cursor, head),
                 ).fetchall()
                 if not rows:
                     break
