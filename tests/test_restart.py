@@ -67,6 +67,7 @@ def serving(workdir: Path, grace: float = 0.5) -> Iterator[tuple[str, subprocess
             **os.environ,
             "POLYPORT_LOG__FORMAT": "text",
             "POLYPORT_JOBS__SHUTDOWN_GRACE": str(grace),
+            "POLYPORT_GRPC__PORT": "0",  # any free port: the default may be another node's
             "COLUMNS": "200",
         },
     )

@@ -17,7 +17,7 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -61,6 +61,27 @@ DEV_WARNING = (
     "DEVELOPMENT MODE: anonymous callers may do everything on this node. "
     "Never expose it; use `polyport serve` with credentials for anything real."
 )
+NO_CREDENTIALS_WARNING = (
+    "no credentials are configured: every call to a method that is not public=True "
+    "answers 401 (UNAUTHENTICATED). Add an API key (`polyport key` prints one and its "
+    "settings), a JWT key (auth.jwt), or run with --dev on your own machine."
+)
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """An edge on a port of its own (gRPC): where it listens, or why it does not."""
+
+    name: str
+    #: Why the edge serves nothing (disabled, no port to listen on), else None.
+    off: str | None
+    #: What a reader must know about where it serves (a default port taken), else None.
+    notice: str | None
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` as a client dials it: the port actually bound, once started."""
+        ...
 
 
 class EdgeNotInstalled(Exception):
@@ -111,7 +132,12 @@ def _call_hook(hook: Any, settings: Settings) -> Any:
 
 
 class Node:
-    """Serves ``service`` on every edge in ``edges`` (default: all that can load)."""
+    """Serves ``service`` on every edge in ``edges`` (default: all that can load).
+
+    At start the node logs, as warnings, what a reader must know (see
+    :meth:`warnings`) — unless ``announce`` is False because the caller prints
+    them itself, as ``polyport serve`` does in its banner.
+    """
 
     def __init__(
         self,
@@ -119,8 +145,10 @@ class Node:
         settings: Settings | None = None,
         *,
         edges: list[str] | None = None,
+        announce: bool = True,
     ) -> None:
         self.service = service
+        self.announce = announce
         self.settings = settings = settings or Settings()
         spec = service.spec()
         self.metrics = Metrics()
@@ -230,11 +258,39 @@ class Node:
             entries.extend(edge.catalog())
         return entries
 
+    @property
+    def listeners(self) -> list[Listener]:
+        """The edges on ports of their own (gRPC), started or not."""
+        return [edge for edge in self.edges if isinstance(edge, Listener)]
+
+    @property
+    def credentials_configured(self) -> bool:
+        auth = self.settings.auth
+        return bool(auth.api_keys) or auth.jwt is not None
+
+    def warnings(self) -> list[str]:
+        """What a reader must know about this node once it started, most important first.
+
+        Development mode; secure mode with no credentials to present; an edge
+        serving somewhere else than configured, or not at all, and why.
+        """
+        found: list[str] = []
+        if self.settings.dev:
+            found.append(DEV_WARNING)
+        elif not self.credentials_configured:
+            found.append(NO_CREDENTIALS_WARNING)
+        for listener in self.listeners:
+            if listener.off is not None:
+                found.append(f"{listener.name} is not served: {listener.off}")
+            elif listener.notice is not None:
+                found.append(listener.notice)
+        for name, reason in self.skipped.items():
+            found.append(f"{name} is not served: {reason}")
+        return found
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.dev:
-            log.warning(DEV_WARNING)
         runtime = self.runtime
         self.service.bind(runtime.hub)  # first: fails fast if another node serves it
         try:
@@ -250,6 +306,9 @@ class Node:
         for edge in self.edges:
             await edge.start()
         self._started = True
+        if self.announce:
+            for warning in self.warnings():
+                log.warning(warning)
 
     async def stop(self) -> None:
         self._started = False

@@ -3,8 +3,10 @@
     with serve_in_thread(shop, Settings(dev=True, database=str(tmp_path / "db"))) as server:
         httpx.get(f"{server.url}/v1/users/1")
 
-The node listens on a free port of 127.0.0.1 and runs its own event loop, so
-any client — httpx, a browser, grpcio — talks to it over real sockets.
+The node listens on free ports of 127.0.0.1 — HTTP, and gRPC unless the
+settings name a gRPC port — and runs its own event loop, so any client
+(httpx, a browser, grpcio at ``server.grpc_address``) talks to it over real
+sockets, and tests can run side by side with each other and with a real node.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class RunningNode:
     host: str
     port: int
     loop: asyncio.AbstractEventLoop
+    #: ``HOST:PORT`` of the gRPC edge, as grpcio dials it; None when gRPC is not served.
+    grpc_address: str | None = None
 
     def call(self, coro: Any, timeout: float = 30.0) -> Any:
         """Run a coroutine on the node's loop (publish an event, inspect the hub)."""
@@ -46,6 +50,11 @@ def serve_in_thread(
 ) -> Iterator[RunningNode]:
     """Serve ``service`` until the ``with`` block ends; raise if it fails to start."""
     settings = settings or Settings(dev=True, database=":memory:", event_log="memory")
+    if "port" not in settings.grpc.model_fields_set:
+        # Never the fixed default (50051): another test, node or program may hold it.
+        settings = settings.model_copy(
+            update={"grpc": settings.grpc.model_copy(update={"port": 0})}
+        )
     node = Node(service, settings, edges=edges)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -80,8 +89,14 @@ def serve_in_thread(
         if not ready.wait(timeout) or failure:
             raise RuntimeError("the node did not start") from (failure[0] if failure else None)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        grpc = next((e for e in node.listeners if e.name == "grpc" and e.off is None), None)
         yield RunningNode(
-            node, f"http://{shown}:{bound_port}", bound_host, bound_port, holder["loop"]
+            node,
+            f"http://{shown}:{bound_port}",
+            bound_host,
+            bound_port,
+            holder["loop"],
+            grpc.address if grpc is not None else None,
         )
     finally:
         server = getattr(node, "server", None)

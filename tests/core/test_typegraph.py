@@ -286,8 +286,10 @@ async def test_a_service_is_served_by_one_node_at_a_time(tmp_path: object) -> No
 
     svc = Service("single")
     svc.event("things.done", Tag)
-    first = Node(svc, Settings(database=":memory:", event_log="memory"))
-    second = Node(svc, Settings(database=":memory:", event_log="memory"))
+    # gRPC on any free port: the default one may be another node's.
+    settings = Settings(database=":memory:", event_log="memory", grpc={"port": 0})
+    first = Node(svc, settings)
+    second = Node(svc, settings)
     async with first.running():
         with pytest.raises(ContractError, match="already served by another node"):
             await second.start()

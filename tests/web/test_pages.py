@@ -167,3 +167,12 @@ def test_unknown_static_names_are_not_found(site: RunningNode, name: str) -> Non
     response = httpx.get(f"{site.url}/static/{name}", timeout=10)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_catalog_names_the_grpc_port_actually_bound(site: RunningNode) -> None:
+    """/catalog.json is written once listeners are bound: gRPC's real port, not 0 or 50051."""
+    assert site.grpc_address is not None and not site.grpc_address.endswith(":0")
+    catalog = httpx.get(f"{site.url}/catalog.json").json()
+    dialled = [e["address"] for e in catalog["endpoints"] if e["address"].startswith("grpc ")]
+    assert dialled
+    assert all(address.startswith(f"grpc {site.grpc_address} ") for address in dialled)

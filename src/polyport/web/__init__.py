@@ -88,13 +88,12 @@ def catalog_document(node: Node) -> dict[str, object]:
 def web_routes(node: Node) -> list[Route]:
     """Routes for /openapi.json, /docs, the dashboard at /, the demo pages and static files.
 
-    Everything is built once; answers carry an ETag and ``no-cache``, so a
+    Everything but the catalog is built once; answers carry an ETag and ``no-cache``, so a
     browser revalidates (a 304 costs nothing) and never mixes files of two
     versions after an upgrade.
     """
     documents = {
         "openapi": (orjson.dumps(openapi_document(node)), JSON),
-        "catalog": (orjson.dumps(catalog_document(node)), JSON),
         "docs": (_static("docs.html"), HTML),
         "dashboard": (_static("dashboard.html"), HTML),
     }
@@ -120,6 +119,11 @@ def web_routes(node: Node) -> list[Route]:
 
         return endpoint
 
+    async def catalog(request: Request) -> Response:
+        # Written per request, not at start-up: the addresses of listeners on ports
+        # of their own (gRPC) are known only once they are bound.
+        return serve(orjson.dumps(catalog_document(node)), JSON, request)
+
     async def static(request: Request) -> Response:
         name = request.params["name"]
         found = files.get(name)
@@ -129,7 +133,7 @@ def web_routes(node: Node) -> list[Route]:
 
     routes = [
         Route("GET", "/openapi.json", document("openapi"), "openapi"),
-        Route("GET", "/catalog.json", document("catalog"), "catalog"),
+        Route("GET", "/catalog.json", catalog, "catalog"),
         Route("GET", "/docs", document("docs"), "docs"),
         Route("GET", "/", document("dashboard"), "dashboard"),
         Route("GET", "/static/{name}", static, "static"),

@@ -16,7 +16,9 @@ caller's timeout.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -65,6 +67,43 @@ def schema_pool(schema: Schema) -> descriptor_pool.DescriptorPool:
     return pool
 
 
+def _address(host: str, port: int | str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether ``host:port`` is already in use, asked of the system before grpcio is.
+
+    grpcio logs its own multi-line error for a port it cannot bind; asking
+    first keeps the start-up output to the one line the node prints.
+    """
+    if port == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # grpcio reports it
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def _listen(server: grpc.aio.Server, host: str, port: int) -> int:
+    """The port ``server`` will listen on, or 0 when ``host:port`` cannot be bound."""
+    if _port_taken(host, port):
+        return 0
+    try:
+        return int(server.add_insecure_port(_address(host, port)))
+    except RuntimeError:
+        return 0
+
+
 def service_proto(service: Service) -> str:
     """The ``.proto`` text of ``service`` (what ``GET /grpc/{service}.proto`` serves)."""
     return proto_text(build_schema(service.spec()).file)
@@ -88,8 +127,10 @@ class GrpcEdge:
         #: The port served: the configured one, or the one the system chose for 0.
         self.port = config.port
         self.port_chosen = "port" in config.model_fields_set
-        #: Why the edge serves nothing, when it could not listen on its default port.
+        #: Why the edge serves nothing (disabled, or no port to listen on), else None.
         self.off: str | None = None if self.enabled else "disabled by grpc.enabled = false"
+        #: What a reader must know about where it serves (a default port taken), else None.
+        self.notice: str | None = None
         self.max_message = config.max_message
         try:
             self.schema = build_schema(runtime.spec)
@@ -106,8 +147,8 @@ class GrpcEdge:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """``HOST:PORT`` as a client dials it: the port bound, once started."""
+        return _address(self.host, self.port)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -131,19 +172,24 @@ class GrpcEdge:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*services, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server, pool=self.pool)
-        try:
-            port = server.add_insecure_port(self.address)
-        except RuntimeError:
-            port = 0
+        port = _listen(server, self.host, self.port)
         if port == 0:
             problem = f"gRPC cannot listen on {self.address}: the port is in use or not permitted"
             if self.port_chosen:
-                raise ConfigError(problem + "; choose another with grpc.port")
-            # The default port taken (another node, a test) turns this edge off, not the node.
-            self.off = problem
-            log.warning("%s; the gRPC edge is off (set grpc.port to choose one)", problem)
-            await server.stop(None)
-            return
+                await server.stop(None)
+                raise ConfigError(problem + "; choose another with grpc.port (0: any free port)")
+            # The default port taken (another node, a test, another program): serve
+            # gRPC anyway, on a port the system chooses, and say so at start.
+            wanted = self.port
+            port = _listen(server, self.host, 0)
+            if port == 0:
+                self.off = problem
+                await server.stop(None)
+                return
+            self.notice = (
+                f"gRPC's default port {wanted} is in use: gRPC is served on "
+                f"{_address(self.host, port)} instead (set grpc.port to choose one)"
+            )
         self.port = port
         await server.start()
         self.server = server
@@ -179,7 +225,8 @@ class GrpcEdge:
     def catalog(self) -> list[CatalogEntry]:
         if self.off is not None:
             return []
-        where = f"grpc {self.address}"
+        # Before start-up (`polyport routes`) port 0 has no number yet.
+        where = f"grpc {_address(self.host, self.port or '(any free port)')}"
         entries = [
             CatalogEntry("gRPC", name, "method", f"{where} {self.schema.service}/{plan.rpc}")
             for name, plan in self.schema.methods.items()

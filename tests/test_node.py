@@ -1,0 +1,108 @@
+"""The node's start-up: gRPC's port and what it warns about."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import BaseModel
+
+from polyport import Service
+from polyport.core.config import GrpcConfig, Settings
+from polyport.core.errors import ConfigError
+from polyport.node import NO_CREDENTIALS_WARNING, Node
+from polyport.testing import serve_in_thread
+
+
+class Reading(BaseModel):
+    value: int
+
+
+def make_service(name: str) -> Service:
+    """A small service of its own per test (one node serves a Service at a time)."""
+    service = Service(name)
+
+    @service.method
+    async def double(x: int) -> int:
+        return 2 * x
+
+    service.event("readings.taken", Reading)
+    return service
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port some other program listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_a_taken_default_grpc_port_falls_back_to_a_free_one_and_says_so(
+    held_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default gRPC port in use: gRPC is served on a free port and the node warns, naming both.
+
+    The default is played by a port this test holds (50051 itself may be anyone's):
+    a GrpcConfig whose port was not set explicitly.
+    """
+    default = GrpcConfig.model_construct(_fields_set=set(), port=held_port)
+    settings = Settings(dev=True, database=":memory:", event_log="memory", grpc=default)
+    assert "port" not in settings.grpc.model_fields_set
+    node = Node(make_service("fallback"), settings)
+    with caplog.at_level(logging.WARNING, logger="polyport.node"):
+        async with node.running():
+            (edge,) = node.listeners
+            assert edge.off is None and edge.address != f"127.0.0.1:{held_port}"
+            assert edge.notice is not None
+            assert f"default port {held_port} is in use" in edge.notice
+            assert f"served on {edge.address} instead" in edge.notice
+            assert edge.notice in node.warnings()
+            dialled = [e.address for e in node.catalog() if e.address.startswith("grpc ")]
+            assert dialled and all(a.startswith(f"grpc {edge.address} ") for a in dialled)
+    assert edge.notice in caplog.messages
+
+
+async def test_a_grpc_port_set_and_taken_is_a_start_up_error(held_port: int) -> None:
+    """An explicitly configured gRPC port that is in use stops the start with a ConfigError."""
+    settings = Settings(database=":memory:", event_log="memory", grpc={"port": held_port})
+    node = Node(make_service("taken"), settings)
+    with pytest.raises(ConfigError, match=f"gRPC cannot listen on 127.0.0.1:{held_port}"):
+        await node.start()
+    await node.stop()
+
+
+def test_serve_in_thread_serves_grpc_on_a_free_port() -> None:
+    """Tests never race for 50051: serve_in_thread asks for any free gRPC port and names it."""
+    with serve_in_thread(make_service("threaded")) as server:
+        assert server.node.settings.grpc.port == 0  # asked for: any free port
+        assert server.grpc_address is not None
+        assert server.grpc_address == server.node.listeners[0].address
+        assert not server.grpc_address.endswith(":0")
+        assert serving(server.grpc_address)
+
+
+def test_warnings_name_what_a_reader_must_know() -> None:
+    """Secure mode without credentials is a warning; with a key, or in dev mode, it is not."""
+    quiet = Settings(database=":memory:", event_log="memory")
+    assert NO_CREDENTIALS_WARNING in Node(make_service("w1"), quiet).warnings()
+    keyed = Settings(
+        database=":memory:", event_log="memory", auth={"api_keys": [{"key": "k", "subject": "me"}]}
+    )
+    assert NO_CREDENTIALS_WARNING not in Node(make_service("w2"), keyed).warnings()
+    off = Settings(database=":memory:", event_log="memory", dev=True, grpc={"enabled": False})
+    warnings = Node(make_service("w3"), off).warnings()
+    assert NO_CREDENTIALS_WARNING not in warnings
+    assert "grpc is not served: disabled by grpc.enabled = false" in warnings
