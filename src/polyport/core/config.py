@@ -237,6 +237,9 @@ class JobsConfig(_Section):
     retry_after: int = Field(default=1, ge=1)
     wait_max: float = Field(default=25.0, ge=0, le=3600)
     shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    #: How long a node's claim on a running job lasts unrenewed (it renews every third
+    #: of it): a job whose node died on another host counts as interrupted after this.
+    lease: float = Field(default=30.0, ge=1, le=3600)
 
 
 class LogConfig(_Section):

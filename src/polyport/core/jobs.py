@@ -8,6 +8,16 @@ a node resumes what an earlier process left behind:
   method is declared ``idempotent=True``; otherwise they become ``failed``
   with code ``INTERRUPTED`` — re-running a non-idempotent call (charge a card,
   send a mail) behind the caller's back would be worse than telling them.
+
+Several nodes may share one store. A node claims a job before running it
+(only one claim of a pending job succeeds) and holds a **lease** on it,
+renewed every third of ``jobs.lease``. A running job counts as interrupted
+only once its owner is known to be gone: its lease ran out, or it names a
+process of this host that no longer exists (a restart after a crash need not
+wait for the lease). So one node starting never interrupts another's live
+jobs. Whatever happens, a job's **final state never changes**: the store
+writes ``complete`` or ``failed`` only over a job that is neither (see
+:class:`JobStore`), so the first outcome stands and a late one is dropped.
 """
 
 from __future__ import annotations
@@ -15,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -55,6 +68,9 @@ class Job:
     attempts: int = 0
     result: bytes | None = None  # JSON
     error: dict[str, Any] | None = field(default=None)
+    #: The node running it (``host/pid/token``) and until when, while ``running``.
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
     @property
     def done(self) -> bool:
@@ -65,15 +81,61 @@ class Job:
 
 
 class JobStore(Protocol):
-    """Where jobs are kept. Raises nothing for unknown ids: ``get`` returns None."""
+    """Where jobs are kept, shared by every node of a store.
+
+    Each change of status is atomic and conditional, decided by the store
+    (another node may be changing the same job): the methods answering
+    ``bool`` say whether the change was made. Raises nothing for unknown ids.
+    """
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def insert(self, job: Job) -> None: ...
-    async def update(self, job: Job) -> None: ...
+
+    async def claim(self, job_id: str, owner: str, now: float, lease_until: float) -> Job | None:
+        """``pending`` → ``running`` for ``owner``, attempts + 1; None if not pending."""
+        ...
+
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_until: float) -> int:
+        """Extend ``owner``'s leases on those of ``job_ids`` still running; how many."""
+        ...
+
+    async def requeue(self, job_id: str, owner: str | None) -> bool:
+        """``running`` → ``pending``, if still running under ``owner``."""
+        ...
+
+    async def finish(self, job: Job, owner: str | None) -> bool:
+        """Write ``job``'s final status, result and error — only if the stored job is
+        not final yet and is still running under ``owner``. A final state never changes."""
+        ...
+
     async def get(self, job_id: str) -> Job | None: ...
     async def with_status(self, status: JobStatus) -> list[Job]: ...
     async def purge_finished_before(self, time: float) -> int: ...
+
+
+def _this_host() -> str:
+    return socket.gethostname().replace("/", "_")
+
+
+def owner_gone(owner: str | None, host: str) -> bool:
+    """Whether the process named by a lease is known to have ended (on this host)."""
+    if owner is None:
+        return True  # written before leases existed: left by an earlier process
+    owner_host, _, rest = owner.partition("/")
+    pid_text = rest.partition("/")[0]
+    if owner_host != host or not pid_text.isdigit():
+        return False  # another machine's: only its lease can tell
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 class JobRunner:
@@ -89,30 +151,52 @@ class JobRunner:
         self._pending = 0
         self._closing = False
         self._busy: list[str | None] = []
+        self._host = _this_host()
+        #: This process in leases: host and pid (so a restart on this host can tell
+        #: that its predecessor is gone) and a token (pids are reused).
+        self.owner = f"{self._host}/{os.getpid()}/{secrets.token_hex(4)}"
 
     async def start(self) -> None:
         await self.store.open()
-        for job in await self.store.with_status("running"):
-            binding = self.dispatcher.bindings.get(job.method)
-            if binding is not None and binding.spec.method.idempotent:
-                job.status = "pending"
-                log.warning("re-running interrupted job %s (%s is idempotent)", job.id, job.method)
-            else:
-                job.status = "failed"
-                job.finished = time.time()
-                job.error = {
-                    "code": "INTERRUPTED",
-                    "message": "the server stopped while this job was running; it was not "
-                    f"retried because {job.method} is not declared idempotent",
-                }
-                log.warning("job %s was interrupted by a restart; marked failed", job.id)
-            await self.store.update(job)
+        await self.recover()
         for job in await self.store.with_status("pending"):
             self._enqueue(job.id)
         self._busy = [None] * self.config.concurrency
         for n in range(self.config.concurrency):
             self._workers.append(asyncio.create_task(self._work(n), name=f"polyport-job-{n}"))
         self._workers.append(asyncio.create_task(self._purge_forever(), name="polyport-job-purge"))
+        self._workers.append(asyncio.create_task(self._leases_forever(), name="polyport-job-lease"))
+
+    async def recover(self) -> int:
+        """Deal with running jobs whose node is gone (see the module docstring); how many."""
+        now = time.time()
+        recovered = 0
+        for job in await self.store.with_status("running"):
+            expired = job.lease_until is None or job.lease_until < now
+            if job.lease_owner == self.owner or not (
+                expired or owner_gone(job.lease_owner, self._host)
+            ):
+                continue
+            binding = self.dispatcher.bindings.get(job.method)
+            if binding is not None and binding.spec.method.idempotent:
+                if await self.store.requeue(job.id, job.lease_owner):
+                    log.warning(
+                        "re-running interrupted job %s (%s is idempotent)", job.id, job.method
+                    )
+                    self._enqueue(job.id)
+                    recovered += 1
+                continue
+            job.status = "failed"
+            job.finished = now
+            job.error = {
+                "code": "INTERRUPTED",
+                "message": "the server stopped while this job was running; it was not "
+                f"retried because {job.method} is not declared idempotent",
+            }
+            if await self.store.finish(job, job.lease_owner):
+                log.warning("job %s was interrupted (its node is gone); marked failed", job.id)
+                recovered += 1
+        return recovered
 
     def release_waiters(self) -> None:
         """Answer every held job wait now (the node is shutting down)."""
@@ -136,12 +220,18 @@ class JobRunner:
                 "waiting up to %g s for %d running job(s)", self.config.shutdown_grace, len(busy)
             )
             await asyncio.wait(busy, timeout=self.config.shutdown_grace)
+        cancelled = [job for job in self._busy if job is not None]
         for task in self._workers:
             task.cancel()
         for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers.clear()
+        if cancelled:
+            # Our leases end now: whichever node starts next treats these as interrupted
+            # at once, even one in this same process.
+            with contextlib.suppress(Exception):
+                await self.store.renew(self.owner, cancelled, 0.0)
         await self.store.close()
 
     def _enqueue(self, job_id: str) -> None:
@@ -207,13 +297,16 @@ class JobRunner:
             finally:
                 self._busy[slot] = None
 
+    def _lease_until(self, now: float) -> float:
+        return now + self.config.lease
+
     async def _run(self, job_id: str) -> None:
-        job = await self.store.get(job_id)
-        if job is None or job.status != "pending":
+        now = time.time()
+        # Atomic: of every node that queued this job, one claims it; the others skip it.
+        job = await self.store.claim(job_id, self.owner, now, self._lease_until(now))
+        if job is None:
             return
         binding = self.dispatcher.bindings.get(job.method)
-        job.status, job.started, job.attempts = "running", time.time(), job.attempts + 1
-        await self.store.update(job)
         started = time.perf_counter()
         code = "OK"
         try:
@@ -235,10 +328,30 @@ class JobRunner:
             self.dispatcher.metrics.observe_call(
                 "jobs", job.method, code, time.perf_counter() - started
             )
-            await self.store.update(job)
+            # Not done: cancelled by a stop; the job stays running under our lease,
+            # which stop() ends, so the next node to start recovers it.
+            if job.done and not await self.store.finish(job, self.owner):
+                # Our lease ran out and another node declared the job interrupted (or
+                # took it over): its outcome stands, a final state never changes.
+                log.warning(
+                    "job %s finished %s here, but it was settled elsewhere first; kept that",
+                    job.id,
+                    job.status,
+                )
             event = self._done.pop(job.id, None)
             if event is not None:
                 event.set()
+
+    async def _leases_forever(self) -> None:
+        """Renew the leases of the jobs running here; recover those of nodes that are gone."""
+        while True:
+            await asyncio.sleep(self.config.lease / 3)
+            try:
+                running = [job_id for job_id in self._busy if job_id is not None]
+                await self.store.renew(self.owner, running, self._lease_until(time.time()))
+                await self.recover()
+            except Exception:
+                log.exception("renewing job leases failed")
 
     async def _purge_forever(self) -> None:
         while True:

@@ -120,3 +120,29 @@ def test_listing_pages_newest_first(inbox: HookInbox) -> None:
     page = inbox.list("r", status=None, before=page[-1].rowid, limit=2)
     assert [row.id for row in page] == ["m2", "m1"]
     assert inbox.list("r", status="dead", before=None, limit=10) == []
+
+
+def test_final_states_never_change_from_another_connection(
+    inbox: HookInbox, tmp_path: Path
+) -> None:
+    """done and dead stay as they are, whatever a second node with a stale claim writes."""
+    other = HookInbox(SqliteDatabase(tmp_path / "inbox.sqlite3"))
+    other.open()
+    try:
+        put(inbox, "a")
+        put(inbox, "b")
+        claimed = {row.id: row for row in inbox.claim(["r"], T0, 10, lease_seconds=60)}
+        assert set(claimed) == {"a", "b"}
+        assert inbox.complete(claimed["a"], T0 + 1)
+        assert inbox.bury(claimed["b"], T0 + 1, "gave up")
+        for row in claimed.values():  # the same claims, written again from the other node
+            assert not other.retry(row, T0 + 2, "late failure")
+            assert not other.release(row, T0 + 2)
+            assert not other.complete(row, T0 + 2)
+            assert not other.bury(row, T0 + 2, "late")
+        done, dead = other.get("r", "a"), other.get("r", "b")
+        assert done is not None and (done.status, done.error) == ("done", None)
+        assert dead is not None and (dead.status, dead.error) == ("dead", "gave up")
+        assert other.claim(["r"], T0 + 1000, 10, lease_seconds=60) == []
+    finally:
+        other.close()

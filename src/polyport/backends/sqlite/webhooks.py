@@ -10,6 +10,13 @@ Statements run on the event loop's thread, like every SQLite statement here.
 is absent or expired; SQLite runs one writer at a time, so two nodes sharing
 the file can never both claim the same ``(endpoint, event)``. A node that dies
 leaves leases that simply expire.
+
+**Final states.** ``delivered`` and ``failed`` never change through the
+delivery pipeline: an outcome is written only by the holder of the lease and
+only over a ``pending`` row, so a node whose lease ran out cannot write over
+the outcome of the node that took over. Replay and recovery (explicit
+requests of the endpoint's owner) are the only way back to ``pending``: they
+start a new round of attempts, and the earlier ones stay in the history.
 """
 
 from __future__ import annotations
@@ -389,7 +396,7 @@ class SqliteWebhookStore:
             "UPDATE polyport_webhook_deliveries SET status = ?, attempts = max(attempts, ?), "
             "next_at = ?, lease_owner = NULL, lease_until = NULL, last_at = ?, "
             "response_code = ?, latency = ?, response_body = ?, error = ? "
-            "WHERE endpoint_id = ? AND event_id = ? AND lease_owner = ?",
+            "WHERE endpoint_id = ? AND event_id = ? AND lease_owner = ? AND status = 'pending'",
             [
                 (
                     r.status,

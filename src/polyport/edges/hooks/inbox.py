@@ -13,8 +13,10 @@ then processed from here:
 ``due`` is when a pending row may next run, or when a running row's lease
 ends: a node that died mid-handler leaves its rows ``running``, and they are
 claimed again once the lease has passed. Every claim writes a fresh ``lease``
-token and every later update is conditional on it, so a node whose lease ran
-out cannot overwrite the work of the node that took over.
+token and every later update is conditional on it (and on the row still
+running), so a node whose lease ran out cannot overwrite the work of the node
+that took over, and ``done`` and ``dead`` are final: only an explicit redrive
+makes a dead delivery pending again.
 
 Only the insert is committed on its own (the sender's 200 waits for it).
 Claims and outcomes join the database's group transaction, committed when the
@@ -238,9 +240,11 @@ class HookInbox:
         return self._settle(row, "status='pending', due=?, attempts=attempts-1, lease=NULL", (now,))
 
     def _settle(self, row: InboxRow, assignments: str, args: tuple[object, ...]) -> bool:
+        # Only the holder of the current claim settles, and only a running row: a
+        # final state (done, dead) never changes here — redrive is the one way back.
         cursor = self.db.group_write(
             f"UPDATE polyport_hook_inbox SET {assignments} "
-            "WHERE receiver=? AND delivery_id=? AND lease=?",
+            "WHERE receiver=? AND delivery_id=? AND lease=? AND status='running'",
             (*args, row.receiver, row.id, row.lease),
         )
         return cursor.rowcount == 1
