@@ -1,4 +1,4 @@
-"""The node's start-up: gRPC's port and what it warns about."""
+"""The node's start-up: gRPC's port, what it warns about, who may read /metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
@@ -106,3 +107,44 @@ def test_warnings_name_what_a_reader_must_know() -> None:
     warnings = Node(make_service("w3"), off).warnings()
     assert NO_CREDENTIALS_WARNING not in warnings
     assert "grpc is not served: disabled by grpc.enabled = false" in warnings
+
+
+KEYS = [
+    {"key": "metrics-key", "subject": "prometheus", "scopes": ["metrics"]},
+    {"key": "other-key", "subject": "billing", "scopes": ["orders:write"]},
+]
+
+
+def test_metrics_need_their_scope_in_secure_mode() -> None:
+    """/metrics: 401 with no credentials, 403 without the scope, 200 with it; /healthz is open."""
+    settings = Settings(database=":memory:", event_log="memory", auth={"api_keys": KEYS})
+    with serve_in_thread(make_service("metrics"), settings, edges=["rest"]) as server:
+        url = f"{server.url}/metrics"
+        anonymous = httpx.get(url)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"].startswith("application/problem+json")
+        assert "polyport_" not in anonymous.text
+        assert httpx.get(url, headers={"x-api-key": "other-key"}).status_code == 403
+        allowed = httpx.get(url, headers={"authorization": "Bearer metrics-key"})
+        assert allowed.status_code == 200 and "polyport_calls_total" in allowed.text
+        assert allowed.headers["cache-control"] == "no-store"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_metrics_may_be_public_or_need_another_scope() -> None:
+    """metrics.public = true opens /metrics to anyone; metrics.scope names the scope needed."""
+    public = Settings(
+        database=":memory:", event_log="memory", auth={"api_keys": KEYS}, metrics={"public": True}
+    )
+    with serve_in_thread(make_service("public"), public, edges=["rest"]) as server:
+        assert httpx.get(f"{server.url}/metrics").status_code == 200
+    scoped = Settings(
+        database=":memory:",
+        event_log="memory",
+        auth={"api_keys": KEYS},
+        metrics={"scope": "orders:write"},
+    )
+    with serve_in_thread(make_service("scoped"), scoped, edges=["rest"]) as server:
+        url = f"{server.url}/metrics"
+        assert httpx.get(url, headers={"x-api-key": "other-key"}).status_code == 200
+        assert httpx.get(url, headers={"x-api-key": "metrics-key"}).status_code == 403

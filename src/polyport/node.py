@@ -27,7 +27,7 @@ from polyport.core.auth import Authenticator
 from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.core.dispatch import Dispatcher
-from polyport.core.errors import ConfigError, MissingExtra, Unauthenticated
+from polyport.core.errors import ConfigError, MissingExtra, PermissionDenied, Unauthenticated
 from polyport.core.eventlog import EventLog, History
 from polyport.core.hub import EventHub
 from polyport.core.jobs import JobRunner
@@ -236,13 +236,25 @@ class Node:
         )
 
     async def _metrics(self, request: Request) -> Response:
+        config = self.settings.metrics
+        if not config.public:
+            # Read like an event type's scopes: development mode's anonymous caller holds "*".
+            authenticator = self.runtime.dispatcher.authenticator
+            principal = authenticator.authenticate(request.credentials())
+            if not principal.has_scopes(frozenset({config.scope})):
+                if principal.anonymous:
+                    raise Unauthenticated("the metrics need credentials")
+                raise PermissionDenied(f"the metrics need the scope {config.scope!r}")
         hub = self.runtime.hub
         self.metrics.set("polyport_subscribers", "Live event subscriptions.", hub.subscriber_count)
         self.metrics.set(
             "polyport_events_published", "Events published since start.", hub.published
         )
         return Response(
-            200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
+            200,
+            self.metrics.render(),
+            content_type=b"text/plain; version=0.0.4; charset=utf-8",
+            headers=[(b"cache-control", b"no-store")],
         )
 
     async def _health(self, request: Request) -> Response:
