@@ -242,6 +242,16 @@ class JobsConfig(_Section):
     lease: float = Field(default=30.0, ge=1, le=3600)
 
 
+class MetricsConfig(_Section):
+    """``GET /metrics``, Prometheus text: calls, latencies and subscribers per edge and method."""
+
+    #: Anyone may read the metrics, without credentials (a scraper on a private network).
+    public: bool = False
+    #: Otherwise a caller needs this scope (``*`` holds every scope; development mode's
+    #: anonymous caller holds ``*``). A scraper sends its API key as a bearer token.
+    scope: str = Field(default="metrics", min_length=1)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -270,6 +280,7 @@ class Settings(_Section):
     graphql: GraphQLConfig = GraphQLConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     hooks: HooksConfig = HooksConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 
 
