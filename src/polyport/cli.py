@@ -77,74 +77,61 @@ def main_options(
     """polyport: one service contract, every API communication pattern."""
 
 
-def _run_node(service: Service, settings: Settings) -> None:
-    from polyport.core.logs import configure_logging
-    from polyport.node import DEV_WARNING, Node, bind_socket
+def _run_node(service: Service, settings: Settings, *, data: str | None = None) -> None:
+    """Bind everything, then print the banner, then serve until Ctrl-C or SIGTERM."""
+    import asyncio
 
-    configure_logging(settings.log.level, settings.log.format)
-    node = Node(service, settings)  # contract errors surface here, before binding
-    sock = bind_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}"
-    if settings.dev:
-        console.print(f"[bold yellow]WARNING[/] {DEV_WARNING}", soft_wrap=True)
-    spec = node.runtime.spec
-    console.print(
-        f"[bold]polyport {__version__}[/] serving [bold]{spec.name}[/] v{spec.version} on {base}",
-        soft_wrap=True,
-    )
-    console.print(
-        f"  dashboard {base}/  ·  API docs {base}/docs  ·  OpenAPI {base}/openapi.json  ·  "
-        f"metrics {base}/metrics",
-        soft_wrap=True,
-    )
-    if node.http.websocket:
-        ws = base.replace("http://", "ws://", 1)
-        console.print(
-            f"  SSE {base}/v{spec.version}/events/stream?channel=…  ·  WebSocket {ws}/ws",
-            soft_wrap=True,
-        )
-    if any(e.name == "graphql" for e in node.edges):
-        console.print(
-            f"  GraphQL {base}/graphql (GraphiQL in a browser)  ·  "
-            f"SDL {base}/graphql/schema.graphql",
-            soft_wrap=True,
-        )
-    grpc_edge: Any = next((e for e in node.edges if e.name == "grpc"), None)
-    if grpc_edge is not None and grpc_edge.off is None:
-        where = grpc_edge.address if settings.grpc.port else "(a free port, logged at start)"
-        console.print(
-            f"  gRPC {where} (reflection, health)  ·  .proto {base}/grpc/{spec.name}.proto",
-            soft_wrap=True,
-        )
-    if any(route.startswith("/demo/") for route in node.http.router.paths()):
-        console.print(f"  demo pages {base}/demo/orders  ·  {base}/demo/chat", soft_wrap=True)
-    console.print(f"  edges: {', '.join(e.name for e in node.edges)}")
-    for name, reason in node.skipped.items():
-        console.print(f"  [yellow]edge {name} is off:[/] {reason}")
-    console.print("  press Ctrl-C to stop")
+    from polyport.banner import base_url, print_banner
+    from polyport.core.logs import configure_logging
+    from polyport.node import Node, bind_socket
     from polyport.server import run
 
-    run(node.serve(sock))
+    configure_logging(settings.log.level, settings.log.format)
+    # Contract errors surface here, before binding; the banner carries the
+    # warnings the node would otherwise log.
+    node = Node(service, settings, announce=False)
+    sock = bind_socket(settings.host, settings.port)
+    base = base_url(*sock.getsockname()[:2])
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        serving = asyncio.ensure_future(node.serve(sock, ready=ready))
+        started = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            # Only now is every listener bound (gRPC's port too): say what is where.
+            print_banner(console, node, base, data=data)
+        else:
+            started.cancel()
+        await serving
+
+    try:
+        run(main())
+    finally:
+        sock.close()
 
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="A TOML configuration file.")
 ]
+# Help texts say "(default …)": typer's rich help would read "[default: …]" as markup and drop it.
+PortOption = Annotated[
+    int | None, typer.Option(help="HTTP port (default 8000; 0: any free port, printed at start).")
+]
+DEMO_DATABASE = ".polyport/demo.sqlite3"
 
 
 @app.command()
 def serve(
     target: Annotated[str, typer.Argument(help="The service to serve, as MODULE:SERVICE.")],
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
+    port: PortOption = None,
     config: ConfigOption = None,
     database: Annotated[
         str | None,
-        typer.Option(help="SQLite file for events and jobs [default: polyport.sqlite3]."),
+        typer.Option(help="SQLite file for events and jobs (default polyport.sqlite3)."),
     ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Development mode: anonymous callers may do everything.")
@@ -169,10 +156,14 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
+    port: PortOption = None,
     database: Annotated[
-        str, typer.Option(help="SQLite file of the demo (':memory:' for none).")
-    ] = ".polyport/demo.sqlite3",
+        str,
+        typer.Option(
+            help="SQLite file of the demo; its shop data goes beside it "
+            "(':memory:': nothing is kept)."
+        ),
+    ] = DEMO_DATABASE,
     config: ConfigOption = None,
 ) -> None:
     """Run the e-commerce demo on 127.0.0.1 in development mode (no credentials needed)."""
@@ -191,9 +182,23 @@ def demo(
         settings = settings.model_copy(update={"host": "127.0.0.1", "dev": True})
         from polyport.demo.shop import shop
 
-        _run_node(shop, settings)
+        _run_node(shop, settings, data=_demo_data(settings.database))
     except (ConfigError, ContractError, MissingExtra) as exc:
         raise fail(str(exc)) from None
+
+
+def _demo_data(database: str) -> str | None:
+    """Where the demo keeps its data, and how to start afresh (the README's ids assume it)."""
+    if database == ":memory:":
+        return None
+    shop = str(Path(database).with_suffix("")) + ".shop.sqlite3"
+    # Only the default folder is the demo's alone: never suggest deleting another.
+    afresh = (
+        "stop, rm -r .polyport, start again"
+        if database == DEMO_DATABASE
+        else "stop, delete both (and their -wal/-shm files), start again"
+    )
+    return f"{database} and {shop}, kept between runs; to start afresh: {afresh}"
 
 
 @app.command()
@@ -202,13 +207,19 @@ def routes(
         str, typer.Argument(help="MODULE:SERVICE (default: the demo shop).")
     ] = "polyport.demo.shop:shop",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOption = None,
 ) -> None:
-    """List every endpoint of every method and event, per pattern."""
+    """List every endpoint of every method and event, per pattern (as configured)."""
     from polyport.node import Node
 
     try:
+        # The addresses a node started with the same file and variables would use
+        # (gRPC's port); nothing is opened or written.
+        settings = load_settings(config).model_copy(
+            update={"database": ":memory:", "event_log": "memory"}
+        )
         service = load_service(target)
-        node = Node(service, Settings(database=":memory:", event_log="memory"))
+        node = Node(service, settings, announce=False)
     except (ConfigError, ContractError, MissingExtra) as exc:
         raise fail(str(exc)) from None
     entries = node.catalog()
@@ -233,6 +244,44 @@ def routes(
         last = entry.target
         table.add_row(shown, entry.kind, entry.pattern, entry.address)
     out.print(table)
+
+
+@app.command()
+def key(
+    subject: Annotated[
+        str, typer.Option(help="Who calls with the key: the principal's subject.")
+    ] = "me",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope the key holds; repeat for more (default '*': all)."),
+    ] = None,
+) -> None:
+    """Make a new API key and print the settings that accept it (only its SHA-256 is kept)."""
+    import hashlib
+    import secrets
+    import shlex
+
+    import orjson
+
+    made = "pp_" + secrets.token_urlsafe(32)
+    entry = {
+        "key_sha256": hashlib.sha256(made.encode()).hexdigest(),
+        "subject": subject,
+        "scopes": scope or ["*"],
+    }
+
+    def toml(value: object) -> str:
+        return orjson.dumps(value).decode()  # JSON strings and lists are TOML too
+
+    sys.stdout.write(
+        "A new API key (shown once; send it as 'Authorization: Bearer …' or 'X-API-Key: …'):\n\n"
+        f"    {made}\n\n"
+        "Accept it with these lines in your --config file (polyport.toml):\n\n"
+        "    [[auth.api_keys]]\n"
+        + "".join(f"    {name} = {toml(value)}\n" for name, value in entry.items())
+        + "\nor with this environment variable (it replaces the file's keys):\n\n"
+        f"    POLYPORT_AUTH__API_KEYS={shlex.quote(toml([entry]))}\n"
+    )
 
 
 @app.command()
