@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -92,10 +93,10 @@ class PageWatch:
         ]
 
 
-@pytest.fixture
-def page(browser: Any, site: RunningNode) -> Iterator[PageWatch]:
+@contextlib.contextmanager
+def watched_page(browser: Any, site: RunningNode, width: int, height: int) -> Iterator[PageWatch]:
     """A fresh page (own context: own storage) that must stay on the test server."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(10_000)
     watch = PageWatch(context.new_page(), site.url)
     try:
@@ -105,3 +106,17 @@ def page(browser: Any, site: RunningNode) -> Iterator[PageWatch]:
         context.close()
     assert watch.foreign_requests() == [], "the page contacted another host"
     assert watch.errors == [], "the page logged errors"
+
+
+@pytest.fixture
+def page(browser: Any, site: RunningNode) -> Iterator[PageWatch]:
+    """A page in a 1400 by 1000 window."""
+    with watched_page(browser, site, 1400, 1000) as watch:
+        yield watch
+
+
+@pytest.fixture
+def wide_page(browser: Any, site: RunningNode) -> Iterator[PageWatch]:
+    """A page in a 1920 by 1080 window (a common desktop screen)."""
+    with watched_page(browser, site, 1920, 1080) as watch:
+        yield watch

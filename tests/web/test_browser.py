@@ -152,6 +152,41 @@ def test_dashboard_shows_service_and_catalog(page: Any, site: RunningNode) -> No
         expect(dashboard.locator(f'#service a[href="{link}"]')).to_be_visible()
 
 
+#: How far the catalog's box and the page can scroll: [across, down].
+OVERFLOW = """() => {
+  const over = (e) => [e.scrollWidth - e.clientWidth, e.scrollHeight - e.clientHeight];
+  return {wrap: over(document.querySelector("#catalog").parentElement),
+          page: over(document.documentElement)};
+}"""
+
+
+def test_dashboard_catalog_shows_every_pattern_on_a_wide_screen(
+    wide_page: Any, site: RunningNode
+) -> None:
+    """At 1920 px every one of the catalog's 13 pattern columns is in view, and the page is
+    the only thing that scrolls: the catalog has no box of its own, nothing scrolls sideways."""
+    expect = _expect()
+    dashboard = _open(wide_page, site, "/")
+    heads = dashboard.locator("#catalog thead th")
+    expect(heads).to_have_count(1 + 13)
+    for column in range(1 + 13):
+        expect(heads.nth(column)).to_be_in_viewport(ratio=1)
+    expect(dashboard.locator('#catalog tr[data-target="orders.created"] td').last).to_be_visible()
+    sizes = dashboard.evaluate(OVERFLOW)
+    assert sizes["wrap"] == [0, 0]  # no scrollbar of its own, either way
+    assert sizes["page"][0] == 0 and sizes["page"][1] > 0  # the page scrolls down, not across
+
+
+def test_dashboard_catalog_scrolls_sideways_in_a_narrow_window(
+    page: Any, site: RunningNode
+) -> None:
+    """At 1400 px the catalog scrolls sideways inside its panel (never the page), not down."""
+    dashboard = _open(page, site, "/")
+    sizes = dashboard.evaluate(OVERFLOW)
+    assert sizes["wrap"][0] > 0 and sizes["wrap"][1] == 0
+    assert sizes["page"][0] == 0
+
+
 def test_dashboard_feed_shows_new_events(page: Any, site: RunningNode) -> None:
     """An order created over REST appears in the live feed (long polling) within seconds."""
     expect = _expect()

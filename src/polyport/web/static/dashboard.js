@@ -66,31 +66,48 @@ function patternsOf(catalog) {
 }
 
 /**
- * An address as code that wraps only between its parts (before "?" and "&"),
- * never inside a name: "POST /v1/jobs/create_order" stays readable in a
- * narrow column.
+ * What every address of a column starts with, when it says where (a path or
+ * a host:port, like "POST /jsonrpc " or "grpc 127.0.0.1:50051 "): shown once
+ * in the column's head instead of on every row, so thirteen columns fit.
+ */
+function sharedPrefix(addresses) {
+  if (addresses.length < 2) return "";
+  let prefix = addresses[0];
+  for (const address of addresses) {
+    while (!address.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  }
+  // Whole words, or a whole path with its "?": "GET /v1/events?" of the polling column.
+  prefix = prefix.slice(0, Math.max(prefix.lastIndexOf(" "), prefix.lastIndexOf("?")) + 1);
+  return /[/:]/.test(prefix) ? prefix : "";
+}
+
+/**
+ * An address as code that wraps only between its parts (after "/", ".", ",",
+ * ":" and before "?", "&", "{"), never inside a name: "POST /v1/jobs/create_order"
+ * stays readable in a narrow column.
  */
 function addressCode(address) {
-  const parts = address.split(/(?=[?&])/);
+  const parts = address.split(/(?<=[/.,:])(?=[^\s/])|(?=[?&{])/);
   return h("code", {class: "address"}, parts.flatMap((part, i) => (i ? [h("wbr"), part] : [part])));
 }
 
 /** An address cell: a link when it is a plain GET a browser can open, else code. */
-function addressCell(endpoints) {
+function addressCell(endpoints, prefix) {
   if (!endpoints.length) return h("td", {class: "none"}, "—");
   return h("td", {}, endpoints.map((endpoint) => {
     const path = addressPath(endpoint.address);
     const openable = endpoint.address.startsWith("GET ") && !/[{]|CURSOR/.test(path);
-    const code = addressCode(endpoint.address);
-    return h("div", {}, openable ? h("a", {href: path}, code) : code);
+    const code = addressCode(endpoint.address.slice(prefix.length));
+    return h("div", {title: endpoint.address}, openable ? h("a", {href: path}, code) : code);
   }));
 }
 
-function catalogRow(patterns, byTarget, name, label, extra) {
+function catalogRow(columns, byTarget, name, label, extra) {
   const endpoints = byTarget.get(name) || [];
   return h("tr", {"data-target": name},
     h("th", {scope: "row"}, label, extra),
-    patterns.map((pattern) => addressCell(endpoints.filter((e) => e.pattern === pattern))));
+    columns.map(({pattern, prefix}) =>
+      addressCell(endpoints.filter((e) => e.pattern === pattern), prefix)));
 }
 
 function renderCatalog(catalog, onTry) {
@@ -100,19 +117,27 @@ function renderCatalog(catalog, onTry) {
     if (!byTarget.has(endpoint.target)) byTarget.set(endpoint.target, []);
     byTarget.get(endpoint.target).push(endpoint);
   }
+  const columns = patterns.map((pattern) => ({
+    pattern,
+    prefix: sharedPrefix(catalog.endpoints
+      .filter((e) => e.pattern === pattern && e.kind !== "document").map((e) => e.address)),
+  }));
   const span = patterns.length + 1;
-  const methodRows = catalog.methods.map((method) => catalogRow(patterns, byTarget, method.name,
+  const methodRows = catalog.methods.map((method) => catalogRow(columns, byTarget, method.name,
     [h("code", {}, method.name),
       method.public && h("span", {class: "chip status-2xx", title: "callable without credentials"}, "public"),
       h("button", {type: "button", class: "ghost try", title: "Open in the playground",
         onclick: () => onTry(method.name)}, "▶ try")],
     h("div", {class: "muted small"}, method.summary || "")));
-  const eventRows = catalog.events.map((event) => catalogRow(patterns, byTarget, event.name,
+  const eventRows = catalog.events.map((event) => catalogRow(columns, byTarget, event.name,
     h("code", {}, event.name),
     h("div", {class: "muted small"}, "channel ", h("code", {}, event.channel),
       event.description ? ` · ${event.description}` : "")));
   replace($("catalog"),
-    h("thead", {}, h("tr", {}, h("th", {}, "target"), patterns.map((p) => h("th", {}, p)))),
+    h("thead", {}, h("tr", {}, h("th", {}, "target"), columns.map(({pattern, prefix}) =>
+      h("th", {scope: "col", "data-pattern": pattern}, pattern,
+        prefix && h("code", {class: "address prefix", title: "every address below starts with this"},
+          prefix.trim()))))),
     h("tbody", {},
       h("tr", {class: "section-row"}, h("th", {colspan: span}, `methods (${catalog.methods.length})`)),
       methodRows,
@@ -123,8 +148,25 @@ function renderCatalog(catalog, onTry) {
     "Not served on this node: ",
     skipped.map(([edge, why]) => h("span", {class: "chip", title: why}, edge)),
   ]);
+  fitCatalog();
   $("catalog-count").textContent =
     `${catalog.methods.length} methods · ${catalog.events.length} events · ${patterns.length} patterns`;
+}
+
+/**
+ * A window wide enough for every column gives the catalog no box of its own:
+ * the page is the one thing that scrolls, and the head sticks under the top
+ * bar. A narrower one scrolls the catalog sideways, inside its panel.
+ */
+function fitCatalog() {
+  const table = $("catalog");
+  const wrap = table.parentElement;
+  const fit = () => {
+    wrap.classList.remove("fits");
+    wrap.classList.toggle("fits", table.offsetWidth <= wrap.clientWidth);
+  };
+  fit();
+  new ResizeObserver(fit).observe(wrap);
 }
 
 // -- live event feed --------------------------------------------------------------------
