@@ -187,6 +187,51 @@ class Session:
         principal = self.dispatcher.authenticator.authenticate(credentials)
         self.credentials = credentials
         self.send({"id": frame_id, "type": "authenticated", "subject": principal.subject})
+        await self._readmit()
+
+    async def _readmit(self) -> None:
+        """Check every subscription again with the session's new credentials.
+
+        Rights were checked at ``subscribe``; an ``auth`` frame may change them.
+        A subscription the new principal may not read at all ends with a
+        ``subscription-ended`` frame; one whose readable event types changed
+        goes on from where it stands (its cursor) with the new ones — nothing
+        missed, nothing repeated.
+        """
+        caller = self.caller()
+        for sid, live in list(self.subscriptions.items()):
+            try:
+                types = self.dispatcher.admit_subscribe(live.patterns, caller)
+            except ServiceError as exc:
+                self.subscriptions.pop(sid, None)
+                self._stop(live)
+                ended = error_frame(None, exc)
+                self.send(
+                    {"type": "subscription-ended", "subscription": sid, "error": ended["error"]}
+                )
+                continue
+            old = live.subscription
+            if types == old._types:
+                continue
+            cursor = old.cursor
+            self._stop(live)
+            try:
+                live.subscription = await self.hub.subscribe(
+                    live.patterns, after=cursor, types=types
+                )
+            except RecoveryFailed as exc:
+                live.subscription = await self.hub.subscribe(
+                    live.patterns, after="now", types=types
+                )
+                self.send(
+                    {
+                        "type": "recovery-failed",
+                        "subscription": sid,
+                        "earliest": exc.earliest,
+                        "latest": exc.latest,
+                    }
+                )
+            live.task = asyncio.create_task(self._pump(live), name=f"polyport-session-{sid}")
 
     async def _on_subscribe(self, frame_id: Any, frame: dict[str, Any]) -> None:
         channels = frame.get("channels")

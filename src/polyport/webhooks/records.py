@@ -23,6 +23,20 @@ class Secret:
     expires: float | None = None
 
 
+#: How an owner authenticated: an API key of the configuration (whose scopes are read
+#: again at delivery), a token (JWT or ticket: the scopes it carried), or none.
+OwnerVia = Literal["key", "token", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who created (or last re-aimed) a subscription: its deliveries are what they may read."""
+
+    subject: str
+    scopes: tuple[str, ...]
+    via: OwnerVia
+
+
 @dataclass(slots=True)
 class WebhookEndpoint:
     """A subscription: where to POST which event types, and its health."""
@@ -38,6 +52,8 @@ class WebhookEndpoint:
     disabled_reason: str | None = None
     disabled_at: float | None = None
     failing_since: float | None = None
+    #: None: created before owners were recorded (see ``docs/webhooks.md``).
+    owner: Owner | None = None
 
 
 @dataclass(frozen=True, slots=True)

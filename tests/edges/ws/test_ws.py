@@ -407,3 +407,44 @@ async def test_silent_clients_are_closed_by_the_heartbeat(tmp_path: Any) -> None
             # The websockets client answers pings itself, so it stays connected.
             await asyncio.sleep(0.8)
             assert (await Client(polite).request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_an_auth_frame_checks_every_subscription_again(secure: RunningNode) -> None:
+    """Rights change with an auth frame: what the new principal may not read stops."""
+    from polyport.demo.shop import InventoryEvent, shop
+
+    url = ws_url(secure)
+    chat_message = {"room": "support", "user": "u", "text": "for chatters only"}
+    headers = {"x-api-key": "chat-key"}
+    async with (
+        websockets.connect(url, additional_headers=headers) as narrow_ws,
+        websockets.connect(url, additional_headers=headers) as wide_ws,
+        websockets.connect(url, additional_headers=headers) as sender_ws,
+    ):
+        for ws in (narrow_ws, wide_ws, sender_ws):
+            await ws.recv()
+        narrow, wide, sender = Client(narrow_ws), Client(wide_ws), Client(sender_ws)
+        only_chat = await narrow.request({"type": "subscribe", "channels": ["chat/+"]})
+        everything = await wide.request({"type": "subscribe", "channels": ["#"]})
+        assert only_chat["type"] == everything["type"] == "subscribed"
+        for client in (narrow, wide):
+            signed = await client.request({"type": "auth", "api_key": "plain-key"})
+            assert signed["subject"] == "plain"
+        async with asyncio.timeout(10):
+            ended = orjson.loads(await narrow_ws.recv())
+        assert ended["type"] == "subscription-ended"
+        assert ended["subscription"] == only_chat["subscription"]
+        assert ended["error"]["code"] == "PERMISSION_DENIED"
+        sent = await sender.request(
+            {"type": "publish", "event": "chat.message", "data": chat_message}
+        )
+        assert sent["type"] == "published"
+        stock = {"product_id": 1, "stock": 5, "delta": 1, "reason": "restock"}
+        secure.call(shop.publish(InventoryEvent, stock))
+        # "#" goes on, without chat.message: the inventory event arrives, the chat
+        # message published before it does not.
+        async with asyncio.timeout(10):
+            frame = orjson.loads(await wide_ws.recv())
+        assert frame["type"] == "event" and frame["event"]["type"] == "inventory.changed"
+        await narrow.request({"type": "ping"})
+        assert narrow.events == [] and wide.events == []

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.sqlite.migrate import add_column
 from polyport.core.jobs import Job, JobStatus
 
 _SCHEMA = """
@@ -125,7 +126,7 @@ class SqliteJobStore:
         present = {row[1] for row in conn.execute("PRAGMA table_info(polyport_jobs)")}
         for name, declaration in _ADDED:
             if name not in present:  # a file written before leases: its rows hold none
-                conn.execute(f"ALTER TABLE polyport_jobs ADD COLUMN {name} {declaration}")
+                add_column(conn, "polyport_jobs", name, declaration)
 
     async def close(self) -> None:
         self.db.close()

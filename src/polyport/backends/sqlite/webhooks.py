@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.sqlite.migrate import add_column
 from polyport.webhooks.records import (
     Attempt,
     AttemptResult,
@@ -34,6 +35,7 @@ from polyport.webhooks.records import (
     Delivery,
     DeliveryStatus,
     Message,
+    Owner,
     Secret,
     WebhookEndpoint,
 )
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS polyport_webhook_endpoints (
     updated REAL NOT NULL,
     disabled_reason TEXT,
     disabled_at REAL,
-    failing_since REAL
+    failing_since REAL,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS polyport_webhook_messages (
     event_id TEXT PRIMARY KEY,
@@ -98,8 +101,10 @@ CREATE TABLE IF NOT EXISTS polyport_webhook_attempts (
 
 _ENDPOINT_COLUMNS = (
     "id, url, description, event_types, secrets, enabled, created, updated, "
-    "disabled_reason, disabled_at, failing_since"
+    "disabled_reason, disabled_at, failing_since, owner"
 )
+#: Columns added since the first schema, added to older files when they are opened.
+_ADDED = {"polyport_webhook_endpoints": (("owner", "TEXT"),)}
 _DELIVERY_COLUMNS = (
     "endpoint_id, event_id, type, created, status, attempts, retry_base, next_at, "
     "last_at, response_code, latency, response_body, error"
@@ -119,7 +124,21 @@ def _endpoint_row(ep: WebhookEndpoint) -> tuple[object, ...]:
         ep.disabled_reason,
         ep.disabled_at,
         ep.failing_since,
+        _owner_json(ep.owner),
     )
+
+
+def _owner_json(owner: Owner | None) -> str | None:
+    if owner is None:
+        return None
+    return orjson.dumps([owner.subject, list(owner.scopes), owner.via]).decode()
+
+
+def _owner(text: str | None) -> Owner | None:
+    if text is None:
+        return None
+    subject, scopes, via = orjson.loads(text)
+    return Owner(subject, tuple(scopes), via)
 
 
 def _endpoint(row: Sequence[Any]) -> WebhookEndpoint:
@@ -135,6 +154,7 @@ def _endpoint(row: Sequence[Any]) -> WebhookEndpoint:
         disabled_reason=row[8],
         disabled_at=row[9],
         failing_since=row[10],
+        owner=_owner(row[11]),
     )
 
 
@@ -155,7 +175,13 @@ class SqliteWebhookStore:
         self._results: list[AttemptResult] = []
 
     def open(self) -> None:
-        self.db.open().executescript(_SCHEMA)
+        conn = self.db.open()
+        conn.executescript(_SCHEMA)
+        for table, columns in _ADDED.items():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns:
+                if name not in present:  # a file from before the column: NULL in old rows
+                    add_column(conn, table, name, declaration)
 
     def close(self) -> None:
         self.flush()
@@ -178,7 +204,7 @@ class SqliteWebhookStore:
     def save_endpoint(self, endpoint: WebhookEndpoint, *, new: bool = False) -> None:
         """Insert or replace an endpoint, committed before returning."""
         verb = "INSERT" if new else "INSERT OR REPLACE"
-        marks = ",".join("?" * 11)
+        marks = ",".join("?" * 12)
         with self.db.transaction() as tx:
             tx.execute(
                 f"{verb} INTO polyport_webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES ({marks})",

@@ -14,8 +14,12 @@ POST   /v{n}/webhooks/{id}/deliveries/{event_id}/replay   attempt it again (202)
 POST   /v{n}/webhooks/{id}/recover                        retry every failed one since a time
 
 Every route needs the ``webhooks:admin`` scope (anonymous callers hold every
-scope in development mode). Errors are RFC 9457 problems, from the same
-table as the REST edge's.
+scope in development mode). Creating a subscription, or changing where it
+goes (``url``, ``event_types``), also needs read rights: each filter must name
+a known event type (422) the caller may read (403), and the caller becomes
+the subscription's owner, whose rights bound what it is sent
+(:mod:`.rights`). Errors are RFC 9457 problems, from the same table as the
+REST edge's.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from polyport.edges.webhooks.outbox import rfc3339
 from polyport.edges.webhooks.ssrf import Refused, parse_url
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
-from polyport.webhooks.records import Delivery, Secret, WebhookEndpoint
+from polyport.webhooks.records import Delivery, Owner, Secret, WebhookEndpoint
 from polyport.webhooks.signing import new_secret, secret_key
 
 if TYPE_CHECKING:
@@ -111,6 +115,7 @@ def endpoint_json(record: WebhookEndpoint, *, secret: str | None = None) -> dict
         "created": _time(record.created),
         "updated": _time(record.updated),
         "previous_secret_expires": _time(max(previous)) if previous else None,
+        "owner": record.owner.subject if record.owner is not None else None,
     }
     if secret is not None:
         body["secret"] = secret
@@ -221,6 +226,15 @@ class WebhooksApi:
             raise _field_error("secret", str(exc)) from None
         return secret
 
+    def _owner(self, request: Request, patterns: tuple[str, ...]) -> Owner:
+        """The caller as the owner of a subscription to ``patterns``, after its read rights."""
+        from polyport.edges.webhooks.binding import EDGE
+
+        credentials = request.caller(EDGE).credentials
+        principal = self.edge.runtime.dispatcher.authenticator.authenticate(credentials)
+        self.edge.rights.check_filters(patterns, principal)
+        return self.edge.rights.owner_of(principal, credentials)
+
     def _state(self, request: Request) -> EndpointState:
         endpoint_id = request.params["id"]
         self.edge.table.refresh()
@@ -243,6 +257,7 @@ class WebhooksApi:
         body: EndpointIn = _parse(EndpointIn, await request.json_body())
         url = await self._check_url(body.url)
         event_types = self._check_filters(body.event_types)
+        owner = self._owner(request, event_types)
         secret = self._check_secret(body.secret)
         now = time.time()
         record = WebhookEndpoint(
@@ -256,6 +271,7 @@ class WebhooksApi:
             updated=now,
             disabled_reason=None if body.enabled else "disabled on creation",
             disabled_at=None if body.enabled else now,
+            owner=owner,
         )
         self._save(record, new=True)
         response = _respond(201, endpoint_json(record, secret=secret))
@@ -285,6 +301,10 @@ class WebhooksApi:
             record.url = await self._check_url(body.url)
         if body.event_types is not None:
             record.event_types = self._check_filters(body.event_types)
+        if body.url is not None or body.event_types is not None:
+            # Whoever changes where events go or which ones is their recipient now:
+            # their rights are checked and bound the deliveries from here on.
+            record.owner = self._owner(request, record.event_types)
         if body.description is not None:
             record.description = body.description
         turn_off = body.enabled is False and record.enabled
@@ -443,6 +463,7 @@ def _copy(record: WebhookEndpoint) -> WebhookEndpoint:
         record.disabled_reason,
         record.disabled_at,
         record.failing_since,
+        record.owner,
     )
 
 

@@ -21,6 +21,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
+from polyport.edges.webhooks.rights import ReadRights
 from polyport.edges.webhooks.sender import WebhookSender
 from polyport.edges.webhooks.ssrf import AddressPolicy
 from polyport.http.openapi import OpenApiDocument
@@ -47,25 +48,40 @@ class WebhooksEdge:
         self.prefix = f"/v{runtime.spec.version}/webhooks"
         # A lease names its holder: unique per process, so nodes sharing the file differ.
         self.store = SqliteWebhookStore(database, owner=secrets.token_hex(8))
-        self.table = EndpointTable(self.store)
+        disabled = EventType(
+            name=DISABLED_EVENT,
+            model=dict,
+            channel=DISABLED_CHANNEL,
+            description="A webhook endpoint was disabled (410 Gone, or failing too long).",
+            scopes=frozenset({ADMIN_SCOPE}),
+        )
+        dispatcher = runtime.dispatcher
+        dispatcher.add_event(disabled)
+        #: Who may receive what: checked at registration, fan-out and every attempt.
+        self.rights = ReadRights(
+            [*(spec.event for spec in runtime.spec.events.values()), disabled],
+            runtime.settings.auth.api_keys,
+            dispatcher.authenticator.anonymous,
+        )
+        self.table = EndpointTable(self.store, self.rights.may_read)
         self.policy = AddressPolicy(config.allow_private)
         self.sender = WebhookSender(
             self.store, self.table, config, self.policy, runtime.metrics, self.disable
         )
         self.outbox = WebhookOutbox(runtime.hub, database, self.store, self.table, self.sender)
-        runtime.dispatcher.add_event(
-            EventType(
-                name=DISABLED_EVENT,
-                model=dict,
-                channel=DISABLED_CHANNEL,
-                description="A webhook endpoint was disabled (410 Gone, or failing too long).",
-                scopes=frozenset({ADMIN_SCOPE}),
-            )
-        )
 
     async def start(self) -> None:
         self.store.open()
         self.table.load()
+        unowned = [e.id for e in self.store.endpoints() if e.owner is None]
+        if unowned and not self.runtime.settings.dev:
+            log.warning(
+                "%d webhook endpoint(s) have no recorded owner (created before read rights "
+                "were checked) and now receive public event types only: %s. PATCH their "
+                "event_types with credentials that may read them to restore them",
+                len(unowned),
+                ", ".join(unowned[:20]),
+            )
         self.outbox.start()
         self.sender.start()
 

@@ -9,7 +9,7 @@ the table reloads when the store's version counter moves.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.edges.webhooks.ssrf import Target, parse_url
@@ -88,11 +88,20 @@ class EndpointState:
         return self._keys
 
 
-class EndpointTable:
-    """Every endpoint by id, and the enabled ones by the event types they want."""
+#: Whether an endpoint's owner may read an event type now (``ReadRights.may_read``).
+ReadCheck = Callable[[WebhookEndpoint, str], bool]
 
-    def __init__(self, store: SqliteWebhookStore) -> None:
+
+def _anyone(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    return True
+
+
+class EndpointTable:
+    """Every endpoint by id, and the enabled ones by the event types they want and may read."""
+
+    def __init__(self, store: SqliteWebhookStore, may_read: ReadCheck = _anyone) -> None:
         self.store = store
+        self.may_read = may_read
         self._by_id: dict[str, EndpointState] = {}
         self._by_type: dict[str, tuple[EndpointState, ...]] = {}
         self._version = -1
@@ -129,11 +138,14 @@ class EndpointTable:
         self._version = self.store.endpoints_version()
 
     def matching(self, event_type: str) -> tuple[EndpointState, ...]:
-        """The enabled endpoints whose filters take ``event_type``."""
+        """The enabled endpoints whose filters take ``event_type`` and whose owner may read it."""
         found = self._by_type.get(event_type)
         if found is None:
+            may_read = self.may_read
             found = tuple(
-                s for s in self._by_id.values() if s.record.enabled and s.wants(event_type)
+                s
+                for s in self._by_id.values()
+                if s.record.enabled and s.wants(event_type) and may_read(s.record, event_type)
             )
             self._by_type[event_type] = found
         return found

@@ -23,7 +23,9 @@ _FILTERS = {
     "items": {"type": "string", "maxLength": 200},
     "description": (
         "Event types to deliver; + stands for one segment, * for one or more, a final # "
-        "for any number (orders.+, *.created, orders.#). Empty: every event type."
+        "for any number (orders.+, *.created, orders.#). Empty: every event type. Each "
+        "filter must match a known event type (422) the caller may read (403); only event "
+        "types the owner may read are delivered."
     ),
 }
 
@@ -43,6 +45,11 @@ SCHEMAS: dict[str, Any] = {
             "created": _TIME,
             "updated": _TIME,
             "previous_secret_expires": _TIME,
+            "owner": {
+                "type": ["string", "null"],
+                "description": "The subject whose read rights bound what is delivered "
+                "(who created the subscription or last changed its url or event_types)",
+            },
             "secret": {
                 "type": "string",
                 "pattern": "^whsec_",

@@ -251,6 +251,21 @@ class WebhookSender:
                     None,
                 )
                 return
+        if not self.table.may_read(state.record, message.type):
+            # Rights can change between fan-out and a retry (a new configuration): the
+            # owner must still be allowed to read what is about to be sent.
+            self._record(
+                job,
+                job.attempts + 1,
+                time.time(),
+                "failed",
+                None,
+                None,
+                None,
+                f"not sent: the endpoint's owner may no longer read {message.type}",
+                None,
+            )
+            return
         number = job.attempts + 1
         started = time.time()
         timestamp = int(started)
