@@ -169,6 +169,7 @@ class Node:
         hub = EventHub(
             event_log,
             buffer=settings.limits.subscriber_buffer,
+            buffer_bytes=settings.limits.subscriber_buffer_bytes,
             encoder=codec.encode,
             type_encoder=codec.encoder,
             max_age=history.max_age,

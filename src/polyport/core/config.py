@@ -88,6 +88,9 @@ class LimitsConfig(_Section):
     long_poll_max: float = Field(default=25.0, ge=0, le=3600)
     poll_max_events: int = Field(default=1000, ge=1)
     subscriber_buffer: int = Field(default=1000, ge=1)
+    #: …and at most this many bytes of event data; a subscriber over either
+    #: bound drops its buffer and catches up from the log.
+    subscriber_buffer_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
 
 class WebSocketConfig(_Section):

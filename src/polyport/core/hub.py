@@ -75,11 +75,16 @@ class Subscription:
         *,
         types: frozenset[str] | None,
         buffer: int,
+        buffer_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self._hub = hub
         self.patterns = tuple(patterns)
         self._types = types
         self._buffer = buffer
+        self._buffer_bytes = buffer_bytes
+        # Bytes of event data pushed since the buffer was last empty: at least what
+        # it holds (counted on push only, so reading costs nothing per event).
+        self._bytes = 0
         self._queue: deque[Event] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._last_seq = 0
@@ -106,11 +111,10 @@ class Subscription:
         self._last_pushed = event.seq
         if self._types is not None and event.type not in self._types:
             return
-        if len(self._queue) >= self._buffer:
+        self._bytes += len(event.data)
+        if len(self._queue) >= self._buffer or self._bytes > self._buffer_bytes:
             # Too slow: forget the buffer and read what was missed from the log.
-            self._queue.clear()
-            self._drops += 1
-            self._catching_up = True
+            self._drop()
         else:
             self._queue.append(event)
         waiter = self._wakeup
@@ -126,15 +130,21 @@ class Subscription:
             events = [e for e in events if e.type in self._types]
             if not events:
                 return
-        if len(self._queue) + len(events) > self._buffer:
-            self._queue.clear()
-            self._drops += 1
-            self._catching_up = True
+        self._bytes += sum([len(e.data) for e in events])
+        if len(self._queue) + len(events) > self._buffer or self._bytes > self._buffer_bytes:
+            self._drop()
         else:
             self._queue.extend(events)
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _drop(self) -> None:
+        """Forget the live buffer; what it held is read again from the log."""
+        self._queue.clear()
+        self._bytes = 0
+        self._drops += 1
+        self._catching_up = True
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -155,6 +165,7 @@ class Subscription:
                 if event.seq > self._last_seq:
                     self._last_seq = event.seq
                     return event
+            self._bytes = 0  # the buffer is empty
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
                 await self._wakeup
@@ -185,6 +196,8 @@ class Subscription:
                 queue.popleft()
             if queue:
                 _take(queue, out, limit)
+            if not queue:
+                self._bytes = 0
         self._last_seq = out[-1].seq
         return out
 
@@ -251,13 +264,16 @@ class EventHub:
         log: EventLog,
         *,
         buffer: int = 1000,
+        buffer_bytes: int = 8 * 1024 * 1024,
         encoder: Encoder | None = None,
         type_encoder: TypeEncoder | None = None,
         trim_interval: float = 60.0,
         max_age: float | None = None,
     ) -> None:
         self.log = log
+        #: Each live subscriber's buffer: at most this many events, and this many bytes.
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         self.encoder = encoder
         self.type_encoder = type_encoder
         self._index: PatternIndex[Subscription | _Signal] = PatternIndex()
@@ -464,7 +480,13 @@ class EventHub:
         Raises :class:`~polyport.core.errors.RecoveryFailed` at once if the
         cursor is older than the history kept.
         """
-        subscription = Subscription(self, patterns, types=types, buffer=buffer or self.buffer)
+        subscription = Subscription(
+            self,
+            patterns,
+            types=types,
+            buffer=buffer or self.buffer,
+            buffer_bytes=self.buffer_bytes,
+        )
         self._register(subscription, subscription.patterns)  # before reading: nothing slips by
         try:
             start = await self.resolve(after)
