@@ -36,7 +36,7 @@ from polyport.core.dispatch import invalid
 from polyport.core.errors import InvalidArgument, NotFound
 from polyport.edges.webhooks.endpoints import EndpointState, check_filter
 from polyport.edges.webhooks.outbox import rfc3339
-from polyport.edges.webhooks.ssrf import Refused, parse_url
+from polyport.edges.webhooks.ssrf import Refused, normalise_url, parse_url
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
 from polyport.webhooks.records import Delivery, Owner, Secret, WebhookEndpoint
@@ -197,6 +197,8 @@ class WebhooksApi:
 
     async def _check_url(self, url: str) -> str:
         try:
+            # Stored as delivered: a non-ASCII path or query percent-encoded once, here.
+            url = normalise_url(url)
             target = parse_url(url)
         except ValueError as exc:
             raise _field_error("url", str(exc)) from None

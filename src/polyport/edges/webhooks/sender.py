@@ -63,6 +63,8 @@ class Job:
     attempts: int
     retry_base: int
     message: Message | None = None
+    #: This attempt's outcome has been recorded.
+    settled: bool = False
 
 
 class _Lane:
@@ -200,11 +202,14 @@ class WebhookSender:
     async def _run(self, endpoint_id: str, lane: _Lane, job: Job) -> None:
         try:
             await self._attempt(job)
-        except Exception:
-            # The lease stays and expires: the delivery is attempted again later.
+        except Exception as exc:
             log.exception(
                 "webhook delivery %s to %s failed unexpectedly", job.event_id, endpoint_id
             )
+            if not job.settled:
+                # Recorded like any failed attempt — retried on the schedule, then
+                # failed — never left pending forever with nothing said.
+                self._unexpected(job, exc)
         finally:
             lane.active -= 1
             self._active -= 1
@@ -332,6 +337,17 @@ class WebhookSender:
             self._schedule(finished + delay)
         self._failing(state, finished)
 
+    def _unexpected(self, job: Job, exc: Exception) -> None:
+        number = job.attempts + 1
+        now = time.time()
+        error = f"internal error before an answer: {type(exc).__name__} (see the node's log)"
+        delay = self.retry.next_delay(number - job.retry_base, None)
+        if delay is None:
+            self._record(job, number, now, "failed", None, None, None, error, None)
+        else:
+            self._record(job, number, now, "pending", now + delay, None, None, error, None)
+            self._schedule(now + delay)
+
     def _failing(self, state: EndpointState, now: float) -> None:
         since = state.record.failing_since
         if since is None:
@@ -354,6 +370,7 @@ class WebhookSender:
         error: str | None,
         body: str | None,
     ) -> None:
+        job.settled = True
         self.store.record(
             AttemptResult(
                 job.endpoint_id,

@@ -23,7 +23,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,8 +53,39 @@ class Target:
     host_header: str
 
 
+#: ASCII characters a URI may not hold as they are (RFC 3986): percent-encoded too.
+_NOT_IN_URI = frozenset('"<>\\^`{|}')
+
+
+def _encode(text: str) -> str:
+    """Percent-encode (UTF-8) what a request target cannot carry; keep the rest as written.
+
+    An IRI path (``/hooks/café``) becomes its URI (``/hooks/caf%C3%A9``), the
+    form a browser sends; ``%`` escapes already there are kept.
+    """
+    if text.isascii() and not _NOT_IN_URI.intersection(text):
+        return text
+    return "".join(quote(c, safe="") if not c.isascii() or c in _NOT_IN_URI else c for c in text)
+
+
+def normalise_url(url: str) -> str:
+    """The URL as it is stored and delivered to: IDNA host, percent-encoded path and query.
+
+    Raises ValueError (with the reason) when :func:`parse_url` would.
+    """
+    target = parse_url(url)
+    parts = urlsplit(url)
+    shown = f"[{target.host}]" if ":" in target.host else target.host
+    netloc = shown if parts.port is None else f"{shown}:{parts.port}"
+    return urlunsplit((target.scheme, netloc, _encode(parts.path), _encode(parts.query), ""))
+
+
 def parse_url(url: str) -> Target:
-    """Split and check a webhook URL; ValueError with a reason when unusable."""
+    """Split and check a webhook URL; ValueError with a reason when unusable.
+
+    The path and query of the target are percent-encoded where they hold
+    characters a request line cannot (non-ASCII ones above all).
+    """
     if len(url) > 2048:
         raise ValueError("the URL is longer than 2048 characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
@@ -80,9 +111,9 @@ def parse_url(url: str) -> Target:
         raise ValueError("the URL's host is not a valid name") from None
     default = 443 if scheme == "https" else 80
     port = port or default
-    path = parts.path or "/"
+    path = _encode(parts.path) or "/"
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + _encode(parts.query)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default else f"{shown}:{port}"
     return Target(scheme, host, port, path, host_header)
