@@ -7,6 +7,8 @@ Values that look like JSON (lists, objects, numbers, booleans) are parsed as JSO
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import tomllib
@@ -192,9 +194,24 @@ class WebhooksConfig(_Section):
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     #: Extra seconds a delivery lease outlives the attempt it covers.
     lease_margin: float = Field(default=10.0, gt=0, le=3600)
+    #: Keys that encrypt endpoint secrets at rest (32 bytes, URL-safe base64 each): the
+    #: first encrypts, every one decrypts. Empty: stored in plain text, which only
+    #: development mode allows for new endpoints (see ``docs/webhooks.md``).
+    secret_keys: list[SecretStr] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="after")
     def _check(self) -> WebhooksConfig:
+        for i, key in enumerate(self.secret_keys):
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value().encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"webhooks.secret_keys.{i}: a key is 32 random bytes in URL-safe base64 "
+                    "(44 characters): python -c 'import base64, os; "
+                    "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+                )
         for entry in self.allow_private:
             try:
                 ipaddress.ip_network(entry, strict=False)

@@ -14,6 +14,7 @@ from polyport.testing import RunningNode
 from .conftest import Receiver, running, settings_for, subscribe
 
 URL = "http://127.0.0.1:9/hook"
+KEY = "bXktMzItYnl0ZS1rZXktZm9yLXRoZS10ZXN0cy0hISE="  # 32 bytes, URL-safe base64
 
 
 def test_create_get_list_update_delete(node: RunningNode) -> None:
@@ -109,7 +110,8 @@ def secure(tmp_path: Path, receiver: Receiver) -> Iterator[RunningNode]:
     settings = Settings.model_validate(
         {
             "database": str(tmp_path / "db.sqlite3"),
-            "webhooks": settings_for(tmp_path).webhooks.model_dump(),
+            # Outside development mode secrets are stored encrypted: a key is needed.
+            "webhooks": {**settings_for(tmp_path).webhooks.model_dump(), "secret_keys": [KEY]},
             "auth": {
                 "api_keys": [
                     {"key": "user-key", "subject": "user"},

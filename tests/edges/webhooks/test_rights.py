@@ -37,6 +37,7 @@ ChatMessage = svc.event("chat.message", Chat, channel="chat", scopes=["chat"])
 OrderCreated = svc.event("orders.created", Order, channel="orders")
 News = svc.event("news.posted", Chat, channel="news", public=True)
 
+KEY = "bXktMzItYnl0ZS1rZXktZm9yLXRoZS10ZXN0cy0hISE="  # 32 bytes, URL-safe base64
 OPS = {"x-api-key": "ops-key"}  # webhooks:admin only
 CHAT_OPS = {"x-api-key": "chat-ops-key"}  # webhooks:admin and chat
 
@@ -55,6 +56,7 @@ def settings(
                 "poll_interval": 0.05,
                 "timeout": 2.0,
                 "lease_margin": 0.5,
+                "secret_keys": [KEY],  # secure mode stores secrets encrypted
             },
             "auth": {
                 "api_keys": [

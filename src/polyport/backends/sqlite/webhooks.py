@@ -11,6 +11,10 @@ is absent or expired; SQLite runs one writer at a time, so two nodes sharing
 the file can never both claim the same ``(endpoint, event)``. A node that dies
 leaves leases that simply expire.
 
+**Secrets at rest.** An endpoint's signing secrets are stored sealed by a
+:class:`~polyport.webhooks.encryption.SecretCipher` (encrypted with the key of
+``webhooks.secret_keys``; as they are when no key is configured).
+
 **Final states.** ``delivered`` and ``failed`` never change through the
 delivery pipeline: an outcome is written only by the holder of the lease and
 only over a ``pending`` row, so a node whose lease ran out cannot write over
@@ -28,6 +32,7 @@ import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.migrate import add_column
+from polyport.webhooks.encryption import PREFIX, SecretCipher
 from polyport.webhooks.records import (
     Attempt,
     AttemptResult,
@@ -111,13 +116,13 @@ _DELIVERY_COLUMNS = (
 )
 
 
-def _endpoint_row(ep: WebhookEndpoint) -> tuple[object, ...]:
+def _endpoint_row(ep: WebhookEndpoint, cipher: SecretCipher) -> tuple[object, ...]:
     return (
         ep.id,
         ep.url,
         ep.description,
         orjson.dumps(list(ep.event_types)).decode(),
-        orjson.dumps([[s.value, s.expires] for s in ep.secrets]).decode(),
+        cipher.seal(orjson.dumps([[s.value, s.expires] for s in ep.secrets]).decode()),
         int(ep.enabled),
         ep.created,
         ep.updated,
@@ -141,13 +146,14 @@ def _owner(text: str | None) -> Owner | None:
     return Owner(subject, tuple(scopes), via)
 
 
-def _endpoint(row: Sequence[Any]) -> WebhookEndpoint:
+def _endpoint(row: Sequence[Any], cipher: SecretCipher) -> WebhookEndpoint:
+    secrets = orjson.loads(cipher.open(row[4], f"webhook endpoint {row[0]}"))
     return WebhookEndpoint(
         id=row[0],
         url=row[1],
         description=row[2],
         event_types=tuple(orjson.loads(row[3])),
-        secrets=tuple(Secret(value, expires) for value, expires in orjson.loads(row[4])),
+        secrets=tuple(Secret(value, expires) for value, expires in secrets),
         enabled=bool(row[5]),
         created=row[6],
         updated=row[7],
@@ -169,9 +175,11 @@ class SqliteWebhookStore:
     share the file (a random one per process is the default of the edge).
     """
 
-    def __init__(self, db: SqliteDatabase, owner: str) -> None:
+    def __init__(self, db: SqliteDatabase, owner: str, cipher: SecretCipher | None = None) -> None:
         self.db = db
         self.owner = owner
+        #: Seals endpoint secrets at rest (a cipher without keys stores them as they are).
+        self.cipher = cipher if cipher is not None else SecretCipher(())
         self._results: list[AttemptResult] = []
 
     def open(self) -> None:
@@ -208,10 +216,42 @@ class SqliteWebhookStore:
         with self.db.transaction() as tx:
             tx.execute(
                 f"{verb} INTO polyport_webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES ({marks})",
-                _endpoint_row(endpoint),
+                _endpoint_row(endpoint, self.cipher),
             )
             self._bump(tx)
         self.db.commit()
+
+    def reseal(self) -> int:
+        """Encrypt every endpoint's secrets under the cipher's current key; how many changed.
+
+        Run at start: plain rows (written before a key was configured) and rows
+        sealed with an older key of the list are rewritten, in one transaction.
+        Raises :class:`SecretsLocked` when a row opens with no configured key.
+        """
+        if not self.cipher.enabled:
+            return 0
+        rows = self.db.conn.execute("SELECT id, secrets FROM polyport_webhook_endpoints").fetchall()
+        stale = [(i, v) for i, v in rows if not self.cipher.is_current(v)]
+        if not stale:
+            return 0
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "UPDATE polyport_webhook_endpoints SET secrets = ? WHERE id = ? AND secrets = ?",
+                [
+                    (self.cipher.seal(self.cipher.open(v, f"webhook endpoint {i}")), i, v)
+                    for i, v in stale
+                ],
+            )
+        self.db.commit()
+        return len(stale)
+
+    def plaintext_count(self) -> int:
+        """How many endpoints keep their secrets unencrypted."""
+        row = self.db.conn.execute(
+            "SELECT count(*) FROM polyport_webhook_endpoints WHERE secrets NOT LIKE ?",
+            (PREFIX + "%",),
+        ).fetchone()
+        return int(row[0])
 
     def _bump(self, tx: Any) -> None:
         tx.execute(
@@ -241,7 +281,7 @@ class SqliteWebhookStore:
             f"SELECT {_ENDPOINT_COLUMNS} FROM polyport_webhook_endpoints WHERE id = ?",
             (endpoint_id,),
         ).fetchone()
-        return _endpoint(row) if row else None
+        return _endpoint(row, self.cipher) if row else None
 
     def endpoints(
         self, limit: int | None = None, after: str | None = None
@@ -252,7 +292,7 @@ class SqliteWebhookStore:
             "ORDER BY id LIMIT ?",
             (after or "", -1 if limit is None else limit),
         ).fetchall()
-        return [_endpoint(r) for r in rows]
+        return [_endpoint(r, self.cipher) for r in rows]
 
     def set_failing_since(self, endpoint_id: str, since: float | None) -> None:
         self.db.group_write(

@@ -33,7 +33,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from polyport.core.dispatch import invalid
-from polyport.core.errors import InvalidArgument, NotFound
+from polyport.core.errors import InvalidArgument, NotFound, Unavailable
 from polyport.edges.webhooks.endpoints import EndpointState, check_filter
 from polyport.edges.webhooks.outbox import rfc3339
 from polyport.edges.webhooks.ssrf import Refused, normalise_url, parse_url
@@ -218,8 +218,14 @@ class WebhooksApi:
                 raise _field_error(f"event_types.{i}", str(exc)) from None
         return tuple(dict.fromkeys(patterns))
 
-    @staticmethod
-    def _check_secret(secret: str | None) -> str:
+    def _check_secret(self, secret: str | None) -> str:
+        if not self.edge.cipher.enabled and not self.edge.runtime.settings.dev:
+            # Secure by default: outside development mode a new secret is never
+            # written in plain text.
+            raise Unavailable(
+                "webhook secrets are stored encrypted outside development mode: configure "
+                "webhooks.secret_keys (see docs/webhooks.md)"
+            )
         if secret is None:
             return new_secret()
         try:

@@ -26,6 +26,7 @@ from polyport.edges.webhooks.sender import WebhookSender
 from polyport.edges.webhooks.ssrf import AddressPolicy
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.router import Route
+from polyport.webhooks.encryption import SecretCipher
 
 log = logging.getLogger("polyport.webhooks")
 
@@ -47,7 +48,8 @@ class WebhooksEdge:
             raise ConfigError("the webhooks edge needs the node's database (runtime.extras)")
         self.prefix = f"/v{runtime.spec.version}/webhooks"
         # A lease names its holder: unique per process, so nodes sharing the file differ.
-        self.store = SqliteWebhookStore(database, owner=secrets.token_hex(8))
+        self.cipher = SecretCipher([k.get_secret_value() for k in config.secret_keys])
+        self.store = SqliteWebhookStore(database, owner=secrets.token_hex(8), cipher=self.cipher)
         disabled = EventType(
             name=DISABLED_EVENT,
             model=dict,
@@ -72,6 +74,19 @@ class WebhooksEdge:
 
     async def start(self) -> None:
         self.store.open()
+        resealed = self.store.reseal()  # plain rows, or rows of an older key: under the first
+        if resealed:
+            log.info(
+                "webhooks: encrypted the secrets of %d endpoint(s) with the first key", resealed
+            )
+        elif not self.cipher.enabled and not self.runtime.settings.dev:
+            plain = self.store.plaintext_count()
+            if plain:
+                log.warning(
+                    "webhooks: %d endpoint secret(s) are stored in plain text; set "
+                    "webhooks.secret_keys to encrypt them (docs/webhooks.md)",
+                    plain,
+                )
         self.table.load()
         unowned = [e.id for e in self.store.endpoints() if e.owner is None]
         if unowned and not self.runtime.settings.dev:
