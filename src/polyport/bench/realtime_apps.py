@@ -159,6 +159,7 @@ def polyport_settings(database: str) -> Settings:
         history=HistoryConfig(max_events=1_000_000),
         rate_limit=RateLimitConfig(enabled=True, rate=1e9, burst=1_000_000_000),
         log=LogConfig(level="warning"),
+        grpc={"port": 0},  # any free port: never clash with a node on 50051
     )
 
 
