@@ -50,6 +50,10 @@ TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_COSTLY = "QUERY_TOO_COSTLY"
 TIMEOUT = "TIMEOUT"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_FIELDS = "TOO_MANY_FIELDS"
+TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+VARIABLES_TOO_LARGE = "VARIABLES_TOO_LARGE"
 BAD_REQUEST = "BAD_REQUEST"
 OPERATION_NOT_FOUND = "OPERATION_RESOLUTION_FAILURE"
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
@@ -57,6 +61,10 @@ PERSISTED_QUERY_MISMATCH = "PERSISTED_QUERY_HASH_MISMATCH"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 
 Location = tuple[int, int]
+
+#: Longest message taken from graphql-core: its messages quote names from the document,
+#: and a refusal is kept (by the document's hash) as well as sent.
+MAX_MESSAGE = 1000
 
 
 def code_of(error: ServiceError) -> str:
@@ -118,7 +126,10 @@ def from_graphql_errors(errors: Sequence[GraphQLError], code: str, status: int) 
     """graphql-core's errors (syntax, validation, variables) with our ``extensions.code``."""
     out = []
     for error in errors:
-        formatted: dict[str, Any] = {"message": error.message}
+        message = error.message
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        formatted: dict[str, Any] = {"message": message}
         if error.locations:
             formatted["locations"] = [
                 {"line": loc.line, "column": loc.column} for loc in error.locations
