@@ -28,10 +28,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
-
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.migrate import add_column
+from polyport.backends.sqlite.webhook_rows import (
+    ADDED_COLUMNS,
+    DELIVERY_COLUMNS,
+    ENDPOINT_COLUMNS,
+    SCHEMA,
+    delivery_from_row,
+    endpoint_from_row,
+    endpoint_row,
+)
 from polyport.webhooks.encryption import PREFIX, SecretCipher
 from polyport.webhooks.records import (
     Attempt,
@@ -40,132 +47,8 @@ from polyport.webhooks.records import (
     Delivery,
     DeliveryStatus,
     Message,
-    Owner,
-    Secret,
     WebhookEndpoint,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS polyport_webhook_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS polyport_webhook_endpoints (
-    id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    description TEXT NOT NULL,
-    event_types TEXT NOT NULL,
-    secrets TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    disabled_reason TEXT,
-    disabled_at REAL,
-    failing_since REAL,
-    owner TEXT
-);
-CREATE TABLE IF NOT EXISTS polyport_webhook_messages (
-    event_id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    time REAL NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS polyport_webhook_deliveries (
-    endpoint_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    created REAL NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    retry_base INTEGER NOT NULL DEFAULT 0,
-    next_at REAL,
-    lease_owner TEXT,
-    lease_until REAL,
-    last_at REAL,
-    response_code INTEGER,
-    latency REAL,
-    response_body TEXT,
-    error TEXT,
-    PRIMARY KEY (endpoint_id, event_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS polyport_webhook_due
-    ON polyport_webhook_deliveries (next_at) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS polyport_webhook_log
-    ON polyport_webhook_deliveries (endpoint_id, created);
-CREATE INDEX IF NOT EXISTS polyport_webhook_by_event
-    ON polyport_webhook_deliveries (event_id);
-CREATE TABLE IF NOT EXISTS polyport_webhook_attempts (
-    endpoint_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    time REAL NOT NULL,
-    response_code INTEGER,
-    latency REAL,
-    error TEXT,
-    response_body TEXT,
-    PRIMARY KEY (endpoint_id, event_id, number)
-) WITHOUT ROWID;
-"""
-
-_ENDPOINT_COLUMNS = (
-    "id, url, description, event_types, secrets, enabled, created, updated, "
-    "disabled_reason, disabled_at, failing_since, owner"
-)
-#: Columns added since the first schema, added to older files when they are opened.
-_ADDED = {"polyport_webhook_endpoints": (("owner", "TEXT"),)}
-_DELIVERY_COLUMNS = (
-    "endpoint_id, event_id, type, created, status, attempts, retry_base, next_at, "
-    "last_at, response_code, latency, response_body, error"
-)
-
-
-def _endpoint_row(ep: WebhookEndpoint, cipher: SecretCipher) -> tuple[object, ...]:
-    return (
-        ep.id,
-        ep.url,
-        ep.description,
-        orjson.dumps(list(ep.event_types)).decode(),
-        cipher.seal(orjson.dumps([[s.value, s.expires] for s in ep.secrets]).decode()),
-        int(ep.enabled),
-        ep.created,
-        ep.updated,
-        ep.disabled_reason,
-        ep.disabled_at,
-        ep.failing_since,
-        _owner_json(ep.owner),
-    )
-
-
-def _owner_json(owner: Owner | None) -> str | None:
-    if owner is None:
-        return None
-    return orjson.dumps([owner.subject, list(owner.scopes), owner.via]).decode()
-
-
-def _owner(text: str | None) -> Owner | None:
-    if text is None:
-        return None
-    subject, scopes, via = orjson.loads(text)
-    return Owner(subject, tuple(scopes), via)
-
-
-def _endpoint(row: Sequence[Any], cipher: SecretCipher) -> WebhookEndpoint:
-    secrets = orjson.loads(cipher.open(row[4], f"webhook endpoint {row[0]}"))
-    return WebhookEndpoint(
-        id=row[0],
-        url=row[1],
-        description=row[2],
-        event_types=tuple(orjson.loads(row[3])),
-        secrets=tuple(Secret(value, expires) for value, expires in secrets),
-        enabled=bool(row[5]),
-        created=row[6],
-        updated=row[7],
-        disabled_reason=row[8],
-        disabled_at=row[9],
-        failing_since=row[10],
-        owner=_owner(row[11]),
-    )
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    return Delivery(*row)
 
 
 class SqliteWebhookStore:
@@ -184,8 +67,8 @@ class SqliteWebhookStore:
 
     def open(self) -> None:
         conn = self.db.open()
-        conn.executescript(_SCHEMA)
-        for table, columns in _ADDED.items():
+        conn.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
             present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             for name, declaration in columns:
                 if name not in present:  # a file from before the column: NULL in old rows
@@ -215,8 +98,8 @@ class SqliteWebhookStore:
         marks = ",".join("?" * 12)
         with self.db.transaction() as tx:
             tx.execute(
-                f"{verb} INTO polyport_webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES ({marks})",
-                _endpoint_row(endpoint, self.cipher),
+                f"{verb} INTO polyport_webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES ({marks})",
+                endpoint_row(endpoint, self.cipher),
             )
             self._bump(tx)
         self.db.commit()
@@ -278,21 +161,21 @@ class SqliteWebhookStore:
 
     def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
         row = self.db.conn.execute(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM polyport_webhook_endpoints WHERE id = ?",
+            f"SELECT {ENDPOINT_COLUMNS} FROM polyport_webhook_endpoints WHERE id = ?",
             (endpoint_id,),
         ).fetchone()
-        return _endpoint(row, self.cipher) if row else None
+        return endpoint_from_row(row, self.cipher) if row else None
 
     def endpoints(
         self, limit: int | None = None, after: str | None = None
     ) -> list[WebhookEndpoint]:
         """Endpoints by id, ``limit`` of them after the id ``after``."""
         rows = self.db.conn.execute(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM polyport_webhook_endpoints WHERE id > ? "
+            f"SELECT {ENDPOINT_COLUMNS} FROM polyport_webhook_endpoints WHERE id > ? "
             "ORDER BY id LIMIT ?",
             (after or "", -1 if limit is None else limit),
         ).fetchall()
-        return [_endpoint(r, self.cipher) for r in rows]
+        return [endpoint_from_row(r, self.cipher) for r in rows]
 
     def set_failing_since(self, endpoint_id: str, since: float | None) -> None:
         self.db.group_write(
@@ -523,20 +406,20 @@ class SqliteWebhookStore:
             where.append("(created, event_id) < (?, ?)")
             args.extend(before)
         rows = self.db.conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM polyport_webhook_deliveries "
+            f"SELECT {DELIVERY_COLUMNS} FROM polyport_webhook_deliveries "
             f"WHERE {' AND '.join(where)} ORDER BY created DESC, event_id DESC LIMIT ?",
             (*args, limit),
         ).fetchall()
-        return [_delivery(r) for r in rows]
+        return [delivery_from_row(r) for r in rows]
 
     def delivery(self, endpoint_id: str, event_id: str) -> Delivery | None:
         self.flush()
         row = self.db.conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM polyport_webhook_deliveries "
+            f"SELECT {DELIVERY_COLUMNS} FROM polyport_webhook_deliveries "
             "WHERE endpoint_id = ? AND event_id = ?",
             (endpoint_id, event_id),
         ).fetchone()
-        return _delivery(row) if row else None
+        return delivery_from_row(row) if row else None
 
     def attempts(self, endpoint_id: str, event_id: str) -> list[Attempt]:
         self.flush()
