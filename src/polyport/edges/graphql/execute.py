@@ -48,6 +48,7 @@ from polyport.edges.graphql import errors
 from polyport.edges.graphql.deadlines import Deadlines
 from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.errors import RequestError, field_error, request_error
+from polyport.edges.graphql.limits import check_variables
 from polyport.edges.graphql.plan import (
     INTROSPECTION,
     LEAF,
@@ -216,6 +217,8 @@ class GraphQLRunner:
             self.documents.persist(persisted["sha256Hash"], text)  # only a valid document
         operation = document.operation(name)
         variables: VariableValues | None = None
+        if raw_variables:
+            check_variables(raw_variables, self.documents.limits.variable_values)
         if operation.variable_definitions:
             coerced = get_variable_values(
                 self.schema, operation.variable_definitions, raw_variables or {}, max_errors=20

@@ -291,19 +291,6 @@ def _is_list_like(plan: FieldPlan) -> bool:
     return plan.source is not None and plan.source.kind == "list"  # a connection
 
 
-def count_aliases(document: Any) -> int:
-    count = 0
-
-    class Counter(Visitor):
-        def enter_field(self, node: FieldNode, *_: Any) -> None:
-            nonlocal count
-            if node.alias is not None:
-                count += 1
-
-    visit(document, Counter())
-    return count
-
-
 __all__ = [
     "INTROSPECTION",
     "LEAF",
@@ -315,6 +302,5 @@ __all__ = [
     "OperationPlan",
     "PlanError",
     "Planner",
-    "count_aliases",
     "directives_use_variables",
 ]
