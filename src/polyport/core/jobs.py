@@ -158,9 +158,9 @@ class JobRunner:
 
     async def start(self) -> None:
         await self.store.open()
-        await self.recover()
         for job in await self.store.with_status("pending"):
             self._enqueue(job.id)
+        await self.recover()  # enqueues the interrupted jobs it puts back to pending
         self._busy = [None] * self.config.concurrency
         for n in range(self.config.concurrency):
             self._workers.append(asyncio.create_task(self._work(n), name=f"polyport-job-{n}"))
