@@ -170,7 +170,9 @@ _DOCUMENTS = st.lists(
 ).map(" ".join)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(_DOCUMENTS)
 def test_the_scan_counts_generated_documents_as_the_parser_does(text: str) -> None:
     """For any document graphql-core parses, the scan's counts equal the AST's."""
