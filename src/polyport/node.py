@@ -350,7 +350,7 @@ class Node:
 
     async def serve(self, sock: socket.socket, *, ready: asyncio.Event | None = None) -> None:
         """Serve HTTP on ``sock`` until stopped (``self.server.stop()``, Ctrl-C, SIGTERM)."""
-        from polyport.server import HttpServer
+        from polyport.server import HttpServer, Limits
 
         def release() -> None:
             # Held long polls and job waits answer now instead of holding the
@@ -358,7 +358,8 @@ class Node:
             self.runtime.hub.release_waiters()
             self.runtime.jobs.release_waiters()
 
-        server = HttpServer(self.http, on_shutdown=release)
+        limits = Limits.from_config(self.settings.server)
+        server = HttpServer(self.http, limits=limits, on_shutdown=release)
         if self.http.websocket:
             from polyport.server.websocket import WebSocketOptions, accept
 

@@ -22,7 +22,9 @@ async def echo(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningNode]:
-    with serve_in_thread(svc, Settings(database=":memory:", event_log="memory")) as running:
+    with serve_in_thread(
+        svc, Settings(database=":memory:", event_log="memory", grpc={"enabled": False})
+    ) as running:
         yield running
 
 

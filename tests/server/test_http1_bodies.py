@@ -26,7 +26,12 @@ async def echo(text: str) -> str:
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningNode]:
     settings = Settings.model_validate(
-        {"database": ":memory:", "event_log": "memory", "limits": {"max_body": 1024}}
+        {
+            "database": ":memory:",
+            "event_log": "memory",
+            "grpc": {"enabled": False},
+            "limits": {"max_body": 1024},
+        }
     )
     with serve_in_thread(svc, settings) as running:
         yield running

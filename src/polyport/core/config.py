@@ -95,6 +95,34 @@ class LimitsConfig(_Section):
     subscriber_buffer_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
 
+class ServerConfig(_Section):
+    """polyport's own HTTP/1.1 and WebSocket server: per-connection limits and timeouts.
+
+    See ``docs/server.md`` for what each one answers and why its default.
+    """
+
+    #: Seconds an idle keep-alive connection is kept open.
+    keep_alive: float = Field(default=5.0, gt=0, le=3600)
+    #: Seconds a client has to finish a request's headers once it has begun them.
+    header_timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Seconds a request's body has to arrive once the endpoint asks for it (then 408).
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    #: Seconds a client may take none of the bytes written to it before it is
+    #: aborted (nginx's send_timeout): responses, streams and WebSocket frames alike.
+    send_timeout: float = Field(default=60.0, gt=0, le=3600)
+    #: Longest request target (path and query) in bytes; longer is answered 414.
+    max_url: int = Field(default=32 * 1024, ge=256)
+    #: Most header fields in one request; more is answered 431.
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    #: Most bytes of request line and headers together; more is answered 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Pipelined requests queued behind the one being answered before reading stops.
+    max_pipelined: int = Field(default=16, ge=1, le=1024)
+    #: Connections served at once; more are answered 503. Unset: the open-file limit
+    #: (RLIMIT_NOFILE) less a tenth of it (at least 64), kept for the database, gRPC, logs.
+    max_connections: int | None = Field(default=None, ge=1)
+
+
 class WebSocketConfig(_Section):
     """The WebSocket edge: keep-alive and limits per connection."""
 
@@ -307,6 +335,7 @@ class Settings(_Section):
     cors_origins: list[str] = []
     history: HistoryConfig = HistoryConfig()
     limits: LimitsConfig = LimitsConfig()
+    server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     jobs: JobsConfig = JobsConfig()

@@ -61,7 +61,8 @@ class Stream(Protocol):
 
     async def drain(self, seconds: float) -> bool:
         """Wait while the buffer is over its high-water mark; False if still full after
-        ``seconds`` (the reader has stalled)."""
+        ``seconds``: the reader has stalled, and the carrier drops the connection
+        where it can (a close would wait for a reader that has stopped)."""
         ...
 
     async def wait_closed(self) -> None:

@@ -3,7 +3,8 @@
     server = HttpServer(app)
     await server.serve(sock)          # until stop() or SIGINT/SIGTERM
 
-See :mod:`polyport.server.http1` for the connection protocol and
+See :mod:`polyport.server.http1` for the connection protocol (and its flow
+control), :mod:`polyport.server.limits` for what a connection may cost, and
 :func:`run` for the process set-up every server process uses.
 """
 
@@ -19,7 +20,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from polyport.server.http1 import HttpConnection, Limits, ServerState
+from polyport.server.http1 import HttpConnection, ServerState
+from polyport.server.limits import Limits
 
 if TYPE_CHECKING:
     from polyport.http.app import HttpApp

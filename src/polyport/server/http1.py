@@ -9,14 +9,26 @@ subscriber without a task switch per message.
 
 One :class:`HttpConnection` per TCP connection: keep-alive, pipelined requests
 answered in order, ``Expect: 100-continue``, body and header limits, idle and
-header timeouts, write flow control, and an upgrade to WebSocket.
+header timeouts, an upgrade to WebSocket, and flow control both ways:
+
+* **reading** stops while pipelined requests wait (more than ``max_pipelined``,
+  bodies over a small budget, or answers the client is not taking): the bytes
+  not yet parsed wait as they came, parsed a slice at a time, so a flood of
+  small requests in one read cannot become thousands of queued requests;
+* **writing**: the next pipelined request starts only once the transport has
+  drained below its high-water mark, so a client that never reads holds at
+  most one response; and a client that takes none of our bytes for
+  ``send_timeout`` seconds is aborted (nginx's ``send_timeout``), as is one we
+  closed that never takes the rest: a close alone would wait on it forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,63 +37,38 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from polyport.core.errors import InvalidArgument, PayloadTooLarge
 from polyport.http.request import Headers, Request, Response
+from polyport.server.exchange import (
+    NO_BODY,
+    STATUS_LINES,
+    ChunkedStream,
+    Exchange,
+    problem_response,
+    safe,
+    status_line,
+)
+from polyport.server.limits import Limits
 
 if TYPE_CHECKING:
     from polyport.http.app import HttpApp
 
 log = logging.getLogger("polyport.server")
 
-STATUS_LINES = {
-    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()
-    for status in http.HTTPStatus
-}
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Bytes handed to the parser at a time. Between slices the connection checks
+#: whether it should stop parsing, so one read full of tiny pipelined requests
+#: queues at most a slice's worth of them beyond the limit.
+FEED_SLICE = 8 * 1024
+#: Body bytes pipelined requests may hold while they wait their turn (the one
+#: being answered may have up to ``max_body``): more, and reading stops.
+QUEUED_BODY_BUDGET = 64 * 1024
 
+#: SO_LINGER on, zero seconds: close() resets the connection and drops unsent bytes.
+LINGER_RESET = struct.pack("ii", 1, 0)
 
-def status_line(status: int) -> bytes:
-    return STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-NO_BODY = frozenset({204, 304})
-
-
-class Limits:
-    """Per-connection limits; the defaults follow the mature servers."""
-
-    __slots__ = (
-        "body_timeout",
-        "header_timeout",
-        "keep_alive",
-        "max_connections",
-        "max_header_bytes",
-        "max_headers",
-        "max_pipelined",
-        "stream_buffer",
-    )
-
-    def __init__(
-        self,
-        *,
-        keep_alive: float = 5.0,
-        header_timeout: float = 30.0,
-        body_timeout: float = 60.0,
-        max_headers: int = 100,
-        max_header_bytes: int = 64 * 1024,
-        max_pipelined: int = 16,
-        max_connections: int = 20_000,
-        stream_buffer: int = 256 * 1024,
-    ) -> None:
-        self.keep_alive = keep_alive
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self.max_headers = max_headers
-        self.max_header_bytes = max_header_bytes
-        self.max_pipelined = max_pipelined
-        self.max_connections = max_connections
-        self.stream_buffer = stream_buffer
+# Why reading is paused: each reason is lifted on its own, reading resumes when none is left.
+HOLD_PIPELINE = 1  # requests wait their turn (or parsing has ended)
+HOLD_MESSAGES = 2  # a WebSocket handler is behind on the messages it was sent
+HOLD_WRITES = 4  # a WebSocket peer does not take what we write (pongs, answers)
 
 
 class ServerState:
@@ -108,171 +95,20 @@ class ServerState:
         return self._date
 
 
-class _TooLarge(Exception):
-    """Headers over the limit: answered 431 and closed."""
+class _Refusal(Exception):
+    """Raised in a parser callback: the request is answered ``status`` and the connection closed."""
+
+    def __init__(self, status: int, detail: bytes) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
 
 
-class ChunkedStream:
-    """A streaming response: chunked transfer encoding straight onto the transport."""
-
-    __slots__ = ("_closed", "_exchange", "_finished")
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
-        self._closed = asyncio.get_running_loop().create_future()
-        self._finished = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.done() or self._exchange.connection.lost
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` as one chunk; it never blocks (see :meth:`buffered`)."""
-        if data and not self.closed:
-            self._exchange.connection.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-
-    def buffered(self) -> int:
-        connection = self._exchange.connection
-        return 0 if connection.lost else connection.transport.get_write_buffer_size()
-
-    async def drain(self, seconds: float) -> bool:
-        connection = self._exchange.connection
-        if not connection.write_paused or connection.lost:
-            return True
-        try:
-            async with asyncio.timeout(seconds):
-                await connection.drain()
-        except TimeoutError:
-            return False
-        return True
-
-    async def wait_closed(self) -> None:
-        connection = self._exchange.connection
-        if connection.lost:
-            return
-        await asyncio.wait(
-            {self._closed, connection.lost_future}, return_when=asyncio.FIRST_COMPLETED
-        )
-
-    def close(self) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def finish(self) -> None:
-        """The final chunk, once the endpoint has returned."""
-        self.close()
-        if not self._finished and not self._exchange.connection.lost:
-            self._finished = True
-            self._exchange.connection.transport.write(LAST_CHUNK)
-
-
-class Exchange:
-    """One request and its response on a connection: the Request's ``Connection``."""
-
-    __slots__ = (
-        "_body_done",
-        "body",
-        "body_size",
-        "connection",
-        "headers",
-        "keep_alive",
-        "message_complete",
-        "stream",
-        "too_large",
-    )
-
-    def __init__(self, connection: HttpConnection, keep_alive: bool, headers: Headers):
-        self.connection = connection
-        self.keep_alive = keep_alive
-        self.headers = headers  # Content-Length and Expect are read only when needed
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.too_large = False
-        self.message_complete = False
-        self._body_done: asyncio.Future[None] | None = None
-        self.stream: ChunkedStream | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        self.body_size += len(chunk)
-        if self.body_size > self.connection.state.app.max_body:
-            self.too_large = True
-            self.body.clear()
-        elif not self.too_large:
-            self.body.append(chunk)
-
-    def complete(self) -> None:
-        self.message_complete = True
-        if self._body_done is not None and not self._body_done.done():
-            self._body_done.set_result(None)
-
-    def _declared(self) -> tuple[int, bool]:
-        """The Content-Length (-1 when not given) and whether ``Expect: 100-continue`` came."""
-        declared = -1
-        expect = False
-        for name, value in self.headers:
-            if name == b"content-length" and value.isdigit():
-                declared = int(value)
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        return declared, expect
-
-    async def read_body(self, limit: int) -> bytes:
-        if self.too_large:
-            self.keep_alive = False
-            raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-        if self.message_complete:
-            # The usual case, the body came with the headers: no waiting.
-            if self.body_size > limit:
-                if self._declared()[0] > limit:
-                    self.keep_alive = False
-                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-        else:
-            declared, expect = self._declared()
-            if declared > limit:
-                self.keep_alive = False
-                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-            if expect and self._body_done is None:  # once, on the first wait
-                self.connection.transport.write(CONTINUE)
-            self._body_done = asyncio.get_running_loop().create_future()
-            self.connection.resume_reading()
-            try:
-                async with asyncio.timeout(self.connection.state.limits.body_timeout):
-                    await asyncio.wait(
-                        {self._body_done, self.connection.lost_future},
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-            except TimeoutError:
-                self.keep_alive = False
-                raise InvalidArgument("the request body did not arrive in time") from None
-            if not self.message_complete:
-                self.keep_alive = False
-                raise InvalidArgument("the client went away before sending the body")
-        if self.too_large or self.body_size > limit:
-            raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        self.body = []
-        return body
-
-    async def wait_disconnect(self) -> None:
-        await asyncio.shield(self.connection.lost_future)
-
-    def start_stream(self, status: int, headers: Headers, buffer: int) -> ChunkedStream:
-        connection = self.connection
-        connection.transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
-        head = [status_line(status), connection.state.date_header]
-        for name, value in headers:
-            head += [name, b": ", _safe(value), b"\r\n"]
-        head.append(b"transfer-encoding: chunked\r\n\r\n")
-        connection.transport.write(b"".join(head))
-        self.stream = ChunkedStream(self)
-        return self.stream
-
-
-def _safe(value: bytes) -> bytes:
-    # A header value must not end the header block: strip CR and LF.
-    if b"\r" in value or b"\n" in value:
-        return value.replace(b"\r", b" ").replace(b"\n", b" ")
-    return value
+def _wants_websocket(headers: Headers) -> bool:
+    for name, value in headers:
+        if name == b"upgrade":
+            return any(token.strip().lower() == b"websocket" for token in value.split(b","))
+    return False
 
 
 class HttpConnection(asyncio.Protocol):
@@ -284,23 +120,43 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer: str | None = None
         self.parser = httptools.HttpRequestParser(self)
+        #: The connection is gone, or being dropped: nothing more is written.
         self.lost = False
         self.lost_future: asyncio.Future[None] = self.loop.create_future()
         self.upgraded: Any = None  # the WebSocket connection after an upgrade
         self.upgraded_task: asyncio.Task[None] | None = None
+        # The request being parsed.
         self._url = b""
         self._headers: Headers = []
         self._header_bytes = 0
+        self._hosts = 0
         self._parsing: Exchange | None = None
-        self._pending: deque[tuple[Exchange, Request]] = deque()
+        # Requests parsed and waiting their turn, and the one being answered.
+        self._pending: deque[tuple[Exchange, Request | None]] = deque()
         self._busy = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._reading_paused = False
         self._task: asyncio.Task[None] | None = None
         self._current: Exchange | None = None
+        # Bytes received but not parsed yet, while requests wait (reading is paused).
+        self._backlog = b""
+        # No more HTTP on this connection: a refusal, or a WebSocket upgrade, came.
+        self._ended = False
+        # An Upgrade this server does not take (h2c, or not a WebSocket route): the
+        # parser stops at it anyway, so its head is parsed again by a fresh parser.
+        self._ignore_upgrade: tuple[bytes, bytes] | None = None
+        self._replaying = False
+        # A WebSocket upgrade: being parsed, then (behind earlier requests) waiting its turn.
+        self._websocket: tuple[Exchange, Request] | None = None
+        self._handshake: Exchange | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._holds = 0
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
-        self._upgrade_request: Request | None = None
+        self._closing = False
+        # Flow accounting: bytes given to the transport, and how many had left it
+        # when the send timer was last armed.
+        self._written = 0
+        self._send_mark = 0
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -308,47 +164,56 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
-        if len(self.state.connections) >= self.state.limits.max_connections or self.state.closing:
-            self.transport.write(
-                STATUS_LINES[503] + b"connection: close\r\ncontent-length: 0\r\n\r\n"
+        state = self.state
+        if len(state.connections) >= state.limits.max_connections or state.closing:
+            log.debug("refusing a connection from %s: %d open", self.peer, len(state.connections))
+            self.write(
+                STATUS_LINES[503]
+                + b"connection: close\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
             )
-            self.transport.close()
+            self.close()
             return
-        self.state.connections.add(self)
-        self._arm(self.state.limits.keep_alive)
+        state.connections.add(self)
+        self._arm(state.limits.keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
+        self._gone()
         self.state.connections.discard(self)
         if self.state.closing and not self.state.connections:
             self.state.drained.set()
         self.disarm()
-        if not self.lost_future.done():
-            self.lost_future.set_result(None)
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self.upgraded is not None:
             self.upgraded.connection_lost(exc)
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.data_received(data)
+        elif self._handshake is not None:  # reading is paused; a read under way lands here
+            self._handshake.upgrade_rest = (self._handshake.upgrade_rest or b"") + data
+        elif self._ended:
             return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade(data[upgrade.args[0] :] if upgrade.args else b"")
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _TooLarge):
-                self._refuse(431, b"request headers too large")
-            else:
-                log.error("HTTP parser callback failed", exc_info=exc.__context__)
-                self._refuse(400, b"malformed HTTP request")
-        except httptools.HttpParserError:
-            self._refuse(400, b"malformed HTTP request")
+        elif self._backlog:  # reading is paused; a read already under way lands here
+            self._backlog += data
+        else:
+            self._feed(data)
 
     def eof_received(self) -> bool | None:
         return None  # half-closed: let the transport close
+
+    # -- writing and flow control ------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Hand ``data`` to the transport (nothing once the connection is lost)."""
+        if not self.lost:
+            self._written += len(data)
+            self.transport.write(data)
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket."""
+        return 0 if self.lost else self.transport.get_write_buffer_size()
 
     @property
     def write_paused(self) -> bool:
@@ -357,50 +222,233 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._watch_sending()
+        if self.upgraded is not None:
+            # Control frames (pongs) and answers are written for what is read: a
+            # peer that takes none of them is read no further.
+            self.hold_reading(HOLD_WRITES)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+        if self.upgraded is not None:
+            self.release_reading(HOLD_WRITES)
+        elif not self._busy:
+            self._next()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
         if self._write_paused and not self.lost:
-            self._drained = self.loop.create_future()
-            await self._drained
+            if self._drained is None or self._drained.done():
+                self._drained = self.loop.create_future()
+            # Shared by every waiter: one cancelled waiter must not cancel the others'.
+            await asyncio.shield(self._drained)
+
+    def _watch_sending(self) -> None:
+        if self._send_timer is None and not self.lost:
+            self._send_mark = self._written - self.transport.get_write_buffer_size()
+            self._send_timer = self.loop.call_later(
+                self.state.limits.send_timeout, self._check_sending
+            )
+
+    def _check_sending(self) -> None:
+        """Abort a peer that took none of our bytes since the last check."""
+        self._send_timer = None
+        if self.lost:
+            return
+        unsent = self.transport.get_write_buffer_size()
+        if not unsent or not (self._write_paused or self._closing):
+            return  # caught up; pause_writing() or close() watches again
+        if self._written - unsent > self._send_mark:
+            self._watch_sending()  # slow, but reading: nginx's send_timeout is per write
+            return
+        log.debug(
+            "aborting a connection from %s that read nothing for %g s (%d bytes unsent)",
+            self.peer,
+            self.state.limits.send_timeout,
+            unsent,
+        )
+        self.abort()
+
+    def close(self) -> None:
+        """Close once what is written has gone; a peer that takes none of it is aborted."""
+        if self.lost or self._closing:
+            return
+        self._closing = True
+        self.disarm()
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self._watch_sending()
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes and all: the peer gets a reset.
+
+        Without ``SO_LINGER`` 0 the kernel would go on offering what it holds
+        to a peer that reads nothing, with no FIN until it is all taken.
+        """
+        if not self.lost:
+            self._gone()
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            self.transport.abort()
+
+    def _gone(self) -> None:
+        self.lost = True
+        self._backlog = b""
+        self._pending.clear()
+        if not self.lost_future.done():
+            self.lost_future.set_result(None)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def hold_reading(self, reason: int) -> None:
+        """Stop reading for ``reason`` (one of the ``HOLD_*`` flags)."""
+        if not self._holds and not self.lost and not self._closing:
+            self.transport.pause_reading()
+        self._holds |= reason
+
+    def release_reading(self, reason: int) -> None:
+        """Lift ``reason``; reading resumes once no reason is left."""
+        if self._holds & reason:
+            self._holds &= ~reason
+            if not self._holds and not self.lost and not self._closing:
+                self.transport.resume_reading()
+
+    # -- parsing ----------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data``; an Upgrade this server ignores gives more to parse, not a recursion."""
+        while data:
+            data = self._feed_slices(data)
+
+    def _feed_slices(self, data: bytes) -> bytes:
+        """Parse ``data`` a slice at a time; what is left while requests wait is kept.
+
+        Returns the bytes to parse next when an ignored Upgrade restarted the parser.
+        """
+        size = len(data)
+        view = memoryview(data) if size > FEED_SLICE else None
+        offset = 0
+        try:
+            while offset < size:
+                if self._ended:
+                    return b""
+                if self._stalled():
+                    self._backlog = data[offset:]
+                    self.hold_reading(HOLD_PIPELINE)
+                    return b""
+                end = offset + FEED_SLICE
+                self.parser.feed_data(data if view is None else view[offset:end])
+                offset = end
+        except httptools.HttpParserUpgrade as upgrade:
+            # The parser stops after the head of any request with an Upgrade (and
+            # a CONNECT): what follows is the body, the next request, or WebSocket.
+            return self._after_upgrade(data[offset + (upgrade.args[0] if upgrade.args else 0) :])
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if isinstance(refusal, _Refusal):
+                self._refuse(refusal.status, refusal.detail)
+            else:  # our own callbacks failed: a bug worth its traceback
+                log.error("HTTP parser callback failed", exc_info=refusal)
+                self._refuse(500, b"internal error")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, b"malformed HTTP request", reason=exc)
+        return b""
+
+    def _stalled(self) -> bool:
+        """Parse no further: requests wait, and the client is not taking answers or
+        has queued enough of them (or of their bodies)."""
+        pending = self._pending
+        if not pending:
+            return False
+        if self._write_paused or len(pending) >= self.state.limits.max_pipelined:
+            return True
+        return sum(exchange.body_size for exchange, _ in pending) > QUEUED_BODY_BUDGET
+
+    def _after_upgrade(self, rest: bytes) -> bytes:
+        """Hand ``rest`` to the WebSocket, or return it to be parsed as HTTP/1.1 again."""
+        if self._websocket is not None:
+            exchange, request = self._websocket
+            self._websocket = None
+            self._ended = True
+            self.hold_reading(HOLD_PIPELINE)
+            if self._busy or self._pending:
+                # Answers to earlier requests go first; the handshake waits its turn.
+                exchange.upgrade_rest = rest
+                self._handshake = exchange
+                self._pending.append((exchange, request))
+            else:
+                self._handoff(request, rest)
+            return b""
+        ignored = self._ignore_upgrade
+        if ignored is None:  # CONNECT is refused in on_headers_complete; nothing else gets here
+            self._refuse(400, b"malformed HTTP request")
+            return b""
+        # RFC 9110 7.8: a server may ignore Upgrade and answer in HTTP/1.1. The
+        # parser has already stopped before the body, so the head is given again
+        # (without Upgrade) to a fresh parser, which frames the body and goes on.
+        self._ignore_upgrade = None
+        start_line, head = ignored
+        self.parser = httptools.HttpRequestParser(self)
+        self._replaying = True
+        return start_line + head + b"\r\n" + rest
 
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._replaying:
+            return
         self._url = b""
         self._headers = []
         self._header_bytes = 0
+        self._hosts = 0
         self._arm(self.state.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if self._replaying:
+            return
         self._url += url
         self._header_bytes += len(url)
-        if self._header_bytes > self.state.limits.max_header_bytes:
-            raise _TooLarge
+        if len(self._url) > self.state.limits.max_url:
+            raise _Refusal(414, b"request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._replaying:
+            return
         headers = self._headers
         self._header_bytes += len(name) + len(value)
         limits = self.state.limits
         if self._header_bytes > limits.max_header_bytes or len(headers) >= limits.max_headers:
-            raise _TooLarge
-        headers.append((name.lower(), value))
+            raise _Refusal(431, b"request headers too large")
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._replaying:
+            self._replaying = False  # the body (if any) and what follows are new bytes
+            return
         self.disarm()
         parser = self.parser
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("latin-1")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Refusal(400, b"CONNECT is not supported: this server is not a proxy")
+        version = parser.get_http_version()
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            raise _Refusal(400, b"an HTTP/1.1 request needs exactly one Host header")
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Refusal(400, b"malformed request target") from None
         headers = self._headers
         exchange = Exchange(self, parser.should_keep_alive(), headers)
         request = Request(
-            parser.get_method().decode("latin-1"),
-            path,
+            method.decode("latin-1"),
+            url.path.decode("latin-1"),
             url.query or b"",
             headers,
             self.peer,
@@ -408,13 +456,17 @@ class HttpConnection(asyncio.Protocol):
             self.state.app.max_body,
         )
         if parser.should_upgrade():
-            self._upgrade_request = request
-            return
+            if self._takes_websocket(request):
+                self._websocket = (exchange, request)
+                return
+            start_line = b"%s %s HTTP/%s\r\n" % (method, self._url, version.encode())
+            head = b"".join(
+                name + b": " + value + b"\r\n" for name, value in headers if name != b"upgrade"
+            )
+            self._ignore_upgrade = (start_line, head)
         self._parsing = exchange
-        if self._busy:
+        if self._busy or self._pending:
             self._pending.append((exchange, request))
-            if len(self._pending) >= self.state.limits.max_pipelined:
-                self.pause_reading()
         else:
             self._start(exchange, request)
 
@@ -423,13 +475,32 @@ class HttpConnection(asyncio.Protocol):
             self._parsing.feed(body)
 
     def on_message_complete(self) -> None:
+        if self._ignore_upgrade is not None:
+            return  # not the end: the parser skipped the body, the replay reads it
         if self._parsing is not None:
             self._parsing.complete()
             self._parsing = None
 
+    def _takes_websocket(self, request: Request) -> bool:
+        return (
+            self.state.upgrade is not None
+            and request.method == "GET"
+            and request.path in self.state.app.websocket
+            and _wants_websocket(request.headers_list)
+        )
+
     # -- serving ------------------------------------------------------------------------
 
-    def _start(self, exchange: Exchange, request: Request) -> None:
+    def _start(self, exchange: Exchange, request: Request | None) -> None:
+        if exchange.canned is not None:
+            self.write(exchange.canned)
+            self.close()
+            return
+        assert request is not None
+        if exchange.upgrade_rest is not None:
+            self._handshake = None
+            self._handoff(request, exchange.upgrade_rest)
+            return
         self._busy = True
         self._current = exchange
         self._task = self.loop.create_task(self._serve(exchange, request))
@@ -442,9 +513,19 @@ class HttpConnection(asyncio.Protocol):
             log.exception("serving %s %s failed", request.method, request.path)
             response, head = Response(500, b'{"code":"INTERNAL"}'), False
         except asyncio.CancelledError:
-            self.transport.close()
+            self.abort()
             raise
         if self.lost:
+            return
+        if exchange.timed_out:
+            # The body did not come in time: whatever the endpoint made of that,
+            # the answer is the server's own (nginx's client_body_timeout).
+            self.write(
+                problem_response(
+                    408, b"the request body did not arrive in time", self.state.date_header
+                )
+            )
+            self.close()
             return
         if response is not None:
             self._write(exchange, response, head)
@@ -463,7 +544,7 @@ class HttpConnection(asyncio.Protocol):
         if response.content_type is not None:
             parts += [b"content-type: ", response.content_type, b"\r\n"]
         for name, value in response.headers:
-            parts += [name, b": ", _safe(value), b"\r\n"]
+            parts += [name, b": ", safe(value), b"\r\n"]
         body = response.body
         if status not in NO_BODY:
             parts += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
@@ -472,43 +553,71 @@ class HttpConnection(asyncio.Protocol):
         parts.append(b"\r\n")
         if body and not head and status not in NO_BODY:
             parts.append(body)
-        self.transport.write(b"".join(parts))
+        self.write(b"".join(parts))
 
     def _done(self, exchange: Exchange) -> None:
         self._busy = False
         self._task = None
         self._current = None
         if not exchange.keep_alive or self.state.closing:
-            self.transport.close()
+            self.close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Serve the next pipelined request, and parse on, unless the client is behind."""
+        if self._no_more_http():
             return
         if self._pending:
+            if self._write_paused:
+                return  # resume_writing() comes back here; the send timer watches
             self._start(*self._pending.popleft())
-            self.resume_reading()
-        else:
+            if self._no_more_http():
+                return  # a refusal, or the WebSocket handshake that waited its turn
+        if self._backlog and not self._stalled():
+            backlog, self._backlog = self._backlog, b""
+            self._feed(backlog)
+        if (
+            self._holds & HOLD_PIPELINE
+            and not self._backlog
+            and not self._ended
+            and not self._stalled()
+        ):
+            self.release_reading(HOLD_PIPELINE)
+        if not self._busy and not self._pending and self._timer is None:
+            # Idle (a request begun in the backlog keeps its header timer).
             self._arm(self.state.limits.keep_alive)
 
-    def _refuse(self, status: int, detail: bytes) -> None:
-        if not self.lost:
-            body = b'{"status":%d,"detail":"%s"}' % (status, detail)
-            self.transport.write(
-                STATUS_LINES[status]
-                + self.state.date_header
-                + b"content-type: application/problem+json\r\nconnection: close\r\n"
-                + b"content-length: %d\r\n\r\n" % len(body)
-                + body
-            )
-            self.transport.close()
+    def _no_more_http(self) -> bool:
+        return self.lost or self._closing or self.upgraded is not None
 
-    def _upgrade(self, rest: bytes) -> None:
-        request = self._upgrade_request
-        self._upgrade_request = None
-        handler = self.state.upgrade
-        if request is None or handler is None or request.path not in self.state.app.websocket:
-            self._refuse(404 if request is not None else 400, b"no WebSocket endpoint here")
+    def _refuse(self, status: int, detail: bytes, *, reason: Exception | None = None) -> None:
+        """Answer ``status`` in turn and close: nothing after this request is parsed."""
+        # A client's mistake, not ours: one line at debug, never a traceback to flood the log.
+        log.debug("refused a request from %s: %d %s (%s)", self.peer, status, detail, reason)
+        self._ended = True
+        self._backlog = b""
+        self._parsing = None
+        self.hold_reading(HOLD_PIPELINE)
+        if self.lost:
             return
+        response = problem_response(status, detail.replace(b'"', b"'"), self.state.date_header)
+        if self._busy or self._pending:
+            refusal = Exchange(self, False, [])
+            refusal.canned = response
+            self._pending.append((refusal, None))
+        else:
+            self.write(response)
+            self.close()
+
+    def _handoff(self, request: Request, rest: bytes) -> None:
+        handler = self.state.upgrade
+        assert handler is not None  # checked by _takes_websocket
+        self.disarm()
+        self.release_reading(HOLD_PIPELINE)
         handler(self, request, rest)
 
-    # -- timers and flow --------------------------------------------------------------------
+    # -- timers -----------------------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
         self.disarm()
@@ -521,33 +630,22 @@ class HttpConnection(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        if not self._busy and not self.lost:
-            self.transport.close()
-
-    def pause_reading(self) -> None:
-        if not self._reading_paused and not self.lost:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._reading_paused and not self.lost:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        if not self._busy and not self._pending and not self.lost and self.upgraded is None:
+            self.close()
 
     def shutdown(self) -> None:
         """The server is stopping: close when idle, end streams, finish in-flight requests."""
         if self.upgraded is not None:
             self.upgraded.shutdown()
         elif not self._busy:
-            self.transport.close()
+            self.close()
         elif self._current is not None and self._current.stream is not None:
             self._current.stream.close()  # the endpoint returns; the last chunk goes out
 
     def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if not self.lost:
-            self.transport.close()
+        self.abort()
 
 
 __all__ = ["ChunkedStream", "Exchange", "HttpConnection", "Limits", "ServerState"]

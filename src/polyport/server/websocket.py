@@ -10,7 +10,12 @@ with :func:`text_frame` and written as bytes; no per-message extension
 Keep-alive: a ping every ``ping_interval`` seconds; a client that has sent
 nothing (not even a pong) for ``ping_interval + ping_timeout`` is closed with
 1001. Limits: inbound messages over ``max_message`` bytes close with 1009 (the
-protocol does it); a send buffer over ``send_buffer`` bytes closes with 1013.
+protocol does it), a text message that is not UTF-8 with 1007; a send buffer
+over ``send_buffer`` bytes stops reading (a ping flood's pongs, a caller's
+answers wait for the client to take them), and one over four times that, or a
+client that takes nothing for ``stall_timeout`` while a broadcast waits, is
+closed with 1013 and dropped. A close the client does not answer in
+``CLOSE_TIMEOUT`` seconds is dropped too, not left half-closed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from polyport.http.request import Request
+from polyport.server.http1 import HOLD_MESSAGES
 
 if TYPE_CHECKING:
     from polyport.server.http1 import HttpConnection
@@ -40,6 +46,7 @@ SUBPROTOCOL = "polyport.v1"
 CLOSE_TOO_SLOW = 1013
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_INVALID_DATA = 1007
 #: Seconds a client has to answer our close frame before the socket is closed.
 CLOSE_TIMEOUT = 2.0
 
@@ -93,7 +100,6 @@ class WebSocket:
         self.connection = connection
         #: The subprotocols the client offered (a browser may carry a token in one).
         self.offered = offered
-        self.transport = connection.transport
         self.protocol = protocol
         self.options = options
         self.subprotocol = subprotocol
@@ -115,17 +121,17 @@ class WebSocket:
         self.last_seen = time.monotonic()
         self.protocol.receive_data(data)
         for frame in self.protocol.events_received():
-            if isinstance(frame, Frame):
-                self._frame(frame)
+            if isinstance(frame, Frame) and not self._frame(frame):
+                break
         self._flush()
         if self.protocol.close_expected():
             # The client sent its close frame (our answer is flushed), or the
             # protocol failed the connection: the server closes TCP first.
             self._closing()
-            if not self.connection.lost:
-                self.transport.close()
+            self.connection.close()
 
-    def _frame(self, frame: Frame) -> None:
+    def _frame(self, frame: Frame) -> bool:
+        """Take one frame; False when it failed the connection (nothing after it counts)."""
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             self._fragment_text = opcode is Opcode.TEXT
@@ -133,17 +139,28 @@ class WebSocket:
         elif opcode is Opcode.CONT:
             self._fragments.append(bytes(frame.data))
         else:
-            return  # CLOSE and PING are answered by the protocol; PONG proves liveness
+            return True  # CLOSE and PING are answered by the protocol; PONG proves liveness
         if not frame.fin:
-            return
+            return True
         data = b"".join(self._fragments)
         self._fragments = []
-        self._messages.append(data.decode() if self._fragment_text else data)
+        if self._fragment_text:
+            try:
+                message: str | bytes = data.decode()
+            except UnicodeDecodeError as exc:
+                # RFC 6455 8.1: a text message that is not UTF-8 fails the connection.
+                log.debug("closing a WebSocket client that sent invalid UTF-8 (%s)", exc.reason)
+                self.protocol.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                return False
+        else:
+            message = data
+        self._messages.append(message)
         if len(self._messages) >= self.options.max_queue:
-            self.connection.pause_reading()  # the handler is behind: stop reading
+            self.connection.hold_reading(HOLD_MESSAGES)  # the handler is behind: stop reading
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing()
@@ -161,7 +178,15 @@ class WebSocket:
         if not self.connection.lost:
             self._flush()
             # We sent a close frame: give the client a moment to answer it.
-            self._loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+            self._loop.call_later(CLOSE_TIMEOUT, self._close_timeout)
+
+    def _close_timeout(self) -> None:
+        connection = self.connection
+        if connection.buffered():
+            # It has not even taken our close frame: closing would wait on it forever.
+            connection.abort()
+        else:
+            connection.close()
 
     # -- to the handler --------------------------------------------------------------------
 
@@ -173,8 +198,8 @@ class WebSocket:
             self._waiter = self._loop.create_future()
             await self._waiter
             self._waiter = None
-        if len(self._messages) == self.options.max_queue // 2:
-            self.connection.resume_reading()
+        if len(self._messages) <= self.options.max_queue // 2:
+            self.connection.release_reading(HOLD_MESSAGES)
         return self._messages.popleft()
 
     def __aiter__(self) -> WebSocket:
@@ -202,7 +227,7 @@ class WebSocket:
     def send_frames(self, frames: bytes) -> None:
         """Write frames already serialised with :func:`text_frame` (encoded once, sent to many)."""
         if not self.closed:
-            self.transport.write(frames)
+            self.connection.write(frames)
             self._check_buffer()
 
     async def deliver(self, frames: bytes) -> None:
@@ -215,7 +240,7 @@ class WebSocket:
         """
         if self.closed:
             return
-        self.transport.write(frames)
+        self.connection.write(frames)
         if self.connection.write_paused:
             try:
                 async with asyncio.timeout(self.options.stall_timeout):
@@ -224,7 +249,7 @@ class WebSocket:
                 self._too_slow()
 
     def buffered(self) -> int:
-        return 0 if self.connection.lost else self.transport.get_write_buffer_size()
+        return self.connection.buffered()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
@@ -240,8 +265,8 @@ class WebSocket:
 
     def _flush(self) -> None:
         data = self.protocol.data_to_send()
-        if data and not self.connection.lost:
-            self.transport.write(b"".join(data))
+        if data:
+            self.connection.write(b"".join(data))
 
     def _check_buffer(self) -> None:
         # Answers are small and unpaced; only a client that sends requests but
@@ -256,7 +281,7 @@ class WebSocket:
             )
             self.close(CLOSE_TOO_SLOW, "try again later: client too slow")
             # Do not wait for a close frame the client is not reading anyway.
-            self.transport.abort()
+            self.connection.abort()
 
     # -- keep-alive ------------------------------------------------------------------------
 
@@ -314,13 +339,13 @@ def accept(
     protocol.receive_data(b"".join(head) + b"\r\n")
     parsed = next((e for e in protocol.events_received() if isinstance(e, WsRequest)), None)
     if parsed is None:
-        connection.transport.close()
+        connection.close()
         return
     response = protocol.accept(parsed)
     protocol.send_response(response)
-    connection.transport.write(b"".join(protocol.data_to_send()))
+    connection.write(b"".join(protocol.data_to_send()))
     if response.status_code != 101:
-        connection.transport.close()
+        connection.close()
         return
     subprotocol = _select(offered, known)
     connection.transport.set_write_buffer_limits(

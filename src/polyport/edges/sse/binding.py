@@ -8,9 +8,10 @@ Each event is ``id: {event id}``, ``event: {type}``, ``data: {envelope}``.
 ``?last_event_id=`` resumes without a gap; a cursor history no longer holds is
 answered with ``event: recovery-failed`` and the stream continues live. A
 comment every 15 s keeps proxies from closing an idle stream. A client that
-reads too slowly (its send buffer over the limit) is disconnected: it
-reconnects and resumes from its last id, so memory stays bounded and nothing is
-lost while history holds it.
+reads too slowly (its send buffer over the limit for ``sse.stall_timeout``) is
+dropped (the carrier resets the connection: a close would wait on the unread
+bytes): it reconnects and resumes from its last id, so memory stays bounded and
+nothing is lost while history holds it. Server streams are paced the same way.
 
 Every event is encoded once and the same bytes go to every subscriber; a
 burst of events is one write per subscriber.
@@ -188,10 +189,10 @@ class SseEdge:
                 if not events:
                     return  # closed
                 write(b"".join([sse_bytes(e) for e in events]))
-                # Pace a burst to the reader; a reader that has stalled is let go
+                # Pace a burst to the reader; a reader that has stalled is dropped
                 # (it reconnects with Last-Event-ID and resumes from history).
                 if not await stream.drain(self.stall_timeout):
-                    log.info("closing a stalled SSE client (%d bytes unread)", stream.buffered())
+                    log.info("dropped a stalled SSE client")
                     return
         finally:
             closer.cancel()
@@ -234,6 +235,11 @@ class SseEdge:
                     count += 1
                     data = binding.dump_json(item)
                     stream.write(b"id: %d\nevent: item\ndata: %b\n\n" % (count, data))
+                    # A generator can outrun any reader: the next item waits while
+                    # the client is behind, and a client that has stalled is let go.
+                    if not await stream.drain(self.stall_timeout):
+                        log.info("dropped a stalled SSE client of %s", binding.name)
+                        break
             finally:
                 closer.cancel()
                 with contextlib.suppress(Exception):
