@@ -3,9 +3,10 @@
     server = HttpServer(app)
     await server.serve(sock)          # until stop() or SIGINT/SIGTERM
 
-See :mod:`polyport.server.http1` for the connection protocol (and its flow
-control), :mod:`polyport.server.limits` for what a connection may cost, and
-:func:`run` for the process set-up every server process uses.
+See :mod:`polyport.server.http1` for the connection protocol,
+:mod:`polyport.server.flow` for its flow control (a send timeout, resets,
+paused reading), :mod:`polyport.server.limits` for what a connection may
+cost, and :func:`run` for the process set-up every server process uses.
 """
 
 from __future__ import annotations

@@ -19,16 +19,14 @@ header timeouts, an upgrade to WebSocket, and flow control both ways:
   drained below its high-water mark, so a client that never reads holds at
   most one response; and a client that takes none of our bytes for
   ``send_timeout`` seconds is aborted (nginx's ``send_timeout``), as is one we
-  closed that never takes the rest: a close alone would wait on it forever.
+  closed that never takes the rest: a close alone would wait on it forever
+  (:class:`~polyport.server.flow.FlowControl`, shared with WebSocket).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +45,7 @@ from polyport.server.exchange import (
     safe,
     status_line,
 )
+from polyport.server.flow import HOLD_PIPELINE, HOLD_WRITES, FlowControl
 from polyport.server.limits import Limits
 
 if TYPE_CHECKING:
@@ -61,14 +60,6 @@ FEED_SLICE = 8 * 1024
 #: Body bytes pipelined requests may hold while they wait their turn (the one
 #: being answered may have up to ``max_body``): more, and reading stops.
 QUEUED_BODY_BUDGET = 64 * 1024
-
-#: SO_LINGER on, zero seconds: close() resets the connection and drops unsent bytes.
-LINGER_RESET = struct.pack("ii", 1, 0)
-
-# Why reading is paused: each reason is lifted on its own, reading resumes when none is left.
-HOLD_PIPELINE = 1  # requests wait their turn (or parsing has ended)
-HOLD_MESSAGES = 2  # a WebSocket handler is behind on the messages it was sent
-HOLD_WRITES = 4  # a WebSocket peer does not take what we write (pongs, answers)
 
 
 class ServerState:
@@ -111,18 +102,13 @@ def _wants_websocket(headers: Headers) -> bool:
     return False
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(FlowControl):
     """One client connection."""
 
     def __init__(self, state: ServerState) -> None:
+        super().__init__(state.limits.send_timeout)
         self.state = state
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.peer: str | None = None
         self.parser = httptools.HttpRequestParser(self)
-        #: The connection is gone, or being dropped: nothing more is written.
-        self.lost = False
-        self.lost_future: asyncio.Future[None] = self.loop.create_future()
         self.upgraded: Any = None  # the WebSocket connection after an upgrade
         self.upgraded_task: asyncio.Task[None] | None = None
         # The request being parsed.
@@ -148,15 +134,6 @@ class HttpConnection(asyncio.Protocol):
         self._websocket: tuple[Exchange, Request] | None = None
         self._handshake: Exchange | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._holds = 0
-        self._write_paused = False
-        self._drained: asyncio.Future[None] | None = None
-        self._closing = False
-        # Flow accounting: bytes given to the transport, and how many had left it
-        # when the send timer was last armed.
-        self._written = 0
-        self._send_mark = 0
-        self._send_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -177,14 +154,11 @@ class HttpConnection(asyncio.Protocol):
         self._arm(state.limits.keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._gone()
+        super().connection_lost(exc)
         self.state.connections.discard(self)
         if self.state.closing and not self.state.connections:
             self.state.drained.set()
         self.disarm()
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
         if self.upgraded is not None:
             self.upgraded.connection_lost(exc)
 
@@ -203,119 +177,30 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # half-closed: let the transport close
 
-    # -- writing and flow control ------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        """Hand ``data`` to the transport (nothing once the connection is lost)."""
-        if not self.lost:
-            self._written += len(data)
-            self.transport.write(data)
-
-    def buffered(self) -> int:
-        """Bytes written and not yet taken by the socket."""
-        return 0 if self.lost else self.transport.get_write_buffer_size()
-
-    @property
-    def write_paused(self) -> bool:
-        """The transport's buffer is over its high-water mark."""
-        return self._write_paused
+    # -- flow control (see FlowControl) ------------------------------------------------
 
     def pause_writing(self) -> None:
-        self._write_paused = True
-        self._watch_sending()
+        super().pause_writing()
         if self.upgraded is not None:
             # Control frames (pongs) and answers are written for what is read: a
             # peer that takes none of them is read no further.
             self.hold_reading(HOLD_WRITES)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        super().resume_writing()
         if self.upgraded is not None:
             self.release_reading(HOLD_WRITES)
         elif not self._busy:
             self._next()
 
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
-        if self._write_paused and not self.lost:
-            if self._drained is None or self._drained.done():
-                self._drained = self.loop.create_future()
-            # Shared by every waiter: one cancelled waiter must not cancel the others'.
-            await asyncio.shield(self._drained)
-
-    def _watch_sending(self) -> None:
-        if self._send_timer is None and not self.lost:
-            self._send_mark = self._written - self.transport.get_write_buffer_size()
-            self._send_timer = self.loop.call_later(
-                self.state.limits.send_timeout, self._check_sending
-            )
-
-    def _check_sending(self) -> None:
-        """Abort a peer that took none of our bytes since the last check."""
-        self._send_timer = None
-        if self.lost:
-            return
-        unsent = self.transport.get_write_buffer_size()
-        if not unsent or not (self._write_paused or self._closing):
-            return  # caught up; pause_writing() or close() watches again
-        if self._written - unsent > self._send_mark:
-            self._watch_sending()  # slow, but reading: nginx's send_timeout is per write
-            return
-        log.debug(
-            "aborting a connection from %s that read nothing for %g s (%d bytes unsent)",
-            self.peer,
-            self.state.limits.send_timeout,
-            unsent,
-        )
-        self.abort()
-
     def close(self) -> None:
-        """Close once what is written has gone; a peer that takes none of it is aborted."""
-        if self.lost or self._closing:
-            return
-        self._closing = True
         self.disarm()
-        self.transport.close()
-        if self.transport.get_write_buffer_size():
-            self._watch_sending()
-
-    def abort(self) -> None:
-        """Drop the connection now, unsent bytes and all: the peer gets a reset.
-
-        Without ``SO_LINGER`` 0 the kernel would go on offering what it holds
-        to a peer that reads nothing, with no FIN until it is all taken.
-        """
-        if not self.lost:
-            self._gone()
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-            self.transport.abort()
+        super().close()
 
     def _gone(self) -> None:
-        self.lost = True
+        super()._gone()
         self._backlog = b""
         self._pending.clear()
-        if not self.lost_future.done():
-            self.lost_future.set_result(None)
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def hold_reading(self, reason: int) -> None:
-        """Stop reading for ``reason`` (one of the ``HOLD_*`` flags)."""
-        if not self._holds and not self.lost and not self._closing:
-            self.transport.pause_reading()
-        self._holds |= reason
-
-    def release_reading(self, reason: int) -> None:
-        """Lift ``reason``; reading resumes once no reason is left."""
-        if self._holds & reason:
-            self._holds &= ~reason
-            if not self._holds and not self.lost and not self._closing:
-                self.transport.resume_reading()
 
     # -- parsing ----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from polyport.http.request import Request
-from polyport.server.http1 import HOLD_MESSAGES
+from polyport.server.flow import HOLD_MESSAGES
 
 if TYPE_CHECKING:
     from polyport.server.http1 import HttpConnection
