@@ -217,13 +217,9 @@ def test_signatures_become_method_specs() -> None:
     listing = spec.methods["list_users"]
     assert listing.paged and listing.returns == ListOf(ModelRef("User"))
     assert listing.param("limit").type.constraints.le == 1000  # type: ignore[union-attr]
-    assert set(spec.events) == {
-        "users.created",
-        "users.updated",
-        "users.deleted",
-        "things.happened",
-    }
-    assert spec.events["users.deleted"].payload == ModelRef("UserDeleted")
+    # Events come with the operations that publish them: get and list publish none
+    # (tests/core/test_resource_events.py covers the others).
+    assert set(spec.events) == {"things.happened"}
     assert spec.resources["users"].key.name == "id"
 
 

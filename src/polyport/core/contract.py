@@ -273,26 +273,35 @@ class Resource:
         self.max_limit = max_limit
         self.description = description
         self.methods: dict[Operation, Method] = {}
+        #: ``created`` / ``updated`` / ``deleted``: declared with the operation that
+        #: publishes it, so a resource without an update advertises no ``.updated``.
         self.events: dict[str, EventType] = {}
-        if events:
-            singular_key = model.model_fields[key].annotation
+
+    def _declare_event(self, op: Operation) -> None:
+        """The event ``op`` publishes on success (create, update and delete publish one)."""
+        past = {"create": "created", "update": "updated", "delete": "deleted"}.get(op)
+        if not self.publishes_events or past is None:
+            return
+        payload: Any = self.model
+        if op == "delete":
             deleted = create_model(  # the payload of {name}.deleted: just the key
-                f"{model.__name__}Deleted",
-                __doc__=f"A {model.__name__} was deleted.",
-                **{key: (singular_key, ...)},  # type: ignore[call-overload]
+                f"{self.model.__name__}Deleted",
+                __doc__=f"A {self.model.__name__} was deleted.",
+                **{self.key: (self.model.model_fields[self.key].annotation, ...)},  # type: ignore[call-overload]
             )
-            for op, payload in (("created", model), ("updated", model), ("deleted", deleted)):
-                self.events[op] = service.event(
-                    f"{name}.{op}",
-                    payload,
-                    public=public,
-                    scopes=scopes,
-                    description=f"A {model.__name__} of {name} was {op}.",
-                )
+            payload = deleted
+        self.events[past] = self.service.event(
+            f"{self.name}.{past}",
+            payload,
+            public=self.public,
+            scopes=self.scopes,
+            description=f"A {self.model.__name__} of {self.name} was {past}.",
+        )
 
     def _register(self, op: Operation, fn: F, **options: Any) -> F:
         if op in self.methods:
             raise ContractError(f"resource {self.name} already has a {op} operation")
+        self._declare_event(op)
         method = self.service._add(
             fn,
             kind=MethodKind.UNARY,
@@ -381,7 +390,7 @@ class Service:
     """A named, versioned service contract: resources, methods and event types."""
 
     def __init__(self, name: str, *, version: int = 1, description: str | None = None) -> None:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(f"service name {name!r} must match {_NAME.pattern}")
         self.name = name
         self.version = version
@@ -414,11 +423,12 @@ class Service:
         """Declare a resource collection of ``model`` items addressed by ``key``.
 
         With ``events=True`` (the default) every successful create, update and
-        delete publishes ``{name}.created`` / ``.updated`` / ``.deleted``.
+        delete publishes ``{name}.created`` / ``.updated`` / ``.deleted`` — each
+        declared when its operation is, so only the events that can happen exist.
         ``cache_max_age`` is the ``Cache-Control: max-age`` for GETs (0: revalidate).
         """
         self._check_open()
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(f"resource name {name!r} must match {_NAME.pattern}")
         if name in self.resources:
             raise ContractError(f"resource {name!r} is declared twice")
@@ -493,12 +503,12 @@ class Service:
         publish only when ``publish_scopes`` is given (server code always may).
         """
         self._check_open()
-        if not _EVENT_NAME.match(name):
+        if not _EVENT_NAME.fullmatch(name):
             raise ContractError(f"event name {name!r} must match {_EVENT_NAME.pattern}")
         if name in self.events:
             raise ContractError(f"event {name!r} is declared twice")
         channel = channel or name.replace(".", "/")
-        if not _CHANNEL_TEMPLATE.match(channel):
+        if not _CHANNEL_TEMPLATE.fullmatch(channel):
             raise ContractError(f"event {name}: invalid channel template {channel!r}")
         event = EventType(
             name,
@@ -535,7 +545,7 @@ class Service:
         a key missing from the dict gets ``[]`` when V is a list, else null.
         """
         self._check_open()
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(f"relation name {name!r} must match {_NAME.pattern}")
         if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
             raise ContractError(f"relation {name}: the parent must be a pydantic model")
@@ -582,7 +592,7 @@ class Service:
         retried up to ``max_attempts`` times. See ``docs/webhook-receivers.md``.
         """
         self._check_open()
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(f"webhook receiver name {name!r} must match {_NAME.pattern}")
         if name in self.receivers:
             raise ContractError(f"webhook receiver {name!r} is declared twice")
@@ -697,7 +707,7 @@ class Service:
     ) -> Method:
         self._check_open()
         name = name or fn.__name__
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ContractError(f"method name {name!r} must match {_NAME.pattern}")
         if name in self.methods:
             raise ContractError(f"method {name!r} is declared twice")
