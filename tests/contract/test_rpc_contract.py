@@ -589,3 +589,23 @@ def test_invalid_arguments(client: Any) -> None:
     with pytest.raises(CallFailed) as failed:
         client.call("multiply", a="six", b=7)
     assert failed.value.code == "INVALID_ARGUMENT"
+
+
+def test_a_result_beyond_int64_is_out_of_range(client: Any) -> None:
+    """multiply(2**63 - 1, 2**63 - 1) declared ``-> int``: every wire's int is 64 bits, so
+    every edge answers OUT_OF_RANGE (gRPC's status of that name, HTTP 422), never INTERNAL.
+    GraphQL's codes are coarser: BAD_USER_INPUT, as for any invalid argument."""
+    with pytest.raises(CallFailed) as failed:
+        client.call("multiply", a=2**63 - 1, b=2**63 - 1)
+    expected = "INVALID_ARGUMENT" if client.name == "graphql" else "OUT_OF_RANGE"
+    assert failed.value.code == expected
+    assert client.call("multiply", a=2**62, b=-2) == -(2**63)  # the bound itself fits
+
+
+@pytest.mark.parametrize("value", [True, 2**63, -(2**63) - 1])
+def test_an_int_is_neither_a_boolean_nor_beyond_int64(client: Any, value: Any) -> None:
+    """What the documents forbid for an int64 — true, 2**63 — is INVALID_ARGUMENT on every
+    edge (a protobuf client refuses to send it at all)."""
+    with pytest.raises(CallFailed) as failed:
+        client.call("echo_int", value=value)
+    assert failed.value.code == "INVALID_ARGUMENT"

@@ -260,7 +260,12 @@ async def test_validation_errors_name_each_field() -> None:
     with pytest.raises(InvalidArgument) as broken:
         await call(d, "echo", b'{"text": ')
     assert broken.value.unparseable
-    assert await call(d, "get_user", {"id": "3"}) == User(id=3, name="u3")  # lax from strings
+    # Text (a URL's query or path) is read as the values it spells; decoded wire values
+    # are held to their types: a string is no int.
+    text = d.binding("get_user").from_text({"id": "3"})
+    assert await call(d, "get_user", text) == User(id=3, name="u3")
+    with pytest.raises(InvalidArgument, match="id: Input should be a valid integer"):
+        await call(d, "get_user", {"id": "3"})
 
 
 async def test_internal_errors_hide_their_message() -> None:

@@ -13,10 +13,9 @@ start-up; a call only runs them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import operator
+import re
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -24,12 +23,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
 import annotated_types
+import orjson
 from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict
 
 from polyport.core.auth import NO_CREDENTIALS, Authenticator, Credentials
+from polyport.core.conformance import arguments_check, result_check
 from polyport.core.context import Context, Principal, new_request_id
 from polyport.core.contract import EventMessage, EventType, MethodKind, Page
 from polyport.core.errors import (
@@ -45,6 +46,7 @@ from polyport.core.events import Pattern
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.spec import MethodSpec, RelationSpec, ServiceSpec
+from polyport.core.textforms import text_reader
 from polyport.core.types import ListOf, unwrap_nullable
 
 log = logging.getLogger("polyport.dispatch")
@@ -64,28 +66,31 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class PageResult:
-    """A page of a resource list: its items and the opaque cursor of the next page."""
+    """A page of a resource list: its items and the cursor of the next page."""
 
     items: list[Any]
     next_cursor: str | None
 
 
 def encode_cursor(raw: str) -> str:
-    """The opaque form of a handler's cursor, as clients see it."""
-    return base64.urlsafe_b64encode(b"1:" + raw.encode()).rstrip(b"=").decode()
+    """A list's next cursor as clients see it: the raw value itself.
+
+    For a list returning plain items that is the key of the page's last item
+    (keyset pagination), for one returning :class:`Page` whatever it chose.
+    Raw, so the document can state exactly which cursors exist: an opaque
+    token's validity is not something a schema can express.
+    """
+    return raw
 
 
-def decode_cursor(opaque: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(opaque + "=" * (-len(opaque) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    if not raw.startswith("1:"):
+def decode_cursor(text: str, pattern: re.Pattern[str] | None = None) -> str:
+    """The raw cursor a client passed back; held to ``pattern`` (a key's text) when given."""
+    if pattern is not None and not pattern.fullmatch(text):
         raise InvalidArgument(
             "malformed cursor: pass back the next_cursor of a previous page",
             details=[{"field": "cursor", "message": "not a cursor issued by this service"}],
         )
-    return raw[2:]
+    return text
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -106,6 +111,19 @@ def invalid(exc: ValidationError) -> InvalidArgument:
     return InvalidArgument(f"invalid arguments: {summary}", details=details)
 
 
+def refused(
+    problems: list[dict[str, Any]], validate: Callable[[Any], Any], args: Any
+) -> InvalidArgument:
+    """The type graph's ``problems`` with whatever else the validator finds, as one error."""
+    try:
+        validate(args)
+    except ValidationError as exc:
+        flagged = {p["field"] for p in problems}
+        problems = problems + [d for d in validation_details(exc) if d["field"] not in flagged]
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in problems[:3])
+    return InvalidArgument(f"invalid arguments: {summary}", details=problems)
+
+
 #: ``bytes`` travel as base64 in JSON (pydantic's default, UTF-8 text, cannot carry
 #: arbitrary bytes). Models choose for their own fields: set the same two keys
 #: in their ``model_config`` — the generated documents follow each model's choice.
@@ -124,12 +142,18 @@ class Binding:
     """One method made ready to serve: validator and serializer built, options resolved."""
 
     __slots__ = (
+        "_check",
+        "_cursor",
         "_exact",
+        "_factories",
+        "_fills",
         "_params_json",
         "_params_python",
         "_required",
         "_result_json",
         "_result_python",
+        "_text",
+        "check_result",
         "context_param",
         "direct",
         "event",
@@ -137,6 +161,7 @@ class Binding:
         "is_async",
         "key",
         "kind",
+        "list_params",
         "name",
         "operation",
         "paged",
@@ -180,31 +205,98 @@ class Binding:
         self._required = frozenset(p.name for p in spec.params if p.required)
         self._params_json = self.params.validator.validate_json
         self._params_python = self.params.validator.validate_python
+        self._check = arguments_check(spec.params, spec.graph)
+        self._text = {p.wire_name: text_reader(p.type, spec.graph) for p in spec.params}
+        #: Parameters that take several values: a URL carries them as a repeated name.
+        self.list_params = frozenset(
+            p.wire_name for p in spec.params if isinstance(unwrap_nullable(p.type)[0], ListOf)
+        )
+        self._fills = spec.fills
+        self._factories = spec.factories
+        pattern = spec.cursor_pattern
+        self._cursor = re.compile(pattern) if pattern is not None else None
         self.result = wire_adapter(spec.returns_annotation)
         self._result_json = self.result.serializer.to_json
         self._result_python = self.result.serializer.to_python
+        #: Raises OutOfRange for a result (a stream's item) its declared type cannot hold.
+        self.check_result = result_check(spec.returns, f"the result of {spec.name}")
         self.stream_item = (
             wire_adapter(spec.stream_item_annotation) if spec.stream_param is not None else None
         )
 
     def parse(self, args: bytes | Mapping[str, Any] | None) -> dict[str, Any]:
-        """Validated keyword arguments from a JSON body or a mapping (lax: '1' → 1)."""
+        """Validated keyword arguments from a JSON body or a mapping of decoded wire values.
+
+        Values are held to the type graph first (:mod:`polyport.core.conformance`:
+        no ``true`` for an int, nothing beyond int64), then validated.
+        """
         try:
             if args is None or args == b"":
                 kwargs: dict[str, Any] = self._params_python({})
             elif isinstance(args, bytes | bytearray | memoryview):
-                kwargs = self._params_json(args)
+                kwargs = self._from_json(args)
             else:
-                kwargs = self._exactly(args) or self._params_python(args)
+                kwargs = self._exactly(args) or self._validate(args)
         except ValidationError as exc:
             raise invalid(exc) from None
+        if self._fills or self._factories:
+            self._fill(kwargs)
         if self.paged:
             cursor = kwargs.get("cursor")
             if cursor is not None:
-                kwargs["cursor"] = decode_cursor(cursor)
+                kwargs["cursor"] = decode_cursor(cursor, self._cursor)
         return kwargs
 
-    def _exactly(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+    def from_text(self, values: Mapping[str, str | list[str]]) -> dict[str, Any]:
+        """Arguments that arrived as text (a URL's query or path) as the values they spell.
+
+        ``"42"`` becomes 42 where an int is declared, ``"true"`` True where a
+        bool is; the result then goes to :meth:`parse` like any decoded wire
+        value (see :func:`~polyport.core.conformance.text_reader`). Names it
+        does not know pass unchanged, for the validator to refuse.
+        """
+        readers = self._text
+        out: dict[str, Any] = {}
+        for name, text in values.items():
+            read = readers.get(name)
+            out[name] = text if read is None else read(text)
+        return out
+
+    def _validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The slow way: the type graph's check, then the validator's conversions."""
+        problems = self._check(args)
+        if problems:
+            raise refused(problems, self._params_python, args)
+        kwargs: dict[str, Any] = self._params_python(args)
+        return kwargs
+
+    def _from_json(self, body: bytes | bytearray | memoryview) -> dict[str, Any]:
+        raw = bytes(body) if isinstance(body, memoryview) else body
+        try:
+            values = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidArgument("the request body is not valid JSON", unparseable=True) from None
+        if type(values) is dict:
+            exact = self._exactly(values, own=True)  # a dict of its own already
+            if exact is not None:
+                return exact
+            problems = self._check(values)
+            if problems:
+                raise refused(problems, self._params_json, raw)
+        # Validated from the text, not the parsed values: JSON reads bytes as base64.
+        kwargs: dict[str, Any] = self._params_json(raw)
+        return kwargs
+
+    def _fill(self, kwargs: dict[str, Any]) -> None:
+        """Defaults the function cannot supply itself: those given as ``= Field(…)``."""
+        for name, default in self._fills.items():
+            if name not in kwargs:
+                kwargs[name] = default
+        for name, factory in self._factories.items():
+            if name not in kwargs:
+                kwargs[name] = factory()
+
+    def _exactly(self, args: Mapping[str, Any], *, own: bool = False) -> dict[str, Any] | None:
         """``args`` as they are when every value is of its parameter's exact type; else None.
 
         What validation would return for such values (plain ``int``, ``str``,
@@ -226,10 +318,14 @@ class Binding:
                 if value is None and nullable and not checks:
                     continue
                 return None
+            # The type graph's int is int64 on every wire (the bounds as literals: this is
+            # the hot path, and a constant costs less than a global).
+            if kind is int and not -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:  # type: ignore[operator]  # value is an int here; mypy narrows it to object
+                return None
             for check in checks:
                 if not check(value):
                     return None
-        return dict(args)
+        return args if own and type(args) is dict else dict(args)
 
     def dump_json(self, value: Any) -> bytes:
         """The result as JSON bytes; a handler returning the wrong type is an internal error."""
@@ -322,7 +418,11 @@ class RelationBinding:
     """One relation made ready to resolve: argument validator and value serializer."""
 
     __slots__ = (
+        "_check",
+        "_factories",
+        "_fills",
         "_params_python",
+        "check_value",
         "context_param",
         "empty",
         "fn",
@@ -354,13 +454,26 @@ class RelationBinding:
         self._params_python = _params_adapter(
             self.name.replace(".", "_"), spec.params, spec.annotations
         ).validator.validate_python
+        self._check = arguments_check(spec.params, spec.graph)
+        self._fills = spec.fills
+        self._factories = spec.factories
         self.value = wire_adapter(spec.returns_annotation)
+        #: Raises OutOfRange for a value its declared type cannot hold.
+        self.check_value = result_check(spec.returns, f"{self.name}")
 
     def parse(self, args: Mapping[str, Any] | None) -> dict[str, Any]:
         try:
+            problems = self._check(args or {})
+            if problems:
+                raise refused(problems, self._params_python, args or {})
             kwargs: dict[str, Any] = self._params_python(args or {})
         except ValidationError as exc:
             raise invalid(exc) from None
+        for name, default in self._fills.items():
+            kwargs.setdefault(name, default)
+        for name, factory in self._factories.items():
+            if name not in kwargs:
+                kwargs[name] = factory()
         return kwargs
 
     def missing(self) -> Any:
@@ -535,6 +648,8 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+            if binding.check_result is not None:
+                binding.check_result(result)
             return self._page(binding, kwargs, result) if binding.paged else result
         except ServiceError as exc:
             code = exc.code
@@ -568,6 +683,8 @@ class Dispatcher:
             # Includes a ValidationError raised by the handler on its own data:
             # its fault, not the caller's.
             raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+        if binding.check_result is not None:
+            binding.check_result(result)
         if binding.paged:
             return self._page(binding, kwargs, result)
         if binding.event is not None:
@@ -659,6 +776,9 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 raise internal_error(f"relation {relation.name} failed", exc, caller) from exc
+            if relation.check_value is not None:
+                for value in by_key.values():
+                    relation.check_value(value)
             missing = relation.missing
             return [missing() if k is None or k not in by_key else by_key[k] for k in keys]
         except ServiceError as exc:
@@ -707,13 +827,18 @@ class Dispatcher:
             raise
         except Exception as exc:
             raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+        if binding.check_result is not None:
+            binding.check_result(result)
         yield result
 
     async def _guarded(
         self, binding: Binding, items: AsyncIterator[Any], caller: Caller
     ) -> AsyncIterator[Any]:
+        check = binding.check_result
         try:
             async for item in items:
+                if check is not None:
+                    check(item)
                 yield item
         except ServiceError:
             raise
@@ -723,6 +848,7 @@ class Dispatcher:
     async def _validated(self, binding: Binding, inbound: AsyncIterator[Any]) -> AsyncIterator[Any]:
         adapter = binding.stream_item
         assert adapter is not None
+        # Only gRPC carries client streams, and protobuf types each item already.
         async for raw in inbound:
             try:
                 if isinstance(raw, bytes | bytearray):

@@ -6,7 +6,8 @@
     ├── MissingExtra             an optional dependency group is not installed
     └── ServiceError             what a caller may see; each edge maps it to its wire form
         ├── InvalidArgument      the caller's fault: bad or unparseable arguments
-        │   └── PayloadTooLarge  the request body or frame is over the limit
+        │   ├── PayloadTooLarge  the request body or frame is over the limit
+        │   └── OutOfRange       a result its declared type cannot hold (int64 overflow)
         ├── NotFound
         ├── Conflict
         ├── Unauthenticated      no or bad credentials
@@ -96,6 +97,19 @@ class PayloadTooLarge(InvalidArgument):
 
     code = "PAYLOAD_TOO_LARGE"
     default_message = "payload too large"
+
+
+class OutOfRange(InvalidArgument):
+    """The arguments lead to a result outside the range of its declared type.
+
+    ``multiply(2**62, 4)`` declared ``-> int``: every wire carries an ``int`` as
+    a 64-bit integer, so the product cannot be answered. A kind of
+    :class:`InvalidArgument` (the arguments are why), which gRPC tells apart as
+    ``OUT_OF_RANGE``.
+    """
+
+    code = "OUT_OF_RANGE"
+    default_message = "out of range"
 
 
 class NotFound(ServiceError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polyport.core.textforms import decimal_text
 from polyport.core.typegraph import TypeGraph
 from polyport.core.types import (
     MISSING,
@@ -74,13 +75,18 @@ def _apply(schema: dict[str, Any], c: Constraints, *, array: bool = False) -> di
 
 
 def _decimal(c: Constraints) -> dict[str, Any]:
-    """Decimals are written as strings (no precision lost) and read from either form."""
-    low = c.ge if c.ge is not None else c.gt
-    sign = "" if low is not None and low >= 0 else "-?"
-    pattern = rf"^{sign}[0-9]+(\.[0-9]+)?$"
-    text: dict[str, Any] = {"type": "string", "format": "decimal", "pattern": pattern}
+    """Decimals are written as strings (no digit lost); see :func:`decimal_text`.
+
+    A decimal with ``decimal_places`` or ``max_digits`` is read from a string
+    only: JSON Schema cannot count a number's digits (``multipleOf: 0.01``
+    fails on binary floats such as 19.99), so a number form would promise
+    what the validator refuses. Any other decimal is read from a number too.
+    """
+    text: dict[str, Any] = {"type": "string", "format": "decimal", "pattern": decimal_text(c)}
     if c.max_length is not None:
         text["maxLength"] = c.max_length
+    if c.decimal_places is not None or c.max_digits is not None:
+        return text
     return {"anyOf": [_apply({"type": "number"}, c), text]}
 
 

@@ -11,10 +11,13 @@ import collections.abc
 import inspect
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from polyport.core.context import Context
 from polyport.core.contract import (
@@ -28,12 +31,16 @@ from polyport.core.contract import (
     Service,
 )
 from polyport.core.errors import ContractError
+from polyport.core.textforms import int_range, integer_pattern
 from polyport.core.typegraph import TypeGraph, jsonable_default
 from polyport.core.types import (
     MISSING,
+    Constraints,
     FieldSpec,
     ListOf,
     ModelRef,
+    Nullable,
+    Scalar,
     TypeNode,
     Unit,
     unwrap_nullable,
@@ -110,6 +117,14 @@ class MethodSpec:
     stream_item: TypeNode | None
     stream_item_annotation: Any
     paged: bool  # a resource list: (items, next cursor)
+    #: The graph the nodes above belong to (for checks built from them).
+    graph: TypeGraph = field(repr=False, compare=False, default_factory=TypeGraph)
+    #: Parameters whose default the function cannot supply itself (``= Field(…)``):
+    #: each one's default, or the factory that makes it for each call.
+    fills: dict[str, Any] = field(default_factory=dict)
+    factories: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: A keyset list's cursor: the expression its text (a key) matches, if it has one.
+    cursor_pattern: str | None = None
 
     @property
     def resource(self) -> Resource | None:
@@ -167,10 +182,13 @@ class RelationSpec:
     params: tuple[FieldSpec, ...]  # the field's arguments
     annotations: dict[str, Any]
     defaults: dict[str, Any]
+    fills: dict[str, Any]
+    factories: dict[str, Callable[[], Any]]
     returns: TypeNode  # V: the value for one parent
     returns_annotation: Any
     by_key: bool  # the function returns dict[K, V] (else list[V] aligned with the keys)
     context_param: str | None
+    graph: TypeGraph = field(repr=False, compare=False, default_factory=TypeGraph)
 
     @property
     def public(self) -> bool:
@@ -230,6 +248,66 @@ def _list_item(annotation: Any) -> tuple[Any, bool] | None:
     return None
 
 
+@dataclass(slots=True)
+class _Param:
+    """One parameter as read from the signature: ``= Field(…)`` folded into its annotation."""
+
+    annotation: Any
+    default: Any  # inspect.Parameter.empty when required
+    info: FieldInfo | None  # the Field, in either spelling
+    factory: Callable[[], Any] | None = None
+    filled: bool = False  # the function's own default is the Field: the caller fills it
+
+    @property
+    def description(self) -> str | None:
+        return None if self.info is None else self.info.description
+
+
+def _read_param(name: str, parameter: inspect.Parameter, annotation: Any, where: str) -> _Param:
+    """``x: T = Field(…)`` read exactly as ``x: Annotated[T, Field(…)]`` (FastAPI's idiom).
+
+    The Field's default (or ``default_factory``) becomes the parameter's; without
+    one the parameter is required, as ``Field(…)`` means in a model.
+    """
+    default = parameter.default
+    info = None
+    if typing.get_origin(annotation) is Annotated:
+        info = next((m for m in typing.get_args(annotation) if isinstance(m, FieldInfo)), None)
+    read = _Param(annotation, default, info)
+    if isinstance(default, FieldInfo):
+        # What the Field was called with, but its default: constraints sit in its metadata.
+        given = default._attributes_set
+        rest = {k: v for k, v in given.items() if k not in ("default", "default_factory")}
+        read.info = default
+        read.annotation = Annotated[(annotation, Field(**rest), *default.metadata)]
+        read.filled = True
+        if default.default_factory is not None:
+            read.default = MISSING
+            read.factory = default.default_factory  # type: ignore[assignment]
+        elif default.default in (PydanticUndefined, Ellipsis):
+            read.default = parameter.empty
+            read.filled = False
+        else:
+            read.default = default.default
+    if read.info is not None and (read.info.alias or read.info.validation_alias):
+        raise ContractError(
+            f"{where}: parameter {name!r} has an alias; name the parameter as it goes on the wire"
+        )
+    return read
+
+
+def _key_text(node: TypeNode) -> str | None:
+    """The expression a key's text matches (what a keyset cursor is), if it has one."""
+    if isinstance(node, Scalar):
+        if node.kind == "int":
+            return integer_pattern(*int_range(node.constraints))
+        if node.kind == "uuid":
+            return r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        if node.kind == "str":
+            return node.constraints.pattern
+    return None
+
+
 def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
     fn = method.fn
     where = f"method {method.name}"
@@ -256,6 +334,8 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
     params: list[FieldSpec] = []
     annotations: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
+    fills: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
     resource = method.resource
     for pname, parameter in signature.parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -274,13 +354,13 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
                 raise ContractError(f"{where}: only one parameter may be a stream")
             stream_param, stream_item_annotation = pname, item
             continue
+        read = _read_param(pname, parameter, annotation, where)
+        annotation, default = read.annotation, read.default
         if method.operation == "list" and pname == "limit" and resource is not None:
             # The resource's page-size bound becomes part of the contract.
             annotation = Annotated[annotation, Field(ge=1, le=resource.max_limit)]
         annotations[pname] = annotation
-        default = parameter.default
-        if default is not parameter.empty:
-            defaults[pname] = default
+        _note_default(pname, read, defaults, fills, factories)
         params.append(
             FieldSpec(
                 name=pname,
@@ -288,7 +368,7 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
                 type=graph.node(annotation, where=f"{where}, parameter {pname}"),
                 required=default is parameter.empty,
                 default=jsonable_default(default),
-                description=docs.params.get(pname),
+                description=docs.params.get(pname) or read.description,
             )
         )
 
@@ -298,6 +378,7 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
     # Plain (synchronous) functions are allowed for unary methods: they run in a thread.
 
     paged = False
+    cursor_pattern = None
     if server_item is not None:
         returns_node = graph.node(server_item, where=f"{where}, stream item")
         returns_annotation = server_item
@@ -305,10 +386,12 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
         listed = _list_item(returns_annotation)
         if listed is None:
             raise ContractError(f"{where}: a list operation returns list[Model] or Page[Model]")
-        item_annotation, _ = listed
+        item_annotation, chooses_cursor = listed
         returns_node = ListOf(graph.node(item_annotation, where=f"{where}, item"))
         returns_annotation = list[item_annotation]  # type: ignore[valid-type]
         paged = True
+        if not chooses_cursor and resource is not None:
+            params, cursor_pattern = _keyset_cursor(params, resource, graph)
     else:
         returns_node = graph.node(returns_annotation, where=f"{where}, return type")
 
@@ -333,10 +416,56 @@ def _analyse_method(method: Method, graph: TypeGraph) -> MethodSpec:
         stream_item=stream_item_node,
         stream_item_annotation=stream_item_annotation,
         paged=paged,
+        graph=graph,
+        fills=fills,
+        factories=factories,
+        cursor_pattern=cursor_pattern,
     )
     if resource is not None:
         _check_operation(spec, resource, graph, where)
     return spec
+
+
+def _note_default(
+    name: str,
+    read: _Param,
+    defaults: dict[str, Any],
+    fills: dict[str, Any],
+    factories: dict[str, Callable[[], Any]],
+) -> None:
+    if read.factory is not None:
+        factories[name] = read.factory
+    elif read.default is not inspect.Parameter.empty:
+        defaults[name] = read.default
+        if read.filled:
+            fills[name] = read.default
+
+
+def _keyset_cursor(
+    params: list[FieldSpec], resource: Resource, graph: TypeGraph
+) -> tuple[list[FieldSpec], str | None]:
+    """A keyset list's ``cursor``: the key of the previous page's last item, as text.
+
+    The list returns plain items, so the next cursor is that key (see
+    :func:`~polyport.core.dispatch.encode_cursor`); the document says so, with
+    the expression the key's text matches, and the dispatcher holds cursors to it.
+    """
+    key = graph.model(graph.name_of(resource.model)).field(resource.key)
+    pattern = _key_text(key.type)
+    out = []
+    for param in params:
+        if param.name == "cursor":
+            text = Scalar("str", Constraints(pattern=pattern) if pattern else Constraints())
+            param = FieldSpec(
+                name=param.name,
+                wire_name=param.wire_name,
+                type=Nullable(text) if isinstance(param.type, Nullable) else text,
+                required=param.required,
+                default=param.default,
+                description=param.description,
+            )
+        out.append(param)
+    return out, pattern
 
 
 def _kind_of(method: Method, streams_out: bool, streams_in: bool, where: str) -> MethodKind:
@@ -395,6 +524,8 @@ def _analyse_relation(relation: Relation, graph: TypeGraph) -> RelationSpec:
     params: list[FieldSpec] = []
     annotations: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
+    fills: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
     for pname, parameter in inspect.signature(fn).parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ContractError(f"{where}: *args and **kwargs cannot be described on the wire")
@@ -414,10 +545,10 @@ def _analyse_relation(relation: Relation, graph: TypeGraph) -> RelationSpec:
             continue
         if parameter.kind is parameter.POSITIONAL_ONLY:
             raise ContractError(f"{where}: positional-only parameters cannot be named on the wire")
+        read = _read_param(pname, parameter, annotation, where)
+        annotation, default = read.annotation, read.default
         annotations[pname] = annotation
-        default = parameter.default
-        if default is not parameter.empty:
-            defaults[pname] = default
+        _note_default(pname, read, defaults, fills, factories)
         params.append(
             FieldSpec(
                 name=pname,
@@ -425,7 +556,7 @@ def _analyse_relation(relation: Relation, graph: TypeGraph) -> RelationSpec:
                 type=graph.node(annotation, where=f"{where}, argument {pname}"),
                 required=default is parameter.empty,
                 default=jsonable_default(default),
-                description=docs.params.get(pname),
+                description=docs.params.get(pname) or read.description,
             )
         )
     if keys_param is None:
@@ -453,10 +584,13 @@ def _analyse_relation(relation: Relation, graph: TypeGraph) -> RelationSpec:
         params=tuple(params),
         annotations=annotations,
         defaults=defaults,
+        fills=fills,
+        factories=factories,
         returns=graph.node(value_annotation, where=f"{where}, value"),
         returns_annotation=value_annotation,
         by_key=by_key,
         context_param=context_param,
+        graph=graph,
     )
 
 

@@ -88,6 +88,10 @@ def _constraints_from(metadata: typing.Iterable[Any]) -> Constraints:
         pattern = getattr(item, "pattern", None)  # pydantic's _PydanticGeneralMetadata
         if isinstance(pattern, str):
             values["pattern"] = pattern
+        for name in ("decimal_places", "max_digits"):  # the same, for decimals
+            value = getattr(item, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                values[name] = value
         for name in ("min_length", "max_length"):
             value = getattr(item, name, None)
             if isinstance(value, int) and not isinstance(item, at.Len | at.MinLen | at.MaxLen):

@@ -45,6 +45,9 @@ class Constraints:
     min_length: int | None = None
     max_length: int | None = None
     pattern: str | None = None
+    #: Decimals only: digits after the point, and digits in all.
+    decimal_places: int | None = None
+    max_digits: int | None = None
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__slots__)

@@ -59,7 +59,9 @@ def _long(value: Any) -> int:
     number: int
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, float) and value.is_integer() and -(2.0**63) < value < 2.0**63:
+        # A float this large is a JSON literal no int64 holds, rounded by the parser
+        # (-2**63 - 1 reads as -2**63): refused, not taken for its neighbour.
         number = int(value)
     else:
         raise GraphQLError(f"Long cannot represent a non-integer value: {_describe(value)}")

@@ -30,6 +30,7 @@ from polyport.core.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
@@ -45,6 +46,7 @@ DETAILS_KEY = "grpc-status-details-bin"
 #: Most specific first: the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[ServiceError], grpc.StatusCode], ...] = (
     (PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Conflict, grpc.StatusCode.ALREADY_EXISTS),

@@ -128,7 +128,7 @@ class RestEdge:
             caller = request.caller(EDGE)
             expand = request.query.get("expand") if request.query_string else None
             tree = expander.parse(expand) if expand is not None else None
-            result = await call(binding, request.params, caller)
+            result = await call(binding, binding.from_text(request.params), caller)
             if tree:
                 item = binding.dump_python(result)
                 await expander.apply([item], tree, caller)
@@ -143,15 +143,17 @@ class RestEdge:
         cache = cache_control(public=binding.public, max_age=resource.resource.cache_max_age)
         base = f"{self.prefix}/{resource.name}"
         expander = Expander(self.dispatcher, resource.model)
+        many = binding.list_params
 
         async def list_items(request: Request) -> Response:
             caller = request.caller(EDGE)
-            query = request.query
+            query: dict[str, Any] = dict(request.query)
             tree = None
             if "expand" in query:
-                query = dict(query)
                 tree = expander.parse(query.pop("expand"))
-            page: PageResult = await call(binding, query, caller)
+            for name in many & query.keys():  # a list parameter: every value of the name
+                query[name] = request.query_all(name)
+            page: PageResult = await call(binding, binding.from_text(query), caller)
             if tree:
                 items = binding.dump_python(page.items)
                 await expander.apply(items, tree, caller)
@@ -196,9 +198,10 @@ class RestEdge:
         async def update_item(request: Request) -> Response:
             caller = request.caller(EDGE)
             fields = _json_object(await request.json_body())
-            if key in fields and str(fields[key]) != request.params[key]:
+            item = binding.from_text(request.params)[key]
+            if key in fields and fields[key] != item:
                 raise InvalidArgument(f"the body's {key!r} does not match the URL")
-            fields[key] = request.params[key]
+            fields[key] = item
             result = await call(binding, fields, caller)
             return Response(200, dump(result))
 
@@ -208,7 +211,7 @@ class RestEdge:
         call = self.dispatcher.call
 
         async def delete_item(request: Request) -> Response:
-            await call(binding, request.params, request.caller(EDGE))
+            await call(binding, binding.from_text(request.params), request.caller(EDGE))
             return Response(204, content_type=None)
 
         return delete_item

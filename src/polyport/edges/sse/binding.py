@@ -205,7 +205,9 @@ class SseEdge:
 
         async def stream_method(request: Request) -> Response | None:
             caller = request.caller(EDGE, query_token=True)
-            args = {k: v for k, v in request.query.items() if k != "access_token"}
+            args = binding.from_text(
+                {k: v for k, v in request.query.items() if k != "access_token"}
+            )
             items = await dispatcher.open_stream(binding, args, caller)
             stream = request.stream(200, HEADERS, buffer=self.send_buffer)
             self.streams.add(stream)

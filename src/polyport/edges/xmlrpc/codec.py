@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
-from polyport.core.errors import InvalidArgument
+from polyport.core.errors import InvalidArgument, OutOfRange
 from polyport.xmlsafe import Element
 
 _I4_MIN, _I4_MAX = -(2**31), 2**31 - 1
@@ -120,6 +120,9 @@ def write_value(value: Any) -> str:
     if isinstance(value, enum.Enum):
         return write_value(value.value)
     if isinstance(value, int):
+        if not _I8_MIN <= value <= _I8_MAX:
+            # Declared ints are held to int64 by the dispatcher; an ``Any`` is not.
+            raise OutOfRange("an integer beyond 64 bits has no XML-RPC form (<i8> at most)")
         tag = "int" if _I4_MIN <= value <= _I4_MAX else "i8"
         return f"<value><{tag}>{value}</{tag}></value>"
     if isinstance(value, float):
