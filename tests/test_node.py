@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 from collections.abc import Iterator
@@ -13,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
 from polyport import Service
-from polyport.core.config import GrpcConfig, Settings
+from polyport.core.config import GrpcConfig, Settings, WebhooksConfig
 from polyport.core.errors import ConfigError
-from polyport.node import NO_CREDENTIALS_WARNING, Node
+from polyport.node import NO_CREDENTIALS_WARNING, NO_SECRET_KEY_WARNING, Node
 from polyport.testing import serve_in_thread
 
 
@@ -85,6 +86,19 @@ async def test_a_grpc_port_set_and_taken_is_a_start_up_error(held_port: int) -> 
     await node.stop()
 
 
+async def test_a_failed_start_stops_what_started_and_frees_the_service(held_port: int) -> None:
+    """After a start that fails (gRPC's port taken), the same service starts on another node."""
+    service = make_service("retried")
+    taken = Settings(database=":memory:", event_log="memory", grpc={"port": held_port})
+    first = Node(service, taken)
+    with pytest.raises(ConfigError):
+        await first.start()
+    assert not first.runtime.hub._registrations  # nothing left running
+    second = Node(service, Settings(database=":memory:", event_log="memory", grpc={"port": 0}))
+    async with second.running():
+        assert second.runtime.hub is not first.runtime.hub
+
+
 def test_serve_in_thread_serves_grpc_on_a_free_port() -> None:
     """Tests never race for 50051: serve_in_thread asks for any free gRPC port and names it."""
     with serve_in_thread(make_service("threaded")) as server:
@@ -107,6 +121,11 @@ def test_warnings_name_what_a_reader_must_know() -> None:
     warnings = Node(make_service("w3"), off).warnings()
     assert NO_CREDENTIALS_WARNING not in warnings
     assert "grpc is not served: disabled by grpc.enabled = false" in warnings
+    assert NO_SECRET_KEY_WARNING in Node(make_service("w4"), keyed).warnings()
+    secret = [base64.urlsafe_b64encode(bytes(32)).decode()]
+    encrypted = keyed.model_copy(update={"webhooks": WebhooksConfig(secret_keys=secret)})
+    assert NO_SECRET_KEY_WARNING not in Node(make_service("w5"), encrypted).warnings()
+    assert NO_SECRET_KEY_WARNING not in warnings  # development mode keeps them in plain text
 
 
 KEYS = [

@@ -16,7 +16,7 @@ import importlib
 import inspect
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -65,6 +65,11 @@ NO_CREDENTIALS_WARNING = (
     "no credentials are configured: every call to a method that is not public=True "
     "answers 401 (UNAUTHENTICATED). Add an API key (`polyport key` prints one and its "
     "settings), a JWT key (auth.jwt), or run with --dev on your own machine."
+)
+NO_SECRET_KEY_WARNING = (
+    "no webhooks.secret_keys is configured: creating a webhook endpoint answers 503 "
+    "until one is, because endpoint secrets are only stored encrypted outside "
+    "development mode (docs/webhooks.md says how to make a key)"
 )
 
 
@@ -292,6 +297,12 @@ class Node:
             found.append(DEV_WARNING)
         elif not self.credentials_configured:
             found.append(NO_CREDENTIALS_WARNING)
+        if (
+            not self.settings.dev
+            and not self.settings.webhooks.secret_keys
+            and any(type(edge).__name__ == "WebhooksEdge" for edge in self.edges)
+        ):
+            found.append(NO_SECRET_KEY_WARNING)
         for listener in self.listeners:
             if listener.off is not None:
                 found.append(f"{listener.name} is not served: {listener.off}")
@@ -304,20 +315,34 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the core, the service's start-up hooks, then every edge.
+
+        If any step fails, what had started is stopped again (in reverse) and
+        the service is released, so the process can start another node for it.
+        """
         runtime = self.runtime
         self.service.bind(runtime.hub)  # first: fails fast if another node serves it
+        undo: list[Callable[[], Awaitable[None]]] = []
         try:
             await runtime.hub.start()
+            undo.append(runtime.hub.stop)
+            await runtime.jobs.start()
+            undo.append(runtime.jobs.stop)
+            for hook in self.service.startup_hooks:
+                result = _call_hook(hook, self.settings)
+                if inspect.isawaitable(result):
+                    await result
+            for edge in self.edges:
+                await edge.start()
+                undo.append(edge.stop)
         except BaseException:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("stopping after a failed start failed")
             self.service.unbind(runtime.hub)
             raise
-        await runtime.jobs.start()
-        for hook in self.service.startup_hooks:
-            result = _call_hook(hook, self.settings)
-            if inspect.isawaitable(result):
-                await result
-        for edge in self.edges:
-            await edge.start()
         self._started = True
         if self.announce:
             for warning in self.warnings():
