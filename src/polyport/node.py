@@ -164,7 +164,7 @@ class Node:
             metrics=self.metrics,
         )
         history = History(settings.history.max_events, settings.history.max_age)
-        self.db = SqliteDatabase(settings.database)
+        self.db = SqliteDatabase(settings.database, synchronous=settings.database_sync)
         event_log: EventLog = (
             SqliteEventLog(self.db, history)
             if settings.event_log == "sqlite"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from polyport.backends.memory import MemoryEventLog
-from polyport.backends.sqlite import SqliteEventLog
+from polyport.backends.sqlite import SqliteDatabase, SqliteEventLog
 from polyport.core.errors import InvalidArgument, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, Pattern, position
@@ -296,4 +296,16 @@ async def test_sqlite_a_failed_commit_fails_its_writers_and_shows_nothing(tmp_pa
         assert fresh.channel not in [c.name for c in await log.channels()]
     finally:
         log.db._conn = real
+        await log.close()
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_sqlite_takes_the_synchronous_mode_it_is_given(tmp_path: Path, sync: str) -> None:
+    """database_sync picks SQLite's synchronous: 1 is NORMAL, 2 is FULL."""
+    db = SqliteDatabase(str(tmp_path / "log.sqlite3"), synchronous=sync)
+    log = SqliteEventLog(db)
+    await log.open()
+    try:
+        assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == {"normal": 1, "full": 2}[sync]
+    finally:
         await log.close()

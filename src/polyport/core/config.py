@@ -331,6 +331,9 @@ class Settings(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     dev: bool = False
     database: str = "polyport.sqlite3"
+    #: SQLite's ``synchronous``: ``normal`` keeps every commit when the process is
+    #: killed; ``full`` also when the machine loses power (an fsync per group commit).
+    database_sync: Literal["normal", "full"] = "normal"
     event_log: Literal["sqlite", "memory"] = "sqlite"
     cors_origins: list[str] = []
     history: HistoryConfig = HistoryConfig()

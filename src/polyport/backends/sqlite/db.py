@@ -19,7 +19,8 @@ holding its rows commits — or that it failed, in which case the group was
 rolled back and :meth:`SqliteDatabase.on_rollback` hooks let each store forget
 what it had assumed written. In WAL mode with ``synchronous=NORMAL`` a commit
 survives the process being killed (SIGKILL); surviving power loss as well
-needs ``synchronous=FULL`` (see ``docs/security.md``).
+needs ``synchronous=FULL`` (the ``database_sync = "full"`` setting; see
+``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ CommitCallback = Callable[[BaseException | None], None]
 class SqliteDatabase:
     """A lazily opened SQLite connection tuned for one writer process."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+        if synchronous not in ("normal", "full"):
+            raise ConfigError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.path = str(path)
+        self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         self._users = 0
         self._in_group = False
@@ -73,7 +77,7 @@ class SqliteDatabase:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
                 conn.execute("PRAGMA busy_timeout=5000")
             except sqlite3.Error as exc:
                 raise ConfigError(f"cannot open database {self.path}: {exc}") from exc
