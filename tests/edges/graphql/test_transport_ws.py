@@ -46,6 +46,7 @@ class ScriptedRunner:
         #: The same result objects for every subscriber (as a runner sharing an event's result).
         self.shared = [{"data": {"shared": i}} for i in range(3)]
         self.batched: Batched | None = None
+        self.peers: list[str | None] = []
 
     async def authenticate(self, params: Any, headers: Any) -> Principal:
         self.params.append(params)
@@ -56,11 +57,16 @@ class ScriptedRunner:
             raise Unauthenticated("unknown token")
         return Principal("tester", frozenset({"*"}))
 
-    async def execute(self, payload: Any, principal: Principal) -> dict[str, Any]:
+    async def execute(
+        self, payload: Any, principal: Principal, *, peer: str | None = None
+    ) -> dict[str, Any]:
         return {"data": {"hello": "world"}}
 
-    async def subscribe(self, payload: Any, principal: Principal) -> Any:
+    async def subscribe(
+        self, payload: Any, principal: Principal, *, peer: str | None = None
+    ) -> Any:
         self.operations += 1
+        self.peers.append(peer)
         query: str = payload["query"]
         variables = payload.get("variables") or {}
         if query.startswith("query"):
@@ -427,6 +433,7 @@ async def test_a_query_gives_one_next_then_complete() -> None:
             "payload": {"data": {"hello": "tester"}},
         }
         assert await receive(ws) == {"id": "q1", "type": "complete"}
+        assert served.runner.peers == ["127.0.0.1"]  # the client's own rate-limit bucket
         await send(ws, {"id": "m1", "type": "subscribe", "payload": {"query": "mutation { x }"}})
         assert await receive(ws) == {
             "id": "m1",

@@ -149,8 +149,10 @@ class GraphQLRunner:
             credentials_from(connection_params, headers)
         )
 
-    async def execute(self, payload: Mapping[str, Any], principal: Principal) -> ExecutionResult:
-        caller = Caller(self.edge)
+    async def execute(
+        self, payload: Mapping[str, Any], principal: Principal, *, peer: str | None = None
+    ) -> ExecutionResult:
+        caller = Caller(self.edge, peer=peer)
         try:
             return await self.run(payload, principal, caller)
         except RequestError as exc:
@@ -159,18 +161,29 @@ class GraphQLRunner:
             return {"errors": [field_error(exc, None)]}
 
     async def subscribe(
-        self, payload: Mapping[str, Any], principal: Principal
+        self, payload: Mapping[str, Any], principal: Principal, *, peer: str | None = None
     ) -> AsyncIterator[ExecutionResult] | ExecutionResult:
-        caller = Caller(self.edge)
+        caller = Caller(self.edge, peer=peer)
         try:
+            self.charge(principal, caller)
             plan, variables, _ = self.prepare(payload)
             if plan.operation is not OperationType.SUBSCRIPTION:
-                return _once(await self.run(payload, principal, caller))
+                return _once(await self.run(payload, principal, caller, charged=True))
             return await self.subscriptions.start(plan, variables, principal, caller)
         except RequestError as exc:
             return {"errors": exc.errors}
         except ServiceError as exc:
             return {"errors": [field_error(exc, None)]}
+
+    def charge(self, principal: Principal, caller: Caller) -> None:
+        """Take one request from the caller's rate limit, before the document costs anything.
+
+        Charged before :meth:`prepare`, so a flood of refused (or distinct)
+        documents from one caller is rate limited like any other requests.
+        """
+        self.dispatcher.limiter.acquire(
+            f"anon:{caller.peer}" if principal.anonymous else principal.subject
+        )
 
     # -- preparing -----------------------------------------------------------------------
 
@@ -241,9 +254,16 @@ class GraphQLRunner:
     # -- queries and mutations -------------------------------------------------------------
 
     async def run(
-        self, payload: Mapping[str, Any], principal: Principal, caller: Caller
+        self,
+        payload: Mapping[str, Any],
+        principal: Principal,
+        caller: Caller,
+        *,
+        charged: bool = False,
     ) -> ExecutionResult:
         """Execute a query or mutation; RequestError when it cannot run at all."""
+        if not charged:
+            self.charge(principal, caller)
         plan, variables, source = self.prepare(payload)
         if plan.operation is OperationType.SUBSCRIPTION:
             raise request_error(
@@ -261,8 +281,7 @@ class GraphQLRunner:
         caller: Caller,
         source: Any = None,
     ) -> ExecutionResult:
-        limiter_key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
-        self.dispatcher.limiter.acquire(limiter_key)
+        """Run a prepared plan (the caller was charged before it was prepared)."""
         request = Request(principal, caller, variables)
         timeout = self.timeout if caller.timeout is None else min(self.timeout, caller.timeout)
         task = asyncio.current_task()

@@ -55,8 +55,12 @@ class OperationRunner(Protocol):
         """
         ...
 
-    async def execute(self, payload: Mapping[str, Any], principal: Principal) -> ExecutionResult:
+    async def execute(
+        self, payload: Mapping[str, Any], principal: Principal, *, peer: str | None = None
+    ) -> ExecutionResult:
         """Run a query or mutation and return its execution result.
+
+        ``peer`` is the client's address: an anonymous caller's rate limit is its own.
 
         Never raises for a GraphQL-level problem: parse, validation and limit
         errors come back as ``{"errors": [...]}`` without ``data``. A
@@ -65,9 +69,9 @@ class OperationRunner(Protocol):
         ...
 
     async def subscribe(
-        self, payload: Mapping[str, Any], principal: Principal
+        self, payload: Mapping[str, Any], principal: Principal, *, peer: str | None = None
     ) -> AsyncIterator[ExecutionResult] | ExecutionResult:
-        """Start a subscription.
+        """Start a subscription (``peer`` as for :meth:`execute`).
 
         Returns an async iterator of execution results (one per event, each
         ``{"data": {...}}`` projected through the selection set, or

@@ -52,9 +52,6 @@ class Subscriptions:
         assert source is not None
         request = self.runner.new_request(principal, caller, variables)
         args = self.runner.arguments(field, request)
-        self.runner.dispatcher.limiter.acquire(
-            f"anon:{caller.peer}" if principal.anonymous else principal.subject
-        )
         if source.kind == "event":
             assert source.event is not None
             event = source.event.event

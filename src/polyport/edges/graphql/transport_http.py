@@ -230,6 +230,7 @@ class HttpTransport:
         except InvalidArgument as exc:
             return _errors(400, media, [field_error(exc, None)])
         try:
+            runner.charge(principal, caller)  # before the document costs anything
             plan, variables, source = runner.prepare(payload)
             if get and plan.operation is not OperationType.QUERY:
                 return Response(

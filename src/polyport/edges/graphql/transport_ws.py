@@ -231,7 +231,7 @@ class TransportWsConnection:
         frame_of = self.encoded.next_frame
         connection = self.ws.connection
         try:
-            started = await self.runner.subscribe(payload, principal)
+            started = await self.runner.subscribe(payload, principal, peer=self.request.peer)
             if isinstance(started, dict):
                 if "data" not in started:  # it could not start: the errors, no complete
                     self._send_errors(operation_id, started.get("errors") or [])
