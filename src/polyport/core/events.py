@@ -32,6 +32,13 @@ _EVENT_ID = re.compile(r"^([a-z0-9]{1,32}):([0-9]{1,19})$")
 _POSITION = re.compile(r"^([a-z0-9]{1,32})@([0-9]{1,19})$")
 
 MAX_CHANNEL_LENGTH = 255
+#: At most this many patterns in one subscription, counted as given.
+MAX_PATTERNS = 64
+
+#: A whole subscription pattern as :meth:`Pattern.parse` accepts it, for documents.
+PATTERN_EXPRESSION = rf"^(?:(?:\+|{_SEGMENT})(?:/(?:\+|{_SEGMENT}))*(?:/#)?|#)$"
+#: A resume cursor as :meth:`Cursor.parse` reads it, or a word the readers know.
+CURSOR_EXPRESSION = r"^(?:now|earliest|[a-z0-9]{1,32}[:@][0-9]{1,19})$"
 
 
 def new_epoch() -> str:
@@ -42,7 +49,7 @@ def new_epoch() -> str:
 
 def check_channel(channel: str) -> str:
     """Return ``channel`` if it is a valid concrete channel name, else raise."""
-    if len(channel) > MAX_CHANNEL_LENGTH or not _CHANNEL.match(channel):
+    if len(channel) > MAX_CHANNEL_LENGTH or not _CHANNEL.fullmatch(channel):
         raise InvalidArgument(
             f"invalid channel {channel[:80]!r}: use '/'-separated names of letters, digits "
             "and _-.:~@= (wildcards + and # only in subscriptions)"
@@ -60,7 +67,9 @@ class Pattern:
     @classmethod
     def parse(cls, text: str) -> Pattern:
         segments = tuple(text.split("/"))
-        if len(text) > MAX_CHANNEL_LENGTH or not all(_PATTERN_SEGMENT.match(s) for s in segments):
+        if len(text) > MAX_CHANNEL_LENGTH or not all(
+            _PATTERN_SEGMENT.fullmatch(s) for s in segments
+        ):
             raise InvalidArgument(f"invalid channel pattern {text[:80]!r}")
         if "#" in segments[:-1]:
             raise InvalidArgument(f"'#' must be the last segment of a pattern: {text[:80]!r}")
@@ -94,12 +103,13 @@ class Pattern:
         return True
 
 
-def parse_patterns(texts: Iterable[str], *, limit: int = 64) -> tuple[Pattern, ...]:
+def parse_patterns(texts: Iterable[str], *, limit: int = MAX_PATTERNS) -> tuple[Pattern, ...]:
+    texts = list(texts)
+    if len(texts) > limit:  # counted as given, as documents state it (maxItems)
+        raise InvalidArgument(f"at most {limit} channels per subscription")
     patterns = tuple(dict.fromkeys(Pattern.parse(t) for t in texts))
     if not patterns:
         raise InvalidArgument("at least one channel is required")
-    if len(patterns) > limit:
-        raise InvalidArgument(f"at most {limit} channels per subscription")
     return patterns
 
 
@@ -113,10 +123,10 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
-        match = _EVENT_ID.match(text)
+        match = _EVENT_ID.fullmatch(text)
         if match:
             return cls(match.group(1), int(match.group(2)), False)
-        match = _POSITION.match(text)
+        match = _POSITION.fullmatch(text)
         if match:
             return cls(match.group(1), int(match.group(2)), True)
         raise InvalidArgument(

@@ -11,9 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from polyport._version import __version__
+from polyport.core.events import (
+    CURSOR_EXPRESSION,
+    MAX_CHANNEL_LENGTH,
+    MAX_PATTERNS,
+    PATTERN_EXPRESSION,
+)
 from polyport.core.jsonschema import JsonSchemas
 from polyport.core.spec import MethodSpec, ServiceSpec
-from polyport.core.types import MISSING, FieldSpec
+from polyport.core.types import MISSING, FieldSpec, unwrap_nullable
 from polyport.http.problems import PROBLEM_STATUSES
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -48,6 +54,18 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 #: The problems any call may answer with, besides its own.
 COMMON_PROBLEMS = (401, 403, 404, 409, 422, 429, 500, 503, 504)
 
+#: What the HTTP server answers by itself, before any route sees the request: a
+#: request-target over ``limits.max_url``, headers over their limits. Its body
+#: is a bare ``{status, detail}`` (RFC 9457's members, without the route's).
+SERVER_PROBLEMS = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
+SERVER_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "ServerProblem",
+    "description": "A refusal by the HTTP server itself, before any route.",
+    "properties": {"status": {"type": "integer"}, "detail": {"type": "string"}},
+    "required": ["status", "detail"],
+}
+
 
 class OpenApiDocument:
     """An OpenAPI 3.1 document under construction."""
@@ -57,7 +75,10 @@ class OpenApiDocument:
         self.schemas = JsonSchemas(spec.graph, "#/components/schemas/")
         self.auth_optional = auth_optional
         self.paths: dict[str, dict[str, Any]] = {}
-        self.extra_schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+        self.extra_schemas: dict[str, Any] = {
+            "Problem": PROBLEM_SCHEMA,
+            "ServerProblem": SERVER_PROBLEM_SCHEMA,
+        }
         self.tags: dict[str, str | None] = {}
 
     # -- building blocks used by edges ----------------------------------------------
@@ -89,14 +110,27 @@ class OpenApiDocument:
                 out[str(status)]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
             if status == 401:
                 out[str(status)]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        either = {"anyOf": [self.schemas.ref("Problem"), self.schemas.ref("ServerProblem")]}
+        for status, title in SERVER_PROBLEMS.items():
+            out[str(status)] = {
+                "description": title,
+                "content": {"application/problem+json": {"schema": either}},
+            }
         return out
 
     def json_content(self, schema: dict[str, Any]) -> dict[str, Any]:
         return {"application/json": {"schema": schema}}
 
     def parameter(self, field: FieldSpec, where: str) -> dict[str, Any]:
-        schema = self.schemas.schema(field.type)
-        if field.default is not MISSING:
+        """A query or path parameter: its value as text, read as the scalar it declares.
+
+        Null has no text form (``?x=null`` is the string "null"), so a nullable
+        parameter is described by its inner type: leaving it out means null, or
+        its default. See :meth:`~polyport.core.dispatch.Binding.from_text`.
+        """
+        inner, _ = unwrap_nullable(field.type)
+        schema = self.schemas.schema(inner)
+        if field.default is not MISSING and field.default is not None:
             schema = {**schema, "default": field.default}
         parameter: dict[str, Any] = {
             "name": field.wire_name,
@@ -107,6 +141,49 @@ class OpenApiDocument:
         if field.description:
             parameter["description"] = field.description
         return parameter
+
+    def channel_parameter(self) -> dict[str, Any]:
+        """``?channel=`` of the event readers: repeatable channels or wildcard patterns.
+
+        The expression is :meth:`Pattern.parse`'s own, and the count is
+        :func:`parse_patterns`' (as given, repeats included).
+        """
+        return {
+            "name": "channel",
+            "in": "query",
+            "required": True,
+            "style": "form",
+            "explode": True,
+            "description": "Channels or patterns (+ one segment, # the rest); repeatable",
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_PATTERNS,
+                "items": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_CHANNEL_LENGTH,
+                    "pattern": PATTERN_EXPRESSION,
+                },
+            },
+        }
+
+    @staticmethod
+    def cursor_parameter(
+        name: str, description: str, *, where: str = "query", empty: bool = False
+    ) -> dict[str, Any]:
+        """A resume cursor (event id, position, ``now``, ``earliest``) as :class:`Cursor` reads it.
+
+        ``empty``: the reader takes an empty value as "not given".
+        """
+        pattern = CURSOR_EXPRESSION.replace("^(?:", "^(?:|", 1) if empty else CURSOR_EXPRESSION
+        return {
+            "name": name,
+            "in": where,
+            "required": False,
+            "description": description,
+            "schema": {"type": "string", "pattern": pattern},
+        }
 
     def body_schema(self, fields: list[FieldSpec] | tuple[FieldSpec, ...]) -> dict[str, Any]:
         """The JSON object schema of a call's arguments."""

@@ -21,6 +21,7 @@ from polyport.core.events import parse_patterns
 from polyport.core.jobs import Job
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.core.textforms import JSON_NUMBER
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
@@ -29,18 +30,23 @@ EDGE = "poll"
 NO_STORE = (b"cache-control", b"no-store")
 
 
-def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+def _number(
+    request: Request, name: str, default: float, low: float, high: float, *, whole: bool = False
+) -> float:
+    """A query number as the document describes it: JSON's number syntax, within bounds.
+
+    ``float()`` would also take ``" 1"``, ``"1_0"`` and ``"inf"``; the document's
+    ``number`` (and ``integer``: a number without a fraction) takes none of them.
+    """
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not low <= value <= high:
+    value = float(raw) if JSON_NUMBER.fullmatch(raw) else math.nan
+    if not math.isfinite(value) or not low <= value <= high or (whole and not value.is_integer()):
+        kind = "a whole number" if whole else "a number"
         raise InvalidArgument(
-            f"{name} must be a number from {low:g} to {high:g}",
-            details=[{"field": name, "message": f"must be from {low:g} to {high:g}"}],
+            f"{name} must be {kind} from {low:g} to {high:g}",
+            details=[{"field": name, "message": f"must be {kind} from {low:g} to {high:g}"}],
         )
     return value
 
@@ -144,9 +150,9 @@ class PollEdge:
                 details=[{"field": "channel", "message": "required"}],
             )
         patterns = parse_patterns(channels)
-        limit = int(_number(request, "limit", 100, 1, self.limits.poll_max_events))
+        limit = int(_number(request, "limit", 100, 1, self.limits.poll_max_events, whole=True))
         wait = _number(request, "wait", 0.0, 0.0, self.limits.long_poll_max)
-        after = request.query.get("after") or None
+        after = request.query.get("after") or None  # empty: as if not given
         types = self.runtime.dispatcher.admit_subscribe(patterns, caller)
         work = self.runtime.hub.poll(patterns, after=after, limit=limit, wait=wait, types=types)
         result = await (request.unless_disconnected(work) if wait > 0 else work)
@@ -247,33 +253,13 @@ def describe(edge: PollEdge, doc: OpenApiDocument) -> None:
             "tags": [tag],
             "security": doc.security(any(e.event.public for e in spec.events.values())),
             "parameters": [
-                {
-                    "name": "channel",
-                    "in": "query",
-                    "required": True,
-                    "style": "form",
-                    "explode": True,
-                    "description": "Channels or patterns (+ one segment, # the rest); repeatable",
-                    "schema": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": 64,
-                        "items": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": r"^[A-Za-z0-9_\-.:~@=+#]+(/[A-Za-z0-9_\-.:~@=+#]+)*$",
-                        },
-                    },
-                },
-                {
-                    "name": "after",
-                    "in": "query",
-                    "required": False,
-                    "description": "Resume after this cursor: an event id, a 'next' value, "
-                    "'now' or 'earliest' (the default)",
-                    "schema": {"type": "string"},
-                },
+                doc.channel_parameter(),
+                doc.cursor_parameter(
+                    "after",
+                    "Resume after this cursor: an event id, a 'next' value, "
+                    "'now' or 'earliest' (the default; so is an empty value)",
+                    empty=True,
+                ),
                 {
                     "name": "limit",
                     "in": "query",

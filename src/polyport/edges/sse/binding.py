@@ -266,26 +266,11 @@ class SseEdge:
                 "tags": [tag],
                 "security": doc.security(public_events),
                 "parameters": [
-                    {
-                        "name": "channel",
-                        "in": "query",
-                        "required": True,
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"type": "string"}},
-                    },
-                    {
-                        "name": "last_event_id",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
+                    doc.channel_parameter(),
+                    doc.cursor_parameter("last_event_id", "Resume after this event id", empty=True),
+                    doc.cursor_parameter(
+                        "Last-Event-ID", "Resume after this event id", where="header", empty=True
+                    ),
                     {
                         "name": "access_token",
                         "in": "query",
