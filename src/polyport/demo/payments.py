@@ -170,6 +170,9 @@ async def pay_order(order_id: Id, card: Card = "4242 4242 4242 4242") -> Payment
         raise Conflict(f"order {order_id} is {order.status.value}, not pending")
     if store.one(f"{_PAYMENT} WHERE order_id=? AND status='processing'", order_id):
         raise Conflict(f"order {order_id} already has a payment in progress")
+    if order.total <= 0:
+        # Nothing to charge (its products cost nothing): the order's state, not the request.
+        raise Conflict(f"order {order_id} has nothing to pay")
     running = provider.running
     if running is None:
         raise Unavailable("the payment provider is not running")

@@ -22,7 +22,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import ResourceSpec
 from polyport.core.types import Unit
-from polyport.edges.rest.expand import Expander, expandable
+from polyport.edges.rest.expand import MAX_PATHS, Expander, expandable
 from polyport.http.caching import cache_control, etag_of, not_modified
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
@@ -258,8 +258,17 @@ def describe(edge: RestEdge, doc: OpenApiDocument) -> None:
                     "required": False,
                     "description": "Relations to inline, comma-separated, nested with dots"
                     f" (one batch call per relation per level): {', '.join(paths)}",
-                    "schema": {"type": "string"},
-                    "example": ",".join(paths[:2]),
+                    # Exactly what Expander.parse accepts: these paths, comma-separated.
+                    "style": "form",
+                    "explode": False,
+                    "schema": {
+                        "type": "array",
+                        # No empty list: ?expand= reads as one empty path (leave it out).
+                        "minItems": 1,
+                        "maxItems": MAX_PATHS,
+                        "items": {"type": "string", "enum": paths},
+                    },
+                    "example": paths[:2],
                 }
             ]
             if paths

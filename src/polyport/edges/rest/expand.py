@@ -71,43 +71,70 @@ def expandable(dispatcher: Dispatcher, model: str) -> list[str]:
 
 
 class Expander:
-    """Parses ``expand`` for one model and fills the relations into dumped items."""
+    """Parses ``expand`` for one model and fills the relations into dumped items.
+
+    It accepts exactly what the document lists (:func:`expandable`): a
+    comma-separated list of those paths, nothing around them — so a client
+    reading the document never meets a refusal it could not foresee.
+    """
 
     def __init__(self, dispatcher: Dispatcher, model: str) -> None:
         self.dispatcher = dispatcher
         self.model = model
+        self.paths = frozenset(expandable(dispatcher, model))
 
     def parse(self, text: str) -> dict[str, Step]:
-        """The tree of steps named by ``text``; an unknown name is a 422."""
+        """The tree of steps named by ``text``; anything else is a 422 saying why."""
         tree: dict[str, Step] = {}
-        paths = [p.strip() for p in text.split(",") if p.strip()]
+        paths = text.split(",")  # "" is one empty path, as the document's form style reads it
         if len(paths) > MAX_PATHS:
             raise InvalidArgument(f"expand: at most {MAX_PATHS} paths")
         for path in paths:
-            parts = path.split(".")
-            if len(parts) > MAX_DEPTH:
-                raise InvalidArgument(f"expand: {path[:100]!r} is deeper than {MAX_DEPTH} levels")
+            if path not in self.paths:
+                raise self._refusal(path)
             model: str | None = self.model
             level = tree
-            for part in parts:
-                steps = _steps(self.dispatcher, model) if model is not None else {}
-                if part not in steps:
-                    known = ", ".join(sorted(steps)) or "nothing"
-                    raise InvalidArgument(
-                        f"expand: {model or 'this value'} has no relation {part[:100]!r}"
-                        f" (it has: {known})",
-                        details=[{"field": "expand", "message": f"unknown relation {part[:100]}"}],
-                    )
-                relation, wire_name, model = steps[part]
+            for part in path.split("."):
+                relation, wire_name, model = _steps(self.dispatcher, model or "")[part]
                 step = level.get(part)
                 if step is None:
                     step = level[part] = Step(relation, wire_name, model)
                 level = step.children
-            if relation is None:
-                raise InvalidArgument(
-                    f"expand: {path[:100]!r} names a stored field; end the path with a relation"
-                )
         return tree
+
+    def _refusal(self, path: str) -> InvalidArgument:
+        """Why ``path`` is not one of the paths the document lists, as precisely as known."""
+        shown = path[:100]
+        details = [{"field": "expand", "message": f"not an expandable path: {shown}"}]
+        if not path:
+            return InvalidArgument("expand: an empty path; name a relation", details=details)
+        parts = path.split(".")
+        if len(parts) > MAX_DEPTH:
+            return InvalidArgument(
+                f"expand: {shown!r} is deeper than {MAX_DEPTH} levels", details=details
+            )
+        model: str | None = self.model
+        relation = None
+        for part in parts:
+            steps = _steps(self.dispatcher, model) if model is not None else {}
+            if part not in steps:
+                known = ", ".join(sorted(steps)) or "nothing"
+                return InvalidArgument(
+                    f"expand: {model or 'this value'} has no relation {part[:100]!r}"
+                    f" (it has: {known})",
+                    details=[{"field": "expand", "message": f"unknown relation {part[:100]}"}],
+                )
+            relation, _, model = steps[part]
+        if relation is None:
+            return InvalidArgument(
+                f"expand: {shown!r} names a stored field; end the path with a relation",
+                details=details,
+            )
+        return InvalidArgument(
+            f"expand: {shown!r} returns to a model it came from; expandable: "
+            + ", ".join(sorted(self.paths)),
+            details=details,
+        )
 
     async def apply(self, items: list[Any], tree: dict[str, Step], caller: Caller) -> None:
         """Resolve ``tree`` under ``items`` (wire dicts), in place."""
