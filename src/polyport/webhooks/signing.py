@@ -21,6 +21,14 @@ PREFIX = "whsec_"
 KEY_BYTES = 32
 
 
+_B64 = "[A-Za-z0-9+/]"
+#: A secret :func:`secret_key` reads: ``whsec_`` and the base64 of 24 to 64 bytes (8 to 21
+#: groups of four characters, the last possibly padded), for documents.
+SECRET_PATTERN = (
+    f"^whsec_(?:(?:{_B64}{{4}}){{8,21}}(?:{_B64}{{2}}==)?|(?:{_B64}{{4}}){{8,20}}{_B64}{{3}}=)$"
+)
+
+
 def new_secret() -> str:
     """A fresh random secret, ``whsec_`` + base64 of :data:`KEY_BYTES` random bytes."""
     return PREFIX + base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()

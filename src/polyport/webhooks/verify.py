@@ -49,6 +49,11 @@ SecretSource: TypeAlias = str | Sequence[str] | Callable[[], str | Sequence[str]
 DEFAULT_TOLERANCE = 300.0
 #: Longest delivery id accepted: ids are stored, and listed, per receiver.
 MAX_ID = 200
+#: Standard base64 with its padding, not empty: what ``b64decode(validate=True)`` reads.
+_BASE64 = (
+    r"(?:(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+    r"|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)"
+)
 _PRINTABLE_ID = re.compile(r"^[\x21-\x7e]+$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -253,6 +258,13 @@ class StandardWebhooks(_HmacVerifier):
 
     scheme: ClassVar[str] = "standard-webhooks"
     headers: ClassVar[tuple[str, ...]] = ("webhook-id", "webhook-timestamp", "webhook-signature")
+    #: Each header's form as :meth:`verify` reads it, for documents (signatures of
+    #: other versions are read too, and ignored: the document names the one that counts).
+    header_patterns: ClassVar[dict[str, str]] = {
+        "webhook-id": rf"^[\x21-\x7e]{{1,{MAX_ID}}}$",
+        "webhook-timestamp": r"^[0-9]{1,12}$",
+        "webhook-signature": rf"^v1,{_BASE64}(?: v1,{_BASE64})*$",
+    }
 
     def _key(self, secret: str) -> bytes:
         return secret_key(secret)
@@ -268,7 +280,7 @@ class StandardWebhooks(_HmacVerifier):
         id_header, raw_id = _branded(headers, "id")
         msg_id = _check_id(raw_id, id_header)
         time_header, raw_time = _branded(headers, "timestamp")
-        if not raw_time.isdigit() or len(raw_time) > 12:
+        if not (raw_time.isascii() and raw_time.isdigit()) or len(raw_time) > 12:
             raise MalformedHeader(time_header, "it is a whole number of Unix seconds")
         timestamp = int(raw_time)
         offered = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from polyport.core.errors import ConfigError, InvalidArgument, NotFound
+from polyport.core.errors import ConfigError, Conflict, InvalidArgument, NotFound
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
@@ -215,7 +215,8 @@ class HooksEdge:
     def _lister(self, name: str) -> Endpoint:
         async def deliveries(request: Request) -> Response:
             self._admit(request)
-            status = request.query.get("status") or None
+            # An empty value is no status (and no number below): refused, as documented.
+            status = request.query.get("status")
             if status is not None and status not in STATUSES:
                 raise InvalidArgument(
                     f"status is one of {', '.join(STATUSES)}",
@@ -250,7 +251,8 @@ class HooksEdge:
             self._admit(request)
             row = self._row(name, request.params["id"])
             if not self._inbox.redrive(name, row.id, time.time()):
-                raise InvalidArgument(
+                # The delivery's state, not the request, is in the way: a conflict.
+                raise Conflict(
                     f"delivery {row.id} is {row.status}; only dead or pending ones can be retried"
                 )
             if self.worker is not None:
@@ -291,9 +293,10 @@ def _payload_type(value: Any) -> str | None:
 
 def _integer(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() also takes '²', which int() then refuses (a 500).
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise InvalidArgument(
             f"{name} must be a whole number from {low} to {high}",
             details=[{"field": name, "message": f"must be from {low} to {high}"}],

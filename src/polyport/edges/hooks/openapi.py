@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from polyport.core.textforms import integer_pattern
 from polyport.edges.hooks.inbox import STATUSES
 
 if TYPE_CHECKING:
@@ -44,6 +45,14 @@ def _body_schema(handler: ReceiverHandler, doc: OpenApiDocument) -> dict[str, An
     return schema
 
 
+def _header_parameter(name: str, pattern: str | None) -> dict[str, Any]:
+    """A signature header: required, of the verifier's own form, where it declares one."""
+    if pattern is None:
+        return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+    schema = {"type": "string", "pattern": pattern}
+    return {"name": name, "in": "header", "required": True, "schema": schema}
+
+
 def describe(edge: HooksEdge, doc: OpenApiDocument) -> None:
     """Add each receiver's endpoint and its delivery log to the OpenAPI document."""
     if not edge.handlers:
@@ -70,7 +79,7 @@ def describe(edge: HooksEdge, doc: OpenApiDocument) -> None:
                 "tags": [tag],
                 "security": [{}],  # the signature is the credential
                 "parameters": [
-                    {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                    _header_parameter(h, getattr(verifier, "header_patterns", {}).get(h))
                     for h in headers
                 ],
                 "requestBody": {
@@ -136,7 +145,8 @@ def describe(edge: HooksEdge, doc: OpenApiDocument) -> None:
                         "in": "query",
                         "required": False,
                         "description": "The next_cursor of the previous page",
-                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        # What the listing reads: a row id, 1 to 2**63 - 1.
+                        "schema": {"type": "string", "pattern": integer_pattern(1, 2**63 - 1)},
                     },
                 ],
                 "responses": {

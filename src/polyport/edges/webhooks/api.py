@@ -24,16 +24,18 @@ REST edge's.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from polyport.core.dispatch import invalid
-from polyport.core.errors import InvalidArgument, NotFound, Unavailable
+from polyport.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from polyport.core.textforms import JSON_NUMBER
 from polyport.edges.webhooks.endpoints import EndpointState, check_filter
 from polyport.edges.webhooks.outbox import rfc3339
 from polyport.edges.webhooks.ssrf import Refused, normalise_url, parse_url
@@ -60,7 +62,7 @@ class EndpointIn(_Body):
     event_types: list[str] = Field(default_factory=list, max_length=100)
     description: str = Field(default="", max_length=1000)
     secret: str | None = Field(default=None, max_length=200)
-    enabled: bool = True
+    enabled: StrictBool = True  # 0 and "yes" are no booleans, as documented
 
 
 class EndpointPatch(_Body):
@@ -69,7 +71,7 @@ class EndpointPatch(_Body):
     url: str | None = Field(default=None, min_length=1, max_length=2048)
     event_types: list[str] | None = Field(default=None, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class RotateIn(_Body):
@@ -378,7 +380,7 @@ class WebhooksApi:
         state = self._state(request)
         body: TestIn = _parse(TestIn, await request.body())
         if not state.record.enabled:
-            raise InvalidArgument(f"webhook endpoint {state.id} is disabled; enable it first")
+            raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
         data = body.data if body.data is not None else {"message": "a test event from polyport"}
         event_id = self.edge.outbox.send_test(state, data)
         return _respond(202, {"event_id": event_id, "type": "webhooks.test"})
@@ -387,7 +389,8 @@ class WebhooksApi:
 
     async def deliveries(self, request: Request) -> Response:
         state = self._state(request)
-        status = request.query.get("status") or None
+        # An empty value is no status (and no number below): refused, as documented.
+        status = request.query.get("status")
         if status is not None and status not in STATUSES:
             raise _field_error("status", f"one of {', '.join(STATUSES)}")
         limit = _integer(request, "limit", 50, 1, 500)
@@ -436,7 +439,7 @@ class WebhooksApi:
         state = self._state(request)
         found = self._delivery(state, request)
         if not state.record.enabled:
-            raise InvalidArgument(f"webhook endpoint {state.id} is disabled; enable it first")
+            raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
         if not self.store.requeue(state.id, found.event_id, time.time()):
             raise InvalidArgument(f"delivery {found.event_id} is being attempted right now")
         self.edge.sender.wake()
@@ -447,13 +450,13 @@ class WebhooksApi:
         state = self._state(request)
         body: RecoverIn = _parse(RecoverIn, await request.json_body())
         if not state.record.enabled:
-            raise InvalidArgument(f"webhook endpoint {state.id} is disabled; enable it first")
+            raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
         now = time.time()
         since = body.since.timestamp()
         until = body.until.timestamp() if body.until is not None else now + 1
-        if until <= since:
-            raise _field_error("until", "must be later than since")
-        count = self.store.recover(state.id, since, until, now)
+        # An empty window (until not after since) recovers nothing: a valid request
+        # whose answer is 0, not a refusal no document could state.
+        count = self.store.recover(state.id, since, until, now) if until > since else 0
         self.edge.sender.wake()
         return _respond(202, {"endpoint_id": state.id, "recovered": count})
 
@@ -483,24 +486,23 @@ def _enable(record: WebhookEndpoint) -> None:
 
 def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() also takes '²', which int() then refuses (a 500).
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise _field_error(name, f"a whole number from {low} to {high}")
     return int(raw)
 
 
-_FLOAT = TypeAdapter(float)
+#: A delivery log cursor, ``{created}~{event_id}``, as :func:`_cursor` reads it.
+LOG_CURSOR = rf"^{JSON_NUMBER.pattern}~[\s\S]+$"
+_LOG_CURSOR = re.compile(LOG_CURSOR)
 
 
 def _cursor(raw: str | None) -> tuple[float, str] | None:
-    if not raw:
+    if raw is None:
         return None
-    created, sep, event_id = raw.partition("~")
-    try:
-        value = _FLOAT.validate_strings(created)
-    except ValidationError:
-        value = None
-    if not sep or value is None or not event_id:
+    if not _LOG_CURSOR.fullmatch(raw):
         raise _field_error("before", "the next_cursor of a previous page")
-    return value, event_id
+    created, _, event_id = raw.partition("~")
+    return float(created), event_id

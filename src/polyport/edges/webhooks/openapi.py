@@ -8,15 +8,20 @@ operation, and the headers are listed in its description.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from polyport.edges.webhooks.api import STATUSES
+from polyport.edges.webhooks.api import LOG_CURSOR, STATUSES
+from polyport.edges.webhooks.endpoints import check_filter, compile_filters
+from polyport.webhooks.signing import SECRET_PATTERN
 
 if TYPE_CHECKING:
     from polyport.edges.webhooks.binding import WebhooksEdge
     from polyport.http.openapi import OpenApiDocument
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+_MOMENT = {"type": "string", "format": "date-time"}
 _FILTERS = {
     "type": "array",
     "maxItems": 100,
@@ -28,6 +33,73 @@ _FILTERS = {
         "types the owner may read are delivered."
     ),
 }
+
+#: Past this many, the filters are described by their syntax alone (and a 422 for one
+#: that matches no event type is a refusal the document cannot foresee).
+MAX_LISTED_FILTERS = 2000
+
+
+def _filters_of(name: str) -> set[str]:
+    """Every filter that matches the event type ``name``.
+
+    The segments are split into consecutive groups, each written as itself,
+    ``+`` or ``*`` (one segment) or ``*`` (several), and any tail may become a
+    final ``#``: every filter that matches is one of these.
+    """
+    segments = name.split(".")
+    found = {"#"}
+    for cut in range(len(segments) + 1):  # segments[cut:] go to a final '#'
+        head = segments[:cut]
+        for sizes in _compositions(len(head)):
+            choices, at = [], 0
+            for size in sizes:
+                group = head[at : at + size]
+                choices.append([group[0], "+", "*"] if size == 1 else ["*"])
+                at += size
+            for combo in itertools.product(*choices):
+                text = ".".join(combo)
+                if text:
+                    found.add(f"{text}.#")  # '#' also stands for no segment at all
+                    if cut == len(segments):
+                        found.add(text)
+    return found
+
+
+def _compositions(total: int) -> list[tuple[int, ...]]:
+    if total == 0:
+        return [()]
+    return [
+        (first, *rest) for first in range(1, total + 1) for rest in _compositions(total - first)
+    ]
+
+
+def _filters_schema(event_types: Iterable[str]) -> dict[str, Any]:
+    """``event_types`` as the API takes it: an array of the filters that match some type.
+
+    Exactly what ``check_filters`` accepts, listed (the check itself confirms each).
+    """
+    names = sorted(event_types)
+    listed: set[str] = set()
+    for name in names:
+        listed |= _filters_of(name)
+        if len(listed) > MAX_LISTED_FILTERS:
+            return _FILTERS
+    matcher = {f: compile_filters([f]) for f in listed}
+    valid = sorted(
+        f
+        for f in listed
+        if _checked(f) and any(matcher[f].match(n) for n in names)  # type: ignore[union-attr]
+    )
+    return {**_FILTERS, "items": {"type": "string", "enum": valid}}
+
+
+def _checked(pattern: str) -> bool:
+    try:
+        check_filter(pattern)
+    except ValueError:
+        return False
+    return True
+
 
 SCHEMAS: dict[str, Any] = {
     "WebhookEndpoint": {
@@ -147,10 +219,12 @@ def describe(edge: WebhooksEdge, doc: OpenApiDocument) -> None:
 
     fields = {
         "url": {"type": "string", "format": "uri", "maxLength": 2048},
-        "event_types": _FILTERS,
+        "event_types": _filters_schema(edge.rights.events),
         "description": {"type": "string", "maxLength": 1000},
     }
-    secret = {"type": "string", "pattern": "^whsec_", "description": "Generated when absent"}
+    # Null is read as absent wherever the request models say ``| None``.
+    secret = {"type": ["string", "null"], "pattern": SECRET_PATTERN, "maxLength": 200}
+    secret["description"] = "Generated when absent"
     op(
         p,
         "post",
@@ -197,7 +271,12 @@ def describe(edge: WebhooksEdge, doc: OpenApiDocument) -> None:
         "Change a subscription",
         {"200": {"description": "Changed", "content": endpoint}},
         params=[id_param],
-        request=body({**fields, "enabled": {"type": "boolean"}}),
+        request=body(
+            {
+                name: {**schema, "type": [schema["type"], "null"]}
+                for name, schema in {**fields, "enabled": {"type": "boolean"}}.items()
+            }
+        ),
     )
     op(
         one,
@@ -269,7 +348,11 @@ def describe(edge: WebhooksEdge, doc: OpenApiDocument) -> None:
             id_param,
             query("status", {"type": "string", "enum": list(STATUSES)}),
             page[0],
-            query("before", {"type": "string"}, "The next_cursor of the previous page"),
+            query(
+                "before",
+                {"type": "string", "pattern": LOG_CURSOR},
+                "The next_cursor of the previous page",
+            ),
         ],
     )
     attempt = {
@@ -332,8 +415,9 @@ def describe(edge: WebhooksEdge, doc: OpenApiDocument) -> None:
         params=[id_param],
         request=body(
             {
-                "since": {"type": "string", "format": "date-time"},
-                "until": {"type": "string", "format": "date-time"},
+                # A time is RFC 3339 text or Unix seconds, as the request model reads it.
+                "since": {"anyOf": [_MOMENT, {"type": "number"}]},
+                "until": {"anyOf": [_MOMENT, {"type": "number"}, {"type": "null"}]},
             },
             ["since"],
         ),
