@@ -28,6 +28,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from pydantic_core import to_jsonable_python
 
+from polyport.core.errors import OutOfRange
 from polyport.core.types import (
     DictOf,
     EnumRef,
@@ -293,19 +294,26 @@ class GrpcCodec:
             fields.append((attribute, spec.name, self._write_single(slot), nested))
 
         def fill(message: Any, value: Any) -> None:
-            for attribute, field, convert, nested in fields:
-                item = getattr(value, attribute)
-                if item is None:
-                    continue
-                if convert is not None:
-                    item = convert(item)
-                if nested:
-                    inner = getattr(message, field)
-                    inner.SetInParent()  # present, whatever its fields hold
-                    for key, part in item.items():
-                        setattr(inner, key, part)
-                else:
-                    setattr(message, field, item)
+            try:
+                for attribute, field, convert, nested in fields:
+                    item = getattr(value, attribute)
+                    if item is None:
+                        continue
+                    if convert is not None:
+                        item = convert(item)
+                    if nested:
+                        inner = getattr(message, field)
+                        inner.SetInParent()  # present, whatever its fields hold
+                        for key, part in item.items():
+                            setattr(inner, key, part)
+                    else:
+                        setattr(message, field, item)
+            except ValueError as exc:
+                # upb refuses an int beyond its field's 64 bits: the model's value does not
+                # fit the declared type (the dispatcher holds declared int results itself).
+                if str(exc).startswith("Value out of range"):
+                    raise OutOfRange(f"{python.__name__}: an integer beyond int64") from exc
+                raise
 
         return python, fill
 

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from pydantic_core import to_json
 
-from polyport.core.errors import InvalidArgument
+from polyport.core.errors import InvalidArgument, OutOfRange
 from polyport.core.typegraph import TypeGraph
 from polyport.core.types import (
     DictOf,
@@ -137,8 +137,16 @@ def _iso(value: Any) -> str:
     return str(value.isoformat())
 
 
+def _int_text(value: Any) -> str:
+    # xsd:long ends at 64 bits; declared int results are held there by the dispatcher,
+    # a model's own ints are held here.
+    if not -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+        raise OutOfRange("an integer beyond 64 bits has no xsd:long form")
+    return str(value)
+
+
 _SCALAR_TEXT: dict[str, Text] = {
-    "int": str,
+    "int": _int_text,
     "float": _float_text,
     "bool": lambda v: "true" if v else "false",
     "str": escape,
