@@ -8,9 +8,11 @@ of failing quietly. Each parse runs in a thread that must finish in time.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,39 @@ def test_other_encodings_get_a_clear_refusal(body: bytes, says: str) -> None:
     outcome = parse_within(body)
     assert isinstance(outcome, xmlsafe.XmlRefused)
     assert says in str(outcome)
+
+
+@pytest.mark.parametrize(
+    ("read", "good", "bad"),
+    [
+        (xmlsafe.integer, {" 5 ": 5, "+7": 7, "-0012": -12}, ["5_0", "\u0665", "5.0", "", "1e3"]),
+        (
+            xmlsafe.double,
+            {"1.5": 1.5, " -2e3 ": -2000.0, ".5": 0.5, "7": 7.0},
+            ["nan", "inf", "-INF", "1_0.5", "1e999", "0x10", ""],
+        ),
+        (xmlsafe.decimal, {"19.90": Decimal("19.90"), "+3": Decimal(3)}, ["NaN", "1e5", "1_0"]),
+    ],
+    ids=["integer", "double", "decimal"],
+)
+def test_numbers_are_read_as_xml_schema_spells_them(
+    read: Callable[[str], object], good: dict[str, object], bad: list[str]
+) -> None:
+    """Python reads more than XML Schema allows (underscores, other digits, NaN): refused."""
+    for text, value in good.items():
+        assert read(text) == value
+    for text in bad:
+        with pytest.raises(ValueError, match=r"not a|out of"):
+            read(text)
+
+
+def test_xml_schemas_infinities_are_read_only_where_asked() -> None:
+    """INF, -INF and NaN (XML Schema's spelling, or zeep's inf and nan) for SOAP's doubles."""
+    assert xmlsafe.double("-INF", special=True) == -math.inf
+    assert xmlsafe.double("inf", special=True) == math.inf
+    assert math.isnan(xmlsafe.double(" NaN ", special=True))
+    for text in ("Infinity", "nan(1)", "1e999", "in f"):
+        with pytest.raises(ValueError, match=r"not a|out of"):
+            xmlsafe.double(text, special=True)
+    with pytest.raises(ValueError, match=r"not a"):
+        xmlsafe.double("INF")

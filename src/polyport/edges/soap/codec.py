@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic_core import to_json
 
+from polyport import xmlsafe
 from polyport.core.errors import InvalidArgument, OutOfRange
 from polyport.core.typegraph import TypeGraph
 from polyport.core.types import (
@@ -210,13 +211,9 @@ def _read_json(element: Element) -> Any:
         raise DecodeError("not valid JSON text", "json_invalid") from None
 
 
-def _decimal(text: str) -> Decimal:
-    return Decimal(text.strip())
-
-
 _SCALAR_READ: dict[str, Reader] = {
-    "int": _converting(int),
-    "float": _converting(float),
+    "int": _converting(xmlsafe.integer),
+    "float": _converting(lambda text: xmlsafe.double(text, special=True)),
     "bool": _read_bool,
     "str": _text,
     "bytes": _read_bytes,
@@ -224,7 +221,7 @@ _SCALAR_READ: dict[str, Reader] = {
     "date": _converting(dt.date.fromisoformat),
     "time": _converting(dt.time.fromisoformat),
     "uuid": _converting(uuid.UUID),
-    "decimal": _converting(_decimal, InvalidOperation),
+    "decimal": _converting(xmlsafe.decimal, InvalidOperation),
     "any": _read_json,
 }
 

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
+from polyport import xmlsafe
 from polyport.core.errors import InvalidArgument, OutOfRange
 from polyport.xmlsafe import Element
 
@@ -67,7 +68,7 @@ def read_value(value: Element) -> Any:
     text = node.text or ""
     try:
         if tag in ("int", "i4", "i8"):
-            number = int(text.strip())
+            number = xmlsafe.integer(text)
             if not _I8_MIN <= number <= _I8_MAX:
                 raise XmlRpcFormatError(f"<{tag}> out of range", unparseable=True)
             return number
@@ -78,7 +79,7 @@ def read_value(value: Element) -> Any:
                 raise XmlRpcFormatError("<boolean> is 0 or 1", unparseable=True)
             return text.strip() == "1"
         if tag == "double":
-            return float(text.strip())
+            return xmlsafe.double(text)
         if tag == "dateTime.iso8601":
             return _read_datetime(text.strip())
         if tag == "base64":
