@@ -143,7 +143,7 @@ def _secrets(source: SecretSource | None, scheme: str) -> list[str]:
 
 
 def _check_id(value: str, header: str) -> str:
-    if len(value) > MAX_ID or not _PRINTABLE_ID.match(value):
+    if len(value) > MAX_ID or not _PRINTABLE_ID.fullmatch(value):
         raise MalformedHeader(header, f"an id is 1 to {MAX_ID} printable ASCII characters")
     return value
 
@@ -331,7 +331,7 @@ class GitHub(_HmacVerifier):
     ) -> Verified:
         signature = _header(headers, "x-hub-signature-256")
         algorithm, _, hex_digest = signature.partition("=")
-        if algorithm != "sha256" or not _HEX64.match(hex_digest):
+        if algorithm != "sha256" or not _HEX64.fullmatch(hex_digest):
             raise MalformedHeader("x-hub-signature-256", "it is 'sha256=' and 64 hex digits")
         delivery = _check_id(_header(headers, "x-github-delivery"), "x-github-delivery")
         event = headers.get("x-github-event")
@@ -371,7 +371,7 @@ class Stripe(_HmacVerifier):
             if prefix == "t":
                 timestamps.append(value)
             elif prefix == "v1":
-                if not _HEX64.match(value):
+                if not _HEX64.fullmatch(value):
                     raise MalformedHeader("stripe-signature", "a v1 signature is 64 hex digits")
                 offered.append(bytes.fromhex(value))
         if len(timestamps) != 1 or not timestamps[0].isdigit() or len(timestamps[0]) > 12:
@@ -388,7 +388,7 @@ class Stripe(_HmacVerifier):
         event_id = event.get("id") if isinstance(event, dict) else None
         if not isinstance(event_id, str) or not event_id:
             raise MalformedPayload("a Stripe event has a string 'id'")
-        if len(event_id) > MAX_ID or not _PRINTABLE_ID.match(event_id):
+        if len(event_id) > MAX_ID or not _PRINTABLE_ID.fullmatch(event_id):
             raise MalformedPayload(f"a Stripe event id is 1 to {MAX_ID} printable characters")
         event_type = event.get("type")
         return Verified(

@@ -147,7 +147,7 @@ class SoapEdge:
         if not any(key.lower() == "wsdl" for key in request.query):
             raise NotFound(f"GET {PATH}?wsdl is the WSDL; SOAP calls are POSTed to {PATH}")
         host = request.header(b"host")
-        if host is None or not _HOST.match(host):
+        if host is None or not _HOST.fullmatch(host):
             host = self._default_host
         return Response(
             200,

@@ -27,7 +27,7 @@ def check_filter(pattern: str) -> str:
     further segments (none included), as in the event log's channel patterns;
     ``*`` stands for one or more segments (``orders.*``, ``*.created``, ``*``).
     """
-    if len(pattern) > 200 or not _FILTER.match(pattern):
+    if len(pattern) > 200 or not _FILTER.fullmatch(pattern):
         raise ValueError(
             f"invalid event type filter {pattern[:80]!r}: use dotted event type names with "
             "+ for one segment, * for one or more, and a final # for any number "
