@@ -59,7 +59,8 @@ def test_null_where_the_models_take_none_and_strict_types(node: RunningNode) -> 
     assert all("null" in schema["type"] for schema in patch.values())
     recover = _body(document, "/v1/webhooks/{id}/recover", "post")["properties"]
     assert {"type": "null"} in recover["until"]["anyOf"]
-    assert {"type": "number"} in recover["since"]["anyOf"]  # Unix seconds, as read
+    seconds = {"type": "number", "minimum": 0, "maximum": 253_402_300_799}
+    assert seconds in recover["since"]["anyOf"]  # Unix seconds, as read: up to the year 9999
     assert (
         httpx.post(f"{node.url}/v1/webhooks", json={"url": URL, "secret": None}).status_code == 201
     )
@@ -68,6 +69,13 @@ def test_null_where_the_models_take_none_and_strict_types(node: RunningNode) -> 
     recover_url = f"{node.url}/v1/webhooks/{endpoint['id']}/recover"
     since = "2000-01-01T00:00:00Z"
     assert httpx.post(recover_url, json={"since": since, "until": True}).status_code == 422
+    # Numbers are seconds: the document's whole range is taken, nothing beyond it, and a
+    # large one is not read as milliseconds (pydantic's guess made 1e11 a time in 1973).
+    for seconds_ok in (0, 1_700_000_000, 1e11, 253_402_300_799):
+        assert httpx.post(recover_url, json={"since": seconds_ok}).status_code == 202
+    for beyond in (-1, -3.48551890414034e16, 253_402_300_800, 1e12):
+        answer = httpx.post(recover_url, json={"since": beyond})
+        assert answer.status_code == 422 and "Unix seconds" in answer.text, beyond
 
 
 def test_the_secret_pattern_is_what_the_signer_reads(node: RunningNode) -> None:
@@ -111,3 +119,10 @@ def test_the_log_cursor_and_empty_values(node: RunningNode) -> None:
         assert httpx.get(url, params={"before": before}).status_code == status, before
     for query in ({"limit": ""}, {"status": ""}, {"before": ""}, {"limit": "²"}):
         assert httpx.get(url, params=query).status_code == 422, query
+
+
+def test_unix_seconds_are_read_as_seconds() -> None:
+    """1e11 is the year 5138 in seconds; pydantic alone reads it as milliseconds (1973)."""
+    from polyport.edges.webhooks.api import RecoverIn
+
+    assert RecoverIn.model_validate({"since": 1e11}).since.year == 5138

@@ -27,11 +27,11 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from polyport.core.dispatch import invalid
 from polyport.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
@@ -82,9 +82,27 @@ class TestIn(_Body):
     data: Any = None
 
 
+#: The latest time a number may name, in Unix seconds: the end of the year 9999.
+MAX_UNIX_SECONDS = 253_402_300_799
+
+
+def _unix_seconds(value: Any) -> Any:
+    """A number is Unix seconds, read as such (pydantic would read large ones as
+    milliseconds, and refuse times past 9999 only after that guess)."""
+    if isinstance(value, bool):
+        raise ValueError("a time is RFC 3339 text or Unix seconds, not a boolean")
+    if isinstance(value, int | float):
+        if not 0 <= value <= MAX_UNIX_SECONDS:
+            raise ValueError(f"a time in Unix seconds is from 0 to {MAX_UNIX_SECONDS}")
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
 class RecoverIn(_Body):
     since: datetime
     until: datetime | None = None
+
+    _seconds = field_validator("since", "until", mode="before")(_unix_seconds)
 
 
 def _parse(model: type[_Body], raw: bytes) -> Any:

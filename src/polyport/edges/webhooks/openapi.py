@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from polyport.edges.webhooks.api import LOG_CURSOR, STATUSES
+from polyport.edges.webhooks.api import LOG_CURSOR, MAX_UNIX_SECONDS, STATUSES
 from polyport.edges.webhooks.endpoints import check_filter, compile_filters
 from polyport.webhooks.signing import SECRET_PATTERN
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _MOMENT = {"type": "string", "format": "date-time"}
+_UNIX_SECONDS = {"type": "number", "minimum": 0, "maximum": MAX_UNIX_SECONDS}
 _FILTERS = {
     "type": "array",
     "maxItems": 100,
@@ -416,8 +417,8 @@ def describe(edge: WebhooksEdge, doc: OpenApiDocument) -> None:
         request=body(
             {
                 # A time is RFC 3339 text or Unix seconds, as the request model reads it.
-                "since": {"anyOf": [_MOMENT, {"type": "number"}]},
-                "until": {"anyOf": [_MOMENT, {"type": "number"}, {"type": "null"}]},
+                "since": {"anyOf": [_MOMENT, _UNIX_SECONDS]},
+                "until": {"anyOf": [_MOMENT, _UNIX_SECONDS, {"type": "null"}]},
             },
             ["since"],
         ),
