@@ -171,9 +171,7 @@ def test_nothing_acknowledged_or_shown_is_lost_across_kill_9(tmp_path: Path) -> 
                 ready.wait(10)
                 readers.append(reader)
             writers = [
-                threading.Thread(
-                    target=write, args=(url, w, next_i[w], stop, seen), daemon=True
-                )
+                threading.Thread(target=write, args=(url, w, next_i[w], stop, seen), daemon=True)
                 for w in range(WRITERS)
             ]
             for writer in writers:
