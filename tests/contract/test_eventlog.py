@@ -48,6 +48,23 @@ async def fill(log: EventLog, channel: str, n: int, t: float = 1000.0) -> list[s
     return ids
 
 
+async def test_append_many_is_append_item_by_item(log: EventLog) -> None:
+    """A batch gets the offsets, seqs and time that appending its items in turn would give."""
+    first = await log.append("a", "t", b"0", 1.0)
+    batch = await log.append_many([("a", "t", b"1"), ("b", "u", b"2"), ("a", "t", b"3")], 2.0)
+    await log.durable()
+    assert [(e.channel, e.offset, e.type, e.data) for e in batch] == [
+        ("a", 2, "t", b"1"),
+        ("b", 1, "u", b"2"),
+        ("a", 3, "t", b"3"),
+    ]
+    assert [e.seq for e in batch] == [first.seq + 1, first.seq + 2, first.seq + 3]
+    assert {e.time for e in batch} == {2.0}
+    assert await log.append_many([], 3.0) == []
+    read = await log.read(p("#"), first.seq, 10)
+    assert [e.id for e in read.events] == [e.id for e in batch]
+
+
 async def test_offsets_count_per_channel_and_seq_globally(log: EventLog) -> None:
     """Offsets start at 1 per channel; seq orders the whole log; ids never collide."""
     a1 = await log.append("a", "t", b"1", 1.0)

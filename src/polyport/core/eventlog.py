@@ -71,6 +71,16 @@ class EventLog(Protocol):
         """
         ...
 
+    async def append_many(
+        self, items: Sequence[tuple[str, str, bytes]], time: float
+    ) -> list[Event]:
+        """Append ``(channel, type, data)`` events in order, all at ``time``.
+
+        The same as :meth:`append` for each item in turn — offsets, seqs and
+        durability alike — in one call, so a backend can write the batch at once.
+        """
+        ...
+
     async def durable(self) -> None:
         """Return once every event appended so far is durable.
 

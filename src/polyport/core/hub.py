@@ -393,14 +393,7 @@ class EventHub:
         for channel in channels:
             if channel not in self._valid_channels:
                 self._remember_channel(channel)
-        at = now()
-        # A log may append a batch in one call (the memory log does); else one by one.
-        append_many = getattr(self.log, "append_many", None)
-        if append_many is not None:
-            events: list[Event] = await append_many(items, at)
-        else:
-            append = self.log.append
-            events = [await append(channel, type, data, at) for channel, type, data in items]
+        events = await self.log.append_many(items, now())
         if self._taps and events:
             self._tap(events)
         await self.log.durable()
