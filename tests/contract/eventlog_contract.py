@@ -1,0 +1,228 @@
+"""The contract every event-log backend passes, written once and subclassed per backend.
+
+A backend's test module subclasses :class:`EventLogContract` and gives the
+``make_log`` fixture: a factory of logs over fresh storage of its own (a new
+file, key prefix, schema or stream), where the same ``name`` reopens the same
+storage. ``persistent`` says whether reopening keeps history (SQLite and the
+engines) or starts a new one (memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import ClassVar, Protocol
+
+import pytest
+
+from polyport.core.errors import RecoveryFailed
+from polyport.core.eventlog import EventLog, History
+from polyport.core.events import Cursor, Pattern, position
+
+
+class Factory(Protocol):
+    def __call__(self, history: History, name: str = "log") -> EventLog: ...
+
+
+def p(*texts: str) -> list[Pattern]:
+    return [Pattern.parse(t) for t in texts]
+
+
+async def fill(log: EventLog, channel: str, n: int, t: float = 1000.0) -> list[str]:
+    ids = []
+    for i in range(n):
+        event = await log.append(channel, "test.event", b'{"n":%d}' % i, t + i)
+        ids.append(event.id)
+    await log.durable()
+    return ids
+
+
+class EventLogContract:
+    """Ordering, wildcards, bounded history, resume and recovery failed, epochs, restarts."""
+
+    #: Whether a log reopened over the same storage keeps its history.
+    persistent: ClassVar[bool] = True
+
+    @pytest.fixture
+    def make_log(self) -> Factory:
+        raise NotImplementedError("a backend's subclass gives make_log")
+
+    @pytest.fixture
+    async def log(self, make_log: Factory) -> AsyncIterator[EventLog]:
+        event_log = make_log(History(max_events=1000, max_age=3600))
+        await event_log.open()
+        yield event_log
+        await event_log.close()
+
+    async def test_append_many_is_append_item_by_item(self, log: EventLog) -> None:
+        """A batch gets the offsets, seqs and time that appending its items in turn would give."""
+        first = await log.append("a", "t", b"0", 1.0)
+        batch = await log.append_many([("a", "t", b"1"), ("b", "u", b"2"), ("a", "t", b"3")], 2.0)
+        await log.durable()
+        assert [(e.channel, e.offset, e.type, e.data) for e in batch] == [
+            ("a", 2, "t", b"1"),
+            ("b", 1, "u", b"2"),
+            ("a", 3, "t", b"3"),
+        ]
+        assert [e.seq for e in batch] == [first.seq + 1, first.seq + 2, first.seq + 3]
+        assert {e.time for e in batch} == {2.0}
+        assert await log.append_many([], 3.0) == []
+        read = await log.read(p("#"), first.seq, 10)
+        assert [e.id for e in read.events] == [e.id for e in batch]
+
+    async def test_offsets_count_per_channel_and_seq_globally(self, log: EventLog) -> None:
+        """Offsets start at 1 per channel; seq orders the whole log; ids never collide."""
+        a1 = await log.append("a", "t", b"1", 1.0)
+        b1 = await log.append("b", "t", b"2", 2.0)
+        a2 = await log.append("a", "t", b"3", 3.0)
+        await log.durable()
+        assert (a1.offset, b1.offset, a2.offset) == (1, 1, 2)
+        assert a1.seq < b1.seq < a2.seq
+        assert a1.epoch == a2.epoch != b1.epoch
+        assert len({a1.id, b1.id, a2.id}) == 3
+        assert a2.id == f"{a2.epoch}:2"
+        assert await log.head() == a2.seq
+
+    async def test_read_returns_events_in_order_with_limit(self, log: EventLog) -> None:
+        """A read gives events after the position, oldest first, at most ``limit``."""
+        await fill(log, "orders/created", 5)
+        page = await log.read(p("orders/created"), 0, 3)
+        assert [e.offset for e in page.events] == [1, 2, 3]
+        assert page.last_seq == page.events[-1].seq
+        rest = await log.read(p("orders/created"), page.last_seq, 10)
+        assert [e.offset for e in rest.events] == [4, 5]
+        assert rest.last_seq == await log.head()
+        assert rest.events[0].data == b'{"n":3}'
+
+    async def test_wildcards_match_like_mqtt(self, log: EventLog) -> None:
+        """'+' matches one segment, '#' the rest including the parent; patterns union."""
+        for channel in (
+            "orders",
+            "orders/created",
+            "orders/created/eu",
+            "orders/paid",
+            "users/created",
+        ):
+            await log.append(channel, "t", b"{}", 1.0)
+        await log.durable()
+
+        async def channels(*patterns: str) -> list[str]:
+            return [e.channel for e in (await log.read(p(*patterns), 0, 100)).events]
+
+        assert await channels("orders/+") == ["orders/created", "orders/paid"]
+        assert await channels("orders/#") == [
+            "orders",
+            "orders/created",
+            "orders/created/eu",
+            "orders/paid",
+        ]
+        assert await channels("+/created") == ["orders/created", "users/created"]
+        assert await channels("#") == [
+            "orders",
+            "orders/created",
+            "orders/created/eu",
+            "orders/paid",
+            "users/created",
+        ]
+        assert await channels("orders/created", "orders/#") == [
+            "orders",
+            "orders/created",
+            "orders/created/eu",
+            "orders/paid",
+        ]
+
+    async def test_bounded_history_by_count_and_recovery_failed(self, make_log: Factory) -> None:
+        """Past max_events the oldest go, and resuming before them fails explicitly."""
+        log = make_log(History(max_events=10, max_age=3600))
+        await log.open()
+        try:
+            ids = await fill(log, "c", 50)
+            page = await log.read(p("c"), 0, 100, check=False)
+            assert 10 <= len(page.events) <= 11  # backends may trim in small batches
+            assert page.events[-1].offset == 50
+            with pytest.raises(RecoveryFailed):
+                await log.read(p("c"), 0, 100)
+            with pytest.raises(RecoveryFailed) as failed:
+                await log.resolve(Cursor.parse(ids[0]))
+            assert failed.value.latest is not None
+            kept = page.events[0]
+            seq = await log.resolve(Cursor.parse(kept.id))
+            assert seq == kept.seq
+            after = await log.read(p("c"), seq, 100)
+            assert [e.offset for e in after.events] == list(range(kept.offset + 1, 51))
+        finally:
+            await log.close()
+
+    async def test_bounded_history_by_age(self, log: EventLog) -> None:
+        """Events older than the cut are dropped, and resuming before them fails."""
+        ids = await fill(log, "c", 10, t=1000.0)
+        dropped = await log.trim_older_than(1005.0)
+        assert dropped == 5
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse(ids[2]))
+        seq = await log.resolve(Cursor.parse(ids[5]))
+        page = await log.read(p("c"), seq, 100)
+        assert [e.offset for e in page.events] == [7, 8, 9, 10]
+        with pytest.raises(RecoveryFailed):
+            await log.read(p("c"), 0, 100)
+
+    async def test_a_gap_in_another_matching_channel_fails_a_wildcard_resume(
+        self, log: EventLog
+    ) -> None:
+        """Resuming 'x/#' fails if any matching channel lost events after the cursor."""
+        first = await log.append("x/a", "t", b"{}", 1.0)
+        await log.append("x/b", "t", b"{}", 2.0)
+        await log.append("x/a", "t", b"{}", 10.0)
+        await log.durable()
+        await log.trim_older_than(5.0)  # drops x/a#1 and x/b#1
+        with pytest.raises(RecoveryFailed):
+            await log.read(p("x/#"), first.seq, 10)
+
+    async def test_cursor_forms(self, log: EventLog) -> None:
+        """Event ids and positions resolve; foreign, future and lost cursors are refused.
+
+        A cursor ahead of the log can only come from a log that lost its newest
+        writes (or a forged one): that is recovery failed, not a caller's mistake.
+        """
+        ids = await fill(log, "c", 3)
+        head = await log.head()
+        assert await log.resolve(Cursor.parse(position(log.epoch, 1))) == 1
+        assert await log.resolve(Cursor.parse(ids[1])) == head - 1
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse(position(log.epoch, head + 5)))
+        epoch = ids[0].split(":")[0]
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse(f"{epoch}:99"))
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse(position("zzzzzzzzzz", 1)))
+        with pytest.raises(RecoveryFailed):
+            await log.resolve(Cursor.parse("zzzzzzzzzz:1"))
+
+    async def test_a_reopened_log_keeps_its_history_or_changes_its_epoch(
+        self, make_log: Factory
+    ) -> None:
+        """Reopening keeps events, epochs and offsets and never reuses a seq — or, for a
+        log that keeps nothing, every old cursor is recovery failed (a new epoch)."""
+        history = History(max_events=3, max_age=3600)
+        log = make_log(history, "reopened")
+        await log.open()
+        ids = await fill(log, "c", 6)
+        await log.trim_older_than(10_000.0)  # everything gone
+        head = await log.head()
+        await log.close()
+
+        log = make_log(history, "reopened")
+        await log.open()
+        try:
+            event = await log.append("c", "t", b"{}", 20_000.0)
+            await log.durable()
+            with pytest.raises(RecoveryFailed):
+                await log.resolve(Cursor.parse(ids[-1]))
+            assert await log.resolve(Cursor.parse(event.id)) == event.seq
+            if self.persistent:
+                assert event.offset == 7
+                assert event.epoch == ids[0].split(":")[0]
+                assert event.seq == head + 1
+            else:
+                assert event.epoch != ids[0].split(":")[0]
+        finally:
+            await log.close()
