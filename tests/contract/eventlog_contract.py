@@ -9,6 +9,7 @@ engines) or starts a new one (memory).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import ClassVar, Protocol
 
@@ -226,3 +227,63 @@ class EventLogContract:
                 assert event.epoch != ids[0].split(":")[0]
         finally:
             await log.close()
+
+
+class SharedEventLogContract(EventLogContract):
+    """What an engine's log adds: several nodes write one log, and read each other's events.
+
+    For backends that several processes share (PostgreSQL, Redis, NATS): logs
+    opened with the same ``name`` are nodes over the same storage.
+    """
+
+    async def test_concurrent_writers_share_one_sequence(self, make_log: Factory) -> None:
+        """Two nodes appending at once: unique seqs, gapless offsets per channel, one order."""
+        history = History(max_events=1000, max_age=3600)
+        a, b = make_log(history, "shared"), make_log(history, "shared")
+        await a.open()
+        await b.open()
+        try:
+
+            async def write(log: EventLog, who: str) -> list[str]:
+                ids = []
+                for i in range(40):
+                    event = await log.append(f"c/{i % 2}", "t", b'"%s%d"' % (who.encode(), i), 1.0)
+                    ids.append(event.id)
+                batch = await log.append_many([("c/0", "t", b'"%s-batch"' % who.encode())] * 5, 2.0)
+                await log.durable()
+                return ids + [e.id for e in batch]
+
+            ids_a, ids_b = await asyncio.gather(write(a, "a"), write(b, "b"))
+            assert len(set(ids_a) | set(ids_b)) == 90
+            for reader in (a, b):
+                events = (await reader.read(p("c/#"), 0, 1000)).events
+                assert len(events) == 90
+                seqs = [e.seq for e in events]
+                assert seqs == sorted(seqs) and len(set(seqs)) == 90
+                for channel in ("c/0", "c/1"):
+                    offsets = [e.offset for e in events if e.channel == channel]
+                    assert offsets == list(range(1, len(offsets) + 1))
+                assert {e.id for e in events} == set(ids_a) | set(ids_b)
+            assert await a.head() == await b.head()
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_an_id_from_one_node_resumes_on_another(self, make_log: Factory) -> None:
+        """A client that got an id from node A resumes on node B with exactly what followed."""
+        history = History(max_events=1000, max_age=3600)
+        a, b = make_log(history, "resume"), make_log(history, "resume")
+        await a.open()
+        await b.open()
+        try:
+            ids = await fill(a, "orders", 5)
+            later = await fill(b, "orders", 3)
+            seq = await b.resolve(Cursor.parse(ids[2]))
+            events = (await b.read(p("orders"), seq, 100)).events
+            assert [e.id for e in events] == ids[3:] + later
+            assert [e.id for e in (await a.read(p("orders"), seq, 100)).events] == [
+                e.id for e in events
+            ]
+        finally:
+            await a.close()
+            await b.close()
