@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from polyport.core.bus import Bus
 from polyport.core.eventlog import EventLog
 from polyport.core.events import (
     Cursor,
@@ -31,6 +32,7 @@ from polyport.core.events import (
     now,
     position,
 )
+from polyport.core.tail import Tail
 
 if TYPE_CHECKING:
     from polyport.core.contract import EventMessage, EventType
@@ -269,6 +271,8 @@ class EventHub:
         type_encoder: TypeEncoder | None = None,
         trim_interval: float = 60.0,
         max_age: float | None = None,
+        bus: Bus | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self.log = log
         #: Each live subscriber's buffer: at most this many events, and this many bytes.
@@ -285,9 +289,17 @@ class EventHub:
         self._valid_channels: set[str] = set()
         self.published = 0
         self.closing = False
+        #: With a bus, other nodes append to the log too: deliver in log order (see core.tail).
+        self._tail = None if bus is None else Tail(self, bus, poll_interval=poll_interval)
 
     async def start(self) -> None:
         await self.log.open()
+        if self._tail is not None:
+            try:
+                await self._tail.start()
+            except BaseException:
+                await self.log.close()
+                raise
         if self._max_age is not None:
             self._trimmer = asyncio.create_task(self._trim_forever(), name="polyport-trim")
 
@@ -305,6 +317,8 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._trimmer
             self._trimmer = None
+        if self._tail is not None:
+            await self._tail.stop()
         for item in list(self._registrations):
             if isinstance(item, Subscription):
                 item.close()
@@ -334,6 +348,9 @@ class EventHub:
         # wait for the commit (one per loop iteration, shared by its publishers).
         await self.log.durable()
         self.published += 1
+        if self._tail is not None:
+            self._tail.local((event,))
+            return event
         for subscriber in self._index.match(channel):
             subscriber._push(event)
         return event
@@ -398,10 +415,17 @@ class EventHub:
             self._tap(events)
         await self.log.durable()
         self.published += len(events)
-        if len(channels) == 1:  # the common case: the whole batch is one run
+        if self._tail is not None:
+            self._tail.local(events)
+        elif len(channels) == 1:  # the common case: the whole batch is one run
             for subscriber in self._index.match(events[0].channel):
                 subscriber._push_run(events)
-            return events
+        elif events:
+            self._deliver(events)
+        return events
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Push events, in log order, to the subscribers of their channels: a run per channel."""
         start = 0
         while start < len(events):
             channel = events[start].channel
@@ -412,7 +436,6 @@ class EventHub:
             for subscriber in self._index.match(channel):
                 subscriber._push_run(run)
             start = end
-        return events
 
     def _remember_channel(self, channel: str) -> None:
         """Check ``channel`` once; publishing to it again skips the check."""
@@ -536,6 +559,10 @@ class EventHub:
                 self._unregister(signal)
 
     # -- registry -----------------------------------------------------------------
+
+    def wanted_patterns(self) -> list[Pattern]:
+        """Every pattern a subscriber or a held long poll of this node listens to, once."""
+        return list(dict.fromkeys(p for patterns in self._registrations.values() for p in patterns))
 
     @property
     def subscriber_count(self) -> int:

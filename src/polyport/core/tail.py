@@ -1,0 +1,145 @@
+"""Fan-out in log order when several nodes append to one event log.
+
+Alone on its log, a hub hands each publish's events to its subscribers at
+once: they are the next events of the log. With other writers, the next seq
+may be another node's event, and a subscriber must get events in log order —
+one delivered out of order would make it skip the earlier one (a subscriber
+drops what is not after the last event it returned). So a shared hub delivers
+through a :class:`Tail`:
+
+* ``delivered`` is the newest seq handed to this node's subscribers;
+* the node's own durable events are handed over at once when they follow
+  ``delivered`` directly (one writer at a time: the common case costs nothing);
+* anything else — a gap before them, another node's announcement on the bus,
+  or the poll interval passing — wakes one reader task, which reads the log
+  after ``delivered`` for the patterns this node's subscribers want and hands
+  those over in order.
+
+Every event comes from the log (or is an event this node just made durable in
+it), so the bus may lose announcements without losing events; a lost one only
+waits for the poll. When the engine cannot be read the reader retries with
+backoff; subscribers stay registered and get everything once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from polyport.core.bus import Announcement, Bus
+from polyport.core.events import Event
+
+if TYPE_CHECKING:
+    from polyport.core.hub import EventHub
+
+log = logging.getLogger("polyport.events")
+
+#: Events read from the log per query while catching up with other nodes.
+TAIL_BATCH = 1000
+#: Longest wait between reads of the log when no announcement comes.
+POLL_INTERVAL = 1.0
+#: Longest wait before reading again after the engine failed.
+MAX_BACKOFF = 5.0
+
+
+class Tail:
+    """Delivers a shared log's events to one hub's subscribers, in log order."""
+
+    def __init__(self, hub: EventHub, bus: Bus, *, poll_interval: float = POLL_INTERVAL) -> None:
+        self._hub = hub
+        self._bus = bus
+        self._poll_interval = poll_interval
+        self.delivered = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stop_listening: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        """Start after the log is open: deliver what is appended from now on."""
+        await self._bus.open()
+        self.delivered = await self._hub.log.head()
+        self._stop_listening = self._bus.listen(self._told)
+        self._task = asyncio.create_task(self._read_forever(), name="polyport-tail")
+
+    async def stop(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._bus.close()
+
+    def local(self, events: Sequence[Event]) -> None:
+        """This node's events, durable in the log: hand them over, or have them read."""
+        if not events:
+            return
+        if events[0].seq == self.delivered + 1:
+            self._hand_over(events)
+        else:
+            self._wake.set()
+        self._bus.announce(_grown(events))
+
+    def _told(self, grown: Announcement) -> None:
+        if any(seq > self.delivered for _, seq in grown):
+            self._wake.set()
+
+    def _hand_over(self, events: Sequence[Event]) -> None:
+        """Push events after ``delivered`` to the matching subscribers, in order."""
+        fresh = [e for e in events if e.seq > self.delivered]
+        if not fresh:
+            return
+        self.delivered = fresh[-1].seq
+        self._hub._deliver(fresh)
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "reading the shared event log failed; retrying in %.1f s",
+                    backoff,
+                    exc_info=True,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._wake.set()
+            else:
+                backoff = 0.1
+
+    async def _catch_up(self) -> None:
+        """Read the log after ``delivered`` until it has nothing more for this node."""
+        hub = self._hub
+        while True:
+            patterns = hub.wanted_patterns()
+            if not patterns:  # no one here listens: nothing to read
+                self.delivered = max(self.delivered, await hub.log.head())
+                return
+            result = await hub.log.read(patterns, self.delivered, TAIL_BATCH, check=False)
+            self._hand_over(result.events)
+            self.delivered = max(self.delivered, result.last_seq)
+            if len(result.events) < TAIL_BATCH:
+                return
+
+
+def _grown(events: Sequence[Event]) -> list[tuple[str, int]]:
+    newest: dict[str, int] = {}
+    for event in events:
+        newest[event.channel] = event.seq
+    return list(newest.items())
+
+
+__all__ = ["Tail"]
