@@ -1,0 +1,13 @@
+"""PostgreSQL: the event log (and later the other stores) shared by every node of a cluster."""
+
+from polyport.core.errors import MissingExtra
+
+try:
+    from polyport.backends.postgresql.db import PostgresDatabase
+    from polyport.backends.postgresql.eventlog import PostgresEventLog
+except ImportError as exc:  # psycopg and psycopg_pool come with the 'postgresql' extra
+    if exc.name and exc.name.split(".")[0] in {"psycopg", "psycopg_pool"}:
+        raise MissingExtra("postgresql", "the PostgreSQL backend") from exc
+    raise
+
+__all__ = ["PostgresDatabase", "PostgresEventLog"]

@@ -1,0 +1,406 @@
+"""The event log in PostgreSQL: one history that every node of a cluster writes and reads.
+
+**How seq is assigned so that no reader ever skips an event.** A reader keeps
+a cursor (the last seq it saw) and asks for ``seq > cursor``. With a plain
+sequence, a transaction that drew seq 7 can commit after one that drew 8: a
+reader that saw 8 moves past 7 and never gets it. Here seq is not drawn from a
+sequence but from the log's one row (``eventlog.seq``): every append batch is
+one call of the ``eventlog_append`` function (see :mod:`.schema`), which first
+``UPDATE``\\ s that row (``seq = seq + n``) and then, under the row lock that
+this takes, bumps each channel's ``last_offset`` and inserts the events. The
+lock is held until the statement's transaction commits, and PostgreSQL makes a
+transaction visible *before* it releases its locks (``CommitTransaction`` calls
+``ProcArrayEndTransaction`` before releasing them). So the writer that takes
+seqs 8.. starts only once 7 is committed and visible: seqs become visible in
+the order they are assigned, and any snapshot holding seq 8 holds every seq
+below it. The counter row is committed with the events, so a reader that
+reads it in the same statement (every read here is one statement, one
+snapshot) knows the head up to which the log has no holes. Offsets are
+gapless per channel for the same reason, and a batch's seqs are contiguous.
+
+**What it costs.** Appends of the whole cluster are serialised: one batch at
+a time holds the row, from its ``UPDATE`` to its commit, including the WAL
+flush of ``synchronous_commit=on``. The hold never spans a network round trip
+(the batch is one statement, run in autocommit), so it is the server's own
+work: a few hundred microseconds plus one WAL flush. The cluster's appends
+are therefore bounded by about one batch per flush, however many nodes
+write — which is why each node sends its appends in batches: everything
+appended while the previous batch was in flight goes in the next one (group
+commit), so the bound is on batches, not on events. Readers take no lock and
+are never blocked. The alternatives cost elsewhere: reading only below the
+oldest running transaction's xid (``pg_snapshot_xmin``) stalls every reader
+behind any long transaction in the database and needs a two-part cursor;
+assigning seq after commit (a relay process) adds a hop and a single point of
+failure.
+
+**Durability.** An append returns only once its batch is committed — with
+PostgreSQL's default ``synchronous_commit=on``, flushed to disk — so
+:meth:`PostgresEventLog.durable` has nothing left to wait for. A batch that
+fails (database gone, statement timeout) fails its appends with
+:class:`~polyport.core.errors.Unavailable`; if the connection broke during the
+commit itself the batch may have been stored, and a caller that publishes it
+again stores it twice (at least once, never silently lost).
+
+**Bounded history.** A channel's events are always the offsets after its
+``trimmed_offset``. An append that leaves a channel over its bound (plus a
+tenth of slack, so this happens once per many appends) trims it to its newest
+events in the same transaction: no extra commit, and a reader never sees the
+channel over its bound. Trimming by age runs one channel per statement. Each
+trim locks the channel's row before its events, as an append does, and never
+two channels at once, so trims and appends never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from polyport.backends.postgresql.db import PostgresDatabase, unavailable
+from polyport.backends.postgresql.schema import EVENTLOG_DDL
+from polyport.core.errors import Unavailable
+from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
+from polyport.core.events import Cursor, Event, Pattern
+
+log = logging.getLogger("polyport.postgresql")
+
+#: Items written by one call of the append function, at most.
+BATCH_MAX = 1000
+#: Up to this many matching channels, a read walks each channel's index; past
+#: it, the log in seq order (each channel's next events vs. one ordered scan).
+_FEW_CHANNELS = 64
+
+_READ = """
+WITH m AS MATERIALIZED (
+    SELECT c.name, c.epoch FROM {schema}.eventlog_channels AS c WHERE {match_c}
+), few AS (
+    SELECT count(*) <= {few} AS yes FROM (SELECT 1 FROM m LIMIT {few} + 1) AS k
+), ev AS (
+    (SELECT x.* FROM m CROSS JOIN LATERAL (
+        SELECT e.seq, e.channel, e."offset", e.type, e.time, e.data, m.epoch
+        FROM {schema}.eventlog_events AS e
+        WHERE e.channel = m.name AND e.seq > %(after)s::bigint
+        ORDER BY e.seq LIMIT %(limit)s::bigint) AS x
+     WHERE (SELECT yes FROM few))
+    UNION ALL
+    (SELECT e.seq, e.channel, e."offset", e.type, e.time, e.data,
+            (SELECT c.epoch FROM {schema}.eventlog_channels AS c WHERE c.name = e.channel)
+     FROM {schema}.eventlog_events AS e
+     WHERE NOT (SELECT yes FROM few) AND e.seq > %(after)s::bigint AND {match_e}
+     ORDER BY e.seq LIMIT %(limit)s::bigint)
+)
+SELECT h.seq, g.name, g.epoch, g.last_offset, g.trimmed_offset, g.trimmed_seq,
+       e.seq, e.channel, e."offset", e.type, e.time, e.data, e.epoch
+FROM {schema}.eventlog AS h
+LEFT JOIN LATERAL (
+    SELECT c.name, c.epoch, c.last_offset, c.trimmed_offset, c.trimmed_seq
+    FROM {schema}.eventlog_channels AS c
+    WHERE c.trimmed_seq > %(after)s::bigint AND {match_c}
+    ORDER BY {gap_order} DESC LIMIT 1) AS g ON true
+LEFT JOIN LATERAL (SELECT * FROM ev ORDER BY ev.seq LIMIT %(limit)s::bigint) AS e ON true
+WHERE h.id = 1
+ORDER BY e.seq
+"""
+
+#: How a read names its channels (a list of names, a regular expression, or all), as a
+#: filter of channels and of events, and how it finds the channel trimmed furthest:
+#: among named channels by sorting them (``+ 0`` keeps the planner off the trimmed_seq
+#: index, which would walk every channel trimmed since the cursor), otherwise by that
+#: index, newest first (a reader near the head finds nothing at once).
+_MATCH = {
+    "names": (
+        "c.name = ANY(%(names)s::text[])",
+        "e.channel = ANY(%(names)s::text[])",
+        "c.trimmed_seq + 0",
+    ),
+    "regex": ("c.name ~ %(regex)s::text", "e.channel ~ %(regex)s::text", "c.trimmed_seq"),
+    "all": ("true", "true", "c.trimmed_seq"),
+}
+
+_RESOLVE = """
+SELECT h.seq, c.name, c.epoch, c.last_offset, c.trimmed_offset, c.trimmed_seq,
+       (SELECT e.seq FROM {schema}.eventlog_events AS e
+        WHERE e.channel = c.name AND e."offset" = %(offset)s::bigint),
+       (SELECT min(e.seq) FROM {schema}.eventlog_events AS e WHERE e.channel = c.name)
+FROM {schema}.eventlog AS h
+LEFT JOIN {schema}.eventlog_channels AS c ON c.epoch = %(epoch)s::text
+WHERE h.id = 1
+"""
+
+_APPEND = """
+SELECT out_seq, out_offset, out_epoch FROM {schema}.eventlog_append(
+    %s::text[], %s::text[], %s::bytea[], %s::double precision[], %s::bigint, %s::bigint)
+"""
+
+# One channel per statement: a trim locks one channel row (see eventlog_trim).
+_TRIM = "SELECT {schema}.eventlog_trim(%s::text, %s::bigint)"
+
+_EXPIRED = """
+SELECT channel, max("offset") FROM {schema}.eventlog_events
+WHERE time < %s::double precision GROUP BY channel
+"""
+
+
+def channel_regex(patterns: Sequence[Pattern]) -> str | None:
+    """A PostgreSQL regular expression matching the channels of ``patterns`` (None: all).
+
+    ``+`` is one segment, a final ``#`` the rest including the parent level, as
+    :meth:`Pattern.matches` has it. Of the characters a channel may hold only
+    ``.`` means something in a regular expression.
+    """
+    alternatives = []
+    for pattern in patterns:
+        segments = list(pattern.segments)
+        if segments == ["#"]:
+            return None
+        rest = ""
+        if segments[-1] == "#":
+            segments.pop()
+            rest = "(/.*)?"
+        body = "/".join("[^/]+" if s == "+" else s.replace(".", r"\.") for s in segments)
+        alternatives.append(body + rest)
+    return "^(" + "|".join(alternatives) + ")$"
+
+
+@dataclass(slots=True)
+class _Request:
+    """One caller's items, waiting for the batch that writes them."""
+
+    items: Sequence[tuple[str, str, bytes]]
+    time: float
+    done: asyncio.Future[list[Event]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class PostgresEventLog:
+    """The :class:`~polyport.core.eventlog.EventLog` in a PostgreSQL schema, shared by nodes.
+
+    ``db`` is a :class:`PostgresDatabase` (shared with the other stores of the
+    database) or a connection URL; the log's tables live in its schema.
+    """
+
+    def __init__(self, db: PostgresDatabase | str, history: History | None = None) -> None:
+        self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db)
+        self.history = history or History()
+        self._epoch = ""
+        # A channel may run this far over its bound before it is trimmed (in batches).
+        self._bound = self.history.max_events + max(1, self.history.max_events // 10)
+        self._queue: list[_Request] = []
+        self._writer: asyncio.Task[None] | None = None
+        schema = self.db.schema
+        self._append_sql = _APPEND.replace("{schema}", schema)
+        self._trim_sql = _TRIM.replace("{schema}", schema)
+        self._expired_sql = _EXPIRED.replace("{schema}", schema)
+        self._resolve_sql = _RESOLVE.replace("{schema}", schema)
+        self._read_sql = {
+            kind: _READ.replace("{schema}", schema)
+            .replace("{few}", str(_FEW_CHANNELS))
+            .replace("{match_c}", match_c)
+            .replace("{match_e}", match_e)
+            .replace("{gap_order}", gap_order)
+            for kind, (match_c, match_e, gap_order) in _MATCH.items()
+        }
+        self._head_sql = f"SELECT seq FROM {schema}.eventlog WHERE id = 1"
+        self._channels_sql = (
+            f"SELECT name, epoch, last_offset, trimmed_offset, trimmed_seq "
+            f"FROM {schema}.eventlog_channels ORDER BY name"
+        )
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    async def open(self) -> None:
+        await self.db.open()
+        try:
+            await self.db.migrate(EVENTLOG_DDL)
+            async with self.db.connection("opening the event log") as conn:
+                cursor = await conn.execute(
+                    f"SELECT epoch FROM {self.db.schema}.eventlog WHERE id = 1"
+                )
+                row = await cursor.fetchone()
+        except BaseException:
+            await self.db.close()
+            raise
+        assert row is not None  # the migration inserts it
+        self._epoch = row[0]
+
+    async def close(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait([writer])  # appends already made are written first
+        await self.db.close()
+
+    # -- appending ------------------------------------------------------------
+
+    async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
+        """Store one event; returns once it is committed (see the module docstring)."""
+        return (await self._submit([(channel, type, data)], time))[0]
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, bytes]], time: float
+    ) -> list[Event]:
+        """Append items in order, all at ``time``, in one statement with other callers' items."""
+        if not items:
+            return []
+        return await self._submit(items, time)
+
+    async def durable(self) -> None:
+        """Nothing to wait for: an append returns once its batch is committed."""
+
+    def _submit(
+        self, items: Sequence[tuple[str, str, bytes]], time: float
+    ) -> asyncio.Future[list[Event]]:
+        request = _Request(items, time)
+        self._queue.append(request)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="polyport-pg-append")
+        return request.done
+
+    async def _write_queued(self) -> None:
+        """Write what is queued, a batch at a time, until the queue is empty (group commit)."""
+        try:
+            while self._queue:
+                taken = 0
+                count = 0
+                for request in self._queue:
+                    if count and count + len(request.items) > BATCH_MAX:
+                        break
+                    taken += 1
+                    count += len(request.items)
+                batch, self._queue = self._queue[:taken], self._queue[taken:]
+                try:
+                    await self._write(batch)
+                except BaseException:  # cancelled (the loop is closing): no one waits forever
+                    self._fail(batch, Unavailable("the event log is closing; try again"))
+                    raise
+        finally:
+            self._writer = None
+            if self._queue:
+                queued, self._queue = self._queue, []
+                self._fail(queued, Unavailable("the event log is closing; try again"))
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: Exception) -> None:
+        for request in batch:
+            if not request.done.done():
+                request.done.set_exception(error)
+                request.done.exception()  # retrieved: a caller that left logs nothing
+
+    async def _write(self, batch: list[_Request]) -> None:
+        channels: list[str] = []
+        types: list[str] = []
+        data: list[bytes] = []
+        times: list[float] = []
+        for request in batch:
+            for channel, type_, payload in request.items:
+                channels.append(channel)
+                types.append(type_)
+                data.append(payload)
+                times.append(request.time)
+        try:
+            async with self.db.connection("appending events") as conn:
+                cursor = await conn.execute(
+                    self._append_sql,
+                    [channels, types, data, times, self.history.max_events, self._bound],
+                )
+                rows = await cursor.fetchall()
+        except Exception as exc:
+            if isinstance(exc, Unavailable):
+                error: Exception = exc
+            elif isinstance(exc, psycopg.Error):
+                error = unavailable("appending events", exc)
+            else:
+                log.exception("appending events failed")
+                error = exc
+            self._fail(batch, error)
+            return
+        start = 0
+        for request in batch:
+            end = start + len(request.items)
+            events = [
+                Event(channel, offset, epoch, seq, type_, request.time, payload)
+                for (channel, type_, payload), (seq, offset, epoch) in zip(
+                    request.items, rows[start:end], strict=True
+                )
+            ]
+            start = end
+            if not request.done.done():
+                request.done.set_result(events)
+
+    # -- reading --------------------------------------------------------------
+
+    async def _fetch(self, what: str, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """Run one read; a connection lost on the way is tried once more on a new one."""
+        for attempt in (1, 2):
+            try:
+                async with self.db.connection(what) as conn:
+                    cursor = await conn.execute(sql, params, binary=True)
+                    return await cursor.fetchall()
+            except Unavailable:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def head(self) -> int:
+        rows = await self._fetch("reading the event log", self._head_sql, None)
+        return int(rows[0][0])
+
+    async def resolve(self, cursor: Cursor) -> int:
+        params = {"epoch": "" if cursor.is_position else cursor.epoch, "offset": cursor.number}
+        rows = await self._fetch("resolving a cursor", self._resolve_sql, params)
+        head, name, epoch, last, trimmed, tseq, seq_of_offset, first_seq = rows[0]
+        channel = None if name is None else ChannelInfo(name, epoch, last, trimmed, tseq)
+        return resolve_with(
+            cursor,
+            log_epoch=self._epoch,
+            head=head,
+            channel=channel,
+            seq_of_offset=seq_of_offset,
+            first_seq=first_seq,
+        )
+
+    async def read(
+        self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True
+    ) -> ReadResult:
+        params: dict[str, Any] = {"after": after_seq, "limit": limit}
+        if all(p.is_exact for p in patterns):
+            kind = "names"
+            params["names"] = [p.text for p in patterns]
+        else:
+            regex = channel_regex(patterns)
+            kind = "all" if regex is None else "regex"
+            params["regex"] = regex
+        rows = await self._fetch("reading the event log", self._read_sql[kind], params)
+        head = rows[0][0]
+        if check and rows[0][1] is not None:
+            check_gap([ChannelInfo(*rows[0][1:6])], after_seq, self._epoch, head)
+        events = [
+            Event(channel, offset, epoch, seq, type_, time, data)
+            for _, _, _, _, _, _, seq, channel, offset, type_, time, data, epoch in rows
+            if seq is not None
+        ]
+        last = events[-1].seq if len(events) == limit else head
+        return ReadResult(events, last)
+
+    # -- history ----------------------------------------------------------------
+
+    async def trim_older_than(self, time: float) -> int:
+        """Drop events published before ``time``, channel by channel (one lock each)."""
+        expired = await self._fetch("trimming the event log", self._expired_sql, [time])
+        dropped = 0
+        async with self.db.connection("trimming the event log") as conn:
+            for channel, through in expired:
+                cursor = await conn.execute(self._trim_sql, [channel, through])
+                row = await cursor.fetchone()
+                dropped += row[0] if row else 0
+        return dropped
+
+    async def channels(self) -> list[ChannelInfo]:
+        rows = await self._fetch("listing channels", self._channels_sql, None)
+        return [ChannelInfo(*row) for row in rows]

@@ -1,0 +1,144 @@
+"""The event log's tables and its append function, created by the first node to open them.
+
+``{schema}`` stands for the log's schema (a name checked by
+:class:`~polyport.backends.postgresql.db.PostgresDatabase`).
+"""
+
+EVENTLOG_DDL = """
+-- The log's one row: its epoch and the last seq assigned. Updating it is the
+-- lock that orders every writer of every node (see eventlog.py).
+CREATE TABLE IF NOT EXISTS {schema}.eventlog (
+    id integer PRIMARY KEY CHECK (id = 1),
+    epoch text NOT NULL,
+    seq bigint NOT NULL DEFAULT 0
+);
+-- One row per channel, never deleted: its epoch (so an id from any node
+-- resolves on any other), its last offset, and what trimming dropped.
+-- The events of a channel are always the offsets trimmed_offset+1 .. last_offset.
+CREATE TABLE IF NOT EXISTS {schema}.eventlog_channels (
+    name text COLLATE "C" PRIMARY KEY,
+    epoch text NOT NULL UNIQUE,
+    last_offset bigint NOT NULL DEFAULT 0,
+    trimmed_offset bigint NOT NULL DEFAULT 0,
+    trimmed_seq bigint NOT NULL DEFAULT 0
+);
+-- "Did a matching channel lose events after this position?" looks only at
+-- the channels trimmed past it.
+CREATE INDEX IF NOT EXISTS eventlog_channels_by_trimmed_seq
+    ON {schema}.eventlog_channels (trimmed_seq);
+CREATE TABLE IF NOT EXISTS {schema}.eventlog_events (
+    seq bigint PRIMARY KEY,
+    channel text COLLATE "C" NOT NULL,
+    "offset" bigint NOT NULL,
+    type text NOT NULL,
+    time double precision NOT NULL,
+    data bytea NOT NULL,
+    -- Also the index of resolving an event id and of trimming a channel's oldest.
+    UNIQUE (channel, "offset")
+);
+-- Reads: "events of this channel after this seq", oldest first.
+CREATE INDEX IF NOT EXISTS eventlog_events_by_channel_seq
+    ON {schema}.eventlog_events (channel, seq);
+CREATE INDEX IF NOT EXISTS eventlog_events_by_time ON {schema}.eventlog_events (time);
+
+-- A channel's epoch: 10 characters of [a-z2-7] (50 bits), as core.events.new_epoch
+-- draws them, from the random bytes of a version-4 UUID (bytes 6 and 8 hold
+-- its fixed version and variant bits and are left out).
+CREATE OR REPLACE FUNCTION {schema}.eventlog_new_epoch() RETURNS text
+LANGUAGE sql VOLATILE AS $fn$
+    SELECT string_agg(
+        substr('abcdefghijklmnopqrstuvwxyz234567', get_byte(r.b, i) % 32 + 1, 1), '' ORDER BY i)
+    FROM (SELECT uuid_send(gen_random_uuid()) AS b) AS r,
+         unnest(ARRAY[0, 1, 2, 3, 4, 5, 7, 9, 10, 11]) AS i
+$fn$;
+
+-- Trim a channel through an offset: the events go, and trimmed_offset and
+-- trimmed_seq move, in one transaction. The channel's row is locked before
+-- its events, as an append locks them, so a trim and an append never wait on
+-- each other in a cycle; a trim locks one channel only, so two trims never do.
+CREATE OR REPLACE FUNCTION {schema}.eventlog_trim(p_channel text, p_through bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    top_seq bigint;
+    top_offset bigint;
+    dropped bigint;
+BEGIN
+    PERFORM 1 FROM {schema}.eventlog_channels WHERE name = p_channel FOR UPDATE;
+    WITH gone AS (
+        DELETE FROM {schema}.eventlog_events
+        WHERE channel = p_channel AND "offset" <= p_through
+        RETURNING seq, "offset"
+    )
+    SELECT max(gone.seq), max(gone."offset"), count(*) INTO top_seq, top_offset, dropped
+    FROM gone;
+    IF dropped > 0 THEN
+        UPDATE {schema}.eventlog_channels
+        SET trimmed_offset = greatest(trimmed_offset, top_offset),
+            trimmed_seq = greatest(trimmed_seq, top_seq)
+        WHERE name = p_channel;
+    END IF;
+    RETURN dropped;
+END
+$fn$;
+
+-- Append a batch: the items' seqs, offsets and channel epochs, in order. A
+-- channel left holding more than p_bound events is trimmed to its newest
+-- p_keep in the same transaction. Called as one statement in autocommit, so
+-- the head row's lock is held from the first UPDATE to the commit and never
+-- across a round trip to a client.
+CREATE OR REPLACE FUNCTION {schema}.eventlog_append(
+    p_channels text[], p_types text[], p_data bytea[], p_times double precision[],
+    p_keep bigint, p_bound bigint
+) RETURNS TABLE (out_seq bigint, out_offset bigint, out_epoch text)
+LANGUAGE plpgsql
+-- Plan its statements once per connection: left to choose, PostgreSQL planned the
+-- batch statement anew on every call (about 250 us of a 400 us call, under the lock).
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    n bigint := cardinality(p_channels);
+    base bigint;
+BEGIN
+    -- Every writer waits here for the one before it to commit: seqs become
+    -- visible in the order they are assigned.
+    UPDATE {schema}.eventlog AS h SET seq = h.seq + n WHERE h.id = 1
+        RETURNING h.seq - n INTO base;
+    IF base IS NULL THEN
+        RAISE EXCEPTION 'the event log in schema {schema} has no head row';
+    END IF;
+    -- Under that lock no other writer creates channels: the check is exact.
+    INSERT INTO {schema}.eventlog_channels (name, epoch)
+        SELECT d.c, {schema}.eventlog_new_epoch()
+        FROM (SELECT DISTINCT unnest(p_channels)) AS d(c)
+        WHERE NOT EXISTS (SELECT 1 FROM {schema}.eventlog_channels k WHERE k.name = d.c);
+    RETURN QUERY
+    WITH items AS (
+        SELECT u.c, u.t, u.d, u.tm, u.i
+        FROM unnest(p_channels, p_types, p_data, p_times) WITH ORDINALITY AS u(c, t, d, tm, i)
+    ), counts AS (
+        SELECT items.c, count(*) AS k FROM items GROUP BY items.c
+    ), bumped AS (
+        UPDATE {schema}.eventlog_channels AS ch SET last_offset = ch.last_offset + counts.k
+        FROM counts WHERE ch.name = counts.c
+        RETURNING ch.name, ch.epoch, ch.last_offset - counts.k AS first
+    ), numbered AS (
+        SELECT items.i, items.c, items.t, items.d, items.tm, b.epoch,
+               b.first + row_number() OVER (PARTITION BY items.c ORDER BY items.i) AS off
+        FROM items JOIN bumped AS b ON b.name = items.c
+    ), written AS (
+        INSERT INTO {schema}.eventlog_events (seq, channel, "offset", type, time, data)
+        SELECT base + numbered.i, numbered.c, numbered.off, numbered.t, numbered.tm, numbered.d
+        FROM numbered
+    )
+    SELECT base + numbered.i, numbered.off, numbered.epoch FROM numbered ORDER BY numbered.i;
+    -- Bounded history: a channel over its bound (the bound plus some slack, so
+    -- this runs once per many appends) keeps its newest p_keep events.
+    PERFORM {schema}.eventlog_trim(ch.name, ch.last_offset - p_keep)
+    FROM {schema}.eventlog_channels AS ch
+    WHERE ch.name = ANY(p_channels) AND ch.last_offset - ch.trimmed_offset > p_bound;
+END
+$fn$;
+
+INSERT INTO {schema}.eventlog (id, epoch) VALUES (1, {schema}.eventlog_new_epoch())
+    ON CONFLICT (id) DO NOTHING;
+"""
