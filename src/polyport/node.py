@@ -22,7 +22,12 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from polyport.backends.memory import MemoryEventLog
-from polyport.backends.sqlite import SqliteDatabase, SqliteEventLog, SqliteJobStore
+from polyport.backends.sqlite import (
+    SqliteDatabase,
+    SqliteEventLog,
+    SqliteJobStore,
+    SqliteReceiverInbox,
+)
 from polyport.core.auth import Authenticator
 from polyport.core.config import Settings
 from polyport.core.contract import Service
@@ -181,9 +186,18 @@ class Node:
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
         )
         jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
-        self.runtime = Runtime(spec, settings, dispatcher, hub, jobs, self.metrics, codec)
-        # The node's one SQLite connection, for edges that keep state beside the
-        # log (the webhook outbox): a second connection would wait on its group
+        self.runtime = Runtime(
+            spec,
+            settings,
+            dispatcher,
+            hub,
+            jobs,
+            self.metrics,
+            codec,
+            receiver_inbox=SqliteReceiverInbox(self.db),
+        )
+        # The node's one SQLite connection, for the webhooks edge, which keeps state
+        # beside the log (the outbox): a second connection would wait on its group
         # transaction.
         self.runtime.extras["database"] = self.db
         self.edges: list[Edge] = []

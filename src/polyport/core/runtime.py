@@ -16,6 +16,7 @@ from polyport.core.config import Settings
 from polyport.core.contract import EventMessage
 from polyport.core.dispatch import Dispatcher
 from polyport.core.hub import EventHub
+from polyport.core.inbox import ReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.spec import ServiceSpec
@@ -91,6 +92,8 @@ class Endpoint:
 
 @dataclass(slots=True)
 class Runtime:
+    """The contract and the core services, each behind its port, as the node chose them."""
+
     spec: ServiceSpec
     settings: Settings
     dispatcher: Dispatcher
@@ -98,6 +101,8 @@ class Runtime:
     jobs: JobRunner
     metrics: Metrics
     codec: EventCodec
+    #: The receivers' inbox (the hooks edge opens it, when the service has receivers).
+    receiver_inbox: ReceiverInbox
     extras: dict[str, Any] = field(default_factory=dict)
 
 

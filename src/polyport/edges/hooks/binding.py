@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from polyport.core.errors import ConfigError, Conflict, InvalidArgument, NotFound
+from polyport.core.inbox import INBOX_STATUSES, InboxEntry, InboxStatus, ReceiverInbox
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
-from polyport.edges.hooks.inbox import STATUSES, HookInbox, InboxRow, Status
 from polyport.edges.hooks.worker import InboxWorker
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.problems import PROBLEM_JSON, problem_body
@@ -83,24 +83,22 @@ class HooksEdge:
             name: ReceiverHandler(receiver, service, secrets.get(name))
             for name, receiver in service.receivers.items()
         }
-        self.inbox: HookInbox | None = None
+        # The inbox the node chose; used (opened, worked) only when receivers exist.
+        self.inbox: ReceiverInbox | None = None
         self.worker: InboxWorker | None = None
         if self.handlers:
-            database = runtime.extras.get("database")
-            if database is None:
-                raise ConfigError("webhook receivers need the node's database (runtime.extras)")
-            self.inbox = HookInbox(database)
+            self.inbox = runtime.receiver_inbox
             self.worker = InboxWorker(self.inbox, self.handlers, config, runtime.metrics)
 
     async def start(self) -> None:
         if self.inbox is not None and self.worker is not None:
-            self.inbox.open()
+            await self.inbox.open()
             self.worker.start()
 
     async def stop(self) -> None:
         if self.inbox is not None and self.worker is not None:
             await self.worker.stop()
-            self.inbox.close()
+            await self.inbox.close()
 
     def routes(self) -> list[Route]:
         routes: list[Route] = []
@@ -144,7 +142,7 @@ class HooksEdge:
         describe(self, doc)
 
     @property
-    def _inbox(self) -> HookInbox:
+    def _inbox(self) -> ReceiverInbox:
         if self.inbox is None:  # routes exist only when receivers do
             raise RuntimeError("no webhook receivers")
         return self.inbox
@@ -187,7 +185,7 @@ class HooksEdge:
             except Exception:
                 count("rejected")
                 raise
-            accepted = self._inbox.insert(
+            accepted = await self._inbox.insert(
                 name,
                 verified.id,
                 event_type=verified.event_type or _payload_type(value),
@@ -217,19 +215,21 @@ class HooksEdge:
             self._admit(request)
             # An empty value is no status (and no number below): refused, as documented.
             status = request.query.get("status")
-            if status is not None and status not in STATUSES:
+            if status is not None and status not in INBOX_STATUSES:
                 raise InvalidArgument(
-                    f"status is one of {', '.join(STATUSES)}",
+                    f"status is one of {', '.join(INBOX_STATUSES)}",
                     details=[{"field": "status", "message": "unknown status"}],
                 )
             limit = _integer(request, "limit", 50, 1, 500)
             before = _integer(request, "before", None, 1, 2**63 - 1)
-            rows = self._inbox.list(name, status=_status(status), before=before, limit=limit)
+            rows = await self._inbox.deliveries(
+                name, status=_status(status), before=before, limit=limit
+            )
             body = {
                 "receiver": name,
-                "counts": self._inbox.counts(name),
-                "items": [row.summary() for row in rows],
-                "next_cursor": str(rows[-1].rowid) if len(rows) == limit else None,
+                "counts": await self._inbox.counts(name),
+                "items": [_summary(row) for row in rows],
+                "next_cursor": str(rows[-1].seq) if len(rows) == limit else None,
             }
             return Response(200, orjson.dumps(body), headers=[NO_STORE])
 
@@ -238,8 +238,8 @@ class HooksEdge:
     def _getter(self, name: str) -> Endpoint:
         async def delivery(request: Request) -> Response:
             self._admit(request)
-            row = self._row(name, request.params["id"])
-            body = row.summary() | {"headers": row.headers}
+            row = await self._row(name, request.params["id"])
+            body = _summary(row) | {"headers": row.headers}
             raw = orjson.dumps(body)
             # The body as received: it was checked to be JSON before it was stored.
             return Response(200, raw[:-1] + b',"body":' + row.body + b"}", headers=[NO_STORE])
@@ -249,24 +249,40 @@ class HooksEdge:
     def _redriver(self, name: str) -> Endpoint:
         async def redrive(request: Request) -> Response:
             self._admit(request)
-            row = self._row(name, request.params["id"])
-            if not self._inbox.redrive(name, row.id, time.time()):
+            row = await self._row(name, request.params["id"])
+            if not await self._inbox.redrive(name, row.id, time.time()):
                 # The delivery's state, not the request, is in the way: a conflict.
                 raise Conflict(
                     f"delivery {row.id} is {row.status}; only dead or pending ones can be retried"
                 )
             if self.worker is not None:
                 self.worker.wake()
-            found = self._row(name, row.id)
-            return Response(202, orjson.dumps(found.summary()), headers=[NO_STORE])
+            found = await self._row(name, row.id)
+            return Response(202, orjson.dumps(_summary(found)), headers=[NO_STORE])
 
         return redrive
 
-    def _row(self, name: str, delivery_id: str) -> InboxRow:
-        row = self._inbox.get(name, delivery_id) if len(delivery_id) <= 200 else None
+    async def _row(self, name: str, delivery_id: str) -> InboxEntry:
+        row = await self._inbox.get(name, delivery_id) if len(delivery_id) <= 200 else None
         if row is None:
             raise NotFound(f"receiver {name} has no delivery {delivery_id[:200]!r}")
         return row
+
+
+def _summary(entry: InboxEntry) -> dict[str, Any]:
+    """A delivery as the deliveries listing shows it (no body)."""
+    return {
+        "id": entry.id,
+        "receiver": entry.receiver,
+        "status": entry.status,
+        "event_type": entry.event_type,
+        "signed_at": entry.signed_at,
+        "received": entry.received,
+        "attempts": entry.attempts,
+        "next_attempt": entry.due if entry.status == "pending" else None,
+        "finished": entry.finished,
+        "error": entry.error,
+    }
 
 
 def _rejected(exc: WebhookVerificationError, path: str, verifier: Any) -> Response:
@@ -304,8 +320,8 @@ def _integer(request: Request, name: str, default: int | None, low: int, high: i
     return int(raw)
 
 
-def _status(value: str | None) -> Status | None:
-    for status in STATUSES:
+def _status(value: str | None) -> InboxStatus | None:
+    for status in INBOX_STATUSES:
         if status == value:
             return status
     return None

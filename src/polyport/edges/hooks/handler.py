@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -21,23 +20,10 @@ from pydantic import TypeAdapter, ValidationError
 from polyport.core.context import Context, Principal
 from polyport.core.contract import Service, WebhookDelivery, WebhookReceiver
 from polyport.core.errors import ConfigError, ContractError, InvalidArgument
+from polyport.core.inbox import InboxEntry
 from polyport.webhooks.verify import Verifier
 
 EDGE = "hooks"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredDelivery:
-    """A delivery as the inbox holds it, handed to :meth:`ReceiverHandler.run`."""
-
-    receiver: str
-    id: str
-    event_type: str | None
-    signed_at: int | None
-    received: float
-    body: bytes
-    headers: dict[str, str]
-    attempts: int
 
 
 class ReceiverHandler:
@@ -101,7 +87,7 @@ class ReceiverHandler:
                 f"the body does not match what receiver {self.name} accepts", details=details
             ) from None
 
-    async def run(self, delivery: StoredDelivery, *, deadline: float | None = None) -> None:
+    async def run(self, delivery: InboxEntry, *, deadline: float | None = None) -> None:
         """Call the handler once for ``delivery``; whatever it raises is a failed attempt.
 
         ``deadline`` (a ``time.monotonic()`` value) is what the handler's

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from polyport.core.inbox import INBOX_STATUSES as STATUSES
 from polyport.core.textforms import integer_pattern
-from polyport.edges.hooks.inbox import STATUSES
 
 if TYPE_CHECKING:
     from polyport.edges.hooks.binding import HooksEdge

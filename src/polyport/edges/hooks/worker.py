@@ -15,9 +15,9 @@ import random
 import time
 
 from polyport.core.config import HooksConfig
+from polyport.core.inbox import InboxEntry, ReceiverInbox
 from polyport.core.metrics import Metrics
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
-from polyport.edges.hooks.inbox import HookInbox, InboxRow
 
 log = logging.getLogger("polyport.hooks")
 
@@ -41,7 +41,7 @@ class InboxWorker:
 
     def __init__(
         self,
-        inbox: HookInbox,
+        inbox: ReceiverInbox,
         handlers: dict[str, ReceiverHandler],
         config: HooksConfig,
         metrics: Metrics,
@@ -53,7 +53,7 @@ class InboxWorker:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._running: dict[asyncio.Task[None], InboxRow] = {}
+        self._running: dict[asyncio.Task[None], InboxEntry] = {}
         self._closing = False
         self._next_purge = 0.0
 
@@ -99,13 +99,13 @@ class InboxWorker:
             self._wake.clear()
             now = time.time()
             try:
-                self._claim(now)
+                await self._claim(now)
                 if now >= self._next_purge:
                     self._next_purge = now + min(3600.0, config.retention / 10)
-                    purged = self.inbox.purge(now - config.retention)
+                    purged = await self.inbox.purge(now - config.retention)
                     if purged:
                         log.info("forgot %d processed webhook deliveries", purged)
-                sleep = self._sleep(now)
+                sleep = await self._sleep(now)
             except Exception:
                 # The database is locked or gone: say so, and try again later.
                 log.exception("the webhook inbox could not be read")
@@ -114,19 +114,19 @@ class InboxWorker:
                 async with asyncio.timeout(sleep):
                     await self._wake.wait()
 
-    def _claim(self, now: float) -> None:
+    async def _claim(self, now: float) -> None:
         free = self.config.concurrency - len(self._running)
         timeout = self.config.timeout
         lease = timeout + min(LEASE_MARGIN, max(1.0, timeout))
-        for row in self.inbox.claim(self.names, now, free, lease):
+        for row in await self.inbox.claim(self.names, now, free, lease):
             task = asyncio.create_task(self._process(row), name=f"polyport-hook-{row.receiver}")
             self._running[task] = row
             task.add_done_callback(self._finished)
 
-    def _sleep(self, now: float) -> float:
+    async def _sleep(self, now: float) -> float:
         if len(self._running) >= self.config.concurrency:
             return self.config.poll_interval  # a finishing handler wakes the loop
-        due = self.inbox.next_due(self.names)
+        due = await self.inbox.next_due(self.names)
         if due is None:
             return self.config.poll_interval
         return min(self.config.poll_interval, max(MIN_SLEEP, due - time.time()))
@@ -137,26 +137,27 @@ class InboxWorker:
 
     # -- one delivery -------------------------------------------------------------------------
 
-    async def _process(self, row: InboxRow) -> None:
+    async def _process(self, row: InboxEntry) -> None:
         handler = self.handlers[row.receiver]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.timeout):
-                await handler.run(row.delivery(), deadline=time.monotonic() + self.config.timeout)
+                await handler.run(row, deadline=time.monotonic() + self.config.timeout)
         except asyncio.CancelledError:
             if self._closing:
-                self.inbox.release(row, time.time())
+                # Should this be lost too, the lease runs out and the next claim runs it.
+                await self.inbox.release(row, time.time())
             raise
         except Exception as exc:
             code = "DEADLINE_EXCEEDED" if isinstance(exc, TimeoutError) else "INTERNAL"
             self.metrics.observe_call(EDGE, row.receiver, code, time.perf_counter() - started)
-            self._failed(handler, row, exc)
+            await self._failed(handler, row, exc)
         else:
             self.metrics.observe_call(EDGE, row.receiver, "OK", time.perf_counter() - started)
-            self.inbox.complete(row, time.time())
+            await self.inbox.complete(row, time.time())
             self._count(row, "done")
 
-    def _failed(self, handler: ReceiverHandler, row: InboxRow, exc: Exception) -> None:
+    async def _failed(self, handler: ReceiverHandler, row: InboxEntry, exc: Exception) -> None:
         if isinstance(exc, TimeoutError):
             error = f"the handler did not finish within {self.config.timeout:g} s"
         else:
@@ -171,7 +172,7 @@ class InboxWorker:
                 error,
                 exc_info=exc,
             )
-            self.inbox.bury(row, now, error)
+            await self.inbox.bury(row, now, error)
             self._count(row, "dead")
             return
         delay = backoff(row.attempts, self.config)
@@ -185,10 +186,10 @@ class InboxWorker:
             error,
             exc_info=exc,
         )
-        self.inbox.retry(row, now + delay, error)
+        await self.inbox.retry(row, now + delay, error)
         self._count(row, "retry")
 
-    def _count(self, row: InboxRow, outcome: str) -> None:
+    def _count(self, row: InboxEntry, outcome: str) -> None:
         self.metrics.inc(
             "polyport_hooks_processed_total",
             "Webhook handler runs by receiver and outcome (done, retry, dead).",
