@@ -27,6 +27,7 @@ from polyport.backends.sqlite import (
     SqliteEventLog,
     SqliteJobStore,
     SqliteReceiverInbox,
+    SqliteWebhookStore,
 )
 from polyport.core.auth import Authenticator
 from polyport.core.config import Settings
@@ -44,6 +45,7 @@ from polyport.http.asgi import AsgiApp
 from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
 from polyport.web import web_routes
+from polyport.webhooks.encryption import SecretCipher
 
 log = logging.getLogger("polyport.node")
 
@@ -169,12 +171,11 @@ class Node:
             metrics=self.metrics,
         )
         history = History(settings.history.max_events, settings.history.max_age)
+        # One SQLite connection for every store in the file: a second one would wait
+        # on the group transaction of the first.
         self.db = SqliteDatabase(settings.database, synchronous=settings.database_sync)
-        event_log: EventLog = (
-            SqliteEventLog(self.db, history)
-            if settings.event_log == "sqlite"
-            else MemoryEventLog(history)
-        )
+        sqlite_log = SqliteEventLog(self.db, history) if settings.event_log == "sqlite" else None
+        event_log: EventLog = sqlite_log if sqlite_log is not None else MemoryEventLog(history)
         codec = EventCodec(spec)
         hub = EventHub(
             event_log,
@@ -186,6 +187,13 @@ class Node:
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
         )
         jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
+        # Over the SQLite log of the same file, the webhook store writes deliveries
+        # never before their events, and its fan-out cursor is that log's seq.
+        webhook_store = SqliteWebhookStore(
+            self.db,
+            log=sqlite_log,
+            cipher=SecretCipher([k.get_secret_value() for k in settings.webhooks.secret_keys]),
+        )
         self.runtime = Runtime(
             spec,
             settings,
@@ -194,12 +202,9 @@ class Node:
             jobs,
             self.metrics,
             codec,
+            webhook_store=webhook_store,
             receiver_inbox=SqliteReceiverInbox(self.db),
         )
-        # The node's one SQLite connection, for the webhooks edge, which keeps state
-        # beside the log (the outbox): a second connection would wait on its group
-        # transaction.
-        self.runtime.extras["database"] = self.db
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}
         for name in edges or list(EDGES):

@@ -7,7 +7,7 @@ Edges receive a :class:`Runtime` and nothing else from the node; the node (in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, TypeAdapter
@@ -20,6 +20,7 @@ from polyport.core.inbox import ReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.spec import ServiceSpec
+from polyport.core.webhookstore import WebhookStore
 
 
 class EventCodec:
@@ -101,9 +102,10 @@ class Runtime:
     jobs: JobRunner
     metrics: Metrics
     codec: EventCodec
+    #: Webhook endpoints, outbox, leases and delivery log (the webhooks edge opens it).
+    webhook_store: WebhookStore
     #: The receivers' inbox (the hooks edge opens it, when the service has receivers).
     receiver_inbox: ReceiverInbox
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Edge(Protocol):

@@ -1,8 +1,15 @@
-"""The embedded default: event log, jobs and receivers' inbox in one SQLite file."""
+"""The embedded default: event log, jobs, webhook store and receivers' inbox in one SQLite file."""
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.eventlog import SqliteEventLog
 from polyport.backends.sqlite.inbox import SqliteReceiverInbox
 from polyport.backends.sqlite.jobs import SqliteJobStore
+from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 
-__all__ = ["SqliteDatabase", "SqliteEventLog", "SqliteJobStore", "SqliteReceiverInbox"]
+__all__ = [
+    "SqliteDatabase",
+    "SqliteEventLog",
+    "SqliteJobStore",
+    "SqliteReceiverInbox",
+    "SqliteWebhookStore",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Mapping
 
 
 def add_column(conn: sqlite3.Connection, table: str, name: str, declaration: str) -> None:
@@ -16,3 +17,12 @@ def add_column(conn: sqlite3.Connection, table: str, name: str, declaration: str
     except sqlite3.OperationalError as exc:
         if "duplicate column" not in str(exc):
             raise
+
+
+def add_columns(conn: sqlite3.Connection, added: Mapping[str, Iterable[tuple[str, str]]]) -> None:
+    """Add every column of ``added`` (``{table: ((name, declaration), …)}``) a file lacks."""
+    for table, columns in added.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns:
+            if name not in present:  # a file from before the column: NULL in old rows
+                add_column(conn, table, name, declaration)

@@ -1,4 +1,4 @@
-"""The webhook outbox's tables in SQLite, and how an endpoint is written to a row and read back.
+"""The webhook store's tables in SQLite, and how its records are written to rows and read back.
 
 Kept apart from the store's queries (:mod:`.webhooks`): the schema, the
 columns added since it was first written (added to older files at open), and
@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from polyport.core.webhookstore import AttemptResult, Delivery, Owner, Secret, WebhookEndpoint
 from polyport.webhooks.encryption import SecretCipher
-from polyport.webhooks.records import Delivery, Owner, Secret, WebhookEndpoint
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS polyport_webhook_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -140,12 +140,45 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     return Delivery(*row)
 
 
+def attempt_row(r: AttemptResult) -> tuple[object, ...]:
+    """An outcome as a row of ``polyport_webhook_attempts`` (its history)."""
+    return (
+        r.endpoint_id,
+        r.event_id,
+        r.number,
+        r.time,
+        r.response_code,
+        r.latency,
+        r.error,
+        r.response_body,
+    )
+
+
+def outcome_row(r: AttemptResult, owner: str) -> tuple[object, ...]:
+    """An outcome as the arguments of the delivery row's update, for the lease of ``owner``."""
+    return (
+        r.status,
+        r.number,
+        r.next_at,
+        r.time,
+        r.response_code,
+        r.latency,
+        r.response_body,
+        r.error,
+        r.endpoint_id,
+        r.event_id,
+        owner,
+    )
+
+
 __all__ = [
     "ADDED_COLUMNS",
     "DELIVERY_COLUMNS",
     "ENDPOINT_COLUMNS",
     "SCHEMA",
+    "attempt_row",
     "delivery_from_row",
     "endpoint_from_row",
     "endpoint_row",
+    "outcome_row",
 ]

@@ -36,19 +36,26 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from polyport.core.dispatch import invalid
 from polyport.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from polyport.core.textforms import JSON_NUMBER
+from polyport.core.webhookstore import (
+    DELIVERY_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Owner,
+    Secret,
+    WebhookEndpoint,
+)
 from polyport.edges.webhooks.endpoints import EndpointState, check_filter
 from polyport.edges.webhooks.outbox import rfc3339
 from polyport.edges.webhooks.ssrf import Refused, normalise_url, parse_url
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
-from polyport.webhooks.records import Delivery, Owner, Secret, WebhookEndpoint
 from polyport.webhooks.signing import new_secret, secret_key
 
 if TYPE_CHECKING:
     from polyport.edges.webhooks.binding import WebhooksEdge
 
 NO_STORE = (b"cache-control", b"no-store")
-STATUSES = ("pending", "delivered", "failed")
+STATUSES = DELIVERY_STATUSES
 
 
 class _Body(BaseModel):
@@ -239,7 +246,7 @@ class WebhooksApi:
         return tuple(dict.fromkeys(patterns))
 
     def _check_secret(self, secret: str | None) -> str:
-        if not self.edge.cipher.enabled and not self.edge.runtime.settings.dev:
+        if not self.edge.encrypts and not self.edge.runtime.settings.dev:
             # Secure by default: outside development mode a new secret is never
             # written in plain text.
             raise Unavailable(
@@ -263,17 +270,17 @@ class WebhooksApi:
         self.edge.rights.check_filters(patterns, principal)
         return self.edge.rights.owner_of(principal, credentials)
 
-    def _state(self, request: Request) -> EndpointState:
+    async def _state(self, request: Request) -> EndpointState:
         endpoint_id = request.params["id"]
-        self.edge.table.refresh()
+        await self.edge.table.refresh()
         state = self.edge.table.get(endpoint_id) if len(endpoint_id) <= 100 else None
         if state is None:
             raise NotFound(f"no webhook endpoint {endpoint_id[:100]!r}")
         return state
 
-    def _save(self, record: WebhookEndpoint, *, new: bool = False) -> None:
-        self.store.save_endpoint(record, new=new)
-        self.edge.table.put(record)
+    async def _save(self, record: WebhookEndpoint, *, new: bool = False) -> None:
+        await self.store.save_endpoint(record, new=new)
+        await self.edge.table.put(record)
         if record.enabled:
             self.edge.sender.wake()
         else:
@@ -301,7 +308,7 @@ class WebhooksApi:
             disabled_at=None if body.enabled else now,
             owner=owner,
         )
-        self._save(record, new=True)
+        await self._save(record, new=True)
         response = _respond(201, endpoint_json(record, secret=secret))
         response.headers.append((b"location", f"{self.edge.prefix}/{record.id}".encode()))
         return response
@@ -309,7 +316,7 @@ class WebhooksApi:
     async def index(self, request: Request) -> Response:
         limit = _integer(request, "limit", 50, 1, 500)
         after = request.query.get("cursor") or None
-        records = self.store.endpoints(limit=limit, after=after)
+        records = await self.store.endpoints(limit=limit, after=after)
         return _respond(
             200,
             {
@@ -319,10 +326,10 @@ class WebhooksApi:
         )
 
     async def get(self, request: Request) -> Response:
-        return _respond(200, endpoint_json(self._state(request).record))
+        return _respond(200, endpoint_json((await self._state(request)).record))
 
     async def update(self, request: Request) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         body: EndpointPatch = _parse(EndpointPatch, await request.json_body())
         record = _copy(state.record)
         if body.url is not None:
@@ -339,20 +346,20 @@ class WebhooksApi:
         if body.enabled:
             _enable(record)
         record.updated = time.time()
-        self._save(record)
+        await self._save(record)
         if turn_off:
-            record = self._turn_off(record)
+            record = await self._turn_off(record)
         return _respond(200, endpoint_json(record))
 
     async def delete(self, request: Request) -> Response:
-        state = self._state(request)
-        self.store.delete_endpoint(state.id)
-        self.edge.table.remove(state.id)
+        state = await self._state(request)
+        await self.store.delete_endpoint(state.id)
+        await self.edge.table.remove(state.id)
         self.edge.sender.forget(state.id)
         return Response(204, b"", headers=[NO_STORE])
 
     async def rotate(self, request: Request) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         body: RotateIn = _parse(RotateIn, await request.body())
         secret = self._check_secret(body.secret)
         now = time.time()
@@ -365,7 +372,7 @@ class WebhooksApi:
         ]
         record.secrets = (Secret(secret), *older)
         record.updated = now
-        self._save(record)
+        await self._save(record)
         return _respond(200, endpoint_json(record, secret=secret))
 
     async def enable(self, request: Request) -> Response:
@@ -375,49 +382,48 @@ class WebhooksApi:
         return await self._set_enabled(request, False)
 
     async def _set_enabled(self, request: Request, enabled: bool) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         record = _copy(state.record)
         if record.enabled != enabled:
             if enabled:
                 _enable(record)
                 record.updated = time.time()
-                self._save(record)
+                await self._save(record)
             else:
-                record = self._turn_off(record)
+                record = await self._turn_off(record)
         return _respond(200, endpoint_json(record))
 
-    def _turn_off(self, record: WebhookEndpoint) -> WebhookEndpoint:
+    async def _turn_off(self, record: WebhookEndpoint) -> WebhookEndpoint:
         """Disable by hand: pending deliveries fail (``recover`` brings them back)."""
-        self.store.disable(record.id, "disabled through the API", time.time())
-        fresh = self.store.endpoint(record.id) or record
-        self.edge.table.put(fresh)
+        await self.edge.sender.flush()  # outcomes so far first, as they happened
+        await self.store.disable(record.id, "disabled through the API", time.time())
+        fresh = await self.store.endpoint(record.id) or record
+        await self.edge.table.put(fresh)
         self.edge.sender.forget(record.id)
         return fresh
 
     async def test(self, request: Request) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         body: TestIn = _parse(TestIn, await request.body())
         if not state.record.enabled:
             raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
         data = body.data if body.data is not None else {"message": "a test event from polyport"}
-        event_id = self.edge.outbox.send_test(state, data)
+        event_id = await self.edge.outbox.send_test(state, data)
         return _respond(202, {"event_id": event_id, "type": "webhooks.test"})
 
     # -- the delivery log ----------------------------------------------------------------
 
     async def deliveries(self, request: Request) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         # An empty value is no status (and no number below): refused, as documented.
         status = request.query.get("status")
         if status is not None and status not in STATUSES:
             raise _field_error("status", f"one of {', '.join(STATUSES)}")
         limit = _integer(request, "limit", 50, 1, 500)
         before = _cursor(request.query.get("before"))
-        rows = self.store.deliveries(
-            state.id,
-            status=status,  # type: ignore[arg-type]  # checked against STATUSES above
-            limit=limit,
-            before=before,
+        await self.edge.sender.flush()  # the log shows every outcome so far
+        rows = await self.store.deliveries(
+            state.id, status=_status(status), limit=limit, before=before
         )
         last = rows[-1] if len(rows) == limit else None
         return _respond(
@@ -429,16 +435,19 @@ class WebhooksApi:
             },
         )
 
-    def _delivery(self, state: EndpointState, request: Request) -> Delivery:
+    async def _delivery(self, state: EndpointState, request: Request) -> Delivery:
         event_id = request.params["event_id"]
-        found = self.store.delivery(state.id, event_id) if len(event_id) <= 200 else None
+        found = None
+        if len(event_id) <= 200:
+            await self.edge.sender.flush()  # the log shows every outcome so far
+            found = await self.store.delivery(state.id, event_id)
         if found is None:
             raise NotFound(f"endpoint {state.id} has no delivery {event_id[:200]!r}")
         return found
 
     async def delivery(self, request: Request) -> Response:
-        state = self._state(request)
-        found = self._delivery(state, request)
+        state = await self._state(request)
+        found = await self._delivery(state, request)
         body = delivery_json(found)
         body["history"] = [
             {
@@ -449,23 +458,23 @@ class WebhooksApi:
                 "error": a.error,
                 "response_body": a.response_body,
             }
-            for a in self.store.attempts(state.id, found.event_id)
+            for a in await self.store.attempts(state.id, found.event_id)
         ]
         return _respond(200, body)
 
     async def replay(self, request: Request) -> Response:
-        state = self._state(request)
-        found = self._delivery(state, request)
+        state = await self._state(request)
+        found = await self._delivery(state, request)
         if not state.record.enabled:
             raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
-        if not self.store.requeue(state.id, found.event_id, time.time()):
+        if not await self.store.requeue(state.id, found.event_id, time.time()):
             raise InvalidArgument(f"delivery {found.event_id} is being attempted right now")
         self.edge.sender.wake()
-        again = self.store.delivery(state.id, found.event_id)
+        again = await self.store.delivery(state.id, found.event_id)
         return _respond(202, delivery_json(again or found))
 
     async def recover(self, request: Request) -> Response:
-        state = self._state(request)
+        state = await self._state(request)
         body: RecoverIn = _parse(RecoverIn, await request.json_body())
         if not state.record.enabled:
             raise Conflict(f"webhook endpoint {state.id} is disabled; enable it first")
@@ -474,7 +483,10 @@ class WebhooksApi:
         until = body.until.timestamp() if body.until is not None else now + 1
         # An empty window (until not after since) recovers nothing: a valid request
         # whose answer is 0, not a refusal no document could state.
-        count = self.store.recover(state.id, since, until, now) if until > since else 0
+        count = 0
+        if until > since:
+            await self.edge.sender.flush()  # outcomes so far first: what failed is failed
+            count = await self.store.recover(state.id, since, until, now)
         self.edge.sender.wake()
         return _respond(202, {"endpoint_id": state.id, "recovered": count})
 
@@ -494,6 +506,14 @@ def _copy(record: WebhookEndpoint) -> WebhookEndpoint:
         record.failing_since,
         record.owner,
     )
+
+
+def _status(value: str | None) -> DeliveryStatus | None:
+    """A status already checked against :data:`STATUSES`, typed as one."""
+    for status in STATUSES:
+        if status == value:
+            return status
+    return None
 
 
 def _enable(record: WebhookEndpoint) -> None:

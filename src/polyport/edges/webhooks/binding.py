@@ -1,8 +1,10 @@
 """Outbound webhooks: subscriptions at ``/v{n}/webhooks``, delivered from a durable outbox.
 
-The edge wires the parts together: the store (:mod:`polyport.backends.sqlite.webhooks`)
-in the node's own database, the endpoint table, the outbox tapping the hub,
-the sender and its poller, and the management API (:mod:`.api`).
+The edge wires the parts together: the store the node chose
+(:attr:`Runtime.webhook_store <polyport.core.runtime.Runtime.webhook_store>`,
+a :class:`~polyport.core.webhookstore.WebhookStore`), the endpoint table, the
+outbox tapping the hub, the sender and its poller, and the management API
+(:mod:`.api`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import time
 
 import orjson
 
-from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.core.contract import EventType
-from polyport.core.errors import ConfigError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
@@ -26,7 +26,6 @@ from polyport.edges.webhooks.sender import WebhookSender
 from polyport.edges.webhooks.ssrf import AddressPolicy
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.router import Route
-from polyport.webhooks.encryption import SecretCipher
 
 log = logging.getLogger("polyport.webhooks")
 
@@ -43,13 +42,10 @@ class WebhooksEdge:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.config = config = runtime.settings.webhooks
-        database = runtime.extras.get("database")
-        if database is None:
-            raise ConfigError("the webhooks edge needs the node's database (runtime.extras)")
         self.prefix = f"/v{runtime.spec.version}/webhooks"
-        # A lease names its holder: unique per process, so nodes sharing the file differ.
-        self.cipher = SecretCipher([k.get_secret_value() for k in config.secret_keys])
-        self.store = SqliteWebhookStore(database, owner=secrets.token_hex(8), cipher=self.cipher)
+        self.store = runtime.webhook_store
+        #: Whether endpoint secrets are sealed at rest (the store seals with these keys).
+        self.encrypts = bool(config.secret_keys)
         disabled = EventType(
             name=DISABLED_EVENT,
             model=dict,
@@ -67,28 +63,40 @@ class WebhooksEdge:
         )
         self.table = EndpointTable(self.store, self.rights.may_read)
         self.policy = AddressPolicy(config.allow_private)
+        # A lease names its holder: unique per process, so nodes sharing a store differ.
+        owner = secrets.token_hex(8)
         self.sender = WebhookSender(
-            self.store, self.table, config, self.policy, runtime.metrics, self.disable
+            self.store, owner, self.table, config, self.policy, runtime.metrics, self.disable
         )
-        self.outbox = WebhookOutbox(runtime.hub, database, self.store, self.table, self.sender)
+        self.outbox = WebhookOutbox(runtime.hub, self.store, self.table, self.sender)
 
     async def start(self) -> None:
-        self.store.open()
-        resealed = self.store.reseal()  # plain rows, or rows of an older key: under the first
+        await self.store.open()
+        try:
+            await self._load()
+            await self.outbox.start()
+        except BaseException:
+            await self.store.close()  # the node stops only what started
+            raise
+        self.sender.start()
+
+    async def _load(self) -> None:
+        # Plain rows, or rows of an older key: sealed under the first key.
+        resealed = await self.store.reseal()
         if resealed:
             log.info(
                 "webhooks: encrypted the secrets of %d endpoint(s) with the first key", resealed
             )
-        elif not self.cipher.enabled and not self.runtime.settings.dev:
-            plain = self.store.plaintext_count()
+        elif not self.encrypts and not self.runtime.settings.dev:
+            plain = await self.store.plaintext_count()
             if plain:
                 log.warning(
                     "webhooks: %d endpoint secret(s) are stored in plain text; set "
                     "webhooks.secret_keys to encrypt them (docs/webhooks.md)",
                     plain,
                 )
-        self.table.load()
-        unowned = [e.id for e in self.store.endpoints() if e.owner is None]
+        await self.table.load()
+        unowned = [e.id for e in await self.store.endpoints() if e.owner is None]
         if unowned and not self.runtime.settings.dev:
             log.warning(
                 "%d webhook endpoint(s) have no recorded owner (created before read rights "
@@ -97,28 +105,29 @@ class WebhooksEdge:
                 len(unowned),
                 ", ".join(unowned[:20]),
             )
-        self.outbox.start()
-        self.sender.start()
 
     async def stop(self) -> None:
-        self.outbox.stop()
+        await self.outbox.stop()
         await self.sender.stop(grace=min(5.0, self.config.timeout))
-        self.store.close()
+        await self.store.close()
 
     # -- disabling -----------------------------------------------------------------------
 
-    def disable(self, state: EndpointState, reason: str) -> None:
+    async def disable(self, state: EndpointState, reason: str) -> None:
         """Disable an endpoint for cause; its pending deliveries fail; publish the event."""
         current = self.table.get(state.id)
         if current is None or not current.record.enabled or not state.record.enabled:
             return  # already disabled: by an attempt that failed alongside, or by hand
-        # Attempts still in flight hold this state: they must see it disabled too.
+        # Attempts still in flight hold this state: they must see it disabled too (set
+        # before the first await, so an attempt failing alongside returns above).
         state.record.enabled = False
         now = time.time()
-        failed = self.store.disable(state.id, reason, now)
-        record = self.store.endpoint(state.id)
+        # Outcomes so far first: the deliveries still pending after them are what fails.
+        await self.sender.flush()
+        failed = await self.store.disable(state.id, reason, now)
+        record = await self.store.endpoint(state.id)
         if record is not None:
-            self.table.put(record)
+            await self.table.put(record)
         self.sender.forget(state.id)
         log.warning("webhook endpoint %s disabled: %s", state.id, reason)
         data = {

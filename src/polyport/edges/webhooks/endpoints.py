@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from polyport.backends.sqlite.webhooks import SqliteWebhookStore
+from polyport.core.webhookstore import WebhookEndpoint, WebhookEndpoints
 from polyport.edges.webhooks.ssrf import Target, parse_url
-from polyport.webhooks.records import WebhookEndpoint
 from polyport.webhooks.signing import secret_key
 
 _SEGMENT = r"(?:[a-z0-9_-]+|\*|\+)"
@@ -99,22 +98,24 @@ def _anyone(endpoint: WebhookEndpoint, event_type: str) -> bool:
 class EndpointTable:
     """Every endpoint by id, and the enabled ones by the event types they want and may read."""
 
-    def __init__(self, store: SqliteWebhookStore, may_read: ReadCheck = _anyone) -> None:
+    def __init__(self, store: WebhookEndpoints, may_read: ReadCheck = _anyone) -> None:
         self.store = store
         self.may_read = may_read
         self._by_id: dict[str, EndpointState] = {}
         self._by_type: dict[str, tuple[EndpointState, ...]] = {}
         self._version = -1
 
-    def load(self) -> None:
-        self._version = self.store.endpoints_version()
-        self._by_id = {e.id: EndpointState(e) for e in self.store.endpoints()}
+    async def load(self) -> None:
+        version = await self.store.endpoints_version()
+        records = await self.store.endpoints()
+        self._version = version
+        self._by_id = {e.id: EndpointState(e) for e in records}
         self._by_type.clear()
 
-    def refresh(self) -> bool:
+    async def refresh(self) -> bool:
         """Reload if another node (or this one) changed endpoints; True if it did."""
-        if self.store.endpoints_version() != self._version:
-            self.load()
+        if await self.store.endpoints_version() != self._version:
+            await self.load()
             return True
         return False
 
@@ -125,17 +126,19 @@ class EndpointTable:
         """Whether any endpoint exists (enabled or not)."""
         return bool(self._by_id)
 
-    def put(self, record: WebhookEndpoint) -> EndpointState:
+    async def put(self, record: WebhookEndpoint) -> EndpointState:
+        """Take a record just saved (by this node), as the store's version counts it."""
         state = EndpointState(record)
         self._by_id[record.id] = state
         self._by_type.clear()
-        self._version = self.store.endpoints_version()
+        self._version = await self.store.endpoints_version()
         return state
 
-    def remove(self, endpoint_id: str) -> None:
+    async def remove(self, endpoint_id: str) -> None:
+        """Forget an endpoint just deleted (by this node)."""
         self._by_id.pop(endpoint_id, None)
         self._by_type.clear()
-        self._version = self.store.endpoints_version()
+        self._version = await self.store.endpoints_version()
 
     def matching(self, event_type: str) -> tuple[EndpointState, ...]:
         """The enabled endpoints whose filters take ``event_type`` and whose owner may read it."""

@@ -1,20 +1,22 @@
-"""The transactional outbox: every event owes deliveries, recorded with the event itself.
+"""The transactional outbox: every event owes deliveries, recorded with the event or after it.
 
 The hub calls :meth:`WebhookOutbox.tap` synchronously for each published
 event. The outbox notes which enabled endpoints want its type and, in the
-same loop step as the event log's own write, writes the message and one
-delivery row per endpoint into the SQLite **group transaction** that holds
-the event (the event log is flushed first, so the event's row is never
-later than its deliveries'). Whatever commits, commits together: a process
-killed after the event was stored has stored its deliveries too.
+next loop step, records the message and one delivery per endpoint through
+the store's :meth:`~polyport.core.webhookstore.DeliveryOutbox.fan_out`, whose
+guarantee is that deliveries are never durable before their events (on
+SQLite they join the events' group transaction, after the events' rows; see
+:mod:`polyport.core.webhookstore`). Batches are written one at a time, in
+the order the events were published.
 
-The rows are written leased to this node and handed to the
+The deliveries are recorded leased to this node and handed to the
 :class:`~.sender.WebhookSender` at once, so the common case costs no query
-to find work. A fan-out **cursor** (the last event ``seq`` fanned out) is
-written in the same transaction; at start the outbox fans out again any event
-of the SQLite log after it — should a transaction ever have been split (the
-group commits every 512 writes) — skipping deliveries that already exist and
-endpoints created after the event.
+to find work. When the store :attr:`~polyport.core.webhookstore.DeliveryOutbox.follows_log`,
+a fan-out **cursor** (the last event ``seq`` fanned out) is recorded with
+them; at start the outbox reads the event log (its port) after it and fans
+out again what a crash caught between the events' commit and their
+deliveries', skipping deliveries that already exist and endpoints created
+after the event.
 
 The webhook body is the event envelope in the Standard Webhooks shape:
 ``{"id", "type", "timestamp", "channel", "offset", "epoch", "data"}``, and the
@@ -31,13 +33,11 @@ from typing import Any
 
 import orjson
 
-from polyport.backends.sqlite.db import SqliteDatabase
-from polyport.backends.sqlite.webhooks import SqliteWebhookStore
-from polyport.core.events import Event
+from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
+from polyport.core.webhookstore import Message, Owed, WebhookStore
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.sender import Job, WebhookSender
-from polyport.webhooks.records import Message
 
 log = logging.getLogger("polyport.webhooks")
 
@@ -47,6 +47,8 @@ CATCH_UP_BATCH = 1000
 DISABLED_EVENT = "webhooks.endpoint.disabled"
 DISABLED_CHANNEL = "webhooks/endpoints"
 TEST_EVENT = "webhooks.test"
+#: Every channel: the catch-up reads the whole log.
+_EVERY_CHANNEL = (Pattern.parse("#"),)
 
 
 def rfc3339(ts: float) -> str:
@@ -76,13 +78,12 @@ def message_of(event: Event) -> Message:
 
 
 class WebhookOutbox:
-    """Turns published events into leased delivery rows, in the event's transaction."""
+    """Turns published events into leased deliveries, never durable before the events."""
 
     def __init__(
         self,
         hub: EventHub,
-        db: SqliteDatabase,
-        store: SqliteWebhookStore,
+        store: WebhookStore,
         table: EndpointTable,
         sender: WebhookSender,
     ) -> None:
@@ -90,23 +91,18 @@ class WebhookOutbox:
         self.store = store
         self.table = table
         self.sender = sender
-        # The event log shares the database: its rows and ours can commit together,
-        # and its history can be re-read at start. A memory log can do neither.
-        self._log_flush = getattr(hub.log, "flush", None)
-        self.durable = getattr(hub.log, "db", None) is db and self._log_flush is not None
         self._pending: list[tuple[Event, tuple[EndpointState, ...]]] = []
-        self._handle: asyncio.Handle | None = None
+        self._writer: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self.durable:
-            self.catch_up()
+    async def start(self) -> None:
+        if self.store.follows_log:
+            await self.catch_up()
         self.hub.add_tap(self.tap)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self.hub.remove_tap(self.tap)
-        if self._handle is not None:
-            self._handle.cancel()
-            self.write()
+        if self._writer is not None:
+            await self._writer
 
     # -- publishing --------------------------------------------------------------------
 
@@ -116,24 +112,31 @@ class WebhookOutbox:
         if not table:
             return  # no endpoint at all: publishing pays nothing here
         matching = table.matching
-        keep_all = self.durable  # a restart's catch-up needs the cursor of every event
+        keep_all = self.store.follows_log  # a restart's catch-up needs the cursor of every event
         noted = [(e, targets) for e in events if (targets := matching(e.type)) or keep_all]
         if not noted:
             return
         self._pending.extend(noted)
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_soon(self.write)
+        if self._writer is None:
+            # Its first step runs in the next loop step, like a call_soon, with every
+            # event noted until then.
+            self._writer = asyncio.get_running_loop().create_task(self._write())
 
-    def write(self) -> None:
-        """Write the noted events' deliveries (and the cursor) and hand them to the sender."""
-        self._handle = None
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        if self._log_flush is not None and self.durable:
-            self._log_flush()  # the events first, into the open group transaction
+    async def _write(self) -> None:
+        try:
+            while self._pending:  # one batch at a time: the cursor only moves forward
+                batch, self._pending = self._pending, []
+                await self.write(batch)
+        except Exception:
+            # A catch-up at the next start finds these events after the cursor.
+            log.exception("webhooks: recording deliveries failed")
+        finally:
+            self._writer = None
+
+    async def write(self, batch: list[tuple[Event, tuple[EndpointState, ...]]]) -> None:
+        """Record the noted events' deliveries (and the cursor) and hand them to the sender."""
         messages: list[Message] = []
-        rows: list[tuple[str, str, str, float]] = []
+        owed: list[Owed] = []
         jobs: list[Job] = []
         for event, targets in batch:
             if not targets:
@@ -141,49 +144,55 @@ class WebhookOutbox:
             message = message_of(event)
             messages.append(message)
             for target in targets:
-                rows.append((target.id, event.id, event.type, event.time))
+                owed.append(Owed(target.id, event.id, event.type, event.time))
                 jobs.append(Job(target.id, event.id, 0, 0, message))
-        cursor = str(max(event.seq for event, _ in batch)) if self.durable else None
-        if not rows and cursor is None:
+        cursor = max(event.seq for event, _ in batch) if self.store.follows_log else None
+        if not owed and cursor is None:
             return
-        self.store.fan_out(
-            messages, rows, leased_until=self.sender.lease_until(time.time()), cursor=cursor
+        sender = self.sender
+        await self.store.fan_out(
+            messages,
+            owed,
+            owner=sender.owner,
+            lease_until=sender.lease_until(time.time()),
+            cursor=cursor,
         )
-        self.sender.submit(jobs)
+        sender.submit(jobs)
 
-    def catch_up(self) -> int:
-        """Fan out logged events after the cursor that have no deliveries yet; how many rows."""
-        cursor = self.store.fanout_cursor()
+    async def catch_up(self) -> int:
+        """Fan out logged events after the cursor that have no deliveries yet; how many."""
+        cursor = await self.store.fanout_cursor()
         added = 0
         while True:
-            rows = self.store.logged_events_after(cursor, CATCH_UP_BATCH)
-            if not rows:
+            # Unchecked: events trimmed meanwhile are simply gone, as their history is.
+            read = await self.hub.log.read(_EVERY_CHANNEL, cursor, CATCH_UP_BATCH, check=False)
+            if read.last_seq <= cursor:
                 break
             messages: list[Message] = []
-            deliveries: list[tuple[str, str, str, float]] = []
-            for seq, channel, offset, epoch, type_, at, data in rows:
-                targets = [t for t in self.table.matching(type_) if t.record.created <= at]
+            owed: list[Owed] = []
+            for event in read.events:
+                targets = [
+                    t for t in self.table.matching(event.type) if t.record.created <= event.time
+                ]
                 if not targets:
                     continue
-                event = Event(channel, offset, epoch, seq, type_, at, data)
                 messages.append(message_of(event))
-                deliveries += [(t.id, event.id, type_, at) for t in targets]
-            cursor = rows[-1][0]
-            # Not leased: the poller claims them, and INSERT OR IGNORE keeps what exists.
-            self.store.fan_out(messages, deliveries, leased_until=None, cursor=str(cursor))
-            self.store.db.commit()
-            added += len(deliveries)
+                owed += [Owed(t.id, event.id, event.type, event.time) for t in targets]
+            cursor = read.last_seq
+            # Not leased: the poller claims them, and what exists already is kept.
+            await self.store.fan_out(messages, owed, owner=None, lease_until=None, cursor=cursor)
+            added += len(owed)
         if added:
             log.info("webhooks: re-fanned out %d deliveries from the event log", added)
         return added
 
     # -- messages of the node's own -----------------------------------------------------
 
-    def send_test(self, endpoint: EndpointState, data: Any) -> str:
+    async def send_test(self, endpoint: EndpointState, data: Any) -> str:
         """Queue a ``webhooks.test`` message for one endpoint; its id."""
         now = time.time()
         event_id = "test_" + uuid.uuid4().hex
         body = envelope(event_id, TEST_EVENT, now, orjson.dumps(data))
-        self.store.add_single(Message(event_id, TEST_EVENT, now, body), endpoint.id, now)
+        await self.store.add_single(Message(event_id, TEST_EVENT, now, body), endpoint.id, now)
         self.sender.wake()
         return event_id

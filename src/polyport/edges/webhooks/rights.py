@@ -32,9 +32,9 @@ from polyport.core.context import Principal
 from polyport.core.contract import EventType
 from polyport.core.errors import InvalidArgument, PermissionDenied
 from polyport.core.tickets import PREFIX as TICKET_PREFIX
+from polyport.core.webhookstore import Owner, WebhookEndpoint
 from polyport.edges.webhooks.endpoints import compile_filters
 from polyport.edges.webhooks.outbox import TEST_EVENT
-from polyport.webhooks.records import Owner, WebhookEndpoint
 
 
 def _readable(principal: Principal, event: EventType) -> bool:

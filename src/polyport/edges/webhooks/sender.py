@@ -14,7 +14,9 @@ answer, an address refused by the SSRF policy — is retried on the schedule
 not succeeded for ``webhooks.disable_after`` seconds is disabled.
 
 Outcomes are queued and written together once per loop iteration (one
-``executemany`` into the group transaction), like the event log's appends.
+:meth:`~polyport.core.webhookstore.DeliveryLeases.record` for all of them),
+like the event log's appends; :meth:`WebhookSender.flush` writes them at
+once, for readers of the delivery log that must see every outcome so far.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.core.config import WebhooksConfig
 from polyport.core.metrics import Metrics
+from polyport.core.webhookstore import AttemptResult, DeliveryStatus, Message, WebhookStore
 from polyport.edges.webhooks.client import (
     AttemptTimeout,
     ConnectionPool,
@@ -40,7 +42,6 @@ from polyport.edges.webhooks.client import (
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.retry import RetryPolicy, parse_retry_after
 from polyport.edges.webhooks.ssrf import AddressPolicy, Refused
-from polyport.webhooks.records import AttemptResult, DeliveryStatus, Message
 from polyport.webhooks.signing import signature_header
 
 log = logging.getLogger("polyport.webhooks")
@@ -76,7 +77,7 @@ class _Lane:
 
 
 #: Called when an endpoint must be disabled: ``(endpoint, reason)``.
-Disabler = Callable[[EndpointState, str], None]
+Disabler = Callable[[EndpointState, str], Awaitable[None]]
 
 
 class WebhookSender:
@@ -84,7 +85,8 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: SqliteWebhookStore,
+        store: WebhookStore,
+        owner: str,
         table: EndpointTable,
         config: WebhooksConfig,
         policy: AddressPolicy,
@@ -92,6 +94,8 @@ class WebhookSender:
         disable: Disabler,
     ) -> None:
         self.store = store
+        #: This node's name in the leases it holds (distinct between nodes).
+        self.owner = owner
         self.table = table
         self.config = config
         self.policy = policy
@@ -109,7 +113,9 @@ class WebhookSender:
         self._due: list[float] = []  # when retries this node scheduled fall due (a heap)
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        self._flush_handle: asyncio.Handle | None = None
+        self._outcomes: list[AttemptResult] = []  # recorded, not yet written
+        self._writer: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
         self._last_purge = 0.0
         self.closing = False
         #: Called with ``(endpoint_id, event_id, outcome)`` after each attempt (tests, bench).
@@ -136,8 +142,10 @@ class WebhookSender:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=1.0)
-        self._flush()
-        self.store.release(unfinished)
+        await self.flush()
+        if self._writer is not None:
+            await self._writer
+        await self.store.release(self.owner, unfinished)
         self._known.clear()
         for _, pool in self._pools.values():
             pool.close()
@@ -242,7 +250,7 @@ class WebhookSender:
             return  # deleted (its rows went with it) or disabled (its deliveries failed)
         message = job.message
         if message is None:
-            message = self.store.messages([job.event_id]).get(job.event_id)
+            message = (await self.store.messages([job.event_id])).get(job.event_id)
             if message is None:
                 self._record(
                     job,
@@ -304,7 +312,7 @@ class WebhookSender:
             self._record(job, number, finished, "delivered", None, code, latency, None, body)
             if state.record.failing_since is not None:
                 state.record.failing_since = None
-                self.store.set_failing_since(state.id, None)
+                await self.store.set_failing_since(state.id, None)
             return
         if code == 410:
             self._record(
@@ -318,7 +326,7 @@ class WebhookSender:
                 "the endpoint answered 410 Gone",
                 body,
             )
-            self.disable(state, "the endpoint answered 410 Gone")
+            await self.disable(state, "the endpoint answered 410 Gone")
             return
         if code is not None and 300 <= code < 400:
             error = f"redirect ({code}) not followed: only 2xx delivers"
@@ -335,7 +343,7 @@ class WebhookSender:
                 job, number, finished, "pending", finished + delay, code, latency, error, body
             )
             self._schedule(finished + delay)
-        self._failing(state, finished)
+        await self._failing(state, finished)
 
     def _unexpected(self, job: Job, exc: Exception) -> None:
         number = job.attempts + 1
@@ -348,13 +356,13 @@ class WebhookSender:
             self._record(job, number, now, "pending", now + delay, None, None, error, None)
             self._schedule(now + delay)
 
-    def _failing(self, state: EndpointState, now: float) -> None:
+    async def _failing(self, state: EndpointState, now: float) -> None:
         since = state.record.failing_since
         if since is None:
             state.record.failing_since = now
-            self.store.set_failing_since(state.id, now)
+            await self.store.set_failing_since(state.id, now)
         elif now - since >= self.config.disable_after:
-            self.disable(
+            await self.disable(
                 state, f"no successful delivery for {now - since:.0f} s (webhooks.disable_after)"
             )
 
@@ -371,7 +379,7 @@ class WebhookSender:
         body: str | None,
     ) -> None:
         job.settled = True
-        self.store.record(
+        self._outcomes.append(
             AttemptResult(
                 job.endpoint_id,
                 job.event_id,
@@ -385,8 +393,9 @@ class WebhookSender:
                 body,
             )
         )
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if self._writer is None:
+            # Runs in the next loop iteration, with every outcome recorded until then.
+            self._writer = asyncio.get_running_loop().create_task(self._write_soon())
         self.metrics.inc(
             "polyport_webhook_attempts_total",
             "Webhook delivery attempts, by outcome (delivered, retry, failed).",
@@ -395,9 +404,21 @@ class WebhookSender:
         if self.observer is not None:
             self.observer(job.endpoint_id, job.event_id, status)
 
-    def _flush(self) -> None:
-        self._flush_handle = None
-        self.store.flush()
+    async def _write_soon(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            # Unwritten outcomes leave their leases to run out: attempted again, not lost.
+            log.exception("recording webhook delivery outcomes failed")
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Write every outcome recorded so far; return once they are written."""
+        async with self._writing:  # one batch at a time, in the order recorded
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                await self.store.record(self.owner, batch)
 
     def _schedule(self, when: float) -> None:
         heapq.heappush(self._due, when)
@@ -419,27 +440,29 @@ class WebhookSender:
                     await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             try:
-                self.tick()
+                await self.tick()
             except Exception:
                 log.exception("the webhook poller failed; trying again")
 
-    def tick(self) -> int:
+    async def tick(self) -> int:
         """Reload endpoints if changed, extend leases, claim what is due; how many claimed."""
         now = time.time()
-        if self.table.refresh():
+        if await self.table.refresh():
             for endpoint_id in list(self._pools):
                 state = self.table.get(endpoint_id)
                 if state is None or not state.record.enabled:
                     self.forget(endpoint_id)
         until = self.lease_until(now)
         if self._known:
-            self.store.extend_leases(until)
+            await self.store.extend_leases(self.owner, until)
+        # Outcomes first: a delivery settled here is not due again, whatever its lease said.
+        await self.flush()
         claimed = 0
         while not self.closing:
-            claims = self.store.claim_due(now, CLAIM_BATCH, until)
+            claims = await self.store.claim_due(self.owner, now, CLAIM_BATCH, until)
             claimed += len(claims)
             fresh = [c for c in claims if (c.endpoint_id, c.event_id) not in self._known]
-            messages = self.store.messages(c.event_id for c in fresh)
+            messages = await self.store.messages(c.event_id for c in fresh)
             self.submit(
                 Job(c.endpoint_id, c.event_id, c.attempts, c.retry_base, messages.get(c.event_id))
                 for c in fresh
@@ -448,5 +471,5 @@ class WebhookSender:
                 break
         if now - self._last_purge >= min(PURGE_EVERY, self.config.retention / 10):
             self._last_purge = now
-            self.store.purge(now - self.config.retention)
+            await self.store.purge(now - self.config.retention)
         return claimed
