@@ -97,3 +97,30 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from polyport.edges.rest import RestEdge\nimport uvicorn\n")
     assert imports_of(bad) == {"polyport.edges.rest", "uvicorn"}
+
+
+def backend_imports(folder: str) -> list[str]:
+    """Each import of ``polyport.backends`` (or a module in it) by a module under ``folder``."""
+    return [
+        f"{module.relative_to(ROOT)} imports {name}"
+        for module in modules_under(ROOT / folder)
+        for name in sorted(imports_of(module))
+        if name == "polyport.backends" or name.startswith("polyport.backends.")
+    ]
+
+
+def test_edges_import_no_backend() -> None:
+    """Edges talk to the core's ports (the Runtime's stores, the hub's log), never a backend.
+
+    The node chooses each backend and hands it over: an edge that named one
+    would work on that backend only (the webhooks edge once built its SQLite
+    store itself).
+    """
+    assert (ROOT / "core" / "webhookstore.py").is_file()
+    assert backend_imports("edges") == []
+
+
+def test_the_core_imports_no_backend() -> None:
+    """The core declares the ports; which backend implements one is the node's choice."""
+    assert (ROOT / "core" / "inbox.py").is_file()
+    assert backend_imports("core") == []
