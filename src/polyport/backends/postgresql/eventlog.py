@@ -22,14 +22,17 @@ gapless per channel for the same reason, and a batch's seqs are contiguous.
 a time holds the row, from its ``UPDATE`` to its commit, including the WAL
 flush of ``synchronous_commit=on``. The hold never spans a network round trip
 (the batch is one statement, run in autocommit), so it is the server's own
-work: a few hundred microseconds plus one WAL flush. The cluster's appends
-are therefore bounded by about one batch per flush, however many nodes
-write — which is why each node sends its appends in batches: everything
-appended while the previous batch was in flight goes in the next one (group
-commit), so the bound is on batches, not on events. Readers take no lock and
-are never blocked. The alternatives cost elsewhere: reading only below the
-oldest running transaction's xid (``pg_snapshot_xmin``) stalls every reader
-behind any long transaction in the database and needs a two-part cursor;
+work — measured here about 0.15 ms for one event and 1.8 ms for 100 (0.4 ms
+more than a bare 100-row INSERT) — plus one WAL flush (about 0.2 ms here).
+The cluster's appends are therefore bounded by about one batch per flush,
+however many nodes write: which is why each node sends its appends in batches,
+everything appended while its previous batch was in flight going in the next
+one (group commit), so the bound is on batches, not on events. A hot row costs
+some bloat too (every batch leaves a dead version of it; HOT pruning reclaims
+them in place). Readers take no lock and are never blocked. The alternatives
+cost elsewhere: reading only below the oldest running transaction's xid
+(``pg_snapshot_xmin``) stalls every reader behind any long transaction in the
+database, and a seq drawn before the xid still needs a two-part cursor;
 assigning seq after commit (a relay process) adds a hop and a single point of
 failure.
 
