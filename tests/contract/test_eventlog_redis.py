@@ -123,6 +123,18 @@ async def test_a_wildcard_read_scans_past_other_channels_in_batches(
     assert rest.last_seq == await log.head()
 
 
+async def test_a_wildcard_page_ends_at_its_limit_across_channels(log: RedisEventLog) -> None:
+    """Channels interleaved: a full page is the first ``limit`` matches in seq order, no more."""
+    channels = ["x/a", "x/b", "y", "x/a", "x/b", "x/a"]
+    events = await log.append_many([(c, "t", b"%d" % i) for i, c in enumerate(channels)], 1.0)
+    wanted = [e for e in events if e.channel != "y"]
+    page = await log.read(p("x/#"), 0, 3)
+    assert [e.id for e in page.events] == [e.id for e in wanted[:3]]
+    assert page.last_seq == wanted[2].seq
+    rest = await log.read(p("x/#"), page.last_seq, 3)
+    assert [e.id for e in rest.events] == [e.id for e in wanted[3:]]
+
+
 async def test_many_exact_channels_are_read_by_scanning(log: RedisEventLog) -> None:
     """Past EXACT_MAX exact channels a read scans the log: the same events, in order."""
     channels = [f"c{i}" for i in range(redis_eventlog.EXACT_MAX + 5)]
@@ -170,6 +182,19 @@ async def test_resolve_finds_every_held_offset(log: RedisEventLog) -> None:
         assert await log.resolve(Cursor.parse(event_id)) == seq
 
 
+async def test_trimming_by_age_goes_on_past_one_batch(
+    log: RedisEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trim that looks at a few log entries per call still drops every expired event."""
+    monkeypatch.setattr(redis_eventlog, "TRIM_BATCH", 3)
+    for channel in ("a", "b"):
+        await fill(log, channel, 5, t=100.0)
+    kept = await log.append("a", "t", b"{}", 500.0)
+    assert await log.trim_older_than(200.0) == 10
+    assert [e.id for e in (await log.read(p("#"), 0, 100, check=False)).events] == [kept.id]
+    assert {(c.name, c.trimmed_offset) for c in await log.channels()} == {("a", 5), ("b", 5)}
+
+
 async def test_an_unreachable_redis_is_unavailable() -> None:
     """Nothing listens on the port: opening and appending answer Unavailable with a retry time."""
     log = RedisEventLog("redis://127.0.0.1:1/0", prefix="polyport-test-unreachable")
@@ -179,6 +204,11 @@ async def test_an_unreachable_redis_is_unavailable() -> None:
         assert failed.value.retry_after
         with pytest.raises(Unavailable):
             await log.append("c", "t", b"{}", 1.0)
+        # Appends that waited for a write in flight fail with it, each told.
+        results = await asyncio.gather(
+            *(log.append("c", "t", b"{}", 1.0) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, Unavailable) for r in results)
     finally:
         await log.close()
 

@@ -12,11 +12,15 @@ hash keeps the log epoch and the last seq. So:
 * reading exact channels is one ``XRANGE`` per channel from ``after_seq``
   (merged by seq when there are several): no other channel is looked at;
 * reading wildcards scans the global stream from ``after_seq`` in seq order,
-  matching channel names inside Redis and fetching the matching events by ID:
+  matching channel names inside Redis until ``limit`` events matched, then
+  takes each matching channel's events in that window with one ``XRANGE``:
   the cost follows the events after the position, which for a live reader
   (a node's tail after an announcement) is just the new ones, however many
   channels exist. A scan looks at ``SCAN_BATCH`` entries per call at most, so
   no call holds Redis for long;
+* a page comes back as one string (see :mod:`.scripts`): redis-py parses
+  replies in Python unless hiredis is installed, and five replies per event
+  cost more than the read itself;
 * a resume from an event id finds the channel by its epoch and the event by
   bisecting seqs (offsets are gapless, seqs grow with them);
 * "did a matching channel lose events after this position" is a range of a
@@ -185,18 +189,18 @@ class RedisEventLog:
     def _args(self, args: Sequence[str | bytes | int]) -> tuple[str | bytes | int, ...]:
         return (self._meta, self._epoch, os.urandom(8).hex(), self._base, *args)
 
-    async def _run(self, script: _Script, args: Sequence[str | bytes | int]) -> list[Any]:
+    async def _run(self, script: _Script, args: Sequence[str | bytes | int]) -> Any:
         """Run ``script``; if the log has another epoch than this node knew, adopt it and rerun."""
         from redis.exceptions import NoScriptError
 
         for _ in range(3):
             with engine_errors(_WHAT):
                 try:
-                    reply: list[Any] = await self._client.evalsha(script.sha, 1, *self._args(args))
+                    reply = await self._client.evalsha(script.sha, 1, *self._args(args))
                 except NoScriptError:  # a restarted Redis has forgotten its scripts
                     await self._client.script_load(script.source)
                     reply = await self._client.evalsha(script.sha, 1, *self._args(args))
-            if reply[0] != b"epoch":
+            if not (isinstance(reply, list) and reply[0] == b"epoch"):
                 return reply
             self._adopt(reply[1].decode())
         raise Unavailable(f"{_WHAT} keeps changing its epoch; try again")
@@ -220,7 +224,7 @@ class RedisEventLog:
                 if isinstance(reply, Exception):
                     with engine_errors(_WHAT):
                         raise reply
-            changed = [r[1] for r in replies if r[0] == b"epoch"]
+            changed = [r[1] for r in replies if isinstance(r, list) and r[0] == b"epoch"]
             if not changed:
                 return replies
             self._adopt(changed[-1].decode())
@@ -302,13 +306,16 @@ class RedisEventLog:
         else:
             replies = await self._run_many(_APPEND, calls)
         events: list[Event] = []
-        for chunk, (_, first, offsets, epochs) in zip(chunks, replies, strict=True):
-            index: dict[str, str] = {}
+        for chunk, reply in zip(chunks, replies, strict=True):
+            values = reply.split()
+            first = int(values[0])
+            epochs: dict[str, str] = {}
             for channel, _type, _data, _time in chunk:
-                if channel not in index:
-                    index[channel] = epochs[len(index)].decode()
+                if channel not in epochs:
+                    epochs[channel] = values[1 + len(epochs)].decode()
+            offsets = map(int, values[1 + len(epochs) :])
             events.extend(
-                Event(channel, offset, index[channel], first + i, type, time, data)
+                Event(channel, offset, epochs[channel], first + i, type, time, data)
                 for i, ((channel, type, data, time), offset) in enumerate(
                     zip(chunk, offsets, strict=True)
                 )
@@ -382,7 +389,9 @@ class RedisEventLog:
                 _READ_PATTERNS, after_seq, limit - len(events), check, SCAN_BATCH, names
             )
             head, reached = int(reply[1]), int(reply[2])
-            events += self._events(reply[3], reply[4])
+            page = self._events(reply[3], reply[4])
+            page.sort(key=lambda e: e.seq)  # given channel by channel
+            events += page
             if len(events) == limit:
                 return ReadResult(events, events[-1].seq)
             if reached >= head:
@@ -399,7 +408,7 @@ class RedisEventLog:
         names: list[str],
     ) -> list[Any]:
         known = self._epoch
-        reply = await self._run(script, (after_seq, limit, int(check), batch, *names))
+        reply: list[Any] = await self._run(script, (after_seq, limit, int(check), batch, *names))
         head = int(reply[1])
         if self._epoch != known and after_seq:
             raise RecoveryFailed(

@@ -34,41 +34,42 @@ local function parse_id(id)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
 end
 local function draw(seed) return string.sub(redis.sha1hex(ARGV[2] .. '/' .. seed), 1, 13) end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local epoch, head = meta[1], tonumber(meta[2])
 if not epoch then
-  epoch = draw('')  -- no channel is named '': a seed of its own
+  epoch, head = draw(''), 0  -- no channel is named '': a seed of its own
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
 if epoch ~= ARGV[1] then return {'epoch', epoch} end
-local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 """
 
 #: Append events in order. ARGV[4] max_events, [5] slack, [6] n channels, then
 #: n channel names, then per event: channel index, type, time, data.
-#: Answers ``{"ok", first seq, {offset per event}, {epoch per channel}}``.
+#: Answers one string: the first seq, each channel's epoch and each event's
+#: offset, separated by spaces (one reply to parse, not one per value).
 APPEND = (
     _PRELUDE
     + """
 local max, slack, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local names, infos, streams, epochs, lasts = {}, {}, {}, {}, {}
+local reply = {fmt(head + 1)}
+local names, infos, streams, lasts, trimmed = {}, {}, {}, {}, {}
 for i = 1, n do
   local name = ARGV[6 + i]
   local info = base .. ':channel:' .. name
-  local found = redis.call('HMGET', info, 'epoch', 'last')
+  local found = redis.call('HMGET', info, 'epoch', 'last', 'toff')
   if found[1] then
-    epochs[i], lasts[i] = found[1], tonumber(found[2])
+    reply[1 + i], lasts[i], trimmed[i] = found[1], tonumber(found[2]), tonumber(found[3])
   else
     -- A channel's history begins: draw an epoch no other channel of this log has.
     local e = draw(name)
     while redis.call('HSETNX', base .. ':epochs', e, name) == 0 do e = draw(e) end
     redis.call('HSET', info, 'epoch', e, 'last', 0, 'toff', 0, 'tseq', 0)
-    epochs[i], lasts[i] = e, 0
+    reply[1 + i], lasts[i], trimmed[i] = e, 0, 0
   end
   names[i], infos[i], streams[i] = name, info, base .. ':events:' .. name
 end
 local log = base .. ':log'
 local seq = head
-local offsets = {}
 for j = 7 + n, #ARGV, 4 do
   local i = tonumber(ARGV[j])
   seq = seq + 1
@@ -77,14 +78,15 @@ for j = 7 + n, #ARGV, 4 do
   redis.call('XADD', streams[i], fmt(seq) .. '-' .. fmt(lasts[i]),
     'type', ARGV[j + 1], 'time', time, 'data', ARGV[j + 3])
   redis.call('XADD', log, fmt(seq) .. '-0', 'channel', names[i], 'time', time)
-  offsets[#offsets + 1] = lasts[i]
+  reply[#reply + 1] = fmt(lasts[i])
 end
 redis.call('HSET', KEYS[1], 'seq', fmt(seq))
 for i = 1, n do
   redis.call('HSET', infos[i], 'last', fmt(lasts[i]))
   -- Past the bound by more than the slack, the oldest go (in batches: one trim
-  -- per slack appends) and the channel remembers the last one it lost.
-  local held = redis.call('XLEN', streams[i])
+  -- per slack appends) and the channel remembers the last one it lost. It holds
+  -- the offsets after the trimmed one, without a gap.
+  local held = lasts[i] - trimmed[i]
   if held > max + slack then
     local gone = redis.call('XRANGE', streams[i], '-', '+', 'COUNT', held - max)
     local ids = {}
@@ -102,7 +104,7 @@ for i = 1, n do
     redis.call('ZADD', base .. ':trimmed', fmt(s), names[i])
   end
 end
-return {'ok', head + 1, offsets, epochs}
+return table.concat(reply, ' ')
 """
 )
 
@@ -210,24 +212,36 @@ if check then
     end
   end
 end
-local batch = tonumber(ARGV[7])
-local entries = redis.call('XRANGE', base .. ':log', fmt(after + 1), '+', 'COUNT', batch)
-local reached, count = head, 0
-if #entries == batch then reached = parse_id(entries[#entries][1]) end
-for _, entry in ipairs(entries) do
-  local name = entry[2][2]
-  if wanted(name) then
-    local seq = parse_id(entry[1])
-    local found = redis.call('XRANGE', base .. ':events:' .. name, fmt(seq), fmt(seq))[1]
-    if found then
-      emit(found, name)
-      count = count + 1
-      if count == limit then
-        reached = seq
-        break
+-- Look at up to ARGV[7] log entries, a few at a time: as many as the page still
+-- needs (twice over), so a page found early converts no more entries than that.
+local budget = tonumber(ARGV[7])
+local reached, count, hit, order = after, 0, {}, {}
+while count < limit and budget > 0 do
+  local step = math.min(budget, math.max(2 * (limit - count), 64))
+  local entries = redis.call('XRANGE', base .. ':log', fmt(reached + 1), '+', 'COUNT', step)
+  budget = budget - step
+  for _, entry in ipairs(entries) do
+    reached = parse_id(entry[1])
+    local name = entry[2][2]
+    if wanted(name) then
+      if not hit[name] then
+        hit[name] = true
+        order[#order + 1] = name
       end
+      count = count + 1
+      if count == limit then break end
     end
   end
+  if #entries < step then
+    if count < limit then reached = head end  -- the log is scanned to its end
+    break
+  end
+end
+-- Every event of a matching channel in (after, reached] is wanted: one range per
+-- channel, not one lookup per event (the caller orders them by seq).
+for _, name in ipairs(order) do
+  local range = redis.call('XRANGE', base .. ':events:' .. name, fmt(after + 1), fmt(reached))
+  for _, entry in ipairs(range) do emit(entry, name) end
 end
 return {'ok', head, reached, table.concat(out), channels}
 """
