@@ -363,7 +363,8 @@ class DeliveryLog(Protocol):
     async def requeue(self, endpoint_id: str, event_id: str, now: float) -> bool:
         """Replay: make a delivery due ``now`` as a fresh round of attempts.
 
-        False when it is unknown, or pending under a live lease (being attempted).
+        False when it is unknown, or pending and leased: being attempted, or held
+        by a node that has not given it back yet (its lease must pass first).
         """
         ...
 
