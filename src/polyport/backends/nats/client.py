@@ -1,0 +1,336 @@
+"""One NATS connection and the few JetStream requests the log makes, on the wire.
+
+nats-py is imported only when a connection is made; without the ``nats``
+extra, :meth:`JetStreamClient.connect` raises
+:class:`~polyport.core.errors.MissingExtra` naming it.
+
+Requests go out raw (``$JS.API.…``, direct gets, pull requests) with replies
+on one wildcard inbox, so many can be in flight at once (pipelined) and each
+costs one publish and one future — no per-request subscription, no nats-py
+JetStream context between the log and the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from polyport.core.errors import MissingExtra, Unavailable
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+log = logging.getLogger("polyport.backends.nats")
+
+#: Seconds to wait for NATS to connect or answer before a call is Unavailable.
+TIMEOUT = 5.0
+#: What a client that gets Unavailable is told to wait before trying again.
+RETRY_AFTER = 1.0
+#: JetStream's error codes the log acts on.
+WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Subject-Sequence did not hold
+WRONG_LAST_MSG_ID = 10070  # Nats-Expected-Last-Msg-Id did not hold
+STREAM_NOT_FOUND = 10059
+STREAM_NAME_IN_USE = 10058
+CONSUMER_NOT_FOUND = 10014
+#: Messages asked for in one pull request.
+PAGE = 1000
+
+
+class ApiError(Exception):
+    """JetStream refused a request: its HTTP-like ``code`` and its ``err_code``."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream error {err_code} ({code}): {description}")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+    @classmethod
+    def of(cls, error: dict[str, Any]) -> ApiError:
+        """From the ``error`` object of a JetStream answer."""
+        return cls(error.get("code", 0), error.get("err_code", 0), error.get("description", ""))
+
+
+def unavailable(what: str) -> Unavailable:
+    return Unavailable(f"NATS JetStream {what}; try again", retry_after=RETRY_AFTER)
+
+
+def _driver() -> Any:
+    try:
+        import nats
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "nats":
+            raise MissingExtra("nats", "the NATS JetStream backend") from exc
+        raise
+    return nats
+
+
+@contextlib.contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """Turn NATS being unreachable, slow or closed into Unavailable."""
+    from nats import errors
+
+    try:
+        yield
+    except (errors.Error, TimeoutError, ConnectionError, OSError) as exc:
+        raise unavailable(f"could not {what} ({type(exc).__name__})") from exc
+
+
+def status(msg: Msg) -> str | None:
+    """A status reply's code (``404``, ``408``, ``503``…), or None for a message."""
+    headers = msg.headers
+    if headers and not msg.data:
+        return headers.get("Status")
+    return None
+
+
+class JetStreamClient:
+    """A connection to NATS with a reply inbox that routes answers to waiters."""
+
+    def __init__(self, servers: str | Sequence[str], *, timeout: float = TIMEOUT) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.timeout = timeout
+        self.nc: NATS | None = None
+        self._inbox = ""
+        self._cut = 0
+        self._tokens = itertools.count(1)
+        self._waiting: dict[str, Callable[[Msg], None]] = {}
+
+    async def connect(self, name: str) -> None:
+        nats = _driver()
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS connection error: %s", exc)
+
+        async def on_disconnect() -> None:
+            if self.nc is not None and not self.nc.is_closed:
+                log.warning("disconnected from NATS; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("reconnected to NATS")
+
+        with engine_errors("connect"):
+            self.nc = await nats.connect(
+                self.servers,
+                name=name,
+                connect_timeout=max(1, int(self.timeout)),
+                max_reconnect_attempts=-1,  # a node never gives up on its engine
+                reconnect_time_wait=1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+            self._inbox = self.nc.new_inbox()
+            self._cut = len(self._inbox) + 1
+            await self.nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+
+    async def close(self) -> None:
+        nc, self.nc = self.nc, None
+        self._waiting.clear()
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    @property
+    def conn(self) -> NATS:
+        if self.nc is None:
+            raise unavailable("is not connected")
+        return self.nc
+
+    async def _on_reply(self, msg: Msg) -> None:
+        handler = self._waiting.get(msg.subject[self._cut :])
+        if handler is not None:
+            handler(msg)
+
+    def reply_to(self, handler: Callable[[Msg], None]) -> tuple[str, str]:
+        """A fresh reply subject whose messages go to ``handler``; forget it with :meth:`drop`."""
+        token = format(next(self._tokens), "x")
+        self._waiting[token] = handler
+        return f"{self._inbox}.{token}", token
+
+    def drop(self, token: str) -> None:
+        self._waiting.pop(token, None)
+
+    def expect(self) -> tuple[str, str, asyncio.Future[Msg]]:
+        """A reply subject for one answer, and the future that gets it."""
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+        def answered(msg: Msg) -> None:
+            if not future.done():
+                future.set_result(msg)
+
+        subject, token = self.reply_to(answered)
+        return subject, token, future
+
+    async def send(
+        self, subject: str, payload: bytes, reply: str, headers: dict[str, str] | None = None
+    ) -> None:
+        with engine_errors("take a message"):
+            await self.conn.publish(subject, payload, reply=reply, headers=headers)
+
+    async def request(
+        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Msg:
+        reply, token, future = self.expect()
+        try:
+            await self.send(subject, payload, reply, headers)
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError as exc:
+            raise unavailable(f"did not answer {subject.split('.', 3)[2]}") from exc
+        finally:
+            self.drop(token)
+
+    async def api(self, call: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A ``$JS.API.{call}`` request; raises :class:`ApiError` for JetStream's refusals."""
+        msg = await self.request(f"$JS.API.{call}", orjson.dumps(body) if body else b"")
+        if status(msg) == "503":
+            raise unavailable("is not enabled or not reachable")
+        answer: dict[str, Any] = orjson.loads(msg.data)
+        error = answer.get("error")
+        if error:
+            raise ApiError(
+                error.get("code", 0), error.get("err_code", 0), error.get("description", "")
+            )
+        return answer
+
+    async def direct_get(self, stream: str, body: dict[str, Any]) -> Msg | None:
+        """One message by sequence or by subject (``$JS.API.DIRECT.GET``), None if there is none."""
+        msg = await self.request(f"$JS.API.DIRECT.GET.{stream}", orjson.dumps(body))
+        code = status(msg)
+        if code == "404":
+            return None
+        if code is not None:
+            raise unavailable(f"answered a direct get with status {code}")
+        return msg
+
+    async def direct_get_many(
+        self, stream: str, bodies: Sequence[dict[str, Any]]
+    ) -> list[Msg | None]:
+        """Many direct gets pipelined: sent together, answers awaited together."""
+        waits = []
+        try:
+            for body in bodies:
+                reply, token, future = self.expect()
+                waits.append((token, future))
+                await self.send(f"$JS.API.DIRECT.GET.{stream}", orjson.dumps(body), reply)
+            async with asyncio.timeout(self.timeout):
+                answers = [await future for _, future in waits]
+        except TimeoutError as exc:
+            raise unavailable("did not answer direct gets") from exc
+        finally:
+            for token, _ in waits:
+                self.drop(token)
+        out: list[Msg | None] = []
+        for msg in answers:
+            code = status(msg)
+            if code is not None and code != "404":
+                raise unavailable(f"answered a direct get with status {code}")
+            out.append(None if code else msg)
+        return out
+
+    async def fetch(
+        self,
+        stream: str,
+        config: dict[str, Any],
+        limit: int,
+        keep: Callable[[Msg], bool],
+        *,
+        collect: bool = True,
+    ) -> list[Msg]:
+        """Up to ``limit`` messages from an ephemeral pull consumer made with ``config``.
+
+        Pulls a page at a time until ``limit`` messages came, ``keep`` said stop
+        (it returns False for the first message not wanted) or the stream had no
+        more. Without ``collect`` the messages are only shown to ``keep``. The
+        consumer is deleted afterwards (and expires by itself if that is lost).
+        """
+        config = {"ack_policy": "none", "mem_storage": True, "num_replicas": 1} | config
+        config.setdefault("inactive_threshold", int(30e9))
+        body = {"stream_name": stream, "config": config}
+        info = await self.api(f"CONSUMER.CREATE.{stream}", body)
+        name = info["name"]
+        out: list[Msg] = []
+        taken = 0
+        # Delivered messages keep their own subject: they come on an inbox of their own.
+        inbox = self.conn.new_inbox()
+        pulled: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def arrived(msg: Msg) -> None:
+            pulled.put_nowait(msg)
+
+        with engine_errors("read the stream"):
+            sub = await self.conn.subscribe(inbox, cb=arrived)
+        try:
+            while taken < limit:
+                batch = min(limit - taken, PAGE)
+                page, more = await self._pull(stream, name, batch, keep, inbox, pulled)
+                taken += len(page)
+                if collect:
+                    out.extend(page)
+                if not more:
+                    break
+            return out
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            reply, token, _ = self.expect()
+            self.drop(token)  # nobody waits for the answer
+            with contextlib.suppress(Unavailable):
+                await self.send(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", reply)
+
+    async def _pull(
+        self,
+        stream: str,
+        consumer: str,
+        batch: int,
+        keep: Callable[[Msg], bool],
+        inbox: str,
+        pulled: asyncio.Queue[Msg],
+    ) -> tuple[list[Msg], bool]:
+        """One pull request; returns its messages and whether to pull again."""
+        page: list[Msg] = []
+        request = orjson.dumps({"batch": batch, "no_wait": True})
+        await self.send(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, inbox)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    msg = await pulled.get()
+                    code = status(msg)
+                    if code is not None:
+                        if code in ("404", "408"):  # no more messages now
+                            return page, False
+                        if code != "100":  # 100: a heartbeat or flow control
+                            raise unavailable(f"answered a pull with status {code}")
+                        continue
+                    if not keep(msg):
+                        return page, False
+                    page.append(msg)
+                    if len(page) == batch:
+                        return page, True
+        except TimeoutError as exc:
+            raise unavailable("did not answer a pull") from exc
+
+
+def message_seq(msg: Msg) -> int:
+    """The stream sequence of a message from a direct get or a consumer."""
+    headers = msg.headers
+    if headers and "Nats-Sequence" in headers:
+        return int(headers["Nats-Sequence"])
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+    return int(msg.reply.split(".")[5])
+
+
+def message_subject(msg: Msg) -> str:
+    headers = msg.headers
+    if headers and "Nats-Subject" in headers:
+        return headers["Nats-Subject"]
+    return msg.subject

@@ -1,0 +1,520 @@
+"""The event log on NATS JetStream: one stream that any number of nodes share.
+
+* ``seq`` is the stream's own sequence: JetStream orders every node's appends.
+* ``offset`` is gapless per channel under concurrent writers: assigned by the
+  appending node and made conditional on the channel's last sequence
+  (``Nats-Expected-Last-Subject-Sequence``), pipelined as a chain of
+  ``Nats-Expected-Last-Msg-Id`` links (see :mod:`.writer`).
+* The log's epoch is written in the stream's description, so a stream that
+  was deleted and made again (or an engine that came back empty) is a new
+  epoch; a channel's epoch is derived from the log's and its name (see
+  :func:`.subjects.channel_epoch`), and its record in the KV bucket (see
+  :mod:`.meta`) lets another node resolve it and holds what was trimmed.
+* History is bounded here, not by JetStream's ``max_msgs_per_subject`` or
+  ``max_age``: those drop messages silently, and a reader must learn of every
+  drop (``trimmed_seq``) and a writer must never number an offset twice. So the
+  appending node trims a channel past ``max_events`` (in batches), and
+  :meth:`NatsEventLog.trim_older_than` by age; each records the trim in the KV
+  bucket first, then purges the channel's subject up to a sequence.
+
+Durability is JetStream's: an append returns once the stream acknowledged it,
+which for file storage means the server wrote it (and, with replicas, that a
+majority of them did); JetStream fsyncs on its ``sync_interval`` (2 minutes by
+default), so an acknowledged event survives the server process being killed,
+and survives power loss only with replicas or ``sync_interval: always``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from polyport.backends.nats.client import (
+    STREAM_NAME_IN_USE,
+    STREAM_NOT_FOUND,
+    TIMEOUT,
+    ApiError,
+    JetStreamClient,
+    message_seq,
+    message_subject,
+    unavailable,
+)
+from polyport.backends.nats.meta import ChannelRecords, Record
+from polyport.backends.nats.subjects import Subjects, channel_epoch
+from polyport.backends.nats.writer import HEADER, Tail, Writer, parse_meta, prev_seq
+from polyport.core.errors import InvalidArgument, Unavailable
+from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
+from polyport.core.events import Cursor, Event, Pattern, new_epoch
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+log = logging.getLogger("polyport.backends.nats")
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DESCRIPTION = "polyport event log, epoch "
+#: Reads of at most this many seqs get each one directly, pipelined, and filter here.
+SEQ_WINDOW = 64
+#: Events of one filter got by direct gets before a read makes a consumer.
+PROBES = 2
+#: How far past the age cut a trim scan reads before it stops (clocks of nodes differ).
+AGE_SCAN_SLACK = 300.0
+
+
+class NatsEventLog:
+    """The :class:`~polyport.core.eventlog.EventLog` in a NATS JetStream stream.
+
+    ``name`` names the stream (and ``{name}-meta``, its KV bucket, and the
+    subjects ``polyport.{name}.>``): every node that opens a log of the same
+    name on the same NATS shares it.
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        history: History | None = None,
+        *,
+        name: str = "polyport",
+        replicas: int = 1,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        if not _NAME.fullmatch(name):
+            raise InvalidArgument(f"invalid event log name {name!r}: use 1-64 of A-Za-z0-9_-")
+        self.history = history or History()
+        self.stream = name
+        self.replicas = replicas
+        self.subjects = Subjects(f"polyport.{name}")
+        self.client = JetStreamClient(servers, timeout=timeout)
+        self.records = ChannelRecords(self.client, f"{name}-meta", replicas)
+        self._epoch = ""
+        self._created = ""
+        self._tails: dict[str, Tail] = {}
+        self._epochs: dict[str, str] = {}
+        self._suspect = False  # the stream may be gone: check before the next write
+        self._trimming: set[str] = set()
+        self._slack = max(1, self.history.max_events // 10)
+        self.writer = Writer(self.client, name, self.records, self._tail, self._lost_stream)
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    # -- the stream and its epoch -------------------------------------------------
+
+    async def open(self) -> None:
+        await self.client.connect(f"polyport event log {self.stream}")
+        try:
+            await self._attach()
+        except BaseException:
+            await self.client.close()
+            raise
+        self.writer.start()
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self.records.stop()
+        await self.client.close()
+
+    def _lost_stream(self) -> None:
+        self._suspect = True
+
+    async def _attach(self) -> None:
+        """Find (or make) the stream, read its epoch, and follow its channel records."""
+        await self.records.open()
+        for _ in range(16):
+            info = await self._stream_info()
+            if info is None:
+                info = await self._create_stream()
+            epoch = self._epoch_of(info)
+            written = await self.records.get("log")
+            if written is not None and written[0] == epoch.encode():
+                await self._adopt(epoch, info)
+                return
+            if info["state"]["last_seq"]:
+                # Every node writes the record before it appends: events without
+                # it mean the bucket was lost, and with it what was trimmed.
+                raise unavailable(
+                    f"stream {self.stream} holds events but its KV bucket {self.records.bucket} "
+                    "lost their records: restore the bucket or delete the stream (a new epoch)"
+                )
+            await self.records.put("log", epoch.encode(), written[1] if written else 0)
+        raise unavailable("could not agree on the event log's epoch")
+
+    async def _adopt(self, epoch: str, info: dict[str, Any]) -> None:
+        if epoch == self._epoch and info["created"] == self._created:
+            return
+        if self._epoch:
+            log.warning(
+                "event log %s was reset (epoch %s, was %s): old cursors will fail",
+                self.stream,
+                epoch,
+                self._epoch,
+            )
+            self.writer.abandon(unavailable("event log was reset; publish again"))
+        self._epoch, self._created = epoch, info["created"]
+        self._tails.clear()
+        self._epochs.clear()
+        await self.records.watch(epoch)
+
+    def _epoch_of(self, info: dict[str, Any]) -> str:
+        description = info["config"].get("description") or ""
+        epoch = description.removeprefix(_DESCRIPTION)
+        if not description.startswith(_DESCRIPTION) or not re.fullmatch(r"[a-z2-7]{10}", epoch):
+            raise unavailable(f"stream {self.stream} exists and is not a polyport event log")
+        return epoch
+
+    async def _stream_info(self) -> dict[str, Any] | None:
+        try:
+            return await self.client.api(f"STREAM.INFO.{self.stream}")
+        except ApiError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                return None
+            raise unavailable(exc.description) from exc
+
+    async def _create_stream(self) -> dict[str, Any]:
+        config = {
+            "name": self.stream,
+            "description": _DESCRIPTION + new_epoch(),
+            "subjects": [self.subjects.all],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": self.replicas,
+            "discard": "old",
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msgs_per_subject": -1,  # bounded by the log itself (see the module)
+            "max_msg_size": -1,
+            "allow_direct": True,
+            # Message ids only chain pipelined appends; nothing needs them remembered.
+            "duplicate_window": 100_000_000,
+        }
+        try:
+            return await self.client.api(f"STREAM.CREATE.{self.stream}", config)
+        except ApiError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise unavailable(exc.description) from exc
+        info = await self._stream_info()  # another node made it first
+        if info is None:
+            raise unavailable(f"stream {self.stream} could not be made")
+        return info
+
+    async def _info(self) -> dict[str, Any]:
+        """The stream's state now; a stream made again since is adopted (a new epoch)."""
+        info = await self._stream_info()
+        if info is None or info["created"] != self._created or self._epoch_of(info) != self._epoch:
+            await self._attach()
+            info = await self._stream_info()
+            if info is None:
+                raise unavailable(f"stream {self.stream} is gone")
+        self._suspect = False
+        return info
+
+    # -- channels -----------------------------------------------------------------
+
+    def _channel_epoch(self, channel: str) -> str:
+        epoch = self._epochs.get(channel)
+        if epoch is None:
+            if len(self._epochs) >= 65536:
+                self._epochs.clear()
+            epoch = self._epochs[channel] = channel_epoch(self._epoch, channel)
+        return epoch
+
+    def _tail(self, channel: str) -> Tail:
+        tail = self._tails.get(channel)
+        if tail is None:
+            tail = Tail(channel, self._channel_epoch(channel), self.subjects.subject(channel))
+            self._tails[channel] = tail
+        return tail
+
+    def _event(self, msg: Msg) -> Event | None:
+        headers = msg.headers
+        meta = headers.get(HEADER) if headers else None
+        if meta is None:
+            return None  # not an event of this log
+        channel = self.subjects.channel(message_subject(msg))
+        offset, _, time, type_ = parse_meta(meta)
+        epoch = self._channel_epoch(channel)
+        return Event(channel, offset, epoch, message_seq(msg), type_, time, msg.data)
+
+    # -- appending ----------------------------------------------------------------
+
+    async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
+        return (await self.append_many(((channel, type, data),), time))[0]
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, bytes]], time: float
+    ) -> list[Event]:
+        """Append ``(channel, type, data)`` events in order, pipelined, acknowledged together."""
+        if self._suspect:
+            await self._info()
+        events = await self.writer.append(items, time)
+        bound = self.history.max_events + self._slack
+        for channel in {channel for channel, _, _ in items}:
+            tail = self._tails.get(channel)
+            if tail is not None and tail.offset - tail.trimmed > bound:
+                await self._trim_count(tail)
+        return events
+
+    async def durable(self) -> None:
+        """Nothing to wait for: an append returns once JetStream acknowledged it."""
+
+    # -- reading ------------------------------------------------------------------
+
+    async def head(self) -> int:
+        return int((await self._info())["state"]["last_seq"])
+
+    async def read(
+        self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True
+    ) -> ReadResult:
+        head = await self.head()
+        events = await self._scan(patterns, after_seq, head, limit) if after_seq < head else []
+        if check:
+            # After the events: a purge that took some of them was recorded before it.
+            await self.records.barrier()
+            check_gap(self._infos(patterns), after_seq, self._epoch, head)
+        last = events[-1].seq if len(events) == limit else head
+        return ReadResult(events, last)
+
+    def _infos(self, patterns: Sequence[Pattern]) -> list[ChannelInfo]:
+        records = self.records.records
+        if len(patterns) == 1 and patterns[0].is_exact:
+            record = records.get(patterns[0].text)
+            matching = [(patterns[0].text, record)] if record else []
+        else:
+            matching = [
+                (name, record)
+                for name, record in records.items()
+                if any(p.matches(name) for p in patterns)
+            ]
+        return [
+            ChannelInfo(name, self._channel_epoch(name), r.to, r.to, r.ts) for name, r in matching
+        ]
+
+    async def _scan(
+        self, patterns: Sequence[Pattern], after: int, head: int, limit: int
+    ) -> list[Event]:
+        if head - after <= SEQ_WINDOW:
+            # A few seqs (a reader keeping up): get them all at once, filter here.
+            msgs = await self.client.direct_get_many(
+                self.stream, [{"seq": seq} for seq in range(after + 1, head + 1)]
+            )
+            events = []
+            for msg in msgs:
+                event = self._event(msg) if msg is not None else None
+                if event is not None and any(p.matches(event.channel) for p in patterns):
+                    events.append(event)
+                    if len(events) == limit:
+                        break
+            return events
+        filters = self.subjects.filters(patterns)
+        runs = await asyncio.gather(*(self._read_filter(f, after, head, limit) for f in filters))
+        if len(runs) == 1:
+            return runs[0]
+        merged = heapq.merge(*runs, key=lambda e: e.seq)
+        seen: set[int] = set()
+        out = []
+        for event in merged:
+            if event.seq not in seen:
+                seen.add(event.seq)
+                out.append(event)
+                if len(out) == limit:
+                    break
+        return out
+
+    async def _read_filter(self, subject: str, after: int, head: int, limit: int) -> list[Event]:
+        """Events on ``subject`` (a filter) with ``after < seq <= head``, at most ``limit``."""
+        out: list[Event] = []
+        for _ in range(PROBES):  # few events to read (the usual poll): no consumer
+            msg = await self.client.direct_get(
+                self.stream, {"seq": after + 1, "next_by_subj": subject}
+            )
+            if msg is None or message_seq(msg) > head:
+                return out
+            after = message_seq(msg)
+            event = self._event(msg)
+            if event is not None:
+                out.append(event)
+                if len(out) == limit:
+                    return out
+        config = {
+            "filter_subject": subject,
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": after + 1,
+        }
+        msgs = await self.client.fetch(
+            self.stream, config, limit - len(out), lambda m: message_seq(m) <= head
+        )
+        out.extend(e for e in map(self._event, msgs) if e is not None)
+        return out
+
+    async def resolve(self, cursor: Cursor) -> int:
+        if cursor.is_position:
+            return resolve_with(
+                cursor,
+                log_epoch=self._epoch,
+                head=await self.head(),
+                channel=None,
+                seq_of_offset=None,
+                first_seq=None,
+            )
+        channel = self.records.by_epoch.get(cursor.epoch)
+        if channel is None:
+            await self.records.barrier()  # made on another node a moment ago?
+            channel = self.records.by_epoch.get(cursor.epoch)
+        info = None
+        seq_of_offset = first_seq = None
+        if channel is not None:
+            record = self.records.records[channel]
+            subject = self.subjects.subject(channel)
+            last = await self.client.direct_get(self.stream, {"last_by_subj": subject})
+            last_offset = record.to
+            if last is not None:
+                last_offset, prev, _, _ = parse_meta((last.headers or {})[HEADER])
+                n = cursor.number
+                if n == last_offset:
+                    seq_of_offset = message_seq(last)
+                elif record.to < n < last_offset:
+                    top = (last_offset, message_seq(last), prev)
+                    seq_of_offset = await self._seq_of_offset(subject, n, record, top)
+                elif n == 0 and record.to == 0:
+                    first = await self.client.direct_get(
+                        self.stream, {"seq": 1, "next_by_subj": subject}
+                    )
+                    first_seq = message_seq(first) if first is not None else None
+            info = ChannelInfo(channel, cursor.epoch, last_offset, record.to, record.ts)
+        return resolve_with(
+            cursor,
+            log_epoch=self._epoch,
+            head=await self.head(),
+            channel=info,
+            seq_of_offset=seq_of_offset,
+            first_seq=first_seq,
+        )
+
+    async def _seq_of_offset(
+        self, subject: str, n: int, low: Record, top: tuple[int, int, str | None]
+    ) -> int | None:
+        """The seq of the event at offset ``n`` of a channel, None if it is gone.
+
+        Offsets grow with seqs within a channel, so this searches seqs between
+        the trim (``low``) and the channel's last event (``top``): by
+        interpolation, then halving. A hit on offset ``n + 1`` is enough: its
+        header names the seq of the event before it.
+        """
+        top_offset, top_seq, top_prev = top
+        if n == top_offset - 1 and top_prev is not None:
+            return prev_seq(top_prev, top_seq) or None
+        lo_offset, lo_seq = low.to, low.ts  # offsets up to lo_offset are at seqs <= lo_seq
+        hi_offset, hi_seq = top_offset, top_seq  # offset n is at a seq < hi_seq
+        for step in itertools.count():
+            if hi_seq - lo_seq <= 1 or step > 128:
+                return None
+            if step % 2 == 0 and hi_offset > lo_offset:
+                guess = lo_seq + (n - lo_offset) * (hi_seq - lo_seq) // (hi_offset - lo_offset)
+            else:
+                guess = (lo_seq + hi_seq) // 2
+            guess = min(max(guess, lo_seq + 1), hi_seq - 1)
+            msg = await self.client.direct_get(self.stream, {"seq": guess, "next_by_subj": subject})
+            if msg is None:
+                return None
+            offset, prev, _, _ = parse_meta((msg.headers or {})[HEADER])
+            seq = message_seq(msg)
+            if offset == n:
+                return seq
+            if offset == n + 1:
+                return prev_seq(prev, seq) or None
+            if offset < n:
+                lo_offset, lo_seq = offset, seq
+            else:  # the first event at or after the guess is past n: n is before it
+                hi_offset, hi_seq = offset, guess
+        return None  # pragma: no cover  (itertools.count never ends)
+
+    # -- bounded history ----------------------------------------------------------
+
+    async def _trim_count(self, tail: Tail) -> None:
+        """Keep ``max_events`` of a channel; it ran ``slack`` over (trims go in batches)."""
+        if tail.channel in self._trimming:
+            return
+        self._trimming.add(tail.channel)
+        try:
+            to = tail.offset - self.history.max_events
+            record = await self.records.fresh(tail.channel)
+            if record is None or record.to >= to:
+                tail.trimmed = max(tail.trimmed, record.to if record else 0)
+                return
+            ts = await self._seq_of_offset(tail.subject, to, record, (tail.offset, tail.seq, None))
+            if ts is not None:
+                await self._trim(tail.channel, to, ts)
+        except Unavailable:
+            # The events are stored: failing their append now would invite a
+            # retry that stores them twice. The next append trims again.
+            log.warning("trimming channel %s failed", tail.channel, exc_info=True)
+        finally:
+            self._trimming.discard(tail.channel)
+
+    async def _trim(self, channel: str, to: int, ts: int) -> int:
+        """Drop the channel's events up to offset ``to`` (at seq ``ts``): record, then purge."""
+        record = await self.records.raise_trim(channel, to, ts)
+        tail = self._tails.get(channel)
+        if tail is not None:
+            tail.trimmed = max(tail.trimmed, record.to)
+        try:
+            answer = await self.client.api(
+                f"STREAM.PURGE.{self.stream}",
+                {"filter": self.subjects.subject(channel), "seq": record.ts + 1},
+            )
+        except ApiError as exc:
+            raise unavailable(exc.description) from exc
+        return int(answer.get("purged", 0))
+
+    async def trim_older_than(self, time: float) -> int:
+        info = await self._info()
+        head, first = int(info["state"]["last_seq"]), int(info["state"]["first_seq"])
+        if not head:
+            return 0
+        newest: dict[str, tuple[int, int]] = {}  # channel → the newest (offset, seq) to drop
+        stop = time + AGE_SCAN_SLACK
+
+        def seen(msg: Msg) -> bool:
+            seq = message_seq(msg)
+            meta = (msg.headers or {}).get(HEADER)
+            if seq > head:
+                return False
+            if meta is None:
+                return True
+            offset, _, when, _ = parse_meta(meta)
+            if when < time:
+                newest[self.subjects.channel(message_subject(msg))] = (offset, seq)
+            return when < stop
+
+        config = {
+            "filter_subject": self.subjects.all,
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": max(first, 1),
+            "headers_only": True,
+        }
+        await self.client.fetch(self.stream, config, head, seen, collect=False)
+        dropped = 0
+        for channel, (offset, seq) in newest.items():
+            dropped += await self._trim(channel, offset, seq)
+        return dropped
+
+    async def channels(self) -> list[ChannelInfo]:
+        await self.records.barrier()
+        records = list(self.records.records.items())
+        lasts = await self.client.direct_get_many(
+            self.stream, [{"last_by_subj": self.subjects.subject(name)} for name, _ in records]
+        )
+        infos = []
+        for (name, record), last in zip(records, lasts, strict=True):
+            offset = record.to
+            if last is not None:
+                offset = parse_meta((last.headers or {})[HEADER])[0]
+            infos.append(ChannelInfo(name, self._channel_epoch(name), offset, record.to, record.ts))
+        return infos

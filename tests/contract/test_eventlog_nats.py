@@ -1,0 +1,186 @@
+"""The event log on NATS JetStream: the shared contract, and what JetStream adds.
+
+Each test gets stream and bucket names of its own and deletes them afterwards;
+no test touches a stream or bucket it did not make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from tests.conftest import require_service
+from tests.contract.eventlog_contract import Factory, SharedEventLogContract, fill, p
+
+from polyport.backends.nats import NatsEventLog
+from polyport.backends.nats.subjects import Subjects, channel_tokens, tokens_channel
+from polyport.core.errors import MissingExtra, RecoveryFailed
+from polyport.core.eventlog import EventLog, History
+from polyport.core.events import Cursor, Pattern, position
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
+
+URL = "nats://127.0.0.1:4222"
+
+
+async def _delete(names: list[str]) -> None:
+    """Delete the streams and KV buckets of the logs named ``names`` (and only those)."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(URL)
+    try:
+        js = nc.jetstream()
+        for name in names:
+            for stream in (name, f"KV_{name}-meta"):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A log name prefix no one else uses; the logs made under it are deleted afterwards."""
+    require_service("NATS", 4222)
+    base = f"pptest-{uuid.uuid4().hex[:12]}"
+    yield base
+    import nats
+
+    nc = await nats.connect(URL)
+    try:
+        infos = await nc.jetstream().streams_info()
+    finally:
+        await nc.close()
+    await _delete([i.config.name for i in infos if i.config.name.startswith(base)])
+
+
+class TestNatsEventLog(SharedEventLogContract):
+    @pytest.fixture
+    def make_log(self, prefix: str) -> Factory:
+        def make(history: History, name: str = "log") -> EventLog:
+            return NatsEventLog(URL, history, name=f"{prefix}-{name}")
+
+        return make
+
+
+@pytest.fixture
+async def log(prefix: str) -> AsyncIterator[NatsEventLog]:
+    event_log = NatsEventLog(URL, History(max_events=1000, max_age=3600), name=prefix)
+    await event_log.open()
+    yield event_log
+    await event_log.close()
+
+
+def test_channels_map_onto_subjects_and_patterns_onto_one_filter() -> None:
+    """Segments with subject separators are escaped; '#' also matches the parent, as in MQTT."""
+    subjects = Subjects("polyport.x")
+    assert subjects.subject("orders/created") == "polyport.x.orders.created.$"
+    assert subjects.subject("a.b/c:d=e") == "polyport.x.a=2Eb.c=3Ad=3De.$"
+    for channel in ("a.b/c:d=e", "x~y@z/._-", "=2E/=", "plain"):
+        assert tokens_channel(channel_tokens(channel)) == channel
+    assert subjects.filter(Pattern.parse("orders/#")) == "polyport.x.orders.>"
+    assert subjects.filter(Pattern.parse("orders/+")) == "polyport.x.orders.*.$"
+    assert subjects.filter(Pattern.parse("+/created")) == "polyport.x.*.created.$"
+    assert subjects.filters([Pattern.parse("a"), Pattern.parse("#")]) == ["polyport.x.>"]
+
+
+async def test_channels_with_dots_do_not_collide(log: NatsEventLog) -> None:
+    """'a.b' and 'a/b' are different channels, and '+' does not match across a dot."""
+    dotted = await log.append("a.b", "t", b"1", 1.0)
+    nested = await log.append("a/b", "t", b"2", 2.0)
+    assert (dotted.offset, nested.offset) == (1, 1)
+    assert [e.channel for e in (await log.read(p("a/+"), 0, 10)).events] == ["a/b"]
+    assert [e.channel for e in (await log.read(p("a.b"), 0, 10)).events] == ["a.b"]
+    assert [e.channel for e in (await log.read(p("+"), 0, 10)).events] == ["a.b"]
+
+
+async def test_a_deleted_and_recreated_stream_is_a_new_epoch(
+    log: NatsEventLog, prefix: str
+) -> None:
+    """Every old cursor fails after the stream is deleted; the log makes a new one and goes on."""
+    ids = await fill(log, "c", 3)
+    old_epoch, head = log.epoch, await log.head()
+    await _delete([prefix])
+    with pytest.raises(RecoveryFailed):
+        await log.resolve(Cursor.parse(position(old_epoch, head)))
+    assert log.epoch != old_epoch
+    event = await log.append("c", "t", b"{}", 5.0)
+    assert (event.offset, event.seq) == (1, 1)
+    with pytest.raises(RecoveryFailed):
+        await log.resolve(Cursor.parse(ids[-1]))
+    assert await log.resolve(Cursor.parse(event.id)) == 1
+
+
+async def test_reads_large_and_wildcard_pages_through_consumers(log: NatsEventLog) -> None:
+    """Past the direct-get window a read pages through a consumer, in order, across patterns."""
+    items = [(f"k/{i % 3}", "t", b'{"i":%d}' % i) for i in range(300)]
+    await log.append_many(items, 1.0)
+    page = await log.read(p("k/0", "k/1"), 0, 150)
+    assert [e.channel for e in page.events] == [c for c, _, _ in items if c != "k/2"][:150]
+    assert page.last_seq == page.events[-1].seq
+    rest = await log.read(p("k/0", "k/1"), page.last_seq, 1000)
+    assert len(page.events) + len(rest.events) == 200
+    assert rest.last_seq == await log.head()
+    offsets = [e.offset for e in page.events + rest.events if e.channel == "k/1"]
+    assert offsets == list(range(1, 101))
+
+
+async def test_a_busy_channel_keeps_offsets_gapless_across_three_nodes(prefix: str) -> None:
+    """Three nodes append batches to the same channels at once: one order, no gap, no repeat."""
+    history = History(max_events=10_000, max_age=3600)
+    nodes = [NatsEventLog(URL, history, name=prefix) for _ in range(3)]
+    for node in nodes:
+        await node.open()
+    try:
+
+        async def write(node: NatsEventLog, who: int) -> None:
+            for round_ in range(10):
+                first = who * 1000 + round_ * 10
+                batch = [(f"hot/{i % 2}", "t", b"%d" % (first + i)) for i in range(10)]
+                await node.append_many(batch, 1.0)
+
+        await asyncio.gather(*(write(node, i) for i, node in enumerate(nodes)))
+        events = (await nodes[0].read(p("hot/#"), 0, 1000)).events
+        assert len(events) == 300
+        for channel in ("hot/0", "hot/1"):
+            assert [e.offset for e in events if e.channel == channel] == list(range(1, 151))
+        for node in nodes:  # each node's own batch order is kept
+            mine = [int(e.data) for e in events if int(e.data) // 1000 == nodes.index(node)]
+            assert mine == sorted(mine)
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_resolve_finds_any_held_offset(log: NatsEventLog) -> None:
+    """An id anywhere in a channel's history resolves to its seq, between other channels' events."""
+    ids = []
+    for i in range(60):
+        event = await log.append("r", "t", b"%d" % i, 1.0)
+        ids.append((event.id, event.seq))
+        await log.append_many([("noise", "t", b"0")] * (i % 4), 1.0)
+    for event_id, seq in ids:
+        assert await log.resolve(Cursor.parse(event_id)) == seq
+
+
+async def test_channels_reports_offsets_and_trims(log: NatsEventLog) -> None:
+    """channels() lists every channel with its last offset and what was trimmed."""
+    await fill(log, "a", 3, t=1.0)
+    await fill(log, "b", 2, t=100.0)
+    await log.trim_older_than(2.5)
+    infos = {c.name: c for c in await log.channels()}
+    assert (infos["a"].last_offset, infos["a"].trimmed_offset) == (3, 2)
+    assert (infos["b"].last_offset, infos["b"].trimmed_offset) == (2, 0)
+
+
+async def test_without_the_driver_opening_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py is imported when a log opens; without it the error names the extra to install."""
+    monkeypatch.setitem(sys.modules, "nats", None)
+    event_log = NatsEventLog(URL, name="never-made")
+    with pytest.raises(MissingExtra, match=r"polyport\[nats\]"):
+        await event_log.open()
