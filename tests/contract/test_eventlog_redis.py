@@ -17,7 +17,7 @@ from tests.contract.eventlog_contract import Factory, SharedEventLogContract, fi
 
 from polyport.backends.redis import RedisEventLog
 from polyport.backends.redis import eventlog as redis_eventlog
-from polyport.core.errors import MissingExtra, RecoveryFailed, Unavailable
+from polyport.core.errors import ConfigError, MissingExtra, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, position
 
@@ -211,6 +211,13 @@ async def test_an_unreachable_redis_is_unavailable() -> None:
         assert all(isinstance(r, Unavailable) for r in results)
     finally:
         await log.close()
+
+
+def test_a_prefix_that_is_not_a_plain_name_is_refused() -> None:
+    """Braces would change the hash tag that keeps the log in one slot: refused at start."""
+    for prefix in ("", "a}b", "{x}", "a b", "x" * 201):
+        with pytest.raises(ConfigError):
+            RedisEventLog(URL, prefix=prefix)
 
 
 def test_without_the_driver_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any
 
 from polyport.backends.redis import scripts
 from polyport.backends.redis.client import connect, engine_errors
-from polyport.core.errors import InvalidArgument, RecoveryFailed, Unavailable
+from polyport.core.errors import ConfigError, RecoveryFailed, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, position
 
@@ -154,7 +154,9 @@ class RedisEventLog:
         prefix: str = "polyport",
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
-            raise InvalidArgument(f"invalid Redis key prefix {prefix[:80]!r}")
+            raise ConfigError(
+                f"invalid Redis key prefix {prefix[:80]!r}: letters, digits and _-.:~@=/"
+            )
         self._owned = isinstance(redis, str)
         self._client: Redis = connect(redis) if isinstance(redis, str) else redis
         self.history = history or History()
