@@ -73,7 +73,13 @@ class PostgresDatabase:
         # A statement stuck behind a lock fails (Unavailable) instead of hanging a caller
         # forever. JIT is off: the stores' statements are short, and a plan with a costly
         # branch that never runs (the event log's reads have one) took 40-80 ms to compile.
-        self._options = f"-c statement_timeout={int(statement_timeout * 1000)} -c jit=off"
+        # Prepared statements (psycopg prepares a query from its fifth run on a connection)
+        # keep their generic plan: left to choose, PostgreSQL planned the event log's read
+        # anew on every run (0.9 ms of planning for 0.3 ms of work at a channel's head).
+        self._options = (
+            f"-c statement_timeout={int(statement_timeout * 1000)} -c jit=off "
+            "-c plan_cache_mode=force_generic_plan"
+        )
         self._pool: Pool | None = None
         self._users = 0
 
