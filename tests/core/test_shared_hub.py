@@ -15,8 +15,9 @@ import pytest
 
 from polyport.backends.memory import MemoryEventLog
 from polyport.core.bus import Announcement, LocalBus
+from polyport.core.errors import RecoveryFailed
 from polyport.core.eventlog import History, ReadResult
-from polyport.core.events import Event, Pattern
+from polyport.core.events import Event, Pattern, new_epoch
 from polyport.core.hub import EventHub, Subscription
 
 
@@ -164,6 +165,42 @@ async def test_subscribers_outlive_an_engine_that_goes_away(caplog: Any) -> None
         log.down = False
         assert [e.id for e in await take(subscription, 3, seconds=5.0)] == [e.id for e in sent]
         assert b.subscriber_count == 1
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+class LosableLog(MemoryEventLog):
+    """A log whose engine can lose everything, as a Redis without persistence restarting."""
+
+    def lose(self) -> None:
+        self._epoch = new_epoch()
+        self._channels.clear()
+        self._by_epoch.clear()
+        self._seq = 0
+
+
+async def test_a_log_that_lost_its_history_tells_every_subscriber() -> None:
+    """The engine lost its data: subscribers get RecoveryFailed once, then the new log's events."""
+    log = LosableLog()
+    bus = LocalBus()
+    a = EventHub(log, bus=bus, poll_interval=0.1)
+    b = EventHub(log, bus=bus, poll_interval=0.1)
+    await a.start()
+    await b.start()
+    try:
+        subscription = await b.subscribe(p("z"))
+        before = [await a.publish("z", "t", b"%d" % i) for i in range(3)]
+        assert [e.id for e in await take(subscription, 3)] == [e.id for e in before]
+        log.lose()
+        after = [await a.publish("z", "t", b"new%d" % i) for i in range(2)]
+        with pytest.raises(RecoveryFailed) as failed:
+            await take(subscription, 1)
+        assert failed.value.latest is not None and failed.value.latest.startswith(log.epoch)
+        more = await a.publish("z", "t", b"later")
+        got = await take(subscription, 1)
+        assert [e.id for e in got] == [more.id]
+        assert all(e.epoch != before[0].epoch for e in [*after, more])
     finally:
         await a.stop()
         await b.stop()

@@ -50,7 +50,9 @@ class EventLog(Protocol):
 
     Raises: :class:`RecoveryFailed` from :meth:`resolve` and :meth:`read` when
     the requested position is not in the history kept (older than it, from
-    another epoch, or ahead of it).
+    another epoch, or ahead of it). A log whose engine lost its data begins a
+    new :attr:`epoch`; positions of the old one mean nothing in it, and the hub
+    tells its subscribers (see :mod:`polyport.core.tail`).
     """
 
     @property
@@ -84,8 +86,11 @@ class EventLog(Protocol):
     async def durable(self) -> None:
         """Return once every event appended so far is durable.
 
-        Raises :class:`~polyport.core.errors.Unavailable` if they could not be
-        stored; their ids were shown to no one and may be assigned again.
+        Raises :class:`~polyport.core.errors.Unavailable` if that cannot be
+        confirmed. Their ids were shown to no one. On SQLite a failed commit
+        stored nothing; on an engine over a network (a timeout, a dropped
+        connection) the outcome is unknown: the events may be stored, and a
+        publisher that retries may publish them twice.
         """
         ...
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from polyport.core.bus import Bus
+from polyport.core.errors import RecoveryFailed
 from polyport.core.eventlog import EventLog
 from polyport.core.events import (
     Cursor,
@@ -95,6 +96,8 @@ class Subscription:
         self._history: deque[Event] = deque()
         self._last_pushed = 0
         self._check = True
+        #: Raised by the next read: the log lost what this subscription stood on.
+        self._failure: RecoveryFailed | None = None
         self.closed = False
 
     @property
@@ -141,6 +144,19 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _fail(self, error: RecoveryFailed, head: int) -> None:
+        """The log lost its history (a new epoch): the next read raises ``error``, and
+        the subscription then goes on from ``head``, the new log's end."""
+        self._failure = error
+        self._queue.clear()
+        self._history.clear()
+        self._bytes = 0
+        self._last_seq = self._last_pushed = head
+        self._catching_up = False
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _drop(self) -> None:
         """Forget the live buffer; what it held is read again from the log."""
         self._queue.clear()
@@ -155,6 +171,9 @@ class Subscription:
         while True:
             if self.closed:
                 raise StopAsyncIteration
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if self._history:
                 event = self._history.popleft()
                 self._last_seq = event.seq
@@ -559,6 +578,21 @@ class EventHub:
                 self._unregister(signal)
 
     # -- registry -----------------------------------------------------------------
+
+    def lost_history(self, head: int) -> None:
+        """The shared log started a new epoch (its engine lost its data): every live
+        subscription is told, as a resume from a lost cursor is, and goes on from ``head``."""
+        latest = position(self.log.epoch, head)
+        for item in list(self._registrations):
+            if isinstance(item, Subscription):
+                item._fail(
+                    RecoveryFailed(
+                        "the event log lost its history (a new epoch began)", latest=latest
+                    ),
+                    head,
+                )
+            elif not item.future.done():
+                item.future.set_result(None)  # a held long poll reads again and finds out
 
     def wanted_patterns(self) -> list[Pattern]:
         """Every pattern a subscriber or a held long poll of this node listens to, once."""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from polyport.core.bus import Announcement, Bus
+from polyport.core.errors import RecoveryFailed
 from polyport.core.events import Event
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Tail:
         self._bus = bus
         self._poll_interval = poll_interval
         self.delivered = 0
+        self._epoch = ""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
@@ -61,6 +63,7 @@ class Tail:
         """Start after the log is open: deliver what is appended from now on."""
         await self._bus.open()
         self.delivered = await self._hub.log.head()
+        self._epoch = self._hub.log.epoch
         self._stop_listening = self._bus.listen(self._told)
         self._task = asyncio.create_task(self._read_forever(), name="polyport-tail")
 
@@ -127,8 +130,23 @@ class Tail:
             patterns = hub.wanted_patterns()
             if not patterns:  # no one here listens: nothing to read
                 self.delivered = max(self.delivered, await hub.log.head())
+                self._epoch = hub.log.epoch
                 return
-            result = await hub.log.read(patterns, self.delivered, TAIL_BATCH, check=False)
+            try:
+                result = await hub.log.read(patterns, self.delivered, TAIL_BATCH, check=False)
+            except RecoveryFailed:
+                if hub.log.epoch == self._epoch:
+                    raise
+                result = None
+            if hub.log.epoch != self._epoch:
+                # The engine lost its data and the log began anew: positions of the old
+                # epoch mean nothing in it. Subscribers are told, and go on from its end.
+                log.warning("the shared event log began a new epoch: subscribers are told")
+                self._epoch = hub.log.epoch
+                self.delivered = await hub.log.head()
+                hub.lost_history(self.delivered)
+                continue
+            assert result is not None
             self._hand_over(result.events)
             self.delivered = max(self.delivered, result.last_seq)
             if len(result.events) < TAIL_BATCH:
