@@ -1,11 +1,12 @@
 """WebSocket on polyport's own server: handshake, frames, heartbeat, limits.
 
-The opening handshake and frame parsing are the ``websockets`` library's
-sans-I/O protocol (well tested, standards-complete); the connection is ours,
-so it can write pre-encoded frames straight to the socket. Outgoing frames
-that are the same for many clients (event broadcasts) are serialised once
-with :func:`text_frame` and written as bytes; no per-message extension
-(compression) is negotiated, so those bytes are valid on every connection.
+:class:`WebSocket` implements the edges' interface,
+:class:`polyport.http.websocket.WebSocket`. The opening handshake and frame
+parsing are the ``websockets`` library's sans-I/O protocol (well tested,
+standards-complete); the connection is ours, so frames encoded once for many
+clients (:func:`~polyport.http.websocket.text_frame`) go straight to the
+socket as bytes; no per-message extension (compression) is negotiated, so
+those bytes are valid on every connection.
 
 Keep-alive: a ping every ``ping_interval`` seconds; a client that has sent
 nothing (not even a pong) for ``ping_interval + ping_timeout`` is closed with
@@ -25,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import InvalidState
@@ -35,6 +36,17 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from polyport.http.request import Request
+from polyport.http.websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_NORMAL,
+    CLOSE_TOO_SLOW,
+    SUBPROTOCOL,
+    EncodedFrames,
+    WebSocketEndpoint,
+    endpoint_subprotocols,
+)
 from polyport.server.flow import HOLD_MESSAGES
 
 if TYPE_CHECKING:
@@ -42,20 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polyport.websocket")
 
-SUBPROTOCOL = "polyport.v1"
-CLOSE_TOO_SLOW = 1013
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INVALID_DATA = 1007
 #: Seconds a client has to answer our close frame before the socket is closed.
 CLOSE_TIMEOUT = 2.0
-
-Handler = Callable[["WebSocket", Request], Awaitable[None]]
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame carrying ``payload`` (server to client)."""
-    return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 class WebSocketOptions:
@@ -87,7 +87,7 @@ class WebSocketOptions:
 
 
 class WebSocket:
-    """One accepted WebSocket connection."""
+    """One accepted WebSocket connection (:class:`polyport.http.websocket.WebSocket`)."""
 
     def __init__(
         self,
@@ -224,13 +224,13 @@ class WebSocket:
         self._flush()
         self._check_buffer()
 
-    def send_frames(self, frames: bytes) -> None:
-        """Write frames already serialised with :func:`text_frame` (encoded once, sent to many)."""
+    def send_frames(self, frames: EncodedFrames) -> None:
+        """Write frames encoded once for many clients, as they are."""
         if not self.closed:
             self.connection.write(frames)
             self._check_buffer()
 
-    async def deliver(self, frames: bytes) -> None:
+    async def deliver(self, frames: EncodedFrames) -> None:
         """Write a batch of broadcast frames, then wait while the client catches up.
 
         While this waits, new events wait in the subscription (and then in the
@@ -242,16 +242,30 @@ class WebSocket:
             return
         self.connection.write(frames)
         if self.connection.write_paused:
-            try:
-                async with asyncio.timeout(self.options.stall_timeout):
-                    await self.connection.drain()
-            except TimeoutError:
-                self._too_slow()
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait while the client is behind; one reading nothing for ``stall_timeout`` gets 1013."""
+        if self.closed or not self.connection.write_paused:
+            return
+        try:
+            async with asyncio.timeout(self.options.stall_timeout):
+                await self.connection.drain()
+        except TimeoutError:
+            self._too_slow()
+
+    @property
+    def write_paused(self) -> bool:
+        """The client is behind: the transport's buffer is over its high-water mark."""
+        # The connection's own flag (FlowControl, same package), not its property:
+        # this is read once per message per subscriber on GraphQL's broadcast
+        # path, where a property calling a property costs a second call.
+        return self.connection._write_paused
 
     def buffered(self) -> int:
         return self.connection.buffered()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self.closed:
             return
         with contextlib.suppress(InvalidState):
@@ -312,7 +326,7 @@ def accept(
     connection: HttpConnection,
     request: Request,
     rest: bytes,
-    handler: Handler,
+    handler: WebSocketEndpoint,
     options: WebSocketOptions,
 ) -> None:
     """Complete the opening handshake of ``request`` and start ``handler`` on it."""
@@ -327,7 +341,7 @@ def accept(
     ]
     # An endpoint may speak other subprotocols than ours (GraphQL's
     # graphql-transport-ws) by giving its handler a ``subprotocols`` attribute.
-    known: Sequence[str] = getattr(handler, "subprotocols", (SUBPROTOCOL,))
+    known = endpoint_subprotocols(handler)
     protocol = ServerProtocol(
         select_subprotocol=lambda _, subprotocols: _select(subprotocols, known),
         max_size=options.max_message,
@@ -359,14 +373,14 @@ def accept(
     connection.upgraded_task = asyncio.get_running_loop().create_task(_run(ws, request, handler))
 
 
-async def _run(ws: WebSocket, request: Request, handler: Handler) -> None:
+async def _run(ws: WebSocket, request: Request, handler: WebSocketEndpoint) -> None:
     try:
-        await handler(ws, request)
+        await handler(ws, request)  # the endpoint's interface: checked here by mypy
     except Exception:
         log.exception("WebSocket handler for %s failed", request.path)
-        ws.close(1011, "internal error")
+        ws.close(CLOSE_INTERNAL_ERROR, "internal error")
     else:
-        ws.close(1000, "")
+        ws.close(CLOSE_NORMAL, "")
 
 
-__all__ = ["SUBPROTOCOL", "WebSocket", "WebSocketOptions", "accept", "text_frame"]
+__all__ = ["SUBPROTOCOL", "WebSocket", "WebSocketOptions", "accept"]

@@ -21,12 +21,12 @@ start gets an ``error`` message (the GraphQL errors) and the socket stays open;
 so does one over the per-connection cap (``RATE_LIMITED``).
 
 GraphQL itself is the edge's business: this module only drives an
-:class:`~polyport.edges.graphql.runner.OperationRunner`. The socket is the
-server's :class:`~polyport.server.websocket.WebSocket`, so keep-alive pings,
-the inbound message limit (1009) and the slow-consumer rule are the WebSocket
-edge's. Outgoing messages are queued per connection and written once per loop
-iteration (a burst of results is one system call); a result object the runner
-hands to many subscribers is serialised once (:class:`EncodedResults`). When
+:class:`~polyport.edges.graphql.runner.OperationRunner`. The socket is any
+server's :class:`~polyport.http.websocket.WebSocket`, so keep-alive pings,
+the inbound message limit (1009) and the slow-consumer rule are the server's,
+as on ``/ws``. Outgoing messages are queued per connection and written once
+per loop iteration (a burst of results is one system call); a result object
+the runner hands to many subscribers is serialised once (:class:`EncodedResults`). When
 the client reads slower than results come, its operations stop pulling from
 their sources — events wait in the hub's bounded buffer, then in the event
 log — and a client that reads nothing for ``stall_timeout`` seconds is closed
@@ -73,7 +73,7 @@ from polyport.edges.graphql.ws_messages import (
 )
 from polyport.http.origins import OriginPolicy, Trust
 from polyport.http.request import Request
-from polyport.server.websocket import WebSocket
+from polyport.http.websocket import EncodedFrames, WebSocket
 
 log = logging.getLogger("polyport.graphql.ws")
 
@@ -229,7 +229,7 @@ class TransportWsConnection:
         source: AsyncIterator[ExecutionResult] | None = None
         prefix = next_prefix(operation_id)
         frame_of = self.encoded.next_frame
-        connection = self.ws.connection
+        ws = self.ws
         try:
             started = await self.runner.subscribe(payload, principal, peer=self.request.peer)
             if isinstance(started, dict):
@@ -242,20 +242,20 @@ class TransportWsConnection:
                 if hasattr(source, "batch"):
                     batched = cast(BatchedResults, source)
                     while results := await batched.batch():
-                        if self.ws.closed:
+                        if ws.closed:
                             return
                         if len(results) == 1:  # events one by one: the common case, inline
                             self.post_frame(frame_of(prefix, results[0]))
-                            if connection.write_paused:
+                            if ws.write_paused:
                                 await self.paced()
                         else:
                             await self._post_burst(prefix, results)
                 else:
                     async for result in source:
-                        if self.ws.closed:
+                        if ws.closed:
                             return
                         self.post_frame(frame_of(prefix, result))
-                        if connection.write_paused:
+                        if ws.write_paused:
                             await self.paced()
             self._send(operation_id, "complete")
         except ServiceError as exc:
@@ -284,10 +284,10 @@ class TransportWsConnection:
         list) with the same operation id: what is left per subscriber is
         queueing them.
         """
-        connection = self.ws.connection
+        ws = self.ws
         for piece in self.encoded.burst(prefix, results, _FLUSH_AT):
             self.post_frame(piece)
-            if connection.write_paused:
+            if ws.write_paused:
                 await self.paced()
 
     def _send(self, operation_id: str, kind: str) -> None:
@@ -330,7 +330,8 @@ class TransportWsConnection:
         """Write what is queued, in one piece (a client far behind is closed with 1013)."""
         self._flush_pending = False
         if self._outbox:
-            data = b"".join(self._outbox)
+            # Whole frames, from ws_messages' encoder (frame_head), as text_frame makes them.
+            data = EncodedFrames(b"".join(self._outbox))
             self._outbox.clear()
             self._outbox_bytes = 0
             self.ws.send_frames(data)
@@ -341,10 +342,11 @@ class TransportWsConnection:
         Meanwhile the operation pulls nothing from its source, so its events wait
         in the hub's bounded buffer and then in the event log, not in memory here.
         """
-        while self.ws.connection.write_paused and not self.ws.closed:
+        ws = self.ws
+        while ws.write_paused and not ws.closed:
             async with self._waiting:
                 self.flush()
-                await self.ws.deliver(b"")
+                await ws.drain()
 
     async def stop_all(self) -> None:
         """Cancel every operation and wait until each has closed its source."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from polyport.core.contract import MethodKind
@@ -16,6 +14,7 @@ from polyport.edges.jsonrpc.protocol import JsonRpc
 from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+from polyport.http.websocket import CLOSE_POLICY, WebSocket, WebSocketEndpoint
 
 EDGE = "jsonrpc"
 PATH = "/jsonrpc"
@@ -48,7 +47,7 @@ class JsonRpcEdge:
             Route("GET", "/openrpc.json", self.document, "openrpc"),
         ]
 
-    def websocket_routes(self) -> dict[str, Any]:
+    def websocket_routes(self) -> dict[str, WebSocketEndpoint]:
         return {PATH: self.websocket}
 
     def catalog(self) -> list[CatalogEntry]:
@@ -73,7 +72,7 @@ class JsonRpcEdge:
     async def document(self, request: Request) -> Response:
         return Response(200, self.openrpc, headers=[(b"cache-control", b"no-cache")])
 
-    async def websocket(self, ws: Any, request: Request) -> None:
+    async def websocket(self, ws: WebSocket, request: Request) -> None:
         """Each text message is a request or a batch; each answer a message back.
 
         Credentials and the origin rule are those of every WebSocket endpoint
@@ -82,10 +81,10 @@ class JsonRpcEdge:
         try:
             credentials = websocket_credentials(request, ws.offered, self.origins)
         except OriginRefused:
-            ws.close(1008, "origin not allowed")
+            ws.close(CLOSE_POLICY, "origin not allowed")
             return
         except ServiceError:
-            ws.close(1008, "malformed credentials")
+            ws.close(CLOSE_POLICY, "malformed credentials")
             return
         caller = Caller(EDGE, credentials, ws.peer)
         async for message in ws:
