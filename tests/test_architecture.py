@@ -54,6 +54,58 @@ def modules_under(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
+def package_of(path: Path) -> str:
+    """The package a module of polyport is in (``polyport.edges.ws`` for its binding.py)."""
+    return ".".join(("polyport", *path.relative_to(ROOT).parent.parts))
+
+
+def modules_imported(path: Path, package: str) -> set[str]:
+    """Every module ``path`` (in ``package``) may import, however it is spelled.
+
+    Unlike :func:`imports_of`, relative imports are resolved, ``from polyport
+    import server`` counts as ``polyport.server``, and so does a literal name
+    given to ``importlib.import_module`` or ``__import__``.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0]
+                module = f"{base}.{module}" if module else base
+            names.add(module)
+            # The imported names may be modules themselves.
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            first = node.args[0]
+            if (
+                called in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+            ):
+                names.add(first.value)
+    return names
+
+
+def importers(folder: str, forbidden: str) -> list[str]:
+    """Each import of ``forbidden`` (or a module inside it) by a module under ``folder``."""
+    found = []
+    for module in modules_under(ROOT / folder):
+        names = modules_imported(module, package_of(module))
+        for name in sorted(names):
+            # "from a.b import C" gives a.b and a.b.C: name the module once.
+            if name.startswith(forbidden + ".") and name.rsplit(".", 1)[0] in names:
+                continue
+            if name == forbidden or name.startswith(forbidden + "."):
+                found.append(f"{module.relative_to(ROOT)} imports {name}")
+    return found
+
+
 def test_edges_do_not_import_other_edges() -> None:
     """An edge imports the core (and the shared HTTP layer), never another edge."""
     edges = [p for p in (ROOT / "edges").iterdir() if p.is_dir() and not p.name.startswith("_")]
@@ -92,11 +144,49 @@ def test_backends_implement_core_protocols_only() -> None:
             )
 
 
+def test_edges_do_not_import_the_server() -> None:
+    """Edges reach a WebSocket through polyport.http.websocket, so any server can carry them.
+
+    polyport's own server (polyport.server) is one implementation; an ASGI
+    adapter is another. An edge importing the server would tie it to one.
+    """
+    assert (ROOT / "http" / "websocket.py").is_file()
+    assert importers("edges", "polyport.server") == []
+
+
+def test_backends_import_no_edge_and_not_the_server() -> None:
+    """A backend implements core ports: no edge, no server, however the import is spelled."""
+    assert importers("backends", "polyport.edges") == []
+    assert importers("backends", "polyport.server") == []
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The import scan itself works: a planted cross-edge import is found."""
     bad = tmp_path / "bad.py"
     bad.write_text("from polyport.edges.rest import RestEdge\nimport uvicorn\n")
     assert imports_of(bad) == {"polyport.edges.rest", "uvicorn"}
+
+
+def test_the_checker_sees_the_server_however_it_is_imported(tmp_path: Path) -> None:
+    """Relative imports, ``from polyport import server`` and import_module() are all found."""
+    spellings = [
+        "from ...server.websocket import WebSocket",
+        "from ... import server",
+        "from polyport import server",
+        "import polyport.server",
+        "import importlib\nimportlib.import_module('polyport.server.websocket')",
+        "__import__('polyport.server')",
+    ]
+    for spelling in spellings:
+        bad = tmp_path / "bad.py"
+        bad.write_text(spelling + "\n")
+        found = modules_imported(bad, "polyport.edges.ws")
+        assert {"polyport.server", "polyport.server.websocket"} & found, spelling
+    fine = tmp_path / "fine.py"
+    fine.write_text("from ..graphql import x\nfrom polyport.http.websocket import WebSocket\n")
+    assert not any(
+        name.startswith("polyport.server") for name in modules_imported(fine, "polyport.edges.ws")
+    )
 
 
 def backend_imports(folder: str) -> list[str]:
