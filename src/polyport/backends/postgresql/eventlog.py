@@ -79,14 +79,16 @@ _FEW_CHANNELS = 64
 
 _READ = """
 WITH m AS MATERIALIZED (
-    SELECT c.name, c.epoch FROM {schema}.eventlog_channels AS c WHERE {match_c}
+    SELECT c.name, c.epoch, c.trimmed_seq FROM {schema}.eventlog_channels AS c WHERE {match_c}
 ), few AS (
     SELECT count(*) <= {few} AS yes FROM (SELECT 1 FROM m LIMIT {few} + 1) AS k
 ), ev AS (
+    -- From the first event held at the earliest: the index entries of trimmed
+    -- events stay until a vacuum, and a read that started before them would walk them.
     (SELECT x.* FROM m CROSS JOIN LATERAL (
         SELECT e.seq, e.channel, e."offset", e.type, e.time, e.data, m.epoch
         FROM {schema}.eventlog_events AS e
-        WHERE e.channel = m.name AND e.seq > %(after)s::bigint
+        WHERE e.channel = m.name AND e.seq > greatest(%(after)s::bigint, m.trimmed_seq)
         ORDER BY e.seq LIMIT %(limit)s::bigint) AS x
      WHERE (SELECT yes FROM few))
     UNION ALL
@@ -128,7 +130,8 @@ _RESOLVE = """
 SELECT h.seq, c.name, c.epoch, c.last_offset, c.trimmed_offset, c.trimmed_seq,
        (SELECT e.seq FROM {schema}.eventlog_events AS e
         WHERE e.channel = c.name AND e."offset" = %(offset)s::bigint),
-       (SELECT min(e.seq) FROM {schema}.eventlog_events AS e WHERE e.channel = c.name)
+       (SELECT min(e.seq) FROM {schema}.eventlog_events AS e
+        WHERE e.channel = c.name AND e.seq > c.trimmed_seq)
 FROM {schema}.eventlog AS h
 LEFT JOIN {schema}.eventlog_channels AS c ON c.epoch = %(epoch)s::text
 WHERE h.id = 1

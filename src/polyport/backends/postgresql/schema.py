@@ -59,14 +59,18 @@ $fn$;
 CREATE OR REPLACE FUNCTION {schema}.eventlog_trim(p_channel text, p_through bigint)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
+    held_after bigint;
     top_seq bigint;
     top_offset bigint;
     dropped bigint;
 BEGIN
-    PERFORM 1 FROM {schema}.eventlog_channels WHERE name = p_channel FOR UPDATE;
+    SELECT trimmed_offset INTO held_after
+    FROM {schema}.eventlog_channels WHERE name = p_channel FOR UPDATE;
+    -- From the first event held: the index entries of events trimmed before stay
+    -- until a vacuum, and starting at the channel's first would walk them all again.
     WITH gone AS (
         DELETE FROM {schema}.eventlog_events
-        WHERE channel = p_channel AND "offset" <= p_through
+        WHERE channel = p_channel AND "offset" > held_after AND "offset" <= p_through
         RETURNING seq, "offset"
     )
     SELECT max(gone.seq), max(gone."offset"), count(*) INTO top_seq, top_offset, dropped
