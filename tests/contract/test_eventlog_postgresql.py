@@ -22,9 +22,9 @@ from tests.contract.eventlog_contract import Factory, SharedEventLogContract, fi
 
 from polyport.backends.postgresql import PostgresDatabase, PostgresEventLog
 from polyport.backends.postgresql.eventlog import channel_regex
-from polyport.core.errors import MissingExtra, Unavailable
+from polyport.core.errors import MissingExtra, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
-from polyport.core.events import Cursor, Event, Pattern
+from polyport.core.events import Cursor, Event, Pattern, position
 
 URL = os.environ.get("POLYPORT_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -255,3 +255,25 @@ def test_without_the_driver_the_backend_names_its_extra(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(MissingExtra, match=r"polyport\[postgresql\]"):
         importlib.import_module("polyport.backends.postgresql")
+
+
+async def test_a_log_whose_tables_are_gone_begins_a_new_epoch_on_every_node(
+    nodes: list[PostgresEventLog],
+) -> None:
+    """When the database loses the log (its schema dropped), the next statement creates it
+    anew with a new epoch; every node learns it, and cursors of the old one fail."""
+    a, b, _ = nodes
+    ids = await fill(a, "c", 3)
+    old_epoch, old_head = a.epoch, await a.head()
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"DROP SCHEMA {a.db.schema} CASCADE")  # made by this test's fixture
+    event = await a.append("c", "t", b"{}", 5.0)
+    assert a.epoch != old_epoch
+    assert (event.offset, event.seq) == (1, 1)
+    assert event.epoch != ids[0].split(":")[0]
+    assert await b.head() == 1
+    assert b.epoch == a.epoch
+    with pytest.raises(RecoveryFailed):
+        await b.resolve(Cursor.parse(ids[-1]))
+    with pytest.raises(RecoveryFailed):
+        await b.resolve(Cursor.parse(position(old_epoch, old_head)))

@@ -71,6 +71,13 @@ from polyport.core.events import Cursor, Event, Pattern
 
 log = logging.getLogger("polyport.postgresql")
 
+#: What a statement meets when the log's schema, tables or functions are gone.
+_GONE = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.InvalidSchemaName,
+)
+
 #: Items written by one call of the append function, at most.
 BATCH_MAX = 1000
 #: Up to this many matching channels, a read walks each channel's index; past
@@ -99,7 +106,7 @@ WITH m AS MATERIALIZED (
      ORDER BY e.seq LIMIT %(limit)s::bigint)
 )
 SELECT h.seq, g.name, g.epoch, g.last_offset, g.trimmed_offset, g.trimmed_seq,
-       e.seq, e.channel, e."offset", e.type, e.time, e.data, e.epoch
+       e.seq, e.channel, e."offset", e.type, e.time, e.data, e.epoch, h.epoch
 FROM {schema}.eventlog AS h
 LEFT JOIN LATERAL (
     SELECT c.name, c.epoch, c.last_offset, c.trimmed_offset, c.trimmed_seq
@@ -131,7 +138,8 @@ SELECT h.seq, c.name, c.epoch, c.last_offset, c.trimmed_offset, c.trimmed_seq,
        (SELECT e.seq FROM {schema}.eventlog_events AS e
         WHERE e.channel = c.name AND e."offset" = %(offset)s::bigint),
        (SELECT min(e.seq) FROM {schema}.eventlog_events AS e
-        WHERE e.channel = c.name AND e.seq > c.trimmed_seq)
+        WHERE e.channel = c.name AND e.seq > c.trimmed_seq),
+       h.epoch
 FROM {schema}.eventlog AS h
 LEFT JOIN {schema}.eventlog_channels AS c ON c.epoch = %(epoch)s::text
 WHERE h.id = 1
@@ -211,7 +219,7 @@ class PostgresEventLog:
             .replace("{gap_order}", gap_order)
             for kind, (match_c, match_e, gap_order) in _MATCH.items()
         }
-        self._head_sql = f"SELECT seq FROM {schema}.eventlog WHERE id = 1"
+        self._head_sql = f"SELECT seq, epoch FROM {schema}.eventlog WHERE id = 1"
         self._channels_sql = (
             f"SELECT name, epoch, last_offset, trimmed_offset, trimmed_seq "
             f"FROM {schema}.eventlog_channels ORDER BY name"
@@ -224,17 +232,29 @@ class PostgresEventLog:
     async def open(self) -> None:
         await self.db.open()
         try:
-            await self.db.migrate(EVENTLOG_DDL)
-            async with self.db.connection("opening the event log") as conn:
-                cursor = await conn.execute(
-                    f"SELECT epoch FROM {self.db.schema}.eventlog WHERE id = 1"
-                )
-                row = await cursor.fetchone()
+            await self._create()
         except BaseException:
             await self.db.close()
             raise
-        assert row is not None  # the migration inserts it
-        self._epoch = row[0]
+
+    async def _create(self) -> None:
+        """Create what is missing of the log's tables and learn its epoch."""
+        await self.db.migrate(EVENTLOG_DDL)
+        rows = await self._run("opening the event log", self._head_sql, None)
+        self._epoch = rows[0][1]
+
+    def _saw(self, epoch: str) -> None:
+        """The log's epoch as a statement read it: another node may have begun a new one."""
+        if epoch != self._epoch:
+            log.warning("the event log in schema %s began a new epoch", self.db.schema)
+            self._epoch = epoch
+
+    async def _recreate(self, exc: psycopg.Error) -> None:
+        """The log's tables are gone (its database lost them): begin it anew, a new epoch."""
+        log.warning(
+            "the event log in schema %s is gone (%s): creating it anew", self.db.schema, exc
+        )
+        await self._create()
 
     async def close(self) -> None:
         writer = self._writer
@@ -309,13 +329,13 @@ class PostgresEventLog:
                 types.append(type_)
                 data.append(payload)
                 times.append(request.time)
+        params = [channels, types, data, times, self.history.max_events, self._bound]
         try:
-            async with self.db.connection("appending events") as conn:
-                cursor = await conn.execute(
-                    self._append_sql,
-                    [channels, types, data, times, self.history.max_events, self._bound],
-                )
-                rows = await cursor.fetchall()
+            try:
+                rows = await self._run("appending events", self._append_sql, params)
+            except _GONE as exc:  # the function failed before it began: nothing was stored
+                await self._recreate(exc)
+                rows = await self._run("appending events", self._append_sql, params)
         except Exception as exc:
             if isinstance(exc, Unavailable):
                 error: Exception = exc
@@ -341,26 +361,31 @@ class PostgresEventLog:
 
     # -- reading --------------------------------------------------------------
 
+    async def _run(self, what: str, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        async with self.db.connection(what) as conn:
+            cursor = await conn.execute(sql, params, binary=True)
+            return await cursor.fetchall()
+
     async def _fetch(self, what: str, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        """Run one read; a connection lost on the way is tried once more on a new one."""
-        for attempt in (1, 2):
-            try:
-                async with self.db.connection(what) as conn:
-                    cursor = await conn.execute(sql, params, binary=True)
-                    return await cursor.fetchall()
-            except Unavailable:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        """Run one read; tried once more after a lost connection or a log begun anew."""
+        try:
+            return await self._run(what, sql, params)
+        except Unavailable:
+            return await self._run(what, sql, params)
+        except _GONE as exc:
+            await self._recreate(exc)
+            return await self._run(what, sql, params)
 
     async def head(self) -> int:
         rows = await self._fetch("reading the event log", self._head_sql, None)
+        self._saw(rows[0][1])
         return int(rows[0][0])
 
     async def resolve(self, cursor: Cursor) -> int:
         params = {"epoch": "" if cursor.is_position else cursor.epoch, "offset": cursor.number}
         rows = await self._fetch("resolving a cursor", self._resolve_sql, params)
-        head, name, epoch, last, trimmed, tseq, seq_of_offset, first_seq = rows[0]
+        head, name, epoch, last, trimmed, tseq, seq_of_offset, first_seq, log_epoch = rows[0]
+        self._saw(log_epoch)
         channel = None if name is None else ChannelInfo(name, epoch, last, trimmed, tseq)
         return resolve_with(
             cursor,
@@ -384,11 +409,12 @@ class PostgresEventLog:
             params["regex"] = regex
         rows = await self._fetch("reading the event log", self._read_sql[kind], params)
         head = rows[0][0]
+        self._saw(rows[0][13])
         if check and rows[0][1] is not None:
             check_gap([ChannelInfo(*rows[0][1:6])], after_seq, self._epoch, head)
         events = [
             Event(channel, offset, epoch, seq, type_, time, data)
-            for _, _, _, _, _, _, seq, channel, offset, type_, time, data, epoch in rows
+            for _, _, _, _, _, _, seq, channel, offset, type_, time, data, epoch, _ in rows
             if seq is not None
         ]
         last = events[-1].seq if len(events) == limit else head
