@@ -152,6 +152,8 @@ async def test_a_busy_channel_keeps_offsets_gapless_across_three_nodes(prefix: s
         for node in nodes:  # each node's own batch order is kept
             mine = [int(e.data) for e in events if int(e.data) // 1000 == nodes.index(node)]
             assert mine == sorted(mine)
+        for event in events[::7]:  # ids resolve on every node (through the events' headers)
+            assert await nodes[2].resolve(Cursor.parse(event.id)) == event.seq
     finally:
         for node in nodes:
             await node.close()

@@ -26,6 +26,7 @@ from polyport.core.errors import MissingExtra, Unavailable
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 log = logging.getLogger("polyport.backends.nats")
 
@@ -102,6 +103,10 @@ class JetStreamClient:
         self._cut = 0
         self._tokens = itertools.count(1)
         self._waiting: dict[str, Callable[[Msg], None]] = {}
+        #: How many times the connection was made again; messages sent before a
+        #: reconnection were either handled by the server or lost with the connection.
+        self.generation = 0
+        self.on_reconnect: list[Callable[[], None]] = []
 
     async def connect(self, name: str) -> None:
         nats = _driver()
@@ -115,6 +120,9 @@ class JetStreamClient:
 
         async def on_reconnect() -> None:
             log.info("reconnected to NATS")
+            self.generation += 1
+            for listener in self.on_reconnect:
+                listener()
 
         with engine_errors("connect"):
             self.nc = await nats.connect(
@@ -138,6 +146,10 @@ class JetStreamClient:
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
 
     @property
     def conn(self) -> NATS:
@@ -173,8 +185,13 @@ class JetStreamClient:
     async def send(
         self, subject: str, payload: bytes, reply: str, headers: dict[str, str] | None = None
     ) -> None:
+        conn = self.conn
+        if not conn.is_connected:
+            # Refused now rather than buffered: the caller learns at once, and
+            # nothing it was told failed is sent after the reconnection.
+            raise unavailable("is not reachable (reconnecting)")
         with engine_errors("take a message"):
-            await self.conn.publish(subject, payload, reply=reply, headers=headers)
+            await conn.publish(subject, payload, reply=reply, headers=headers)
 
     async def request(
         self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
@@ -237,6 +254,18 @@ class JetStreamClient:
             out.append(None if code else msg)
         return out
 
+    async def consumer(self, stream: str, config: dict[str, Any]) -> PullConsumer:
+        """An ephemeral pull consumer made with ``config`` (no acks, in memory)."""
+        config = {"ack_policy": "none", "mem_storage": True, "num_replicas": 1} | config
+        config.setdefault("inactive_threshold", int(30e9))  # gone by itself if forgotten
+        body = {"stream_name": stream, "config": config}
+        info = await self.api(f"CONSUMER.CREATE.{stream}", body)
+        # Delivered messages keep their own subject: they come on an inbox of their own.
+        consumer = PullConsumer(self, stream, info["name"], self.conn.new_inbox())
+        with engine_errors("read the stream"):
+            consumer.sub = await self.conn.subscribe(consumer.inbox, cb=consumer.arrived)
+        return consumer
+
     async def fetch(
         self,
         stream: str,
@@ -246,62 +275,56 @@ class JetStreamClient:
         *,
         collect: bool = True,
     ) -> list[Msg]:
-        """Up to ``limit`` messages from an ephemeral pull consumer made with ``config``.
+        """Up to ``limit`` messages from a consumer made with ``config``, then deleted.
 
-        Pulls a page at a time until ``limit`` messages came, ``keep`` said stop
-        (it returns False for the first message not wanted) or the stream had no
-        more. Without ``collect`` the messages are only shown to ``keep``. The
-        consumer is deleted afterwards (and expires by itself if that is lost).
+        Without ``collect`` the messages are only shown to ``keep``, which says
+        stop by returning False.
         """
-        config = {"ack_policy": "none", "mem_storage": True, "num_replicas": 1} | config
-        config.setdefault("inactive_threshold", int(30e9))
-        body = {"stream_name": stream, "config": config}
-        info = await self.api(f"CONSUMER.CREATE.{stream}", body)
-        name = info["name"]
+        consumer = await self.consumer(stream, config)
+        try:
+            return (await consumer.pull(limit, keep, collect=collect))[0]
+        finally:
+            await consumer.close()
+
+
+class PullConsumer:
+    """An ephemeral pull consumer: a read position in the stream, kept for the next page."""
+
+    def __init__(self, client: JetStreamClient, stream: str, name: str, inbox: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.name = name
+        self.inbox = inbox
+        self.sub: Subscription | None = None
+        self._pulled: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def arrived(self, msg: Msg) -> None:
+        self._pulled.put_nowait(msg)
+
+    async def pull(
+        self, limit: int, keep: Callable[[Msg], bool], *, collect: bool = True
+    ) -> tuple[list[Msg], bool]:
+        """Up to ``limit`` messages, and whether there were that many (so maybe more)."""
         out: list[Msg] = []
         taken = 0
-        # Delivered messages keep their own subject: they come on an inbox of their own.
-        inbox = self.conn.new_inbox()
-        pulled: asyncio.Queue[Msg] = asyncio.Queue()
+        while taken < limit:
+            batch = min(limit - taken, PAGE)
+            page, full = await self._pull_page(batch, keep)
+            taken += len(page)
+            if collect:
+                out.extend(page)
+            if not full:
+                return out, False
+        return out, True
 
-        async def arrived(msg: Msg) -> None:
-            pulled.put_nowait(msg)
-
-        with engine_errors("read the stream"):
-            sub = await self.conn.subscribe(inbox, cb=arrived)
-        try:
-            while taken < limit:
-                batch = min(limit - taken, PAGE)
-                page, more = await self._pull(stream, name, batch, keep, inbox, pulled)
-                taken += len(page)
-                if collect:
-                    out.extend(page)
-                if not more:
-                    break
-            return out
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            reply, token, _ = self.expect()
-            self.drop(token)  # nobody waits for the answer
-            with contextlib.suppress(Unavailable):
-                await self.send(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", reply)
-
-    async def _pull(
-        self,
-        stream: str,
-        consumer: str,
-        batch: int,
-        keep: Callable[[Msg], bool],
-        inbox: str,
-        pulled: asyncio.Queue[Msg],
-    ) -> tuple[list[Msg], bool]:
-        """One pull request; returns its messages and whether to pull again."""
+    async def _pull_page(self, batch: int, keep: Callable[[Msg], bool]) -> tuple[list[Msg], bool]:
         page: list[Msg] = []
         request = orjson.dumps({"batch": batch, "no_wait": True})
-        await self.send(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, inbox)
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
+        await self.client.send(subject, request, self.inbox)
+        pulled = self._pulled
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.client.timeout):
                 while True:
                     msg = await pulled.get()
                     code = status(msg)
@@ -318,6 +341,18 @@ class JetStreamClient:
                         return page, True
         except TimeoutError as exc:
             raise unavailable("did not answer a pull") from exc
+
+    async def close(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self.client.nc is None:
+            return
+        reply, token, _ = self.client.expect()
+        self.client.drop(token)  # nobody waits for the answer
+        with contextlib.suppress(Unavailable):
+            await self.client.send(f"$JS.API.CONSUMER.DELETE.{self.stream}.{self.name}", b"", reply)
 
 
 def message_seq(msg: Msg) -> int:

@@ -31,6 +31,7 @@ import heapq
 import itertools
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from polyport.backends.nats.client import (
     TIMEOUT,
     ApiError,
     JetStreamClient,
+    PullConsumer,
     message_seq,
     message_subject,
     unavailable,
@@ -60,8 +62,10 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DESCRIPTION = "polyport event log, epoch "
 #: Reads of at most this many seqs get each one directly, pipelined, and filter here.
 SEQ_WINDOW = 64
-#: Events of one filter got by direct gets before a read makes a consumer.
-PROBES = 2
+#: Consumers kept positioned for a reader's next page, at most, and for how long
+#: (seconds; the server deletes one unused for 30).
+MAX_CONSUMERS = 16
+KEEP_CONSUMER = 10.0
 #: How far past the age cut a trim scan reads before it stops (clocks of nodes differ).
 AGE_SCAN_SLACK = 300.0
 
@@ -95,10 +99,11 @@ class NatsEventLog:
         self._created = ""
         self._tails: dict[str, Tail] = {}
         self._epochs: dict[str, str] = {}
-        self._suspect = False  # the stream may be gone: check before the next write
+        self._suspect = False  # the stream may be gone or new: check before the next write
         self._trimming: set[str] = set()
+        self._consumers: dict[tuple[str, int], tuple[PullConsumer, float]] = {}
         self._slack = max(1, self.history.max_events // 10)
-        self.writer = Writer(self.client, name, self.records, self._tail, self._lost_stream)
+        self.writer = Writer(self.client, name, self.records, self._tail, self._suspect_stream)
 
     @property
     def epoch(self) -> str:
@@ -116,11 +121,14 @@ class NatsEventLog:
         self.writer.start()
 
     async def close(self) -> None:
+        consumers, self._consumers = self._consumers, {}
+        for consumer, _ in consumers.values():
+            await consumer.close()
         await self.writer.stop()
         await self.records.stop()
         await self.client.close()
 
-    def _lost_stream(self) -> None:
+    def _suspect_stream(self) -> None:
         self._suspect = True
 
     async def _attach(self) -> None:
@@ -328,30 +336,63 @@ class NatsEventLog:
         return out
 
     async def _read_filter(self, subject: str, after: int, head: int, limit: int) -> list[Event]:
-        """Events on ``subject`` (a filter) with ``after < seq <= head``, at most ``limit``."""
+        """Events on ``subject`` (a filter) with ``after < seq <= head``, at most ``limit``.
+
+        One direct get first: a reader that is nearly caught up (a poll, a long
+        poll's second look) needs nothing more. Past that, a pull consumer; one
+        that read a full page is kept, so the next page (a reader catching up)
+        costs one pull and not a new consumer.
+        """
         out: list[Event] = []
-        for _ in range(PROBES):  # few events to read (the usual poll): no consumer
-            msg = await self.client.direct_get(
-                self.stream, {"seq": after + 1, "next_by_subj": subject}
-            )
-            if msg is None or message_seq(msg) > head:
+        kept = self._consumers.pop((subject, after), None)
+        if kept is not None:
+            consumer, since = kept
+            if time.monotonic() - since < KEEP_CONSUMER:
+                try:
+                    return await self._pull(consumer, subject, head, limit, out)
+                except Unavailable:
+                    pass  # gone (the server restarted, or it expired): make another
+            else:
+                await consumer.close()
+        msg = await self.client.direct_get(self.stream, {"seq": after + 1, "next_by_subj": subject})
+        if msg is None or message_seq(msg) > head:
+            return out
+        after = message_seq(msg)
+        event = self._event(msg)
+        if event is not None:
+            out.append(event)
+            if limit == 1:
                 return out
-            after = message_seq(msg)
-            event = self._event(msg)
-            if event is not None:
-                out.append(event)
-                if len(out) == limit:
-                    return out
         config = {
             "filter_subject": subject,
             "deliver_policy": "by_start_sequence",
             "opt_start_seq": after + 1,
         }
-        msgs = await self.client.fetch(
-            self.stream, config, limit - len(out), lambda m: message_seq(m) <= head
-        )
+        consumer = await self.client.consumer(self.stream, config)
+        return await self._pull(consumer, subject, head, limit, out)
+
+    async def _pull(
+        self, consumer: PullConsumer, subject: str, head: int, limit: int, out: list[Event]
+    ) -> list[Event]:
+        """Events from ``consumer`` up to ``head``, after ``out``; keep it if the page is full."""
+        try:
+            msgs, full = await consumer.pull(limit - len(out), lambda m: message_seq(m) <= head)
+        except BaseException:
+            await consumer.close()
+            raise
         out.extend(e for e in map(self._event, msgs) if e is not None)
+        if full and msgs:
+            await self._keep(subject, message_seq(msgs[-1]), consumer)
+        else:
+            await consumer.close()
         return out
+
+    async def _keep(self, subject: str, seq: int, consumer: PullConsumer) -> None:
+        """Keep a consumer that stands after ``seq`` on ``subject``, for the next page."""
+        self._consumers[(subject, seq)] = (consumer, time.monotonic())
+        while len(self._consumers) > MAX_CONSUMERS:
+            oldest = next(iter(self._consumers))
+            await self._consumers.pop(oldest)[0].close()
 
     async def resolve(self, cursor: Cursor) -> int:
         if cursor.is_position:

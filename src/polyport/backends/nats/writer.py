@@ -126,12 +126,15 @@ class _Batch:
 
 class _Item:
     __slots__ = (
+        "after",
         "answer",
         "attempts",
         "batch",
         "data",
         "deadline",
+        "generation",
         "index",
+        "msg_id",
         "offset",
         "tail",
         "time",
@@ -153,6 +156,9 @@ class _Item:
         self.answer: Msg | None = None
         self.token = ""
         self.deadline = 0.0
+        self.msg_id = ""
+        self.after = -1  # the seq of the channel's event before this one, if known when sent
+        self.generation = 0
 
 
 class Writer:
@@ -164,13 +170,13 @@ class Writer:
         stream: str,
         records: ChannelRecords,
         tail_of: Callable[[str], Tail],
-        on_lost_stream: Callable[[], None],
+        on_trouble: Callable[[], None],
     ) -> None:
         self.client = client
         self.stream = stream
         self.records = records
         self._tail_of = tail_of
-        self._on_lost_stream = on_lost_stream
+        self._on_trouble = on_trouble
         self._queue: collections.deque[_Item] = collections.deque()
         self._in_flight: collections.deque[_Item] = collections.deque()
         self._retry: list[_Item] = []
@@ -183,6 +189,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self.client.on_reconnect.append(self._poke)
         self._task = asyncio.create_task(self._run(), name="polyport-nats-writer")
 
     async def stop(self) -> None:
@@ -194,7 +201,12 @@ class Writer:
         self.abandon(unavailable("event log closed"))
 
     def abandon(self, exc: Unavailable) -> None:
-        """Fail every append not yet answered (the log closes, or was reset)."""
+        """Fail every append not yet answered (the engine failed, the log closes or was reset).
+
+        The stream is checked before the next append: an engine that came back
+        empty is a new epoch, found there.
+        """
+        self._on_trouble()
         for item in (*self._in_flight, *self._retry, *self._queue):
             self.client.drop(item.token)
             item.batch.fail(exc)
@@ -204,6 +216,16 @@ class Writer:
         self._retry.clear()
         self._queue.clear()
         self._broken = False
+
+    def _fail_unsent(self, exc: Unavailable) -> None:
+        """Fail the appends not sent (not stored: precisely); those in flight wait their answer."""
+        self._on_trouble()
+        for item in (*self._retry, *self._queue):
+            item.batch.fail(exc)
+            if not item.tail.in_flight:
+                item.tail.known = False
+        self._retry.clear()
+        self._queue.clear()
 
     async def append(self, items: Sequence[tuple[str, str, bytes]], time: float) -> list[Event]:
         if not items:
@@ -228,13 +250,14 @@ class Writer:
         while True:
             self._kick = loop.create_future()
             try:
-                self._absorb(loop.time())
+                if self._absorb(loop.time()):
+                    await self._verify(loop)
                 if self._broken and not self._in_flight:
                     self._recover()
                 if not self._broken:
                     await self._send(loop)
             except Unavailable as exc:
-                self.abandon(exc)
+                self._fail_unsent(exc)
             except Exception:
                 log.exception("the NATS event log writer failed")
                 self.abandon(unavailable("event log writer failed"))
@@ -251,29 +274,77 @@ class Writer:
 
     # -- answers ------------------------------------------------------------------
 
-    def _absorb(self, now: float) -> None:
-        """Settle the answered messages at the head of the chain, in order."""
+    def _absorb(self, now: float) -> bool:
+        """Settle the answered messages at the head of the chain, in order.
+
+        Returns True when the head will get no answer: the connection was made
+        again since it was sent (see :meth:`_verify`).
+        """
         in_flight = self._in_flight
         while in_flight:
             item = in_flight[0]
             if item.answer is None:
+                if item.generation != self.client.generation:
+                    return True
                 if now >= item.deadline:
+                    # No answer and no reconnection: it may still be stored later,
+                    # so nothing can be said, or sent again.
                     self.abandon(unavailable("did not acknowledge an append in time"))
-                return
+                return False
             in_flight.popleft()
             self.client.drop(item.token)
-            self._settle(item, item.answer)
+            if status(item.answer) == "503":  # no stream listens on the subject: it is gone
+                item.tail.in_flight -= 1
+                self._broken = True
+                self._on_trouble()
+                item.batch.fail(unavailable("has no stream for this event log"))
+                continue
+            self._settle(item, item.answer.data)
+        return False
 
-    def _settle(self, item: _Item, msg: Msg) -> None:
+    async def _verify(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ask the stream which messages in flight when the connection broke were stored.
+
+        The server handled each of them before the connection closed or never
+        will. They form a chain, so the stored ones are back to back from the
+        first: find it on its channel after the event before it, then compare
+        the message ids at the seqs that follow. Those stored are acknowledged
+        (their appends succeed); the rest are sent again, in order.
+        """
+        items = list(self._in_flight)
+        first = items[0]
+        after = first.after if first.after >= 0 else first.tail.seq
+        found = await self.client.direct_get(
+            self.stream, {"seq": after + 1, "next_by_subj": first.tail.subject}
+        )
+        stored: list[int] = []
+        if found is not None and (found.headers or {}).get("Nats-Msg-Id") == first.msg_id:
+            seq = message_seq(found)
+            stored.append(seq)
+            rest = await self.client.direct_get_many(
+                self.stream, [{"seq": seq + i} for i in range(1, len(items))]
+            )
+            for item, msg in zip(items[1:], rest, strict=True):
+                if msg is None or (msg.headers or {}).get("Nats-Msg-Id") != item.msg_id:
+                    break
+                stored.append(message_seq(msg))
+        self._in_flight.clear()
+        for item, seq in zip(items, stored, strict=False):
+            self.client.drop(item.token)
+            self._settle(item, orjson.dumps({"seq": seq}))
+        for item in items[len(stored) :]:
+            self.client.drop(item.token)
+            item.tail.in_flight -= 1
+            item.tail.known = False
+            if not item.batch.failed:
+                self._retry.append(item)
+        self._broken = bool(self._retry)
+
+    def _settle(self, item: _Item, data: bytes) -> None:
         tail = item.tail
         tail.in_flight -= 1
         batch = item.batch
-        if status(msg) == "503":  # no stream listens on the subject: it was deleted
-            self._broken = True
-            self._on_lost_stream()
-            batch.fail(unavailable("has no stream for this event log"))
-            return
-        answer = orjson.loads(msg.data) if msg.data else {}
+        answer = orjson.loads(data) if data else {}
         error = answer.get("error")
         if not error and "seq" in answer and not answer.get("duplicate"):
             seq = answer["seq"]
@@ -321,6 +392,8 @@ class Writer:
                 queue.popleft()
                 continue
             tail = item.tail
+            if not self.client.connected:
+                raise unavailable("is not reachable (reconnecting)")
             if not tail.known and not tail.in_flight:
                 await self.refresh(tail)
                 continue
@@ -329,34 +402,42 @@ class Writer:
 
     async def _transmit(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
         tail = item.tail
-        self._pos += 1
+        pos = self._pos + 1  # its place in the chain, once sent
         self._ids += 1
-        msg_id = f"{self._nonce}-{self._ids:x}"
+        item.msg_id = msg_id = f"{self._nonce}-{self._ids:x}"
         headers = {"Nats-Msg-Id": msg_id}
         if self._in_flight:
             headers["Nats-Expected-Last-Msg-Id"] = self._last_id
         if tail.in_flight:
             item.offset = tail.sent_offset + 1
-            prev = f"-{self._pos - tail.sent_pos}"
+            item.after = -1
+            prev = f"-{pos - tail.sent_pos}"
         else:
             item.offset = tail.offset + 1
+            item.after = tail.seq
             prev = str(tail.seq)
             headers["Nats-Expected-Last-Subject-Sequence"] = prev
         headers[HEADER] = meta_header(item.offset, prev, item.time, item.type)
-        tail.in_flight += 1
-        tail.sent_offset = item.offset
-        tail.sent_pos = self._pos
-        self._last_id = msg_id
+        item.answer = None  # a retried message: its last answer is not this one's
+        item.generation = self.client.generation
 
         def answered(msg: Msg) -> None:
             item.answer = msg
             self._poke()
 
-        item.answer = None  # a retried message: its last answer is not this one's
         reply, item.token = self.client.reply_to(answered)
+        try:
+            await self.client.send(tail.subject, item.data, reply, headers)
+        except Unavailable:
+            self.client.drop(item.token)
+            self._queue.appendleft(item)  # not sent: failed with the unsent ones
+            raise
         item.deadline = loop.time() + self.client.timeout
+        tail.in_flight += 1
+        tail.sent_offset = item.offset
+        tail.sent_pos = self._pos = pos
+        self._last_id = msg_id
         self._in_flight.append(item)
-        await self.client.send(tail.subject, item.data, reply, headers)
 
     async def refresh(self, tail: Tail) -> None:
         """Read the channel's end from the stream (and its record, if it holds no event)."""
