@@ -75,6 +75,13 @@ class ChannelRecords:
         self._seen = 0  # the bucket's newest revision this copy has applied
         self._progress = asyncio.Event()
         self._sub: Subscription | None = None
+        # After a reconnection the copy is fed again from a new consumer (nats-py's
+        # ordered consumer would notice the lost one only after missed heartbeats).
+        self._follow_again = False
+        client.on_reconnect.append(self._reconnected)
+
+    def _reconnected(self) -> None:
+        self._follow_again = True
 
     def _subject(self, key: str) -> str:
         return f"$KV.{self.bucket}.{key}"
@@ -104,10 +111,12 @@ class ChannelRecords:
         from nats.js.api import DeliverPolicy
 
         await self.stop()
-        self.log_epoch = log_epoch
-        self.records.clear()
-        self.by_epoch.clear()
-        self._seen = 0
+        if log_epoch != self.log_epoch:
+            self.log_epoch = log_epoch
+            self.records.clear()
+            self.by_epoch.clear()
+        self._seen = 0  # the consumer delivers every record again; later trims win
+        self._follow_again = False
         with engine_errors("watch the log's KV bucket"):
             js = self.client.conn.jetstream(timeout=self.client.timeout)
             self._sub = await js.subscribe(
@@ -145,6 +154,8 @@ class ChannelRecords:
 
     async def barrier(self) -> None:
         """Return once this copy holds every record written before the call."""
+        if self._follow_again:
+            await self.watch(self.log_epoch)
         last = await self.client.direct_get(self.stream, {"last_by_subj": self._subject(">")})
         target = message_seq(last) if last is not None else 0
         try:
