@@ -13,6 +13,7 @@ import importlib
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -277,3 +278,33 @@ async def test_a_log_whose_tables_are_gone_begins_a_new_epoch_on_every_node(
         await b.resolve(Cursor.parse(ids[-1]))
     with pytest.raises(RecoveryFailed):
         await b.resolve(Cursor.parse(position(old_epoch, old_head)))
+
+
+async def test_commits_are_synchronous_whatever_the_role_says(schemas: list[str]) -> None:
+    """A role whose default is synchronous_commit=off still gets durable commits from polyport."""
+    role = f"polyport_nosync_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"ALTER ROLE {role} SET synchronous_commit = off")
+        await admin.execute(f"GRANT CREATE ON DATABASE test TO {role}")
+    url = URL.replace("postgresql://postgres@", f"postgresql://{role}@")
+    try:
+        async with await psycopg.AsyncConnection.connect(url) as plain:
+            row = await (await plain.execute("SHOW synchronous_commit")).fetchone()
+            assert row is not None and row[0] == "off"  # the role's default, as set
+        database = PostgresDatabase(url, schema=new_schema(schemas, "sync"))
+        log = PostgresEventLog(database)
+        await log.open()
+        try:
+            async with database.pool.connection() as conn:
+                row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            assert row is not None and row[0] == "on"
+        finally:
+            await log.close()
+    finally:
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+            for schema in schemas:
+                await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            schemas.clear()
+            await admin.execute(f"REVOKE CREATE ON DATABASE test FROM {role}")
+            await admin.execute(f"DROP ROLE {role}")
