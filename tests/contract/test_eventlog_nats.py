@@ -186,3 +186,30 @@ async def test_without_the_driver_opening_names_the_extra(monkeypatch: pytest.Mo
     event_log = NatsEventLog(URL, name="never-made")
     with pytest.raises(MissingExtra, match=r"polyport\[nats\]"):
         await event_log.open()
+
+
+async def test_one_nodes_trims_are_another_nodes_gaps(prefix: str) -> None:
+    """Trims by node A (by count, by age) are recovery failed on node B, never a silent gap,
+    and B numbers a channel A emptied after what A dropped."""
+    history = History(max_events=10, max_age=3600)
+    a, b = NatsEventLog(URL, history, name=prefix), NatsEventLog(URL, history, name=prefix)
+    await a.open()
+    await b.open()
+    try:
+        await b.append("e", "t", b"0", 1.0)  # B now knows channel e's end
+        ids = await fill(a, "c", 30)
+        with pytest.raises(RecoveryFailed):
+            await b.read(p("c"), 0, 100)
+        with pytest.raises(RecoveryFailed):
+            await b.resolve(Cursor.parse(ids[0]))
+        kept = (await b.read(p("c"), 0, 100, check=False)).events[0]
+        assert await b.resolve(Cursor.parse(kept.id)) == kept.seq
+        await fill(a, "e", 5, t=2.0)
+        assert await a.trim_older_than(100.0) == 6  # all of e
+        event = await b.append("e", "t", b"7", 200.0)
+        assert event.offset == 7
+        with pytest.raises(RecoveryFailed):
+            await b.read(p("e"), 0, 10)
+    finally:
+        await a.close()
+        await b.close()

@@ -66,7 +66,7 @@ SEQ_WINDOW = 64
 #: (seconds; the server deletes one unused for 30).
 MAX_CONSUMERS = 16
 KEEP_CONSUMER = 10.0
-#: How far past the age cut a trim scan reads before it stops (clocks of nodes differ).
+#: How far past the age cut a channel's trim scan reads before it stops (nodes' clocks differ).
 AGE_SCAN_SLACK = 300.0
 
 
@@ -515,36 +515,57 @@ class NatsEventLog:
         return int(answer.get("purged", 0))
 
     async def trim_older_than(self, time: float) -> int:
-        info = await self._info()
-        head, first = int(info["state"]["last_seq"]), int(info["state"]["first_seq"])
-        if not head:
-            return 0
-        newest: dict[str, tuple[int, int]] = {}  # channel → the newest (offset, seq) to drop
-        stop = time + AGE_SCAN_SLACK
+        """Drop the events published before ``time``: each channel's oldest first.
+
+        A channel whose oldest event is not older than ``time`` costs one direct
+        get (all channels' asked together); one that is gets its expired events
+        read (headers only) and dropped up to the newest of them, as SQLite
+        drops up to the highest offset older than the cut.
+        """
+        head = await self.head()
+        await self.records.barrier()
+        channels = list(self.records.records.items())
+        dropped = 0
+        for start in range(0, len(channels), 1000):
+            chunk = channels[start : start + 1000]
+            firsts = await self.client.direct_get_many(
+                self.stream,
+                [{"seq": r.ts + 1, "next_by_subj": self.subjects.subject(c)} for c, r in chunk],
+            )
+            for (channel, _), first in zip(chunk, firsts, strict=True):
+                if first is None or message_seq(first) > head:
+                    continue
+                offset, _, when, _ = parse_meta((first.headers or {})[HEADER])
+                if when < time:
+                    newest = await self._expired(channel, message_seq(first), offset, time, head)
+                    dropped += await self._trim(channel, *newest)
+        return dropped
+
+    async def _expired(
+        self, channel: str, seq: int, offset: int, time: float, head: int
+    ) -> tuple[int, int]:
+        """The newest ``(offset, seq)`` of a channel older than ``time``, from an expired one."""
+        newest = (offset, seq)
+        stop = time + AGE_SCAN_SLACK  # past this, no older event follows (clocks differ less)
 
         def seen(msg: Msg) -> bool:
-            seq = message_seq(msg)
+            nonlocal newest
             meta = (msg.headers or {}).get(HEADER)
-            if seq > head:
+            if message_seq(msg) > head or meta is None:
                 return False
-            if meta is None:
-                return True
             offset, _, when, _ = parse_meta(meta)
             if when < time:
-                newest[self.subjects.channel(message_subject(msg))] = (offset, seq)
+                newest = (offset, message_seq(msg))
             return when < stop
 
         config = {
-            "filter_subject": self.subjects.all,
+            "filter_subject": self.subjects.subject(channel),
             "deliver_policy": "by_start_sequence",
-            "opt_start_seq": max(first, 1),
+            "opt_start_seq": seq + 1,
             "headers_only": True,
         }
         await self.client.fetch(self.stream, config, head, seen, collect=False)
-        dropped = 0
-        for channel, (offset, seq) in newest.items():
-            dropped += await self._trim(channel, offset, seq)
-        return dropped
+        return newest
 
     async def channels(self) -> list[ChannelInfo]:
         await self.records.barrier()
