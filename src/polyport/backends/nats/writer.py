@@ -21,6 +21,12 @@ ever stored out of order; the failed suffix is sent again as a new chain.
 Across nodes, writes to different channels never conflict, and each failed
 round still stores at least its first message unless its own channel moved.
 
+When the connection breaks, the messages in flight were handled by the
+server before it closed or never will be: once connected again the writer
+finds which were stored (they are consecutive, from the first, identified by
+``Nats-Msg-Id``), acknowledges those and sends the others again. While NATS
+is unreachable, appends are refused at once rather than buffered.
+
 Each message holds the event's metadata in one header, ``Polyport: {offset}
 {prev} {time} {type}``, and its data as the payload. ``prev`` is the seq of
 the channel's previous event (``0``: none held), or ``-{n}`` when that event
