@@ -17,7 +17,7 @@ import pytest
 
 from polyport.core.errors import RecoveryFailed
 from polyport.core.eventlog import EventLog, History
-from polyport.core.events import Cursor, Pattern, position
+from polyport.core.events import Cursor, Event, Pattern, position
 
 
 class Factory(Protocol):
@@ -287,3 +287,91 @@ class SharedEventLogContract(EventLogContract):
         finally:
             await a.close()
             await b.close()
+
+    async def test_a_reader_following_concurrent_writers_misses_nothing(
+        self, make_log: Factory
+    ) -> None:
+        """Readers that move their cursor to each read's end, while three nodes write
+        single events and batches at once, end up with every event exactly once: no
+        engine may show a seq before every lower one is visible."""
+        history = History(max_events=10_000, max_age=3600)
+        nodes = [make_log(history, "followed") for _ in range(3)]
+        for node in nodes:
+            await node.open()
+        writers_done = asyncio.Event()
+
+        async def write(log: EventLog, who: int) -> list[Event]:
+            events: list[Event] = []
+            for i in range(40):
+                if i % 10 == 0:
+                    events += await log.append_many([(f"w/{who}", "t", b"%d" % i)] * 4, 1.0)
+                else:
+                    events.append(await log.append(f"w/{i % 3}", "t", b"%d" % i, 1.0))
+            await log.durable()
+            return events
+
+        async def follow(log: EventLog, patterns: list[Pattern]) -> list[Event]:
+            seen: list[Event] = []
+            cursor = 0
+            async with asyncio.timeout(60):
+                while True:
+                    finished = writers_done.is_set()
+                    result = await log.read(patterns, cursor, 7)
+                    seen += result.events
+                    cursor = result.last_seq
+                    if finished and not result.events:
+                        return seen
+                    await asyncio.sleep(0)
+
+        try:
+            readers = [
+                asyncio.create_task(follow(nodes[0], p("w/#"))),
+                asyncio.create_task(follow(nodes[1], p("w/0", "w/1", "w/2"))),
+            ]
+            written = await asyncio.gather(*(write(log, who) for who, log in enumerate(nodes)))
+            writers_done.set()
+            seqs = sorted(e.seq for events in written for e in events)
+            assert len(set(seqs)) == len(seqs) == 3 * (36 + 4 * 4)
+            for reader in readers:
+                assert [e.seq for e in await reader] == seqs
+        finally:
+            for node in nodes:
+                await node.close()
+
+    async def test_one_nodes_trims_are_another_nodes_gaps(self, make_log: Factory) -> None:
+        """History node A trimmed (by count, by age) is recovery failed on node B, never a
+        silent gap, and B numbers a channel A emptied after what A dropped."""
+        history = History(max_events=10, max_age=3600)
+        a, b = make_log(history, "trimmed"), make_log(history, "trimmed")
+        await a.open()
+        await b.open()
+        try:
+            await b.append("e", "t", b"0", 1.0)  # B knows channel e's end
+            await b.durable()
+            ids = await fill(a, "c", 30)
+            with pytest.raises(RecoveryFailed):
+                await b.read(p("c"), 0, 100)
+            with pytest.raises(RecoveryFailed):
+                await b.resolve(Cursor.parse(ids[0]))
+            kept = (await b.read(p("c"), 0, 100, check=False)).events[0]
+            assert await b.resolve(Cursor.parse(kept.id)) == kept.seq
+            await fill(a, "e", 5, t=2.0)
+            await a.trim_older_than(100.0)  # all of e
+            event = await b.append("e", "t", b"7", 200.0)
+            await b.durable()
+            assert event.offset == 7
+            with pytest.raises(RecoveryFailed):
+                await b.read(p("e"), 0, 10)
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_channel_names_keep_to_themselves(self, log: EventLog) -> None:
+        """'a.b', 'a/b' and 'a-b' are three channels; '+' and '#' never cross a dot."""
+        events = [await log.append(name, "t", b"1", 1.0) for name in ("a.b", "a/b", "a-b", "a")]
+        await log.durable()
+        assert [e.offset for e in events] == [1, 1, 1, 1]
+        assert [e.channel for e in (await log.read(p("a/+"), 0, 10)).events] == ["a/b"]
+        assert [e.channel for e in (await log.read(p("a/#"), 0, 10)).events] == ["a/b", "a"]
+        assert [e.channel for e in (await log.read(p("a.b"), 0, 10)).events] == ["a.b"]
+        assert [e.channel for e in (await log.read(p("+"), 0, 10)).events] == ["a.b", "a-b", "a"]
