@@ -97,6 +97,8 @@ def metrics_access(node: Node) -> str:
 
 def data_row(node: Node) -> str:
     settings = node.settings
+    if node.shared is not None:
+        return f"events on {node.shared.where} (shared); the rest in SQLite {settings.database}"
     if settings.database == ":memory:":
         return "in memory: nothing is kept after a stop"
     log = "" if settings.event_log == "sqlite" else " (event history in memory)"

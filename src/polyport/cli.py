@@ -133,6 +133,13 @@ def serve(
         str | None,
         typer.Option(help="SQLite file for events and jobs (default polyport.sqlite3)."),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the event log lives, as a URL: sqlite:///FILE (the default), "
+            "memory://, or an engine several nodes share: postgresql://…, redis://…, nats://…."
+        ),
+    ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Development mode: anonymous callers may do everything.")
     ] = False,
@@ -145,6 +152,7 @@ def serve(
                 "host": host,
                 "port": port,
                 "database": database,
+                "engine": engine,
                 "dev": True if dev else None,
             },
         )

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from polyport import engines
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import (
     SqliteDatabase,
@@ -161,7 +162,9 @@ class Node:
     ) -> None:
         self.service = service
         self.announce = announce
-        self.settings = settings = settings or Settings()
+        # An embedded engine URL (sqlite:///…, memory://) is the database settings spelled
+        # another way; a shared one (PostgreSQL, Redis, NATS) holds the event log itself.
+        self.settings = settings = engines.embedded(settings or Settings())
         spec = service.spec()
         self.metrics = Metrics()
         dispatcher = Dispatcher(
@@ -174,8 +177,19 @@ class Node:
         # One SQLite connection for every store in the file: a second one would wait
         # on the group transaction of the first.
         self.db = SqliteDatabase(settings.database, synchronous=settings.database_sync)
-        sqlite_log = SqliteEventLog(self.db, history) if settings.event_log == "sqlite" else None
-        event_log: EventLog = sqlite_log if sqlite_log is not None else MemoryEventLog(history)
+        #: The engine several nodes share, when there is one (None: embedded).
+        self.shared: engines.SharedLog | None = None
+        sqlite_log = None
+        event_log: EventLog
+        if settings.engine is not None and engines.scheme_of(settings.engine) not in (
+            engines.EMBEDDED
+        ):
+            self.shared = engines.shared_log(settings.engine, history)
+            event_log = self.shared.log
+        elif settings.event_log == "sqlite":
+            event_log = sqlite_log = SqliteEventLog(self.db, history)
+        else:
+            event_log = MemoryEventLog(history)
         codec = EventCodec(spec)
         hub = EventHub(
             event_log,
@@ -185,6 +199,8 @@ class Node:
             type_encoder=codec.encoder,
             max_age=history.max_age,
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
+            bus=self.shared.bus if self.shared is not None else None,
+            poll_interval=settings.engine_poll,
         )
         jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
         # Over the SQLite log of the same file, the webhook store writes deliveries
@@ -322,6 +338,12 @@ class Node:
             and any(type(edge).__name__ == "WebhooksEdge" for edge in self.edges)
         ):
             found.append(NO_SECRET_KEY_WARNING)
+        if self.shared is not None:
+            found.append(
+                f"events are shared through {self.shared.where}; jobs, webhook subscriptions "
+                f"and deliveries, and the receivers' inbox stay in this node's SQLite file "
+                f"{self.settings.database} and are not shared with the other nodes yet"
+            )
         for listener in self.listeners:
             if listener.off is not None:
                 found.append(f"{listener.name} is not served: {listener.off}")

@@ -81,4 +81,21 @@ class LocalBus:
         return stop
 
 
-__all__ = ["Announcement", "Bus", "Listener", "LocalBus"]
+class QuietBus:
+    """A bus that carries nothing: every node finds new events at its next read of
+    the log, one poll interval later. For an engine without a bus of its own."""
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def announce(self, grown: Announcement) -> None:
+        return None
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        return lambda: None
+
+
+__all__ = ["Announcement", "Bus", "Listener", "LocalBus", "QuietBus"]

@@ -331,6 +331,13 @@ class Settings(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     dev: bool = False
     database: str = "polyport.sqlite3"
+    #: Where the event log lives, as a URL (see ``polyport.engines``): unset or
+    #: ``sqlite:///FILE`` (the embedded default), ``memory://``, or an engine
+    #: several nodes share — ``postgresql://…``, ``redis://…``, ``nats://…``.
+    engine: str | None = Field(default=None, min_length=1, max_length=2048)
+    #: On a shared engine, how often a node reads the log for other nodes' events
+    #: when its bus has told it nothing (a lost announcement waits this long).
+    engine_poll: float = Field(default=1.0, gt=0, le=60)
     #: SQLite's ``synchronous``: ``normal`` keeps every commit when the process is
     #: killed; ``full`` also when the machine loses power (an fsync per group commit).
     database_sync: Literal["normal", "full"] = "normal"

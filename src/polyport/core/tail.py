@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from polyport.core.bus import Announcement, Bus
-from polyport.core.errors import RecoveryFailed
+from polyport.core.errors import RecoveryFailed, ServiceError
 from polyport.core.events import Event
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ class Tail:
 
     async def _read_forever(self) -> None:
         backoff = 0.1
+        failing = False
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
@@ -111,16 +112,24 @@ class Tail:
                 await self._catch_up()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning(
-                    "reading the shared event log failed; retrying in %.1f s",
-                    backoff,
-                    exc_info=True,
-                )
+            except Exception as exc:
+                # Once per outage, not once per retry: an engine away for a minute
+                # would otherwise fill the log.
+                if not failing:
+                    log.warning(
+                        "reading the shared event log failed (%s); subscribers are kept and "
+                        "reading is retried with backoff",
+                        exc,
+                        exc_info=not isinstance(exc, ServiceError),
+                    )
+                    failing = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 self._wake.set()
             else:
+                if failing:
+                    log.warning("reading the shared event log works again")
+                    failing = False
                 backoff = 0.1
 
     async def _catch_up(self) -> None:

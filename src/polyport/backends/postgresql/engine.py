@@ -1,0 +1,14 @@
+"""PostgreSQL as a node's engine: ``postgresql://user@host:port/db?schema=NAME``."""
+
+from __future__ import annotations
+
+from polyport.backends.postgresql.db import PostgresDatabase
+from polyport.backends.postgresql.eventlog import PostgresEventLog
+from polyport.core.bus import Bus, QuietBus
+from polyport.core.eventlog import EventLog, History
+
+
+def event_log(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus]:
+    """The shared log in ``?schema=`` (``polyport`` by default) of the database at ``url``."""
+    database = PostgresDatabase(url, schema=options.get("schema", "polyport"))
+    return PostgresEventLog(database, history), QuietBus()

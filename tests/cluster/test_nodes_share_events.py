@@ -1,0 +1,166 @@
+"""Two nodes on one shared engine behave as one: a write on A reaches B's subscribers,
+and an id from one node resumes on the other — on PostgreSQL, Redis and NATS.
+
+Each node runs in a process of its own (`clusternode.py`); each test gets a
+namespace of its own on the engine (a schema, a key prefix, a stream name)
+and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from tests.conftest import require_service
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
+NODE = Path(__file__).with_name("clusternode.py")
+
+
+async def _drop_schema(name: str) -> None:
+    import psycopg
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+async def _drop_keys(prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = [k async for k in client.scan_iter(match="{" + prefix + "}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def _drop_streams(name: str) -> None:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        for stream in (name, f"KV_{name}-meta"):
+            with contextlib.suppress(NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(params=["postgresql", "redis", "nats"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A shared engine URL with a namespace of this test's own."""
+    name = f"pp_cluster_{uuid.uuid4().hex[:10]}"
+    if request.param == "postgresql":
+        require_service("PostgreSQL", 5432)
+        yield f"postgresql://postgres@127.0.0.1:5432/test?schema={name}"
+        await _drop_schema(name)
+    elif request.param == "redis":
+        require_service("Redis", 6379)
+        yield f"redis://127.0.0.1:6379/0?prefix={name}"
+        await _drop_keys(name)
+    else:
+        require_service("NATS", 4222)
+        yield f"nats://127.0.0.1:4222?name={name}"
+        await _drop_streams(name)
+
+
+@contextlib.contextmanager
+def node(tmp_path: Path, engine: str, label: str) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.strip().isdigit():
+            assert process.stderr is not None
+            raise AssertionError(f"node {label} did not start: {line}{process.stderr.read()}")
+        url = f"http://127.0.0.1:{int(line)}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def read_sse(url: str, n: int, headers: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+    """The first ``n`` events of an SSE stream of ticks/#, as (id, data)."""
+    got: list[tuple[str, dict]] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=10)) as client,
+        client.stream(
+            "GET", f"{url}/v1/events/stream?channel=ticks/%23", headers=headers or {}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        event_id = None
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: ") and event_id is not None:
+                got.append((event_id, orjson.loads(line[6:])["data"]))
+                if len(got) == n:
+                    return got
+    return got
+
+
+def emit(url: str, tag: str, n: int) -> list[str]:
+    answer = httpx.post(f"{url}/v1/emit", json={"tag": tag, "n": n}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    ids: list[str] = answer.json()
+    return ids
+
+
+def test_a_write_on_one_node_reaches_the_other_and_ids_resume_across(
+    engine: str, tmp_path: Path
+) -> None:
+    """SSE on B gets what A published; B resumes A's ids; polling on A sees B's events."""
+    import threading
+
+    with node(tmp_path, engine, "a") as a, node(tmp_path, engine, "b") as b:
+        received: list[tuple[str, dict]] = []
+        reader = threading.Thread(target=lambda: received.extend(read_sse(b, 3)), daemon=True)
+        reader.start()
+        time.sleep(0.5)  # the stream is open on B
+        from_a = emit(a, "a", 3)
+        reader.join(15)
+        assert [event_id for event_id, _ in received] == from_a
+        assert [data["tag"] for _, data in received] == ["a", "a", "a"]
+        from_b = emit(b, "b", 2)
+        # Resume on A from A's first id: the rest of A's, then B's, in log order.
+        resumed = read_sse(a, 4, headers={"last-event-id": from_a[0]})
+        assert [event_id for event_id, _ in resumed] == from_a[1:] + from_b[:2]
+        # Poll on B after B's first id: only B's second.
+        page = httpx.get(
+            f"{b}/v1/events", params={"channel": "ticks/#", "after": from_b[0]}, timeout=10
+        ).json()
+        assert [e["id"] for e in page["events"]] == from_b[1:]
