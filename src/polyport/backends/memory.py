@@ -69,6 +69,10 @@ class MemoryEventLog:
     async def close(self) -> None:
         return None
 
+    def settled(self) -> bool:
+        """Always: an append is as durable as this log gets when it returns."""
+        return True
+
     async def durable(self) -> None:
         """Nothing to wait for: memory is as durable as this log gets."""
 

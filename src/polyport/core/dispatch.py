@@ -43,6 +43,7 @@ from polyport.core.errors import (
     Unauthenticated,
 )
 from polyport.core.events import Pattern
+from polyport.core.hub import settle_published, unsettled
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.spec import MethodSpec, RelationSpec, ServiceSpec
@@ -639,18 +640,24 @@ class Dispatcher:
             principal = self.admit(binding.public, binding.scopes, caller)
             kwargs = binding.parse(args)
             if not binding.direct or caller.timeout is not None:
-                return await self.invoke(binding, kwargs, principal, caller)
-            # What invoke does when there is no context, deadline or event to
-            # arrange: the common call, two coroutine frames shorter.
-            try:
-                result = await binding.fn(**kwargs)
-            except ServiceError:
-                raise
-            except Exception as exc:
-                raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
-            if binding.check_result is not None:
-                binding.check_result(result)
-            return self._page(binding, kwargs, result) if binding.paged else result
+                answer = await self.invoke(binding, kwargs, principal, caller)
+            else:
+                # What invoke does when there is no context, deadline or event to
+                # arrange: the common call, two coroutine frames shorter.
+                try:
+                    result = await binding.fn(**kwargs)
+                except ServiceError:
+                    raise
+                except Exception as exc:
+                    raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+                if binding.check_result is not None:
+                    binding.check_result(result)
+                answer = self._page(binding, kwargs, result) if binding.paged else result
+            if unsettled():
+                # Acknowledged means durable: what the handler published is committed
+                # before the caller hears of it (one commit shared by the iteration).
+                await settle_published()
+            return answer
         except ServiceError as exc:
             code = exc.code
             raise

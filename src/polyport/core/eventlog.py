@@ -83,6 +83,15 @@ class EventLog(Protocol):
         """
         ...
 
+    def settled(self) -> bool:
+        """Whether everything appended so far is durable already (no waiting needed).
+
+        True at all times for a log whose :meth:`append` returns only once the
+        events are stored (memory, the engines); False on SQLite between an
+        append and its group's commit.
+        """
+        ...
+
     async def durable(self) -> None:
         """Return once every event appended so far is durable.
 

@@ -1,9 +1,12 @@
 """The event hub: publish to the log, fan out to live subscribers, resume from history.
 
-Publishing appends to the :class:`~polyport.core.eventlog.EventLog`, waits
-until the log has made the event durable (so no one is shown an event a crash
-could take back), and then pushes it into each matching subscriber's bounded
-buffer — an O(1)
+Publishing appends to the :class:`~polyport.core.eventlog.EventLog` and
+pushes the event into each matching subscriber's bounded buffer once the log
+has made it durable, so no one is shown an event a crash could take back. The
+publisher does not wait for that commit itself: the answer to its caller does
+(:func:`settle_published`, which the dispatcher and the session call before
+they answer), so a handler that publishes a hundred events in a row shares
+one commit instead of waiting for a hundred. The push is an O(1)
 append per subscriber, never an await, so a slow subscriber cannot slow the
 publisher or anyone else. A subscriber whose buffer fills up does not lose
 events and does not grow: it drops its buffer and catches up from the log, and
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -42,6 +46,29 @@ log = logging.getLogger("polyport.events")
 
 #: Events read from history per query while catching up.
 CATCH_UP_BATCH = 500
+#: The hub whose events this task (a call, a session's frame) published and has not
+#: yet seen durable: its answer waits for them (see :func:`settle_published`).
+_UNSETTLED: contextvars.ContextVar[EventHub | None] = contextvars.ContextVar(
+    "polyport_unsettled", default=None
+)
+
+
+def unsettled() -> bool:
+    """Whether this task published events that are not yet durable (a cheap check)."""
+    return _UNSETTLED.get() is not None
+
+
+async def settle_published() -> None:
+    """Wait until the events this task published are durable; call it before answering.
+
+    Returns at once when the task published nothing not yet durable. Raises
+    :class:`~polyport.core.errors.Unavailable` when they could not be stored:
+    the caller must then not be told they were.
+    """
+    hub = _UNSETTLED.get()
+    if hub is not None:
+        _UNSETTLED.set(None)
+        await hub.log.durable()
 #: Channel names remembered as valid, so publishing to one again skips the check.
 _CHECKED_CHANNELS = 4096
 
@@ -308,6 +335,9 @@ class EventHub:
         self._valid_channels: set[str] = set()
         self.published = 0
         self.closing = False
+        #: Appended, not yet durable: delivered by one task once the log commits them.
+        self._unsent: list[Event] = []
+        self._delivering: set[asyncio.Task[None]] = set()
         #: With a bus, other nodes append to the log too: deliver in log order (see core.tail).
         self._tail = None if bus is None else Tail(self, bus, poll_interval=poll_interval)
 
@@ -363,10 +393,12 @@ class EventHub:
         event = await self.log.append(channel, type, data, now())
         if self._taps:
             self._tap([event])
-        # Acknowledged means durable: the caller's answer and every subscriber
-        # wait for the commit (one per loop iteration, shared by its publishers).
-        await self.log.durable()
         self.published += 1
+        if not self.log.settled():
+            # Acknowledged means durable: subscribers get it after the commit, and the
+            # caller's answer waits for it (one commit per loop iteration, shared).
+            self._after_commit([event])
+            return event
         if self._tail is not None:
             self._tail.local((event,))
             return event
@@ -432,9 +464,10 @@ class EventHub:
         events = await self.log.append_many(items, now())
         if self._taps and events:
             self._tap(events)
-        await self.log.durable()
         self.published += len(events)
-        if self._tail is not None:
+        if events and not self.log.settled():
+            self._after_commit(events)
+        elif self._tail is not None:
             self._tail.local(events)
         elif len(channels) == 1:  # the common case: the whole batch is one run
             for subscriber in self._index.match(events[0].channel):
@@ -442,6 +475,29 @@ class EventHub:
         elif events:
             self._deliver(events)
         return events
+
+    def _after_commit(self, events: list[Event]) -> None:
+        """Deliver ``events`` once the log has made them durable; the caller's answer waits."""
+        _UNSETTLED.set(self)
+        if not self._unsent:
+            task = asyncio.get_running_loop().create_task(self._deliver_when_durable())
+            self._delivering.add(task)  # held until done: the loop keeps only a weak one
+            task.add_done_callback(self._delivering.discard)
+        self._unsent.extend(events)
+
+    async def _deliver_when_durable(self) -> None:
+        # Taken when this task first runs: the appends of the loop iteration before it.
+        # A later batch gets a task of its own, which the log's commits wake in order.
+        batch, self._unsent = self._unsent, []
+        try:
+            await self.log.durable()
+        except Exception:
+            log.warning("%d event(s) could not be stored and were not delivered", len(batch))
+            return
+        if self._tail is not None:
+            self._tail.local(batch)
+        else:
+            self._deliver(batch)
 
     def _deliver(self, events: list[Event]) -> None:
         """Push events, in log order, to the subscribers of their channels: a run per channel."""

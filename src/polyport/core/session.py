@@ -43,7 +43,7 @@ from polyport.core.errors import (
     ServiceError,
 )
 from polyport.core.events import Event, Pattern, check_channel, parse_patterns
-from polyport.core.hub import EventHub, Subscription
+from polyport.core.hub import EventHub, Subscription, settle_published
 from polyport.core.runtime import EventCodec
 
 log = logging.getLogger("polyport.session")
@@ -316,6 +316,7 @@ class Session:
             channel = asked
         message = EventMessage(event_type, data, channel)
         event = await self.hub.publish(channel, name, self.codec.encode(message))
+        await settle_published()  # "published" means durable
         self.send({"id": frame_id, "type": "published", "event_id": event.id})
 
     async def _on_call(self, frame_id: Any, frame: dict[str, Any]) -> None:

@@ -264,6 +264,10 @@ class NatsEventLog:
                 await self._trim_count(tail)
         return events
 
+    def settled(self) -> bool:
+        """Always: an append returns once the engine has acknowledged it."""
+        return True
+
     async def durable(self) -> None:
         """Nothing to wait for: an append returns once JetStream acknowledged it."""
 

@@ -276,6 +276,10 @@ class PostgresEventLog:
             return []
         return await self._submit(items, time)
 
+    def settled(self) -> bool:
+        """Always: an append returns once the engine has acknowledged it."""
+        return True
+
     async def durable(self) -> None:
         """Nothing to wait for: an append returns once its batch is committed."""
 

@@ -337,6 +337,10 @@ class RedisEventLog:
             rows += (number, type, stamp, data)
         return [self.history.max_events, self._slack, len(index), *index, *rows]
 
+    def settled(self) -> bool:
+        """Always: an append returns once the engine has acknowledged it."""
+        return True
+
     async def durable(self) -> None:
         """Nothing to wait for: an append returns once Redis acknowledged it.
 

@@ -151,6 +151,14 @@ class SqliteEventLog:
         self.db.close()
 
     async def append(self, channel: str, type: str, data: bytes, time: float) -> Event:
+        # Rows wait a moment and go in together (one executemany and one commit
+        # per loop iteration, or per FLUSH_AT rows); every read flushes them first.
+        # Scheduled before a new channel's row opens the group below, so that the
+        # channel and its first events commit together, in one commit.
+        if not self._pending:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush_and_commit)
+            self._pending_done = self._last_done = loop.create_future()
         state = self._channels.get(channel)
         if state is None:
             state = _Channel(channel, new_epoch(), 0, 0, 0, 0)
@@ -161,12 +169,6 @@ class SqliteEventLog:
             self._by_epoch[state.epoch] = state
         seq = self._seq + 1
         offset = state.last_offset + 1
-        # Rows wait a moment and go in together (one executemany and one commit
-        # per loop iteration, or per FLUSH_AT rows); every read flushes them first.
-        if not self._pending:
-            loop = asyncio.get_running_loop()
-            loop.call_soon(self._flush_and_commit)
-            self._pending_done = self._last_done = loop.create_future()
         self._pending.append((seq, channel, offset, type, time, data))
         if len(self._pending) >= FLUSH_AT:
             self._flush()
@@ -191,6 +193,11 @@ class SqliteEventLog:
         """Each item appended in turn: the rows already go in together (see :meth:`append`)."""
         return [await self.append(channel, type, data, time) for channel, type, data in items]
 
+    def settled(self) -> bool:
+        """Nothing appended is waiting for its group's commit."""
+        done = self._last_done
+        return done is None or (done.done() and done.exception() is None)
+
     async def durable(self) -> None:
         """Return once every event appended so far is committed.
 
@@ -214,6 +221,11 @@ class SqliteEventLog:
     def _flush(self) -> None:
         """Write the pending rows (into the group transaction, see :mod:`.db`)."""
         if not self._pending:
+            # An append that failed before queueing its row (its channel's row could
+            # not be written) leaves its waiters nothing to wait for.
+            done, self._pending_done = self._pending_done, None
+            if done is not None and not done.done():
+                done.set_result(None)
             return
         rows, self._pending = self._pending, []
         done, self._pending_done = self._pending_done, None
