@@ -1,10 +1,12 @@
-"""Redis as the engine several nodes share: the event log on Redis Streams and Lua.
+"""Redis as the engine several nodes share: the event log on Redis Streams and Lua, the bus
+on pub/sub.
 
 The driver (redis-py's asyncio client, the ``redis`` extra) is imported when a
 backend is made, not when this package is: without it, making one raises
 :class:`~polyport.core.errors.MissingExtra` naming the extra.
 """
 
+from polyport.backends.redis.bus import RedisBus
 from polyport.backends.redis.eventlog import RedisEventLog
 
-__all__ = ["RedisEventLog"]
+__all__ = ["RedisBus", "RedisEventLog"]
