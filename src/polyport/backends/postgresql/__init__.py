@@ -1,8 +1,10 @@
-"""PostgreSQL: the event log (and later the other stores) shared by every node of a cluster."""
+"""PostgreSQL: the event log (and later the other stores) shared by every node of a cluster,
+and the bus on LISTEN/NOTIFY."""
 
 from polyport.core.errors import MissingExtra
 
 try:
+    from polyport.backends.postgresql.bus import PostgresBus
     from polyport.backends.postgresql.db import PostgresDatabase
     from polyport.backends.postgresql.eventlog import PostgresEventLog
 except ImportError as exc:  # psycopg and psycopg_pool come with the 'postgresql' extra
@@ -10,4 +12,4 @@ except ImportError as exc:  # psycopg and psycopg_pool come with the 'postgresql
         raise MissingExtra("postgresql", "the PostgreSQL backend") from exc
     raise
 
-__all__ = ["PostgresDatabase", "PostgresEventLog"]
+__all__ = ["PostgresBus", "PostgresDatabase", "PostgresEventLog"]
