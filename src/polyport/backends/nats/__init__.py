@@ -1,9 +1,10 @@
-"""NATS JetStream: the event log in a stream that several nodes share.
+"""NATS: the event log in a JetStream stream that several nodes share, the bus on a core subject.
 
 nats-py is imported when a log opens, not here: without the ``nats`` extra,
 opening raises :class:`~polyport.core.errors.MissingExtra` naming it.
 """
 
+from polyport.backends.nats.bus import NatsBus
 from polyport.backends.nats.eventlog import NatsEventLog
 
-__all__ = ["NatsEventLog"]
+__all__ = ["NatsBus", "NatsEventLog"]
