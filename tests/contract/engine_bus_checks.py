@@ -6,7 +6,9 @@ An engine's test module subclasses :class:`EngineBusChecks` beside
 * ``wire``: a raw client of the engine on a bus's channel (the engine's own
   driver, not polyport), to see the messages a bus sends and to send it
   messages of any shape;
-* ``outage``: buses on an engine that the test can take away and bring back.
+* ``outage``: buses on an engine that the test can take away and bring back;
+* ``route``: the engine's port, and buses that reach it at another port (a
+  relay the test puts in between, to cut the network without a reset).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 
 import pytest
 from tests.contract.bus_contract import BusFactory, Heard
+from tests.contract.freezing_proxy import FreezingProxy
 
 from polyport.backends.announcements import decode
 from polyport.backends.enginebus import EngineBus
@@ -49,6 +52,14 @@ class Outage(Protocol):
 
     async def end(self) -> None:
         """Bring it back (where it was stopped), without touching the buses."""
+
+
+class Route(Protocol):
+    """Where the engine listens, and buses of one namespace that reach it at any port."""
+
+    port: int
+
+    def make_bus(self, port: int) -> EngineBus: ...
 
 
 async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
@@ -86,6 +97,10 @@ class EngineBusChecks:
     @pytest.fixture
     def outage(self) -> Outage:
         raise NotImplementedError("an engine's subclass gives outage")
+
+    @pytest.fixture
+    def route(self) -> Route:
+        raise NotImplementedError("an engine's subclass gives route")
 
     async def test_announcements_of_one_loop_iteration_leave_as_one_message(
         self, make_bus: BusFactory, wire: WireFactory
@@ -183,3 +198,39 @@ class EngineBusChecks:
         finally:
             await a.close()
             await b.close()
+
+    async def test_a_silent_connection_is_noticed_by_heartbeats(
+        self, route: Route, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The network between a listener and its engine stops carrying bytes, with no
+        reset and no end of stream: the heartbeats notice within seconds, and the bus
+        subscribes again once the network carries bytes again."""
+        async with FreezingProxy(route.port).running() as proxy:
+            a, b = route.make_bus(route.port), route.make_bus(proxy.port)
+            b.heartbeat = 0.3
+            heard = Heard()
+            await a.open()
+            await b.open()
+            try:
+                b.listen(heard)
+                a.announce([("before", 1)])
+                await heard.until(lambda pairs: ("before", 1) in pairs)
+                with caplog.at_level(logging.WARNING, logger="polyport.bus"):
+                    proxy.freeze()
+                    await eventually(
+                        lambda: any(
+                            "lost the subscription" in r.getMessage() for r in caplog.records
+                        ),
+                        seconds=15,
+                    )
+                    proxy.thaw()
+                    seq = 0
+                    async with asyncio.timeout(20):
+                        while not any(channel == "after" for channel, _ in heard.pairs()):
+                            seq += 1
+                            a.announce([("after", seq)])
+                            await asyncio.sleep(0.05)
+            finally:
+                proxy.thaw()
+                await a.close()
+                await b.close()

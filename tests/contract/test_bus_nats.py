@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 from tests.conftest import require_service
 from tests.contract.bus_contract import BusFactory, EngineBusContract, Heard
-from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Wire, WireFactory
+from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Route, Wire, WireFactory
 from tests.contract.private_servers import closed_port, server_outage
 
 from polyport.backends.nats import NatsBus, NatsEventLog
@@ -99,6 +99,21 @@ class TestNatsBus(EngineBusContract, EngineBusChecks):
 
         async with server_outage(nats_server, tmp_path / "nats.log", bus) as outage:
             yield outage
+
+    @pytest.fixture
+    def route(self) -> Route:
+        require_service("NATS", 4222)
+        return NatsRoute(f"pptest-{uuid.uuid4().hex[:12]}")
+
+
+class NatsRoute:
+    port = 4222
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def make_bus(self, port: int) -> NatsBus:
+        return NatsBus(f"nats://127.0.0.1:{port}", name=self.name)
 
 
 def test_a_log_name_that_is_not_a_subject_token_is_refused() -> None:

@@ -14,13 +14,14 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 from tests.conftest import require_service
 from tests.contract.bus_contract import BusFactory, EngineBusContract, Heard
-from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Wire, WireFactory
+from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Route, Wire, WireFactory
 from tests.contract.private_servers import closed_port
 
 from polyport.backends.postgresql import PostgresBus, PostgresDatabase
@@ -119,6 +120,22 @@ class TestPostgresBus(EngineBusContract, EngineBusChecks):
     def outage(self) -> Outage:
         require_service("PostgreSQL", 5432)
         return PostgresOutage()
+
+    @pytest.fixture
+    def route(self) -> Route:
+        require_service("PostgreSQL", 5432)
+        return PostgresRoute(new_schema("route"))
+
+
+class PostgresRoute:
+    port = urlsplit(URL).port or 5432
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    def make_bus(self, port: int) -> PostgresBus:
+        url = urlunsplit(urlsplit(URL)._replace(netloc=f"postgres@127.0.0.1:{port}"))
+        return PostgresBus(PostgresDatabase(url, schema=self.schema))
 
 
 def test_the_channel_is_named_from_the_schema_within_63_bytes() -> None:

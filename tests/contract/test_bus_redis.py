@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import require_service
 from tests.contract.bus_contract import BusFactory, EngineBusContract
-from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Wire, WireFactory
+from tests.contract.engine_bus_checks import EngineBusChecks, Outage, Route, Wire, WireFactory
 from tests.contract.private_servers import closed_port, server_outage
 
 from polyport.backends.redis import RedisBus
@@ -108,6 +108,21 @@ class TestRedisBus(EngineBusContract, EngineBusChecks):
 
         async with server_outage(redis_server, tmp_path / "redis.log", bus) as outage:
             yield outage
+
+    @pytest.fixture
+    def route(self) -> Route:
+        require_service("Redis", 6379)
+        return RedisRoute(f"polyport-test-{uuid.uuid4().hex}")
+
+
+class RedisRoute:
+    port = 6379
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def make_bus(self, port: int) -> RedisBus:
+        return RedisBus(f"redis://127.0.0.1:{port}/0", prefix=self.prefix)
 
 
 def test_the_channel_is_named_from_the_prefix() -> None:

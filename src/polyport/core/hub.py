@@ -69,6 +69,8 @@ async def settle_published() -> None:
     if hub is not None:
         _UNSETTLED.set(None)
         await hub.log.durable()
+
+
 #: Channel names remembered as valid, so publishing to one again skips the check.
 _CHECKED_CHANNELS = 4096
 

@@ -117,8 +117,20 @@ class PostgresBus(EngineBus):
                 self._heard(b"")
                 continue
             if not heard:
-                async with asyncio.timeout(self.heartbeat):
-                    await conn.execute("SELECT 1")
+                await self._probe(conn)
+
+    async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """``SELECT 1`` answered within a heartbeat, or the connection is closed as dead."""
+        probe = asyncio.ensure_future(conn.execute("SELECT 1"))
+        probe.add_done_callback(_outcome_read)
+        done, _ = await asyncio.wait({probe}, timeout=self.heartbeat)
+        if probe in done:
+            probe.result()
+            return
+        # Closed at once, not cancelled: psycopg would first ask the server to cancel
+        # the query and wait for it to end, up to 10 s more of a server that is silent.
+        await conn.close()
+        raise TimeoutError(f"PostgreSQL did not answer a probe in {self.heartbeat:g} s")
 
     async def _resubscribe(self) -> None:
         await _close(self._listener)
@@ -143,6 +155,12 @@ class PostgresBus(EngineBus):
         self._listener = self._notifier = None
         await _close(listener)
         await _close(notifier)
+
+
+def _outcome_read(task: asyncio.Future[Any]) -> None:
+    """A probe given up on ends in an error on its closed connection: nobody needs it."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _close(conn: psycopg.AsyncConnection[Any] | None) -> None:
