@@ -1,8 +1,9 @@
-"""One node of a cluster test, in a process of its own: ``python clusternode.py DB ENGINE``.
+"""One node of a cluster test, in a process of its own: ``python clusternode.py DB ENGINE [POLL]``.
 
 It prints its port, then serves REST (``POST /v1/emit {"n": …, "tag": …}``
 publishes n events on channel ``ticks/{tag}`` and answers their ids), polling
-and SSE, with its event log on ENGINE, until it is stopped.
+and SSE, with its event log on ENGINE (read every POLL seconds
+when no announcement came, 0.2 by default), until it is stopped.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ async def emit(tag: str, n: int) -> list[str]:
     return [e.id for e in await Ticked.publish_many([{"tag": tag, "n": i} for i in range(n)])]
 
 
-async def main(database: str, engine: str) -> None:
+async def main(database: str, engine: str, poll: float) -> None:
     settings = Settings.model_validate(
         {
             "dev": True,
             "database": database,
             "engine": engine,
-            "engine_poll": 0.2,
+            "engine_poll": poll,
             "rate_limit": {"enabled": False},
             "log": {"level": "error"},
         }
@@ -50,4 +51,4 @@ async def main(database: str, engine: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.2))

@@ -78,9 +78,9 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def node(tmp_path: Path, engine: str, label: str) -> Iterator[str]:
+def node(tmp_path: Path, engine: str, label: str, poll: float = 0.2) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine],
+        [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine, str(poll)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -112,9 +112,10 @@ def node(tmp_path: Path, engine: str, label: str) -> Iterator[str]:
                 stream.close()
 
 
-def read_sse(url: str, n: int, headers: dict[str, str] | None = None) -> list[tuple[str, dict]]:
-    """The first ``n`` events of an SSE stream of ticks/#, as (id, data)."""
-    got: list[tuple[str, dict]] = []
+def follow_sse(
+    url: str, n: int, headers: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict]]:
+    """The first ``n`` events of an SSE stream of ticks/#, as (id, data), as they come."""
     with (
         httpx.Client(timeout=httpx.Timeout(10, read=10)) as client,
         client.stream(
@@ -127,10 +128,15 @@ def read_sse(url: str, n: int, headers: dict[str, str] | None = None) -> list[tu
             if line.startswith("id: "):
                 event_id = line[4:]
             elif line.startswith("data: ") and event_id is not None:
-                got.append((event_id, orjson.loads(line[6:])["data"]))
-                if len(got) == n:
-                    return got
-    return got
+                yield event_id, orjson.loads(line[6:])["data"]
+                n -= 1
+                if n == 0:
+                    return
+
+
+def read_sse(url: str, n: int, headers: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+    """The first ``n`` events of an SSE stream of ticks/#, as (id, data)."""
+    return list(follow_sse(url, n, headers))
 
 
 def emit(url: str, tag: str, n: int) -> list[str]:
@@ -164,3 +170,29 @@ def test_a_write_on_one_node_reaches_the_other_and_ids_resume_across(
             f"{b}/v1/events", params={"channel": "ticks/#", "after": from_b[0]}, timeout=10
         ).json()
         assert [e["id"] for e in page["events"]] == from_b[1:]
+
+
+def test_the_bus_wakes_the_other_node_at_once(engine: str, tmp_path: Path) -> None:
+    """With the log read only every 60 s, B's subscribers still get each of A's writes
+    within a fraction of a second: the engine's bus announced it."""
+    import queue
+    import threading
+
+    with node(tmp_path, engine, "a", poll=60) as a, node(tmp_path, engine, "b", poll=60) as b:
+        arrivals: queue.Queue[tuple[str, float]] = queue.Queue()
+
+        def follow() -> None:
+            for event_id, _ in follow_sse(b, 10):
+                arrivals.put((event_id, time.monotonic()))
+
+        threading.Thread(target=follow, daemon=True).start()
+        time.sleep(0.5)  # the stream is open on B
+        delays = []
+        for _ in range(10):
+            sent = time.monotonic()
+            (event_id,) = emit(a, "bus", 1)
+            got, at = arrivals.get(timeout=5)
+            assert got == event_id
+            delays.append(at - sent)
+            time.sleep(0.05)
+        assert max(delays) < 1.0, delays

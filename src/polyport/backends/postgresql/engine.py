@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from polyport.backends.postgresql.bus import PostgresBus
 from polyport.backends.postgresql.db import PostgresDatabase
 from polyport.backends.postgresql.eventlog import PostgresEventLog
-from polyport.core.bus import Bus, QuietBus
+from polyport.core.bus import Bus
 from polyport.core.eventlog import EventLog, History
 
 
 def event_log(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus]:
-    """The shared log in ``?schema=`` (``polyport`` by default) of the database at ``url``."""
+    """The shared log in ``?schema=`` (``polyport`` by default) of the database at ``url``,
+    and its bus on ``LISTEN``/``NOTIFY``."""
     database = PostgresDatabase(url, schema=options.get("schema", "polyport"))
-    return PostgresEventLog(database, history), QuietBus()
+    return PostgresEventLog(database, history), PostgresBus(database)
