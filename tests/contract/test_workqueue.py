@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.contract.workqueue_contract import QueueFactory, WorkQueueContract
 
 from polyport.backends.memory import MemoryWorkQueue
+from polyport.backends.sqlite import SqliteDatabase, SqliteWorkQueue
 from polyport.core.workqueue import WorkQueue
 
 
@@ -18,5 +21,16 @@ class TestMemoryWorkQueue(WorkQueueContract):
 
         def make(name: str = "store") -> WorkQueue:
             return stores.setdefault(name, MemoryWorkQueue())
+
+        return make
+
+
+class TestSqliteWorkQueue(WorkQueueContract):
+    """The embedded default: one connection per node to one file."""
+
+    @pytest.fixture
+    def make_queue(self, tmp_path: Path) -> QueueFactory:
+        def make(name: str = "store") -> WorkQueue:
+            return SqliteWorkQueue(SqliteDatabase(tmp_path / f"{name}.sqlite3"))
 
         return make

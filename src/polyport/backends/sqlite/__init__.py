@@ -1,10 +1,12 @@
-"""The embedded default: event log, jobs, webhook store and receivers' inbox in one SQLite file."""
+"""The embedded default: event log, work queue, jobs, webhook store and receivers' inbox in one
+SQLite file."""
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.eventlog import SqliteEventLog
 from polyport.backends.sqlite.inbox import SqliteReceiverInbox
 from polyport.backends.sqlite.jobs import SqliteJobStore
 from polyport.backends.sqlite.webhooks import SqliteWebhookStore
+from polyport.backends.sqlite.workqueue import SqliteWorkQueue
 
 __all__ = [
     "SqliteDatabase",
@@ -12,4 +14,5 @@ __all__ = [
     "SqliteJobStore",
     "SqliteReceiverInbox",
     "SqliteWebhookStore",
+    "SqliteWorkQueue",
 ]

@@ -1,0 +1,229 @@
+"""The leased work queue in SQLite: the :class:`~polyport.core.workqueue.WorkQueue` port.
+
+One row per ``(queue, key)``; the unique index is the idempotency check, so a
+known key is recognised across restarts and across nodes sharing the file.
+``due`` is when a pending row may next be claimed, or when a running row's
+lease ends: rows a dead node left ``running`` are claimed again once it has
+passed. Every claim writes a fresh ``lease`` token and every later update is
+conditional on it and on the row still running — which is what makes the
+port's lease and final-state guarantees hold here, between processes too.
+
+Only enqueues and redrives commit on their own (whoever accepted the work
+answers after them). Claims and outcomes join the database's group
+transaction, committed when the event loop next yields. Statements run on the
+event loop's thread, like every SQLite statement here; the methods are
+coroutines because the port's other backends talk over a network.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS polyport_work (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    due REAL NOT NULL,
+    lease TEXT,
+    claimed REAL,
+    finished REAL,
+    error TEXT,
+    result BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS polyport_work_key ON polyport_work (queue, key);
+CREATE INDEX IF NOT EXISTS polyport_work_due ON polyport_work (queue, due)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS polyport_work_finished ON polyport_work (queue, finished)
+    WHERE status IN ('done', 'dead');
+"""
+
+_COLUMNS = (
+    "seq, queue, key, payload, status, attempts, created, due, lease, claimed, finished, "
+    "error, result"
+)
+_LIVE = "status IN ('pending', 'running')"
+
+
+def _item(row: tuple[Any, ...]) -> WorkItem:
+    seq, queue, key, payload, status, attempts, created, due, lease = row[:9]
+    claimed, finished, error, result = row[9:]
+    return WorkItem(
+        queue=queue,
+        key=key,
+        seq=seq,
+        payload=bytes(payload),
+        status=status,
+        attempts=attempts,
+        created=created,
+        due=due,
+        lease=lease,
+        claimed=claimed,
+        finished=finished,
+        error=error,
+        result=None if result is None else bytes(result),
+    )
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+class SqliteWorkQueue:
+    """Queues of work items in the node's SQLite database."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def open(self) -> None:
+        self.db.open().executescript(_SCHEMA)
+
+    async def close(self) -> None:
+        self.db.close()
+
+    async def enqueue(
+        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+    ) -> bool:
+        check_name("queue", queue)
+        check_name("key", key)
+        cursor = self.db.durable_write(
+            "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, created, due) "
+            "VALUES (?, ?, ?, 'pending', ?, ?)",
+            (queue, key, payload, now, now if due is None else due),
+        )
+        return cursor.rowcount == 1
+
+    async def claim(
+        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+    ) -> list[WorkItem]:
+        if not queues or limit <= 0:
+            return []
+        names = list(dict.fromkeys(queues))
+        candidates = self.db.conn.execute(
+            f"SELECT seq FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE} "
+            "AND due <= ? ORDER BY due, seq LIMIT ?",
+            (*names, now, limit),
+        ).fetchall()
+        claimed = []
+        for (seq,) in candidates:
+            # Conditional on the row still being due: another process may have won it.
+            cursor = self.db.group_write(
+                "UPDATE polyport_work SET status='running', attempts=attempts+1, due=?, "
+                f"lease=?, claimed=? WHERE seq=? AND {_LIVE} AND due <= ?",
+                (now + lease, secrets.token_hex(8), now, seq, now),
+            )
+            if cursor.rowcount == 1:
+                item = self._get_seq(seq)
+                if item is not None:
+                    claimed.append(item)
+        return claimed
+
+    async def extend(self, items: Sequence[WorkItem], until: float) -> int:
+        return sum(self._settle(item, "due=?", (until,)) for item in items)
+
+    async def ack(self, item: WorkItem, *, now: float, result: bytes | None = None) -> bool:
+        return self._settle(item, "status='done', finished=?, result=?, lease=NULL", (now, result))
+
+    async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:
+        return self._settle(item, "status='pending', due=?, error=?, lease=NULL", (due, error))
+
+    async def release(self, item: WorkItem, *, now: float) -> bool:
+        return self._settle(
+            item, "status='pending', due=?, attempts=max(0, attempts-1), lease=NULL", (now,)
+        )
+
+    async def dead_letter(self, item: WorkItem, *, now: float, error: str) -> bool:
+        return self._settle(item, "status='dead', finished=?, error=?, lease=NULL", (now, error))
+
+    def _settle(self, item: WorkItem, assignments: str, args: tuple[object, ...]) -> bool:
+        # Only the holder of the current claim settles, and only a running row: a
+        # final state (done, dead) never changes here — redrive is the one way back.
+        cursor = self.db.group_write(
+            f"UPDATE polyport_work SET {assignments} "
+            "WHERE queue=? AND key=? AND lease=? AND status='running'",
+            (*args, item.queue, item.key, item.lease),
+        )
+        return cursor.rowcount == 1
+
+    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
+        cursor = self.db.durable_write(
+            "UPDATE polyport_work SET status='pending', due=?, "
+            "attempts=CASE status WHEN 'dead' THEN 0 ELSE attempts END, finished=NULL "
+            "WHERE queue=? AND key=? AND status IN ('dead', 'pending')",
+            (now, queue, key),
+        )
+        return cursor.rowcount == 1
+
+    async def get(self, queue: str, key: str) -> WorkItem | None:
+        found = self.db.conn.execute(
+            f"SELECT {_COLUMNS} FROM polyport_work WHERE queue=? AND key=?", (queue, key)
+        ).fetchone()
+        return _item(found) if found else None
+
+    def _get_seq(self, seq: int) -> WorkItem | None:
+        found = self.db.conn.execute(
+            f"SELECT {_COLUMNS} FROM polyport_work WHERE seq=?", (seq,)
+        ).fetchone()
+        return _item(found) if found else None
+
+    async def items(
+        self,
+        queue: str,
+        *,
+        status: WorkStatus | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[WorkItem]:
+        sql = f"SELECT {_COLUMNS} FROM polyport_work WHERE queue=?"
+        args: list[object] = [queue]
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status)
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        rows = self.db.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, max(0, limit)))
+        return [_item(row) for row in rows.fetchall()]
+
+    async def counts(self, queue: str) -> dict[WorkStatus, int]:
+        found = dict(
+            self.db.conn.execute(
+                "SELECT status, count(*) FROM polyport_work WHERE queue=? GROUP BY status",
+                (queue,),
+            ).fetchall()
+        )
+        return {status: found.get(status, 0) for status in WORK_STATUSES}
+
+    async def next_due(self, queues: Sequence[str]) -> float | None:
+        if not queues:
+            return None
+        names = list(dict.fromkeys(queues))
+        found = self.db.conn.execute(
+            f"SELECT min(due) FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE}",
+            tuple(names),
+        ).fetchone()
+        return found[0] if found and found[0] is not None else None
+
+    async def purge(self, queue: str, before: float) -> int:
+        cursor = self.db.durable_write(
+            "DELETE FROM polyport_work WHERE queue=? AND status IN ('done', 'dead') "
+            "AND finished < ?",
+            (queue, before),
+        )
+        return cursor.rowcount
+
+    async def drop(self, queue: str) -> int:
+        cursor = self.db.durable_write("DELETE FROM polyport_work WHERE queue=?", (queue,))
+        return cursor.rowcount
+
+
+__all__ = ["SqliteWorkQueue"]
