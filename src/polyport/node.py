@@ -27,8 +27,8 @@ from polyport.backends.sqlite import (
     SqliteDatabase,
     SqliteEventLog,
     SqliteJobStore,
-    SqliteReceiverInbox,
     SqliteWebhookStore,
+    SqliteWorkQueue,
 )
 from polyport.core.auth import Authenticator
 from polyport.core.config import Settings
@@ -37,6 +37,7 @@ from polyport.core.dispatch import Dispatcher
 from polyport.core.errors import ConfigError, MissingExtra, PermissionDenied, Unauthenticated
 from polyport.core.eventlog import EventLog, History
 from polyport.core.hub import EventHub
+from polyport.core.inbox import QueuedReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
@@ -219,7 +220,7 @@ class Node:
             self.metrics,
             codec,
             webhook_store=webhook_store,
-            receiver_inbox=SqliteReceiverInbox(self.db),
+            receiver_inbox=QueuedReceiverInbox(SqliteWorkQueue(self.db)),
         )
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}

@@ -121,12 +121,12 @@ class ReceiverInboxContract:
         await put(inbox, "waiting", now=T0 + 100)  # not due yet when "old" is claimed
         (entry,) = await claim(inbox, T0, 1)
         await inbox.complete(entry, T0 + 1)
-        assert await inbox.purge(before=T0 + 1) == 0  # finished exactly then: kept
+        assert await inbox.purge(["r"], before=T0 + 1) == 0  # finished exactly then: kept
         assert await put(inbox, "old") is False  # still inside the window
-        assert await inbox.purge(before=T0 + 2) == 1
+        assert await inbox.purge(["r"], before=T0 + 2) == 1
         assert await inbox.get("r", "old") is None
         assert await inbox.get("r", "waiting") is not None
-        assert await inbox.purge(before=T0 + 10_000) == 0
+        assert await inbox.purge(["r"], before=T0 + 10_000) == 0
         assert await put(inbox, "old", now=T0 + 3) is True  # a new delivery now
 
     # -- leases ---------------------------------------------------------------------

@@ -247,8 +247,11 @@ class WorkQueueContract:
     # -- outcomes -------------------------------------------------------------------
 
     async def test_ack_is_final(self, wq: WorkQueue) -> None:
-        """Done never changes: no second outcome, no redrive, no claim."""
+        """Done never changes: no second outcome, no redrive, no claim. An earlier
+        attempt's error is gone with it."""
         await wq.enqueue("q", "a", b"", now=T0)
+        item = await claim_one(wq, T0)
+        assert await wq.retry(item, due=T0, error="first try failed") is True
         item = await claim_one(wq, T0)
         assert await wq.ack(item, now=T0 + 1, result=b'{"n":1}') is True
         assert await wq.ack(item, now=T0 + 2) is False
@@ -264,8 +267,9 @@ class WorkQueueContract:
             None,
             T0 + 1,
             b'{"n":1}',
-            1,
+            2,
         )
+        assert found.error is None
         assert await wq.next_due(["q"]) is None
 
     async def test_retry_waits_until_due_and_counts_the_next_attempt(self, wq: WorkQueue) -> None:

@@ -89,7 +89,7 @@ class WorkItem:
     claimed: float | None
     #: When it became done or dead.
     finished: float | None
-    #: The last error given by retry or dead_letter.
+    #: The last error given by retry or dead_letter (cleared by ack).
     error: str | None
     #: What ack recorded, if anything.
     result: bytes | None
@@ -134,7 +134,8 @@ class WorkQueue(Protocol):
         ...
 
     async def ack(self, item: WorkItem, *, now: float, result: bytes | None = None) -> bool:
-        """The work succeeded: ``done``, finished at ``now``, with ``result`` kept."""
+        """The work succeeded: ``done``, finished at ``now``, with ``result`` kept and the
+        error of an earlier attempt cleared."""
         ...
 
     async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:

@@ -110,6 +110,7 @@ class MemoryWorkQueue:
                 status="done",
                 lease=None,
                 finished=now,
+                error=None,
                 result=None if result is None else bytes(result),
             )
         )

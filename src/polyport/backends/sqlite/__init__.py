@@ -3,7 +3,6 @@ SQLite file."""
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.eventlog import SqliteEventLog
-from polyport.backends.sqlite.inbox import SqliteReceiverInbox
 from polyport.backends.sqlite.jobs import SqliteJobStore
 from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.backends.sqlite.workqueue import SqliteWorkQueue
@@ -12,7 +11,6 @@ __all__ = [
     "SqliteDatabase",
     "SqliteEventLog",
     "SqliteJobStore",
-    "SqliteReceiverInbox",
     "SqliteWebhookStore",
     "SqliteWorkQueue",
 ]

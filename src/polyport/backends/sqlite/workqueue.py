@@ -8,6 +8,11 @@ passed. Every claim writes a fresh ``lease`` token and every later update is
 conditional on it and on the row still running — which is what makes the
 port's lease and final-state guarantees hold here, between processes too.
 
+Files written before the work queue kept the receivers' inbox in a table of
+its own, ``polyport_hook_inbox``: the first open moves its rows here (each
+receiver's queue ``hooks/{receiver}``, states, attempts, leases and order
+kept) and drops it, in one transaction.
+
 Only enqueues and redrives commit on their own (whoever accepted the work
 answers after them). Claims and outcomes join the database's group
 transaction, committed when the event loop next yields. Statements run on the
@@ -18,10 +23,14 @@ coroutines because the port's other backends talk over a network.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.core.inbox import encode_payload, queue_of
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
 
 _SCHEMA = """
@@ -85,7 +94,9 @@ class SqliteWorkQueue:
         self.db = db
 
     async def open(self) -> None:
-        self.db.open().executescript(_SCHEMA)
+        conn = self.db.open()
+        conn.executescript(_SCHEMA)
+        _move_legacy_inbox(conn)
 
     async def close(self) -> None:
         self.db.close()
@@ -131,7 +142,9 @@ class SqliteWorkQueue:
         return sum(self._settle(item, "due=?", (until,)) for item in items)
 
     async def ack(self, item: WorkItem, *, now: float, result: bytes | None = None) -> bool:
-        return self._settle(item, "status='done', finished=?, result=?, lease=NULL", (now, result))
+        return self._settle(
+            item, "status='done', finished=?, result=?, error=NULL, lease=NULL", (now, result)
+        )
 
     async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:
         return self._settle(item, "status='pending', due=?, error=?, lease=NULL", (due, error))
@@ -224,6 +237,64 @@ class SqliteWorkQueue:
     async def drop(self, queue: str) -> int:
         cursor = self.db.durable_write("DELETE FROM polyport_work WHERE queue=?", (queue,))
         return cursor.rowcount
+
+
+def _move_legacy_inbox(conn: sqlite3.Connection) -> None:
+    """Move the rows of the receivers' inbox table of older files into the work queue.
+
+    One transaction: a crash leaves either the old table or the moved rows.
+    Two nodes opening one old file at once: the second finds the table gone.
+    """
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='polyport_hook_inbox'"
+    ).fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(
+            "SELECT receiver, delivery_id, status, event_type, signed_at, received, body, "
+            "headers, attempts, due, lease, finished, error FROM polyport_hook_inbox "
+            "ORDER BY rowid"
+        ).fetchall()
+        conn.executemany(
+            "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, attempts, "
+            "created, due, lease, claimed, finished, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            [
+                (
+                    queue_of(receiver),
+                    delivery_id,
+                    encode_payload(event_type, signed_at, orjson.loads(headers), bytes(body)),
+                    status,
+                    attempts,
+                    received,
+                    due,
+                    lease,
+                    finished,
+                    error,
+                )
+                for (
+                    receiver,
+                    delivery_id,
+                    status,
+                    event_type,
+                    signed_at,
+                    received,
+                    body,
+                    headers,
+                    attempts,
+                    due,
+                    lease,
+                    finished,
+                    error,
+                ) in rows
+            ],
+        )
+        conn.execute("DROP TABLE polyport_hook_inbox")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 __all__ = ["SqliteWorkQueue"]

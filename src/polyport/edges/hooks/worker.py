@@ -102,7 +102,7 @@ class InboxWorker:
                 await self._claim(now)
                 if now >= self._next_purge:
                     self._next_purge = now + min(3600.0, config.retention / 10)
-                    purged = await self.inbox.purge(now - config.retention)
+                    purged = await self.inbox.purge(self.names, now - config.retention)
                     if purged:
                         log.info("forgot %d processed webhook deliveries", purged)
                 sleep = await self._sleep(now)
