@@ -218,6 +218,38 @@ class WorkQueueContract:
         assert found is not None
         assert (found.status, found.result, found.finished) == ("done", b"ok", T0 + LEASE + 2)
 
+    async def test_the_claimer_is_named_while_it_holds_the_item(
+        self, wq: WorkQueue, node: QueueOpener
+    ) -> None:
+        """A claim records its owner; another node reads it (to tell a dead node's claims
+        from a live one's); every way out of running forgets it."""
+        for key in ("a", "b", "c", "d"):
+            await wq.enqueue("q", key, b"", now=T0)
+        held = await wq.claim(["q"], now=T0, limit=4, lease=LEASE, owner="host/42/x")
+        assert [item.owner for item in held] == ["host/42/x"] * 4
+        await settle()
+        async with node() as other:
+            running = await other.items("q", status="running")
+            assert {item.owner for item in running} == {"host/42/x"}
+            assert {item.lease for item in running} == {item.lease for item in held}
+            # What a node that knows host/42 is gone does: end those leases now.
+            assert await other.extend(running[:1], T0) == 1
+            await settle()
+            (taken,) = await other.claim(["q"], now=T0, limit=4, lease=LEASE, owner="other")
+            assert (taken.key, taken.owner, taken.attempts) == (running[0].key, "other", 2)
+            await settle()
+        a, b, c, d = held
+        settled = [
+            await wq.ack(a, now=T0),
+            await wq.retry(b, due=T0 + 10, error="x"),
+            await wq.release(c, now=T0),
+            await wq.dead_letter(d, now=T0, error="x"),
+        ]
+        assert settled.count(False) == 1  # the one the other node took
+        for item in await wq.items("q"):
+            assert item.owner == ("other" if item.key == taken.key else None)
+        assert (await wq.claim(["q"], now=T0, limit=1, lease=LEASE))[0].owner is None
+
     async def test_a_lease_that_ran_out_but_was_not_taken_still_settles(
         self, wq: WorkQueue
     ) -> None:

@@ -93,6 +93,8 @@ class WorkItem:
     error: str | None
     #: What ack recorded, if anything.
     result: bytes | None
+    #: Who holds the current claim, as the claimer named itself (None unless running).
+    owner: str | None = None
 
 
 class WorkQueue(Protocol):
@@ -117,14 +119,21 @@ class WorkQueue(Protocol):
         ...
 
     async def claim(
-        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+        self,
+        queues: Sequence[str],
+        *,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str | None = None,
     ) -> list[WorkItem]:
         """Lease up to ``limit`` due items of ``queues`` for ``lease`` seconds.
 
         Due means pending with ``due <= now``, or running with a lease that
         ended by ``now``. Earliest due first; each claimed item is returned
-        running, with its new lease token, ``claimed = now`` and its attempts
-        counted.
+        running, with its new lease token, ``claimed = now``, its attempts
+        counted and ``owner`` recorded (what a node names itself by, so that
+        others can tell whose claims they see: the queue does not interpret it).
         """
         ...
 

@@ -66,7 +66,13 @@ class MemoryWorkQueue:
         return True
 
     async def claim(
-        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+        self,
+        queues: Sequence[str],
+        *,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str | None = None,
     ) -> list[WorkItem]:
         due = sorted(
             (
@@ -86,6 +92,7 @@ class MemoryWorkQueue:
                 due=now + lease,
                 lease=secrets.token_hex(8),
                 claimed=now,
+                owner=owner,
             )
             self._put(held)
             claimed.append(held)
@@ -109,6 +116,7 @@ class MemoryWorkQueue:
                 found,
                 status="done",
                 lease=None,
+                owner=None,
                 finished=now,
                 error=None,
                 result=None if result is None else bytes(result),
@@ -120,7 +128,11 @@ class MemoryWorkQueue:
         found = self._current(item)
         if found is None:
             return False
-        self._put(dataclasses.replace(found, status="pending", due=due, lease=None, error=error))
+        self._put(
+            dataclasses.replace(
+                found, status="pending", due=due, lease=None, owner=None, error=error
+            )
+        )
         return True
 
     async def release(self, item: WorkItem, *, now: float) -> bool:
@@ -133,6 +145,7 @@ class MemoryWorkQueue:
                 status="pending",
                 due=now,
                 lease=None,
+                owner=None,
                 attempts=max(0, found.attempts - 1),
             )
         )
@@ -142,7 +155,11 @@ class MemoryWorkQueue:
         found = self._current(item)
         if found is None:
             return False
-        self._put(dataclasses.replace(found, status="dead", lease=None, finished=now, error=error))
+        self._put(
+            dataclasses.replace(
+                found, status="dead", lease=None, owner=None, finished=now, error=error
+            )
+        )
         return True
 
     async def redrive(self, queue: str, key: str, *, now: float) -> bool:

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS polyport_work (
     created REAL NOT NULL,
     due REAL NOT NULL,
     lease TEXT,
+    owner TEXT,
     claimed REAL,
     finished REAL,
     error TEXT,
@@ -58,14 +59,14 @@ CREATE INDEX IF NOT EXISTS polyport_work_finished ON polyport_work (queue, finis
 
 _COLUMNS = (
     "seq, queue, key, payload, status, attempts, created, due, lease, claimed, finished, "
-    "error, result"
+    "error, result, owner"
 )
 _LIVE = "status IN ('pending', 'running')"
 
 
 def _item(row: tuple[Any, ...]) -> WorkItem:
     seq, queue, key, payload, status, attempts, created, due, lease = row[:9]
-    claimed, finished, error, result = row[9:]
+    claimed, finished, error, result, owner = row[9:]
     return WorkItem(
         queue=queue,
         key=key,
@@ -80,6 +81,7 @@ def _item(row: tuple[Any, ...]) -> WorkItem:
         finished=finished,
         error=error,
         result=None if result is None else bytes(result),
+        owner=owner,
     )
 
 
@@ -114,7 +116,13 @@ class SqliteWorkQueue:
         return cursor.rowcount == 1
 
     async def claim(
-        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+        self,
+        queues: Sequence[str],
+        *,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str | None = None,
     ) -> list[WorkItem]:
         if not queues or limit <= 0:
             return []
@@ -129,8 +137,8 @@ class SqliteWorkQueue:
             # Conditional on the row still being due: another process may have won it.
             cursor = self.db.group_write(
                 "UPDATE polyport_work SET status='running', attempts=attempts+1, due=?, "
-                f"lease=?, claimed=? WHERE seq=? AND {_LIVE} AND due <= ?",
-                (now + lease, secrets.token_hex(8), now, seq, now),
+                f"lease=?, owner=?, claimed=? WHERE seq=? AND {_LIVE} AND due <= ?",
+                (now + lease, secrets.token_hex(8), owner, now, seq, now),
             )
             if cursor.rowcount == 1:
                 item = self._get_seq(seq)
@@ -143,19 +151,27 @@ class SqliteWorkQueue:
 
     async def ack(self, item: WorkItem, *, now: float, result: bytes | None = None) -> bool:
         return self._settle(
-            item, "status='done', finished=?, result=?, error=NULL, lease=NULL", (now, result)
+            item,
+            "status='done', finished=?, result=?, error=NULL, lease=NULL, owner=NULL",
+            (now, result),
         )
 
     async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:
-        return self._settle(item, "status='pending', due=?, error=?, lease=NULL", (due, error))
+        return self._settle(
+            item, "status='pending', due=?, error=?, lease=NULL, owner=NULL", (due, error)
+        )
 
     async def release(self, item: WorkItem, *, now: float) -> bool:
         return self._settle(
-            item, "status='pending', due=?, attempts=max(0, attempts-1), lease=NULL", (now,)
+            item,
+            "status='pending', due=?, attempts=max(0, attempts-1), lease=NULL, owner=NULL",
+            (now,),
         )
 
     async def dead_letter(self, item: WorkItem, *, now: float, error: str) -> bool:
-        return self._settle(item, "status='dead', finished=?, error=?, lease=NULL", (now, error))
+        return self._settle(
+            item, "status='dead', finished=?, error=?, lease=NULL, owner=NULL", (now, error)
+        )
 
     def _settle(self, item: WorkItem, assignments: str, args: tuple[object, ...]) -> bool:
         # Only the holder of the current claim settles, and only a running row: a
