@@ -26,7 +26,6 @@ from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import (
     SqliteDatabase,
     SqliteEventLog,
-    SqliteJobStore,
     SqliteWebhookStore,
     SqliteWorkQueue,
 )
@@ -203,7 +202,9 @@ class Node:
             bus=self.shared.bus if self.shared is not None else None,
             poll_interval=settings.engine_poll,
         )
-        jobs = JobRunner(SqliteJobStore(self.db), dispatcher, settings.jobs)
+        #: Jobs and the receivers' inbox are queues of one work queue.
+        work_queue = SqliteWorkQueue(self.db)
+        jobs = JobRunner(work_queue, dispatcher, settings.jobs)
         # Over the SQLite log of the same file, the webhook store writes deliveries
         # never before their events, and its fan-out cursor is that log's seq.
         webhook_store = SqliteWebhookStore(
@@ -220,7 +221,7 @@ class Node:
             self.metrics,
             codec,
             webhook_store=webhook_store,
-            receiver_inbox=QueuedReceiverInbox(SqliteWorkQueue(self.db)),
+            receiver_inbox=QueuedReceiverInbox(work_queue),
         )
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}

@@ -1,37 +1,44 @@
-"""Jobs shared by several processes on one database: claims, leases, final states.
+"""Jobs shared by several nodes on one work queue: claims, leases, final states.
 
-Each runner (and each store) here has its own SQLite connection to one file,
-as two nodes on one machine would.
+Runners that run at once here share one SQLite connection: two connections
+to one file on one event loop would wait on each other's open group
+transaction, which only that same loop can commit. Nodes in separate
+processes (tests/test_restart.py) and the network engines share jobs the same
+way, through work queues that pass one contract suite.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import socket
 import sqlite3
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from polyport import Service
-from polyport.backends.sqlite import SqliteJobStore
+from polyport.backends.memory import MemoryWorkQueue
+from polyport.backends.sqlite import SqliteDatabase, SqliteWorkQueue
 from polyport.core.auth import Authenticator
 from polyport.core.config import AuthConfig, JobsConfig, RateLimitConfig
 from polyport.core.dispatch import Caller, Dispatcher
-from polyport.core.jobs import Job, JobRunner, JobStore, owner_gone
+from polyport.core.jobs import QUEUE, Job, JobRunner, decode_job, encode_job, owner_gone
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
+from polyport.core.workqueue import WorkQueue
 
 svc = Service("jobsvc")
 release = asyncio.Event()
+runs: list[str] = []
 
 
 @svc.method
 async def slow(seconds: float) -> str:
     """Sleeps; ``release`` ends it early."""
+    runs.append("slow")
     try:
         async with asyncio.timeout(seconds):
             await release.wait()
@@ -42,6 +49,7 @@ async def slow(seconds: float) -> str:
 
 @svc.method(idempotent=True)
 async def again(seconds: float) -> str:
+    runs.append("again")
     await asyncio.sleep(seconds)
     return "again"
 
@@ -55,27 +63,22 @@ def dispatcher() -> Dispatcher:
     )
 
 
-def runner(path: Path, **config: float) -> JobRunner:
-    return JobRunner(SqliteJobStore(path), dispatcher(), JobsConfig.model_validate(config))
+def sqlite_queue(path: Path | SqliteDatabase) -> SqliteWorkQueue:
+    return SqliteWorkQueue(path if isinstance(path, SqliteDatabase) else SqliteDatabase(path))
 
 
-def new_job(job_id: str, method: str = "slow") -> Job:
-    return Job(job_id, method, "pending", b'{"seconds": 0}', "anonymous", ("*",), True, time.time())
+def runner(queue: WorkQueue, **config: float) -> JobRunner:
+    settings = {"poll_interval": 0.05, **config}
+    return JobRunner(queue, dispatcher(), JobsConfig.model_validate(settings))
 
 
-async def wait_status(store: JobStore, job_id: str, status: str) -> Job:
+async def wait_status(jobs: JobRunner, job_id: str, status: str) -> Job:
     async with asyncio.timeout(10):
         while True:
-            job = await store.get(job_id)
-            if job is not None and job.status == status:
+            job = await jobs.get(job_id, Caller("t"))
+            if job.status == status:
                 return job
             await asyncio.sleep(0.02)
-
-
-async def stored(store: JobStore, job_id: str) -> Job:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 @pytest.fixture
@@ -84,74 +87,106 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def fresh_release() -> None:
+def fresh() -> None:
     global release
     release = asyncio.Event()
+    runs.clear()
 
 
-async def test_two_connections_one_claim_one_final_state(path: Path) -> None:
-    """Only one claim wins; the first final state stands against any later write."""
-    a, b = SqliteJobStore(path), SqliteJobStore(path)
-    await a.open()
-    await b.open()
-    try:
-        await a.insert(new_job("j-1"))
-        claimed = await a.claim("j-1", "a", time.time(), time.time() + 30)
-        assert claimed is not None and claimed.status == "running" and claimed.attempts == 1
-        assert await b.claim("j-1", "b", time.time(), time.time() + 30) is None
-        claimed.status, claimed.result, claimed.finished = "complete", b'"done"', time.time()
-        assert await a.finish(claimed, "a")
-        late = dataclasses.replace(
-            claimed, status="failed", result=None, error={"code": "INTERRUPTED", "message": "late"}
-        )
-        assert not await b.finish(late, "a")  # the same claim, from another connection
-        assert not await b.finish(late, None)
-        assert not await b.requeue("j-1", None)
-        kept = await stored(b, "j-1")
-        assert (kept.status, kept.result, kept.error) == ("complete", b'"done"', None)
-    finally:
-        await a.close()
-        await b.close()
+def test_a_job_round_trips_through_its_payload() -> None:
+    job = Job("j-1", "slow", "pending", b'{"seconds": 1}', "ann", ("a", "b"), False, 5.0)
+    from polyport.core.workqueue import WorkItem
+
+    item = WorkItem(
+        QUEUE, "j-1", 1, encode_job(job), "pending", 0, 5.0, 5.0, None, None, None, None, None
+    )
+    assert decode_job(item) == job
 
 
-async def test_a_node_starting_leaves_another_nodes_running_job_alone(path: Path) -> None:
-    """Node B starts while node A runs a job: B does not interrupt it, A's result stands."""
-    a = runner(path)
+async def test_jobs_submitted_on_one_node_run_once_across_two(path: Path) -> None:
+    """Two nodes on one file: 20 jobs submitted on A are each run exactly once, by either."""
+    db = SqliteDatabase(path)
+    a, b = runner(sqlite_queue(db), concurrency=2), runner(sqlite_queue(db), concurrency=2)
     await a.start()
-    b = runner(path)
+    await b.start()
+    try:
+        jobs = [
+            await a.submit(a.dispatcher.binding("again"), b'{"seconds": 0.05}', Caller("t"))
+            for _ in range(20)
+        ]
+        for job in jobs:
+            done = await wait_status(b, job.id, "complete")
+            assert (done.result, done.attempts) == (b'"again"', 1)
+        assert runs == ["again"] * 20
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_wait_on_one_node_sees_a_job_finished_on_another() -> None:
+    """B waits on a job A runs: the answer comes within a poll of A finishing."""
+    shared = MemoryWorkQueue()
+    a, b = runner(shared), runner(shared, concurrency=1)
+    await a.start()
     try:
         job = await a.submit(a.dispatcher.binding("slow"), b'{"seconds": 5}', Caller("t"))
-        running = await wait_status(a.store, job.id, "running")
-        assert running.lease_owner == a.owner
-        await b.start()  # recovers what is abandoned: nothing here
-        assert (await stored(b.store, job.id)).status == "running"
+        await wait_status(a, job.id, "running")
+        await b.start()
+        waiting = asyncio.create_task(b.wait(job.id, Caller("t"), 5))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
         release.set()
-        done = await wait_status(b.store, job.id, "complete")
-        assert done.result == b'"done"' and done.lease_owner is None
+        async with asyncio.timeout(2):
+            finished = await waiting
+        assert finished.status == "complete" and finished.result == b'"done"'
     finally:
         release.set()
         await a.stop()
         await b.stop()
 
 
-async def test_an_expired_lease_is_recovered_and_the_late_result_dropped(path: Path) -> None:
-    """A's lease runs out: B marks the job INTERRUPTED; A finishing later changes nothing."""
-    a = runner(path)
-    b = runner(path)
+async def test_a_node_starting_leaves_another_nodes_running_job_alone(path: Path) -> None:
+    """Node B starts while node A runs a job: B does not interrupt it, A's result stands."""
+    db = SqliteDatabase(path)
+    a = runner(sqlite_queue(db))
     await a.start()
-    await b.start()
+    b = runner(sqlite_queue(db))
     try:
         job = await a.submit(a.dispatcher.binding("slow"), b'{"seconds": 5}', Caller("t"))
-        await wait_status(a.store, job.id, "running")
-        with sqlite3.connect(path) as conn:  # A stalls: its lease is in the past
-            conn.execute("UPDATE polyport_jobs SET lease_until = 0 WHERE id = ?", (job.id,))
-        assert await b.recover() == 1
-        failed = await stored(b.store, job.id)
-        assert failed.status == "failed" and failed.error is not None
-        assert failed.error["code"] == "INTERRUPTED"
+        running = await wait_status(a, job.id, "running")
+        assert running.lease_owner == a.owner
+        await b.start()  # recovers what is abandoned: nothing here
+        await asyncio.sleep(0.2)
+        assert (await b.get(job.id, Caller("t"))).status == "running"
+        release.set()
+        done = await wait_status(b, job.id, "complete")
+        assert done.result == b'"done"' and done.lease_owner is None
+        assert runs == ["slow"]
+    finally:
+        release.set()
+        await a.stop()
+        await b.stop()
+
+
+async def test_an_expired_lease_is_interrupted_and_the_late_result_dropped(path: Path) -> None:
+    """A's lease runs out: B claims the job and fails it INTERRUPTED; A finishing later
+    changes nothing."""
+    db = SqliteDatabase(path)
+    a = runner(sqlite_queue(db))
+    await a.start()
+    b = runner(sqlite_queue(db))
+    try:
+        job = await a.submit(a.dispatcher.binding("slow"), b'{"seconds": 5}', Caller("t"))
+        await wait_status(a, job.id, "running")
+        # A stalls: its lease is in the past.
+        db.durable_write("UPDATE polyport_work SET due = 0 WHERE key = ?", (job.id,))
+        await b.start()
+        failed = await wait_status(b, job.id, "failed")
+        assert failed.error is not None and failed.error["code"] == "INTERRUPTED"
+        assert failed.attempts == 2
         release.set()  # A's handler returns "done" now...
         await asyncio.sleep(0.3)
-        kept = await stored(a.store, job.id)
+        kept = await a.get(job.id, Caller("t"))
         # ...and is dropped: a final state never changes.
         assert (kept.status, kept.result, kept.error) == ("failed", None, failed.error)
     finally:
@@ -161,23 +196,137 @@ async def test_an_expired_lease_is_recovered_and_the_late_result_dropped(path: P
 
 
 async def test_an_idempotent_job_is_taken_over_once(path: Path) -> None:
-    """Two nodes recover the same abandoned idempotent job: it is requeued and run once."""
-    seed = SqliteJobStore(path)
+    """Two nodes find the same abandoned idempotent job: it runs again, once."""
+    seed = sqlite_queue(path)
     await seed.open()
-    job = new_job("j-2", "again")
-    job.args = b'{"seconds": 0}'
-    await seed.insert(job)
-    assert await seed.claim("j-2", "elsewhere/1/x", time.time(), time.time() - 1) is not None
+    job = Job("j-2", "again", "pending", b'{"seconds": 0}', "anonymous", ("*",), True, 1.0)
+    await seed.enqueue(QUEUE, job.id, encode_job(job), now=time.time())
+    (held,) = await seed.claim([QUEUE], now=time.time(), limit=1, lease=-1, owner="far/1/x")
+    assert held.attempts == 1
     await seed.close()
-    a, b = runner(path), runner(path)
+    db = SqliteDatabase(path)
+    a, b = runner(sqlite_queue(db)), runner(sqlite_queue(db))
     await a.start()
     await b.start()
     try:
-        done = await wait_status(a.store, "j-2", "complete")
+        done = await wait_status(a, "j-2", "complete")
         assert done.attempts == 2 and done.result == b'"again"'
+        await asyncio.sleep(0.2)
+        assert runs == ["again"]
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_dead_process_of_this_host_is_not_waited_for(path: Path) -> None:
+    """A job left running by a process of this host that is gone is decided at the next
+    start, not after its 30 s lease."""
+    seed = sqlite_queue(path)
+    await seed.open()
+    job = Job("j-3", "slow", "pending", b'{"seconds": 0}', "anonymous", ("*",), True, 1.0)
+    await seed.enqueue(QUEUE, job.id, encode_job(job), now=time.time())
+    gone = f"{socket.gethostname()}/999999999/x"
+    await seed.claim([QUEUE], now=time.time(), limit=1, lease=30, owner=gone)
+    await seed.close()
+    a = runner(sqlite_queue(path))
+    await a.start()
+    try:
+        failed = await wait_status(a, "j-3", "failed")
+        assert failed.error is not None and failed.error["code"] == "INTERRUPTED"
+    finally:
+        await a.stop()
+
+
+async def test_a_file_from_before_the_work_queue_keeps_its_jobs(path: Path) -> None:
+    """The old jobs table moves into the work queue: results, errors, owners kept; a job a
+    dead process left running is decided at start."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """CREATE TABLE polyport_jobs (id TEXT PRIMARY KEY, method TEXT NOT NULL,
+        status TEXT NOT NULL, args BLOB NOT NULL, subject TEXT NOT NULL, scopes TEXT NOT NULL,
+        anonymous INTEGER NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
+        attempts INTEGER NOT NULL DEFAULT 0, result BLOB, error TEXT, lease_owner TEXT,
+        lease_until REAL)"""
+    )
+    gone = f"{socket.gethostname()}/999999999/x"
+    error = orjson.dumps({"code": "NOT_FOUND", "message": "no"}).decode()
+    conn.executemany(
+        "INSERT INTO polyport_jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                "j-a",
+                "slow",
+                "complete",
+                b'{"seconds":0}',
+                "ann",
+                "a b",
+                0,
+                1.0,
+                2.0,
+                3.0,
+                1,
+                b'"done"',
+                None,
+                None,
+                None,
+            ),
+            (
+                "j-b",
+                "slow",
+                "failed",
+                b'{"seconds":0}',
+                "ann",
+                "",
+                0,
+                4.0,
+                5.0,
+                6.0,
+                1,
+                None,
+                error,
+                None,
+                None,
+            ),
+            (
+                "j-c",
+                "slow",
+                "running",
+                b'{"seconds":0}',
+                "anonymous",
+                "*",
+                1,
+                7.0,
+                8.0,
+                None,
+                1,
+                None,
+                None,
+                gone,
+                time.time() + 3600,
+            ),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    a = runner(sqlite_queue(path))
+    await a.start()
+    try:
+        done = await a.get("j-a", Caller("t"))
+        assert (done.status, done.result, done.subject, done.scopes) == (
+            "complete",
+            b'"done"',
+            "ann",
+            ("a", "b"),
+        )
+        assert (done.created, done.started, done.finished) == (1.0, 2.0, 3.0)
+        failed = await a.get("j-b", Caller("t"))
+        assert failed.status == "failed" and failed.error == orjson.loads(error)
+        interrupted = await wait_status(a, "j-c", "failed")
+        assert interrupted.error is not None and interrupted.error["code"] == "INTERRUPTED"
+    finally:
+        await a.stop()
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("polyport_jobs",) not in tables
 
 
 def test_owner_gone() -> None:

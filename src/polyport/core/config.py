@@ -306,6 +306,9 @@ class JobsConfig(_Section):
     #: How long a node's claim on a running job lasts unrenewed (it renews every third
     #: of it): a job whose node died on another host counts as interrupted after this.
     lease: float = Field(default=30.0, ge=1, le=3600)
+    #: How often a node looks for jobs submitted elsewhere (or whose node is gone), and
+    #: how often a wait looks at a job running on another node.
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
 
 
 class MetricsConfig(_Section):

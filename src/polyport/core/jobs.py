@@ -1,23 +1,26 @@
 """Jobs: any unary method, started now and finished later.
 
-A job is stored before it is acknowledged, so it survives a restart. On start
-a node resumes what an earlier process left behind:
+A job is an item of the work queue's ``jobs`` queue
+(:class:`~polyport.core.workqueue.WorkQueue`), stored before it is
+acknowledged, so it survives a restart, and shared by every node on the
+queue's engine. A node claims a job before running it (one claim of a due
+job wins) and holds a **lease** on it, renewed every third of
+``jobs.lease``. A job whose claim never settled — its node died or was
+stopped mid-call — is claimed again once that lease has ended, and the
+second claim decides:
 
-* ``pending`` jobs (accepted, never started) run;
-* ``running`` jobs (the process died mid-call) run again **only** if their
-  method is declared ``idempotent=True``; otherwise they become ``failed``
-  with code ``INTERRUPTED`` — re-running a non-idempotent call (charge a card,
-  send a mail) behind the caller's back would be worse than telling them.
+* a method declared ``idempotent=True`` runs again;
+* any other becomes ``failed`` with code ``INTERRUPTED`` — re-running a
+  non-idempotent call (charge a card, send a mail) behind the caller's back
+  would be worse than telling them.
 
-Several nodes may share one store. A node claims a job before running it
-(only one claim of a pending job succeeds) and holds a **lease** on it,
-renewed every third of ``jobs.lease``. A running job counts as interrupted
-only once its owner is known to be gone: its lease ran out, or it names a
-process of this host that no longer exists (a restart after a crash need not
-wait for the lease). So one node starting never interrupts another's live
-jobs. Whatever happens, a job's **final state never changes**: the store
-writes ``complete`` or ``failed`` only over a job that is neither (see
-:class:`JobStore`), so the first outcome stands and a late one is dropped.
+A lease ends when it runs out (its node on another host is gone), or at once
+when it names a process of this host that no longer exists (a restart after
+a crash need not wait), or when its node stops with the job still running.
+So one node starting never interrupts another's live jobs. Whatever
+happens, a job's **final state never changes**: the queue settles an item
+only for the holder of its current lease, so the first outcome stands and a
+late one is dropped.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import logging
 import os
 import secrets
 import socket
+import struct
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 
@@ -46,11 +49,14 @@ from polyport.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from polyport.core.workqueue import WorkItem, WorkQueue, WorkStatus
 
 log = logging.getLogger("polyport.jobs")
 
 JobStatus = Literal["pending", "running", "complete", "failed"]
 MAX_PENDING = 10_000
+#: The work queue's queue that holds the jobs.
+QUEUE = "jobs"
 
 
 @dataclass(slots=True)
@@ -80,40 +86,6 @@ class Job:
         return Principal(self.subject, frozenset(self.scopes), anonymous=self.anonymous)
 
 
-class JobStore(Protocol):
-    """Where jobs are kept, shared by every node of a store.
-
-    Each change of status is atomic and conditional, decided by the store
-    (another node may be changing the same job): the methods answering
-    ``bool`` say whether the change was made. Raises nothing for unknown ids.
-    """
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def insert(self, job: Job) -> None: ...
-
-    async def claim(self, job_id: str, owner: str, now: float, lease_until: float) -> Job | None:
-        """``pending`` → ``running`` for ``owner``, attempts + 1; None if not pending."""
-        ...
-
-    async def renew(self, owner: str, job_ids: Sequence[str], lease_until: float) -> int:
-        """Extend ``owner``'s leases on those of ``job_ids`` still running; how many."""
-        ...
-
-    async def requeue(self, job_id: str, owner: str | None) -> bool:
-        """``running`` → ``pending``, if still running under ``owner``."""
-        ...
-
-    async def finish(self, job: Job, owner: str | None) -> bool:
-        """Write ``job``'s final status, result and error — only if the stored job is
-        not final yet and is still running under ``owner``. A final state never changes."""
-        ...
-
-    async def get(self, job_id: str) -> Job | None: ...
-    async def with_status(self, status: JobStatus) -> list[Job]: ...
-    async def purge_finished_before(self, time: float) -> int: ...
-
-
 def _this_host() -> str:
     return socket.gethostname().replace("/", "_")
 
@@ -139,104 +111,104 @@ def owner_gone(owner: str | None, host: str) -> bool:
 
 
 class JobRunner:
-    """Accepts jobs, runs them on a bounded pool of workers, answers their status."""
+    """Accepts jobs, runs them on a bounded pool of workers, answers their status.
 
-    def __init__(self, store: JobStore, dispatcher: Dispatcher, config: JobsConfig) -> None:
-        self.store = store
+    Jobs are items of the work queue's ``jobs`` queue, so every node on one
+    engine takes from one pool: a job submitted on node A is claimed by
+    whichever node has a free worker first (normally A, which is woken at
+    once; the others look every ``jobs.poll_interval``).
+    """
+
+    def __init__(self, queue: WorkQueue, dispatcher: Dispatcher, config: JobsConfig) -> None:
+        self.queue = queue
         self.dispatcher = dispatcher
         self.config = config
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._done: dict[str, asyncio.Event] = {}
-        self._pending = 0
+        self._running: dict[str, WorkItem] = {}  # held here, by job id
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._waiters: dict[str, tuple[asyncio.Event, int]] = {}
         self._closing = False
-        self._busy: list[str | None] = []
+        self._pending_seen = (0, 0.0)  # (pending jobs, when counted)
         self._host = _this_host()
         #: This process in leases: host and pid (so a restart on this host can tell
         #: that its predecessor is gone) and a token (pids are reused).
         self.owner = f"{self._host}/{os.getpid()}/{secrets.token_hex(4)}"
 
     async def start(self) -> None:
-        await self.store.open()
-        for job in await self.store.with_status("pending"):
-            self._enqueue(job.id)
-        await self.recover()  # enqueues the interrupted jobs it puts back to pending
-        self._busy = [None] * self.config.concurrency
-        for n in range(self.config.concurrency):
-            self._workers.append(asyncio.create_task(self._work(n), name=f"polyport-job-{n}"))
-        self._workers.append(asyncio.create_task(self._purge_forever(), name="polyport-job-purge"))
-        self._workers.append(asyncio.create_task(self._leases_forever(), name="polyport-job-lease"))
+        await self.queue.open()
+        self._closing = False
+        await self.recover()
+        self._loops = [
+            asyncio.create_task(self._claim_forever(), name="polyport-job-claim"),
+            asyncio.create_task(self._leases_forever(), name="polyport-job-lease"),
+            asyncio.create_task(self._purge_forever(), name="polyport-job-purge"),
+        ]
 
     async def recover(self) -> int:
-        """Deal with running jobs whose node is gone (see the module docstring); how many."""
-        now = time.time()
-        recovered = 0
-        for job in await self.store.with_status("running"):
-            expired = job.lease_until is None or job.lease_until < now
-            if job.lease_owner == self.owner or not (
-                expired or owner_gone(job.lease_owner, self._host)
-            ):
-                continue
-            binding = self.dispatcher.bindings.get(job.method)
-            if binding is not None and binding.spec.method.idempotent:
-                if await self.store.requeue(job.id, job.lease_owner):
-                    log.warning(
-                        "re-running interrupted job %s (%s is idempotent)", job.id, job.method
-                    )
-                    self._enqueue(job.id)
-                    recovered += 1
-                continue
-            job.status = "failed"
-            job.finished = now
-            job.error = {
-                "code": "INTERRUPTED",
-                "message": "the server stopped while this job was running; it was not "
-                f"retried because {job.method} is not declared idempotent",
-            }
-            if await self.store.finish(job, job.lease_owner):
-                log.warning("job %s was interrupted (its node is gone); marked failed", job.id)
-                recovered += 1
-        return recovered
+        """End at once the leases of running jobs whose node is known gone; how many.
+
+        A process of this host that no longer exists (a restart after a
+        crash) cannot renew its leases: its jobs need not wait for them to
+        run out. Another host's jobs are taken over when their lease does.
+        Either way the next claim decides (see the module docstring).
+        """
+        gone: list[WorkItem] = []
+        before: int | None = None
+        while True:
+            page = await self.queue.items(QUEUE, status="running", before=before, limit=500)
+            gone += [
+                item
+                for item in page
+                if item.owner != self.owner and owner_gone(item.owner, self._host)
+            ]
+            if len(page) < 500:
+                break
+            before = page[-1].seq
+        if not gone:
+            return 0
+        ended = await self.queue.extend(gone, time.time())
+        self._wake.set()
+        return ended
 
     def release_waiters(self) -> None:
         """Answer every held job wait now (the node is shutting down)."""
         self._closing = True
-        for event in self._done.values():
+        for event, _ in self._waiters.values():
             event.set()
 
     async def stop(self) -> None:
         """Stop taking jobs, give running ones ``shutdown_grace`` seconds, then cancel.
 
-        A job cancelled here stays ``running`` in the store, so the next start
+        A job cancelled here stays ``running`` in the queue with its lease
+        ended, so the next claim (here after a restart, or on another node)
         treats it like one interrupted by a crash (see the module docstring).
         """
         self.release_waiters()
-        busy = [self._workers[i] for i, job in enumerate(self._busy) if job is not None]
-        for task, job in zip(self._workers, self._busy, strict=False):
-            if job is None:
-                task.cancel()  # idle: waiting for the queue
-        if busy:
-            log.info(
-                "waiting up to %g s for %d running job(s)", self.config.shutdown_grace, len(busy)
-            )
-            await asyncio.wait(busy, timeout=self.config.shutdown_grace)
-        cancelled = [job for job in self._busy if job is not None]
-        for task in self._workers:
+        for task in self._loops:
             task.cancel()
-        for task in self._workers:
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._workers.clear()
+        self._loops.clear()
+        if self._tasks:
+            log.info(
+                "waiting up to %g s for %d running job(s)",
+                self.config.shutdown_grace,
+                len(self._tasks),
+            )
+            await asyncio.wait(self._tasks, timeout=self.config.shutdown_grace)
+        cancelled = list(self._running.values())
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if cancelled:
-            # Our leases end now: whichever node starts next treats these as interrupted
-            # at once, even one in this same process.
+            # Our leases end now: whichever node claims next treats these as
+            # interrupted at once, even one in this same process.
             with contextlib.suppress(Exception):
-                await self.store.renew(self.owner, cancelled, 0.0)
-        await self.store.close()
-
-    def _enqueue(self, job_id: str) -> None:
-        self._pending += 1
-        self._queue.put_nowait(job_id)
+                await self.queue.extend(cancelled, 0.0)
+        self._running.clear()
+        await self.queue.close()
 
     async def submit(self, binding: Binding, args: bytes | None, caller: Caller) -> Job:
         """Admit, validate and store a job for ``binding``; it runs in the background."""
@@ -244,7 +216,7 @@ class JobRunner:
             raise InvalidArgument(f"{binding.name} streams; only unary methods run as jobs")
         principal = self.dispatcher.admit(binding.public, binding.scopes, caller)
         binding.parse(args)  # reject bad arguments now, not later
-        if self._pending >= MAX_PENDING:
+        if await self._pending() >= MAX_PENDING:
             raise Unavailable("too many pending jobs", retry_after=self.config.retry_after)
         job = Job(
             id="j-" + secrets.token_urlsafe(12),
@@ -256,16 +228,27 @@ class JobRunner:
             anonymous=principal.anonymous,
             created=time.time(),
         )
-        await self.store.insert(job)
-        self._enqueue(job.id)
+        await self.queue.enqueue(QUEUE, job.id, encode_job(job), now=job.created)
+        self._pending_seen = (self._pending_seen[0] + 1, self._pending_seen[1])
+        self._wake.set()
         return job
+
+    async def _pending(self) -> int:
+        """Pending jobs, counted at most once a second (every node's count in it)."""
+        pending, counted = self._pending_seen
+        now = time.monotonic()
+        if now - counted >= 1.0:
+            pending = (await self.queue.counts(QUEUE))["pending"]
+            self._pending_seen = (pending, now)
+        return pending
 
     async def get(self, job_id: str, caller: Caller) -> Job:
         """The job, if it exists and belongs to the caller (others get NotFound)."""
         principal = self.dispatcher.authenticate(caller)
-        job = await self.store.get(job_id) if len(job_id) <= 64 else None
-        if job is None:
+        item = await self.queue.get(QUEUE, job_id) if 0 < len(job_id) <= 64 else None
+        if item is None:
             raise NotFound(f"no job {job_id[:64]!r}")
+        job = decode_job(item)
         owner = job.subject == principal.subject and job.anonymous == principal.anonymous
         if not owner and "*" not in principal.scopes:
             if principal.anonymous:
@@ -275,38 +258,97 @@ class JobRunner:
         return job
 
     async def wait(self, job_id: str, caller: Caller, seconds: float) -> Job:
-        """The job once finished, or as it is after ``seconds``."""
+        """The job once finished, or as it is after ``seconds``.
+
+        A job finishing here answers at once; one running on another node is
+        seen at the next look, every ``jobs.poll_interval``.
+        """
         job = await self.get(job_id, caller)
         if job.done or seconds <= 0 or self._closing:
             return job
-        done = self._done.setdefault(job_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
+        event, count = self._waiters.get(job_id, (asyncio.Event(), 0))
+        self._waiters[job_id] = (event, count + 1)
+        try:
             async with asyncio.timeout(min(seconds, self.config.wait_max)):
-                await done.wait()
-        return await self.get(job_id, caller)
+                while not job.done and not self._closing:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.config.poll_interval):
+                            await event.wait()
+                    job = await self.get(job_id, caller)
+        except TimeoutError:
+            pass
+        finally:
+            event, count = self._waiters[job_id]
+            if count <= 1:
+                del self._waiters[job_id]
+            else:
+                self._waiters[job_id] = (event, count - 1)
+        return job if job.done else await self.get(job_id, caller)
 
-    async def _work(self, slot: int) -> None:
-        while not self._closing:
-            job_id = await self._queue.get()
-            self._pending -= 1
-            self._busy[slot] = job_id
+    async def _claim_forever(self) -> None:
+        failing = False
+        while True:
+            self._wake.clear()
+            free = self.config.concurrency - len(self._running)
+            claimed: list[WorkItem] = []
             try:
-                await self._run(job_id)
-            except Exception:
-                log.exception("job %s could not be run", job_id)
-            finally:
-                self._busy[slot] = None
+                if free > 0:
+                    claimed = await self.queue.claim(
+                        [QUEUE],
+                        now=time.time(),
+                        limit=free,
+                        lease=self.config.lease,
+                        owner=self.owner,
+                    )
+            except Exception as exc:
+                if not failing:  # once per outage, not once per look
+                    log.warning("claiming jobs failed (%s); trying again", exc)
+                    failing = True
+            else:
+                if failing:
+                    log.warning("claiming jobs works again")
+                    failing = False
+            for item in claimed:
+                self._running[item.key] = item
+                task = asyncio.create_task(self._run(item), name=f"polyport-job-{item.key}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if claimed and len(claimed) == free:
+                continue  # there may be more, once a worker is free
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll_interval):
+                    await self._wake.wait()
 
-    def _lease_until(self, now: float) -> float:
-        return now + self.config.lease
+    async def _run(self, item: WorkItem) -> None:
+        try:
+            await self._run_held(item)
+        except Exception:
+            # Left running under our lease: once it runs out, another claim decides.
+            log.exception("job %s could not be run", item.key)
+        finally:
+            self._running.pop(item.key, None)
+            waiting = self._waiters.get(item.key)
+            if waiting is not None:
+                waiting[0].set()
+            self._wake.set()  # a worker is free
 
-    async def _run(self, job_id: str) -> None:
-        now = time.time()
-        # Atomic: of every node that queued this job, one claims it; the others skip it.
-        job = await self.store.claim(job_id, self.owner, now, self._lease_until(now))
-        if job is None:
-            return
+    async def _run_held(self, item: WorkItem) -> None:
+        job = decode_job(item)
         binding = self.dispatcher.bindings.get(job.method)
+        if item.attempts > 1:
+            # An earlier claim never settled: its node died or stopped mid-call.
+            if binding is None or not binding.spec.method.idempotent:
+                error = {
+                    "code": "INTERRUPTED",
+                    "message": "the server stopped while this job was running; it was not "
+                    f"retried because {job.method} is not declared idempotent",
+                }
+                if await self.queue.dead_letter(
+                    item, now=time.time(), error=orjson.dumps(error).decode()
+                ):
+                    log.warning("job %s was interrupted (its node is gone); marked failed", job.id)
+                return
+            log.warning("re-running interrupted job %s (%s is idempotent)", job.id, job.method)
         started = time.perf_counter()
         code = "OK"
         try:
@@ -315,40 +357,40 @@ class JobRunner:
             kwargs = binding.parse(job.args)
             caller = Caller("jobs", request_id=job.id)
             result = await self.dispatcher.invoke(binding, kwargs, job.principal(), caller)
-            job.result = _result_json(binding, result)
-            job.status = "complete"
+            settled = await self.queue.ack(
+                item, now=time.time(), result=_result_json(binding, result)
+            )
+            outcome = "complete"
         except ServiceError as exc:
             code = exc.code
-            job.status = "failed"
-            job.error = {"code": exc.code, "message": exc.message}
+            failure: dict[str, Any] = {"code": exc.code, "message": exc.message}
             if exc.details:
-                job.error["details"] = exc.details
+                failure["details"] = exc.details
+            settled = await self.queue.dead_letter(
+                item, now=time.time(), error=orjson.dumps(failure).decode()
+            )
+            outcome = "failed"
         finally:
-            job.finished = time.time()
             self.dispatcher.metrics.observe_call(
                 "jobs", job.method, code, time.perf_counter() - started
             )
-            # Not done: cancelled by a stop; the job stays running under our lease,
-            # which stop() ends, so the next node to start recovers it.
-            if job.done and not await self.store.finish(job, self.owner):
-                # Our lease ran out and another node declared the job interrupted (or
-                # took it over): its outcome stands, a final state never changes.
-                log.warning(
-                    "job %s finished %s here, but it was settled elsewhere first; kept that",
-                    job.id,
-                    job.status,
-                )
-            event = self._done.pop(job.id, None)
-            if event is not None:
-                event.set()
+        if not settled:
+            # Our lease ran out and another node declared the job interrupted (or
+            # took it over): its outcome stands, a final state never changes.
+            log.warning(
+                "job %s finished %s here, but it was settled elsewhere first; kept that",
+                job.id,
+                outcome,
+            )
 
     async def _leases_forever(self) -> None:
-        """Renew the leases of the jobs running here; recover those of nodes that are gone."""
+        """Renew the leases of the jobs running here; end those of processes that are gone."""
         while True:
             await asyncio.sleep(self.config.lease / 3)
             try:
-                running = [job_id for job_id in self._busy if job_id is not None]
-                await self.store.renew(self.owner, running, self._lease_until(time.time()))
+                held = list(self._running.values())
+                if held:
+                    await self.queue.extend(held, time.time() + self.config.lease)
                 await self.recover()
             except Exception:
                 log.exception("renewing job leases failed")
@@ -357,9 +399,57 @@ class JobRunner:
         while True:
             await asyncio.sleep(min(3600.0, self.config.retention / 10))
             try:
-                await self.store.purge_finished_before(time.time() - self.config.retention)
+                await self.queue.purge(QUEUE, time.time() - self.config.retention)
             except Exception:
                 log.exception("purging finished jobs failed")
+
+
+_META_LENGTH = struct.Struct(">I")
+_STATUS: dict[WorkStatus, JobStatus] = {
+    "pending": "pending",
+    "running": "running",
+    "done": "complete",
+    "dead": "failed",
+}
+
+
+def encode_job(job: Job) -> bytes:
+    """A job as its work item's payload: who asked for which method as JSON, length
+    first, then the arguments as given."""
+    meta = orjson.dumps(
+        {
+            "method": job.method,
+            "subject": job.subject,
+            "scopes": list(job.scopes),
+            "anonymous": job.anonymous,
+        }
+    )
+    return _META_LENGTH.pack(len(meta)) + meta + job.args
+
+
+def decode_job(item: WorkItem) -> Job:
+    """The job a work item of the ``jobs`` queue holds, as it stands."""
+    (length,) = _META_LENGTH.unpack_from(item.payload)
+    start = _META_LENGTH.size
+    meta = orjson.loads(item.payload[start : start + length])
+    running = item.status == "running"
+    return Job(
+        id=item.key,
+        method=meta["method"],
+        status=_STATUS[item.status],
+        args=item.payload[start + length :],
+        subject=meta["subject"],
+        scopes=tuple(meta["scopes"]),
+        anonymous=meta["anonymous"],
+        created=item.created,
+        started=item.claimed,
+        finished=item.finished,
+        attempts=item.attempts,
+        result=item.result,
+        error=orjson.loads(item.error) if item.error else None,
+        lease_owner=item.owner if running else None,
+        lease_until=item.due if running else None,
+    )
 
 
 def _result_json(binding: Binding, result: Any) -> bytes:

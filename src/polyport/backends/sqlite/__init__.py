@@ -3,14 +3,12 @@ SQLite file."""
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.backends.sqlite.eventlog import SqliteEventLog
-from polyport.backends.sqlite.jobs import SqliteJobStore
 from polyport.backends.sqlite.webhooks import SqliteWebhookStore
 from polyport.backends.sqlite.workqueue import SqliteWorkQueue
 
 __all__ = [
     "SqliteDatabase",
     "SqliteEventLog",
-    "SqliteJobStore",
     "SqliteWebhookStore",
     "SqliteWorkQueue",
 ]

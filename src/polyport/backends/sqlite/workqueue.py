@@ -8,10 +8,11 @@ passed. Every claim writes a fresh ``lease`` token and every later update is
 conditional on it and on the row still running — which is what makes the
 port's lease and final-state guarantees hold here, between processes too.
 
-Files written before the work queue kept the receivers' inbox in a table of
-its own, ``polyport_hook_inbox``: the first open moves its rows here (each
-receiver's queue ``hooks/{receiver}``, states, attempts, leases and order
-kept) and drops it, in one transaction.
+Files written before the work queue kept the receivers' inbox and the jobs in
+tables of their own, ``polyport_hook_inbox`` and ``polyport_jobs``: the first
+open moves their rows here (each receiver's queue ``hooks/{receiver}``, and
+``jobs``; states, attempts, leases and order kept) and drops them, each in
+one transaction.
 
 Only enqueues and redrives commit on their own (whoever accepted the work
 answers after them). Claims and outcomes join the database's group
@@ -31,6 +32,8 @@ import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
 from polyport.core.inbox import encode_payload, queue_of
+from polyport.core.jobs import QUEUE as JOBS
+from polyport.core.jobs import Job, encode_job
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
 
 _SCHEMA = """
@@ -99,6 +102,7 @@ class SqliteWorkQueue:
         conn = self.db.open()
         conn.executescript(_SCHEMA)
         _move_legacy_inbox(conn)
+        _move_legacy_jobs(conn)
 
     async def close(self) -> None:
         self.db.close()
@@ -307,6 +311,72 @@ def _move_legacy_inbox(conn: sqlite3.Connection) -> None:
             ],
         )
         conn.execute("DROP TABLE polyport_hook_inbox")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_JOB_STATUS = {"pending": "pending", "running": "running", "complete": "done", "failed": "dead"}
+
+
+def _move_legacy_jobs(conn: sqlite3.Connection) -> None:
+    """Move the rows of the jobs table of older files into the work queue's ``jobs``.
+
+    A job left running keeps its owner and lease end, so a live node's job is
+    not interrupted and a dead one's is taken over as before.
+    """
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='polyport_jobs'"
+    ).fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(polyport_jobs)")}
+        lease = "lease_owner, lease_until" if "lease_owner" in columns else "NULL, NULL"
+        rows = conn.execute(
+            "SELECT id, method, status, args, subject, scopes, anonymous, created, started, "
+            f"finished, attempts, result, error, {lease} FROM polyport_jobs ORDER BY created"
+        ).fetchall()
+        moved = []
+        for row in rows:
+            (job_id, method, status, args, subject, scopes, anonymous, created) = row[:8]
+            started, finished, attempts, result, error, owner, until = row[8:]
+            job = Job(
+                job_id,
+                method,
+                "pending",
+                bytes(args),
+                subject,
+                tuple(scopes.split()),
+                bool(anonymous),
+                created,
+            )
+            running = status == "running"
+            moved.append(
+                (
+                    JOBS,
+                    job_id,
+                    encode_job(job),
+                    _JOB_STATUS.get(status, "dead"),
+                    attempts,
+                    created,
+                    (until or 0.0) if running else created,
+                    secrets.token_hex(8) if running else None,
+                    owner if running else None,
+                    started,
+                    finished,
+                    error,
+                    None if result is None else bytes(result),
+                )
+            )
+        conn.executemany(
+            "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, attempts, "
+            "created, due, lease, owner, claimed, finished, error, result) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            moved,
+        )
+        conn.execute("DROP TABLE polyport_jobs")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
