@@ -41,6 +41,8 @@ async def main(database: str, engine: str, poll: float) -> None:
             "engine": engine,
             "engine_poll": poll,
             "rate_limit": {"enabled": False},
+            # Every event of a test stays readable: loss, not retention, is what they count.
+            "history": {"max_events": 1_000_000},
             "log": {"level": "error"},
         }
     )

@@ -79,6 +79,16 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 @contextlib.contextmanager
 def node(tmp_path: Path, engine: str, label: str, poll: float = 0.2) -> Iterator[str]:
+    """A node process on ``engine``, serving at the URL yielded until the ``with`` ends."""
+    with node_process(tmp_path, engine, label, poll) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def node_process(
+    tmp_path: Path, engine: str, label: str, poll: float = 0.2
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A node process on ``engine``: its URL, and the process (to kill it)."""
     process = subprocess.Popen(
         [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine, str(poll)],
         stdout=subprocess.PIPE,
@@ -99,7 +109,7 @@ def node(tmp_path: Path, engine: str, label: str, poll: float = 0.2) -> Iterator
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.05)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -113,11 +123,11 @@ def node(tmp_path: Path, engine: str, label: str, poll: float = 0.2) -> Iterator
 
 
 def follow_sse(
-    url: str, n: int, headers: dict[str, str] | None = None
+    url: str, n: int, headers: dict[str, str] | None = None, read_timeout: float = 10
 ) -> Iterator[tuple[str, dict]]:
     """The first ``n`` events of an SSE stream of ticks/#, as (id, data), as they come."""
     with (
-        httpx.Client(timeout=httpx.Timeout(10, read=10)) as client,
+        httpx.Client(timeout=httpx.Timeout(10, read=read_timeout)) as client,
         client.stream(
             "GET", f"{url}/v1/events/stream?channel=ticks/%23", headers=headers or {}
         ) as response,
