@@ -379,6 +379,35 @@ class WorkQueueContract:
         assert await wq.redrive("q", "missing", now=T0) is False
         assert await wq.redrive("nowhere", "a", now=T0) is False
 
+    async def test_a_replay_sends_a_done_item_again_as_a_fresh_round(
+        self, wq: WorkQueue, node: QueueOpener
+    ) -> None:
+        """Only when asked to replay: the done item is pending again, attempts from 0,
+        its result and finish time gone; the next ack is its outcome."""
+        await wq.enqueue("q", "a", b"payload", now=T0)
+        item = await claim_one(wq, T0)
+        await wq.ack(item, now=T0 + 1, result=b"first")
+        await settle()
+        async with node() as other:
+            assert await other.redrive("q", "a", now=T0 + 5) is False  # done is done...
+            assert await other.redrive("q", "a", now=T0 + 5, replay=True) is True  # ...unless
+            found = await other.get("q", "a")
+        assert found is not None
+        assert (found.status, found.attempts, found.due, found.finished, found.result) == (
+            "pending",
+            0,
+            T0 + 5,
+            None,
+            None,
+        )
+        assert found.payload == b"payload"
+        again = await claim_one(wq, T0 + 5)
+        assert again.attempts == 1
+        assert await wq.ack(again, now=T0 + 6, result=b"second") is True
+        found = await wq.get("q", "a")
+        assert found is not None and (found.result, found.finished) == (b"second", T0 + 6)
+        assert await wq.redrive("q", "missing", now=T0, replay=True) is False
+
     # -- listings -------------------------------------------------------------------
 
     async def test_items_are_listed_newest_first_by_status_with_a_cursor(

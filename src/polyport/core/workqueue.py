@@ -38,9 +38,10 @@ Guarantees every backend gives (the contract suite checks each):
   lease ran out and was claimed over is refused (False), never overwriting
   the node that took over. (A lease that ran out but was not claimed over yet
   still settles: nobody else holds the item.)
-* **Final states never change**, except by redrive: ``done`` never, ``dead``
-  only through :meth:`~WorkQueue.redrive`, which makes it pending with a
-  fresh count of attempts.
+* **Final states never change**, except by redrive: ``dead`` only through
+  :meth:`~WorkQueue.redrive`, which makes it pending with a fresh count of
+  attempts, and ``done`` only through a redrive asked to ``replay`` it (a
+  webhook sent again on its owner's request).
 
 Enqueues and redrives are durable when they return True. Claims and
 outcomes are durable, and seen by other nodes, by the time the caller next
@@ -160,11 +161,13 @@ class WorkQueue(Protocol):
         """The work failed for the last time: ``dead``, finished at ``now``, with the error."""
         ...
 
-    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
-        """Make a dead or pending item due ``now``; False if it is neither (or unknown).
+    async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
+        """Make a dead or pending item due ``now`` — and with ``replay``, a done one too;
+        False if it is none of those (or unknown).
 
-        A dead one starts a fresh count of attempts and loses its finish time;
-        a pending one keeps its count. Durable when this returns.
+        A dead or done one starts a fresh count of attempts and loses its finish
+        time (a done one its result too: the replay's outcome replaces it); a
+        pending one keeps its count. Durable when this returns.
         """
         ...
 

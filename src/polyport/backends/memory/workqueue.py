@@ -162,13 +162,21 @@ class MemoryWorkQueue:
         )
         return True
 
-    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
+    async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
         found = self._queues.get(queue, {}).get(key)
-        if found is None or found.status not in ("dead", "pending"):
+        allowed = ("dead", "pending", "done") if replay else ("dead", "pending")
+        if found is None or found.status not in allowed:
             return False
-        attempts = 0 if found.status == "dead" else found.attempts
+        fresh = found.status != "pending"
         self._put(
-            dataclasses.replace(found, status="pending", due=now, attempts=attempts, finished=None)
+            dataclasses.replace(
+                found,
+                status="pending",
+                due=now,
+                attempts=0 if fresh else found.attempts,
+                finished=None,
+                result=None if fresh else found.result,
+            )
         )
         return True
 

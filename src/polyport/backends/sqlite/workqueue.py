@@ -187,11 +187,13 @@ class SqliteWorkQueue:
         )
         return cursor.rowcount == 1
 
-    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
+    async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
+        allowed = "('dead', 'pending', 'done')" if replay else "('dead', 'pending')"
         cursor = self.db.durable_write(
             "UPDATE polyport_work SET status='pending', due=?, "
-            "attempts=CASE status WHEN 'dead' THEN 0 ELSE attempts END, finished=NULL "
-            "WHERE queue=? AND key=? AND status IN ('dead', 'pending')",
+            "attempts=CASE status WHEN 'pending' THEN attempts ELSE 0 END, "
+            "result=CASE status WHEN 'pending' THEN result ELSE NULL END, finished=NULL "
+            f"WHERE queue=? AND key=? AND status IN {allowed}",
             (now, queue, key),
         )
         return cursor.rowcount == 1
