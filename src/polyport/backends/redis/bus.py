@@ -25,9 +25,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from polyport.backends.enginebus import TIMEOUT, EngineBus
-from polyport.backends.redis.client import connect, engine_errors
-from polyport.backends.redis.eventlog import _PREFIX  # one prefix names the log and its bus
-from polyport.core.errors import ConfigError
+from polyport.backends.redis.client import connect, engine_errors, key_base
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -48,11 +46,7 @@ class RedisBus(EngineBus):
     def __init__(
         self, redis: str | Redis = "redis://127.0.0.1:6379/0", *, prefix: str = "polyport"
     ):
-        if not _PREFIX.fullmatch(prefix):
-            raise ConfigError(
-                f"invalid Redis key prefix {prefix[:80]!r}: letters, digits and _-.:~@=/"
-            )
-        self.channel = "{" + prefix + "}:bus"
+        self.channel = key_base(prefix) + ":bus"  # one prefix names the log and its bus
         super().__init__(f"channel {self.channel}")
         self._owned = isinstance(redis, str)
         self._client: Redis = connect(redis) if isinstance(redis, str) else redis

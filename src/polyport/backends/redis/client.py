@@ -3,16 +3,20 @@
 Without the ``redis`` extra, :func:`connect` raises
 :class:`~polyport.core.errors.MissingExtra` naming it. :func:`engine_errors`
 translates what the driver raises when Redis cannot answer into
-:class:`~polyport.core.errors.Unavailable`, the world's fault.
+:class:`~polyport.core.errors.Unavailable`, the world's fault. A :class:`Script`
+is one of the backends' Lua scripts, called by its SHA1; :func:`key_base` the
+hash tag every key of a backend begins with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from polyport.core.errors import MissingExtra, Unavailable
+from polyport.core.errors import ConfigError, MissingExtra, Unavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -24,6 +28,7 @@ RETRY_AFTER = 1.0
 # Redis answers these (redis-py has no class for them) while it cannot serve:
 # running another client's slow script, missing the replicas it was told to need.
 _BUSY_REPLIES = ("BUSY", "NOREPLICAS")
+_PREFIX = re.compile(r"^[A-Za-z0-9_\-.:~@=/]{1,200}$")
 
 
 def connect(url: str) -> Redis:
@@ -50,6 +55,18 @@ def connect(url: str) -> Redis:
     )
 
 
+def key_base(prefix: str) -> str:
+    """``{prefix}``: every key of a backend begins with it, a hash tag, so a Redis Cluster
+    keeps them all in one slot (where one script may use them together).
+
+    Raises ConfigError for anything but 1-200 letters, digits and ``_-.:~@=/``:
+    a brace would change the tag.
+    """
+    if not _PREFIX.fullmatch(prefix):
+        raise ConfigError(f"invalid Redis key prefix {prefix[:80]!r}: letters, digits and _-.:~@=/")
+    return "{" + prefix + "}"
+
+
 @contextlib.contextmanager
 def engine_errors(what: str) -> Iterator[None]:
     """Turn Redis being unreachable, slow, loading or full into Unavailable."""
@@ -70,3 +87,24 @@ def engine_errors(what: str) -> Iterator[None]:
         if str(exc).startswith(_BUSY_REPLIES):
             raise Unavailable(f"{what} is unavailable; try again", retry_after=RETRY_AFTER) from exc
         raise
+
+
+class Script:
+    """A Lua script, called by its SHA1 (``EVALSHA``) and sent again when Redis forgot it."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Redis, numkeys: int, *keys_and_args: str | bytes | int) -> Any:
+        """Run the script. A Redis that restarted (or flushed its scripts) refuses the
+        SHA1 without running anything, so loading the source and calling again is safe."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await client.evalsha(self.sha, numkeys, *keys_and_args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, numkeys, *keys_and_args)

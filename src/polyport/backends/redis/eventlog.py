@@ -81,16 +81,14 @@ the events may exist, and a caller that publishes again may publish twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from polyport.backends.redis import scripts
-from polyport.backends.redis.client import connect, engine_errors
-from polyport.core.errors import ConfigError, RecoveryFailed, Unavailable
+from polyport.backends.redis.client import Script, connect, engine_errors, key_base
+from polyport.core.errors import RecoveryFailed, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, position
 
@@ -108,24 +106,15 @@ EXACT_MAX = 64
 #: Global-stream entries a trim by age looks at per script call.
 TRIM_BATCH = 2000
 
-_PREFIX = re.compile(r"^[A-Za-z0-9_\-.:~@=/]{1,200}$")
 _WHAT = "the event log (Redis)"
 
 
-class _Script:
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-_APPEND = _Script(scripts.APPEND)
-_READ_CHANNELS = _Script(scripts.READ_CHANNELS)
-_READ_PATTERNS = _Script(scripts.READ_PATTERNS)
-_RESOLVE = _Script(scripts.RESOLVE)
-_TRIM_OLDER = _Script(scripts.TRIM_OLDER)
-_CHANNELS = _Script(scripts.CHANNELS)
+_APPEND = Script(scripts.APPEND)
+_READ_CHANNELS = Script(scripts.READ_CHANNELS)
+_READ_PATTERNS = Script(scripts.READ_PATTERNS)
+_RESOLVE = Script(scripts.RESOLVE)
+_TRIM_OLDER = Script(scripts.TRIM_OLDER)
+_CHANNELS = Script(scripts.CHANNELS)
 
 
 class _Group:
@@ -153,15 +142,10 @@ class RedisEventLog:
         *,
         prefix: str = "polyport",
     ) -> None:
-        if not _PREFIX.fullmatch(prefix):
-            raise ConfigError(
-                f"invalid Redis key prefix {prefix[:80]!r}: letters, digits and _-.:~@=/"
-            )
+        self._base = key_base(prefix)
         self._owned = isinstance(redis, str)
         self._client: Redis = connect(redis) if isinstance(redis, str) else redis
         self.history = history or History()
-        # The hash tag puts every key of the log in one Redis Cluster slot.
-        self._base = "{" + prefix + "}"
         self._meta = self._base + ":meta"
         self._epoch = ""
         # Trim in batches: let a channel run this far over its bound first.
@@ -191,23 +175,17 @@ class RedisEventLog:
     def _args(self, args: Sequence[str | bytes | int]) -> tuple[str | bytes | int, ...]:
         return (self._meta, self._epoch, os.urandom(8).hex(), self._base, *args)
 
-    async def _run(self, script: _Script, args: Sequence[str | bytes | int]) -> Any:
+    async def _run(self, script: Script, args: Sequence[str | bytes | int]) -> Any:
         """Run ``script``; if the log has another epoch than this node knew, adopt it and rerun."""
-        from redis.exceptions import NoScriptError
-
         for _ in range(3):
             with engine_errors(_WHAT):
-                try:
-                    reply = await self._client.evalsha(script.sha, 1, *self._args(args))
-                except NoScriptError:  # a restarted Redis has forgotten its scripts
-                    await self._client.script_load(script.source)
-                    reply = await self._client.evalsha(script.sha, 1, *self._args(args))
+                reply = await script(self._client, 1, *self._args(args))
             if not (isinstance(reply, list) and reply[0] == b"epoch"):
                 return reply
             self._adopt(reply[1].decode())
         raise Unavailable(f"{_WHAT} keeps changing its epoch; try again")
 
-    async def _run_many(self, script: _Script, calls: list[list[str | bytes | int]]) -> list[Any]:
+    async def _run_many(self, script: Script, calls: list[list[str | bytes | int]]) -> list[Any]:
         """:meth:`_run` for several calls, sent in one pipeline (one round trip)."""
         from redis.exceptions import NoScriptError
 
@@ -406,7 +384,7 @@ class RedisEventLog:
 
     async def _read(
         self,
-        script: _Script,
+        script: Script,
         after_seq: int,
         limit: int,
         check: bool,
