@@ -1,0 +1,339 @@
+"""The Lua scripts of the Redis work queue: each change of state is one atomic script.
+
+Every script is called with ``KEYS[1]`` the generations hash ``{prefix}:wq:gens``
+(so a Redis Cluster routes it to the slot every key of the queues shares) and
+``ARGV[1]`` the key base ``{prefix}``; the other keys are named from it.
+
+Keys under ``{prefix}:wq``:
+
+* ``:seq`` the counter that gives every enqueued item its ``seq``;
+* ``:gens`` hash, queue name → its generation (absent: 0). :meth:`drop`
+  starts a new one, so a dropped queue's keys are out of reach at once and
+  deleted afterwards, a batch per call, from the ``:dropped`` list of their
+  names;
+* per queue and generation, under ``Q = :q:{length}:{name}:{generation}`` (the
+  name's length in bytes before it, so no two names give one key, whatever
+  characters they hold):
+
+  * ``Q:i:{key}`` hash, one per item: ``payload``, ``status``, ``attempts``,
+    ``seq``, ``created``, ``due``, and while set ``lease``, ``claimed``,
+    ``finished``, ``error``, ``result``. Times are kept as the strings the
+    caller sent (Python's ``repr``, which reads back to the same float);
+  * ``Q:due`` sorted set of pending and running items by ``due``, member
+    ``{seq as 16 digits}{key}``: claims and ``next_due`` read its lowest
+    scores, and equal times go in seq order;
+  * ``Q:pending``, ``Q:running``, ``Q:done``, ``Q:dead`` sorted sets of keys by
+    ``seq``: listings, newest first, and counts (``ZCARD``);
+  * ``Q:finished`` sorted set of done and dead keys by finish time: purges.
+
+Scripts check before they write: Redis does not roll a script back when a
+command in it fails.
+
+Scripts answer items as one string (redis-py parses replies in Python unless
+hiredis is installed, and a dozen replies per item cost more than the claim
+itself): per item, a line ``{queue number} {key length} {payload length}
+{status} {attempts} {seq} {created} {due} {lease} {claimed} {finished} {error
+length} {result length}``, ``-`` for what is unset, then the key, the payload,
+the error and the result.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local wq = ARGV[1] .. ':wq'
+local STATUSES = {'pending', 'running', 'done', 'dead'}
+local FIELDS = {'payload', 'status', 'attempts', 'seq', 'created', 'due', 'lease', 'claimed',
+  'finished', 'error', 'result'}
+local function queue_keys(name, gen)
+  return wq .. ':q:' .. #name .. ':' .. name .. ':' .. (gen or '0')
+end
+local gens = {}
+local function queue_of(name)
+  local q = gens[name]
+  if not q then
+    q = queue_keys(name, redis.call('HGET', KEYS[1], name))
+    gens[name] = q
+  end
+  return q
+end
+local function member(seq, key) return string.format('%016d', tonumber(seq)) .. key end
+-- An item as the caller reads it (see the module's docstring), or nil for none.
+local function packed(q, key, number)
+  local f = redis.call('HMGET', q .. ':i:' .. key, unpack(FIELDS))
+  if not f[2] then return nil end
+  local error, result = f[10], f[11]
+  return table.concat({number, #key, #f[1], f[2], f[3], f[4], f[5], f[6], f[7] or '-', f[8] or '-',
+    f[9] or '-', error and #error or '-', result and #result or '-'}, ' ')
+    .. '\\n' .. key .. f[1] .. (error or '') .. (result or '')
+end
+"""
+
+#: ARGV[2] queue, [3] key, [4] payload, [5] now, [6] due. Answers 1, or 0 for a known key.
+ENQUEUE = (
+    _PRELUDE
+    + """
+local name, key, due = ARGV[2], ARGV[3], ARGV[6]
+local q = queue_of(name)
+local item = q .. ':i:' .. key
+if redis.call('EXISTS', item) == 1 then return 0 end
+local seq = redis.call('INCR', wq .. ':seq')
+redis.call('HSET', item, 'payload', ARGV[4], 'status', 'pending', 'attempts', 0, 'seq', seq,
+  'created', ARGV[5], 'due', due)
+redis.call('ZADD', q .. ':due', due, member(seq, key))
+redis.call('ZADD', q .. ':pending', seq, key)
+return 1
+"""
+)
+
+#: ARGV[2] now, [3] the lease's end, [4] limit, [5] a random salt for the tokens,
+#: then the queues. Answers the claimed items, each with its queue's number.
+#: Each queue gives its ``limit`` earliest candidates (its sorted set's lowest
+#: scores, O(log n + limit)); the earliest ``limit`` of them all are claimed.
+CLAIM = (
+    _PRELUDE
+    + """
+local now, ends, limit, salt = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local candidates = {}
+for i = 6, #ARGV do
+  local q = queue_of(ARGV[i])
+  local due = redis.call('ZRANGE', q .. ':due', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit,
+    'WITHSCORES')
+  for j = 1, #due, 2 do
+    local m = due[j]  -- {due, seq, member, queue number, queue keys}
+    candidates[#candidates + 1] = {tonumber(due[j + 1]), tonumber(string.sub(m, 1, 16)), m,
+      i - 5, q}
+  end
+end
+-- Earliest due first; equal times by seq (the member's first 16 characters).
+table.sort(candidates, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end)
+local out = {}
+for n = 1, math.min(limit, #candidates) do
+  local c = candidates[n]
+  local seq, q, key = c[2], c[5], string.sub(c[3], 17)
+  local item = q .. ':i:' .. key
+  if redis.call('HGET', item, 'status') == 'pending' then
+    redis.call('ZREM', q .. ':pending', key)
+    redis.call('ZADD', q .. ':running', seq, key)
+  end  -- else running, its lease ran out: it stays running, under a new lease
+  redis.call('HINCRBY', item, 'attempts', 1)
+  redis.call('HSET', item, 'status', 'running', 'lease', salt .. '.' .. n, 'claimed', now,
+    'due', ends)
+  redis.call('ZADD', q .. ':due', ends, c[3])
+  out[n] = packed(q, key, c[4])
+end
+return table.concat(out)
+"""
+)
+
+_HELD = """
+-- The item's keys and seq if it is running under this token, else nil.
+local function held(name, key, token)
+  local q = queue_of(name)
+  local item = q .. ':i:' .. key
+  local found = redis.call('HMGET', item, 'status', 'lease', 'seq')
+  if found[1] ~= 'running' or found[2] ~= token then return nil end
+  return q, item, found[3]
+end
+"""
+
+#: ARGV[2] the new end of the leases, then per item: queue, key, token. Answers
+#: how many were still held under their token.
+EXTEND = (
+    _PRELUDE
+    + _HELD
+    + """
+local ends, extended = ARGV[2], 0
+for i = 3, #ARGV, 3 do
+  local key = ARGV[i + 1]
+  local q, item, seq = held(ARGV[i], key, ARGV[i + 2])
+  if q then
+    redis.call('HSET', item, 'due', ends)
+    redis.call('ZADD', q .. ':due', ends, member(seq, key))
+    extended = extended + 1
+  end
+end
+return extended
+"""
+)
+
+#: ARGV[2] queue, [3] key, [4] token, [5] outcome (``ack``, ``retry``,
+#: ``release``, ``dead``), [6] a time (``due`` for retry, else now), [7] the
+#: result (ack, absent for none) or the error (retry, dead). Answers 1, or 0 if
+#: the item is not running under that token.
+SETTLE = (
+    _PRELUDE
+    + _HELD
+    + """
+local key, outcome, time, text = ARGV[3], ARGV[5], ARGV[6], ARGV[7]
+local q, item, seq = held(ARGV[2], key, ARGV[4])
+if not q then return 0 end
+redis.call('HDEL', item, 'lease')
+redis.call('ZREM', q .. ':running', key)
+if outcome == 'ack' or outcome == 'dead' then
+  local status = outcome == 'ack' and 'done' or 'dead'
+  redis.call('HSET', item, 'status', status, 'finished', time)
+  if outcome == 'dead' then
+    redis.call('HSET', item, 'error', text)
+  elseif text then
+    redis.call('HSET', item, 'result', text)
+  end
+  redis.call('ZREM', q .. ':due', member(seq, key))
+  redis.call('ZADD', q .. ':' .. status, seq, key)
+  redis.call('ZADD', q .. ':finished', time, key)
+else
+  redis.call('HSET', item, 'status', 'pending', 'due', time)
+  if outcome == 'retry' then
+    redis.call('HSET', item, 'error', text)
+  elseif tonumber(redis.call('HINCRBY', item, 'attempts', -1)) < 0 then
+    redis.call('HSET', item, 'attempts', 0)  -- released: the claim does not count
+  end
+  redis.call('ZADD', q .. ':due', time, member(seq, key))
+  redis.call('ZADD', q .. ':pending', seq, key)
+end
+return 1
+"""
+)
+
+#: ARGV[2] queue, [3] key, [4] now. Answers 1, or 0 if the item is neither dead nor pending.
+REDRIVE = (
+    _PRELUDE
+    + """
+local key, now = ARGV[3], ARGV[4]
+local q = queue_of(ARGV[2])
+local item = q .. ':i:' .. key
+local found = redis.call('HMGET', item, 'status', 'seq')
+local status, seq = found[1], found[2]
+if status == 'dead' then
+  redis.call('HSET', item, 'status', 'pending', 'attempts', 0)
+  redis.call('HDEL', item, 'finished')
+  redis.call('ZREM', q .. ':dead', key)
+  redis.call('ZREM', q .. ':finished', key)
+  redis.call('ZADD', q .. ':pending', seq, key)
+elseif status ~= 'pending' then
+  return 0
+end
+redis.call('HSET', item, 'due', now)
+redis.call('ZADD', q .. ':due', now, member(seq, key))
+return 1
+"""
+)
+
+#: ARGV[2] queue, [3] key. Answers the item, or nil.
+GET = (
+    _PRELUDE
+    + """
+return packed(queue_of(ARGV[2]), ARGV[3], 1) or false
+"""
+)
+
+#: ARGV[2] queue, [3] status (``""`` for all), [4] before (``""`` for none),
+#: [5] limit. Answers items, newest first: each status's sorted set gives its
+#: ``limit`` newest before the cursor, and the newest ``limit`` of them are read.
+ITEMS = (
+    _PRELUDE
+    + """
+local q, limit = queue_of(ARGV[2]), tonumber(ARGV[5])
+local top = ARGV[4] == '' and '+inf' or '(' .. ARGV[4]
+local statuses = ARGV[3] == '' and STATUSES or {ARGV[3]}
+local found = {}
+for _, status in ipairs(statuses) do
+  local page = redis.call('ZRANGE', q .. ':' .. status, top, '-inf', 'BYSCORE', 'REV', 'LIMIT',
+    0, limit, 'WITHSCORES')
+  for j = 1, #page, 2 do found[#found + 1] = {tonumber(page[j + 1]), page[j]} end
+end
+table.sort(found, function(a, b) return a[1] > b[1] end)
+local out = {}
+for n = 1, math.min(limit, #found) do out[n] = packed(q, found[n][2], 1) end
+return table.concat(out)
+"""
+)
+
+#: ARGV[2] queue. Answers how many items are pending, running, done, dead.
+COUNTS = (
+    _PRELUDE
+    + """
+local q, out = queue_of(ARGV[2]), {}
+for i, status in ipairs(STATUSES) do out[i] = redis.call('ZCARD', q .. ':' .. status) end
+return out
+"""
+)
+
+#: ARGV[2...] queues. Answers the earliest due time among them, or nil.
+NEXT_DUE = (
+    _PRELUDE
+    + """
+local best, text = nil, false
+for i = 2, #ARGV do
+  local first = redis.call('ZRANGE', queue_of(ARGV[i]) .. ':due', 0, 0, 'WITHSCORES')
+  if first[2] and (best == nil or tonumber(first[2]) < best) then
+    best, text = tonumber(first[2]), first[2]
+  end
+end
+return text
+"""
+)
+
+#: ARGV[2] queue, [3] before (a time), [4] batch. Forgets up to ``batch`` done
+#: and dead items that finished before it; answers how many.
+PURGE = (
+    _PRELUDE
+    + """
+local q = queue_of(ARGV[2])
+local gone = redis.call('ZRANGE', q .. ':finished', '-inf', '(' .. ARGV[3], 'BYSCORE', 'LIMIT',
+  0, tonumber(ARGV[4]))
+for _, key in ipairs(gone) do
+  redis.call('DEL', q .. ':i:' .. key)
+  redis.call('ZREM', q .. ':done', key)
+  redis.call('ZREM', q .. ':dead', key)
+end
+if #gone > 0 then redis.call('ZREMRANGEBYRANK', q .. ':finished', 0, #gone - 1) end
+return #gone
+"""
+)
+
+#: ARGV[2] queue. Starts the queue's next generation, leaving the old one's keys
+#: to :data:`CLEAN`; answers how many items it had.
+DROP = (
+    _PRELUDE
+    + """
+local name = ARGV[2]
+local q, had = queue_of(name), 0
+for _, status in ipairs(STATUSES) do had = had + redis.call('ZCARD', q .. ':' .. status) end
+if had == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], name, 1)
+redis.call('RPUSH', wq .. ':dropped', q)
+return had
+"""
+)
+
+#: ARGV[2] batch. Deletes up to ``batch`` items of the oldest dropped generation
+#: (and the generation's last keys once it is empty); answers 1, or 0 when no
+#: dropped generation is left.
+CLEAN = (
+    _PRELUDE
+    + """
+local dropped = wq .. ':dropped'
+local q = redis.call('LINDEX', dropped, 0)
+if not q then return 0 end
+local left = tonumber(ARGV[2])
+for _, status in ipairs(STATUSES) do
+  local set = q .. ':' .. status
+  local keys = redis.call('ZRANGE', set, 0, left - 1, 'WITHSCORES')
+  for j = 1, #keys, 2 do
+    local key = keys[j]
+    redis.call('DEL', q .. ':i:' .. key)
+    redis.call('ZREM', q .. ':due', member(keys[j + 1], key))
+    redis.call('ZREM', q .. ':finished', key)
+  end
+  if #keys > 0 then redis.call('ZREMRANGEBYRANK', set, 0, #keys / 2 - 1) end
+  left = left - #keys / 2
+  if left == 0 then return 1 end
+end
+-- Every item is gone, and with them the sorted sets (Redis deletes an empty one).
+redis.call('LREM', dropped, 1, q)
+return 1
+"""
+)
