@@ -104,11 +104,13 @@ def _items(queues: Sequence[str], page: bytes | None) -> list[WorkItem]:
     while page and pos < end:
         line = page.index(b"\n", pos)
         (number, key_length, payload_length, status, attempts, seq, created, due, lease,
-         claimed, finished, error_length, result_length) = page[pos:line].split(b" ")  # fmt: skip
+         claimed, finished, error_length, result_length, owner_length,
+         ) = page[pos:line].split(b" ")  # fmt: skip
         key_end = line + 1 + int(key_length)
         payload_end = key_end + int(payload_length)
         error_end = payload_end + (0 if error_length == b"-" else int(error_length))
-        pos = error_end + (0 if result_length == b"-" else int(result_length))
+        result_end = error_end + (0 if result_length == b"-" else int(result_length))
+        pos = result_end + (0 if owner_length == b"-" else int(owner_length))
         out.append(
             WorkItem(
                 queue=queues[int(number) - 1],
@@ -123,7 +125,8 @@ def _items(queues: Sequence[str], page: bytes | None) -> list[WorkItem]:
                 claimed=_time_or_none(claimed),
                 finished=_time_or_none(finished),
                 error=None if error_length == b"-" else page[payload_end:error_end].decode(),
-                result=None if result_length == b"-" else page[error_end:pos],
+                result=None if result_length == b"-" else page[error_end:result_end],
+                owner=None if owner_length == b"-" else page[result_end:pos].decode(),
             )
         )
     return out
@@ -181,13 +184,20 @@ class RedisWorkQueue:
         return bool(added)
 
     async def claim(
-        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+        self,
+        queues: Sequence[str],
+        *,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str | None = None,
     ) -> list[WorkItem]:
         names = list(dict.fromkeys(queues))
         if not names or limit <= 0:
             return []
+        named = (0, "") if owner is None else (1, owner)
         page = await self._run(
-            _CLAIM, _time(now), _time(now + lease), limit, secrets.token_hex(8), *names
+            _CLAIM, _time(now), _time(now + lease), limit, secrets.token_hex(8), *named, *names
         )
         return _items(names, page)
 

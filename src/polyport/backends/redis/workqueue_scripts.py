@@ -17,7 +17,7 @@ Keys under ``{prefix}:wq``:
 
   * ``Q:i:{key}`` hash, one per item: ``payload``, ``status``, ``attempts``,
     ``seq``, ``created``, ``due``, and while set ``lease``, ``claimed``,
-    ``finished``, ``error``, ``result``. Times are kept as the strings the
+    ``finished``, ``error``, ``result``, ``owner``. Times are kept as the strings the
     caller sent (Python's ``repr``, which reads back to the same float);
   * ``Q:due`` sorted set of pending and running items by ``due``, member
     ``{seq as 16 digits}{key}``: claims and ``next_due`` read its lowest
@@ -33,8 +33,8 @@ Scripts answer items as one string (redis-py parses replies in Python unless
 hiredis is installed, and a dozen replies per item cost more than the claim
 itself): per item, a line ``{queue number} {key length} {payload length}
 {status} {attempts} {seq} {created} {due} {lease} {claimed} {finished} {error
-length} {result length}``, ``-`` for what is unset, then the key, the payload,
-the error and the result.
+length} {result length} {owner length}``, ``-`` for what is unset, then the key,
+the payload, the error, the result and the owner.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _PRELUDE = """
 local wq = ARGV[1] .. ':wq'
 local STATUSES = {'pending', 'running', 'done', 'dead'}
 local FIELDS = {'payload', 'status', 'attempts', 'seq', 'created', 'due', 'lease', 'claimed',
-  'finished', 'error', 'result'}
+  'finished', 'error', 'result', 'owner'}
 local function queue_keys(name, gen)
   return wq .. ':q:' .. #name .. ':' .. name .. ':' .. (gen or '0')
 end
@@ -61,10 +61,10 @@ local function member(seq, key) return string.format('%016d', tonumber(seq)) .. 
 local function packed(q, key, number)
   local f = redis.call('HMGET', q .. ':i:' .. key, unpack(FIELDS))
   if not f[2] then return nil end
-  local error, result = f[10], f[11]
+  local error, result, owner = f[10], f[11], f[12]
   return table.concat({number, #key, #f[1], f[2], f[3], f[4], f[5], f[6], f[7] or '-', f[8] or '-',
-    f[9] or '-', error and #error or '-', result and #result or '-'}, ' ')
-    .. '\\n' .. key .. f[1] .. (error or '') .. (result or '')
+    f[9] or '-', error and #error or '-', result and #result or '-', owner and #owner or '-'}, ' ')
+    .. '\\n' .. key .. f[1] .. (error or '') .. (result or '') .. (owner or '')
 end
 """
 
@@ -86,22 +86,24 @@ return 1
 )
 
 #: ARGV[2] now, [3] the lease's end, [4] limit, [5] a random salt for the tokens,
-#: then the queues. Answers the claimed items, each with its queue's number.
+#: [6] ``1`` if [7] is the claimer's name (the owner), ``0`` for none, then the
+#: queues. Answers the claimed items, each with its queue's number.
 #: Each queue gives its ``limit`` earliest candidates (its sorted set's lowest
 #: scores, O(log n + limit)); the earliest ``limit`` of them all are claimed.
 CLAIM = (
     _PRELUDE
     + """
 local now, ends, limit, salt = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local owner = ARGV[6] == '1' and ARGV[7]
 local candidates = {}
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   local q = queue_of(ARGV[i])
   local due = redis.call('ZRANGE', q .. ':due', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit,
     'WITHSCORES')
   for j = 1, #due, 2 do
     local m = due[j]  -- {due, seq, member, queue number, queue keys}
     candidates[#candidates + 1] = {tonumber(due[j + 1]), tonumber(string.sub(m, 1, 16)), m,
-      i - 5, q}
+      i - 7, q}
   end
 end
 -- Earliest due first; equal times by seq (the member's first 16 characters).
@@ -121,6 +123,7 @@ for n = 1, math.min(limit, #candidates) do
   redis.call('HINCRBY', item, 'attempts', 1)
   redis.call('HSET', item, 'status', 'running', 'lease', salt .. '.' .. n, 'claimed', now,
     'due', ends)
+  if owner then redis.call('HSET', item, 'owner', owner) else redis.call('HDEL', item, 'owner') end
   redis.call('ZADD', q .. ':due', ends, c[3])
   out[n] = packed(q, key, c[4])
 end
@@ -162,7 +165,8 @@ return extended
 #: ARGV[2] queue, [3] key, [4] token, [5] outcome (``ack``, ``retry``,
 #: ``release``, ``dead``), [6] a time (``due`` for retry, else now), [7] the
 #: result (ack, absent for none) or the error (retry, dead). Answers 1, or 0 if
-#: the item is not running under that token.
+#: the item is not running under that token. Every outcome forgets the lease and
+#: its owner; ack forgets an earlier attempt's error too.
 SETTLE = (
     _PRELUDE
     + _HELD
@@ -170,15 +174,16 @@ SETTLE = (
 local key, outcome, time, text = ARGV[3], ARGV[5], ARGV[6], ARGV[7]
 local q, item, seq = held(ARGV[2], key, ARGV[4])
 if not q then return 0 end
-redis.call('HDEL', item, 'lease')
+redis.call('HDEL', item, 'lease', 'owner')
 redis.call('ZREM', q .. ':running', key)
 if outcome == 'ack' or outcome == 'dead' then
   local status = outcome == 'ack' and 'done' or 'dead'
   redis.call('HSET', item, 'status', status, 'finished', time)
   if outcome == 'dead' then
     redis.call('HSET', item, 'error', text)
-  elseif text then
-    redis.call('HSET', item, 'result', text)
+  else
+    redis.call('HDEL', item, 'error')
+    if text then redis.call('HSET', item, 'result', text) end
   end
   redis.call('ZREM', q .. ':due', member(seq, key))
   redis.call('ZADD', q .. ':' .. status, seq, key)
