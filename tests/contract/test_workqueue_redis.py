@@ -1,5 +1,6 @@
-"""The leased work queue on Redis: the shared contract, and what Redis adds (nodes claiming in
-parallel, an unreachable server, one hash slot, deletion in batches).
+"""The leased work queue on Redis: the shared contract (and the receivers' inbox's, which rides
+on it), and what Redis adds (nodes claiming in parallel, an unreachable server, one hash slot,
+deletion in batches).
 
 Each test gets a key prefix of its own and deletes its keys afterwards; no
 test flushes the database, which others may use.
@@ -16,12 +17,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from tests.conftest import require_service
+from tests.contract.inbox_contract import InboxFactory, ReceiverInboxContract
 from tests.contract.private_servers import closed_port
 from tests.contract.workqueue_contract import LEASE, T0, QueueFactory, WorkQueueContract, claim
 
 from polyport.backends.redis import RedisWorkQueue
 from polyport.backends.redis import workqueue as redis_workqueue
 from polyport.core.errors import ConfigError, Unavailable
+from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
 from polyport.core.workqueue import WorkQueue
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
@@ -64,6 +67,17 @@ class TestRedisWorkQueue(WorkQueueContract):
     def make_queue(self, prefix: str) -> QueueFactory:
         def make(name: str = "store") -> WorkQueue:
             return RedisWorkQueue(URL, prefix=f"{prefix}-{name}")
+
+        return make
+
+
+class TestRedisReceiverInbox(ReceiverInboxContract):
+    """The receivers' inbox on the Redis work queue, shared by nodes as the queue is."""
+
+    @pytest.fixture
+    def make_inbox(self, prefix: str) -> InboxFactory:
+        def make(name: str = "inbox") -> ReceiverInbox:
+            return QueuedReceiverInbox(RedisWorkQueue(URL, prefix=f"{prefix}-{name}"))
 
         return make
 
