@@ -7,7 +7,8 @@ at most 100 and then raises, which would read as Redis being unavailable). So
 a :class:`ScriptPipeline` sends a call at once when nothing is in flight, and
 otherwise gathers the calls made meanwhile and sends them all as one pipeline
 when the round trip in flight returns, as the event log gathers its appends.
-Each call still returns only once its own reply arrived.
+Each call still returns only once its own reply arrived. The price: a slow
+call (a claim of many large payloads) delays the calls made behind it.
 """
 
 from __future__ import annotations
