@@ -165,6 +165,22 @@ async def test_times_round_trip_exactly(wq: RedisWorkQueue) -> None:
     assert found is not None and found.finished == 1e300
 
 
+async def test_redrives_move_an_item_between_the_sets(wq: RedisWorkQueue) -> None:
+    """A dead or replayed done item leaves the finished sets: counted pending, listed
+    pending, claimable, and out of a purge's reach."""
+    for key in ("dead", "done"):
+        await wq.enqueue("q", key, b"", now=T0)
+    dead, done = await claim(wq, T0, limit=2)
+    await wq.dead_letter(dead, now=T0, error="x")
+    await wq.ack(done, now=T0)
+    assert await wq.redrive("q", "dead", now=T0 + 1) is True
+    assert await wq.redrive("q", "done", now=T0 + 2, replay=True) is True
+    assert await wq.counts("q") == {"pending": 2, "running": 0, "done": 0, "dead": 0}
+    assert [item.key for item in await wq.items("q", status="pending")] == ["done", "dead"]
+    assert await wq.purge("q", T0 + 1000) == 0
+    assert [item.key for item in await claim(wq, T0 + 2)] == ["dead", "done"]
+
+
 async def test_an_unreachable_redis_is_unavailable() -> None:
     """Nothing listens on the port: opening, enqueueing and claiming answer Unavailable."""
     queue = RedisWorkQueue(f"redis://127.0.0.1:{closed_port()}/0", prefix="polyport-test-gone")

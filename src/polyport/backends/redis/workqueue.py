@@ -230,8 +230,8 @@ class RedisWorkQueue:
     async def dead_letter(self, item: WorkItem, *, now: float, error: str) -> bool:
         return await self._settle(item, "dead", now, error)
 
-    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
-        return bool(await self._run(_REDRIVE, queue, key, _time(now)))
+    async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
+        return bool(await self._run(_REDRIVE, queue, key, _time(now), int(replay)))
 
     # -- reading --------------------------------------------------------------------
 

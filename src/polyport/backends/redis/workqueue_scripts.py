@@ -202,19 +202,21 @@ return 1
 """
 )
 
-#: ARGV[2] queue, [3] key, [4] now. Answers 1, or 0 if the item is neither dead nor pending.
+#: ARGV[2] queue, [3] key, [4] now, [5] ``1`` to replay a done item, else ``0``.
+#: Answers 1, or 0 if the item is none of dead, pending or (replayed) done. A dead
+#: or done one starts a fresh round: no attempts, finish time or result.
 REDRIVE = (
     _PRELUDE
     + """
-local key, now = ARGV[3], ARGV[4]
+local key, now, replay = ARGV[3], ARGV[4], ARGV[5] == '1'
 local q = queue_of(ARGV[2])
 local item = q .. ':i:' .. key
 local found = redis.call('HMGET', item, 'status', 'seq')
 local status, seq = found[1], found[2]
-if status == 'dead' then
+if status == 'dead' or (replay and status == 'done') then
   redis.call('HSET', item, 'status', 'pending', 'attempts', 0)
-  redis.call('HDEL', item, 'finished')
-  redis.call('ZREM', q .. ':dead', key)
+  redis.call('HDEL', item, 'finished', 'result')
+  redis.call('ZREM', q .. ':' .. status, key)
   redis.call('ZREM', q .. ':finished', key)
   redis.call('ZADD', q .. ':pending', seq, key)
 elseif status ~= 'pending' then
