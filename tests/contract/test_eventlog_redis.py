@@ -228,3 +228,11 @@ def test_without_the_driver_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) 
         RedisEventLog(URL)
     assert missing.value.extra == "redis"
     assert "polyport[redis]" in str(missing.value)
+
+
+async def test_a_burst_beyond_the_pool_waits_for_connections(log: RedisEventLog) -> None:
+    """150 reads at once, more than the client keeps connections: each waits its turn
+    instead of answering Unavailable from a Redis that is fine."""
+    await fill(log, "burst", 3)
+    results = await asyncio.gather(*(log.read(p("burst"), 0, 10) for _ in range(150)))
+    assert all(len(result.events) == 3 for result in results)

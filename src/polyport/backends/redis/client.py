@@ -28,6 +28,8 @@ RETRY_AFTER = 1.0
 # Redis answers these (redis-py has no class for them) while it cannot serve:
 # running another client's slow script, missing the replicas it was told to need.
 _BUSY_REPLIES = ("BUSY", "NOREPLICAS")
+#: Connections one client keeps to Redis at most; more callers wait for one.
+MAX_CONNECTIONS = 64
 _PREFIX = re.compile(r"^[A-Za-z0-9_\-.:~@=/]{1,200}$")
 
 
@@ -37,22 +39,30 @@ def connect(url: str) -> Redis:
     redis-py retries a command whose connection failed; for a script that
     appends, the first attempt may have run, and a second would append the
     events twice. So a failure is reported instead, once.
+
+    The pool holds at most :data:`MAX_CONNECTIONS` and makes a caller beyond
+    them wait for a free one (up to :data:`TIMEOUT`): redis-py's default pool
+    raises at once instead, which a burst of subscribers catching up would
+    have turned into ``503`` from a Redis that was fine.
     """
     try:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
     except ImportError as exc:
         if exc.name and exc.name.split(".")[0] == "redis":
             raise MissingExtra("redis", "the Redis backend") from exc
         raise
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=TIMEOUT,
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
     )
+    return Redis.from_pool(pool)
 
 
 def key_base(prefix: str) -> str:
