@@ -19,12 +19,12 @@ peer 10.0.0.2 and ``10.0.0.0/8`` trusted:
 * no header → the peer; any header from an untrusted peer → that peer.
 
 A hop that is not an address (``unknown``, an obfuscated ``_name``, junk)
-where the walk reaches it leaves the client unknown, and so does a chain of
-more than :data:`MAX_HOPS` trusted hops: the node then uses its TCP peer, as
+where the walk reaches it leaves the client unknown, and so does a walk that
+would go past :data:`MAX_HOPS` hops: the node then uses its TCP peer, as
 without the header. Parsing never raises, and its work is bounded: the walk
-reads hops from the right only as far as it goes, and a ``Forwarded`` line
-over :data:`MAX_FORWARDED_LINE` bytes is one hop that is not an address. All
-of it happens only for requests from a trusted peer.
+reads lines and hops from the right only as far as it goes, and a
+``Forwarded`` line over :data:`MAX_FORWARDED_LINE` bytes is one hop that is
+not an address. All of it happens only for requests from a trusted peer.
 
 **One header, named by a setting.** ``server.forwarded_header`` says which
 header the proxies write — ``x-forwarded-for`` (HAProxy's ``option
