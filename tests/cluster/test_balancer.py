@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.cluster.conftest import ENGINES, shared_engine
+from tests.cluster.engines import ENGINES, shared_engine
 from tests.conftest import REQUIRE_SERVICES
 from websockets.sync.client import connect
 
