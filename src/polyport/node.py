@@ -43,6 +43,7 @@ from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
+from polyport.http.forwarded import TrustedProxies
 from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
 from polyport.web import web_routes
@@ -245,6 +246,9 @@ class Node:
             max_body=settings.limits.max_body,
             cors_origins=settings.cors_origins,
             access_log_enabled=settings.log.access,
+            trusted_proxies=TrustedProxies(
+                settings.server.trusted_proxies, settings.server.forwarded_header
+            ),
         )
         #: The HTTP edges as an ASGI application, to run under another server.
         self.app = AsgiApp(self.http)

@@ -1,27 +1,42 @@
 """One node of a cluster test, in a process of its own: ``python clusternode.py DB ENGINE [POLL]``.
 
 It prints its port, then serves REST (``POST /v1/emit {"n": …, "tag": …}``
-publishes n events on channel ``ticks/{tag}`` and answers their ids), polling
-and SSE, with its event log on ENGINE (read every POLL seconds
-when no announcement came, 0.2 by default), until it is stopped.
+publishes n events on channel ``ticks/{tag}`` and answers their ids;
+``POST /v1/emit_at`` does the same and names the node, by its database file's
+stem), polling, SSE and WebSocket, with its event log on ENGINE (read every
+POLL seconds when no announcement came, 0.2 by default), until it is stopped.
+Other settings come from ``POLYPORT_*`` variables (``POLYPORT_SERVER__TRUSTED_PROXIES``,
+``POLYPORT_LOG__ACCESS``), with logs on stderr as ``polyport serve`` writes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from pydantic import BaseModel
 
-from polyport import Service, Settings
+from polyport import Service, load_settings
+from polyport.core.logs import configure_logging
 from polyport.node import Node, bind_socket
 
 service = Service("clusterlab", description="Publishes ticks on a shared engine.")
+#: This node's name: its database file's stem (``a`` for ``a.sqlite3``).
+LABEL = ""
 
 
 class Tick(BaseModel):
     tag: str
     n: int
+
+
+class Emitted(BaseModel):
+    """Which node published, and the ids of what it published."""
+
+    node: str
+    ids: list[str]
 
 
 Ticked = service.event("ticks.created", Tick, channel="ticks/{tag}")
@@ -33,20 +48,28 @@ async def emit(tag: str, n: int) -> list[str]:
     return [e.id for e in await Ticked.publish_many([{"tag": tag, "n": i} for i in range(n)])]
 
 
+@service.method
+async def emit_at(tag: str, n: int) -> Emitted:
+    """Publish ``n`` ticks tagged ``tag`` and say which node did (behind a load balancer)."""
+    return Emitted(node=LABEL, ids=await emit(tag, n))
+
+
 async def main(database: str, engine: str, poll: float) -> None:
-    settings = Settings.model_validate(
-        {
+    global LABEL
+    LABEL = Path(database).stem
+    settings = load_settings(
+        environ=os.environ,
+        base={
             "dev": True,
-            "database": database,
-            "engine": engine,
-            "engine_poll": poll,
             "rate_limit": {"enabled": False},
             # Every event of a test stays readable: loss, not retention, is what they count.
             "history": {"max_events": 1_000_000},
             "log": {"level": "error"},
-        }
+        },
+        overrides={"database": database, "engine": engine, "engine_poll": poll},
     )
-    node = Node(service, settings, edges=["rest", "poll", "sse"])
+    configure_logging(settings.log.level, settings.log.format)
+    node = Node(service, settings, edges=["rest", "poll", "sse", "ws"])
     sock = bind_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
     await node.serve(sock)

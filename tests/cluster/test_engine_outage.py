@@ -20,10 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 from tests.cluster.cutter import Cutter
-from tests.cluster.test_nodes_share_events import engine, follow_sse, node, node_process
+from tests.cluster.test_nodes_share_events import follow_sse, node, node_process
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
-__all__ = ["engine"]  # the fixture, shared with the other cluster tests
 
 # Longer than an engine call may take (5 s): a write caught in the cut cannot wait it out.
 LOAD = 10.0  # seconds of writes

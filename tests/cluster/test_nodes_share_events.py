@@ -3,7 +3,7 @@ and an id from one node resumes on the other — on PostgreSQL, Redis and NATS.
 
 Each node runs in a process of its own (`clusternode.py`); each test gets a
 namespace of its own on the engine (a schema, a key prefix, a stream name)
-and removes it afterwards.
+and removes it afterwards (the ``engine`` fixture, in conftest.py).
 """
 
 from __future__ import annotations
@@ -13,68 +13,15 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from tests.conftest import require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 NODE = Path(__file__).with_name("clusternode.py")
-
-
-async def _drop_schema(name: str) -> None:
-    import psycopg
-
-    url = "postgresql://postgres@127.0.0.1:5432/test"
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-async def _drop_keys(prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = [k async for k in client.scan_iter(match="{" + prefix + "}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-async def _drop_streams(name: str) -> None:
-    import nats
-    from nats.js.errors import NotFoundError
-
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        for stream in (name, f"KV_{name}-meta"):
-            with contextlib.suppress(NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
-
-
-@pytest.fixture(params=["postgresql", "redis", "nats"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A shared engine URL with a namespace of this test's own."""
-    name = f"pp_cluster_{uuid.uuid4().hex[:10]}"
-    if request.param == "postgresql":
-        require_service("PostgreSQL", 5432)
-        yield f"postgresql://postgres@127.0.0.1:5432/test?schema={name}"
-        await _drop_schema(name)
-    elif request.param == "redis":
-        require_service("Redis", 6379)
-        yield f"redis://127.0.0.1:6379/0?prefix={name}"
-        await _drop_keys(name)
-    else:
-        require_service("NATS", 4222)
-        yield f"nats://127.0.0.1:4222?name={name}"
-        await _drop_streams(name)
 
 
 @contextlib.contextmanager

@@ -48,6 +48,24 @@ def test_errors_name_the_setting_and_its_source(tmp_path: Path) -> None:
         load_settings(environ={"POLYPORT_AUTH__JWT__LEEWAY": "5"})
 
 
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    """server.trusted_proxies: a JSON list from the environment; an entry that is no network
+    stops the start naming it; forwarded_header is one of two headers."""
+    settings = load_settings(
+        environ={"POLYPORT_SERVER__TRUSTED_PROXIES": '["127.0.0.1", "10.0.0.0/8", "fd00::/8"]'}
+    )
+    assert settings.server.trusted_proxies == ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]
+    assert settings.server.forwarded_header == "x-forwarded-for"
+    with pytest.raises(
+        ConfigError,
+        match=r"server\.trusted_proxies \(from POLYPORT_SERVER__TRUSTED_PROXIES\): "
+        r"Value error, 'proxy\.internal' is not an IP address or network",
+    ):
+        load_settings(environ={"POLYPORT_SERVER__TRUSTED_PROXIES": '["proxy.internal"]'})
+    with pytest.raises(ConfigError, match=r"server\.forwarded_header"):
+        load_settings(environ={"POLYPORT_SERVER__FORWARDED_HEADER": "x-real-ip"})
+
+
 def test_json_log_lines_carry_extra_fields() -> None:
     """Each record is one JSON object with time, level, logger, message and extras."""
     record = logging.LogRecord(

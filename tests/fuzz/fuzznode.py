@@ -3,7 +3,8 @@
 ``python fuzznode.py DATABASE`` prints ``HTTP_PORT GRPC_PORT`` once serving
 (both chosen by the system), then serves until killed. Rate limiting is off, so
 every example reaches the decoders; development mode lets anonymous input go
-as deep as it can.
+as deep as it can; its loopback peer is a trusted proxy, so forwarding headers
+are parsed too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ async def main(database: str) -> None:
             "database": database,
             "rate_limit": {"enabled": False},
             "grpc": {"port": 0},
+            # Its clients' forwarding headers are read, so they are fuzzed too.
+            "server": {"trusted_proxies": ["127.0.0.1"]},
             "log": {"level": "error"},
         }
     )

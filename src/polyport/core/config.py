@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polyport.core.errors import ConfigError
 
@@ -121,6 +129,24 @@ class ServerConfig(_Section):
     #: Connections served at once; more are answered 503. Unset: the open-file limit
     #: (RLIMIT_NOFILE) less a tenth of it (at least 64), kept for the database, gRPC, logs.
     max_connections: int | None = Field(default=None, ge=1)
+    #: Addresses or networks (``127.0.0.1``, ``10.0.0.0/8``, ``fd00::/8``) of the proxies
+    #: in front of the node. From these peers only, the client's address is read from
+    #: ``forwarded_header`` (for rate limits and logs); empty: no header is believed.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=1000)
+    #: The header the trusted proxies write: ``x-forwarded-for`` or ``forwarded`` (RFC
+    #: 7239). Only that one is read; reading whichever is present would believe a
+    #: client that sends the one its proxy does not write.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
 
 
 class WebSocketConfig(_Section):

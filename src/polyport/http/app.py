@@ -16,6 +16,7 @@ from typing import Any
 
 from polyport.core.context import new_request_id
 from polyport.core.errors import Internal, NotFound, ServiceError
+from polyport.http.forwarded import TrustedProxies
 from polyport.http.problems import PROBLEM_JSON, problem, problem_body
 from polyport.http.request import Headers, Request, Response
 from polyport.http.router import Route, Router
@@ -40,6 +41,7 @@ class HttpApp:
         cors_origins: Iterable[str] = (),
         access_log_enabled: bool = False,
         websocket: dict[str, Any] | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.router = Router(routes)
         self.max_body = max_body
@@ -47,6 +49,9 @@ class HttpApp:
         self.access_log = access_log_enabled
         #: WebSocket endpoints by path, for the carriers that speak WebSocket.
         self.websocket: dict[str, Any] = websocket or {}
+        #: The peers whose forwarding headers name the client: carriers ask it
+        #: for each request's :attr:`~polyport.http.request.Request.peer`.
+        self.proxies = trusted_proxies or TrustedProxies()
 
     async def handle(self, request: Request) -> tuple[Response | None, bool]:
         """Route and serve one request: the response (None if it streamed) and HEAD-ness."""
@@ -85,7 +90,10 @@ class HttpApp:
                 method,
                 path,
                 response.status if response else "stream",
-                extra={"ms": round((time.perf_counter() - started) * 1000, 3)},
+                extra={
+                    "client": request.peer,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
             )
         return response, head
 

@@ -151,16 +151,22 @@ class AsgiApp:
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         connection = AsgiConnection(scope, receive, send)
-        client = scope.get("client")
+        peer = scope.get("client")
+        # The ASGI server may have read forwarding headers already (uvicorn's
+        # --forwarded-allow-ips): then the client is an untrusted peer here.
+        client = self.app.proxies.client(
+            peer[0] if peer else None, scope["headers"], scope.get("scheme", "http")
+        )
         raw_path = scope.get("raw_path")
         request = Request(
             scope["method"],
             raw_path.decode("latin-1") if raw_path else scope["path"],
             scope.get("query_string", b""),
             scope["headers"],
-            client[0] if client else None,
+            client.address,
             connection,
             self.app.max_body,
+            client.scheme,
         )
         response, head = await self.app.handle(request)
         if response is None:

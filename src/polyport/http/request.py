@@ -106,6 +106,7 @@ class Request:
         "path",
         "peer",
         "query_string",
+        "scheme",
     )
 
     def __init__(
@@ -117,12 +118,17 @@ class Request:
         peer: str | None,
         connection: Connection,
         max_body: int,
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.path = path
         self.query_string = query_string
         self.headers_list = headers
+        #: The client's IP address: the TCP peer's, or the one a trusted proxy
+        #: forwarded (:mod:`polyport.http.forwarded`). Rate limits and logs use it.
         self.peer = peer
+        #: ``http`` or ``https``: the scheme the client used (a trusted proxy may say).
+        self.scheme = scheme
         self.connection = connection
         self.max_body = max_body
         self.params: dict[str, str] = {}

@@ -134,6 +134,8 @@ class HttpConnection(FlowControl):
         self._websocket: tuple[Exchange, Request] | None = None
         self._handshake: Exchange | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # The peer is a trusted proxy: each request's forwarding headers name its client.
+        self._proxied = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class HttpConnection(FlowControl):
             self.close()
             return
         state.connections.add(self)
+        self._proxied = state.app.proxies.trusts(self.peer)
         self._arm(state.limits.keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -331,14 +334,19 @@ class HttpConnection(FlowControl):
             raise _Refusal(400, b"malformed request target") from None
         headers = self._headers
         exchange = Exchange(self, parser.should_keep_alive(), headers)
+        peer, scheme = self.peer, "http"
+        if self._proxied:
+            client = self.state.app.proxies.client(peer, headers)
+            peer, scheme = client.address, client.scheme
         request = Request(
             method.decode("latin-1"),
             url.path.decode("latin-1"),
             url.query or b"",
             headers,
-            self.peer,
+            peer,
             exchange,
             self.state.app.max_body,
+            scheme,
         )
         if parser.should_upgrade():
             if self._takes_websocket(request):

@@ -96,6 +96,7 @@ class WebSocket:
         options: WebSocketOptions,
         subprotocol: str | None,
         offered: list[str],
+        peer: str | None,
     ) -> None:
         self.connection = connection
         #: The subprotocols the client offered (a browser may carry a token in one).
@@ -103,7 +104,8 @@ class WebSocket:
         self.protocol = protocol
         self.options = options
         self.subprotocol = subprotocol
-        self.peer = connection.peer
+        #: The client's address: the handshake request's (a trusted proxy may have named it).
+        self.peer = peer
         self._messages: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
@@ -365,7 +367,7 @@ def accept(
     connection.transport.set_write_buffer_limits(
         high=options.send_buffer, low=options.send_buffer // 4
     )
-    ws = WebSocket(connection, protocol, options, subprotocol, offered)
+    ws = WebSocket(connection, protocol, options, subprotocol, offered, request.peer)
     connection.upgraded = ws
     connection.disarm()
     if rest:

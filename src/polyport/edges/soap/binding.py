@@ -151,7 +151,7 @@ class SoapEdge:
             host = self._default_host
         return Response(
             200,
-            self.wsdl_document(f"http://{host}{PATH}"),
+            self.wsdl_document(f"{request.scheme}://{host}{PATH}"),
             content_type=TEXT_XML,
             headers=[(b"cache-control", b"no-cache")],
         )
