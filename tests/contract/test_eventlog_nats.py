@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 import pytest
 from tests.conftest import require_service
 from tests.contract.eventlog_contract import Factory, SharedEventLogContract, fill, p
+from tests.contract.private_servers import closed_port
 
 from polyport.backends.nats import NatsEventLog
 from polyport.backends.nats.subjects import Subjects, channel_tokens, tokens_channel
-from polyport.core.errors import MissingExtra, RecoveryFailed
+from polyport.core.errors import MissingExtra, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, Pattern, position
 
@@ -213,3 +214,10 @@ async def test_one_nodes_trims_are_another_nodes_gaps(prefix: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_unreachable_server_is_unavailable_at_open() -> None:
+    """nats-py would retry a first connection forever; opening gives up after the timeout."""
+    event_log = NatsEventLog(f"nats://127.0.0.1:{closed_port()}", name="unreachable", timeout=1)
+    with pytest.raises(Unavailable):
+        await event_log.open()

@@ -125,17 +125,20 @@ class JetStreamClient:
                 listener()
 
         with engine_errors("connect"):
-            self.nc = await nats.connect(
-                self.servers,
-                name=name,
-                connect_timeout=max(1, int(self.timeout)),
-                max_reconnect_attempts=-1,  # a node never gives up on its engine
-                reconnect_time_wait=1,
-                allow_reconnect=True,
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
-            )
+            # Unlimited reconnection also makes nats-py retry a *first* connection
+            # forever: an engine unreachable at start is Unavailable after the timeout.
+            async with asyncio.timeout(self.timeout):
+                self.nc = await nats.connect(
+                    self.servers,
+                    name=name,
+                    connect_timeout=max(1, int(self.timeout)),
+                    max_reconnect_attempts=-1,  # a node never gives up on its engine
+                    reconnect_time_wait=1,
+                    allow_reconnect=True,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
             self._inbox = self.nc.new_inbox()
             self._cut = len(self._inbox) + 1
             await self.nc.subscribe(self._inbox + ".*", cb=self._on_reply)
