@@ -1,10 +1,12 @@
-"""NATS: the event log in a JetStream stream that several nodes share, the bus on a core subject.
+"""NATS: the event log in a JetStream stream that several nodes share, the bus on a core
+subject, the work queue in a KV bucket.
 
-nats-py is imported when a log opens, not here: without the ``nats`` extra,
-opening raises :class:`~polyport.core.errors.MissingExtra` naming it.
+nats-py is imported when a log or queue opens, not here: without the ``nats``
+extra, opening raises :class:`~polyport.core.errors.MissingExtra` naming it.
 """
 
 from polyport.backends.nats.bus import NatsBus
 from polyport.backends.nats.eventlog import NatsEventLog
+from polyport.backends.nats.workqueue import NatsWorkQueue
 
-__all__ = ["NatsBus", "NatsEventLog"]
+__all__ = ["NatsBus", "NatsEventLog", "NatsWorkQueue"]
