@@ -274,3 +274,31 @@ async def test_listings_reach_items_older_than_the_newest_writes(wq: NatsWorkQue
     (item,) = await claim(wq, T0, limit=1, queues=("q",))
     assert [i.key for i in await wq.items("q", status="running")] == [item.key] == ["old0"]
     assert (await wq.counts("busy"))["pending"] == 1500
+
+
+def test_the_live_index_keeps_the_newest_state_of_each_item() -> None:
+    """Older news is ignored, final and deleted items leave, a drop forgets what came
+    before it, and stale heap entries never come back as candidates."""
+    from polyport.backends.nats.workindex import LiveIndex
+    from polyport.backends.nats.workrecords import Summary
+
+    index = LiveIndex()
+    for revision in range(1, 500):  # one item rewritten many times: its heap is rebuilt
+        index.apply("q", "a", revision, Summary("running", T0 + revision, 1, None))
+    index.apply("q", "a", 3, Summary("pending", T0 - 1, 1, None))  # older than held
+    index.apply("q", "b", 600, Summary("pending", T0, 600, None))
+    index.apply("q", "c", 601, Summary("pending", T0, 601, None))
+    index.apply("r", "d", 602, Summary("pending", T0 - 5, 602, None))
+    assert [(c.queue, c.key) for c in index.due(["q", "r"], T0, 10, set())] == [
+        ("r", "d"),
+        ("q", "b"),
+        ("q", "c"),
+    ]
+    assert [c.key for c in index.due(["q"], T0, 1, {("q", "b")})] == ["c"]
+    assert index.next_due(["q"]) == T0
+    index.apply("q", "b", 603, Summary("done", T0, 600, T0))
+    index.apply("q", "c", 604, None)
+    assert index.next_due(["q"]) == T0 + 499
+    index.drop("q", 700)
+    index.apply("q", "e", 701, Summary("pending", T0 + 7, 701, None))
+    assert index.next_due(["q"]) == T0 + 7 and len(index) == 2
