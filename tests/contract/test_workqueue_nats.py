@@ -96,11 +96,12 @@ async def test_long_non_ascii_names_are_stored_and_listed(wq: NatsWorkQueue) -> 
     assert [i.key for i in await wq.items(queue)] == [key]
 
 
-async def test_large_results_and_errors_are_kept_and_purged_with_their_items(
+async def test_large_fields_live_in_chunks_which_go_with_their_values(
     wq: NatsWorkQueue,
 ) -> None:
-    """Fields over the inline size live in chunks beside the record; a later error
-    replaces the earlier one's chunks, and a purge leaves the bucket empty."""
+    """Payloads, errors and results over the inline size live in chunks beside the
+    record; a value replaced or cleared takes its chunks along, and a purge leaves
+    the bucket empty."""
     big = bytes(range(256)) * (INLINE_MAX // 128)  # two inline sizes
     await wq.enqueue("q", "a", big + b"!", now=T0)
     (item,) = await claim(wq, T0)
@@ -110,15 +111,20 @@ async def test_large_results_and_errors_are_kept_and_purged_with_their_items(
     assert await wq.retry(item, due=T0, error="x" * (INLINE_MAX + 1)) is True
     (item,) = await claim(wq, T0)
     assert item.error == "x" * (INLINE_MAX + 1)
+    # The record, the payload's one chunk and the last error's one chunk.
+    assert await _stored_messages(wq) == 3
     assert await wq.ack(item, now=T0 + 1, result=big) is True
     found = await wq.get("q", "a")
     assert found is not None
-    assert (found.payload, found.result, found.error) == (big + b"!", big, "x" * (INLINE_MAX + 1))
-    # The record, the payload's 1 chunk, the result's 1 chunk and the last error's 1 chunk.
-    assert await _stored_messages(wq) == 4
-    assert await wq.purge("q", T0 + 2) == 1
+    assert (found.payload, found.result, found.error) == (big + b"!", big, None)
+    assert await _stored_messages(wq) == 3  # the error's chunk gone, the result's come
+    assert await wq.redrive("q", "a", now=T0 + 2, replay=True) is True
+    assert await _stored_messages(wq) == 2  # the result's chunk gone with it
+    (item,) = await claim(wq, T0 + 2)
+    assert await wq.ack(item, now=T0 + 3, result=big[::-1]) is True
+    assert await wq.purge("q", T0 + 4) == 1
     assert await _stored_messages(wq) == 0
-    assert await wq.enqueue("q", "a", b"again", now=T0 + 3) is True
+    assert await wq.enqueue("q", "a", b"again", now=T0 + 5) is True
 
 
 async def test_a_purged_key_is_enqueued_again_over_a_delete_marker(wq: NatsWorkQueue) -> None:

@@ -260,6 +260,7 @@ class WorkBucket:
             finished=stored.finished,
             error=None if error is None else error_text(error),
             result=result,
+            owner=stored.owner,
         )
 
     async def scan(self, queue: str, since: int = 1) -> list[tuple[str, int, Summary]]:

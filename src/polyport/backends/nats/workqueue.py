@@ -20,7 +20,8 @@ the record's revision (``Nats-Expected-Last-Subject-Sequence``):
   node that claimed it keeps the record it wrote and only reads again when
   that write is refused (the item was taken over, or this node's own other
   write got in between);
-* **redrive** rewrites a dead or pending record the same way.
+* **redrive** rewrites a dead or pending record (or a done one, to replay
+  it) the same way.
 
 Every call that writes returns once JetStream acknowledged the write, so
 claims and outcomes are durable and visible to every node when they return.
@@ -188,7 +189,13 @@ class NatsWorkQueue:
         raise unavailable("could not enqueue a work item (too much contention)")
 
     async def claim(
-        self, queues: Sequence[str], *, now: float, limit: int, lease: float
+        self,
+        queues: Sequence[str],
+        *,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str | None = None,
     ) -> list[WorkItem]:
         tokens = [name_token(q) for q in dict.fromkeys(queues) if _valid(q)]
         if limit <= 0 or not tokens:
@@ -205,7 +212,7 @@ class NatsWorkQueue:
             tried |= keys
             self._claiming |= keys
             try:
-                claimed += await self._claim_some(candidates, now, lease)
+                claimed += await self._claim_some(candidates, now, lease, owner)
             finally:
                 self._claiming -= keys
             if len(claimed) >= limit:
@@ -214,7 +221,7 @@ class NatsWorkQueue:
         return [item for _, item in claimed]
 
     async def _claim_some(
-        self, candidates: list[Candidate], now: float, lease: float
+        self, candidates: list[Candidate], now: float, lease: float, owner: str | None
     ) -> list[tuple[Candidate, WorkItem]]:
         records = await self.records.read_many([(c.queue, c.key) for c in candidates])
         taking: list[tuple[Candidate, Stored]] = []
@@ -232,6 +239,7 @@ class NatsWorkQueue:
                 due=now + lease,
                 lease=secrets.token_hex(8),
                 claimed=now,
+                owner=owner,
             )
             q, k = candidate.queue, candidate.key
             held, revision = await self.records.write(q, k, held, stored.revision)
@@ -286,7 +294,9 @@ class NatsWorkQueue:
                 stored,
                 status="done",
                 lease=None,
+                owner=None,
                 finished=float(now),
+                error=None,
                 result=None if result is None else bytes(result),
             )
 
@@ -295,7 +305,12 @@ class NatsWorkQueue:
     async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:
         def later(stored: Stored) -> Stored:
             return dataclasses.replace(
-                stored, status="pending", due=float(due), lease=None, error=error_bytes(error)
+                stored,
+                status="pending",
+                due=float(due),
+                lease=None,
+                owner=None,
+                error=error_bytes(error),
             )
 
         return await self._settle(item, later)
@@ -307,6 +322,7 @@ class NatsWorkQueue:
                 status="pending",
                 due=float(now),
                 lease=None,
+                owner=None,
                 attempts=max(0, stored.attempts - 1),
             )
 
@@ -315,27 +331,37 @@ class NatsWorkQueue:
     async def dead_letter(self, item: WorkItem, *, now: float, error: str) -> bool:
         def dead(stored: Stored) -> Stored:
             return dataclasses.replace(
-                stored, status="dead", lease=None, finished=float(now), error=error_bytes(error)
+                stored,
+                status="dead",
+                lease=None,
+                owner=None,
+                finished=float(now),
+                error=error_bytes(error),
             )
 
         return await self._settle(item, dead)
 
-    async def redrive(self, queue: str, key: str, *, now: float) -> bool:
+    async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
         if not (_valid(queue) and _valid(key)):
             return False
         q, k = name_token(queue), name_token(key)
+        allowed = ("dead", "pending", "done") if replay else ("dead", "pending")
         for _ in range(MAX_ATTEMPTS):
             stored = await self.records.read(q, k)
-            if stored is None or stored.status not in ("dead", "pending"):
+            if stored is None or stored.status not in allowed:
                 return False
+            fresh = stored.status != "pending"  # a new round: the last one's outcome goes
             again = dataclasses.replace(
                 stored,
                 status="pending",
                 due=float(now),
-                attempts=0 if stored.status == "dead" else stored.attempts,
+                attempts=0 if fresh else stored.attempts,
                 finished=None,
+                result=None if fresh else stored.result,
             )
-            if (await self.records.write(q, k, again, stored.revision))[1] is not None:
+            written, revision = await self.records.write(q, k, again, stored.revision)
+            if revision is not None:
+                await self.records.forget_blobs(q, k, set(stored.blobs) - set(written.blobs))
                 return True
         raise unavailable("could not redrive a work item (too much contention)")
 

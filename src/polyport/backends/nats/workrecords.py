@@ -8,8 +8,8 @@ message:
   headers-only consumer needs to index, list, count and purge items without
   their bodies (``seq`` ``0`` means the record's own revision: an enqueue
   cannot know the stream sequence it gets);
-* a body: a JSON object (attempts, created, lease, claimed, and where the
-  payload, result and error are), a newline, then the inline fields' bytes.
+* a body: a JSON object (attempts, created, lease, claimed, owner, and where
+  the payload, result and error are), a newline, then the inline fields' bytes.
 
 A field larger than :data:`INLINE_MAX` is a *blob* instead: chunks under
 ``b.{queue}.{key}.{nonce}.{n}``, written before the record that names them.
@@ -98,6 +98,7 @@ class Stored:
     payload: Field
     result: Field | None
     error: Field | None
+    owner: str | None = None
 
     @property
     def blobs(self) -> list[Blob]:
@@ -146,6 +147,7 @@ def encode_body(stored: Stored) -> bytes:
         "c": float(stored.created),
         "l": stored.lease,
         "cl": None if stored.claimed is None else float(stored.claimed),
+        "o": stored.owner,
         "p": _ref(stored.payload),
         "r": _ref(stored.result),
         "e": _ref(stored.error),
@@ -193,6 +195,7 @@ def decode(header: str, body: bytes, revision: int) -> Stored:
         payload=payload,
         result=result,
         error=error,
+        owner=meta.get("o"),
     )
 
 
