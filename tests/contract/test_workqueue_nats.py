@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import require_service
+from tests.contract.inbox_contract import InboxFactory, ReceiverInboxContract
 from tests.contract.private_servers import PrivateServer, closed_port
 from tests.contract.workqueue_contract import T0, QueueFactory, WorkQueueContract, claim
 
 from polyport.backends.nats import NatsWorkQueue
 from polyport.backends.nats.workrecords import INLINE_MAX, name_token, token_name
 from polyport.core.errors import InvalidArgument, Unavailable
+from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
 from polyport.core.workqueue import MAX_NAME, WorkItem, WorkQueue
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
@@ -55,6 +57,17 @@ class TestNatsWorkQueue(WorkQueueContract):
     def make_queue(self, prefix: str) -> QueueFactory:
         def make(name: str = "store") -> WorkQueue:
             return NatsWorkQueue(URL, name=f"{prefix}-{name}")
+
+        return make
+
+
+class TestNatsReceiverInbox(ReceiverInboxContract):
+    """The receivers' inbox, a user of the queue, over the same bucket of one name."""
+
+    @pytest.fixture
+    def make_inbox(self, prefix: str) -> InboxFactory:
+        def make(name: str = "inbox") -> ReceiverInbox:
+            return QueuedReceiverInbox(NatsWorkQueue(URL, name=f"{prefix}-{name}"))
 
         return make
 
