@@ -19,7 +19,7 @@ from tests.contract.private_servers import closed_port
 
 from polyport.backends.nats import NatsEventLog
 from polyport.backends.nats.subjects import Subjects, channel_tokens, tokens_channel
-from polyport.core.errors import MissingExtra, RecoveryFailed, Unavailable
+from polyport.core.errors import MissingExtra, PayloadTooLarge, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, Pattern, position
 
@@ -221,3 +221,15 @@ async def test_an_unreachable_server_is_unavailable_at_open() -> None:
     event_log = NatsEventLog(f"nats://127.0.0.1:{closed_port()}", name="unreachable", timeout=1)
     with pytest.raises(Unavailable):
         await event_log.open()
+
+
+async def test_an_event_larger_than_a_message_is_refused_and_the_log_goes_on(
+    log: NatsEventLog,
+) -> None:
+    """An event the server would not take in one message is refused before it is sent
+    (sent, it would close the connection under every other append); the next is fine."""
+    too_big = b"x" * (1024 * 1024)
+    with pytest.raises(PayloadTooLarge):
+        await log.append("big", "t", too_big, 1000.0)
+    event = await log.append("big", "t", b"x" * (512 * 1024), 1000.0)
+    assert event.offset == 1

@@ -32,6 +32,8 @@ log = logging.getLogger("polyport.backends.nats")
 
 #: Seconds to wait for NATS to connect or answer before a call is Unavailable.
 TIMEOUT = 5.0
+#: A server's ``max_payload`` unless it says otherwise.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
 #: What a client that gets Unavailable is told to wait before trying again.
 RETRY_AFTER = 1.0
 #: JetStream's error codes the log acts on.
@@ -153,6 +155,13 @@ class JetStreamClient:
     @property
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
+
+    @property
+    def max_message(self) -> int:
+        """The largest message the server takes (its ``max_payload``, headers included)."""
+        if self.nc is None or not self.nc.max_payload:
+            return DEFAULT_MAX_PAYLOAD
+        return int(self.nc.max_payload)
 
     @property
     def conn(self) -> NATS:

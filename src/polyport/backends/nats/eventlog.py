@@ -52,9 +52,13 @@ from polyport.backends.nats.meta import ChannelRecords
 from polyport.backends.nats.reader import StreamReader
 from polyport.backends.nats.subjects import Subjects, channel_epoch
 from polyport.backends.nats.writer import HEADER, Tail, Writer, parse_meta
-from polyport.core.errors import InvalidArgument, Unavailable
+from polyport.core.errors import InvalidArgument, PayloadTooLarge, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, new_epoch
+
+#: What a message of the log carries beside an event's data, type and channel: the
+#: subject's prefix, the ids and expectations in its headers, with room to spare.
+HEADROOM = 2048
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -253,7 +257,20 @@ class NatsEventLog:
     async def append_many(
         self, items: Sequence[tuple[str, str, bytes]], time: float
     ) -> list[Event]:
-        """Append ``(channel, type, data)`` events in order, pipelined, acknowledged together."""
+        """Append ``(channel, type, data)`` events in order, pipelined, acknowledged together.
+
+        Raises :class:`PayloadTooLarge` for an event the server would not take in
+        one message (its ``max_payload``, 1 MiB by default, counts the headers
+        too): sent anyway, it would make the server close the whole connection,
+        failing every other append and read in flight on it.
+        """
+        bound = self.client.max_message - HEADROOM
+        for channel, type_, data in items:
+            if len(data) + len(type_) + len(channel) > bound:
+                raise PayloadTooLarge(
+                    f"an event of {len(data)} bytes is more than this NATS server takes "
+                    f"in one message ({bound} bytes of data; its max_payload)"
+                )
         if self._suspect:
             await self._info()
         events = await self.writer.append(items, time)
