@@ -1,7 +1,9 @@
-"""The event log's tables and its append function, created by the first node to open them.
+"""The stores' tables (and the event log's functions), created by the first node to open them.
 
-``{schema}`` stands for the log's schema (a name checked by
-:class:`~polyport.backends.postgresql.db.PostgresDatabase`).
+``{schema}`` stands for the stores' schema (a name checked by
+:class:`~polyport.backends.postgresql.db.PostgresDatabase`). Each script is
+run by :meth:`~polyport.backends.postgresql.db.PostgresDatabase.migrate`, so
+nodes starting together take turns and every statement may run again.
 """
 
 EVENTLOG_DDL = """
@@ -145,4 +147,41 @@ $fn$;
 
 INSERT INTO {schema}.eventlog (id, epoch) VALUES (1, {schema}.eventlog_new_epoch())
     ON CONFLICT (id) DO NOTHING;
+"""
+
+WORKQUEUE_DDL = """
+-- One row per (queue, key) until a purge or a drop forgets it: the primary key
+-- is the idempotency check of enqueue. due is when a pending row may next be
+-- claimed, or when a running row's lease ends (see workqueue.py).
+CREATE TABLE IF NOT EXISTS {schema}.work (
+    queue text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    payload bytea NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'running', 'done', 'dead')),
+    attempts integer NOT NULL DEFAULT 0,
+    created double precision NOT NULL,
+    due double precision NOT NULL,
+    lease text,
+    owner text,
+    claimed double precision,
+    finished double precision,
+    error text,
+    result bytea,
+    PRIMARY KEY (queue, key),
+    -- A lease token exactly while running: an outcome conditional on the token
+    -- alone acts only on the running claim it names (see workqueue.py). An owner
+    -- only while running, if the claimer named one.
+    CHECK ((status = 'running') = (lease IS NOT NULL)),
+    CHECK (status = 'running' OR owner IS NULL)
+);
+-- Claims and next_due: a queue's live rows in the order they are claimed in,
+-- so a claim reads its first rows and stops, however long the backlog.
+CREATE INDEX IF NOT EXISTS work_due ON {schema}.work (queue, due, seq)
+    WHERE status IN ('pending', 'running');
+-- Listings, newest first, paged by seq.
+CREATE INDEX IF NOT EXISTS work_by_seq ON {schema}.work (queue, seq);
+-- Purges: a queue's final rows by when they finished.
+CREATE INDEX IF NOT EXISTS work_finished ON {schema}.work (queue, finished)
+    WHERE status IN ('done', 'dead');
 """
