@@ -1,0 +1,400 @@
+"""The work queue on PostgreSQL: the shared contract (and the receivers' inbox contract over
+it), and what nodes claiming at once add.
+
+Needs PostgreSQL on 127.0.0.1:5432 (``POLYPORT_TEST_POSTGRESQL`` overrides the
+URL); skips without it, fails under ``POLYPORT_REQUIRE_SERVICES=1``. Every
+queue lives in a schema of its own, named at random here and dropped
+afterwards; a second node is a second :class:`PostgresWorkQueue` over a
+:class:`PostgresDatabase` (a pool) of its own on the same schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from tests.conftest import require_service
+from tests.contract.inbox_contract import InboxFactory, ReceiverInboxContract
+from tests.contract.private_servers import closed_port
+from tests.contract.workqueue_contract import LEASE, T0, QueueFactory, WorkQueueContract, claim
+
+from polyport.backends.postgresql import PostgresDatabase, PostgresEventLog, PostgresWorkQueue
+from polyport.core.errors import Unavailable
+from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
+from polyport.core.workqueue import WorkItem, WorkQueue
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
+
+URL = os.environ.get("POLYPORT_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def schemas() -> AsyncIterator[list[str]]:
+    """Schema names to use, made up here; each one that was created is dropped afterwards."""
+    require_service("PostgreSQL", 5432)
+    made: list[str] = []
+    yield made
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        for schema in made:  # random names: nothing here was made by anyone else
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def new_schema(schemas: list[str], name: str) -> str:
+    schema = f"polyport_test_{secrets.token_hex(5)}_{name}"
+    schemas.append(schema)
+    return schema
+
+
+def new_node(schema: str) -> PostgresWorkQueue:
+    """A node's queue: a pool of its own on the shared schema."""
+    return PostgresWorkQueue(PostgresDatabase(URL, schema=schema, max_size=4))
+
+
+class TestPostgresWorkQueue(WorkQueueContract):
+    @pytest.fixture
+    def make_queue(self, schemas: list[str]) -> QueueFactory:
+        by_name: dict[str, str] = {}
+
+        def make(name: str = "store") -> WorkQueue:
+            if name not in by_name:
+                by_name[name] = new_schema(schemas, name)
+            return new_node(by_name[name])
+
+        return make
+
+
+class TestPostgresReceiverInbox(ReceiverInboxContract):
+    """The receivers' inbox, one of the queue's users, passes its own contract here too."""
+
+    @pytest.fixture
+    def make_inbox(self, schemas: list[str]) -> InboxFactory:
+        by_name: dict[str, str] = {}
+
+        def make(name: str = "inbox") -> ReceiverInbox:
+            if name not in by_name:
+                by_name[name] = new_schema(schemas, name)
+            return QueuedReceiverInbox(new_node(by_name[name]))
+
+        return make
+
+
+@pytest.fixture
+async def nodes(schemas: list[str]) -> AsyncIterator[list[PostgresWorkQueue]]:
+    """Four nodes over one queue table, each with a pool of its own, opened at once."""
+    schema = new_schema(schemas, "nodes")
+    queues = [new_node(schema) for _ in range(4)]
+    await asyncio.gather(*(queue.open() for queue in queues))
+    yield queues
+    for queue in queues:
+        await queue.close()
+
+
+async def test_nodes_claiming_at_once_take_every_item_exactly_once(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """4 queues of 200 items, claimed by 4 nodes with 2 workers each, all at once, each
+    claim naming every queue: every item is claimed once, acked once, and done."""
+    queues = [f"q{n}" for n in range(4)]
+
+    async def fill(queue: str) -> None:
+        for n in range(200):
+            assert await nodes[n % 4].enqueue(queue, f"k{n:03}", b"%d" % n, now=T0)
+
+    await asyncio.gather(*(fill(queue) for queue in queues))
+
+    async def work(node: PostgresWorkQueue) -> list[WorkItem]:
+        taken: list[WorkItem] = []
+        while batch := await node.claim(queues, now=T0, limit=7, lease=LEASE):
+            taken += batch
+            acked = await asyncio.gather(*(node.ack(item, now=T0 + 1) for item in batch))
+            assert all(acked)
+        return taken
+
+    done = await asyncio.gather(*(work(node) for node in nodes for _ in range(2)))
+    claimed = sorted((item.queue, item.key) for taken in done for item in taken)
+    assert claimed == sorted((queue, f"k{n:03}") for queue in queues for n in range(200))
+    assert sum(1 for taken in done if taken) > 1  # the workers did share the work
+    for queue in queues:
+        assert await nodes[0].counts(queue) == {"pending": 0, "running": 0, "done": 200, "dead": 0}
+
+
+async def test_two_nodes_racing_the_same_claims_never_share_an_item(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """Claims sent at the same moment from two pools, over and over, each get items of
+    their own, and together take everything due."""
+    a, b, _, _ = nodes
+    for n in range(60):
+        await a.enqueue("q", f"k{n:02}", b"", now=T0)
+    seen: list[str] = []
+    for _ in range(10):
+        mine, theirs = await asyncio.gather(claim(a, T0, limit=3), claim(b, T0, limit=3))
+        assert len(mine) == len(theirs) == 3  # passed over each other's rows, never empty
+        seen += [item.key for item in mine + theirs]
+    assert sorted(seen) == [f"k{n:02}" for n in range(60)]
+
+
+async def test_a_claim_passes_over_a_row_another_transaction_holds(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """A row locked by a transaction still open (another claim mid-statement) is skipped,
+    not waited for; it is claimed once the lock is gone."""
+    node = nodes[0]
+    await node.enqueue("q", "held", b"", now=T0, due=T0 - 10)
+    await node.enqueue("q", "free", b"", now=T0)
+    async with await psycopg.AsyncConnection.connect(URL) as other:
+        await other.execute(f"SELECT 1 FROM {node.db.schema}.work WHERE key = 'held' FOR UPDATE")
+        got = await asyncio.wait_for(claim(node, T0), 5)
+        assert [item.key for item in got] == ["free"]
+        await other.rollback()
+    assert [item.key for item in await claim(node, T0)] == ["held"]
+
+
+async def test_a_late_outcome_and_a_takeover_racing_agree(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """A node acking as its lease runs out, while another claims the item over: either
+    the ack wins and nothing is claimed, or the claim wins and the ack is refused."""
+    late, taker, _, _ = nodes
+    queues = [f"q{n:02}" for n in range(30)]  # one item each: a claim can take no other
+    for queue in queues:
+        await late.enqueue(queue, "a", b"", now=T0)
+    held = await late.claim(queues, now=T0, limit=30, lease=LEASE)
+    assert len(held) == 30
+    for item in held:
+        acked, taken = await asyncio.gather(
+            late.ack(item, now=T0 + LEASE),
+            taker.claim([item.queue], now=T0 + LEASE, limit=1, lease=LEASE),
+        )
+        assert acked != bool(taken), item.queue
+        found = await taker.get(item.queue, "a")
+        assert found is not None
+        assert found.status == ("done" if acked else "running")
+
+
+async def test_claims_and_outcomes_read_only_the_rows_they_touch(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """Over 30,000 items, a claim of 5 from two queues reads at most 5 rows of each from
+    the due index and updates them by primary key, and an ack reads its one row by
+    primary key: in the generic plans the pool's connections keep
+    (``plan_cache_mode=force_generic_plan``), with and without statistics, nothing
+    scans the table."""
+    node = nodes[0]
+    schema = node.db.schema
+    options = "-c plan_cache_mode=force_generic_plan"
+    async with await psycopg.AsyncConnection.connect(URL, options=options) as conn:
+        await conn.execute(  # stored in bulk: the test is about reading them
+            f"INSERT INTO {schema}.work (queue, key, payload, status, created, due, lease) "
+            "SELECT 'q' || (n % 3), 'k' || n, '', s.status, 0, random() * 1000, "
+            "       CASE WHEN s.status = 'running' THEN 'token' || n END "
+            "FROM generate_series(1, 30000) AS n, LATERAL (SELECT "
+            "    (ARRAY['pending', 'running', 'done', 'dead'])[n % 4 + 1] AS status) AS s"
+        )
+        await conn.commit()
+        # As a node first sees the table (autovacuum has not analysed it yet), then with
+        # statistics: a plan that is right in only one of them costs a node either way.
+        for analysed in (False, True):
+            if analysed:
+                await conn.execute(f"ANALYZE {schema}.work")
+                await conn.commit()
+            claim = await _generic_plan(
+                conn,
+                node._claim_sql,
+                {
+                    "queues": "ARRAY['q0', 'q1']",
+                    "now": "2000",
+                    "limit": "5",
+                    "until": "2060",
+                    "owner": "'node-a'",
+                },
+            )
+            ack = await _generic_plan(  # k5 is running, in q2, under token5
+                conn,
+                node._settle_sql["ack"],
+                {"queue": "'q2'", "key": "'k5'", "lease": "'token5'", "now": "1", "result": "NULL"},
+            )
+            for plan in (claim, ack):
+                kinds = {n["Node Type"] for n in plan}
+                assert not kinds & {"Seq Scan", "Bitmap Heap Scan", "Hash Join"}, (analysed, kinds)
+                assert not [n for n in plan if n["Node Type"] == "Sort" and n["Actual Rows"] > 10]
+            due = [n for n in claim if n.get("Index Name") == "work_due"]
+            assert len(due) == 1 and due[0]["Actual Loops"] == 2 and due[0]["Actual Rows"] <= 5
+            assert "$2" in due[0]["Index Cond"]  # a generic plan: parameters, not values
+            updated = [n for n in claim if n.get("Index Name") == "work_pkey"]
+            assert len(updated) == 1 and updated[0]["Actual Loops"] == 5
+            (read,) = [n for n in ack if "Scan" in n["Node Type"]]
+            assert (read.get("Index Name"), read["Actual Rows"]) == ("work_pkey", 1), analysed
+
+
+async def _generic_plan(
+    conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The nodes of a queue's statement as its generic plan runs it with ``params`` (SQL
+    literals, by placeholder name); what it changed is rolled back."""
+    for n, name in enumerate(params, 1):
+        statement = statement.replace(f"%({name})s", f"${n}")
+    await conn.execute(f"PREPARE measured AS {statement}")
+    cursor = await conn.execute(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured({', '.join(params.values())})"
+    )
+    row = await cursor.fetchone()
+    await conn.rollback()
+    await conn.execute("DEALLOCATE measured")  # PREPARE is not undone by a rollback
+    assert row is not None
+    return list(_plan_nodes(row[0][0]["Plan"]))
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_nodes_opening_at_once_create_the_table_once(schemas: list[str]) -> None:
+    """Eight nodes (queues and event logs) opening a fresh schema together all succeed."""
+    schema = new_schema(schemas, "start")
+    stores: list[PostgresWorkQueue | PostgresEventLog] = []
+    for _ in range(4):
+        stores.append(new_node(schema))
+        stores.append(PostgresEventLog(PostgresDatabase(URL, schema=schema, max_size=2)))
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        queue = stores[0]
+        assert isinstance(queue, PostgresWorkQueue)
+        assert await queue.enqueue("q", "a", b"", now=T0)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_the_log_and_the_queue_share_one_pool(schemas: list[str]) -> None:
+    """A node's log and queue over one database: the pool closes with its last user."""
+    database = PostgresDatabase(URL, schema=new_schema(schemas, "shared"), max_size=2)
+    log, queue = PostgresEventLog(database), PostgresWorkQueue(database)
+    await log.open()
+    await queue.open()
+    pool = database.pool
+    await log.close()
+    assert await queue.enqueue("q", "a", b"", now=T0)
+    assert database.pool is pool
+    await queue.close()
+    with pytest.raises(RuntimeError):
+        _ = database.pool
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    """Opening a queue on a port where nothing listens fails fast with Unavailable, and the
+    client's message names nothing internal."""
+    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    queue = PostgresWorkQueue(PostgresDatabase(url, timeout=0.5))
+    with pytest.raises(Unavailable) as failed:
+        await queue.open()
+    assert "127.0.0.1" not in failed.value.message
+
+
+async def test_a_dropped_connection_is_unavailable_once_and_loses_nothing(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """When the server ends a node's connections, reads are tried again on a new one, and a
+    write either happens or fails with Unavailable."""
+    node = nodes[0]
+    await node.enqueue("q", "a", b"1", now=T0)
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [f"polyport:{node.db.schema}"],
+        )
+    found = await node.get("q", "a")
+    assert found is not None and found.payload == b"1"
+    stored = []
+    for n in range(3):
+        try:
+            stored.append(await node.enqueue("q", f"b{n}", b"", now=T0))
+        except Unavailable:
+            stored.append(await node.get("q", f"b{n}") is not None)
+    keys = {item.key for item in await node.items("q")}
+    assert keys == {"a"} | {f"b{n}" for n, ok in enumerate(stored) if ok}
+    assert stored[-1]
+
+
+async def test_a_queue_whose_table_is_gone_is_created_anew(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """When the database loses the table (its schema dropped), the next statement creates it
+    again and runs: the items are gone, the queue works."""
+    a, b, _, _ = nodes
+    await a.enqueue("q", "a", b"", now=T0)
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"DROP SCHEMA {a.db.schema} CASCADE")  # made by this test's fixture
+    assert await b.get("q", "a") is None
+    assert await a.enqueue("q", "a", b"again", now=T0) is True
+    assert [item.payload for item in await claim(b, T0)] == [b"again"]
+
+
+async def test_an_error_text_postgresql_cannot_hold_is_stored_readably(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """NUL and lone surrogates (text PostgreSQL refuses) are replaced in errors, not fatal."""
+    node = nodes[0]
+    await node.enqueue("q", "a", b"", now=T0)
+    (item,) = await claim(node, T0)
+    assert await node.retry(item, due=T0, error="bad\x00byte \udcff") is True
+    found = await node.get("q", "a")
+    assert found is not None and found.error == "bad\N{REPLACEMENT CHARACTER}byte ?"
+
+
+async def test_a_purge_deletes_in_batches_and_spares_live_items(
+    nodes: list[PostgresWorkQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge and a drop of more rows than one statement deletes count every row."""
+    from polyport.backends.postgresql import workqueue
+
+    monkeypatch.setattr(workqueue, "DELETE_BATCH", 4)
+    node = nodes[0]
+    for n in range(10):
+        await node.enqueue("q", f"k{n}", b"", now=T0)
+    for item in await claim(node, T0, limit=9):
+        await node.ack(item, now=T0 + 1)
+    assert await node.purge("q", T0 + 2) == 9
+    assert await node.counts("q") == {"pending": 1, "running": 0, "done": 0, "dead": 0}
+    for n in range(10):
+        await node.enqueue("r", f"k{n}", b"", now=T0)
+    assert await node.drop("r") == 10
+    assert await node.items("r") == []
+
+
+async def test_a_purge_racing_redrives_never_forgets_a_redriven_item(
+    nodes: list[PostgresWorkQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead items redriven by one node while another purges them in small batches: each is
+    either redriven (and kept, pending) or purged (and its redrive refused), never both."""
+    from polyport.backends.postgresql import workqueue
+
+    monkeypatch.setattr(workqueue, "DELETE_BATCH", 3)
+    purger, driver, _, _ = nodes
+    keys = [f"k{n:03}" for n in range(120)]
+    for key in keys:
+        await purger.enqueue("q", key, b"", now=T0)
+    for item in await claim(purger, T0, limit=len(keys)):
+        await purger.dead_letter(item, now=T0 + 1, error="gave up")
+
+    async def redrive_all() -> dict[str, bool]:
+        # From the newest back, as the purge goes from the oldest on: they meet midway.
+        return {key: await driver.redrive("q", key, now=T0 + 2) for key in reversed(keys)}
+
+    purged, redriven = await asyncio.gather(purger.purge("q", T0 + 10), redrive_all())
+    purged += await purger.purge("q", T0 + 10)  # what the first passed over, if anything
+    for key, ok in redriven.items():
+        found = await purger.get("q", key)
+        if ok:
+            assert found is not None and found.status == "pending", key
+        else:
+            assert found is None, key
+    assert purged == sum(not ok for ok in redriven.values())
+    assert 0 < purged < len(keys)  # the race did happen both ways
