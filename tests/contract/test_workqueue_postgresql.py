@@ -23,7 +23,13 @@ from tests.contract.inbox_contract import InboxFactory, ReceiverInboxContract
 from tests.contract.private_servers import closed_port
 from tests.contract.workqueue_contract import LEASE, T0, QueueFactory, WorkQueueContract, claim
 
-from polyport.backends.postgresql import PostgresDatabase, PostgresEventLog, PostgresWorkQueue
+from polyport.backends.postgresql import (
+    PostgresDatabase,
+    PostgresEventLog,
+    PostgresWorkQueue,
+    outcomes,
+    workqueue,
+)
 from polyport.core.errors import Unavailable
 from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
 from polyport.core.workqueue import WorkItem, WorkQueue
@@ -181,8 +187,8 @@ async def test_claims_and_outcomes_read_only_the_rows_they_touch(
     nodes: list[PostgresWorkQueue],
 ) -> None:
     """Over 30,000 items, a claim of 5 from two queues reads at most 5 rows of each from
-    the due index and updates them by primary key, and an ack reads its one row by
-    primary key: in the generic plans the pool's connections keep
+    the due index and updates them by primary key, and an ack (alone or in a batch) reads
+    its one row by primary key: in the generic plans the pool's connections keep
     (``plan_cache_mode=force_generic_plan``), with and without statistics, nothing
     scans the table."""
     node = nodes[0]
@@ -216,10 +222,23 @@ async def test_claims_and_outcomes_read_only_the_rows_they_touch(
             )
             ack = await _generic_plan(  # k5 is running, in q2, under token5
                 conn,
-                node._settle_sql["ack"],
-                {"queue": "'q2'", "key": "'k5'", "lease": "'token5'", "now": "1", "result": "NULL"},
+                node._outcomes.batch_sql,
+                [
+                    "ARRAY['ack']",
+                    "ARRAY['q2']",
+                    "ARRAY['k5']",
+                    "ARRAY['token5']",
+                    "ARRAY[1.0]",
+                    "ARRAY[NULL]::text[]",
+                    "ARRAY[NULL]::bytea[]",
+                ],
             )
-            for plan in (claim, ack):
+            alone = await _generic_plan(
+                conn,
+                node._outcomes.one_sql["ack"],
+                {"queue": "'q2'", "key": "'k5'", "lease": "'token5'", "at": "1", "result": "NULL"},
+            )
+            for plan in (claim, ack, alone):
                 kinds = {n["Node Type"] for n in plan}
                 assert not kinds & {"Seq Scan", "Bitmap Heap Scan", "Hash Join"}, (analysed, kinds)
                 assert not [n for n in plan if n["Node Type"] == "Sort" and n["Actual Rows"] > 10]
@@ -228,21 +247,27 @@ async def test_claims_and_outcomes_read_only_the_rows_they_touch(
             assert "$2" in due[0]["Index Cond"]  # a generic plan: parameters, not values
             updated = [n for n in claim if n.get("Index Name") == "work_pkey"]
             assert len(updated) == 1 and updated[0]["Actual Loops"] == 5
-            (read,) = [n for n in ack if "Scan" in n["Node Type"]]
-            assert (read.get("Index Name"), read["Actual Rows"]) == ("work_pkey", 1), analysed
+            for plan in (ack, alone):
+                (read,) = [
+                    n for n in plan if n.get("Relation Name") == "work" and "Scan" in n["Node Type"]
+                ]
+                assert (read.get("Index Name"), read["Actual Rows"]) == ("work_pkey", 1), analysed
 
 
 async def _generic_plan(
-    conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, str]
+    conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, str] | list[str]
 ) -> list[dict[str, Any]]:
     """The nodes of a queue's statement as its generic plan runs it with ``params`` (SQL
-    literals, by placeholder name); what it changed is rolled back."""
-    for n, name in enumerate(params, 1):
-        statement = statement.replace(f"%({name})s", f"${n}")
+    literals, by placeholder name or in order); what it changed is rolled back."""
+    if isinstance(params, dict):
+        for n, name in enumerate(params, 1):
+            statement = statement.replace(f"%({name})s", f"${n}")
+    else:
+        for n in range(1, len(params) + 1):
+            statement = statement.replace("%s", f"${n}", 1)
+    values = ", ".join(params.values() if isinstance(params, dict) else params)
     await conn.execute(f"PREPARE measured AS {statement}")
-    cursor = await conn.execute(
-        f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured({', '.join(params.values())})"
-    )
+    cursor = await conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured({values})")
     row = await cursor.fetchone()
     await conn.rollback()
     await conn.execute("DEALLOCATE measured")  # PREPARE is not undone by a rollback
@@ -353,8 +378,6 @@ async def test_a_purge_deletes_in_batches_and_spares_live_items(
     nodes: list[PostgresWorkQueue], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A purge and a drop of more rows than one statement deletes count every row."""
-    from polyport.backends.postgresql import workqueue
-
     monkeypatch.setattr(workqueue, "DELETE_BATCH", 4)
     node = nodes[0]
     for n in range(10):
@@ -374,8 +397,6 @@ async def test_a_purge_racing_redrives_never_forgets_a_redriven_item(
 ) -> None:
     """Dead items redriven by one node while another purges them in small batches: each is
     either redriven (and kept, pending) or purged (and its redrive refused), never both."""
-    from polyport.backends.postgresql import workqueue
-
     monkeypatch.setattr(workqueue, "DELETE_BATCH", 3)
     purger, driver, _, _ = nodes
     keys = [f"k{n:03}" for n in range(120)]
@@ -398,3 +419,84 @@ async def test_a_purge_racing_redrives_never_forgets_a_redriven_item(
             assert found is None, key
     assert purged == sum(not ok for ok in redriven.values())
     assert 0 < purged < len(keys)  # the race did happen both ways
+
+
+@pytest.mark.parametrize("bounds", [None, (3, 10)], ids=["one-batch", "small-batches"])
+async def test_outcomes_given_at_once_are_settled_together_each_for_its_own_item(
+    nodes: list[PostgresWorkQueue],
+    monkeypatch: pytest.MonkeyPatch,
+    bounds: tuple[int, int] | None,
+) -> None:
+    """Acks, retries, releases and dead letters of one node given in the same moment
+    (written together, in a statement or a few; or, bounded to 3 outcomes or 10 bytes of
+    results a statement, in many) each change their own item as if alone; two outcomes
+    of one claim given together settle it once."""
+    if bounds is not None:
+        monkeypatch.setattr(outcomes, "SETTLE_BATCH", bounds[0])
+        monkeypatch.setattr(outcomes, "SETTLE_BYTES", bounds[1])
+    node = nodes[0]
+    for n in range(40):
+        await node.enqueue("q", f"k{n:02}", b"", now=T0)
+    held = await claim(node, T0, limit=40)
+    assert await node.retry(held[0], due=T0, error="first") is True  # an error ack clears
+    held[0] = (await claim(node, T0, limit=1))[0]
+    calls = []
+    for n, item in enumerate(held):
+        kind = n % 4
+        if kind == 0:
+            result = b"r%d" % n
+            calls.append(node.ack(item, now=T0 + 1, result=bytearray(result) if n % 8 else result))
+        elif kind == 1:
+            calls.append(node.retry(item, due=T0 + 30, error=f"e{n}"))
+        elif kind == 2:
+            calls.append(node.release(item, now=int(T0) + 2))  # an int among floats
+        else:
+            calls.append(node.dead_letter(item, now=T0 + 3, error=f"d{n}"))
+    twice = [node.dead_letter(item, now=T0 + 9, error="twice") for item in held[:8]]
+    answers = await asyncio.gather(*calls, *twice)
+    assert all(answers[:40])
+    assert not any(answers[40:])  # the first outcome of each won; the second found it settled
+    for n, item in enumerate(held):
+        found = await node.get("q", item.key)
+        assert found is not None and found.lease is None and found.owner is None
+        wanted = [
+            ("done", None, T0 + 1, b"r%d" % n, item.attempts, item.due),
+            ("pending", f"e{n}", None, None, item.attempts, T0 + 30),
+            ("pending", None, None, None, item.attempts - 1, T0 + 2),
+            ("dead", f"d{n}", T0 + 3, None, item.attempts, item.due),
+        ][n % 4]
+        got = (found.status, found.error, found.finished, found.result, found.attempts, found.due)
+        assert got == wanted, item.key
+
+
+async def test_an_outcome_whose_caller_left_before_it_was_sent_is_never_written(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """While one statement of outcomes waits (on a row another transaction holds), an
+    outcome given and then cancelled is dropped from the next; close waits for the rest."""
+    node = nodes[0]
+    for key in ("slow", "left"):
+        await node.enqueue("q", key, b"", now=T0)
+    slow, left = await claim(node, T0, limit=2)
+    async with await psycopg.AsyncConnection.connect(URL) as other:
+        await other.execute(f"SELECT 1 FROM {node.db.schema}.work WHERE key = 'slow' FOR UPDATE")
+        first = asyncio.create_task(node.ack(slow, now=T0 + 1))
+        await asyncio.sleep(0.2)  # its statement is in flight, waiting for the row
+        assert not first.done()
+        gone = asyncio.create_task(node.ack(left, now=T0 + 1))
+        await asyncio.sleep(0)  # queued behind it
+        gone.cancel()
+        await other.rollback()
+    assert await first is True
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    found = await node.get("q", "left")
+    assert found is not None and found.status == "running"
+    # Outcomes given just before close are written before the pool goes.
+    late = asyncio.create_task(node.ack(left, now=T0 + 2))
+    await asyncio.sleep(0)
+    await node.close()
+    await node.open()
+    assert await late is True
+    found = await node.get("q", "left")
+    assert found is not None and found.status == "done"

@@ -3,10 +3,11 @@ shared by every node of a cluster.
 
 One table, ``{schema}.work``, one row per ``(queue, key)`` (its primary key is
 the idempotency check of enqueue); see :data:`.schema.WORKQUEUE_DDL`. Every
-method is one statement in autocommit, so each is its own transaction,
-committed — with ``synchronous_commit=on``, flushed — before it returns: an
-enqueue, a claim or an outcome is durable and seen by every node when its
-call returns, and no lock is ever held across a round trip.
+call is one statement in autocommit (a purge or a drop, one per batch), so
+each is its own transaction, committed — with ``synchronous_commit=on``,
+flushed — before it returns: an enqueue, a claim or an outcome is durable and
+seen by every node when its call returns, and no lock is ever held across a
+round trip.
 
 **Claims.** A claim is one ``UPDATE`` of the rows a sub-select picks and
 locks with ``FOR UPDATE SKIP LOCKED``: a row another claim has locked is
@@ -31,7 +32,16 @@ lease token drawn by the server (``gen_random_uuid``).
 **Outcomes** (ack, retry, release, dead letter, extend) are ``UPDATE``\\ s
 conditional on ``lease = <the item's token>``, which only a running row has
 (a ``CHECK`` on the table): a node whose lease was claimed over changes
-nothing, and a final state never changes except by redrive.
+nothing, and a final state never changes except by redrive. A node's acks,
+retries, releases and dead letters given while one statement of them is in
+flight go together in the next (group commit, as the event log's appends
+do; see :mod:`.outcomes`), each caller answered once that statement has
+committed. Every commit waits for a WAL flush (0.3 to 3 ms on the shared disk
+here, as other work loaded it). Measured from one node, 10,000 items claimed
+100 at a time: acks awaited one after another, 1,200-1,800 a second with or
+without batching (which costs an ack alone about 0.04 ms, the hop through the
+writer task); acks of a claim given at once, 2,200-2,600 a second as a
+statement each, 8,600-10,700 written together.
 
 **Errors.** A database that cannot be reached, a connection lost or a
 statement that timed out is :class:`~polyport.core.errors.Unavailable` (see
@@ -56,6 +66,7 @@ from typing import Any
 import psycopg
 
 from polyport.backends.postgresql.db import PostgresDatabase
+from polyport.backends.postgresql.outcomes import Outcome, OutcomeWriter
 from polyport.backends.postgresql.schema import WORKQUEUE_DDL
 from polyport.core.errors import Unavailable
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
@@ -113,24 +124,6 @@ FROM unnest(
 WHERE w.queue = p.queue AND w.key = p.key
 RETURNING p.n, {_COLUMNS}
 """
-
-# Outcomes: {set} is one of _OUTCOMES (each leaves running, so each forgets the lease
-# and the owner); the row must still be running under the item's
-# lease, which `lease = token` says alone (a row has a token only while running: the
-# table's CHECK). With "status = 'running'" as well, PostgreSQL read the row through
-# the due index, which that condition implies, walking every running row of the queue.
-_SETTLE = """
-UPDATE {schema}.work AS w SET {set}, lease = NULL, owner = NULL
-WHERE w.queue = %(queue)s::text AND w.key = %(key)s::text AND w.lease = %(lease)s::text
-"""
-_OUTCOMES = {
-    "ack": (
-        "status = 'done', finished = %(now)s::float8, result = %(result)s::bytea, error = NULL"
-    ),
-    "retry": "status = 'pending', due = %(due)s::float8, error = %(error)s::text",
-    "release": "status = 'pending', due = %(now)s::float8, attempts = greatest(0, w.attempts - 1)",
-    "dead_letter": "status = 'dead', finished = %(now)s::float8, error = %(error)s::text",
-}
 
 _EXTEND = """
 UPDATE {schema}.work AS w SET due = %s::float8
@@ -245,10 +238,7 @@ class PostgresWorkQueue:
 
         self._enqueue_sql = sql(_ENQUEUE)
         self._claim_sql = sql(_CLAIM)
-        self._settle_sql = {
-            name: sql(_SETTLE).replace("{set}", assignments)
-            for name, assignments in _OUTCOMES.items()
-        }
+        self._outcomes = OutcomeWriter(schema, self._run)
         self._extend_sql = sql(_EXTEND)
         self._redrive_sql = {
             replay: sql(_REDRIVE).replace("{statuses}", statuses)
@@ -275,6 +265,7 @@ class PostgresWorkQueue:
             raise
 
     async def close(self) -> None:
+        await self._outcomes.drain()  # outcomes already given are written first
         await self.db.close()
 
     # -- statements -------------------------------------------------------------
@@ -355,24 +346,19 @@ class PostgresWorkQueue:
         changed, _ = await self._run("extending leases", self._extend_sql, params)
         return changed
 
-    async def _settle(self, outcome: str, item: WorkItem, **values: Any) -> bool:
-        if item.lease is None:  # not a claimed item: nothing it could settle
-            return False
-        params = {"queue": item.queue, "key": item.key, "lease": item.lease, **values}
-        changed, _ = await self._run("settling work", self._settle_sql[outcome], params)
-        return changed == 1
-
     async def ack(self, item: WorkItem, *, now: float, result: bytes | None = None) -> bool:
-        return await self._settle("ack", item, now=now, result=result)
+        kept = None if result is None else bytes(result)  # one type in a batch's array
+        return await self._outcomes.settle(Outcome("ack", item, now, result=kept))
 
     async def retry(self, item: WorkItem, *, due: float, error: str) -> bool:
-        return await self._settle("retry", item, due=due, error=_storable(error))
+        return await self._outcomes.settle(Outcome("retry", item, due, error=_storable(error)))
 
     async def release(self, item: WorkItem, *, now: float) -> bool:
-        return await self._settle("release", item, now=now)
+        return await self._outcomes.settle(Outcome("release", item, now))
 
     async def dead_letter(self, item: WorkItem, *, now: float, error: str) -> bool:
-        return await self._settle("dead_letter", item, now=now, error=_storable(error))
+        error = _storable(error)
+        return await self._outcomes.settle(Outcome("dead_letter", item, now, error=error))
 
     async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
         statement = self._redrive_sql[replay]
