@@ -49,20 +49,23 @@ def test_passwords_never_reach_the_banner_or_an_error() -> None:
 @pytest.mark.parametrize(
     ("url", "kind"),
     [
-        ("postgresql://postgres@127.0.0.1:5432/test?schema=pp_registry", "PostgresEventLog"),
-        ("redis://127.0.0.1:6379/0?prefix=pp-registry", "RedisEventLog"),
-        ("nats://127.0.0.1:4222?name=pp-registry", "NatsEventLog"),
+        ("postgresql://postgres@127.0.0.1:5432/test?schema=pp_registry", "Postgres"),
+        ("redis://127.0.0.1:6379/0?prefix=pp-registry", "Redis"),
+        ("nats://127.0.0.1:4222?name=pp-registry", "Nats"),
     ],
 )
 def test_shared_engines_are_built_by_their_backends(url: str, kind: str) -> None:
-    """Each shared scheme makes its backend's log and a bus; nothing connects until opened."""
-    shared = engines.shared_log(url, History())
-    assert type(shared.log).__name__ == kind
+    """Each shared scheme makes its backend's log, bus and work queue; nothing connects
+    until opened."""
+    shared = engines.shared_engine(url, History())
+    assert type(shared.log).__name__ == f"{kind}EventLog"
+    assert type(shared.bus).__name__ == f"{kind}Bus"
+    assert type(shared.work_queue).__name__ == f"{kind}WorkQueue"
     assert shared.where == url
 
 
 def test_a_node_on_a_shared_engine_says_what_is_not_shared_yet() -> None:
-    """The events are shared; jobs, webhooks and the inbox are not yet, and the node says so."""
+    """Events, jobs and the inbox are shared; webhooks are not yet, and the node says so."""
     settings = Settings(
         dev=True, database=":memory:", engine="redis://127.0.0.1:6379/0?prefix=pp-warn"
     )
@@ -70,3 +73,4 @@ def test_a_node_on_a_shared_engine_says_what_is_not_shared_yet() -> None:
     assert node.shared is not None
     warning = next(w for w in node.warnings() if "shared through" in w)
     assert "not shared with the other nodes yet" in warning
+    assert "webhook subscriptions" in warning and "jobs and the receivers' inbox" in warning

@@ -1,64 +1,76 @@
-"""Engines by URL: where a node keeps the event log its subscribers read, alone or shared.
+"""Engines by URL: where a node keeps its event log and work queue, alone or shared.
 
     polyport serve app:svc --engine redis://127.0.0.1:6379/0
     POLYPORT_ENGINE=postgresql://app@db.internal/app?schema=shop polyport serve app:svc
 
-Like the edges, each engine is a ``"module:function"`` imported only when
-used, so a missing driver only matters to the node that asks for it (and says
-which extra to install). What each engine holds today:
+Like the edges, each shared engine is a module of its backend package
+(``engine.py``) imported only when used, so a missing driver only matters to
+the node that asks for it (and says which extra to install). Its
+``build(url, options, history)`` gives the node three things: the event log,
+its bus, and the work queue that holds jobs and the receivers' inbox (on one
+connection pool where the engine has one). What each engine holds today:
 
-============================  =====================================  =======
-``engine``                    event log (and bus, for shared logs)    shared
-============================  =====================================  =======
-unset, or ``sqlite:///FILE``  SQLite file (``database``)              no
-``memory://``                 this process's memory                   no
+============================  ======================================  =======
+``engine``                    event log, bus, work queue               shared
+============================  ======================================  =======
+unset, or ``sqlite:///FILE``  SQLite file (``database``)               no
+``memory://``                 log in memory; work queue in SQLite      no
 ``postgresql://…``            PostgreSQL (``?schema=``, ``polyport``)  yes
-``redis://…``                 Redis Streams (``?prefix=``)            yes
-``nats://…``                  NATS JetStream (``?name=``)             yes
-============================  =====================================  =======
+``redis://…``                 Redis (``?prefix=``)                     yes
+``nats://…``                  NATS JetStream (``?name=``)              yes
+============================  ======================================  =======
 
-Jobs, webhook subscriptions and deliveries, and the receivers' inbox stay in
-the node's SQLite file (``database``) whatever the engine: on a shared engine
-they are not yet shared between nodes, and the node says so at start.
+Webhook subscriptions and deliveries stay in the node's SQLite file
+(``database``) whatever the engine: on a shared engine they are not yet
+shared between nodes, and the node says so at start.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from polyport.core.bus import Bus
 from polyport.core.config import Settings
 from polyport.core.errors import ConfigError
 from polyport.core.eventlog import EventLog, History
+from polyport.core.workqueue import WorkQueue
 
-#: Every engine a node can run on, by URL scheme, imported only when used.
+#: Every shared engine a node can run on, by URL scheme: its module, imported when used.
 ENGINES: dict[str, str] = {
-    "postgresql": "polyport.backends.postgresql.engine:event_log",
-    "postgres": "polyport.backends.postgresql.engine:event_log",
-    "redis": "polyport.backends.redis.engine:event_log",
-    "rediss": "polyport.backends.redis.engine:event_log",
-    "nats": "polyport.backends.nats.engine:event_log",
+    "postgresql": "polyport.backends.postgresql.engine",
+    "postgres": "polyport.backends.postgresql.engine",
+    "redis": "polyport.backends.redis.engine",
+    "rediss": "polyport.backends.redis.engine",
+    "nats": "polyport.backends.nats.engine",
 }
 #: The schemes of the embedded engines, which the node builds itself.
 EMBEDDED = ("sqlite", "memory")
 
 
 @dataclass(frozen=True, slots=True)
-class SharedLog:
-    """What a shared engine gives a node: the log, the bus that wakes its other nodes."""
+class SharedEngine:
+    """What a shared engine gives a node: the log, the bus that wakes its other nodes,
+    and the work queue they share."""
 
     log: EventLog
     bus: Bus
+    work_queue: WorkQueue
     #: How the banner names it: the URL without a password.
     where: str
 
 
-#: A shared engine's maker, in its backend package: from the URL without its query,
-#: the query's options and the history each channel keeps, the log and its bus.
-Maker = Callable[[str, dict[str, str], History], tuple[EventLog, Bus]]
+class EngineModule(Protocol):
+    """A shared engine's ``engine.py``."""
+
+    def build(
+        self, url: str, options: dict[str, str], history: History
+    ) -> tuple[EventLog, Bus, WorkQueue]:
+        """From the URL without its query, the query's options and the history each
+        channel keeps: the log, its bus and the work queue."""
+        ...
 
 
 def scheme_of(url: str) -> str:
@@ -88,8 +100,8 @@ def embedded(settings: Settings) -> Settings:
     return settings
 
 
-def shared_log(url: str, history: History) -> SharedLog:
-    """The log and bus of a shared engine (PostgreSQL, Redis, NATS) at ``url``.
+def shared_engine(url: str, history: History) -> SharedEngine:
+    """The log, bus and work queue of a shared engine (PostgreSQL, Redis, NATS) at ``url``.
 
     Raises :class:`ConfigError` for a URL it cannot read, and
     :class:`~polyport.core.errors.MissingExtra` when the engine's driver is
@@ -101,10 +113,9 @@ def shared_log(url: str, history: History) -> SharedLog:
     parts = urlsplit(url)
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    module_name, _, attribute = ENGINES[scheme].partition(":")
-    maker: Maker = getattr(importlib.import_module(module_name), attribute)
-    log, bus = maker(base, options, history)
-    return SharedLog(log, bus, redacted(url))
+    module = cast(EngineModule, importlib.import_module(ENGINES[scheme]))
+    log, bus, work_queue = module.build(base, options, history)
+    return SharedEngine(log, bus, work_queue, redacted(url))
 
 
 def redacted(url: str) -> str:
@@ -119,4 +130,4 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-__all__ = ["ENGINES", "SharedLog", "embedded", "redacted", "scheme_of", "shared_log"]
+__all__ = ["ENGINES", "SharedEngine", "embedded", "redacted", "scheme_of", "shared_engine"]

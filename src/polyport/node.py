@@ -179,13 +179,13 @@ class Node:
         # on the group transaction of the first.
         self.db = SqliteDatabase(settings.database, synchronous=settings.database_sync)
         #: The engine several nodes share, when there is one (None: embedded).
-        self.shared: engines.SharedLog | None = None
+        self.shared: engines.SharedEngine | None = None
         sqlite_log = None
         event_log: EventLog
         if settings.engine is not None and engines.scheme_of(settings.engine) not in (
             engines.EMBEDDED
         ):
-            self.shared = engines.shared_log(settings.engine, history)
+            self.shared = engines.shared_engine(settings.engine, history)
             event_log = self.shared.log
         elif settings.event_log == "sqlite":
             event_log = sqlite_log = SqliteEventLog(self.db, history)
@@ -203,8 +203,9 @@ class Node:
             bus=self.shared.bus if self.shared is not None else None,
             poll_interval=settings.engine_poll,
         )
-        #: Jobs and the receivers' inbox are queues of one work queue.
-        work_queue = SqliteWorkQueue(self.db)
+        #: Jobs and the receivers' inbox are queues of one work queue: the shared
+        #: engine's, or the SQLite file's.
+        work_queue = self.shared.work_queue if self.shared else SqliteWorkQueue(self.db)
         jobs = JobRunner(work_queue, dispatcher, settings.jobs)
         # Over the SQLite log of the same file, the webhook store writes deliveries
         # never before their events, and its fan-out cursor is that log's seq.
@@ -346,9 +347,10 @@ class Node:
             found.append(NO_SECRET_KEY_WARNING)
         if self.shared is not None:
             found.append(
-                f"events are shared through {self.shared.where}; jobs, webhook subscriptions "
-                f"and deliveries, and the receivers' inbox stay in this node's SQLite file "
-                f"{self.settings.database} and are not shared with the other nodes yet"
+                f"events, jobs and the receivers' inbox are shared through "
+                f"{self.shared.where}; webhook subscriptions and deliveries stay in this "
+                f"node's SQLite file {self.settings.database} and are not shared with the "
+                "other nodes yet"
             )
         for listener in self.listeners:
             if listener.off is not None:

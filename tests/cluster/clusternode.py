@@ -3,8 +3,12 @@
 It prints its port, then serves REST (``POST /v1/emit {"n": …, "tag": …}``
 publishes n events on channel ``ticks/{tag}`` and answers their ids;
 ``POST /v1/emit_at`` does the same and names the node, by its database file's
-stem), polling, SSE and WebSocket, with its event log on ENGINE (read every
-POLL seconds when no announcement came, 0.2 by default), until it is stopped.
+stem; ``POST /v1/jobs/run_once {"token": …}`` runs a job that records which
+node ran it as an event on ``runs/{token}``), polling, SSE, WebSocket and the
+webhook receiver ``/hooks/inbound`` (Standard Webhooks, :data:`HOOK_SECRET`),
+whose handler records each delivery it handles on ``hooked/{delivery id}``,
+with its event log on ENGINE (read every POLL seconds when no announcement
+came, 0.2 by default), until it is stopped.
 Other settings come from ``POLYPORT_*`` variables (``POLYPORT_SERVER__TRUSTED_PROXIES``,
 ``POLYPORT_LOG__ACCESS``), with logs on stderr as ``polyport serve`` writes them.
 """
@@ -21,6 +25,7 @@ from pydantic import BaseModel
 from polyport import Service, load_settings
 from polyport.core.logs import configure_logging
 from polyport.node import Node, bind_socket
+from polyport.webhooks import StandardWebhooks, WebhookDelivery
 
 service = Service("clusterlab", description="Publishes ticks on a shared engine.")
 #: This node's name: its database file's stem (``a`` for ``a.sqlite3``).
@@ -40,6 +45,37 @@ class Emitted(BaseModel):
 
 
 Ticked = service.event("ticks.created", Tick, channel="ticks/{tag}")
+#: The signing secret of the receiver ``inbound``.
+HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class Ran(BaseModel):
+    token: str
+    node: str
+
+
+Runs = service.event("runs.done", Ran, channel="runs/{token}")
+
+
+class Handled(BaseModel):
+    delivery: str
+    node: str
+
+
+Hooks = service.event("hooks.handled", Handled, channel="hooked/{delivery}")
+
+
+@service.method
+async def run_once(token: str) -> str:
+    """A job's body: say which node ran it, on ``runs/{token}``."""
+    await Runs.publish({"token": token, "node": LABEL})
+    return LABEL
+
+
+@service.webhook_receiver("inbound", verify=StandardWebhooks(HOOK_SECRET))
+async def inbound(body: dict[str, object], delivery: WebhookDelivery) -> None:
+    """Say which node handled which delivery, on ``hooked/{delivery id}``."""
+    await Hooks.publish({"delivery": delivery.id, "node": LABEL})
 
 
 @service.method
@@ -69,7 +105,7 @@ async def main(database: str, engine: str, poll: float) -> None:
         overrides={"database": database, "engine": engine, "engine_poll": poll},
     )
     configure_logging(settings.log.level, settings.log.format)
-    node = Node(service, settings, edges=["rest", "poll", "sse", "ws"])
+    node = Node(service, settings, edges=["rest", "poll", "sse", "ws", "hooks"])
     sock = bind_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
     await node.serve(sock)

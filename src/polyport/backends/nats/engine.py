@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from polyport.backends.nats.bus import NatsBus
 from polyport.backends.nats.eventlog import NatsEventLog
+from polyport.backends.nats.workqueue import NatsWorkQueue
 from polyport.core.bus import Bus
 from polyport.core.eventlog import EventLog, History
+from polyport.core.workqueue import WorkQueue
 
 
-def event_log(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus]:
-    """The shared log in the stream ``{name}`` (``polyport`` by default) at ``url``, and
-    its bus on the core subject ``polyport-bus.{name}``."""
+def build(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus, WorkQueue]:
+    """The shared log in the stream ``{name}`` (``polyport`` by default) at ``url``, its bus
+    on the core subject ``polyport-bus.{name}``, and the work queue in the KV bucket
+    ``{name}-wq``."""
     name = options.get("name", "polyport")
-    return NatsEventLog(url, history, name=name), NatsBus(url, name=name)
+    return (
+        NatsEventLog(url, history, name=name),
+        NatsBus(url, name=name),
+        NatsWorkQueue(url, name=name),
+    )

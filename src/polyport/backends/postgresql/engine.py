@@ -5,12 +5,14 @@ from __future__ import annotations
 from polyport.backends.postgresql.bus import PostgresBus
 from polyport.backends.postgresql.db import PostgresDatabase
 from polyport.backends.postgresql.eventlog import PostgresEventLog
+from polyport.backends.postgresql.workqueue import PostgresWorkQueue
 from polyport.core.bus import Bus
 from polyport.core.eventlog import EventLog, History
+from polyport.core.workqueue import WorkQueue
 
 
-def event_log(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus]:
-    """The shared log in ``?schema=`` (``polyport`` by default) of the database at ``url``,
-    and its bus on ``LISTEN``/``NOTIFY``."""
+def build(url: str, options: dict[str, str], history: History) -> tuple[EventLog, Bus, WorkQueue]:
+    """The shared log and work queue in ``?schema=`` (``polyport`` by default) of the
+    database at ``url``, on one pool, and the bus on ``LISTEN``/``NOTIFY``."""
     database = PostgresDatabase(url, schema=options.get("schema", "polyport"))
-    return PostgresEventLog(database, history), PostgresBus(database)
+    return PostgresEventLog(database, history), PostgresBus(database), PostgresWorkQueue(database)
