@@ -17,7 +17,7 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,7 +40,8 @@ from polyport.core.inbox import QueuedReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
-from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
+from polyport.core.runtime import Endpoint, EventCodec, Runtime
+from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
 from polyport.http.forwarded import TrustedProxies
@@ -48,6 +49,9 @@ from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
 from polyport.web import web_routes
 from polyport.webhooks.encryption import SecretCipher
+
+if TYPE_CHECKING:
+    from polyport.http.websocket import WebSocketEndpoint
 
 log = logging.getLogger("polyport.node")
 
@@ -82,27 +86,16 @@ NO_SECRET_KEY_WARNING = (
 )
 
 
-@runtime_checkable
-class Listener(Protocol):
-    """An edge on a port of its own (gRPC): where it listens, or why it does not."""
-
-    name: str
-    #: Why the edge serves nothing (disabled, no port to listen on), else None.
-    off: str | None
-    #: What a reader must know about where it serves (a default port taken), else None.
-    notice: str | None
-
-    @property
-    def address(self) -> str:
-        """``HOST:PORT`` as a client dials it: the port actually bound, once started."""
-        ...
-
-
 class EdgeNotInstalled(Exception):
     """The edge's own package is not part of this installation."""
 
 
-def load_edge(path: str) -> type[Any]:
+def load_edge(path: str) -> Callable[[Runtime], Edge]:
+    """The edge class named by ``"module:Class"``, imported now (and its extra with it).
+
+    Raises :class:`MissingExtra` when the edge needs an optional dependency group
+    that is not installed, :class:`EdgeNotInstalled` when its package is absent.
+    """
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -110,7 +103,8 @@ def load_edge(path: str) -> type[Any]:
         if exc.name and module_name.startswith(exc.name):
             raise EdgeNotInstalled(f"{module_name} is not part of this installation") from exc
         raise
-    return getattr(module, attr)  # type: ignore[no-any-return]
+    edge_class: Callable[[Runtime], Edge] = getattr(module, attr)
+    return edge_class
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -234,15 +228,13 @@ class Node:
             except (MissingExtra, EdgeNotInstalled) as exc:
                 self.skipped[name] = str(exc)
                 continue
-            self.edges.append(edge_class(self.runtime))
-        websockets: dict[str, Any] = {}
-        for edge in self.edges:
-            routes_of = getattr(edge, "websocket_routes", None)
-            if routes_of is not None:
-                websockets.update(routes_of())
+            edge = edge_class(self.runtime)
+            if not isinstance(edge, Edge):
+                raise TypeError(f"{EDGES[name]} is not an edge (see polyport.edges.kinds)")
+            self.edges.append(edge)
         self.http = HttpApp(
             self._routes(),
-            websocket=websockets,
+            websocket=self._websocket_routes(),
             max_body=settings.limits.max_body,
             cors_origins=settings.cors_origins,
             access_log_enabled=settings.log.access,
@@ -259,14 +251,20 @@ class Node:
     def _routes(self) -> list[Route]:
         routes: list[Route] = []
         for edge in self.edges:
-            edge_routes = getattr(edge, "routes", None)
-            if edge_routes is not None:
-                routes.extend(edge_routes())
+            if isinstance(edge, HttpEdge):
+                routes.extend(edge.routes())
         routes.extend(web_routes(self))
         routes.append(Route("POST", "/auth/ticket", self._ticket, "ticket"))
         routes.append(Route("GET", "/metrics", self._metrics, "metrics"))
         routes.append(Route("GET", "/healthz", self._health, "health"))
         return routes
+
+    def _websocket_routes(self) -> dict[str, WebSocketEndpoint]:
+        found: dict[str, WebSocketEndpoint] = {}
+        for edge in self.edges:
+            if isinstance(edge, WebSocketEdge):
+                found.update(edge.websocket_routes())
+        return found
 
     async def _ticket(self, request: Request) -> Response:
         """Trade credentials for a short-lived ticket (URL- and cookie-safe), as JSON and cookie."""
@@ -318,9 +316,9 @@ class Node:
         return entries
 
     @property
-    def listeners(self) -> list[Listener]:
+    def listeners(self) -> list[ListenerEdge]:
         """The edges on ports of their own (gRPC), started or not."""
-        return [edge for edge in self.edges if isinstance(edge, Listener)]
+        return [edge for edge in self.edges if isinstance(edge, ListenerEdge)]
 
     @property
     def credentials_configured(self) -> bool:

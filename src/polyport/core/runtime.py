@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -106,17 +106,3 @@ class Runtime:
     webhook_store: WebhookStore
     #: The receivers' inbox (the hooks edge opens it, when the service has receivers).
     receiver_inbox: ReceiverInbox
-
-
-class Edge(Protocol):
-    """One communication pattern serving the runtime's contract."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def catalog(self) -> list[Endpoint]:
-        """Every endpoint this edge serves, for ``polyport routes`` and the dashboard."""
-        ...

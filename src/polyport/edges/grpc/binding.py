@@ -40,6 +40,8 @@ from polyport.edges.grpc.events import SERVICE as EVENTS_SERVICE
 from polyport.edges.grpc.events import EventStream, events_file
 from polyport.edges.grpc.metadata import EDGE, caller_of
 from polyport.edges.grpc.proto_text import proto_text
+from polyport.edges.kinds import HttpEdge, ListenerEdge
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 
@@ -114,7 +116,7 @@ def events_proto() -> str:
     return proto_text(events_file())
 
 
-class GrpcEdge:
+class GrpcEdge(HttpEdge, ListenerEdge):
     """Serves the contract over gRPC, with reflection, health and the event stream."""
 
     name = EDGE
@@ -215,6 +217,9 @@ class GrpcEdge:
             Route("GET", f"/grpc/{self.runtime.spec.name}.proto", self._proto, "grpc_proto"),
             Route("GET", EVENTS_PROTO_PATH, self._events_proto, "grpc_events_proto"),
         ]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: gRPC is described by its ``.proto`` files and by server reflection."""
 
     async def _proto(self, request: Request) -> Response:
         return Response(200, self.proto.encode(), content_type=TEXT)

@@ -27,6 +27,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
 from polyport.edges.hooks.worker import InboxWorker
+from polyport.edges.kinds import HttpEdge
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.problems import PROBLEM_JSON, problem_body
 from polyport.http.request import JSON, Request, Response, UnsupportedMediaType
@@ -63,7 +64,7 @@ def _is_json(content_type: bytes) -> bool:
     return media == JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-class HooksEdge:
+class HooksEdge(HttpEdge):
     """Serves the service's webhook receivers and runs their handlers from a durable inbox."""
 
     name = EDGE

@@ -11,6 +11,8 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.jsonrpc.openrpc import openrpc_document
 from polyport.edges.jsonrpc.protocol import JsonRpc
+from polyport.edges.kinds import HttpEdge, WebSocketEdge
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
@@ -20,7 +22,7 @@ EDGE = "jsonrpc"
 PATH = "/jsonrpc"
 
 
-class JsonRpcEdge:
+class JsonRpcEdge(HttpEdge, WebSocketEdge):
     """Serves every unary method as a JSON-RPC 2.0 method, over HTTP and WebSocket."""
 
     name = EDGE
@@ -46,6 +48,9 @@ class JsonRpcEdge:
             Route("POST", PATH, self.post, "jsonrpc"),
             Route("GET", "/openrpc.json", self.document, "openrpc"),
         ]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: JSON-RPC's methods are described by OpenRPC (``/openrpc.json``)."""
 
     def websocket_routes(self) -> dict[str, WebSocketEndpoint]:
         return {PATH: self.websocket}

@@ -21,6 +21,7 @@ from polyport.core.errors import ContractError, InvalidArgument, NotFound, Servi
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import MethodSpec
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.soap.codec import Codec, DecodeError, Sequence, XmlUnrepresentable
 from polyport.edges.soap.envelope import CLOSE, OPEN, read_envelope
 from polyport.edges.soap.errors import (
@@ -39,6 +40,7 @@ from polyport.edges.soap.mapping import (
     soap_action,
 )
 from polyport.edges.soap.wsdl import ADDRESS_PLACEHOLDER, OperationInfo, WsdlWriter
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 
@@ -81,7 +83,7 @@ class SoapOperation:
         return "".join(out).encode()
 
 
-class SoapEdge:
+class SoapEdge(HttpEdge):
     """Serves the contract's unary methods as SOAP 1.1 operations, with their WSDL."""
 
     name = EDGE
@@ -128,6 +130,9 @@ class SoapEdge:
 
     def routes(self) -> list[Route]:
         return [Route("POST", PATH, self.call, "soap"), Route("GET", PATH, self.wsdl, "wsdl")]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: SOAP's operations are described by the WSDL at ``/soap?wsdl``."""
 
     def catalog(self) -> list[CatalogEntry]:
         entries = [

@@ -32,6 +32,7 @@ from polyport.core.errors import RecoveryFailed, ServiceError
 from polyport.core.events import Event, parse_patterns
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.kinds import HttpEdge
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response, Stream
 from polyport.http.router import Endpoint, Route
@@ -67,7 +68,7 @@ def sse_message(event: str, data: Any, *, id: str | None = None) -> bytes:
     return head + b"event: %b\ndata: %b\n\n" % (event.encode(), orjson.dumps(data))
 
 
-class SseEdge:
+class SseEdge(HttpEdge):
     """Streams events and server-streaming methods to ``EventSource`` clients."""
 
     name = EDGE

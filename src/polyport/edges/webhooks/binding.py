@@ -19,6 +19,7 @@ import orjson
 from polyport.core.contract import EventType
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
 from polyport.edges.webhooks.rights import ReadRights
@@ -34,7 +35,7 @@ EDGE = "webhooks"
 ADMIN_SCOPE = "webhooks:admin"
 
 
-class WebhooksEdge:
+class WebhooksEdge(HttpEdge):
     """Serves ``/v{n}/webhooks`` and delivers every matching event to every subscriber."""
 
     name = EDGE

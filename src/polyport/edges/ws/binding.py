@@ -19,6 +19,7 @@ from polyport.core.events import Event
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.session import Session, SessionLimits, error_frame, event_frame
+from polyport.edges.kinds import WebSocketEdge
 from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request
 from polyport.http.websocket import (
@@ -46,7 +47,7 @@ def ws_frame(event: Event) -> EncodedFrames:
     return frame  # type: ignore[return-value]
 
 
-class WsEdge:
+class WsEdge(WebSocketEdge):
     """Serves the session protocol over WebSocket."""
 
     name = EDGE

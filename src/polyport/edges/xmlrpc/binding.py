@@ -24,8 +24,10 @@ from polyport.core.types import (
     TypeNode,
     UnitType,
 )
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.xmlrpc.codec import parse_call, write_fault, write_response
 from polyport.edges.xmlrpc.errors import MethodNotFound, fault_code, fault_string
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 from polyport.xmlsafe import parse
@@ -69,7 +71,7 @@ def xml_type(node: TypeNode) -> str:
     return "string"  # enums, literals, unions
 
 
-class XmlRpcEdge:
+class XmlRpcEdge(HttpEdge):
     """Serves every unary method over XML-RPC."""
 
     name = EDGE
@@ -100,6 +102,9 @@ class XmlRpcEdge:
 
     def routes(self) -> list[Route]:
         return [Route("POST", PATH, self.post, "xmlrpc")]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: XML-RPC lists its own methods (``system.listMethods``)."""
 
     def catalog(self) -> list[CatalogEntry]:
         entries = [
