@@ -145,6 +145,8 @@ def test_the_core_imports_no_edge_and_no_protocol_library() -> None:
                     "polyport.backends",
                     "polyport.web",
                     "polyport.cli",
+                    # The settings name every edge's section: the core reads CoreSettings.
+                    "polyport.settings",
                 )
             ), f"{module.relative_to(ROOT)} imports {name}"
             assert top not in PROTOCOL_LIBRARIES, f"{module.relative_to(ROOT)} imports {name}"
@@ -258,3 +260,53 @@ def test_every_edge_declares_its_kinds() -> None:
             assert has == (kind in mro), f"{name}: {member} without {kind.__name__}, or not"
         checked += 1
     assert checked >= 6  # the edges without optional dependencies at least
+
+
+def test_edges_read_their_section_not_the_composed_settings() -> None:
+    """An edge imports its own section, never polyport.settings (which names every edge)."""
+    assert importers("edges", "polyport.settings") == []
+
+
+def imports_on_loading(path: Path) -> set[str]:
+    """What importing ``path`` imports: module-level statements, not function bodies.
+
+    (``polyport.xmlsafe`` imports lxml in the function that first parses.)
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.If | ast.Try):
+            pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+#: The settings sections that live outside the core: each edge's own, and the two shared.
+SECTION_MODULES = [
+    *sorted((ROOT / "edges").glob("*/config.py")),
+    ROOT / "http" / "websocket_config.py",
+    ROOT / "xmlsafe.py",
+]
+
+
+def test_settings_sections_import_nothing_an_edge_needs() -> None:
+    """A section module imports the core and pydantic only: no edge code, no optional library.
+
+    ``polyport.settings`` imports every section, and it must import on a bare
+    install; a section that imported its edge's binding (or grpcio) would load
+    it, and fail, before the node could switch the edge off.
+    """
+    assert len(SECTION_MODULES) >= 8
+    for module in SECTION_MODULES:
+        for name in imports_on_loading(module):
+            top = name.split(".")[0]
+            where = module.relative_to(ROOT)
+            if top == "polyport":
+                assert name.startswith("polyport.core."), f"{where} imports {name}"
+            else:
+                assert top not in PROTOCOL_LIBRARIES, f"{where} imports {name}"

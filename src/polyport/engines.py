@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from polyport.core.bus import Bus
-from polyport.core.config import Settings
 from polyport.core.errors import ConfigError
 from polyport.core.eventlog import EventLog, History
+from polyport.settings import Settings
 
 #: Every engine a node can run on, by URL scheme, imported only when used.
 ENGINES: dict[str, str] = {

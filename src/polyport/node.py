@@ -30,7 +30,6 @@ from polyport.backends.sqlite import (
     SqliteWorkQueue,
 )
 from polyport.core.auth import Authenticator
-from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.core.dispatch import Dispatcher
 from polyport.core.errors import ConfigError, MissingExtra, PermissionDenied, Unauthenticated
@@ -47,6 +46,7 @@ from polyport.http.asgi import AsgiApp
 from polyport.http.forwarded import TrustedProxies
 from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
+from polyport.settings import Settings
 from polyport.web import web_routes
 from polyport.webhooks.encryption import SecretCipher
 
@@ -57,17 +57,17 @@ log = logging.getLogger("polyport.node")
 
 #: Every edge a node can serve, by pattern, imported only when used.
 EDGES: dict[str, str] = {
-    "rest": "polyport.edges.rest:RestEdge",
-    "poll": "polyport.edges.poll:PollEdge",
-    "sse": "polyport.edges.sse:SseEdge",
-    "ws": "polyport.edges.ws:WsEdge",
-    "jsonrpc": "polyport.edges.jsonrpc:JsonRpcEdge",
-    "xmlrpc": "polyport.edges.xmlrpc:XmlRpcEdge",
-    "grpc": "polyport.edges.grpc:GrpcEdge",
-    "soap": "polyport.edges.soap:SoapEdge",
-    "graphql": "polyport.edges.graphql:GraphQLEdge",
-    "webhooks": "polyport.edges.webhooks:WebhooksEdge",
-    "hooks": "polyport.edges.hooks:HooksEdge",
+    "rest": "polyport.edges.rest.binding:RestEdge",
+    "poll": "polyport.edges.poll.binding:PollEdge",
+    "sse": "polyport.edges.sse.binding:SseEdge",
+    "ws": "polyport.edges.ws.binding:WsEdge",
+    "jsonrpc": "polyport.edges.jsonrpc.binding:JsonRpcEdge",
+    "xmlrpc": "polyport.edges.xmlrpc.binding:XmlRpcEdge",
+    "grpc": "polyport.edges.grpc.binding:GrpcEdge",
+    "soap": "polyport.edges.soap.binding:SoapEdge",
+    "graphql": "polyport.edges.graphql.binding:GraphQLEdge",
+    "webhooks": "polyport.edges.webhooks.binding:WebhooksEdge",
+    "hooks": "polyport.edges.hooks.binding:HooksEdge",
 }
 
 DEV_WARNING = (

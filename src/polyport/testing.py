@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.node import Node, bind_socket
+from polyport.settings import Settings
 
 
 @dataclass

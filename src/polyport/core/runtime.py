@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
-from polyport.core.config import Settings
+from polyport.core.config import CoreSettings
 from polyport.core.contract import EventMessage
 from polyport.core.dispatch import Dispatcher
 from polyport.core.hub import EventHub
@@ -96,7 +96,8 @@ class Runtime:
     """The contract and the core services, each behind its port, as the node chose them."""
 
     spec: ServiceSpec
-    settings: Settings
+    #: The node's settings; an edge reads its own section with ``settings.section(…)``.
+    settings: CoreSettings
     dispatcher: Dispatcher
     hub: EventHub
     jobs: JobRunner

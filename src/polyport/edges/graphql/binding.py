@@ -14,10 +14,16 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
-from graphql import print_schema
+from polyport.core.errors import MissingExtra
+
+try:  # graphql-core comes with the 'graphql' extra
+    from graphql import print_schema
+except ImportError as exc:
+    raise MissingExtra("graphql", "the GraphQL edge") from exc
 
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.execute import GraphQLRunner
 from polyport.edges.graphql.schema import build_schema, source_of
@@ -46,7 +52,7 @@ class GraphQLEdge(HttpEdge, WebSocketEdge):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = runtime.settings.graphql
+        self.config = runtime.settings.section(GraphQLConfig)
         self.build = build_schema(runtime.spec, runtime.dispatcher)
         self.schema = self.build.schema
         self.sdl = print_schema(self.schema).encode()

@@ -22,18 +22,29 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
-from google.protobuf import descriptor_pool, empty_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from polyport.core.errors import (
+    ConfigError,
+    ContractError,
+    InvalidArgument,
+    MissingExtra,
+    ServiceError,
+)
+
+try:  # grpcio, protobuf and friends come with the 'grpc' extra
+    import grpc
+    from google.protobuf import descriptor_pool, empty_pb2, struct_pb2, timestamp_pb2
+    from google.protobuf.message import DecodeError
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection, reflection_pb2
+except ImportError as exc:
+    raise MissingExtra("grpc", "the gRPC edge") from exc
 
 from polyport.core.contract import MethodKind, Service
 from polyport.core.dispatch import Binding, PageResult, internal_error
-from polyport.core.errors import ConfigError, ContractError, InvalidArgument, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.grpc.codec import ABSENT, GrpcCodec
+from polyport.edges.grpc.config import GrpcConfig
 from polyport.edges.grpc.descriptors import FDP, MethodPlan, Schema, build_schema
 from polyport.edges.grpc.errors import abort
 from polyport.edges.grpc.events import SERVICE as EVENTS_SERVICE
@@ -123,7 +134,7 @@ class GrpcEdge(HttpEdge, ListenerEdge):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        config = runtime.settings.grpc
+        config = runtime.settings.section(GrpcConfig)
         self.enabled = config.enabled
         self.host = config.host or runtime.settings.host
         #: The port served: the configured one, or the one the system chose for 0.

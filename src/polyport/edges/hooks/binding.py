@@ -25,6 +25,7 @@ from polyport.core.errors import ConfigError, Conflict, InvalidArgument, NotFoun
 from polyport.core.inbox import INBOX_STATUSES, InboxEntry, InboxStatus, ReceiverInbox
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.hooks.config import HooksConfig
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
 from polyport.edges.hooks.worker import InboxWorker
 from polyport.edges.kinds import HttpEdge
@@ -71,7 +72,7 @@ class HooksEdge(HttpEdge):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = config = runtime.settings.hooks
+        self.config = config = runtime.settings.section(HooksConfig)
         service = runtime.spec.service
         secrets = {name: s.get_secret_value() for name, s in config.secrets.items()}
         unknown = sorted(set(secrets) - set(service.receivers))

@@ -9,6 +9,7 @@ from polyport.core.dispatch import Caller
 from polyport.core.errors import ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.jsonrpc.config import JsonRpcConfig
 from polyport.edges.jsonrpc.openrpc import openrpc_document
 from polyport.edges.jsonrpc.protocol import JsonRpc
 from polyport.edges.kinds import HttpEdge, WebSocketEdge
@@ -32,7 +33,7 @@ class JsonRpcEdge(HttpEdge, WebSocketEdge):
         self.openrpc = orjson.dumps(openrpc_document(runtime.spec))
         self.rpc = JsonRpc(
             runtime.dispatcher,
-            max_batch=runtime.settings.jsonrpc.max_batch,
+            max_batch=runtime.settings.section(JsonRpcConfig).max_batch,
             discover=lambda: self.openrpc,
         )
         self.origins = OriginPolicy.from_settings(runtime.settings.cors_origins)

@@ -14,10 +14,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from polyport.core.errors import (
+    ContractError,
+    InvalidArgument,
+    MissingExtra,
+    NotFound,
+    ServiceError,
+)
+
+try:  # lxml comes with the 'soap' extra
+    import lxml  # noqa: F401  (the parser of polyport.xmlsafe and of the WSDL writer)
+except ImportError as exc:
+    raise MissingExtra("soap", "the SOAP edge") from exc
+
 from polyport import xmlsafe
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, PageResult, internal_error
-from polyport.core.errors import ContractError, InvalidArgument, NotFound, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import MethodSpec
@@ -43,6 +55,7 @@ from polyport.edges.soap.wsdl import ADDRESS_PLACEHOLDER, OperationInfo, WsdlWri
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+from polyport.xmlsafe import XmlConfig
 
 EDGE = "soap"
 PATH = "/soap"
@@ -94,7 +107,7 @@ class SoapEdge(HttpEdge):
         spec = runtime.spec
         self.tns = tns = namespace(spec.name, spec.version)
         self.codec = codec = Codec(spec.graph, tns)
-        limits = runtime.settings.xml
+        limits = runtime.settings.section(XmlConfig)
         self.max_depth = limits.max_depth
         self.max_elements = limits.max_elements
         self.operations: dict[str, SoapOperation] = {}

@@ -33,6 +33,7 @@ from polyport.core.events import Event, parse_patterns
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.kinds import HttpEdge
+from polyport.edges.sse.config import SseConfig
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response, Stream
 from polyport.http.router import Endpoint, Route
@@ -76,9 +77,10 @@ class SseEdge(HttpEdge):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.prefix = f"/v{runtime.spec.version}"
-        self.heartbeat = runtime.settings.sse.heartbeat
-        self.send_buffer = runtime.settings.sse.send_buffer
-        self.stall_timeout = runtime.settings.sse.stall_timeout
+        config = runtime.settings.section(SseConfig)
+        self.heartbeat = config.heartbeat
+        self.send_buffer = config.send_buffer
+        self.stall_timeout = config.stall_timeout
         self.streams: set[Stream] = set()
 
     async def start(self) -> None:

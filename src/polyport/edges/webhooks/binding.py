@@ -20,6 +20,7 @@ from polyport.core.contract import EventType
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.kinds import HttpEdge
+from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
 from polyport.edges.webhooks.rights import ReadRights
@@ -42,7 +43,7 @@ class WebhooksEdge(HttpEdge):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = config = runtime.settings.webhooks
+        self.config = config = runtime.settings.section(WebhooksConfig)
         self.prefix = f"/v{runtime.spec.version}/webhooks"
         self.store = runtime.webhook_store
         #: Whether endpoint secrets are sealed at rest (the store seals with these keys).

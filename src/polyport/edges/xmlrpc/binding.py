@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from polyport.core.errors import InvalidArgument, MissingExtra, ServiceError
+
+try:  # lxml comes with the 'rpc' extra
+    import lxml  # noqa: F401  (the parser of polyport.xmlsafe)
+except ImportError as exc:
+    raise MissingExtra("rpc", "the XML-RPC edge") from exc
+
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, PageResult
-from polyport.core.errors import InvalidArgument, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.types import (
@@ -30,7 +36,7 @@ from polyport.edges.xmlrpc.errors import MethodNotFound, fault_code, fault_strin
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
-from polyport.xmlsafe import parse
+from polyport.xmlsafe import XmlConfig, parse
 
 EDGE = "xmlrpc"
 PATH = "/xmlrpc"
@@ -79,7 +85,7 @@ class XmlRpcEdge(HttpEdge):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.dispatcher = runtime.dispatcher
-        self.limits = runtime.settings.xml
+        self.limits = runtime.settings.section(XmlConfig)
         service = runtime.spec.name
         self.service = service
         self.methods: dict[str, Binding] = {}
