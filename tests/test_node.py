@@ -27,7 +27,7 @@ class Reading(BaseModel):
 
 
 def make_service(name: str) -> Service:
-    """A small service of its own per test (one node serves a Service at a time)."""
+    """A small service of its own per test."""
     service = Service(name)
 
     @service.method

@@ -162,12 +162,6 @@ class Node:
         self.settings = settings = engines.embedded(settings or Settings())
         spec = service.spec()
         self.metrics = Metrics()
-        dispatcher = Dispatcher(
-            spec,
-            authenticator=Authenticator(settings.auth, dev=settings.dev),
-            limiter=RateLimiter(settings.rate_limit),
-            metrics=self.metrics,
-        )
         history = History(settings.history.max_events, settings.history.max_age)
         # One SQLite connection for every store in the file: a second one would wait
         # on the group transaction of the first.
@@ -196,6 +190,14 @@ class Node:
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
             bus=self.shared.bus if self.shared is not None else None,
             poll_interval=settings.engine_poll,
+        )
+        # Handlers publish to this node's hub, whichever other node serves the service.
+        dispatcher = Dispatcher(
+            spec,
+            authenticator=Authenticator(settings.auth, dev=settings.dev),
+            limiter=RateLimiter(settings.rate_limit),
+            metrics=self.metrics,
+            hub=hub,
         )
         #: Jobs and the receivers' inbox are queues of one work queue.
         work_queue = SqliteWorkQueue(self.db)
@@ -359,27 +361,40 @@ class Node:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def publishing(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, the service's publishes go to this node.
+
+        Needed only outside a call when several nodes serve the service in this
+        process (``with node.publishing(): await OrderShipped.publish(s)``):
+        handlers, start-up and shutdown hooks, and the tasks they start publish
+        to their own node already. Tasks created in the block publish here too.
+        """
+        return self.runtime.hub.publishing()
+
     async def start(self) -> None:
         """Start the core, the service's start-up hooks, then every edge.
 
-        If any step fails, what had started is stopped again (in reverse) and
-        the service is released, so the process can start another node for it.
+        Other nodes may serve the same service in this process; the hooks run
+        once per node, and they and every task started here (jobs, workers, a
+        hook's producer) publish to this node. If any step fails, what had
+        started is stopped again (in reverse) and the service is released.
         """
         runtime = self.runtime
-        self.service.bind(runtime.hub)  # first: fails fast if another node serves it
+        self.service.bind(runtime.hub)
         undo: list[Callable[[], Awaitable[None]]] = []
         try:
-            await runtime.hub.start()
-            undo.append(runtime.hub.stop)
-            await runtime.jobs.start()
-            undo.append(runtime.jobs.stop)
-            for hook in self.service.startup_hooks:
-                result = _call_hook(hook, self.settings)
-                if inspect.isawaitable(result):
-                    await result
-            for edge in self.edges:
-                await edge.start()
-                undo.append(edge.stop)
+            with self.publishing():
+                await runtime.hub.start()
+                undo.append(runtime.hub.stop)
+                await runtime.jobs.start()
+                undo.append(runtime.jobs.stop)
+                for hook in self.service.startup_hooks:
+                    result = _call_hook(hook, self.settings)
+                    if inspect.isawaitable(result):
+                        await result
+                for edge in self.edges:
+                    await edge.start()
+                    undo.append(edge.stop)
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -394,20 +409,25 @@ class Node:
                 log.warning(warning)
 
     async def stop(self) -> None:
+        """Stop the edges, the jobs, the shutdown hooks, then the core; release the service.
+
+        Other nodes serving the same service keep serving it.
+        """
         self._started = False
-        for edge in reversed(self.edges):
-            with contextlib.suppress(Exception):
-                await edge.stop()
-        # Jobs run handlers: let them finish before the service closes its resources.
-        await self.runtime.jobs.stop()
-        for hook in self.service.shutdown_hooks:
-            try:
-                result = _call_hook(hook, self.settings)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("a shutdown hook failed")
-        await self.runtime.hub.stop()
+        with self.publishing():
+            for edge in reversed(self.edges):
+                with contextlib.suppress(Exception):
+                    await edge.stop()
+            # Jobs run handlers: let them finish before the service closes its resources.
+            await self.runtime.jobs.stop()
+            for hook in self.service.shutdown_hooks:
+                try:
+                    result = _call_hook(hook, self.settings)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("a shutdown hook failed")
+            await self.runtime.hub.stop()
         self.service.unbind(self.runtime.hub)
 
     @contextlib.asynccontextmanager
