@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from polyport.core.config import Settings
+from polyport.settings import Settings
 from polyport.testing import RunningNode, serve_in_thread
 
 REQUIRE_SERVICES = os.environ.get("POLYPORT_REQUIRE_SERVICES") == "1"

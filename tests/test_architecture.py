@@ -106,15 +106,30 @@ def importers(folder: str, forbidden: str) -> list[str]:
     return found
 
 
+#: What every edge may import from outside its own package under polyport.edges:
+#: the declaration of the edge kinds, which imports no edge itself.
+SHARED_BY_EDGES = {"polyport.edges.kinds"}
+
+
 def test_edges_do_not_import_other_edges() -> None:
-    """An edge imports the core (and the shared HTTP layer), never another edge."""
+    """An edge imports the core (and the shared HTTP layer, the edge kinds), never another edge."""
     edges = [p for p in (ROOT / "edges").iterdir() if p.is_dir() and not p.name.startswith("_")]
     assert {e.name for e in edges} >= {"rest", "poll"}
     for edge in edges:
         for module in modules_under(edge):
             for name in imports_of(module):
-                if name.startswith("polyport.edges."):
+                if name.startswith("polyport.edges.") and name not in SHARED_BY_EDGES:
                     assert name.split(".")[2] == edge.name, f"{module} imports {name}"
+
+
+def test_what_edges_share_imports_no_edge() -> None:
+    """The modules every edge may import (the kinds) import no edge, however spelled."""
+    for shared in SHARED_BY_EDGES:
+        path = ROOT.joinpath(*shared.split(".")[1:]).with_suffix(".py")
+        imported = modules_imported(path, package_of(path))
+        assert not [
+            name for name in imported if name.startswith("polyport.edges.") and name != shared
+        ], f"{shared} imports an edge"
 
 
 def test_the_core_imports_no_edge_and_no_protocol_library() -> None:
@@ -130,6 +145,8 @@ def test_the_core_imports_no_edge_and_no_protocol_library() -> None:
                     "polyport.backends",
                     "polyport.web",
                     "polyport.cli",
+                    # The settings name every edge's section: the core reads CoreSettings.
+                    "polyport.settings",
                 )
             ), f"{module.relative_to(ROOT)} imports {name}"
             assert top not in PROTOCOL_LIBRARIES, f"{module.relative_to(ROOT)} imports {name}"
@@ -214,3 +231,82 @@ def test_the_core_imports_no_backend() -> None:
     """The core declares the ports; which backend implements one is the node's choice."""
     assert (ROOT / "core" / "inbox.py").is_file()
     assert backend_imports("core") == []
+
+
+def test_every_edge_declares_its_kinds() -> None:
+    """Each edge of the node's registry names as bases exactly the kinds whose members it has.
+
+    The node composes edges with isinstance on the kinds; an edge that had
+    ``websocket_routes`` without declaring WebSocketEdge would be taken for
+    one only by accident of its attribute names.
+    """
+    from polyport.core.errors import MissingExtra
+    from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
+    from polyport.node import EDGES, EdgeNotInstalled, load_edge
+
+    members = {HttpEdge: "routes", WebSocketEdge: "websocket_routes", ListenerEdge: "address"}
+    checked = 0
+    for name, path in EDGES.items():
+        try:
+            edge_class = load_edge(path)
+        except (MissingExtra, EdgeNotInstalled):
+            continue
+        assert isinstance(edge_class, type)
+        mro = edge_class.__mro__
+        assert Edge in mro, f"{name} declares no kind"
+        own = [c for c in mro if c not in (*members, Edge, object)]
+        for kind, member in members.items():
+            has = any(member in vars(c) for c in own)
+            assert has == (kind in mro), f"{name}: {member} without {kind.__name__}, or not"
+        checked += 1
+    assert checked >= 6  # the edges without optional dependencies at least
+
+
+def test_edges_read_their_section_not_the_composed_settings() -> None:
+    """An edge imports its own section, never polyport.settings (which names every edge)."""
+    assert importers("edges", "polyport.settings") == []
+
+
+def imports_on_loading(path: Path) -> set[str]:
+    """What importing ``path`` imports: module-level statements, not function bodies.
+
+    (``polyport.xmlsafe`` imports lxml in the function that first parses.)
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.If | ast.Try):
+            pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+#: The settings sections that live outside the core: each edge's own, and the two shared.
+SECTION_MODULES = [
+    *sorted((ROOT / "edges").glob("*/config.py")),
+    ROOT / "http" / "websocket_config.py",
+    ROOT / "xmlsafe.py",
+]
+
+
+def test_settings_sections_import_nothing_an_edge_needs() -> None:
+    """A section module imports the core and pydantic only: no edge code, no optional library.
+
+    ``polyport.settings`` imports every section, and it must import on a bare
+    install; a section that imported its edge's binding (or grpcio) would load
+    it, and fail, before the node could switch the edge off.
+    """
+    assert len(SECTION_MODULES) >= 8
+    for module in SECTION_MODULES:
+        for name in imports_on_loading(module):
+            top = name.split(".")[0]
+            where = module.relative_to(ROOT)
+            if top == "polyport":
+                assert name.startswith("polyport.core."), f"{where} imports {name}"
+            else:
+                assert top not in PROTOCOL_LIBRARIES, f"{where} imports {name}"

@@ -229,7 +229,7 @@ def test_secure_mode_without_credentials_says_so(tmp_path: Path) -> None:
 def test_key_prints_a_key_and_the_settings_that_accept_it() -> None:
     """`polyport key`: the TOML lines and the variable it prints both accept the key it prints."""
     from polyport.core.auth import Authenticator, Credentials
-    from polyport.core.config import Settings, load_settings
+    from polyport.settings import Settings, load_settings
 
     code, output = run(
         "key", "--subject", "scraper", "--scope", "metrics", "--scope", "orders:read"

@@ -7,10 +7,10 @@ import pytest
 from tests.test_node import make_service
 
 from polyport import engines
-from polyport.core.config import Settings
 from polyport.core.errors import ConfigError
 from polyport.core.eventlog import History
 from polyport.node import Node
+from polyport.settings import Settings
 
 
 def test_embedded_urls_are_the_database_settings() -> None:

@@ -14,9 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
 from polyport import Service
-from polyport.core.config import GrpcConfig, Settings, WebhooksConfig
 from polyport.core.errors import ConfigError
+from polyport.edges.grpc.config import GrpcConfig
+from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.node import NO_CREDENTIALS_WARNING, NO_SECRET_KEY_WARNING, Node
+from polyport.settings import Settings
 from polyport.testing import serve_in_thread
 
 
@@ -25,7 +27,7 @@ class Reading(BaseModel):
 
 
 def make_service(name: str) -> Service:
-    """A small service of its own per test (one node serves a Service at a time)."""
+    """A small service of its own per test."""
     service = Service(name)
 
     @service.method

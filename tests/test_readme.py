@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from polyport.core.config import Settings
+from polyport.settings import Settings
 from polyport.testing import RunningNode, serve_in_thread
 
 README = Path(__file__).parent.parent / "README.md"

@@ -6,7 +6,6 @@ with type hints and Pydantic models — and serve it with ``polyport serve``.
 
 from polyport._version import __version__
 from polyport.core.auth import Credentials
-from polyport.core.config import Settings, load_settings
 from polyport.core.context import Context, Principal
 from polyport.core.contract import EventMessage, EventType, MethodKind, Page, Resource, Service
 from polyport.core.errors import (
@@ -29,6 +28,7 @@ from polyport.core.errors import (
     Unavailable,
 )
 from polyport.core.events import Event
+from polyport.settings import Settings, load_settings
 
 __all__ = [
     "ConfigError",

@@ -14,9 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from polyport._version import __version__
-from polyport.core.config import Settings, load_settings
 from polyport.core.contract import Service
 from polyport.core.errors import ConfigError, ContractError, MissingExtra, PolyportError
+from polyport.settings import Settings, load_settings
 
 app = typer.Typer(
     name="polyport",
@@ -303,7 +303,7 @@ def proto(
 ) -> None:
     """Print the gRPC .proto of MODULE:SERVICE, to compile with grpc_tools.protoc."""
     try:
-        from polyport.edges.grpc import events_proto, service_proto
+        from polyport.edges.grpc.binding import events_proto, service_proto
 
         text = events_proto() if events else service_proto(load_service(target))
     except (ConfigError, ContractError, MissingExtra) as exc:

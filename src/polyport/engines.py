@@ -33,10 +33,10 @@ from typing import Protocol, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from polyport.core.bus import Bus
-from polyport.core.config import Settings
 from polyport.core.errors import ConfigError
 from polyport.core.eventlog import EventLog, History
 from polyport.core.workqueue import WorkQueue
+from polyport.settings import Settings
 
 #: Every shared engine a node can run on, by URL scheme: its module, imported when used.
 ENGINES: dict[str, str] = {

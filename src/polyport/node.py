@@ -17,7 +17,7 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,7 +30,6 @@ from polyport.backends.sqlite import (
     SqliteWorkQueue,
 )
 from polyport.core.auth import Authenticator
-from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.core.dispatch import Dispatcher
 from polyport.core.errors import ConfigError, MissingExtra, PermissionDenied, Unauthenticated
@@ -40,30 +39,35 @@ from polyport.core.inbox import QueuedReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
-from polyport.core.runtime import Edge, Endpoint, EventCodec, Runtime
+from polyport.core.runtime import Endpoint, EventCodec, Runtime
+from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
 from polyport.http.forwarded import TrustedProxies
 from polyport.http.request import TOKEN_COOKIE, Request, Response
 from polyport.http.router import Route
+from polyport.settings import Settings
 from polyport.web import web_routes
 from polyport.webhooks.encryption import SecretCipher
+
+if TYPE_CHECKING:
+    from polyport.http.websocket import WebSocketEndpoint
 
 log = logging.getLogger("polyport.node")
 
 #: Every edge a node can serve, by pattern, imported only when used.
 EDGES: dict[str, str] = {
-    "rest": "polyport.edges.rest:RestEdge",
-    "poll": "polyport.edges.poll:PollEdge",
-    "sse": "polyport.edges.sse:SseEdge",
-    "ws": "polyport.edges.ws:WsEdge",
-    "jsonrpc": "polyport.edges.jsonrpc:JsonRpcEdge",
-    "xmlrpc": "polyport.edges.xmlrpc:XmlRpcEdge",
-    "grpc": "polyport.edges.grpc:GrpcEdge",
-    "soap": "polyport.edges.soap:SoapEdge",
-    "graphql": "polyport.edges.graphql:GraphQLEdge",
-    "webhooks": "polyport.edges.webhooks:WebhooksEdge",
-    "hooks": "polyport.edges.hooks:HooksEdge",
+    "rest": "polyport.edges.rest.binding:RestEdge",
+    "poll": "polyport.edges.poll.binding:PollEdge",
+    "sse": "polyport.edges.sse.binding:SseEdge",
+    "ws": "polyport.edges.ws.binding:WsEdge",
+    "jsonrpc": "polyport.edges.jsonrpc.binding:JsonRpcEdge",
+    "xmlrpc": "polyport.edges.xmlrpc.binding:XmlRpcEdge",
+    "grpc": "polyport.edges.grpc.binding:GrpcEdge",
+    "soap": "polyport.edges.soap.binding:SoapEdge",
+    "graphql": "polyport.edges.graphql.binding:GraphQLEdge",
+    "webhooks": "polyport.edges.webhooks.binding:WebhooksEdge",
+    "hooks": "polyport.edges.hooks.binding:HooksEdge",
 }
 
 DEV_WARNING = (
@@ -82,27 +86,16 @@ NO_SECRET_KEY_WARNING = (
 )
 
 
-@runtime_checkable
-class Listener(Protocol):
-    """An edge on a port of its own (gRPC): where it listens, or why it does not."""
-
-    name: str
-    #: Why the edge serves nothing (disabled, no port to listen on), else None.
-    off: str | None
-    #: What a reader must know about where it serves (a default port taken), else None.
-    notice: str | None
-
-    @property
-    def address(self) -> str:
-        """``HOST:PORT`` as a client dials it: the port actually bound, once started."""
-        ...
-
-
 class EdgeNotInstalled(Exception):
     """The edge's own package is not part of this installation."""
 
 
-def load_edge(path: str) -> type[Any]:
+def load_edge(path: str) -> Callable[[Runtime], Edge]:
+    """The edge class named by ``"module:Class"``, imported now (and its extra with it).
+
+    Raises :class:`MissingExtra` when the edge needs an optional dependency group
+    that is not installed, :class:`EdgeNotInstalled` when its package is absent.
+    """
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -110,7 +103,8 @@ def load_edge(path: str) -> type[Any]:
         if exc.name and module_name.startswith(exc.name):
             raise EdgeNotInstalled(f"{module_name} is not part of this installation") from exc
         raise
-    return getattr(module, attr)  # type: ignore[no-any-return]
+    edge_class: Callable[[Runtime], Edge] = getattr(module, attr)
+    return edge_class
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -168,12 +162,6 @@ class Node:
         self.settings = settings = engines.embedded(settings or Settings())
         spec = service.spec()
         self.metrics = Metrics()
-        dispatcher = Dispatcher(
-            spec,
-            authenticator=Authenticator(settings.auth, dev=settings.dev),
-            limiter=RateLimiter(settings.rate_limit),
-            metrics=self.metrics,
-        )
         history = History(settings.history.max_events, settings.history.max_age)
         # One SQLite connection for every store in the file: a second one would wait
         # on the group transaction of the first.
@@ -202,6 +190,14 @@ class Node:
             trim_interval=min(60.0, max(0.05, history.max_age / 10)),
             bus=self.shared.bus if self.shared is not None else None,
             poll_interval=settings.engine_poll,
+        )
+        # Handlers publish to this node's hub, whichever other node serves the service.
+        dispatcher = Dispatcher(
+            spec,
+            authenticator=Authenticator(settings.auth, dev=settings.dev),
+            limiter=RateLimiter(settings.rate_limit),
+            metrics=self.metrics,
+            hub=hub,
         )
         #: Jobs and the receivers' inbox are queues of one work queue: the shared
         #: engine's, or the SQLite file's.
@@ -235,15 +231,13 @@ class Node:
             except (MissingExtra, EdgeNotInstalled) as exc:
                 self.skipped[name] = str(exc)
                 continue
-            self.edges.append(edge_class(self.runtime))
-        websockets: dict[str, Any] = {}
-        for edge in self.edges:
-            routes_of = getattr(edge, "websocket_routes", None)
-            if routes_of is not None:
-                websockets.update(routes_of())
+            edge = edge_class(self.runtime)
+            if not isinstance(edge, Edge):
+                raise TypeError(f"{EDGES[name]} is not an edge (see polyport.edges.kinds)")
+            self.edges.append(edge)
         self.http = HttpApp(
             self._routes(),
-            websocket=websockets,
+            websocket=self._websocket_routes(),
             max_body=settings.limits.max_body,
             cors_origins=settings.cors_origins,
             access_log_enabled=settings.log.access,
@@ -260,14 +254,20 @@ class Node:
     def _routes(self) -> list[Route]:
         routes: list[Route] = []
         for edge in self.edges:
-            edge_routes = getattr(edge, "routes", None)
-            if edge_routes is not None:
-                routes.extend(edge_routes())
+            if isinstance(edge, HttpEdge):
+                routes.extend(edge.routes())
         routes.extend(web_routes(self))
         routes.append(Route("POST", "/auth/ticket", self._ticket, "ticket"))
         routes.append(Route("GET", "/metrics", self._metrics, "metrics"))
         routes.append(Route("GET", "/healthz", self._health, "health"))
         return routes
+
+    def _websocket_routes(self) -> dict[str, WebSocketEndpoint]:
+        found: dict[str, WebSocketEndpoint] = {}
+        for edge in self.edges:
+            if isinstance(edge, WebSocketEdge):
+                found.update(edge.websocket_routes())
+        return found
 
     async def _ticket(self, request: Request) -> Response:
         """Trade credentials for a short-lived ticket (URL- and cookie-safe), as JSON and cookie."""
@@ -319,9 +319,9 @@ class Node:
         return entries
 
     @property
-    def listeners(self) -> list[Listener]:
+    def listeners(self) -> list[ListenerEdge]:
         """The edges on ports of their own (gRPC), started or not."""
-        return [edge for edge in self.edges if isinstance(edge, Listener)]
+        return [edge for edge in self.edges if isinstance(edge, ListenerEdge)]
 
     @property
     def credentials_configured(self) -> bool:
@@ -363,27 +363,40 @@ class Node:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def publishing(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, the service's publishes go to this node.
+
+        Needed only outside a call when several nodes serve the service in this
+        process (``with node.publishing(): await OrderShipped.publish(s)``):
+        handlers, start-up and shutdown hooks, and the tasks they start publish
+        to their own node already. Tasks created in the block publish here too.
+        """
+        return self.runtime.hub.publishing()
+
     async def start(self) -> None:
         """Start the core, the service's start-up hooks, then every edge.
 
-        If any step fails, what had started is stopped again (in reverse) and
-        the service is released, so the process can start another node for it.
+        Other nodes may serve the same service in this process; the hooks run
+        once per node, and they and every task started here (jobs, workers, a
+        hook's producer) publish to this node. If any step fails, what had
+        started is stopped again (in reverse) and the service is released.
         """
         runtime = self.runtime
-        self.service.bind(runtime.hub)  # first: fails fast if another node serves it
+        self.service.bind(runtime.hub)
         undo: list[Callable[[], Awaitable[None]]] = []
         try:
-            await runtime.hub.start()
-            undo.append(runtime.hub.stop)
-            await runtime.jobs.start()
-            undo.append(runtime.jobs.stop)
-            for hook in self.service.startup_hooks:
-                result = _call_hook(hook, self.settings)
-                if inspect.isawaitable(result):
-                    await result
-            for edge in self.edges:
-                await edge.start()
-                undo.append(edge.stop)
+            with self.publishing():
+                await runtime.hub.start()
+                undo.append(runtime.hub.stop)
+                await runtime.jobs.start()
+                undo.append(runtime.jobs.stop)
+                for hook in self.service.startup_hooks:
+                    result = _call_hook(hook, self.settings)
+                    if inspect.isawaitable(result):
+                        await result
+                for edge in self.edges:
+                    await edge.start()
+                    undo.append(edge.stop)
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -398,20 +411,25 @@ class Node:
                 log.warning(warning)
 
     async def stop(self) -> None:
+        """Stop the edges, the jobs, the shutdown hooks, then the core; release the service.
+
+        Other nodes serving the same service keep serving it.
+        """
         self._started = False
-        for edge in reversed(self.edges):
-            with contextlib.suppress(Exception):
-                await edge.stop()
-        # Jobs run handlers: let them finish before the service closes its resources.
-        await self.runtime.jobs.stop()
-        for hook in self.service.shutdown_hooks:
-            try:
-                result = _call_hook(hook, self.settings)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("a shutdown hook failed")
-        await self.runtime.hub.stop()
+        with self.publishing():
+            for edge in reversed(self.edges):
+                with contextlib.suppress(Exception):
+                    await edge.stop()
+            # Jobs run handlers: let them finish before the service closes its resources.
+            await self.runtime.jobs.stop()
+            for hook in self.service.shutdown_hooks:
+                try:
+                    result = _call_hook(hook, self.settings)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("a shutdown hook failed")
+            await self.runtime.hub.stop()
         self.service.unbind(self.runtime.hub)
 
     @contextlib.asynccontextmanager

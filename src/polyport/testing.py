@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from polyport.core.config import Settings
 from polyport.core.contract import Service
 from polyport.node import Node, bind_socket
+from polyport.settings import Settings
 
 
 @dataclass
@@ -34,8 +34,17 @@ class RunningNode:
     grpc_address: str | None = None
 
     def call(self, coro: Any, timeout: float = 30.0) -> Any:
-        """Run a coroutine on the node's loop (publish an event, inspect the hub)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the node's loop (publish an event, inspect the hub).
+
+        It runs as this node's: ``server.call(OrderShipped.publish(s))`` publishes
+        to this node even when another node serves the same service.
+        """
+
+        async def as_this_node() -> Any:
+            with self.node.publishing():
+                return await coro
+
+        return asyncio.run_coroutine_threadsafe(as_this_node(), self.loop).result(timeout)
 
 
 @contextlib.contextmanager

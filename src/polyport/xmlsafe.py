@@ -21,6 +21,9 @@ the network; any one of them is enough on its own:
 The parse itself is bounded by the body size limit (1 MiB by default parses in
 a few milliseconds) and the tree by ``max_depth`` and ``max_elements`` before
 an edge walks it; nothing here waits on I/O, so nothing can hold the event loop.
+Those two are the ``[xml]`` section of the settings (:class:`XmlConfig`), which
+both XML edges read; this module imports lxml only when it first parses, so the
+settings import without the extra.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import threading
 from decimal import Decimal
 from typing import Any
 
+from pydantic import Field
+
+from polyport.core.config import Section
 from polyport.core.errors import InvalidArgument, MissingExtra, PayloadTooLarge
 
 Element = Any  # lxml.etree._Element (lxml ships no type information)
@@ -49,6 +55,13 @@ _DECLARATION = re.compile(
 _UTF8_BOM = codecs.BOM_UTF8
 _UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+class XmlConfig(Section):
+    """Limits of the XML edges (XML-RPC, SOAP): parsing is hardened whatever these say."""
+
+    max_depth: int = Field(default=64, ge=4, le=1000)
+    max_elements: int = Field(default=100_000, ge=10)
 
 
 class XmlRefused(InvalidArgument):

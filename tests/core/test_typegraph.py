@@ -275,8 +275,12 @@ def test_event_channels_from_templates() -> None:
         message(Tag(name="#"))
 
 
-async def test_a_service_is_served_by_one_node_at_a_time(tmp_path: object) -> None:
-    """A second node for the same Service object is refused; the first keeps publishing."""
+async def test_a_service_may_be_served_by_several_nodes_at_a_time(tmp_path: object) -> None:
+    """A second node for the same Service object starts too; each publishes as itself.
+
+    Outside a call, with both serving, the service cannot know which node is
+    meant and says how to choose; with one left, that one is.
+    """
     from polyport import Settings
     from polyport.node import Node
 
@@ -287,8 +291,14 @@ async def test_a_service_is_served_by_one_node_at_a_time(tmp_path: object) -> No
     first = Node(svc, settings)
     second = Node(svc, settings)
     async with first.running():
-        with pytest.raises(ContractError, match="already served by another node"):
-            await second.start()
+        assert svc.hub is first.runtime.hub
+        async with second.running():
+            with pytest.raises(RuntimeError, match=r"served by 2 nodes.*node\.publishing"):
+                svc.hub  # noqa: B018  (the property is what is tested)
+            with second.publishing():
+                assert svc.hub is second.runtime.hub
+            with first.publishing():
+                assert svc.hub is first.runtime.hub
         assert svc.hub is first.runtime.hub
     async with second.running():
         assert svc.hub is second.runtime.hub

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from polyport import Service
-from polyport.core.config import load_settings
 from polyport.node import Node, bind_socket
+from polyport.settings import load_settings
 
 service = Service("stall", description="Big answers and events for clients that stop reading.")
 

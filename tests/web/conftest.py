@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from polyport.core.config import Settings
+from polyport.settings import Settings
 from polyport.testing import RunningNode, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from polyport.core.config import Settings
+from polyport.settings import Settings
 from polyport.testing import RunningNode, serve_in_thread
 
 ORDER = {"user_id": 1, "items": [{"product_id": 1, "quantity": 1}]}

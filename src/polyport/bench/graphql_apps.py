@@ -26,10 +26,11 @@ from typing import Any
 
 from polyport.bench import graphql_data
 from polyport.bench.users import User, get_user, list_users
-from polyport.core.config import LogConfig, RateLimitConfig, Settings
+from polyport.core.config import LogConfig, RateLimitConfig
 from polyport.core.contract import Service
 from polyport.node import Node, bind_socket
 from polyport.server import run
+from polyport.settings import Settings
 
 HOST = "127.0.0.1"
 

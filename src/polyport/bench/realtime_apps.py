@@ -50,10 +50,11 @@ import orjson
 from pydantic import BaseModel
 
 from polyport.bench.realtime_clients import SSE_PATH, raise_open_files_limit
-from polyport.core.config import HistoryConfig, LogConfig, RateLimitConfig, Settings
+from polyport.core.config import HistoryConfig, LogConfig, RateLimitConfig
 from polyport.core.contract import Service
 from polyport.node import Node, bind_socket
 from polyport.server import run
+from polyport.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

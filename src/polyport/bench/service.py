@@ -30,9 +30,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from polyport.bench.users import USERS, User, get_user, list_users
-from polyport.core.config import LogConfig, RateLimitConfig, Settings
+from polyport.core.config import LogConfig, RateLimitConfig
 from polyport.core.contract import Service
 from polyport.node import Node
+from polyport.settings import Settings
 
 HOST = "127.0.0.1"
 #: Events kept per channel: a whole burst stays in the log, so a stream that falls behind

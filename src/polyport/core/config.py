@@ -1,5 +1,11 @@
 """Node configuration: defaults, then a TOML file, then ``POLYPORT_*`` variables, then flags.
 
+This module declares the node's own settings and the sections the core reads
+(:class:`CoreSettings`); each edge declares its section beside it
+(``edges/grpc/config.py``, …), and :class:`polyport.settings.Settings`
+composes them all. The core names no edge: code that holds only
+:class:`CoreSettings` reaches a section by its type (:meth:`CoreSettings.section`).
+
 Nested settings are reached with ``__`` in variable names, for example
 ``POLYPORT_RATE_LIMIT__RATE=50`` or ``POLYPORT_AUTH__JWT__HS256_SECRET=…``.
 Values that look like JSON (lists, objects, numbers, booleans) are parsed as JSON.
@@ -7,14 +13,12 @@ Values that look like JSON (lists, objects, numbers, booleans) are parsed as JSO
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -32,11 +36,16 @@ from polyport.core.errors import ConfigError
 ENV_PREFIX = "POLYPORT_"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """One section of the settings (``[grpc]`` in a file, ``POLYPORT_GRPC__…``): no unknown keys."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ApiKeyConfig(_Section):
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+class ApiKeyConfig(Section):
     """An API key: give the key itself, or (better) its SHA-256 hex digest."""
 
     key: SecretStr | None = None
@@ -51,7 +60,7 @@ class ApiKeyConfig(_Section):
         return self
 
 
-class JwtConfig(_Section):
+class JwtConfig(Section):
     """Bearer JWTs: HS256 with a shared secret and/or RS256 with a public key."""
 
     hs256_secret: SecretStr | None = None
@@ -69,7 +78,7 @@ class JwtConfig(_Section):
         return self
 
 
-class AuthConfig(_Section):
+class AuthConfig(Section):
     api_keys: list[ApiKeyConfig] = []
     jwt: JwtConfig | None = None
     #: Secret for short-lived tickets (``POST /auth/ticket``); random per process
@@ -78,7 +87,7 @@ class AuthConfig(_Section):
     ticket_ttl: float = Field(default=60.0, gt=0, le=3600)
 
 
-class RateLimitConfig(_Section):
+class RateLimitConfig(Section):
     """A token bucket per principal: ``rate`` requests per second, bursts of ``burst``."""
 
     enabled: bool = True
@@ -86,14 +95,14 @@ class RateLimitConfig(_Section):
     burst: int = Field(default=200, ge=1)
 
 
-class HistoryConfig(_Section):
+class HistoryConfig(Section):
     """How much event history each channel keeps."""
 
     max_events: int = Field(default=1000, ge=1)
     max_age: float = Field(default=86400.0, gt=0)
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(Section):
     max_body: int = Field(default=1024 * 1024, ge=1024)
     long_poll_max: float = Field(default=25.0, ge=0, le=3600)
     poll_max_events: int = Field(default=1000, ge=1)
@@ -103,7 +112,7 @@ class LimitsConfig(_Section):
     subscriber_buffer_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
 
-class ServerConfig(_Section):
+class ServerConfig(Section):
     """polyport's own HTTP/1.1 and WebSocket server: per-connection limits and timeouts.
 
     See ``docs/server.md`` for what each one answers and why its default.
@@ -149,181 +158,7 @@ class ServerConfig(_Section):
         return entries
 
 
-class WebSocketConfig(_Section):
-    """The WebSocket edge: keep-alive and limits per connection."""
-
-    ping_interval: float = Field(default=25.0, gt=0, le=3600)
-    ping_timeout: float = Field(default=8.0, gt=0, le=3600)
-    max_message: int = Field(default=64 * 1024, ge=1024)
-    max_subscriptions: int = Field(default=64, ge=1)
-    send_buffer: int = Field(default=256 * 1024, ge=4096)
-    stall_timeout: float = Field(default=5.0, gt=0, le=3600)
-
-
-class SseConfig(_Section):
-    """The Server-Sent Events edge."""
-
-    heartbeat: float = Field(default=15.0, gt=0, le=3600)
-    send_buffer: int = Field(default=256 * 1024, ge=4096)
-    stall_timeout: float = Field(default=5.0, gt=0, le=3600)
-
-
-class JsonRpcConfig(_Section):
-    """JSON-RPC 2.0 over HTTP and WebSocket."""
-
-    max_batch: int = Field(default=100, ge=1, le=10_000)
-
-
-class XmlConfig(_Section):
-    """Limits of the XML edges (XML-RPC, SOAP): parsing is hardened whatever these say."""
-
-    max_depth: int = Field(default=64, ge=4, le=1000)
-    max_elements: int = Field(default=100_000, ge=10)
-
-
-class GrpcConfig(_Section):
-    """The gRPC edge: its own HTTP/2 port."""
-
-    enabled: bool = True
-    host: str | None = None  # None: the node's host
-    #: 0: any free port. When the default is taken the node serves gRPC on a free
-    #: port and says so; a port set explicitly (file, variable) must be free.
-    port: int = Field(default=50051, ge=0, le=65535)
-    max_message: int = Field(default=4 * 1024 * 1024, ge=1024)
-
-
-class GraphQLConfig(_Section):
-    """The GraphQL edge."""
-
-    introspection: bool = True
-    #: graphql-transport-ws: seconds a client has to send ``connection_init`` (then 4408).
-    connection_init_timeout: float = Field(default=3.0, gt=0, le=3600)
-    #: graphql-transport-ws: operations running at once on one connection.
-    max_subscriptions: int = Field(default=64, ge=1)
-    #: Deepest selection nesting accepted (fields inside fields).
-    max_depth: int = Field(default=12, ge=1, le=1000)
-    #: Highest cost: one per field, multiplied by the page size of the lists around it.
-    max_cost: int = Field(default=10_000, ge=1)
-    #: Most aliases in one document.
-    max_aliases: int = Field(default=30, ge=1)
-    #: Most lexical tokens in one document, comments included (counted before parsing).
-    max_tokens: int = Field(default=5_000, ge=100)
-    #: Longest document, in characters (checked before anything else is done with it).
-    max_length: int = Field(default=100_000, ge=1_000)
-    #: Most fields in one document: as written, and again with every fragment expanded
-    #: where it is spread, over all its operations (``__typename`` counts too).
-    max_fields: int = Field(default=1_000, ge=1)
-    #: Most selections (fields, fragment spreads, inline fragments) in one selection set.
-    max_selections: int = Field(default=200, ge=1)
-    #: Most directives in one document.
-    max_directives: int = Field(default=50, ge=0)
-    #: Work graphql-core's field-merging check (OverlappingFieldsCanBeMerged, quadratic
-    #: by nature) may spend on one document, in its units: two per pair of fields compared.
-    max_merge_work: int = Field(default=50_000, ge=1_000)
-    #: Highest estimated size of a document's introspection answer (``__schema``,
-    #: ``__type``). None: twice what the standard introspection query costs on this schema.
-    max_introspection_cost: int | None = Field(default=None, ge=1)
-    #: Most values (scalars, lists and objects, nested ones included) in one request's variables.
-    max_variable_values: int = Field(default=5_000, ge=1)
-    #: Seconds one request may take before it is answered with a TIMEOUT error.
-    timeout: float = Field(default=30.0, gt=0, le=3600)
-    #: Parsed, validated and planned documents kept (by text and by persisted hash),
-    #: and as many refused documents (by the SHA-256 of their text).
-    document_cache: int = Field(default=1_000, ge=1)
-
-
-#: Svix's schedule: the delay before each attempt after the previous one failed.
-DEFAULT_RETRY_SCHEDULE = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
-
-
-class WebhooksConfig(_Section):
-    """Outbound webhooks: subscriptions at ``/v{n}/webhooks``, delivered from an outbox."""
-
-    #: Addresses or networks (``127.0.0.1``, ``10.0.0.0/8``, ``::1``) deliveries may
-    #: reach although not public; everything non-public is refused otherwise.
-    allow_private: list[str] = []
-    #: Seconds to wait before each attempt; the first is usually 0 (at once).
-    retry_schedule: list[float] = Field(
-        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1, max_length=50
-    )
-    #: Each retry delay is stretched or shrunk by up to this fraction, at random.
-    jitter: float = Field(default=0.2, ge=0, le=1)
-    #: Longest ``Retry-After`` honoured, in seconds (a receiver cannot park a delivery forever).
-    max_retry_after: float = Field(default=86400.0, ge=0)
-    #: One attempt's limit: connect, send, and the whole response.
-    timeout: float = Field(default=15.0, gt=0, le=300)
-    #: Attempts in flight at once per endpoint.
-    concurrency: int = Field(default=8, ge=1, le=1000)
-    #: An endpoint failing this long (no success in between) is disabled: 5 days.
-    disable_after: float = Field(default=5 * 86400.0, gt=0)
-    #: After a rotation the previous secret still signs for this long.
-    rotation_overlap: float = Field(default=86400.0, ge=0)
-    #: Response body bytes kept in the delivery log per attempt.
-    max_response_body: int = Field(default=2048, ge=0, le=1024 * 1024)
-    #: How long delivered and failed deliveries (and their messages) are kept.
-    retention: float = Field(default=30 * 86400.0, gt=0)
-    #: How often the store is scanned for due retries and expired leases.
-    poll_interval: float = Field(default=1.0, gt=0, le=60)
-    #: Extra seconds a delivery lease outlives the attempt it covers.
-    lease_margin: float = Field(default=10.0, gt=0, le=3600)
-    #: Keys that encrypt endpoint secrets at rest (32 bytes, URL-safe base64 each): the
-    #: first encrypts, every one decrypts. Empty: stored in plain text, which only
-    #: development mode allows for new endpoints (see ``docs/webhooks.md``).
-    secret_keys: list[SecretStr] = Field(default_factory=list, max_length=10)
-
-    @model_validator(mode="after")
-    def _check(self) -> WebhooksConfig:
-        for i, key in enumerate(self.secret_keys):
-            try:
-                raw = base64.urlsafe_b64decode(key.get_secret_value().encode("ascii"))
-            except (binascii.Error, UnicodeEncodeError, ValueError):
-                raw = b""
-            if len(raw) != 32:
-                raise ValueError(
-                    f"webhooks.secret_keys.{i}: a key is 32 random bytes in URL-safe base64 "
-                    "(44 characters): python -c 'import base64, os; "
-                    "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
-                )
-        for entry in self.allow_private:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"webhooks.allow_private: {entry!r} is not an IP address or network"
-                ) from None
-        if any(delay < 0 for delay in self.retry_schedule):
-            raise ValueError("webhooks.retry_schedule: delays cannot be negative")
-        return self
-
-
-class HooksConfig(_Section):
-    """Inbound webhook receivers at ``/hooks/{name}`` (see ``docs/webhook-receivers.md``)."""
-
-    #: Largest body a receiver accepts; more is refused with 413 before reading it all
-    #: (``limits.max_body`` still caps every request).
-    max_body: int = Field(default=1024 * 1024, ge=1024)
-    #: How far a signed timestamp may be from now, in seconds (replay protection).
-    tolerance: float = Field(default=300.0, gt=0, le=86400)
-    #: Signing secrets by receiver name, for verifiers declared without one.
-    secrets: dict[str, SecretStr] = {}
-    #: Handlers running at once on a node, over all receivers.
-    concurrency: int = Field(default=4, ge=1, le=1000)
-    #: A handler still running after this many seconds has failed (and is retried).
-    timeout: float = Field(default=30.0, gt=0, le=86400)
-    #: First retry delay in seconds; it doubles with each failure (with jitter)...
-    retry_base: float = Field(default=1.0, gt=0, le=86400)
-    #: ...up to this many seconds.
-    retry_max: float = Field(default=3600.0, gt=0, le=7 * 86400)
-    #: How long processed and dead deliveries are kept: the window in which a
-    #: duplicate delivery id is recognised.
-    retention: float = Field(default=7 * 86400.0, ge=60)
-    #: How often a node looks for due work it was not told about (another node's).
-    poll_interval: float = Field(default=1.0, gt=0, le=3600)
-    #: How long a stopping node lets running handlers finish before cancelling them.
-    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
-
-
-class JobsConfig(_Section):
+class JobsConfig(Section):
     concurrency: int = Field(default=4, ge=1, le=1000)
     retention: float = Field(default=7 * 86400.0, gt=0)
     retry_after: int = Field(default=1, ge=1)
@@ -337,7 +172,7 @@ class JobsConfig(_Section):
     poll_interval: float = Field(default=1.0, gt=0, le=60)
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     """``GET /metrics``, Prometheus text: calls, latencies and subscribers per edge and method."""
 
     #: Anyone may read the metrics, without credentials (a scraper on a private network).
@@ -347,14 +182,18 @@ class MetricsConfig(_Section):
     scope: str = Field(default="metrics", min_length=1)
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     access: bool = False
 
 
-class Settings(_Section):
-    """Everything a node can be configured with (see ``docs/configuration.md``)."""
+class CoreSettings(Section):
+    """The node's settings and the core's sections (see ``docs/configuration.md``).
+
+    A node is configured with :class:`polyport.settings.Settings`, which adds
+    each edge's own section to these.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -378,16 +217,31 @@ class Settings(_Section):
     auth: AuthConfig = AuthConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     jobs: JobsConfig = JobsConfig()
-    websocket: WebSocketConfig = WebSocketConfig()
-    sse: SseConfig = SseConfig()
-    jsonrpc: JsonRpcConfig = JsonRpcConfig()
-    xml: XmlConfig = XmlConfig()
-    grpc: GrpcConfig = GrpcConfig()
-    graphql: GraphQLConfig = GraphQLConfig()
-    webhooks: WebhooksConfig = WebhooksConfig()
-    hooks: HooksConfig = HooksConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+
+    def section(self, kind: type[SectionT]) -> SectionT:
+        """The one section of type ``kind``: ``runtime.settings.section(GrpcConfig)``.
+
+        How an edge, given settings typed as :class:`CoreSettings`, reads its own
+        section without the core naming it. Raises :class:`ConfigError` when
+        these settings declare no section of that type, or several.
+        """
+        fields = type(self).model_fields
+        names = [name for name, field in fields.items() if field.annotation is kind]
+        if len(names) != 1:
+            found = f"{len(names)} sections" if names else "no section"
+            raise ConfigError(
+                f"{type(self).__name__} has {found} of type {kind.__name__}; "
+                "a node is configured with polyport.Settings, which has one for every edge"
+            )
+        value = getattr(self, names[0])
+        if not isinstance(value, kind):
+            raise ConfigError(f"settings section {names[0]} is not a {kind.__name__}")
+        return value
+
+
+SettingsT = TypeVar("SettingsT", bound=CoreSettings)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -438,16 +292,18 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
     return data, sources
 
 
-def load_settings(
+def read_settings(
+    model: type[SettingsT],
     file: str | Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     base: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Settings from ``base`` < ``file`` (TOML) < environment < ``overrides``.
+) -> SettingsT:
+    """Settings of class ``model`` from ``base`` < ``file`` (TOML) < environment < ``overrides``.
 
     Raises :class:`ConfigError` with one line naming the bad value and its source.
+    (:func:`polyport.settings.load_settings` reads the node's full settings.)
     """
     data: dict[str, Any] = dict(base or {})
     sources: dict[str, str] = {}
@@ -468,7 +324,7 @@ def load_settings(
     data = _merge(data, clean_overrides)
     sources.update(_paths(clean_overrides, "command line"))
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from pydantic import BaseModel, create_model
 
 from polyport.core.errors import ContractError, Unavailable
+from polyport.core.hub import SERVING_HUB
 
 if TYPE_CHECKING:
     from polyport.core.events import Event
@@ -95,9 +96,10 @@ class EventType:
     _fields: tuple[str, ...] = ()
     _prefix: str = ""
     _suffix: str = ""
-    # The value of the one field last filled in, and its channel (see channel_for).
-    _last_value: object = field(default=_UNSET, init=False, repr=False, compare=False)
-    _last_channel: str = field(default="", init=False, repr=False, compare=False)
+    # The value of the one field last filled in, and its channel (see channel_for): one
+    # tuple, read and replaced whole, because nodes on other threads (serve_in_thread)
+    # may publish the same event type at once.
+    _last: tuple[object, str] = field(default=(_UNSET, ""), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._fields = tuple(re.findall(r"\{([a-z_][a-z0-9_]*)\}", self.channel))
@@ -116,11 +118,12 @@ class EventType:
             value = (
                 data.get(fields[0]) if isinstance(data, dict) else getattr(data, fields[0], None)
             )
-            if value is self._last_value:  # the same string as the event before's, as a rule
-                return self._last_channel
+            last_value, last_channel = self._last
+            if value is last_value:  # the same string as the event before's, as a rule
+                return last_channel
             if type(value) is str and value and "/" not in value and value not in ("+", "#"):
                 channel = self._prefix + value + self._suffix
-                self._last_value, self._last_channel = value, channel
+                self._last = (value, channel)
                 return channel
         elif not fields:
             return self.channel
@@ -402,7 +405,8 @@ class Service:
         self.receivers: dict[str, WebhookReceiver] = {}
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
-        self._hub: EventHub | None = None
+        #: The hubs of the nodes serving this service in this process, in start order.
+        self._hubs: list[EventHub] = []
         self._spec: ServiceSpec | None = None
 
     # -- declaring ------------------------------------------------------------
@@ -633,33 +637,58 @@ class Service:
         return self._spec
 
     def bind(self, hub: EventHub) -> None:
-        """Attach the event hub of the node serving this service.
+        """Attach the event hub of a node starting to serve this service.
 
-        One node at a time: handlers publish through ``service.publish``, and
-        two nodes in one process would each think those events are theirs.
+        Several nodes may serve one service in a process (on two ports, on one
+        shared engine): see :attr:`hub` for where each publish goes.
         """
-        if self._hub is not None and self._hub is not hub:
-            raise ContractError(
-                f"service {self.name} is already served by another node in this process; "
-                "stop that node first (or serve a second Service object)"
-            )
-        self._hub = hub
+        if hub not in self._hubs:
+            self._hubs.append(hub)
 
     def unbind(self, hub: EventHub) -> None:
-        """Detach ``hub`` if it is the one attached."""
-        if self._hub is hub:
-            self._hub = None
+        """Detach ``hub`` (its node stopped); nothing if it is not attached."""
+        if hub in self._hubs:
+            self._hubs.remove(hub)
 
     @property
     def hub(self) -> EventHub:
-        if self._hub is None:
+        """The hub a publish of this service goes to, here and now.
+
+        * Inside a call, a start-up or shutdown hook, or a task one of them
+          created, while its node serves this service: that node's hub. A
+          handler always publishes to the node that called it.
+        * Elsewhere, when one node serves this service: that node's hub.
+        * When none does: :class:`Unavailable`.
+        * When several do and nothing says which: :class:`RuntimeError` naming
+          the way to choose — ``with node.publishing(): …`` — rather than a
+          guess. Publishing to each would store the event twice on nodes that
+          share an engine; publishing to one would hide it from the others'
+          subscribers.
+        """
+        hubs = self._hubs
+        current = SERVING_HUB.get()
+        if current is not None and current in hubs:
+            return current
+        if len(hubs) == 1:
+            return hubs[0]
+        if not hubs:
             raise Unavailable(f"service {self.name} is not being served: no event hub")
-        return self._hub
+        raise RuntimeError(
+            f"service {self.name} is served by {len(hubs)} nodes in this process and this "
+            "publish is not part of a call of one of them: say which node publishes with "
+            "`with node.publishing(): ...` (or publish from a handler, a start-up hook, or "
+            "a task either of them started)"
+        )
 
     async def publish(
         self, event: EventType | EventMessage | str, data: Any = None, *, channel: str | None = None
     ) -> Event:
-        """Publish: ``publish(OrderCreated(order))`` or ``publish(OrderCreated, order)``."""
+        """Publish: ``publish(OrderCreated(order))`` or ``publish(OrderCreated, order)``.
+
+        To the node serving the current call, or the one node serving the
+        service; with several and no call, choose with ``node.publishing()``
+        (see :attr:`hub`).
+        """
         if isinstance(event, EventMessage):
             return await self.hub.publish_message(event)
         event_type = self.events[event] if isinstance(event, str) else event

@@ -43,7 +43,7 @@ from polyport.core.errors import (
     Unauthenticated,
 )
 from polyport.core.events import Pattern
-from polyport.core.hub import settle_published, unsettled
+from polyport.core.hub import SERVING_HUB, EventHub, settle_published, unsettled
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.spec import MethodSpec, RelationSpec, ServiceSpec
@@ -518,7 +518,13 @@ def _wrong_return(name: str, exc: Exception) -> Internal:
 
 
 class Dispatcher:
-    """Serves calls of one service for every edge."""
+    """Serves calls of one service for every edge.
+
+    ``hub`` is the event hub of the node the dispatcher serves: handlers run
+    with it as their node's (:data:`~polyport.core.hub.SERVING_HUB`), so what
+    they publish goes to the node that called them even when other nodes serve
+    the same service in this process. None: to whichever node serves it.
+    """
 
     def __init__(
         self,
@@ -527,9 +533,11 @@ class Dispatcher:
         authenticator: Authenticator,
         limiter: RateLimiter,
         metrics: Metrics,
+        hub: EventHub | None = None,
     ) -> None:
         self.spec = spec
         self.service = spec.service
+        self.hub = hub
         self.authenticator = authenticator
         self.limiter = limiter
         self.metrics = metrics
@@ -636,6 +644,7 @@ class Dispatcher:
         """
         started = time.perf_counter()
         code = "OK"
+        serving = SERVING_HUB.set(self.hub)
         try:
             principal = self.admit(binding.public, binding.scopes, caller)
             kwargs = binding.parse(args)
@@ -662,6 +671,7 @@ class Dispatcher:
             code = exc.code
             raise
         finally:
+            SERVING_HUB.reset(serving)
             self.metrics.observe_call(
                 caller.edge, binding.name, code, time.perf_counter() - started
             )
@@ -669,34 +679,41 @@ class Dispatcher:
     async def invoke(
         self, binding: Binding, kwargs: dict[str, Any], principal: Principal, caller: Caller
     ) -> Any:
-        """Run the handler with validated arguments (the principal already admitted)."""
+        """Run the handler with validated arguments (the principal already admitted).
+
+        As this node's, like :meth:`call` (jobs come here directly).
+        """
         if binding.context_param is not None:
             kwargs[binding.context_param] = self._context(binding, principal, caller)
         timeout = _earliest(caller.timeout, binding.timeout)
+        serving = SERVING_HUB.set(self.hub)
         try:
-            if timeout is None:
-                result = await self._run(binding, kwargs)
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await self._run(binding, kwargs)
-                except TimeoutError:
-                    raise DeadlineExceeded(
-                        f"{binding.name} did not finish within {timeout:g} s"
-                    ) from None
-        except ServiceError:
-            raise
-        except Exception as exc:
-            # Includes a ValidationError raised by the handler on its own data:
-            # its fault, not the caller's.
-            raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
-        if binding.check_result is not None:
-            binding.check_result(result)
-        if binding.paged:
-            return self._page(binding, kwargs, result)
-        if binding.event is not None:
-            await self._publish_crud(binding, kwargs, result)
-        return result
+            try:
+                if timeout is None:
+                    result = await self._run(binding, kwargs)
+                else:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            result = await self._run(binding, kwargs)
+                    except TimeoutError:
+                        raise DeadlineExceeded(
+                            f"{binding.name} did not finish within {timeout:g} s"
+                        ) from None
+            except ServiceError:
+                raise
+            except Exception as exc:
+                # Includes a ValidationError raised by the handler on its own data:
+                # its fault, not the caller's.
+                raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+            if binding.check_result is not None:
+                binding.check_result(result)
+            if binding.paged:
+                return self._page(binding, kwargs, result)
+            if binding.event is not None:
+                await self._publish_crud(binding, kwargs, result)
+            return result
+        finally:
+            SERVING_HUB.reset(serving)
 
     async def _run(self, binding: Binding, kwargs: dict[str, Any]) -> Any:
         if binding.is_async:
@@ -773,6 +790,7 @@ class Dispatcher:
                     deadline=None if timeout is None else time.monotonic() + timeout,
                     service=self.service,
                 )
+            serving = SERVING_HUB.set(self.hub)
             try:
                 if relation.is_async:
                     result = await relation.fn(**kwargs)
@@ -783,6 +801,8 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 raise internal_error(f"relation {relation.name} failed", exc, caller) from exc
+            finally:
+                SERVING_HUB.reset(serving)
             if relation.check_value is not None:
                 for value in by_key.values():
                     relation.check_value(value)
@@ -828,12 +848,15 @@ class Dispatcher:
     async def _single(
         self, binding: Binding, kwargs: dict[str, Any], caller: Caller
     ) -> AsyncIterator[Any]:
+        serving = SERVING_HUB.set(self.hub)
         try:
             result = await binding.fn(**kwargs)
         except ServiceError:
             raise
         except Exception as exc:
             raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
+        finally:
+            SERVING_HUB.reset(serving)
         if binding.check_result is not None:
             binding.check_result(result)
         yield result
@@ -842,8 +865,19 @@ class Dispatcher:
         self, binding: Binding, items: AsyncIterator[Any], caller: Caller
     ) -> AsyncIterator[Any]:
         check = binding.check_result
+        hub = self.hub
+        following = items.__anext__
         try:
-            async for item in items:
+            while True:
+                # The handler runs in whichever task iterates the stream: it runs as
+                # this node's from here to its next item, and no further.
+                serving = SERVING_HUB.set(hub)
+                try:
+                    item = await following()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    SERVING_HUB.reset(serving)
                 if check is not None:
                     check(item)
                 yield item

@@ -21,7 +21,7 @@ import contextlib
 import contextvars
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,16 @@ CATCH_UP_BATCH = 500
 #: yet seen durable: its answer waits for them (see :func:`settle_published`).
 _UNSETTLED: contextvars.ContextVar[EventHub | None] = contextvars.ContextVar(
     "polyport_unsettled", default=None
+)
+
+
+#: The hub of the node whose call, start-up or shutdown this task is running, when
+#: known. Where ``Service.publish`` (``EventType.publish``, ``Context.publish``)
+#: goes when several nodes serve one service in this process: the dispatcher sets
+#: it around every handler, a node around its start and stop (so the tasks those
+#: start carry it too), :meth:`EventHub.publishing` around any block.
+SERVING_HUB: contextvars.ContextVar[EventHub | None] = contextvars.ContextVar(
+    "polyport_serving_hub", default=None
 )
 
 
@@ -342,6 +352,19 @@ class EventHub:
         self._delivering: set[asyncio.Task[None]] = set()
         #: With a bus, other nodes append to the log too: deliver in log order (see core.tail).
         self._tail = None if bus is None else Tail(self, bus, poll_interval=poll_interval)
+
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        """Within the block, and in tasks created in it, a service's publishes go here.
+
+        What ``with node.publishing():`` does; the dispatcher and the node set the
+        same thing themselves around handlers and hooks.
+        """
+        token = SERVING_HUB.set(self)
+        try:
+            yield
+        finally:
+            SERVING_HUB.reset(token)
 
     async def start(self) -> None:
         await self.log.open()

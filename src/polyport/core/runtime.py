@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
-from polyport.core.config import Settings
+from polyport.core.config import CoreSettings
 from polyport.core.contract import EventMessage
 from polyport.core.dispatch import Dispatcher
 from polyport.core.hub import EventHub
@@ -96,7 +96,8 @@ class Runtime:
     """The contract and the core services, each behind its port, as the node chose them."""
 
     spec: ServiceSpec
-    settings: Settings
+    #: The node's settings; an edge reads its own section with ``settings.section(…)``.
+    settings: CoreSettings
     dispatcher: Dispatcher
     hub: EventHub
     jobs: JobRunner
@@ -106,17 +107,3 @@ class Runtime:
     webhook_store: WebhookStore
     #: The receivers' inbox (the hooks edge opens it, when the service has receivers).
     receiver_inbox: ReceiverInbox
-
-
-class Edge(Protocol):
-    """One communication pattern serving the runtime's contract."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def catalog(self) -> list[Endpoint]:
-        """Every endpoint this edge serves, for ``polyport routes`` and the dashboard."""
-        ...

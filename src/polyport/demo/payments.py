@@ -26,10 +26,10 @@ import orjson
 from pydantic import BaseModel, Field
 
 from polyport import Conflict, InvalidArgument, Unavailable
-from polyport.core.config import Settings
 from polyport.demo.provider import PaymentProvider, post
 from polyport.demo.shop import Id, OrderStatus, _order, _ts, orders, shop, store
 from polyport.demo.store import money
+from polyport.settings import Settings
 from polyport.webhooks import StandardWebhooks, WebhookDelivery, new_secret
 
 log = logging.getLogger("polyport.demo.payments")

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from polyport import Conflict, Context, NotFound, Service
-from polyport.core.config import Settings
 from polyport.demo.store import ShopStore, money
+from polyport.settings import Settings
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from polyport.core.errors import NotFound
+from polyport.edges.kinds import HttpEdge
 from polyport.http.caching import etag_of, not_modified
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import JSON, Request, Response
@@ -46,9 +47,8 @@ def openapi_document(node: Node) -> dict[str, object]:
     """The node's OpenAPI 3.1 document, described by each HTTP edge that can."""
     doc = OpenApiDocument(node.runtime.spec, auth_optional=node.settings.dev)
     for edge in node.edges:
-        describe = getattr(edge, "describe", None)
-        if describe is not None:
-            describe(doc)
+        if isinstance(edge, HttpEdge):
+            edge.describe(doc)
     return doc.build()
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from polyport.core.context import Principal
 from polyport.core.errors import Unauthenticated
-from polyport.edges.graphql import GraphQLEdge
+from polyport.edges.graphql.binding import GraphQLEdge
 
 ADMIN = Principal("admin", frozenset({"*"}))
 

@@ -29,8 +29,8 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polyport.core.config import GraphQLConfig
 from polyport.edges.graphql.census import census
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.errors import RequestError
 from polyport.edges.graphql.introspection import IntrospectionSizes
 from polyport.edges.graphql.limits import Limits, check_variables

@@ -8,7 +8,7 @@ from graphql import GraphQLSchema, print_type
 from pydantic import BaseModel, Field
 
 from polyport import Service, Settings
-from polyport.edges.graphql import GraphQLEdge
+from polyport.edges.graphql.binding import GraphQLEdge
 from polyport.node import Node
 
 

@@ -19,9 +19,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from polyport.core.config import GraphQLConfig
 from polyport.core.context import Principal
 from polyport.core.errors import NotFound, Unauthenticated
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.transport_ws import SUBPROTOCOL, GraphQLTransportWs
 from polyport.http.app import HttpApp
 from polyport.http.request import Request

@@ -85,7 +85,7 @@ def test_a_page_encodes_as_the_general_path_would() -> None:
     """A page of models, written into one reused message, page after page."""
     from polyport import Settings
     from polyport.core.dispatch import PageResult
-    from polyport.edges.grpc import GrpcEdge
+    from polyport.edges.grpc.binding import GrpcEdge
     from polyport.node import Node
 
     service = Service("pages", version=1)

@@ -16,7 +16,7 @@ from grpc_tools import protoc
 from typer.testing import CliRunner
 
 from polyport.cli import app
-from polyport.edges.grpc import events_proto, service_proto
+from polyport.edges.grpc.binding import events_proto, service_proto
 from polyport.testing import RunningNode
 
 pytestmark = pytest.mark.timeout(120)

@@ -65,10 +65,10 @@ def test_colliding_element_names_are_a_contract_error() -> None:
 
 def test_a_missing_lxml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without lxml the edge does not load, and the error says which extra to install."""
-    importlib.import_module("polyport.edges.soap")
+    importlib.import_module("polyport.edges.soap.binding")
     for name in list(sys.modules):
         if name.split(".")[0] == "lxml" or name.startswith("polyport.edges.soap"):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "lxml", None)
     with pytest.raises(MissingExtra, match=r"the SOAP edge needs the 'soap' extra"):
-        importlib.import_module("polyport.edges.soap")
+        importlib.import_module("polyport.edges.soap.binding")

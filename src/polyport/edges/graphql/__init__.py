@@ -1,12 +1,9 @@
-"""The GraphQL edge: queries, mutations and subscriptions at /graphql, SDL beside it."""
+"""The GraphQL edge: queries, mutations and subscriptions at /graphql, SDL beside it.
 
-from polyport.core.errors import MissingExtra
-
-try:
-    from polyport.edges.graphql.binding import GraphQLEdge
-except ImportError as exc:  # graphql-core comes with the 'graphql' extra
-    if exc.name and exc.name.split(".")[0] == "graphql":
-        raise MissingExtra("graphql", "the GraphQL edge") from exc
-    raise
-
-__all__ = ["GraphQLEdge"]
+The edge is :class:`~polyport.edges.graphql.binding.GraphQLEdge` (importing it
+without the 'graphql' extra raises :class:`~polyport.core.errors.MissingExtra`,
+which switches the edge off); its settings section,
+:class:`~polyport.edges.graphql.config.GraphQLConfig`, imports without anything
+the edge needs. Nothing is imported here, so that importing a module of this
+package never loads the edge itself.
+"""

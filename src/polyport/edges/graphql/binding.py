@@ -12,19 +12,31 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-from graphql import print_schema
+from polyport.core.errors import MissingExtra
+
+try:  # graphql-core comes with the 'graphql' extra
+    from graphql import print_schema
+except ImportError as exc:
+    raise MissingExtra("graphql", "the GraphQL edge") from exc
 
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.documents import DocumentCache
 from polyport.edges.graphql.execute import GraphQLRunner
 from polyport.edges.graphql.schema import build_schema, source_of
 from polyport.edges.graphql.transport_http import HttpTransport
+from polyport.edges.kinds import HttpEdge, WebSocketEdge
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.origins import OriginPolicy
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+
+if TYPE_CHECKING:  # the WebSocket transport needs the realtime extra; HTTP does not
+    from polyport.edges.graphql.transport_ws import GraphQLTransportWs
+    from polyport.http.websocket import WebSocketEndpoint
 
 log = logging.getLogger("polyport.graphql")
 
@@ -33,14 +45,14 @@ PATH = "/graphql"
 SDL_PATH = "/graphql/schema.graphql"
 
 
-class GraphQLEdge:
+class GraphQLEdge(HttpEdge, WebSocketEdge):
     """Serves the contract as one GraphQL schema."""
 
     name = EDGE
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = runtime.settings.graphql
+        self.config = runtime.settings.section(GraphQLConfig)
         self.build = build_schema(runtime.spec, runtime.dispatcher)
         self.schema = self.build.schema
         self.sdl = print_schema(self.schema).encode()
@@ -55,7 +67,7 @@ class GraphQLEdge:
             edge=EDGE,
         )
         self.http = HttpTransport(self.runner, EDGE)
-        self.socket: Any = None
+        self.socket: GraphQLTransportWs | None = None
         try:
             transport = importlib.import_module("polyport.edges.graphql.transport_ws")
         except ImportError as exc:  # the WebSocket server comes with the 'realtime' extra
@@ -83,7 +95,10 @@ class GraphQLEdge:
             Route("GET", "/static/graphiql/{name}", self.http.asset, "graphiql"),
         ]
 
-    def websocket_routes(self) -> dict[str, Any]:
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: GraphQL is described by its schema (``/graphql/schema.graphql``)."""
+
+    def websocket_routes(self) -> dict[str, WebSocketEndpoint]:
         """``graphql-transport-ws`` on ``/graphql`` (its handler selects the subprotocol)."""
         return {PATH: self.socket} if self.socket is not None else {}
 

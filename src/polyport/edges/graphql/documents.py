@@ -62,9 +62,9 @@ from graphql.execution.values import VariableValues
 from graphql.validation import ASTValidationRule
 from graphql.validation.validate import ValidationAbortedError
 
-from polyport.core.config import GraphQLConfig
 from polyport.edges.graphql import errors
 from polyport.edges.graphql.census import census
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.errors import RequestError, request_error
 from polyport.edges.graphql.introspection import IntrospectionSizes
 from polyport.edges.graphql.limits import Limits

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from polyport.core.config import GraphQLConfig
 from polyport.edges.graphql import errors
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.errors import request_error
 
 

@@ -42,7 +42,6 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from polyport.core.config import GraphQLConfig
 from polyport.core.context import Principal, new_request_id
 from polyport.core.errors import (
     Internal,
@@ -51,6 +50,7 @@ from polyport.core.errors import (
     ServiceError,
     Unauthenticated,
 )
+from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.graphql.errors import field_error
 from polyport.edges.graphql.runner import ExecutionResult, OperationRunner
 from polyport.edges.graphql.ws_messages import (

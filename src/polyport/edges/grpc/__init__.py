@@ -1,17 +1,9 @@
-"""The gRPC edge: every method on a grpc.aio server, with reflection, health and events."""
+"""The gRPC edge: every method on a grpc.aio server, with reflection, health and events.
 
-from polyport.core.errors import MissingExtra
-
-try:
-    from polyport.edges.grpc.binding import GrpcEdge, events_proto, service_proto
-except ImportError as exc:  # grpcio, protobuf and friends come with the 'grpc' extra
-    if exc.name and exc.name.split(".")[0] in {
-        "grpc",
-        "grpc_health",
-        "grpc_reflection",
-        "google",
-    }:
-        raise MissingExtra("grpc", "the gRPC edge") from exc
-    raise
-
-__all__ = ["GrpcEdge", "events_proto", "service_proto"]
+The edge is :class:`~polyport.edges.grpc.binding.GrpcEdge` (importing it
+without the 'grpc' extra raises :class:`~polyport.core.errors.MissingExtra`,
+which switches the edge off); its settings section,
+:class:`~polyport.edges.grpc.config.GrpcConfig`, imports without anything the
+edge needs. Nothing is imported here, so that importing a module of this
+package never loads the edge itself.
+"""

@@ -22,24 +22,37 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
-from google.protobuf import descriptor_pool, empty_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from polyport.core.errors import (
+    ConfigError,
+    ContractError,
+    InvalidArgument,
+    MissingExtra,
+    ServiceError,
+)
+
+try:  # grpcio, protobuf and friends come with the 'grpc' extra
+    import grpc
+    from google.protobuf import descriptor_pool, empty_pb2, struct_pb2, timestamp_pb2
+    from google.protobuf.message import DecodeError
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection, reflection_pb2
+except ImportError as exc:
+    raise MissingExtra("grpc", "the gRPC edge") from exc
 
 from polyport.core.contract import MethodKind, Service
 from polyport.core.dispatch import Binding, PageResult, internal_error
-from polyport.core.errors import ConfigError, ContractError, InvalidArgument, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.grpc.codec import ABSENT, GrpcCodec
+from polyport.edges.grpc.config import GrpcConfig
 from polyport.edges.grpc.descriptors import FDP, MethodPlan, Schema, build_schema
 from polyport.edges.grpc.errors import abort
 from polyport.edges.grpc.events import SERVICE as EVENTS_SERVICE
 from polyport.edges.grpc.events import EventStream, events_file
 from polyport.edges.grpc.metadata import EDGE, caller_of
 from polyport.edges.grpc.proto_text import proto_text
+from polyport.edges.kinds import HttpEdge, ListenerEdge
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
 
@@ -114,14 +127,14 @@ def events_proto() -> str:
     return proto_text(events_file())
 
 
-class GrpcEdge:
+class GrpcEdge(HttpEdge, ListenerEdge):
     """Serves the contract over gRPC, with reflection, health and the event stream."""
 
     name = EDGE
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        config = runtime.settings.grpc
+        config = runtime.settings.section(GrpcConfig)
         self.enabled = config.enabled
         self.host = config.host or runtime.settings.host
         #: The port served: the configured one, or the one the system chose for 0.
@@ -215,6 +228,9 @@ class GrpcEdge:
             Route("GET", f"/grpc/{self.runtime.spec.name}.proto", self._proto, "grpc_proto"),
             Route("GET", EVENTS_PROTO_PATH, self._events_proto, "grpc_events_proto"),
         ]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: gRPC is described by its ``.proto`` files and by server reflection."""
 
     async def _proto(self, request: Request) -> Response:
         return Response(200, self.proto.encode(), content_type=TEXT)

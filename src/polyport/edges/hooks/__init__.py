@@ -1,5 +1,7 @@
-"""Inbound webhook receivers: ``POST /hooks/{name}``, verified, deduplicated, queued."""
+"""Inbound webhook receivers: ``POST /hooks/{name}``, verified, deduplicated, queued.
 
-from polyport.edges.hooks.binding import HooksEdge
-
-__all__ = ["HooksEdge"]
+The edge is :class:`~polyport.edges.hooks.binding.HooksEdge`; its settings
+section, :class:`~polyport.edges.hooks.config.HooksConfig`, imports without
+anything the edge needs. Nothing is imported here, so that importing a module
+of this package never loads the edge itself.
+"""

@@ -25,8 +25,10 @@ from polyport.core.errors import ConfigError, Conflict, InvalidArgument, NotFoun
 from polyport.core.inbox import INBOX_STATUSES, InboxEntry, InboxStatus, ReceiverInbox
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.hooks.config import HooksConfig
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
 from polyport.edges.hooks.worker import InboxWorker
+from polyport.edges.kinds import HttpEdge
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.problems import PROBLEM_JSON, problem_body
 from polyport.http.request import JSON, Request, Response, UnsupportedMediaType
@@ -63,14 +65,14 @@ def _is_json(content_type: bytes) -> bool:
     return media == JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-class HooksEdge:
+class HooksEdge(HttpEdge):
     """Serves the service's webhook receivers and runs their handlers from a durable inbox."""
 
     name = EDGE
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = config = runtime.settings.hooks
+        self.config = config = runtime.settings.section(HooksConfig)
         service = runtime.spec.service
         secrets = {name: s.get_secret_value() for name, s in config.secrets.items()}
         unknown = sorted(set(secrets) - set(service.receivers))

@@ -14,9 +14,9 @@ import logging
 import random
 import time
 
-from polyport.core.config import HooksConfig
 from polyport.core.inbox import InboxEntry, ReceiverInbox
 from polyport.core.metrics import Metrics
+from polyport.edges.hooks.config import HooksConfig
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
 
 log = logging.getLogger("polyport.hooks")

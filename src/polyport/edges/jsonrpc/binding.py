@@ -9,8 +9,11 @@ from polyport.core.dispatch import Caller
 from polyport.core.errors import ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.jsonrpc.config import JsonRpcConfig
 from polyport.edges.jsonrpc.openrpc import openrpc_document
 from polyport.edges.jsonrpc.protocol import JsonRpc
+from polyport.edges.kinds import HttpEdge, WebSocketEdge
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
@@ -20,7 +23,7 @@ EDGE = "jsonrpc"
 PATH = "/jsonrpc"
 
 
-class JsonRpcEdge:
+class JsonRpcEdge(HttpEdge, WebSocketEdge):
     """Serves every unary method as a JSON-RPC 2.0 method, over HTTP and WebSocket."""
 
     name = EDGE
@@ -30,7 +33,7 @@ class JsonRpcEdge:
         self.openrpc = orjson.dumps(openrpc_document(runtime.spec))
         self.rpc = JsonRpc(
             runtime.dispatcher,
-            max_batch=runtime.settings.jsonrpc.max_batch,
+            max_batch=runtime.settings.section(JsonRpcConfig).max_batch,
             discover=lambda: self.openrpc,
         )
         self.origins = OriginPolicy.from_settings(runtime.settings.cors_origins)
@@ -46,6 +49,9 @@ class JsonRpcEdge:
             Route("POST", PATH, self.post, "jsonrpc"),
             Route("GET", "/openrpc.json", self.document, "openrpc"),
         ]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: JSON-RPC's methods are described by OpenRPC (``/openrpc.json``)."""
 
     def websocket_routes(self) -> dict[str, WebSocketEndpoint]:
         return {PATH: self.websocket}

@@ -1,5 +1,5 @@
-"""The polling edge: polling and long polling on the event log, and jobs."""
+"""The polling edge: polling and long polling on the event log, and jobs.
 
-from polyport.edges.poll.binding import PollEdge
-
-__all__ = ["PollEdge"]
+The edge is :class:`~polyport.edges.poll.binding.PollEdge`. Nothing is imported
+here, so that importing a module of this package never loads the edge itself.
+"""

@@ -22,6 +22,7 @@ from polyport.core.jobs import Job
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.textforms import JSON_NUMBER
+from polyport.edges.kinds import HttpEdge
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
@@ -76,7 +77,7 @@ def job_json(job: Job) -> bytes:
     return body
 
 
-class PollEdge:
+class PollEdge(HttpEdge):
     """Serves the event log to pollers and long-pollers, and runs jobs."""
 
     name = EDGE

@@ -22,6 +22,7 @@ from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import ResourceSpec
 from polyport.core.types import Unit
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.rest.expand import MAX_PATHS, Expander, expandable
 from polyport.http.caching import cache_control, etag_of, not_modified
 from polyport.http.openapi import OpenApiDocument
@@ -45,7 +46,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-class RestEdge:
+class RestEdge(HttpEdge):
     """Builds the REST routes of a service from its contract."""
 
     name = EDGE

@@ -1,12 +1,7 @@
-"""The SOAP edge: SOAP 1.1 document/literal at /soap, its WSDL at /soap?wsdl."""
+"""The SOAP edge: SOAP 1.1 document/literal at /soap, its WSDL at /soap?wsdl.
 
-from polyport.core.errors import MissingExtra
-
-try:
-    from polyport.edges.soap.binding import SoapEdge
-except ImportError as exc:  # lxml comes with the 'soap' extra
-    if exc.name and exc.name.split(".")[0] == "lxml":
-        raise MissingExtra("soap", "the SOAP edge") from exc
-    raise
-
-__all__ = ["SoapEdge"]
+The edge is :class:`~polyport.edges.soap.binding.SoapEdge` (importing it
+without the 'soap' extra raises :class:`~polyport.core.errors.MissingExtra`,
+which switches the edge off). Nothing is imported here, so that importing a
+module of this package never loads the edge itself.
+"""

@@ -14,13 +14,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from polyport.core.errors import (
+    ContractError,
+    InvalidArgument,
+    MissingExtra,
+    NotFound,
+    ServiceError,
+)
+
+try:  # lxml comes with the 'soap' extra
+    import lxml  # noqa: F401  (the parser of polyport.xmlsafe and of the WSDL writer)
+except ImportError as exc:
+    raise MissingExtra("soap", "the SOAP edge") from exc
+
 from polyport import xmlsafe
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, PageResult, internal_error
-from polyport.core.errors import ContractError, InvalidArgument, NotFound, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.spec import MethodSpec
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.soap.codec import Codec, DecodeError, Sequence, XmlUnrepresentable
 from polyport.edges.soap.envelope import CLOSE, OPEN, read_envelope
 from polyport.edges.soap.errors import (
@@ -39,8 +52,10 @@ from polyport.edges.soap.mapping import (
     soap_action,
 )
 from polyport.edges.soap.wsdl import ADDRESS_PLACEHOLDER, OperationInfo, WsdlWriter
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+from polyport.xmlsafe import XmlConfig
 
 EDGE = "soap"
 PATH = "/soap"
@@ -81,7 +96,7 @@ class SoapOperation:
         return "".join(out).encode()
 
 
-class SoapEdge:
+class SoapEdge(HttpEdge):
     """Serves the contract's unary methods as SOAP 1.1 operations, with their WSDL."""
 
     name = EDGE
@@ -92,7 +107,7 @@ class SoapEdge:
         spec = runtime.spec
         self.tns = tns = namespace(spec.name, spec.version)
         self.codec = codec = Codec(spec.graph, tns)
-        limits = runtime.settings.xml
+        limits = runtime.settings.section(XmlConfig)
         self.max_depth = limits.max_depth
         self.max_elements = limits.max_elements
         self.operations: dict[str, SoapOperation] = {}
@@ -128,6 +143,9 @@ class SoapEdge:
 
     def routes(self) -> list[Route]:
         return [Route("POST", PATH, self.call, "soap"), Route("GET", PATH, self.wsdl, "wsdl")]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: SOAP's operations are described by the WSDL at ``/soap?wsdl``."""
 
     def catalog(self) -> list[CatalogEntry]:
         entries = [

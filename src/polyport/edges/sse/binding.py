@@ -32,6 +32,8 @@ from polyport.core.errors import RecoveryFailed, ServiceError
 from polyport.core.events import Event, parse_patterns
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.kinds import HttpEdge
+from polyport.edges.sse.config import SseConfig
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response, Stream
 from polyport.http.router import Endpoint, Route
@@ -67,7 +69,7 @@ def sse_message(event: str, data: Any, *, id: str | None = None) -> bytes:
     return head + b"event: %b\ndata: %b\n\n" % (event.encode(), orjson.dumps(data))
 
 
-class SseEdge:
+class SseEdge(HttpEdge):
     """Streams events and server-streaming methods to ``EventSource`` clients."""
 
     name = EDGE
@@ -75,9 +77,10 @@ class SseEdge:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.prefix = f"/v{runtime.spec.version}"
-        self.heartbeat = runtime.settings.sse.heartbeat
-        self.send_buffer = runtime.settings.sse.send_buffer
-        self.stall_timeout = runtime.settings.sse.stall_timeout
+        config = runtime.settings.section(SseConfig)
+        self.heartbeat = config.heartbeat
+        self.send_buffer = config.send_buffer
+        self.stall_timeout = config.stall_timeout
         self.streams: set[Stream] = set()
 
     async def start(self) -> None:

@@ -1,5 +1,7 @@
-"""Outbound webhooks: subscriptions, a durable outbox, signed at-least-once delivery."""
+"""Outbound webhooks: subscriptions, a durable outbox, signed at-least-once delivery.
 
-from polyport.edges.webhooks.binding import ADMIN_SCOPE, WebhooksEdge
-
-__all__ = ["ADMIN_SCOPE", "WebhooksEdge"]
+The edge is :class:`~polyport.edges.webhooks.binding.WebhooksEdge`; its
+settings section, :class:`~polyport.edges.webhooks.config.WebhooksConfig`,
+imports without anything the edge needs. Nothing is imported here, so that
+importing a module of this package never loads the edge itself.
+"""

@@ -19,6 +19,8 @@ import orjson
 from polyport.core.contract import EventType
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
+from polyport.edges.kinds import HttpEdge
+from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
 from polyport.edges.webhooks.rights import ReadRights
@@ -34,14 +36,14 @@ EDGE = "webhooks"
 ADMIN_SCOPE = "webhooks:admin"
 
 
-class WebhooksEdge:
+class WebhooksEdge(HttpEdge):
     """Serves ``/v{n}/webhooks`` and delivers every matching event to every subscriber."""
 
     name = EDGE
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.config = config = runtime.settings.webhooks
+        self.config = config = runtime.settings.section(WebhooksConfig)
         self.prefix = f"/v{runtime.spec.version}/webhooks"
         self.store = runtime.webhook_store
         #: Whether endpoint secrets are sealed at rest (the store seals with these keys).

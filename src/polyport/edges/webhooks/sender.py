@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from polyport.core.config import WebhooksConfig
 from polyport.core.metrics import Metrics
 from polyport.core.webhookstore import AttemptResult, DeliveryStatus, Message, WebhookStore
 from polyport.edges.webhooks.client import (
@@ -39,6 +38,7 @@ from polyport.edges.webhooks.client import (
     DeliveryError,
     HttpAnswer,
 )
+from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.retry import RetryPolicy, parse_retry_after
 from polyport.edges.webhooks.ssrf import AddressPolicy, Refused

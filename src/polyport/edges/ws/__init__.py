@@ -1,12 +1,7 @@
-"""The WebSocket edge: the session protocol (subscribe, publish, call, ping) at /ws."""
+"""The WebSocket edge: the session protocol (subscribe, publish, call, ping) at /ws.
 
-from polyport.core.errors import MissingExtra
-
-try:
-    from polyport.edges.ws.binding import WsEdge
-except ImportError as exc:  # the websockets library comes with the 'realtime' extra
-    if exc.name and exc.name.split(".")[0] == "websockets":
-        raise MissingExtra("realtime", "the WebSocket edge") from exc
-    raise
-
-__all__ = ["WsEdge"]
+The edge is :class:`~polyport.edges.ws.binding.WsEdge` (importing it without
+the 'realtime' extra raises :class:`~polyport.core.errors.MissingExtra`, which
+switches the edge off). Nothing is imported here, so that importing a module of
+this package never loads the edge itself.
+"""

@@ -13,12 +13,19 @@ from typing import Any
 
 import orjson
 
+from polyport.core.errors import MissingExtra, ServiceError
+
+try:  # the websockets library comes with the 'realtime' extra
+    import websockets  # noqa: F401  (the frames of polyport.http.websocket)
+except ImportError as exc:
+    raise MissingExtra("realtime", "the WebSocket edge") from exc
+
 from polyport.core.contract import MethodKind
-from polyport.core.errors import ServiceError
 from polyport.core.events import Event
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.session import Session, SessionLimits, error_frame, event_frame
+from polyport.edges.kinds import WebSocketEdge
 from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
 from polyport.http.request import Request
 from polyport.http.websocket import (
@@ -29,6 +36,7 @@ from polyport.http.websocket import (
     join_frames,
     text_frame,
 )
+from polyport.http.websocket_config import WebSocketConfig
 
 log = logging.getLogger("polyport.ws")
 
@@ -46,7 +54,7 @@ def ws_frame(event: Event) -> EncodedFrames:
     return frame  # type: ignore[return-value]
 
 
-class WsEdge:
+class WsEdge(WebSocketEdge):
     """Serves the session protocol over WebSocket."""
 
     name = EDGE
@@ -54,10 +62,10 @@ class WsEdge:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
-        self.options = settings.websocket
+        self.options = options = settings.section(WebSocketConfig)
         self.limits = SessionLimits(
-            max_subscriptions=settings.websocket.max_subscriptions,
-            max_streams=settings.websocket.max_subscriptions,
+            max_subscriptions=options.max_subscriptions,
+            max_streams=options.max_subscriptions,
         )
         self.origins = OriginPolicy.from_settings(settings.cors_origins)
         self.sockets: set[WebSocket] = set()

@@ -1,12 +1,7 @@
-"""The XML-RPC edge: POST /xmlrpc, hardened XML parsing, system.* introspection."""
+"""The XML-RPC edge: POST /xmlrpc, hardened XML parsing, system.* introspection.
 
-from polyport.core.errors import MissingExtra
-
-try:
-    import lxml  # noqa: F401  (the parser of polyport.xmlsafe)
-except ImportError as exc:
-    raise MissingExtra("rpc", "the XML-RPC edge") from exc
-
-from polyport.edges.xmlrpc.binding import XmlRpcEdge
-
-__all__ = ["XmlRpcEdge"]
+The edge is :class:`~polyport.edges.xmlrpc.binding.XmlRpcEdge` (importing it
+without the 'rpc' extra raises :class:`~polyport.core.errors.MissingExtra`,
+which switches the edge off). Nothing is imported here, so that importing a
+module of this package never loads the edge itself.
+"""

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from polyport.core.errors import InvalidArgument, MissingExtra, ServiceError
+
+try:  # lxml comes with the 'rpc' extra
+    import lxml  # noqa: F401  (the parser of polyport.xmlsafe)
+except ImportError as exc:
+    raise MissingExtra("rpc", "the XML-RPC edge") from exc
+
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, PageResult
-from polyport.core.errors import InvalidArgument, ServiceError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.types import (
@@ -24,11 +30,13 @@ from polyport.core.types import (
     TypeNode,
     UnitType,
 )
+from polyport.edges.kinds import HttpEdge
 from polyport.edges.xmlrpc.codec import parse_call, write_fault, write_response
 from polyport.edges.xmlrpc.errors import MethodNotFound, fault_code, fault_string
+from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
-from polyport.xmlsafe import parse
+from polyport.xmlsafe import XmlConfig, parse
 
 EDGE = "xmlrpc"
 PATH = "/xmlrpc"
@@ -69,7 +77,7 @@ def xml_type(node: TypeNode) -> str:
     return "string"  # enums, literals, unions
 
 
-class XmlRpcEdge:
+class XmlRpcEdge(HttpEdge):
     """Serves every unary method over XML-RPC."""
 
     name = EDGE
@@ -77,7 +85,7 @@ class XmlRpcEdge:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.dispatcher = runtime.dispatcher
-        self.limits = runtime.settings.xml
+        self.limits = runtime.settings.section(XmlConfig)
         service = runtime.spec.name
         self.service = service
         self.methods: dict[str, Binding] = {}
@@ -100,6 +108,9 @@ class XmlRpcEdge:
 
     def routes(self) -> list[Route]:
         return [Route("POST", PATH, self.post, "xmlrpc")]
+
+    def describe(self, doc: OpenApiDocument) -> None:
+        """Nothing: XML-RPC lists its own methods (``system.listMethods``)."""
 
     def catalog(self) -> list[CatalogEntry]:
         entries = [
