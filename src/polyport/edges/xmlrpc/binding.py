@@ -25,9 +25,10 @@ from polyport.core.types import (
     UnitType,
 )
 from polyport.edges.xmlrpc.codec import parse_call, write_fault, write_response
-from polyport.edges.xmlrpc.errors import MethodNotFound, fault_code, fault_string
+from polyport.edges.xmlrpc.errors import fault
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+from polyport.rpccodes import INTERNAL_ERROR, MethodNotFound
 from polyport.xmlsafe import parse
 
 EDGE = "xmlrpc"
@@ -128,9 +129,9 @@ class XmlRpcEdge:
                 result = self._plain(binding, value)
             body = write_response(result)
         except ServiceError as exc:
-            body = write_fault(fault_code(exc), fault_string(exc))
+            body = fault(exc)
         except (TypeError, ValueError) as exc:  # a result XML-RPC cannot carry
-            body = write_fault(-32603, f"INTERNAL: cannot encode the result: {exc}")
+            body = write_fault(INTERNAL_ERROR, f"INTERNAL: cannot encode the result: {exc}")
         # XML-RPC answers 200 even for faults: the fault is in the body.
         return Response(200, body, content_type=XML)
 
