@@ -582,29 +582,45 @@ class Dispatcher:
                 missing = " ".join(sorted(scopes - principal.scopes))
                 raise PermissionDenied(f"missing scope: {missing}")
 
-    def admit_subscribe(self, patterns: Sequence[Pattern], caller: Caller) -> frozenset[str] | None:
+    def admit_subscribe(
+        self,
+        patterns: Sequence[Pattern],
+        caller: Caller,
+        *,
+        principal: Principal | None = None,
+        types: frozenset[str] | None = None,
+    ) -> frozenset[str] | None:
         """Authorize reading ``patterns``: the event types the caller may see.
 
         None means "everything" (a principal holding ``*``). A pattern that
         matches no channel of an event type the caller may read is refused.
+        ``types`` narrows the question to those event types (a GraphQL
+        subscription field reads one). Given ``principal``, the edge has
+        authenticated the caller and charged the rate limit itself, as for
+        :meth:`open_stream`; otherwise both happen here.
         """
-        principal = self.authenticator.authenticate(caller.credentials)
+        charge = principal is None
+        if principal is None:
+            principal = self.authenticator.authenticate(caller.credentials)
         key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
         if "*" in principal.scopes:
-            self.limiter.acquire(key)
+            if charge:
+                self.limiter.acquire(key)
             return None
         signed_in = not principal.anonymous
         readable = frozenset(
             name
             for name, event in self._events.items()
-            if event.public or (signed_in and principal.has_scopes(event.scopes))
+            if (types is None or name in types)
+            and (event.public or (signed_in and principal.has_scopes(event.scopes)))
         )
         for pattern in patterns:
             if not any(pattern.overlaps(self._channels[name]) for name in readable):
                 if not signed_in:
                     raise Unauthenticated()
                 raise PermissionDenied(f"you may not read any event on {pattern.text}")
-        self.limiter.acquire(key)
+        if charge:
+            self.limiter.acquire(key)
         return readable
 
     def admit_publish(self, event_type: EventType, caller: Caller) -> Principal:
