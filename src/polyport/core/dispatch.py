@@ -47,6 +47,7 @@ from polyport.core.hub import SERVING_HUB, EventHub, settle_published, unsettled
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.spec import MethodSpec, RelationSpec, ServiceSpec
+from polyport.core.streamcall import StreamCall
 from polyport.core.textforms import text_reader
 from polyport.core.types import ListOf, unwrap_nullable
 
@@ -589,29 +590,45 @@ class Dispatcher:
                 missing = " ".join(sorted(scopes - principal.scopes))
                 raise PermissionDenied(f"missing scope: {missing}")
 
-    def admit_subscribe(self, patterns: Sequence[Pattern], caller: Caller) -> frozenset[str] | None:
+    def admit_subscribe(
+        self,
+        patterns: Sequence[Pattern],
+        caller: Caller,
+        *,
+        principal: Principal | None = None,
+        types: frozenset[str] | None = None,
+    ) -> frozenset[str] | None:
         """Authorize reading ``patterns``: the event types the caller may see.
 
         None means "everything" (a principal holding ``*``). A pattern that
         matches no channel of an event type the caller may read is refused.
+        ``types`` narrows the question to those event types (a GraphQL
+        subscription field reads one). Given ``principal``, the edge has
+        authenticated the caller and charged the rate limit itself, as for
+        :meth:`open_stream`; otherwise both happen here.
         """
-        principal = self.authenticator.authenticate(caller.credentials)
+        charge = principal is None
+        if principal is None:
+            principal = self.authenticator.authenticate(caller.credentials)
         key = f"anon:{caller.peer}" if principal.anonymous else principal.subject
         if "*" in principal.scopes:
-            self.limiter.acquire(key)
+            if charge:
+                self.limiter.acquire(key)
             return None
         signed_in = not principal.anonymous
         readable = frozenset(
             name
             for name, event in self._events.items()
-            if event.public or (signed_in and principal.has_scopes(event.scopes))
+            if (types is None or name in types)
+            and (event.public or (signed_in and principal.has_scopes(event.scopes)))
         )
         for pattern in patterns:
             if not any(pattern.overlaps(self._channels[name]) for name in readable):
                 if not signed_in:
                     raise Unauthenticated()
                 raise PermissionDenied(f"you may not read any event on {pattern.text}")
-        self.limiter.acquire(key)
+        if charge:
+            self.limiter.acquire(key)
         return readable
 
     def admit_publish(self, event_type: EventType, caller: Caller) -> Principal:
@@ -824,67 +841,57 @@ class Dispatcher:
         args: bytes | Mapping[str, Any] | None,
         caller: Caller,
         inbound: AsyncIterator[Any] | None = None,
-    ) -> AsyncIterator[Any]:
-        """Admit and validate a streaming call, then return its item iterator.
+        *,
+        principal: Principal | None = None,
+    ) -> StreamCall:
+        """Admit and validate a streaming call, then return its items.
+
+        Every edge that streams comes here: gRPC, SSE, the WebSocket session,
+        GraphQL subscriptions. The caller is authenticated, authorized and
+        charged to the rate limit — unless the edge passes the ``principal``
+        it authenticated and charged itself (a GraphQL request is admitted
+        once for all its fields), which is then only authorized. The items
+        come with the deadline, checks, errors and metrics of a unary call
+        (:class:`~polyport.core.streamcall.StreamCall`); a refusal here is
+        counted in the metrics too.
 
         ``inbound`` feeds a client-streaming or bidirectional method; each item
         is validated against the stream parameter's type as it arrives.
         """
         if binding.kind is MethodKind.UNARY:
             raise InvalidArgument(f"{binding.name} is not a streaming method")
-        principal = self.admit(binding.public, binding.scopes, caller)
-        kwargs = binding.parse(args)
-        if binding.spec.stream_param is not None:
-            if inbound is None:
-                raise InvalidArgument(f"{binding.name} needs a stream of inputs")
-            kwargs[binding.spec.stream_param] = self._validated(binding, inbound)
+        started = time.perf_counter()
+        try:
+            if principal is None:
+                principal = self.admit(binding.public, binding.scopes, caller)
+            else:
+                self.authorize(binding.public, binding.scopes, principal)
+            kwargs = binding.parse(args)
+            if binding.spec.stream_param is not None:
+                if inbound is None:
+                    raise InvalidArgument(f"{binding.name} needs a stream of inputs")
+                kwargs[binding.spec.stream_param] = self._validated(binding, inbound)
+        except ServiceError as exc:
+            self.metrics.observe_call(
+                caller.edge, binding.name, exc.code, time.perf_counter() - started
+            )
+            raise
         if binding.context_param is not None:
             kwargs[binding.context_param] = self._context(binding, principal, caller)
-        self.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
         if binding.kind is MethodKind.CLIENT_STREAM:
-            return self._single(binding, kwargs, caller)
-        return self._guarded(binding, binding.fn(**kwargs), caller)
-
-    async def _single(
-        self, binding: Binding, kwargs: dict[str, Any], caller: Caller
-    ) -> AsyncIterator[Any]:
-        serving = SERVING_HUB.set(self.hub)
-        try:
-            result = await binding.fn(**kwargs)
-        except ServiceError:
-            raise
-        except Exception as exc:
-            raise internal_error(f"handler {binding.name} failed", exc, caller) from exc
-        finally:
-            SERVING_HUB.reset(serving)
-        if binding.check_result is not None:
-            binding.check_result(result)
-        yield result
-
-    async def _guarded(
-        self, binding: Binding, items: AsyncIterator[Any], caller: Caller
-    ) -> AsyncIterator[Any]:
-        check = binding.check_result
-        hub = self.hub
-        following = items.__anext__
-        try:
-            while True:
-                # The handler runs in whichever task iterates the stream: it runs as
-                # this node's from here to its next item, and no further.
-                serving = SERVING_HUB.set(hub)
-                try:
-                    item = await following()
-                except StopAsyncIteration:
-                    return
-                finally:
-                    SERVING_HUB.reset(serving)
-                if check is not None:
-                    check(item)
-                yield item
-        except ServiceError:
-            raise
-        except Exception as exc:
-            raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
+            items = _single(binding, kwargs)
+        else:
+            items = binding.fn(**kwargs)
+        return StreamCall(
+            binding,
+            items,
+            caller,
+            metrics=self.metrics,
+            internal=internal_error,
+            started=started,
+            timeout=_earliest(caller.timeout, binding.timeout),
+            hub=self.hub,
+        )
 
     async def _validated(self, binding: Binding, inbound: AsyncIterator[Any]) -> AsyncIterator[Any]:
         adapter = binding.stream_item
@@ -898,6 +905,11 @@ class Dispatcher:
                     yield adapter.validate_python(raw)
             except ValidationError as exc:
                 raise invalid(exc) from None
+
+
+async def _single(binding: Binding, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """A client-streaming method's one result, as a stream of one item."""
+    yield await binding.fn(**kwargs)
 
 
 def _by_key(relation: RelationBinding, keys: list[Any], result: Any) -> Mapping[Any, Any]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from graphql.execution.values import VariableValues
 
-from polyport.core.context import Context, Principal
-from polyport.core.dispatch import Binding, Caller, internal_error
-from polyport.core.errors import InvalidArgument, PermissionDenied, ServiceError, Unauthenticated
+from polyport.core.context import Principal
+from polyport.core.dispatch import Caller
+from polyport.core.errors import InvalidArgument
 from polyport.core.events import Event, Pattern, parse_patterns
 from polyport.core.hub import Subscription as HubSubscription
+from polyport.core.streamcall import StreamCall
 from polyport.edges.graphql.plan import FieldPlan, OperationPlan
 from polyport.edges.graphql.projection import map_enum
 from polyport.edges.graphql.runner import ExecutionResult
@@ -52,30 +53,24 @@ class Subscriptions:
         assert source is not None
         request = self.runner.new_request(principal, caller, variables)
         args = self.runner.arguments(field, request)
+        dispatcher = self.runner.dispatcher
         if source.kind == "event":
             assert source.event is not None
             event = source.event.event
-            if not (
-                event.public
-                or "*" in principal.scopes
-                or (not principal.anonymous and principal.has_scopes(event.scopes))
-            ):
-                if principal.anonymous:
-                    raise Unauthenticated()
-                raise PermissionDenied(f"missing scope: {' '.join(sorted(event.scopes))}")
             channel = args.get("channel") or event.channel_pattern
             patterns = parse_patterns([channel])
             own = Pattern.parse(event.channel_pattern)
             if not all(p.overlaps(own) for p in patterns):
                 raise InvalidArgument(f"{channel[:100]!r} is not a channel of {event.name}")
+            types = frozenset({event.name})
+            # The request was authenticated and charged once, before its document was read.
+            dispatcher.admit_subscribe(patterns, caller, principal=principal, types=types)
             after = args.get("after") or "now"
-            subscription = await self.runner.hub.subscribe(
-                patterns, after=after, types=frozenset({event.name})
-            )
+            subscription = await self.runner.hub.subscribe(patterns, after=after, types=types)
             return EventResults(self, subscription, field, request)
         if source.kind == "stream":
             assert source.binding is not None
-            items = await self._open_stream(source.binding, args, principal, caller)
+            items = await dispatcher.open_stream(source.binding, args, caller, principal=principal)
             return self._items(items, field, request)
         raise InvalidArgument(f"{field.name} is not a subscription field")
 
@@ -132,8 +127,9 @@ class Subscriptions:
         return results
 
     async def _items(
-        self, items: AsyncIterator[Any], field: FieldPlan, request: Request
+        self, items: StreamCall, field: FieldPlan, request: Request
     ) -> AsyncIterator[ExecutionResult]:
+        """The stream's items through ``field``'s selection; the stream is closed at the end."""
         source = field.source
         assert source is not None and source.binding is not None
         binding = source.binding
@@ -144,36 +140,7 @@ class Subscriptions:
                     value = map_enum(value, source.enum)
                 yield await self.runner.result_of(value, field, request)
         finally:
-            close = getattr(items, "aclose", None)
-            if close is not None:
-                await close()
-
-    async def _open_stream(
-        self, binding: Binding, args: Mapping[str, Any], principal: Principal, caller: Caller
-    ) -> AsyncIterator[Any]:
-        self.runner.dispatcher.authorize(binding.public, binding.scopes, principal)
-        kwargs = binding.parse(args)
-        if binding.context_param is not None:
-            kwargs[binding.context_param] = Context(
-                principal,
-                caller.edge,
-                request_id=caller.request_id,
-                service=self.runner.spec.service,
-            )
-        self.runner.metrics.observe_call(caller.edge, binding.name, "OK", 0.0)
-        return _guarded(binding, binding.fn(**kwargs), caller)
-
-
-async def _guarded(
-    binding: Binding, items: AsyncIterator[Any], caller: Caller
-) -> AsyncIterator[Any]:
-    try:
-        async for item in items:
-            yield item
-    except ServiceError:
-        raise
-    except Exception as exc:
-        raise internal_error(f"stream {binding.name} failed", exc, caller) from exc
+            await items.aclose()
 
 
 class EventResults:

@@ -9,7 +9,7 @@ from polyport.core.contract import MethodKind
 from polyport.core.jsonschema import JsonSchemas
 from polyport.core.spec import ServiceSpec
 from polyport.core.types import MISSING
-from polyport.edges.jsonrpc.protocol import ERROR_CODES, INVALID_REQUEST, PARSE_ERROR
+from polyport.rpccodes import CODES, INVALID_REQUEST, PARSE_ERROR
 
 
 def openrpc_document(spec: ServiceSpec) -> dict[str, Any]:
@@ -19,8 +19,10 @@ def openrpc_document(spec: ServiceSpec) -> dict[str, Any]:
     errors = [
         {"code": PARSE_ERROR, "message": "Parse error"},
         {"code": INVALID_REQUEST, "message": "Invalid Request"},
-        *({"code": code, "message": cls.default_message} for cls, code in ERROR_CODES),
     ]
+    for cls, code in CODES:  # each code once, under the first error of the table that has it
+        if all(error["code"] != code for error in errors):
+            errors.append({"code": code, "message": cls.default_message})
     for method in spec.methods.values():
         if method.kind is not MethodKind.UNARY:
             continue

@@ -21,43 +21,10 @@ import orjson
 
 from polyport.core.contract import MethodKind
 from polyport.core.dispatch import Binding, Caller, Dispatcher, PageResult
-from polyport.core.errors import (
-    Conflict,
-    DeadlineExceeded,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-    ServiceError,
-    Unauthenticated,
-    Unavailable,
-)
+from polyport.core.errors import InvalidArgument, ServiceError
+from polyport.rpccodes import InvalidRequest, MethodNotFound, rpc_code
 
 VERSION = "2.0"
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-
-
-class MethodNotFound(NotFound):
-    """No method of that name: -32601, not the -32004 of a handler's NotFound."""
-
-
-#: The design's table: core error → JSON-RPC error code (most specific first).
-ERROR_CODES: tuple[tuple[type[ServiceError], int], ...] = (
-    (MethodNotFound, METHOD_NOT_FOUND),
-    (InvalidArgument, INVALID_PARAMS),
-    (NotFound, -32004),
-    (Conflict, -32009),
-    (Unauthenticated, -32001),
-    (PermissionDenied, -32003),
-    (RateLimited, -32029),
-    (DeadlineExceeded, -32008),
-    (Unavailable, -32053),
-)
 
 
 def camel(name: str) -> str:
@@ -65,9 +32,8 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def error_object(error: ServiceError, code: int | None = None) -> dict[str, Any]:
-    if code is None:
-        code = next((c for cls, c in ERROR_CODES if isinstance(error, cls)), INTERNAL_ERROR)
+def error_object(error: ServiceError) -> dict[str, Any]:
+    """The ``error`` member for ``error``: its code from :mod:`polyport.rpccodes`."""
     data: dict[str, Any] = {"code": error.code}
     if error.details:
         data["details"] = error.details
@@ -75,11 +41,11 @@ def error_object(error: ServiceError, code: int | None = None) -> dict[str, Any]
         data["retry_after"] = round(error.retry_after, 3)
     if error.request_id:
         data["request_id"] = error.request_id
-    return {"code": code, "message": error.message, "data": data}
+    return {"code": rpc_code(error), "message": error.message, "data": data}
 
 
-def error_response(error: ServiceError, request_id: Any, code: int | None = None) -> bytes:
-    return orjson.dumps({"jsonrpc": VERSION, "error": error_object(error, code), "id": request_id})
+def error_response(error: ServiceError, request_id: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": VERSION, "error": error_object(error), "id": request_id})
 
 
 #: What ``id`` may be (besides null; a bool is not a number here).
@@ -92,10 +58,6 @@ _KINDS = {
     MethodKind.CLIENT_STREAM: "client-streaming",
     MethodKind.BIDI_STREAM: "bidirectional-streaming",
 }
-
-
-class _Refused(Exception):
-    """A request that is not a valid JSON-RPC request object (-32600)."""
 
 
 class JsonRpc:
@@ -128,7 +90,7 @@ class JsonRpc:
             request = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return error_response(
-                InvalidArgument("the body is not valid JSON", unparseable=True), None, PARSE_ERROR
+                InvalidArgument("the body is not valid JSON", unparseable=True), None
             )
         if isinstance(request, list):
             return await self._batch(request, caller)
@@ -136,14 +98,10 @@ class JsonRpc:
 
     async def _batch(self, requests: list[Any], caller: Caller) -> bytes | None:
         if not requests:
-            return error_response(
-                InvalidArgument("an empty batch is not a request"), None, INVALID_REQUEST
-            )
+            return error_response(InvalidRequest("an empty batch is not a request"), None)
         if len(requests) > self.max_batch:
             return error_response(
-                InvalidArgument(f"a batch holds at most {self.max_batch} requests"),
-                None,
-                INVALID_REQUEST,
+                InvalidRequest(f"a batch holds at most {self.max_batch} requests"), None
             )
         answers = await asyncio.gather(*(self._one(r, caller) for r in requests))
         present = [a for a in answers if a is not None]
@@ -155,24 +113,24 @@ class JsonRpc:
         request_id: Any = None
         try:
             if not isinstance(request, dict):
-                raise _Refused("a request is a JSON object")
+                raise InvalidRequest("a request is a JSON object")
             notification = "id" not in request
             request_id = request.get("id")
             if request_id is not None and (
                 type(request_id) is bool or not isinstance(request_id, _ID_TYPES)
             ):
                 request_id = None
-                raise _Refused("'id' is a string, a number or null")
+                raise InvalidRequest("'id' is a string, a number or null")
             if request.get("jsonrpc") != VERSION:
-                raise _Refused("'jsonrpc' must be exactly \"2.0\"")
+                raise InvalidRequest("'jsonrpc' must be exactly \"2.0\"")
             method = request.get("method")
             if not isinstance(method, str):
-                raise _Refused("'method' is a string")
+                raise InvalidRequest("'method' is a string")
             params = request.get("params", {})
             if not isinstance(params, _PARAMS_TYPES):
-                raise _Refused("'params' is an object or an array")
-        except _Refused as exc:
-            return error_response(InvalidArgument(str(exc)), request_id, INVALID_REQUEST)
+                raise InvalidRequest("'params' is an object or an array")
+        except InvalidRequest as exc:
+            return error_response(exc, request_id)
         # The call is inlined (no coroutine of its own): this is the hot path.
         try:
             binding = self.methods.get(method)

@@ -248,7 +248,7 @@ class SseEdge(HttpEdge):
             finally:
                 closer.cancel()
                 with contextlib.suppress(Exception):
-                    await items.aclose()  # type: ignore[attr-defined]
+                    await items.aclose()
                 stream.close()
                 self.streams.discard(stream)
             return None

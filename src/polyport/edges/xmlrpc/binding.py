@@ -32,10 +32,11 @@ from polyport.core.types import (
 )
 from polyport.edges.kinds import HttpEdge
 from polyport.edges.xmlrpc.codec import parse_call, write_fault, write_response
-from polyport.edges.xmlrpc.errors import MethodNotFound, fault_code, fault_string
+from polyport.edges.xmlrpc.errors import fault
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Route
+from polyport.rpccodes import INTERNAL_ERROR, MethodNotFound
 from polyport.xmlsafe import XmlConfig, parse
 
 EDGE = "xmlrpc"
@@ -139,9 +140,9 @@ class XmlRpcEdge(HttpEdge):
                 result = self._plain(binding, value)
             body = write_response(result)
         except ServiceError as exc:
-            body = write_fault(fault_code(exc), fault_string(exc))
+            body = fault(exc)
         except (TypeError, ValueError) as exc:  # a result XML-RPC cannot carry
-            body = write_fault(-32603, f"INTERNAL: cannot encode the result: {exc}")
+            body = write_fault(INTERNAL_ERROR, f"INTERNAL: cannot encode the result: {exc}")
         # XML-RPC answers 200 even for faults: the fault is in the body.
         return Response(200, body, content_type=XML)
 
