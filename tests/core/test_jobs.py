@@ -336,3 +336,28 @@ def test_owner_gone() -> None:
     assert not owner_gone(f"{host}/{os.getpid()}/x", host)
     assert not owner_gone("other-host/1/x", host)
     assert owner_gone(f"{host}/999999999/x", host)
+
+
+async def test_submissions_past_the_bound_are_refused_with_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pending jobs are bounded over the whole queue: past it, 503 with Retry-After. The
+    count is read from the queue (other nodes' jobs in it) when the estimate nears it."""
+    from polyport.core import jobs as jobs_module
+    from polyport.core.errors import Unavailable
+
+    monkeypatch.setattr(jobs_module, "MAX_PENDING", 6)
+    shared = MemoryWorkQueue()
+    for n in range(3):  # another node's jobs, waiting
+        job = Job(f"j-{n}", "slow", "pending", b'{"seconds": 0}', "anonymous", ("*",), True, 1.0)
+        await shared.enqueue(QUEUE, job.id, encode_job(job), now=time.time())
+    jobs = runner(shared)
+    await shared.open()
+    jobs._pending_seen = ((await shared.counts(QUEUE))["pending"], 0.0)  # as start() does
+    binding = jobs.dispatcher.binding("slow")
+    for _ in range(3):
+        await jobs.submit(binding, b'{"seconds": 0}', Caller("t"))
+    with pytest.raises(Unavailable) as refused:
+        await jobs.submit(binding, b'{"seconds": 0}', Caller("t"))
+    assert refused.value.retry_after == 1
+    assert (await shared.counts(QUEUE))["pending"] == 6

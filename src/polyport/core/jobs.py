@@ -138,6 +138,7 @@ class JobRunner:
     async def start(self) -> None:
         await self.queue.open()
         self._closing = False
+        self._pending_seen = ((await self.queue.counts(QUEUE))["pending"], time.monotonic())
         await self.recover()
         self._loops = [
             asyncio.create_task(self._claim_forever(), name="polyport-job-claim"),
@@ -234,10 +235,11 @@ class JobRunner:
         return job
 
     async def _pending(self) -> int:
-        """Pending jobs, counted at most once a second (every node's count in it)."""
+        """Pending jobs: an estimate, counted again (every node's in it) only when it
+        nears the bound — counting reads a whole queue, finished jobs included."""
         pending, counted = self._pending_seen
         now = time.monotonic()
-        if now - counted >= 1.0:
+        if pending >= MAX_PENDING // 2 and now - counted >= 1.0:
             pending = (await self.queue.counts(QUEUE))["pending"]
             self._pending_seen = (pending, now)
         return pending
