@@ -86,7 +86,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from polyport.backends.redis import scripts
+from polyport.backends.redis import eventlog_scripts as scripts
 from polyport.backends.redis.client import Script, connect, engine_errors, key_base
 from polyport.core.errors import RecoveryFailed, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
