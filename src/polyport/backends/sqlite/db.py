@@ -85,6 +85,17 @@ class SqliteDatabase:
         self._users += 1
         return self._conn
 
+    def create(self, script: str) -> None:
+        """Run a schema script (``CREATE … IF NOT EXISTS``) on the open connection.
+
+        A group transaction still open is committed first, its writers told:
+        ``executescript`` would commit it behind the group's back, and the
+        group's own commit would then fail (a store opened while others write:
+        the webhook edge starting while jobs run).
+        """
+        self.commit()
+        self.conn.executescript(script)
+
     def _open_group(self) -> bool:
         """Begin a group transaction committed when the loop yields; False without a loop."""
         try:
@@ -113,6 +124,29 @@ class SqliteDatabase:
             self._on_commit.append(callback)
         else:
             callback(None)
+
+    async def committed(self) -> None:
+        """Return once what has been written so far is committed.
+
+        Raises the :class:`sqlite3.Error` of the group's commit if it failed
+        (its rows were rolled back). Writers that must be durable before they
+        answer, and may come many to a loop iteration (a fan-out's enqueues),
+        share one commit this way instead of paying one each.
+        """
+        if not self._in_group:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def told(error: BaseException | None) -> None:
+            if done.done():
+                return  # the waiter was cancelled
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        self._on_commit.append(told)
+        await done
 
     def on_rollback(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` after a failed group commit was rolled back."""

@@ -14,9 +14,11 @@ open moves their rows here (each receiver's queue ``hooks/{receiver}``, and
 ``jobs``; states, attempts, leases and order kept) and drops them, each in
 one transaction.
 
-Only enqueues and redrives commit on their own (whoever accepted the work
-answers after them). Claims and outcomes join the database's group
-transaction, committed when the event loop next yields. Statements run on the
+Enqueues join the database's group transaction and return once it is
+committed (whoever accepted the work answers after them; enqueues made
+together share the commit); redrives commit on their own. Claims and
+outcomes join the group transaction, committed when the event loop next
+yields. Statements run on the
 event loop's thread, like every SQLite statement here; the methods are
 coroutines because the port's other backends talk over a network.
 """
@@ -36,7 +38,7 @@ from polyport.core.jobs import QUEUE as JOBS
 from polyport.core.jobs import Job, encode_job
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS polyport_work (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -65,6 +67,8 @@ _COLUMNS = (
     "error, result, owner"
 )
 _LIVE = "status IN ('pending', 'running')"
+#: Items claimed per statement (SQLite bounds the parameters of one).
+_CLAIM_CHUNK = 500
 
 
 def _item(row: tuple[Any, ...]) -> WorkItem:
@@ -100,7 +104,7 @@ class SqliteWorkQueue:
 
     async def open(self) -> None:
         conn = self.db.open()
-        conn.executescript(_SCHEMA)
+        self.db.create(SCHEMA)
         _move_legacy_inbox(conn)
         _move_legacy_jobs(conn)
 
@@ -112,12 +116,16 @@ class SqliteWorkQueue:
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
-        cursor = self.db.durable_write(
+        # Into the group transaction, and back once it is committed: enqueues made
+        # together (a fan-out's, gathered) share one commit.
+        cursor = self.db.group_write(
             "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, created, due) "
             "VALUES (?, ?, ?, 'pending', ?, ?)",
             (queue, key, payload, now, now if due is None else due),
         )
-        return cursor.rowcount == 1
+        added = cursor.rowcount == 1
+        await self.db.committed()
+        return added
 
     async def claim(
         self,
@@ -131,24 +139,27 @@ class SqliteWorkQueue:
         if not queues or limit <= 0:
             return []
         names = list(dict.fromkeys(queues))
-        candidates = self.db.conn.execute(
-            f"SELECT seq FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE} "
-            "AND due <= ? ORDER BY due, seq LIMIT ?",
-            (*names, now, limit),
-        ).fetchall()
-        claimed = []
-        for (seq,) in candidates:
-            # Conditional on the row still being due: another process may have won it.
-            cursor = self.db.group_write(
+        candidates = [
+            seq
+            for (seq,) in self.db.conn.execute(
+                f"SELECT seq FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE} "
+                "AND due <= ? ORDER BY due, seq LIMIT ?",
+                (*names, now, limit),
+            ).fetchall()
+        ]
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(candidates), _CLAIM_CHUNK):
+            chunk = candidates[start : start + _CLAIM_CHUNK]
+            # One statement for many, conditional on each row still being due: another
+            # process may have won some. Each gets a token of its own.
+            rows += self.db.group_write(
                 "UPDATE polyport_work SET status='running', attempts=attempts+1, due=?, "
-                f"lease=?, owner=?, claimed=? WHERE seq=? AND {_LIVE} AND due <= ?",
-                (now + lease, secrets.token_hex(8), owner, now, seq, now),
-            )
-            if cursor.rowcount == 1:
-                item = self._get_seq(seq)
-                if item is not None:
-                    claimed.append(item)
-        return claimed
+                "lease=lower(hex(randomblob(8))), owner=?, claimed=? "
+                f"WHERE seq IN ({_marks(chunk)}) AND {_LIVE} AND due <= ? RETURNING {_COLUMNS}",
+                (now + lease, owner, now, *chunk, now),
+            ).fetchall()
+        order = {seq: n for n, seq in enumerate(candidates)}  # earliest due first
+        return sorted((_item(row) for row in rows), key=lambda item: order[item.seq])
 
     async def extend(self, items: Sequence[WorkItem], until: float) -> int:
         return sum(self._settle(item, "due=?", (until,)) for item in items)
@@ -201,12 +212,6 @@ class SqliteWorkQueue:
     async def get(self, queue: str, key: str) -> WorkItem | None:
         found = self.db.conn.execute(
             f"SELECT {_COLUMNS} FROM polyport_work WHERE queue=? AND key=?", (queue, key)
-        ).fetchone()
-        return _item(found) if found else None
-
-    def _get_seq(self, seq: int) -> WorkItem | None:
-        found = self.db.conn.execute(
-            f"SELECT {_COLUMNS} FROM polyport_work WHERE seq=?", (seq,)
         ).fetchone()
         return _item(found) if found else None
 
