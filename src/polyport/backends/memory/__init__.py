@@ -5,6 +5,7 @@ process may share one instance, as nodes share a network engine.
 """
 
 from polyport.backends.memory.eventlog import MemoryEventLog
+from polyport.backends.memory.records import MemoryRecordStore
 from polyport.backends.memory.workqueue import MemoryWorkQueue
 
-__all__ = ["MemoryEventLog", "MemoryWorkQueue"]
+__all__ = ["MemoryEventLog", "MemoryRecordStore", "MemoryWorkQueue"]
