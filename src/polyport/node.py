@@ -26,7 +26,7 @@ from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import (
     SqliteDatabase,
     SqliteEventLog,
-    SqliteWebhookStore,
+    SqliteRecordStore,
     SqliteWorkQueue,
 )
 from polyport.core.auth import Authenticator
@@ -40,6 +40,7 @@ from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Endpoint, EventCodec, Runtime
+from polyport.core.webhookqueue import QueuedWebhookStore
 from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
@@ -199,16 +200,23 @@ class Node:
             metrics=self.metrics,
             hub=hub,
         )
-        #: Jobs and the receivers' inbox are queues of one work queue: the shared
-        #: engine's, or the SQLite file's.
+        #: Jobs, the receivers' inbox and webhook deliveries are queues of one work
+        #: queue: the shared engine's, or the SQLite file's.
         work_queue = self.shared.work_queue if self.shared else SqliteWorkQueue(self.db)
+        # What is not a queue (webhook endpoints, histories, the fan-out cursor) is kept
+        # in records: this node's SQLite file for now. A shared engine will hand over
+        # its own record store here (issue 15), as it hands over the work queue above;
+        # until then webhook subscriptions stay with the node they were made on.
+        records = SqliteRecordStore(self.db)
         jobs = JobRunner(work_queue, dispatcher, settings.jobs)
-        # Over the SQLite log of the same file, the webhook store writes deliveries
-        # never before their events, and its fan-out cursor is that log's seq.
-        webhook_store = SqliteWebhookStore(
-            self.db,
-            log=sqlite_log,
-            cipher=SecretCipher([k.get_secret_value() for k in settings.webhooks.secret_keys]),
+        webhook_store = QueuedWebhookStore(
+            work_queue,
+            records,
+            log=event_log,
+            # A cursor into the log means something after a restart only where the log
+            # and the records outlive the process together: one SQLite file, for now.
+            follows_log=sqlite_log is not None,
+            seal=SecretCipher([k.get_secret_value() for k in settings.webhooks.secret_keys]),
         )
         self.runtime = Runtime(
             spec,

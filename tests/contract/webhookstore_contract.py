@@ -1,8 +1,10 @@
-"""The contract every webhook-store backend passes, written once and subclassed per backend.
+"""The contract every webhook store passes, written once and subclassed per backend.
 
 A backend's test module subclasses :class:`WebhookStoreContract` and gives
 the ``make_node`` fixture: a factory of ``(event log, webhook store)`` pairs
-built as a node builds them on that backend, over storage of the test's own
+built as a node builds them on that backend (the
+:class:`~polyport.core.webhookqueue.QueuedWebhookStore` over its work queue
+and record store), over storage of the test's own
 (a file, a schema, a key prefix), where the same ``name`` reaches the same
 storage — so a second pair is a second node sharing the store, and a pair
 opened later is what a node restarted after a crash would find. ``keys``
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
@@ -28,6 +31,7 @@ from polyport.core.eventlog import EventLog
 from polyport.core.events import Pattern
 from polyport.core.webhookstore import (
     AttemptResult,
+    Claim,
     DeliveryStatus,
     Message,
     Owed,
@@ -86,19 +90,21 @@ def owed(event_id: str, endpoint_id: str = "ep_1", created: float = T0) -> Owed:
 
 
 def result(
-    event_id: str,
+    claim: Claim,
     status: DeliveryStatus,
     number: int,
     at: float,
     *,
     next_at: float | None = None,
     error: str | None = None,
-    endpoint_id: str = "ep_1",
 ) -> AttemptResult:
     code = 200 if status == "delivered" else 500
-    return AttemptResult(
-        endpoint_id, event_id, number, at, status, next_at, code, 0.01, error, f"answer {number}"
-    )
+    return AttemptResult(claim, number, at, status, next_at, code, 0.01, error, f"answer {number}")
+
+
+def forged(claim: Claim) -> Claim:
+    """The claim with a lease token that is not the current one."""
+    return dataclasses.replace(claim, lease="not-the-lease")
 
 
 class WebhookStoreContract:
@@ -201,14 +207,11 @@ class WebhookStoreContract:
     async def test_disabling_fails_the_pending_deliveries_only(self, store: WebhookStore) -> None:
         """Pending ones fail with the reason; a delivered one stays delivered."""
         await store.fan_out(
-            [message("ev_1"), message("ev_2")],
-            [owed("ev_1"), owed("ev_2")],
-            owner=None,
-            lease_until=None,
-            cursor=None,
+            [message("ev_1"), message("ev_2")], [owed("ev_1"), owed("ev_2")], now=T0, cursor=None
         )
-        await store.claim_due("a", T0, 1, T0 + 30)
-        assert await store.record("a", [result("ev_1", "delivered", 1, T0 + 1)]) == 1
+        (claim,) = await store.claim_due("a", T0, 1, T0 + 30)
+        assert claim.event_id == "ev_1"
+        assert await store.record([result(claim, "delivered", 1, T0 + 1)]) == 1
         assert await store.disable("ep_1", "410 Gone", T0 + 2) == 1
         first, second = await store.delivery("ep_1", "ev_1"), await store.delivery("ep_1", "ev_2")
         assert first is not None and first.status == "delivered"
@@ -256,40 +259,49 @@ class WebhookStoreContract:
         """Every owed delivery is pending and claimable; messages are kept by event id."""
         await store.save_endpoint(endpoint("ep_2"), new=True)
         owing = [owed("ev_1"), owed("ev_1", "ep_2"), owed("ev_2"), owed("ev_2", "ep_2")]
-        await store.fan_out(
-            [message("ev_1"), message("ev_2")], owing, owner=None, lease_until=None, cursor=None
-        )
+        await store.fan_out([message("ev_1"), message("ev_2")], owing, now=T0, cursor=None)
         claims = await store.claim_due("a", T0, 10, T0 + 30)
         assert {(c.endpoint_id, c.event_id, c.attempts, c.retry_base) for c in claims} == {
             (o.endpoint_id, o.event_id, 0, 0) for o in owing
         }
-        found = await store.messages(["ev_2", "ev_1", "ev_missing"])
-        assert found == {"ev_1": message("ev_1"), "ev_2": message("ev_2")}
+        assert {(c.event_id, c.message) for c in claims} == {
+            ("ev_1", message("ev_1")),
+            ("ev_2", message("ev_2")),
+        }
 
     async def test_fanning_out_again_keeps_what_exists(self, store: WebhookStore) -> None:
         """A second fan-out of the same event (a catch-up) changes neither message nor outcome."""
-        await store.fan_out(
-            [message("ev_1")], [owed("ev_1")], owner=None, lease_until=None, cursor=None
-        )
-        await store.claim_due("a", T0, 10, T0 + 30)
-        await store.record("a", [result("ev_1", "delivered", 1, T0 + 1)])
+        await store.fan_out([message("ev_1")], [owed("ev_1")], now=T0, cursor=None)
+        (claim,) = await store.claim_due("a", T0, 10, T0 + 30)
+        await store.record([result(claim, "delivered", 1, T0 + 1)])
         again = Message("ev_1", "orders.created", T0, b'{"changed":true}')
-        await store.fan_out([again], [owed("ev_1")], owner="b", lease_until=T0 + 99, cursor=None)
+        claims = await store.fan_out(
+            [again], [owed("ev_1")], now=T0 + 2, cursor=None, owner="b", lease_until=T0 + 99
+        )
+        assert claims == []
         delivery = await store.delivery("ep_1", "ev_1")
         assert delivery is not None and (delivery.status, delivery.attempts) == ("delivered", 1)
-        assert (await store.messages(["ev_1"]))["ev_1"] == message("ev_1")
         assert await store.claim_due("b", T0 + 100, 10, T0 + 130) == []
+        # Sent again on request: with the message first recorded.
+        assert await store.requeue("ep_1", "ev_1", T0 + 101)
+        (replayed,) = await store.claim_due("b", T0 + 101, 10, T0 + 130)
+        assert replayed.message == message("ev_1")
 
     async def test_a_leased_fan_out_is_its_owners_until_the_lease_ends(
         self, store: WebhookStore
     ) -> None:
-        """Deliveries recorded leased to the publishing node are taken over only after."""
-        await store.fan_out(
-            [message("ev_1")], [owed("ev_1")], owner="a", lease_until=T0 + 10, cursor=None
+        """Deliveries claimed for the publishing node are taken over only after, and then
+        its claim settles nothing."""
+        claims = await store.fan_out(
+            [message("ev_1")], [owed("ev_1")], now=T0, cursor=None, owner="a", lease_until=T0 + 10
         )
+        assert [(c.event_id, c.attempts, c.lease_until, c.message) for c in claims] == [
+            ("ev_1", 0, T0 + 10, message("ev_1"))
+        ]
         assert await store.claim_due("b", T0 + 5, 10, T0 + 35) == []
         (claim,) = await store.claim_due("b", T0 + 11, 10, T0 + 41)
         assert (claim.event_id, claim.lease_until) == ("ev_1", T0 + 41)
+        assert await store.record([result(claims[0], "delivered", 1, T0 + 12)]) == 0
 
     async def test_the_fanout_cursor_only_moves_forward_and_outlives_the_node(
         self, node: tuple[EventLog, WebhookStore], view: ViewOpener
@@ -299,7 +311,7 @@ class WebhookStoreContract:
         assert store.follows_log
         assert await store.fanout_cursor() == 0
         for cursor in (5, 3, None):
-            await store.fan_out([], [], owner=None, lease_until=None, cursor=cursor)
+            await store.fan_out([], [], now=T0, cursor=cursor)
             assert await store.fanout_cursor() == 5
         await settle()
         async with view() as (_, other):
@@ -331,9 +343,10 @@ class WebhookStoreContract:
             await store.fan_out(
                 [message(e.id) for e in events],
                 [owed(e.id) for e in events],
+                now=T0,
+                cursor=events[-1].seq,
                 owner="a",
                 lease_until=T0 + 30,
-                cursor=events[-1].seq,
             )
             durable, delivered, cursor = await after_a_crash()
             assert delivered <= set(durable), "deliveries ahead of their events"
@@ -353,32 +366,30 @@ class WebhookStoreContract:
             (claim,) = await other.claim_due("b", T0, 10, T0 + 30)
             assert claim.event_id == "test_1"
 
-    async def test_purge_drops_finished_deliveries_and_the_messages_nobody_owes(
+    async def test_purge_drops_finished_deliveries_with_their_history(
         self, store: WebhookStore
     ) -> None:
-        """Finished and created before the limit: gone, with their history; pending: never."""
+        """Finished before the limit: gone, with their history and message; finished later,
+        or pending: kept, with theirs."""
+        await store.fan_out([message("ev_old")], [owed("ev_old")], now=T0, cursor=None)
+        (old,) = await store.claim_due("a", T0, 10, T0 + 30)
+        assert await store.record([result(old, "failed", 1, T0 + 10, error="gave up")]) == 1
         await store.fan_out(
-            [message("ev_old"), message("ev_new", T0 + 100)],
-            [owed("ev_old"), owed("ev_new", created=T0 + 100)],
-            owner=None,
-            lease_until=None,
-            cursor=None,
+            [message("ev_new", T0 + 100)], [owed("ev_new", created=T0 + 100)], now=T0, cursor=None
         )
-        await store.claim_due("a", T0 + 100, 10, T0 + 130)
-        failed = [result(e, "failed", 1, T0 + 101, error="gave up") for e in ("ev_old", "ev_new")]
-        assert await store.record("a", failed) == 2
-        await store.fan_out(
-            [message("ev_waiting")], [owed("ev_waiting")], owner=None, lease_until=None, cursor=None
-        )
+        (new,) = await store.claim_due("a", T0 + 100, 10, T0 + 130)
+        assert await store.record([result(new, "failed", 1, T0 + 101, error="gave up")]) == 1
+        await store.fan_out([message("ev_waiting")], [owed("ev_waiting")], now=T0, cursor=None)
         assert await store.purge(before=T0 + 50) == 1
         assert await store.delivery("ep_1", "ev_old") is None
         assert await store.attempts("ep_1", "ev_old") == []
-        assert set(await store.messages(["ev_old", "ev_waiting", "ev_new"])) == {
-            "ev_waiting",
-            "ev_new",
-        }
+        kept = await store.delivery("ep_1", "ev_new")
+        assert kept is not None and kept.status == "failed"
+        assert [a.error for a in await store.attempts("ep_1", "ev_new")] == ["gave up"]
         waiting = await store.delivery("ep_1", "ev_waiting")
         assert waiting is not None and waiting.status == "pending"
+        (claim,) = await store.claim_due("a", T0 + 200, 10, T0 + 230)
+        assert (claim.event_id, claim.message) == ("ev_waiting", message("ev_waiting"))
 
     # -- leases ---------------------------------------------------------------------
 
@@ -389,8 +400,7 @@ class WebhookStoreContract:
         await store.fan_out(
             [message(f"ev_{n}") for n in range(20)],
             [owed(f"ev_{n}") for n in range(20)],
-            owner=None,
-            lease_until=None,
+            now=T0,
             cursor=None,
         )
         await settle()
@@ -411,17 +421,19 @@ class WebhookStoreContract:
         a = store
         await a.add_single(message("ev_1"), "ep_1", T0)
         async with view() as (_, b):
-            assert [c.event_id for c in await a.claim_due("a", T0, 10, T0 + 1)] == ["ev_1"]
+            mine = await a.claim_due("a", T0, 10, T0 + 1)
+            assert [c.event_id for c in mine] == ["ev_1"]
             assert await b.claim_due("b", T0 + 0.5, 10, T0 + 10) == []  # A's lease holds
-            assert [c.event_id for c in await b.claim_due("b", T0 + 2, 10, T0 + 10)] == ["ev_1"]
-            assert await b.record("b", [result("ev_1", "delivered", 1, T0 + 3)]) == 1
+            theirs = await b.claim_due("b", T0 + 2, 10, T0 + 10)
+            assert [c.event_id for c in theirs] == ["ev_1"]
+            assert await b.record([result(theirs[0], "delivered", 1, T0 + 3)]) == 1
             await settle()
             late = [
-                result("ev_1", "failed", 1, T0 + 4, error="late"),
-                result("ev_1", "pending", 1, T0 + 4, next_at=T0 + 9, error="late"),
+                result(mine[0], "failed", 1, T0 + 4, error="late"),
+                result(mine[0], "pending", 1, T0 + 4, next_at=T0 + 9, error="late"),
             ]
             for outcome in late:
-                assert await a.record("a", [outcome]) == 0
+                assert await a.record([outcome]) == 0
                 await settle()
                 delivery = await b.delivery("ep_1", "ev_1")
                 assert delivery is not None
@@ -441,11 +453,11 @@ class WebhookStoreContract:
         a = store
         await a.add_single(message("ev_1"), "ep_1", T0)
         async with view() as (_, b):
-            await a.claim_due("a", T0, 10, T0 + 1)
-            await b.claim_due("b", T0 + 2, 10, T0 + 10)
-            await b.record("b", [result("ev_1", "failed", 1, T0 + 3, error="gave up")])
+            (stale,) = await a.claim_due("a", T0, 10, T0 + 1)
+            (claim,) = await b.claim_due("b", T0 + 2, 10, T0 + 10)
+            await b.record([result(claim, "failed", 1, T0 + 3, error="gave up")])
             await settle()
-            assert await a.record("a", [result("ev_1", "delivered", 1, T0 + 4)]) == 0
+            assert await a.record([result(stale, "delivered", 1, T0 + 4)]) == 0
             await settle()
             delivery = await a.delivery("ep_1", "ev_1")
             assert delivery is not None and delivery.status == "failed"
@@ -457,36 +469,36 @@ class WebhookStoreContract:
     async def test_extended_leases_keep_deliveries_from_other_nodes(
         self, store: WebhookStore
     ) -> None:
-        """An owner extends its own leases (all at once), no one else's."""
+        """A claim extends its own lease; a token that is not the current one extends none."""
         await store.add_single(message("ev_1"), "ep_1", T0)
-        await store.claim_due("a", T0, 10, T0 + 10)
-        assert await store.extend_leases("b", T0 + 100) == 0
-        assert await store.extend_leases("a", T0 + 100) == 1
+        (claim,) = await store.claim_due("a", T0, 10, T0 + 10)
+        assert await store.extend_leases([forged(claim)], T0 + 100) == 0
+        assert await store.extend_leases([claim], T0 + 100) == 1
         assert await store.claim_due("b", T0 + 50, 10, T0 + 80) == []
         assert len(await store.claim_due("b", T0 + 101, 10, T0 + 130)) == 1
 
     async def test_a_released_delivery_is_due_to_anyone_at_once(self, store: WebhookStore) -> None:
         """What a stopping node gives back is claimed at once, not after its lease."""
         await store.add_single(message("ev_1"), "ep_1", T0)
-        await store.claim_due("a", T0, 10, T0 + 60)
-        await store.release("b", [("ep_1", "ev_1")])  # not B's to give back
+        (claim,) = await store.claim_due("a", T0, 10, T0 + 60)
+        assert await store.release([forged(claim)], T0 + 1) == 0  # not that token's to give back
         assert await store.claim_due("b", T0 + 1, 10, T0 + 60) == []
-        await store.release("a", [("ep_1", "ev_1")])
-        (claim,) = await store.claim_due("b", T0 + 1, 10, T0 + 60)
-        assert claim.attempts == 0
+        assert await store.release([claim], T0 + 1) == 1
+        (again,) = await store.claim_due("b", T0 + 1, 10, T0 + 60)
+        assert again.attempts == 0
 
     async def test_a_retry_waits_for_its_time_and_every_attempt_is_kept(
         self, store: WebhookStore
     ) -> None:
         """A pending outcome ends the lease and is due at ``next_at``; the history counts on."""
         await store.add_single(message("ev_1"), "ep_1", T0)
-        await store.claim_due("a", T0, 10, T0 + 30)
-        retry = result("ev_1", "pending", 1, T0 + 1, next_at=T0 + 5, error="answered 500")
-        assert await store.record("a", [retry]) == 1
+        (first,) = await store.claim_due("a", T0, 10, T0 + 30)
+        retry = result(first, "pending", 1, T0 + 1, next_at=T0 + 5, error="answered 500")
+        assert await store.record([retry]) == 1
         assert await store.claim_due("b", T0 + 4, 10, T0 + 30) == []
         (claim,) = await store.claim_due("b", T0 + 5, 10, T0 + 30)
         assert claim.attempts == 1
-        assert await store.record("b", [result("ev_1", "delivered", 2, T0 + 6)]) == 1
+        assert await store.record([result(claim, "delivered", 2, T0 + 6)]) == 1
         delivery = await store.delivery("ep_1", "ev_1")
         assert delivery is not None
         assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 2, 200)
@@ -502,8 +514,7 @@ class WebhookStoreContract:
         await store.fan_out(
             [message(e) for e in events],
             [owed(e, created=T0 + 4 - n) for n, e in enumerate(events)],
-            owner=None,
-            lease_until=None,
+            now=T0,
             cursor=None,
         )
         claims = await store.claim_due("a", T0 + 10, 3, T0 + 30)
@@ -514,18 +525,17 @@ class WebhookStoreContract:
     async def test_the_log_pages_newest_first_and_filters_by_status(
         self, store: WebhookStore
     ) -> None:
-        """``before`` is the ``(created, event_id)`` of the last delivery of a page."""
+        """``before`` is the ``seq`` of the last delivery of a page."""
         events = [f"ev_{n}" for n in range(5)]
         await store.fan_out(
             [message(e) for e in events],
             [owed(e, created=T0 + n) for n, e in enumerate(events)],
-            owner=None,
-            lease_until=None,
+            now=T0,
             cursor=None,
         )
         page = await store.deliveries("ep_1", limit=2)
         assert [d.event_id for d in page] == ["ev_4", "ev_3"]
-        page = await store.deliveries("ep_1", limit=2, before=(page[-1].created, page[-1].event_id))
+        page = await store.deliveries("ep_1", limit=2, before=page[-1].seq)
         assert [d.event_id for d in page] == ["ev_2", "ev_1"]
         assert await store.deliveries("ep_1", status="failed") == []
         assert len(await store.deliveries("ep_1", status="pending")) == 5
@@ -536,16 +546,16 @@ class WebhookStoreContract:
         """Delivered, then replayed: due now, counted afresh, the first success still listed.
         A delivery being attempted, or an unknown one, is not replayed."""
         await store.add_single(message("ev_1"), "ep_1", T0)
-        await store.claim_due("a", T0, 10, T0 + 30)
+        (first,) = await store.claim_due("a", T0, 10, T0 + 30)
         assert await store.requeue("ep_1", "ev_1", T0 + 1) is False  # being attempted
-        await store.record("a", [result("ev_1", "delivered", 1, T0 + 1)])
+        await store.record([result(first, "delivered", 1, T0 + 1)])
         assert await store.requeue("ep_1", "ev_1", T0 + 2) is True
         again = await store.delivery("ep_1", "ev_1")
         assert again is not None
         assert (again.status, again.next_at, again.retry_base) == ("pending", T0 + 2, 1)
         (claim,) = await store.claim_due("a", T0 + 2, 10, T0 + 30)
         assert (claim.attempts, claim.retry_base) == (1, 1)
-        await store.record("a", [result("ev_1", "failed", 2, T0 + 3, error="gone")])
+        await store.record([result(claim, "failed", 2, T0 + 3, error="gone")])
         history = await store.attempts("ep_1", "ev_1")
         assert [(a.number, a.response_code) for a in history] == [(1, 200), (2, 500)]
         assert await store.requeue("ep_1", "ev_missing", T0) is False
@@ -558,12 +568,12 @@ class WebhookStoreContract:
         await store.fan_out(
             [message(e) for e in events],
             [owed(e, created=T0 + 10 * n) for n, e in enumerate(events)],
-            owner=None,
-            lease_until=None,
+            now=T0,
             cursor=None,
         )
-        await store.claim_due("a", T0 + 20, 10, T0 + 50)
-        await store.record("a", [result(e, "failed", 1, T0 + 21, error="no") for e in events])
+        claims = await store.claim_due("a", T0 + 20, 10, T0 + 50)
+        failed = [result(c, "failed", 1, T0 + 21, error="no") for c in claims]
+        assert await store.record(failed) == 3
         assert await store.recover("ep_1", T0 + 5, T0 + 20, T0 + 30) == 1
         statuses = {d.event_id: d.status for d in await store.deliveries("ep_1")}
         assert statuses == {"ev_0": "failed", "ev_1": "pending", "ev_2": "failed"}

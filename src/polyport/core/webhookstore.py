@@ -1,8 +1,11 @@
 """The webhook store port: endpoints and their secrets, the outbox, leases, the delivery log.
 
-What the webhooks edge keeps, and every backend (SQLite now; PostgreSQL,
-Redis, NATS later) implements. Backends pass the one contract suite in
-``tests/contract/webhookstore_contract.py``.
+What the webhooks edge keeps. It is a composition over two ports every
+engine implements — :class:`~polyport.core.webhookqueue.QueuedWebhookStore`
+keeps deliveries on the leased :class:`~polyport.core.workqueue.WorkQueue`
+and the rest (endpoints, attempt histories, the fan-out cursor) in a
+:class:`~polyport.core.records.RecordStore` — and passes the one contract
+suite in ``tests/contract/webhookstore_contract.py`` over each backend pair.
 
 The records: an **endpoint** is a subscription (where to POST which event
 types, signed with which secrets). A **message** is one event as it will be
@@ -18,26 +21,25 @@ The store is split by who needs what (:class:`WebhookEndpoints`,
 Guarantees every backend gives (the contract suite checks each):
 
 * **After the events, never before.** Deliveries recorded by
-  :meth:`DeliveryOutbox.fan_out` become durable together with the events they
-  derive from or after them, never before: a backend sharing a transaction
-  with the event log writes them after the events' rows; one that does not,
-  writes them only once the events are durable. No receiver is ever sent an
-  event a crash then took back.
+  :meth:`DeliveryOutbox.fan_out` become durable only once the events they
+  derive from are: the store waits for the event log to say so before it
+  writes them. No receiver is ever sent an event a crash then took back.
 * **A claim is a lease.** Only deliveries that are pending, due, and leased
   to no one (or whose lease has passed) are claimed, and one claim wins: two
   nodes never hold the same delivery. A holder that dies leaves leases that
-  simply expire.
+  simply expire. A :class:`Claim` carries its lease token, and only the
+  current token extends, releases or settles the delivery.
 * **Final states never change** through delivery: an outcome is written only
-  by the lease's holder over a pending delivery, so a node whose lease ran out
-  cannot overwrite the node that took over. ``delivered`` and ``failed``
-  leave only by an explicit :meth:`DeliveryLog.requeue` or
-  :meth:`DeliveryLog.recover` (the endpoint owner's replay), which starts a
-  new round of attempts and keeps the earlier ones in the history.
+  under the current lease of a pending delivery, so a node whose lease ran
+  out cannot overwrite (or add to the history of) the node that took over.
+  ``delivered`` and ``failed`` leave only by an explicit
+  :meth:`DeliveryLog.requeue` or :meth:`DeliveryLog.recover` (the endpoint
+  owner's replay), which starts a new round of attempts and keeps the
+  earlier ones in the history.
 
 Writes documented as "durable when this returns" are so at once; the others
-(claims' outcomes, lease extensions, the fan-out) are durable, and seen by
-other nodes, by the time the caller next yields to its event loop (SQLite
-commits them with that loop iteration's other writes). One lost to a crash
+(claims' outcomes, lease extensions) are durable, and seen by other nodes, by
+the time the caller next yields to its event loop. One lost to a crash
 leaves its delivery pending and leased: attempted again once the lease has
 passed — at least once, never lost. Failures of the backend itself (a lost
 connection, a full disk) propagate as the backend's exceptions: the world's
@@ -114,10 +116,6 @@ class Owed(NamedTuple):
     created: float
 
 
-#: A delivery's name: ``(endpoint_id, event_id)``.
-DeliveryKey = tuple[str, str]
-
-
 @dataclass(slots=True)
 class Delivery:
     """One message owed to one endpoint, and how its last attempt went."""
@@ -130,6 +128,8 @@ class Delivery:
     attempts: int
     retry_base: int  # attempts made before the current round (a replay starts a new one)
     next_at: float | None
+    #: The order the store recorded it in (larger is newer): the delivery log pages by it.
+    seq: int
     last_at: float | None = None
     response_code: int | None = None
     latency: float | None = None
@@ -151,25 +151,33 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A delivery its claimer holds a lease on and is about to attempt."""
+    """A delivery its claimer holds a lease on and is about to attempt.
+
+    ``attempts`` were made before (the next is ``attempts + 1``), the last
+    ``attempts - retry_base`` of them in this round. ``lease`` is the token
+    that settles it; ``message`` is what to POST (None: a file from before
+    lost it, and the delivery can only fail).
+    """
 
     endpoint_id: str
     event_id: str
+    created: float
     attempts: int
     retry_base: int
+    lease: str
     lease_until: float
+    message: Message | None
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
-    """The outcome of one attempt, as the store records it.
+    """The outcome of one attempt under ``claim``, as the store records it.
 
     ``status`` is the delivery's status afterwards and ``next_at`` its next
     attempt when still pending.
     """
 
-    endpoint_id: str
-    event_id: str
+    claim: Claim
     number: int
     time: float
     status: DeliveryStatus
@@ -210,7 +218,10 @@ class WebhookEndpoints(Protocol):
         ...
 
     async def delete_endpoint(self, endpoint_id: str) -> bool:
-        """Forget an endpoint with its deliveries and their attempts; False if unknown."""
+        """Forget an endpoint with its deliveries and their attempts; False if unknown.
+
+        Endpoint ids are printable and hold no ``/`` (the API makes ``ep_…``).
+        """
         ...
 
     async def set_failing_since(self, endpoint_id: str, since: float | None) -> None:
@@ -218,9 +229,12 @@ class WebhookEndpoints(Protocol):
         ...
 
     async def disable(self, endpoint_id: str, reason: str, at: float) -> int:
-        """Disable an endpoint: its pending deliveries fail, together; how many did.
+        """Disable an endpoint: its pending deliveries fail; how many did.
 
-        :meth:`DeliveryLog.recover` brings them back once it is enabled again.
+        Those being attempted under a live lease are left to their holder
+        (whose outcome then stands). :meth:`DeliveryLog.recover` brings the
+        failed ones back once it is enabled again; a disabled endpoint's
+        deliveries are never claimed.
         """
         ...
 
@@ -246,8 +260,8 @@ class DeliveryOutbox(Protocol):
     def follows_log(self) -> bool:
         """Whether the store keeps a fan-out cursor into the node's event log.
 
-        True when the store and the log outlive the process together (the
-        SQLite store built over the SQLite log of the same file): the outbox
+        True when the store and the log outlive the process together (both
+        in the node's SQLite file, or both on a shared engine): the outbox
         then records with each fan-out the ``seq`` of the last event it
         covered, and at start fans out again the events after it — those a
         crash caught between the events' commit and their deliveries'. False
@@ -261,19 +275,23 @@ class DeliveryOutbox(Protocol):
         messages: Iterable[Message],
         owed: Sequence[Owed],
         *,
-        owner: str | None,
-        lease_until: float | None,
+        now: float,
         cursor: int | None,
-    ) -> None:
-        """Record messages and the deliveries they owe, and move the fan-out cursor.
+        owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> list[Claim]:
+        """Record the deliveries the messages owe, move the fan-out cursor, and claim them.
 
-        All or nothing: the deliveries and the cursor that says they exist
-        are durable together, and never before the events they derive from
-        (see the module's guarantees). Deliveries are due at once, leased to
-        ``owner`` until ``lease_until`` (None: to whoever claims them first).
-        A message or delivery that exists already is kept as it is, so the
-        same events may be fanned out again safely. ``cursor`` (an event
-        ``seq``; None: unchanged) only ever moves forward.
+        Never durable before the events they derive from (the store waits for
+        the log first; see the module's guarantees). Each delivery is due at
+        once and carries its message (every ``owed`` names one of
+        ``messages``). A delivery that exists already is kept as it is, so
+        the same events may be fanned out again safely. ``cursor`` (an event
+        ``seq``; None: unchanged) only ever moves forward, and only once the
+        deliveries are durable. With ``owner``, the deliveries are then
+        claimed for it until ``lease_until`` — with any others of the same
+        endpoints due by ``now`` — and those claims are answered; without
+        one, nothing is (the poller claims them).
         """
         ...
 
@@ -285,14 +303,11 @@ class DeliveryOutbox(Protocol):
         """A message for one endpoint only (a test event), due now, durable when this returns."""
         ...
 
-    async def messages(self, event_ids: Iterable[str]) -> dict[str, Message]:
-        """The stored messages of these events, by event id (purged ones are absent)."""
-        ...
-
     async def purge(self, before: float) -> int:
-        """Drop finished deliveries created before ``before``, and messages nobody owes.
+        """Drop deliveries that finished (delivered or failed) before ``before``, with
+        their history.
 
-        Pending deliveries are never purged. Answers how many deliveries were dropped.
+        Pending deliveries are never purged. Answers how many were dropped.
         """
         ...
 
@@ -300,39 +315,42 @@ class DeliveryOutbox(Protocol):
 class DeliveryLeases(Protocol):
     """Claiming due deliveries, holding them, and recording their outcomes.
 
-    ``owner`` names the holder of a lease (one per node process, distinct
-    between nodes sharing a store). Times are Unix seconds, given by the
-    caller, so the store keeps no clock of its own.
+    ``owner`` names the claimer (one per node process, distinct between
+    nodes sharing a store); the lease token of each :class:`Claim` is what
+    holds it. Times are Unix seconds, given by the caller, so the store keeps
+    no clock of its own.
     """
 
     async def claim_due(self, owner: str, now: float, limit: int, until: float) -> list[Claim]:
-        """Lease to ``owner`` until ``until`` the ``limit`` deliveries due longest, at most.
+        """Lease to ``owner`` until ``until`` at most ``limit`` due deliveries, those due
+        longest first.
 
-        Only pending deliveries due by ``now`` whose lease is absent or passed
-        are claimed; of claims racing for one delivery, exactly one wins.
+        Only pending deliveries of enabled endpoints, due by ``now``, whose
+        lease is absent or passed are claimed; of claims racing for one
+        delivery, exactly one wins.
         """
         ...
 
-    async def extend_leases(self, owner: str, until: float) -> int:
-        """Push every lease ``owner`` holds on a pending delivery to ``until``; how many.
+    async def extend_leases(self, claims: Iterable[Claim], until: float) -> int:
+        """Push the leases of those ``claims`` still current to ``until``; how many were.
 
         A node extends the leases of deliveries waiting in its memory for a
         free slot as well as those in flight, so none is taken over meanwhile.
         """
         ...
 
-    async def release(self, owner: str, keys: Iterable[DeliveryKey]) -> None:
-        """Give up ``owner``'s leases on these deliveries: due to anyone at once."""
+    async def release(self, claims: Iterable[Claim], now: float) -> int:
+        """Give up these claims unattempted: due to anyone at ``now``; how many were current."""
         ...
 
-    async def record(self, owner: str, results: Sequence[AttemptResult]) -> int:
-        """Write attempt outcomes, each only if ``owner`` still leases a pending delivery.
+    async def record(self, results: Sequence[AttemptResult]) -> int:
+        """Write attempt outcomes, each only if its claim is still the current lease.
 
         Each written outcome sets the delivery's status, next attempt and last
         answer, ends the lease, and adds the attempt to the history. An
         outcome whose lease was lost (it ran out and another node claimed the
-        delivery) or whose delivery is final is dropped: final states never
-        change here. Answers how many were written.
+        delivery) is dropped: final states never change here. Answers how
+        many were written.
         """
         ...
 
@@ -346,11 +364,11 @@ class DeliveryLog(Protocol):
         *,
         status: DeliveryStatus | None = None,
         limit: int = 50,
-        before: tuple[float, str] | None = None,
+        before: int | None = None,
     ) -> list[Delivery]:
-        """An endpoint's deliveries, newest first (by ``created``, then event id).
+        """An endpoint's deliveries, the last recorded first (by ``seq``).
 
-        ``before`` is the ``(created, event_id)`` of the last one of a previous page.
+        ``before`` is the ``seq`` of the last one of a previous page.
         """
         ...
 
@@ -363,8 +381,9 @@ class DeliveryLog(Protocol):
     async def requeue(self, endpoint_id: str, event_id: str, now: float) -> bool:
         """Replay: make a delivery due ``now`` as a fresh round of attempts.
 
-        False when it is unknown, or pending and leased: being attempted, or held
-        by a node that has not given it back yet (its lease must pass first).
+        False when it is unknown, or leased: being attempted, or held by a node
+        that has not given it back yet (its lease must pass and another claim
+        settle it first).
         """
         ...
 
@@ -382,7 +401,7 @@ class WebhookStore(WebhookEndpoints, DeliveryOutbox, DeliveryLeases, DeliveryLog
     """
 
     async def open(self) -> None:
-        """Connect and create what is missing (tables, indexes, columns of older files)."""
+        """Connect and create what is missing (and move what older files kept elsewhere)."""
         ...
 
     async def close(self) -> None:

@@ -78,6 +78,10 @@ class SecretCipher:
                 "they were encrypted with in the list until a start has re-encrypted them"
             ) from None
 
+    def is_sealed(self, stored: str) -> bool:
+        """Whether ``stored`` is encrypted (else it is the plain JSON list)."""
+        return stored.startswith(PREFIX)
+
     def is_current(self, stored: str) -> bool:
         """Whether ``stored`` is as :meth:`seal` writes it now (else a start re-seals it)."""
         if self._fernet is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import ssl
 import threading
 import time
@@ -245,3 +246,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("gave up waiting")
         time.sleep(0.02)
+
+
+def stored_endpoint(database: Path, endpoint_id: str) -> dict[str, Any]:
+    """An endpoint's fields as the node's SQLite file holds them (its record's JSON)."""
+    key = f"webhooks/endpoints/{endpoint_id}"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        row = conn.execute("SELECT value FROM polyport_records WHERE key = ?", (key,)).fetchone()
+    fields: dict[str, Any] = orjson.loads(row[0])
+    return fields
+
+
+def overwrite_stored_endpoint(database: Path, endpoint_id: str, **fields: Any) -> None:
+    """Change an endpoint's stored fields behind the node's back (a node is not running)."""
+    changed = {**stored_endpoint(database, endpoint_id), **fields}
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute(
+            "UPDATE polyport_records SET value = ? WHERE key = ?",
+            (orjson.dumps(changed), f"webhooks/endpoints/{endpoint_id}"),
+        )

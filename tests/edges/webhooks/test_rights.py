@@ -7,7 +7,6 @@ the chat messages it got 403 for on ``GET /v1/events``.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 from polyport import Service, Settings
 from polyport.testing import RunningNode, serve_in_thread
 
-from .conftest import Receiver, wait_until
+from .conftest import Receiver, overwrite_stored_endpoint, wait_until
 
 svc = Service("rights", description="Event types with and without scopes.")
 
@@ -175,10 +174,8 @@ def test_anonymous_and_unrecorded_owners_lose_their_rights_outside_development(
         anonymous = subscribe(node, {}, url=receiver.url).json()
         older = subscribe(node, {}, url=receiver.url).json()
         assert anonymous["owner"] == "anonymous"
-    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:  # as written before owners existed
-        conn.execute(
-            "UPDATE polyport_webhook_endpoints SET owner = NULL WHERE id = ?", (older["id"],)
-        )
+    # As written before owners existed.
+    overwrite_stored_endpoint(tmp_path / "db.sqlite3", older["id"], owner=None)
     with running(settings(tmp_path)) as node:
         publish_all(node)
         assert received_types(receiver, 2) == ["news.posted", "news.posted"]

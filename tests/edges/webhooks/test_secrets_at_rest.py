@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,15 @@ from polyport.core.errors import ConfigError
 from polyport.testing import serve_in_thread
 from polyport.webhooks.encryption import SecretCipher, SecretsLocked
 
-from .conftest import OrderCreated, Receiver, publish, running, settings_for, subscribe
+from .conftest import (
+    OrderCreated,
+    Receiver,
+    publish,
+    running,
+    settings_for,
+    stored_endpoint,
+    subscribe,
+)
 
 OLD = "b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQtb2xkLW9sZC0="
 NEW = "bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3LW5ldy0="
@@ -28,11 +35,7 @@ def keyed(tmp_path: Path, *keys: str, dev: bool = True) -> Settings:
 
 
 def stored(tmp_path: Path, endpoint_id: str) -> str:
-    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
-        row = conn.execute(
-            "SELECT secrets FROM polyport_webhook_endpoints WHERE id = ?", (endpoint_id,)
-        ).fetchone()
-    return str(row[0])
+    return str(stored_endpoint(tmp_path / "db.sqlite3", endpoint_id)["secrets"])
 
 
 def delivered_and_verified(node: Any, receiver: Receiver, secret: str, n: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ from .conftest import (
     OrderCreated,
     Receiver,
     deliveries,
+    overwrite_stored_endpoint,
     publish,
     running,
     settings_for,
@@ -44,11 +44,9 @@ def test_an_attempt_that_fails_inside_the_sender_is_recorded(
     settings = settings_for(tmp_path)
     with running(settings) as node:
         endpoint = subscribe(node, receiver.url)
-    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
-        conn.execute(
-            "UPDATE polyport_webhook_endpoints SET secrets = ? WHERE id = ?",
-            ('[["whsec_not-base64!", null]]', endpoint["id"]),
-        )
+    overwrite_stored_endpoint(
+        tmp_path / "db.sqlite3", endpoint["id"], secrets='[["whsec_not-base64!", null]]'
+    )
     with running(settings) as node:
         publish(node, OrderCreated, id=1)
         wait_until(lambda: [d["status"] for d in deliveries(node, endpoint["id"])] == ["failed"])

@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from polyport.core.dispatch import invalid
 from polyport.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from polyport.core.textforms import JSON_NUMBER
 from polyport.core.webhookstore import (
     DELIVERY_STATUSES,
     Delivery,
@@ -284,7 +283,7 @@ class WebhooksApi:
         if record.enabled:
             self.edge.sender.wake()
         else:
-            self.edge.sender.forget(record.id)
+            await self.edge.sender.forget(record.id)
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -355,7 +354,7 @@ class WebhooksApi:
         state = await self._state(request)
         await self.store.delete_endpoint(state.id)
         await self.edge.table.remove(state.id)
-        self.edge.sender.forget(state.id)
+        await self.edge.sender.forget(state.id)
         return Response(204, b"", headers=[NO_STORE])
 
     async def rotate(self, request: Request) -> Response:
@@ -396,10 +395,10 @@ class WebhooksApi:
     async def _turn_off(self, record: WebhookEndpoint) -> WebhookEndpoint:
         """Disable by hand: pending deliveries fail (``recover`` brings them back)."""
         await self.edge.sender.flush()  # outcomes so far first, as they happened
+        await self.edge.sender.forget(record.id)  # what waits goes back, and fails below
         await self.store.disable(record.id, "disabled through the API", time.time())
         fresh = await self.store.endpoint(record.id) or record
         await self.edge.table.put(fresh)
-        self.edge.sender.forget(record.id)
         return fresh
 
     async def test(self, request: Request) -> Response:
@@ -431,7 +430,7 @@ class WebhooksApi:
             {
                 "endpoint_id": state.id,
                 "items": [delivery_json(d) for d in rows],
-                "next_cursor": f"{last.created!r}~{last.event_id}" if last else None,
+                "next_cursor": str(last.seq) if last else None,
             },
         )
 
@@ -532,15 +531,14 @@ def _integer(request: Request, name: str, default: int, low: int, high: int) -> 
     return int(raw)
 
 
-#: A delivery log cursor, ``{created}~{event_id}``, as :func:`_cursor` reads it.
-LOG_CURSOR = rf"^{JSON_NUMBER.pattern}~[\s\S]+$"
+#: A delivery log cursor: the ``seq`` of a page's last delivery, as :func:`_cursor` reads it.
+LOG_CURSOR = r"^[0-9]{1,18}$"
 _LOG_CURSOR = re.compile(LOG_CURSOR)
 
 
-def _cursor(raw: str | None) -> tuple[float, str] | None:
+def _cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
     if not _LOG_CURSOR.fullmatch(raw):
         raise _field_error("before", "the next_cursor of a previous page")
-    created, _, event_id = raw.partition("~")
-    return float(created), event_id
+    return int(raw)

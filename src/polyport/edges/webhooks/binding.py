@@ -126,11 +126,12 @@ class WebhooksEdge(HttpEdge):
         now = time.time()
         # Outcomes so far first: the deliveries still pending after them are what fails.
         await self.sender.flush()
+        # What waits in its lane goes back first, so that the disabling fails it too.
+        await self.sender.forget(state.id)
         failed = await self.store.disable(state.id, reason, now)
         record = await self.store.endpoint(state.id)
         if record is not None:
             await self.table.put(record)
-        self.sender.forget(state.id)
         log.warning("webhook endpoint %s disabled: %s", state.id, reason)
         data = {
             "endpoint_id": state.id,

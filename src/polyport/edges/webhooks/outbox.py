@@ -1,18 +1,18 @@
-"""The transactional outbox: every event owes deliveries, recorded with the event or after it.
+"""The outbox: every event owes deliveries, recorded once the event is durable, never before.
 
 The hub calls :meth:`WebhookOutbox.tap` synchronously for each published
 event. The outbox notes which enabled endpoints want its type and, in the
 next loop step, records the message and one delivery per endpoint through
 the store's :meth:`~polyport.core.webhookstore.DeliveryOutbox.fan_out`, whose
-guarantee is that deliveries are never durable before their events (on
-SQLite they join the events' group transaction, after the events' rows; see
+guarantee is that deliveries are never durable before their events (the
+store waits for the event log to say they are; see
 :mod:`polyport.core.webhookstore`). Batches are written one at a time, in
 the order the events were published.
 
-The deliveries are recorded leased to this node and handed to the
-:class:`~.sender.WebhookSender` at once, so the common case costs no query
-to find work. When the store :attr:`~polyport.core.webhookstore.DeliveryOutbox.follows_log`,
-a fan-out **cursor** (the last event ``seq`` fanned out) is recorded with
+The deliveries are claimed for this node as they are recorded and handed to
+the :class:`~.sender.WebhookSender` at once, so the common case costs no
+wait for the poller. When the store :attr:`~polyport.core.webhookstore.DeliveryOutbox.follows_log`,
+a fan-out **cursor** (the last event ``seq`` fanned out) is recorded after
 them; at start the outbox reads the event log (its port) after it and fans
 out again what a crash caught between the events' commit and their
 deliveries', skipping deliveries that already exist and endpoints created
@@ -37,7 +37,7 @@ from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
 from polyport.core.webhookstore import Message, Owed, WebhookStore
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
-from polyport.edges.webhooks.sender import Job, WebhookSender
+from polyport.edges.webhooks.sender import WebhookSender
 
 log = logging.getLogger("polyport.webhooks")
 
@@ -137,27 +137,27 @@ class WebhookOutbox:
         """Record the noted events' deliveries (and the cursor) and hand them to the sender."""
         messages: list[Message] = []
         owed: list[Owed] = []
-        jobs: list[Job] = []
         for event, targets in batch:
             if not targets:
                 continue
-            message = message_of(event)
-            messages.append(message)
-            for target in targets:
-                owed.append(Owed(target.id, event.id, event.type, event.time))
-                jobs.append(Job(target.id, event.id, 0, 0, message))
+            messages.append(message_of(event))
+            owed += [Owed(target.id, event.id, event.type, event.time) for target in targets]
         cursor = max(event.seq for event, _ in batch) if self.store.follows_log else None
         if not owed and cursor is None:
             return
         sender = self.sender
-        await self.store.fan_out(
+        now = time.time()
+        claims = await self.store.fan_out(
             messages,
             owed,
-            owner=sender.owner,
-            lease_until=sender.lease_until(time.time()),
+            now=now,
             cursor=cursor,
+            owner=sender.owner,
+            lease_until=sender.lease_until(now),
         )
-        sender.submit(jobs)
+        sender.submit(claims)
+        if len(claims) < len(owed):
+            sender.wake()  # another node's, or waiting behind older ones: the poller looks
 
     async def catch_up(self) -> int:
         """Fan out logged events after the cursor that have no deliveries yet; how many."""
@@ -179,8 +179,8 @@ class WebhookOutbox:
                 messages.append(message_of(event))
                 owed += [Owed(t.id, event.id, event.type, event.time) for t in targets]
             cursor = read.last_seq
-            # Not leased: the poller claims them, and what exists already is kept.
-            await self.store.fan_out(messages, owed, owner=None, lease_until=None, cursor=cursor)
+            # Not claimed here: the poller claims them, and what exists already is kept.
+            await self.store.fan_out(messages, owed, now=time.time(), cursor=cursor)
             added += len(owed)
         if added:
             log.info("webhooks: re-fanned out %d deliveries from the event log", added)

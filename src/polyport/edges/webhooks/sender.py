@@ -13,7 +13,10 @@ answer, an address refused by the SSRF policy — is retried on the schedule
 (``Retry-After`` honoured, capped) until it runs out. An endpoint that has
 not succeeded for ``webhooks.disable_after`` seconds is disabled.
 
-Outcomes are queued and written together once per loop iteration (one
+Every delivery the sender holds is a :class:`~polyport.core.webhookstore.Claim`:
+its lease token is what extends the lease while the delivery waits, gives it
+back when the node stops, and records its outcome. Outcomes are queued and
+written together once per loop iteration (one
 :meth:`~polyport.core.webhookstore.DeliveryLeases.record` for all of them),
 like the event log's appends; :meth:`WebhookSender.flush` writes them at
 once, for readers of the delivery log that must see every outcome so far.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import time
@@ -31,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from polyport.core.metrics import Metrics
-from polyport.core.webhookstore import AttemptResult, DeliveryStatus, Message, WebhookStore
+from polyport.core.webhookstore import AttemptResult, Claim, DeliveryStatus, WebhookStore
 from polyport.edges.webhooks.client import (
     AttemptTimeout,
     ConnectionPool,
@@ -59,13 +63,26 @@ MAX_IN_FLIGHT = 1024
 class Job:
     """A delivery this node holds the lease of and will attempt."""
 
-    endpoint_id: str
-    event_id: str
-    attempts: int
-    retry_base: int
-    message: Message | None = None
+    #: The current claim: a claim made again (an expired lease of ours) replaces it.
+    claim: Claim
     #: This attempt's outcome has been recorded.
     settled: bool = False
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.claim.endpoint_id
+
+    @property
+    def event_id(self) -> str:
+        return self.claim.event_id
+
+    @property
+    def attempts(self) -> int:
+        return self.claim.attempts
+
+    @property
+    def retry_base(self) -> int:
+        return self.claim.retry_base
 
 
 class _Lane:
@@ -107,7 +124,7 @@ class WebhookSender:
         self._lanes: dict[str, _Lane] = {}
         self._active = 0  # attempts in flight, all lanes together
         self._starved: deque[str] = deque()  # lanes with work waiting for MAX_IN_FLIGHT
-        self._known: set[tuple[str, str]] = set()  # queued or in flight on this node
+        self._known: dict[tuple[str, str], Job] = {}  # queued or in flight on this node
         self._pools: dict[str, tuple[str, ConnectionPool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: list[float] = []  # when retries this node scheduled fall due (a heap)
@@ -137,7 +154,7 @@ class WebhookSender:
             await asyncio.wait(set(self._tasks), timeout=grace)
         # Queued, or about to be cut off: due again at once, for whichever node runs next
         # (those that finish meanwhile have given their lease up with their outcome).
-        unfinished = list(self._known)
+        unfinished = [job.claim for job in self._known.values()]
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -145,7 +162,7 @@ class WebhookSender:
         await self.flush()
         if self._writer is not None:
             await self._writer
-        await self.store.release(self.owner, unfinished)
+        await self.store.release(unfinished, time.time())
         self._known.clear()
         for _, pool in self._pools.values():
             pool.close()
@@ -160,18 +177,26 @@ class WebhookSender:
         """Look for due work now (a replay, a recovery, an endpoint enabled again)."""
         self._wake.set()
 
-    def forget(self, endpoint_id: str) -> None:
-        """Drop an endpoint's queue and connections (it was deleted or disabled)."""
+    async def forget(self, endpoint_id: str) -> None:
+        """Drop an endpoint's queue and connections (it was deleted or disabled).
+
+        What waited in its lane is given back: pending, so that disabling fails
+        it and enabling sends it.
+        """
         lane = self._lanes.get(endpoint_id)
+        waiting: list[Claim] = []
         if lane is not None:
             for job in lane.queue:
-                self._known.discard((job.endpoint_id, job.event_id))
+                self._known.pop((job.endpoint_id, job.event_id), None)
+                waiting.append(job.claim)
             lane.queue.clear()
             if not lane.active:
                 del self._lanes[endpoint_id]
         entry = self._pools.pop(endpoint_id, None)
         if entry is not None:
             entry[1].close()
+        if waiting:
+            await self.store.release(waiting, time.time())
 
     @property
     def in_flight(self) -> int:
@@ -179,13 +204,17 @@ class WebhookSender:
 
     # -- queueing ----------------------------------------------------------------------
 
-    def submit(self, jobs: Iterable[Job]) -> None:
+    def submit(self, claims: Iterable[Claim]) -> None:
         """Queue deliveries this node holds the leases of; each is attempted once here."""
-        for job in jobs:
-            key = (job.endpoint_id, job.event_id)
-            if key in self._known:
-                continue  # already queued here (a claim of our own expired lease)
-            self._known.add(key)
+        for claim in claims:
+            key = (claim.endpoint_id, claim.event_id)
+            known = self._known.get(key)
+            if known is not None:
+                # Already queued here, and our lease ran out before this new claim:
+                # the new token is the one that settles it now.
+                known.claim = claim
+                continue
+            job = self._known[key] = Job(claim)
             lane = self._lanes.get(job.endpoint_id)
             if lane is None:
                 lane = self._lanes[job.endpoint_id] = _Lane()
@@ -221,7 +250,7 @@ class WebhookSender:
         finally:
             lane.active -= 1
             self._active -= 1
-            self._known.discard((job.endpoint_id, job.event_id))
+            self._known.pop((job.endpoint_id, job.event_id), None)
             if lane.queue:
                 self._pump(endpoint_id, lane)
             elif not lane.active and self._lanes.get(endpoint_id) is lane:
@@ -246,24 +275,27 @@ class WebhookSender:
 
     async def _attempt(self, job: Job) -> None:
         state = self.table.get(job.endpoint_id)
-        if state is None or not state.record.enabled:
-            return  # deleted (its rows went with it) or disabled (its deliveries failed)
-        message = job.message
+        if state is None:
+            return  # deleted: its deliveries went with it
+        if not state.record.enabled:
+            # Disabled meanwhile: back to pending, where disabling fails it.
+            job.settled = True
+            await self.store.release([job.claim], time.time())
+            return
+        message = job.claim.message
         if message is None:
-            message = (await self.store.messages([job.event_id])).get(job.event_id)
-            if message is None:
-                self._record(
-                    job,
-                    job.attempts + 1,
-                    time.time(),
-                    "failed",
-                    None,
-                    None,
-                    None,
-                    "the message is no longer stored",
-                    None,
-                )
-                return
+            self._record(
+                job,
+                job.attempts + 1,
+                time.time(),
+                "failed",
+                None,
+                None,
+                None,
+                "the message is no longer stored",
+                None,
+            )
+            return
         if not self.table.may_read(state.record, message.type):
             # Rights can change between fan-out and a retry (a new configuration): the
             # owner must still be allowed to read what is about to be sent.
@@ -336,7 +368,10 @@ class WebhookSender:
         if answer is not None:
             retry_after = parse_retry_after(answer.headers.get(b"retry-after"), finished)
         delay = self.retry.next_delay(number - job.retry_base, retry_after)
-        if delay is None:
+        current = self.table.get(state.id)
+        if delay is None or current is None or not current.record.enabled:
+            # The last of the round, or its endpoint was disabled while it was in
+            # flight (the disabling failed the others): failed.
             self._record(job, number, finished, "failed", None, code, latency, error, body)
         else:
             self._record(
@@ -381,8 +416,7 @@ class WebhookSender:
         job.settled = True
         self._outcomes.append(
             AttemptResult(
-                job.endpoint_id,
-                job.event_id,
+                job.claim,
                 number,
                 at,
                 status,
@@ -418,7 +452,7 @@ class WebhookSender:
         async with self._writing:  # one batch at a time, in the order recorded
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
-                await self.store.record(self.owner, batch)
+                await self.store.record(batch)
 
     def _schedule(self, when: float) -> None:
         heapq.heappush(self._due, when)
@@ -426,6 +460,19 @@ class WebhookSender:
             self._wake.set()  # the poller recomputes its wait
 
     # -- the poller ----------------------------------------------------------------------
+
+    async def _extend(self, now: float, until: float) -> None:
+        """Extend the leases that could run out before the next tick has passed and an
+        attempt started then has ended; each is renewed every half margin or so, not at
+        every tick (a tick comes at every wake)."""
+        config = self.config
+        soon = now + config.timeout + config.poll_interval + config.lease_margin / 2
+        due = [job for job in self._known.values() if job.claim.lease_until < soon]
+        if not due:
+            return
+        await self.store.extend_leases([job.claim for job in due], until)
+        for job in due:
+            job.claim = dataclasses.replace(job.claim, lease_until=until)
 
     async def _poll(self) -> None:
         while not self.closing:
@@ -448,25 +495,19 @@ class WebhookSender:
         """Reload endpoints if changed, extend leases, claim what is due; how many claimed."""
         now = time.time()
         if await self.table.refresh():
-            for endpoint_id in list(self._pools):
+            for endpoint_id in {*self._pools, *self._lanes}:
                 state = self.table.get(endpoint_id)
                 if state is None or not state.record.enabled:
-                    self.forget(endpoint_id)
+                    await self.forget(endpoint_id)
         until = self.lease_until(now)
-        if self._known:
-            await self.store.extend_leases(self.owner, until)
+        await self._extend(now, until)
         # Outcomes first: a delivery settled here is not due again, whatever its lease said.
         await self.flush()
         claimed = 0
         while not self.closing:
             claims = await self.store.claim_due(self.owner, now, CLAIM_BATCH, until)
             claimed += len(claims)
-            fresh = [c for c in claims if (c.endpoint_id, c.event_id) not in self._known]
-            messages = await self.store.messages(c.event_id for c in fresh)
-            self.submit(
-                Job(c.endpoint_id, c.event_id, c.attempts, c.retry_base, messages.get(c.event_id))
-                for c in fresh
-            )
+            self.submit(claims)
             if len(claims) < CLAIM_BATCH:
                 break
         if now - self._last_purge >= min(PURGE_EVERY, self.config.retention / 10):
