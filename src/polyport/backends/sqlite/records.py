@@ -7,6 +7,10 @@ grow and SQLite never hands one out twice, even for a key deleted and
 written again. Scans walk the unique index on ``key`` (SQLite compares text
 by its UTF-8 bytes: code point order).
 
+Files written before the record store kept the webhook store in tables of
+their own: the first open moves them here and into the work queue (see
+:mod:`.webhook_legacy`).
+
 Every write commits before it returns (with whatever the database's group
 transaction held). Statements run on the event loop's thread, like every
 SQLite statement here; the methods are coroutines because the port's other
@@ -16,6 +20,7 @@ backends talk over a network.
 from __future__ import annotations
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.sqlite.webhook_legacy import move_legacy_webhooks
 from polyport.core.records import ABSENT, Record, check_key
 
 SCHEMA = """
@@ -37,8 +42,9 @@ class SqliteRecordStore:
         self.db = db
 
     async def open(self) -> None:
-        self.db.open()
+        conn = self.db.open()
         self.db.create(SCHEMA)
+        move_legacy_webhooks(conn)
 
     async def close(self) -> None:
         self.db.close()
