@@ -356,9 +356,9 @@ class Node:
         if self.shared is not None:
             found.append(
                 f"events, jobs and the receivers' inbox are shared through "
-                f"{self.shared.where}; webhook subscriptions and deliveries stay in this "
-                f"node's SQLite file {self.settings.database} and are not shared with the "
-                "other nodes yet"
+                f"{self.shared.where}; webhook subscriptions stay in this node's SQLite "
+                f"file {self.settings.database} (their deliveries wait on the engine, sent "
+                "by this node) and are not shared with the other nodes yet"
             )
         for listener in self.listeners:
             if listener.off is not None:
