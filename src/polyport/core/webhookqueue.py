@@ -72,7 +72,7 @@ from polyport.core.workqueue import WorkItem, WorkQueue, WorkStatus
 
 #: Queues named in one claim (a backend may put them in one statement).
 CLAIM_QUEUES = 500
-#: Enqueues a fan-out has in flight at once.
+#: Endpoints a fan-out enqueues for at once (each endpoint's in order).
 ENQUEUE_TOGETHER = 500
 #: Items and records read per page by the sweeps.
 PAGE = 500
@@ -211,19 +211,23 @@ class QueuedWebhookStore(RecordedEndpoints):
         # Never before the events: the log says they are durable, then the queue hears.
         await self.log.durable()
         payloads = {m.event_id: encode_message(m) for m in messages}
+        by_endpoint: dict[str, list[Owed]] = {}
+        for debt in owed:
+            by_endpoint.setdefault(debt.endpoint_id, []).append(debt)
         fresh: set[tuple[str, str]] = set()
-        for start in range(0, len(owed), ENQUEUE_TOGETHER):
-            batch = owed[start : start + ENQUEUE_TOGETHER]
-            # Together: a backend may share one commit (SQLite) or overlap round trips.
-            added = await asyncio.gather(
-                *(
-                    self.queue.enqueue(queue_of(e), i, payloads[i], now=created)
-                    for e, i, _, created in batch
-                )
-            )
-            fresh.update(
-                (o.endpoint_id, o.event_id) for o, new in zip(batch, added, strict=True) if new
-            )
+
+        async def enqueue_in_order(debts: list[Owed]) -> None:
+            # One endpoint's in the order of their events: its log lists them so.
+            for endpoint_id, event_id, _, created in debts:
+                queue = queue_of(endpoint_id)
+                if await self.queue.enqueue(queue, event_id, payloads[event_id], now=created):
+                    fresh.add((endpoint_id, event_id))
+
+        # Endpoints side by side: a backend may share one commit between them (SQLite)
+        # or overlap their round trips.
+        lists = list(by_endpoint.values())
+        for start in range(0, len(lists), ENQUEUE_TOGETHER):
+            await asyncio.gather(*map(enqueue_in_order, lists[start : start + ENQUEUE_TOGETHER]))
         if cursor is not None:
             await self._advance(cursor)
         if owner is None or lease_until is None or not owed:
