@@ -76,8 +76,10 @@ CLAIM_QUEUES = 500
 ENQUEUE_TOGETHER = 500
 #: Items and records read per page by the sweeps.
 PAGE = 500
-#: The owner named by the claims that fail a disabled endpoint's deliveries.
+#: The owner named by the claims that fail a disabled endpoint's deliveries, and how long
+#: they hold them (they are dead-lettered at once; a crash between leaves them due again).
 DISABLING = "polyport/disable"
+DISABLING_LEASE = 60.0
 
 _STATUS: dict[WorkStatus, DeliveryStatus] = {
     "pending": "pending",
@@ -177,7 +179,9 @@ class QueuedWebhookStore(RecordedEndpoints):
             before = page[-1].seq
         failed = 0
         while True:
-            held = await self.queue.claim([queue], now=at, limit=PAGE, lease=60.0, owner=DISABLING)
+            held = await self.queue.claim(
+                [queue], now=at, limit=PAGE, lease=DISABLING_LEASE, owner=DISABLING
+            )
             for item in held:
                 last = decode_outcome(item.error)
                 outcome = (
