@@ -1,5 +1,5 @@
 """Redis as the engine several nodes share: the event log on Redis Streams and Lua, the bus
-on pub/sub, the work queue on hashes, sorted sets and Lua.
+on pub/sub, the work queue and the record store on hashes, sorted sets and Lua.
 
 The driver (redis-py's asyncio client, the ``redis`` extra) is imported when a
 backend is made, not when this package is: without it, making one raises
@@ -8,6 +8,7 @@ backend is made, not when this package is: without it, making one raises
 
 from polyport.backends.redis.bus import RedisBus
 from polyport.backends.redis.eventlog import RedisEventLog
+from polyport.backends.redis.records import RedisRecordStore
 from polyport.backends.redis.workqueue import RedisWorkQueue
 
-__all__ = ["RedisBus", "RedisEventLog", "RedisWorkQueue"]
+__all__ = ["RedisBus", "RedisEventLog", "RedisRecordStore", "RedisWorkQueue"]
