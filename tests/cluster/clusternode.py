@@ -105,7 +105,7 @@ async def main(database: str, engine: str, poll: float) -> None:
         overrides={"database": database, "engine": engine, "engine_poll": poll},
     )
     configure_logging(settings.log.level, settings.log.format)
-    node = Node(service, settings, edges=["rest", "poll", "sse", "ws", "hooks"])
+    node = Node(service, settings, edges=["rest", "poll", "sse", "ws", "hooks", "webhooks"])
     sock = bind_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
     await node.serve(sock)

@@ -675,6 +675,11 @@ class EventHub:
             elif not item.future.done():
                 item.future.set_result(None)  # a held long poll reads again and finds out
 
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes append to this hub's log (a shared engine, with a bus)."""
+        return self._tail is not None
+
     def wanted_patterns(self) -> list[Pattern]:
         """Every pattern a subscriber or a held long poll of this node listens to, once."""
         return list(dict.fromkeys(p for patterns in self._registrations.values() for p in patterns))

@@ -40,6 +40,8 @@ QUEUE_PREFIX = "webhooks/"
 ENDPOINTS = "webhooks/endpoints/"
 VERSION_KEY = "webhooks/endpoints.version"
 FANOUT_KEY = "webhooks/fanout"
+#: Who fans out every node's events where several nodes share the log, and until when.
+LEADER_KEY = "webhooks/fanout.leader"
 DELIVERIES = "webhooks/deliveries/"
 ROUND = "round"
 

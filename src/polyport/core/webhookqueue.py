@@ -36,12 +36,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
+import orjson
+
 from polyport.core.eventlog import EventLog
 from polyport.core.records import ABSENT, Record, RecordStore, scan_all
 from polyport.core.webhookendpoints import RecordedEndpoints, check_endpoint_id
 from polyport.core.webhooklayout import (
     DELIVERIES,
     FANOUT_KEY,
+    LEADER_KEY,
     QUEUE_PREFIX,
     ROUND,
     Outcome,
@@ -248,6 +251,19 @@ class QueuedWebhookStore(RecordedEndpoints):
             expect = ABSENT if found is None else found.version
             if await self.records.put(FANOUT_KEY, b"%d" % cursor, expect=expect) is not None:
                 return
+
+    async def lead_fan_out(self, owner: str, now: float, until: float) -> bool:
+        while True:
+            found = await self.records.get(LEADER_KEY)
+            if found is not None:
+                held = orjson.loads(found.value)
+                if held["owner"] != owner and held["until"] > now:
+                    return False  # another node's, and alive
+            value = orjson.dumps({"owner": owner, "until": until})
+            expect = ABSENT if found is None else found.version
+            if await self.records.put(LEADER_KEY, value, expect=expect) is not None:
+                return True
+            # Another node wrote it meanwhile: look again.
 
     async def fanout_cursor(self) -> int:
         found = await self.records.get(FANOUT_KEY)

@@ -295,6 +295,19 @@ class DeliveryOutbox(Protocol):
         """
         ...
 
+    async def lead_fan_out(self, owner: str, now: float, until: float) -> bool:
+        """Hold (take, or keep) the fan-out lease for ``owner`` until ``until``; whether
+        ``owner`` holds it now.
+
+        Where several nodes append to the log the store follows, one of them at a
+        time — the holder — fans out every node's events from the cursor; a holder
+        that dies loses the lease when it runs out, and the next one goes on from
+        the cursor. Fanning out again what the last holder did is harmless
+        (deliveries that exist are kept), so two holders for a moment lose nothing
+        and send nothing twice.
+        """
+        ...
+
     async def fanout_cursor(self) -> int:
         """The ``seq`` of the last logged event whose deliveries were recorded (0: none)."""
         ...

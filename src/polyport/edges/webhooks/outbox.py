@@ -18,6 +18,18 @@ out again what a crash caught between the events' commit and their
 deliveries', skipping deliveries that already exist and endpoints created
 after the event.
 
+**Several nodes on one log.** Where other nodes append to the log too
+(:attr:`EventHub.shared <polyport.core.hub.EventHub.shared>`), no node fans
+out on its own: the deliveries of one node's events would be lost with it
+if it died between the events' commit and their fan-out, and the cursor of
+the last event fanned out would mean nothing with several writers. Instead
+one node at a time holds the store's fan-out lease
+(:meth:`~polyport.core.webhookstore.DeliveryOutbox.lead_fan_out`, renewed
+every third of :data:`LEADER_LEASE`) and fans out every node's events from
+the shared cursor, in log order, woken by a subscription to every channel;
+when it dies, the next holder goes on from the cursor. Deliveries are left
+unclaimed for every node's sender to take.
+
 The webhook body is the event envelope in the Standard Webhooks shape:
 ``{"id", "type", "timestamp", "channel", "offset", "epoch", "data"}``, and the
 event id is the ``webhook-id``.
@@ -26,6 +38,7 @@ event id is the ``webhook-id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -43,6 +56,9 @@ log = logging.getLogger("polyport.webhooks")
 
 #: Logged events re-fanned out per query at start.
 CATCH_UP_BATCH = 1000
+#: Seconds a fan-out lease lasts unrenewed: how long the events of a shared log wait
+#: for their deliveries when the node fanning them out dies.
+LEADER_LEASE = 10.0
 #: The built-in event published when an endpoint is disabled.
 DISABLED_EVENT = "webhooks.endpoint.disabled"
 DISABLED_CHANNEL = "webhooks/endpoints"
@@ -93,16 +109,67 @@ class WebhookOutbox:
         self.sender = sender
         self._pending: list[tuple[Event, tuple[EndpointState, ...]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._leader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.hub.shared:
+            self._leader = asyncio.create_task(self._lead_forever(), name="polyport-fanout")
+            return
         if self.store.follows_log:
             await self.catch_up()
         self.hub.add_tap(self.tap)
 
     async def stop(self) -> None:
+        if self._leader is not None:
+            self._leader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leader
+            self._leader = None
+            with contextlib.suppress(Exception):  # the next holder need not wait it out
+                await self.store.lead_fan_out(self.sender.owner, time.time(), 0.0)
+            return
         self.hub.remove_tap(self.tap)
         if self._writer is not None:
             await self._writer
+
+    # -- several nodes on one log ------------------------------------------------------
+
+    async def _lead_forever(self) -> None:
+        """Take the fan-out lease when it is free; while held, fan out every node's events."""
+        owner = self.sender.owner
+        failing = False
+        while True:
+            try:
+                now = time.time()
+                if await self.store.lead_fan_out(owner, now, now + LEADER_LEASE):
+                    await self._fan_out_while_leading(owner)
+                await asyncio.sleep(LEADER_LEASE / 3)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:  # once per outage
+                    log.warning("webhooks: fanning out the shared log failed (%s); retrying", exc)
+                    failing = True
+                await asyncio.sleep(1.0)
+
+    async def _fan_out_while_leading(self, owner: str) -> None:
+        """Fan out from the cursor, then as events come, until the lease is lost."""
+        subscription = await self.hub.subscribe(_EVERY_CHANNEL)  # wakes: what follows now
+        try:
+            renewed = time.monotonic()
+            while True:
+                await self.catch_up(quiet=True)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LEADER_LEASE / 3):
+                        await subscription.batch()
+                if time.monotonic() - renewed >= LEADER_LEASE / 3:
+                    now = time.time()
+                    if not await self.store.lead_fan_out(owner, now, now + LEADER_LEASE):
+                        return
+                    renewed = time.monotonic()
+        finally:
+            subscription.close()
 
     # -- publishing --------------------------------------------------------------------
 
@@ -159,7 +226,7 @@ class WebhookOutbox:
         if len(claims) < len(owed):
             sender.wake()  # another node's, or waiting behind older ones: the poller looks
 
-    async def catch_up(self) -> int:
+    async def catch_up(self, *, quiet: bool = False) -> int:
         """Fan out logged events after the cursor that have no deliveries yet; how many."""
         cursor = await self.store.fanout_cursor()
         added = 0
@@ -168,6 +235,9 @@ class WebhookOutbox:
             read = await self.hub.log.read(_EVERY_CHANNEL, cursor, CATCH_UP_BATCH, check=False)
             if read.last_seq <= cursor:
                 break
+            # After the read: an endpoint created (on any node) before one of these
+            # events was made was saved before it, so it is in the table now.
+            await self.table.refresh()
             messages: list[Message] = []
             owed: list[Owed] = []
             for event in read.events:
@@ -182,7 +252,9 @@ class WebhookOutbox:
             # Not claimed here: the poller claims them, and what exists already is kept.
             await self.store.fan_out(messages, owed, now=time.time(), cursor=cursor)
             added += len(owed)
-        if added:
+            if owed:
+                self.sender.wake()
+        if added and not quiet:
             log.info("webhooks: re-fanned out %d deliveries from the event log", added)
         return added
 
