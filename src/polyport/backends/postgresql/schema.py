@@ -185,3 +185,17 @@ CREATE INDEX IF NOT EXISTS work_by_seq ON {schema}.work (queue, seq);
 CREATE INDEX IF NOT EXISTS work_finished ON {schema}.work (queue, finished)
     WHERE status IN ('done', 'dead');
 """
+
+RECORDS_DDL = """
+-- Versions come from one sequence for the whole store, never reset while the
+-- schema lives: a key never gets a version twice, not even after a delete
+-- and a new write (see records.py).
+CREATE SEQUENCE IF NOT EXISTS {schema}.record_versions;
+-- One row per key. COLLATE "C" compares the UTF-8 bytes: code point order,
+-- the order of scans.
+CREATE TABLE IF NOT EXISTS {schema}.records (
+    key text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL,
+    version bigint NOT NULL
+);
+"""
