@@ -45,7 +45,7 @@ async def _drop_streams(name: str) -> None:
 
     nc = await nats.connect("nats://127.0.0.1:4222")
     try:
-        for stream in (name, f"KV_{name}-meta", f"KV_{name}-wq"):
+        for stream in (name, f"KV_{name}-meta", f"KV_{name}-wq", f"KV_{name}-rec"):
             with contextlib.suppress(NotFoundError):
                 await nc.jetstream().delete_stream(stream)
     finally:

@@ -139,7 +139,7 @@ class WorkBucket:
             headers = headers | {"Nats-Expected-Last-Subject-Sequence": str(expected)}
         msg = await self.client.request(subject, body, headers or None)
         if status(msg) == "503":
-            raise unavailable(f"has no stream for the work queue {self.bucket}")
+            raise unavailable(f"has no stream for the KV bucket {self.bucket}")
         answer: dict[str, Any] = orjson.loads(msg.data) if msg.data else {}
         error = answer.get("error")
         if error:
