@@ -61,16 +61,17 @@ def test_shared_engines_are_built_by_their_backends(url: str, kind: str) -> None
     assert type(shared.log).__name__ == f"{kind}EventLog"
     assert type(shared.bus).__name__ == f"{kind}Bus"
     assert type(shared.work_queue).__name__ == f"{kind}WorkQueue"
+    assert type(shared.records).__name__ == f"{kind}RecordStore"
     assert shared.where == url
 
 
-def test_a_node_on_a_shared_engine_says_what_is_not_shared_yet() -> None:
-    """Events, jobs and the inbox are shared; webhooks are not yet, and the node says so."""
+def test_a_node_on_a_shared_engine_keeps_everything_there() -> None:
+    """Events, jobs, the receivers' inbox and webhooks: nothing of it in the SQLite file,
+    so the node has nothing to warn about."""
     settings = Settings(
         dev=True, database=":memory:", engine="redis://127.0.0.1:6379/0?prefix=pp-warn"
     )
     node = Node(make_service("engine_warning"), settings)
     assert node.shared is not None
-    warning = next(w for w in node.warnings() if "shared through" in w)
-    assert "not shared with the other nodes yet" in warning
-    assert "webhook subscriptions" in warning and "jobs and the receivers' inbox" in warning
+    assert node.runtime.hub.log is node.shared.log
+    assert not any("shared" in warning for warning in node.warnings())

@@ -6,23 +6,20 @@
 Like the edges, each shared engine is a module of its backend package
 (``engine.py``) imported only when used, so a missing driver only matters to
 the node that asks for it (and says which extra to install). Its
-``build(url, options, history)`` gives the node three things: the event log,
-its bus, and the work queue that holds jobs and the receivers' inbox (on one
-connection pool where the engine has one). What each engine holds today:
+``build(url, options, history)`` gives the node four things: the event log,
+its bus, the work queue that holds jobs, the receivers' inbox and webhook
+deliveries, and the record store that holds webhook subscriptions (on one
+connection pool where the engine has one). What each engine holds:
 
-============================  ======================================  =======
-``engine``                    event log, bus, work queue               shared
-============================  ======================================  =======
-unset, or ``sqlite:///FILE``  SQLite file (``database``)               no
-``memory://``                 log in memory; work queue in SQLite      no
-``postgresql://…``            PostgreSQL (``?schema=``, ``polyport``)  yes
-``redis://…``                 Redis (``?prefix=``)                     yes
-``nats://…``                  NATS JetStream (``?name=``)              yes
-============================  ======================================  =======
-
-Webhook subscriptions and deliveries stay in the node's SQLite file
-(``database``) whatever the engine: on a shared engine they are not yet
-shared between nodes, and the node says so at start.
+============================  ==========================================  =======
+``engine``                    log, bus, work queue, records                shared
+============================  ==========================================  =======
+unset, or ``sqlite:///FILE``  SQLite file (``database``)                   no
+``memory://``                 log in memory; the rest in the SQLite file   no
+``postgresql://…``            PostgreSQL (``?schema=``, ``polyport``)      yes
+``redis://…``                 Redis (``?prefix=``)                         yes
+``nats://…``                  NATS JetStream (``?name=``)                  yes
+============================  ==========================================  =======
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from polyport.core.bus import Bus
 from polyport.core.errors import ConfigError
 from polyport.core.eventlog import EventLog, History
+from polyport.core.records import RecordStore
 from polyport.core.workqueue import WorkQueue
 from polyport.settings import Settings
 
@@ -53,11 +51,12 @@ EMBEDDED = ("sqlite", "memory")
 @dataclass(frozen=True, slots=True)
 class SharedEngine:
     """What a shared engine gives a node: the log, the bus that wakes its other nodes,
-    and the work queue they share."""
+    and the work queue and records they share."""
 
     log: EventLog
     bus: Bus
     work_queue: WorkQueue
+    records: RecordStore
     #: How the banner names it: the URL without a password.
     where: str
 
@@ -67,9 +66,9 @@ class EngineModule(Protocol):
 
     def build(
         self, url: str, options: dict[str, str], history: History
-    ) -> tuple[EventLog, Bus, WorkQueue]:
+    ) -> tuple[EventLog, Bus, WorkQueue, RecordStore]:
         """From the URL without its query, the query's options and the history each
-        channel keeps: the log, its bus and the work queue."""
+        channel keeps: the log, its bus, the work queue and the record store."""
         ...
 
 
@@ -114,8 +113,8 @@ def shared_engine(url: str, history: History) -> SharedEngine:
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     module = cast(EngineModule, importlib.import_module(ENGINES[scheme]))
-    log, bus, work_queue = module.build(base, options, history)
-    return SharedEngine(log, bus, work_queue, redacted(url))
+    log, bus, work_queue, records = module.build(base, options, history)
+    return SharedEngine(log, bus, work_queue, records, redacted(url))
 
 
 def redacted(url: str) -> str:

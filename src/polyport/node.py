@@ -204,18 +204,16 @@ class Node:
         #: queue: the shared engine's, or the SQLite file's.
         work_queue = self.shared.work_queue if self.shared else SqliteWorkQueue(self.db)
         # What is not a queue (webhook endpoints, histories, the fan-out cursor) is kept
-        # in records: this node's SQLite file for now. A shared engine will hand over
-        # its own record store here (issue 15), as it hands over the work queue above;
-        # until then webhook subscriptions stay with the node they were made on.
-        records = SqliteRecordStore(self.db)
+        # in records, beside it.
+        records = self.shared.records if self.shared else SqliteRecordStore(self.db)
         jobs = JobRunner(work_queue, dispatcher, settings.jobs)
         webhook_store = QueuedWebhookStore(
             work_queue,
             records,
             log=event_log,
             # A cursor into the log means something after a restart only where the log
-            # and the records outlive the process together: one SQLite file, for now.
-            follows_log=sqlite_log is not None,
+            # and the records outlive the process together: one SQLite file, or an engine.
+            follows_log=sqlite_log is not None or self.shared is not None,
             seal=SecretCipher([k.get_secret_value() for k in settings.webhooks.secret_keys]),
         )
         self.runtime = Runtime(
@@ -353,13 +351,6 @@ class Node:
             and any(type(edge).__name__ == "WebhooksEdge" for edge in self.edges)
         ):
             found.append(NO_SECRET_KEY_WARNING)
-        if self.shared is not None:
-            found.append(
-                f"events, jobs and the receivers' inbox are shared through "
-                f"{self.shared.where}; webhook subscriptions stay in this node's SQLite "
-                f"file {self.settings.database} (their deliveries wait on the engine, sent "
-                "by this node) and are not shared with the other nodes yet"
-            )
         for listener in self.listeners:
             if listener.off is not None:
                 found.append(f"{listener.name} is not served: {listener.off}")

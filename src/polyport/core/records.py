@@ -3,8 +3,8 @@
 What state is not a queue keeps: webhook endpoints, the attempt history of
 deliveries, a fan-out cursor. A **record** is ``(key, value, version)``:
 ``value`` is opaque bytes its user encodes; ``version`` is a positive integer
-the store gives each write. Every backend (memory, SQLite; PostgreSQL, Redis,
-NATS KV next) implements it and passes the contract suite in
+the store gives each write. Every backend (memory, SQLite, PostgreSQL, Redis,
+NATS KV) implements it and passes the contract suite in
 ``tests/contract/records_contract.py``. It asks little of an engine on
 purpose: a row per key (PostgreSQL), a hash per key and a sorted set of keys
 for scans (Redis, with a script for compare-and-set), a KV bucket whose
