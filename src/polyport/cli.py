@@ -442,6 +442,48 @@ def bench_webhooks(
     )
 
 
+@bench_app.command("cluster")
+def bench_cluster(
+    engines: Annotated[
+        str, typer.Option(help="Engines to measure: some of postgresql,redis,nats.")
+    ] = "postgresql,redis,nats",
+    nodes: Annotated[str, typer.Option(help="Node counts to measure, e.g. 1,2,3.")] = "1,2,3",
+    rate: Annotated[float, typer.Option(help="Ticks/s offered, all nodes together.")] = 5000.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured publishing per run.")] = 5.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of publishing before measuring.")] = 1.0,
+    size: Annotated[int, typer.Option(help="Bytes of each tick's JSON.")] = 100,
+    channels: Annotated[
+        str, typer.Option(help="'shared': every node on one channel; 'node': one channel each.")
+    ] = "shared",
+    repeats: RepeatsOption = 1,
+    postgresql_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL (default: postgres@127.0.0.1:5432/test).")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis (default: redis://127.0.0.1:6379/0).")
+    ] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS JetStream (default: nats://127.0.0.1:4222).")
+    ] = None,
+    output: OutOption = RESULTS,
+) -> None:
+    """Events across 1, 2, 3 nodes on each shared engine, against the engine's own client."""
+    _bench(
+        "cluster",
+        "run_cluster_bench",
+        engines=engines,
+        nodes=nodes,
+        rate=rate,
+        duration=duration,
+        warmup=warmup,
+        size=size,
+        channels=channels,
+        repeats=repeats,
+        urls={"postgresql": postgresql_url, "redis": redis_url, "nats": nats_url},
+        output=output,
+    )
+
+
 def _bench_realtime(bench: str, **options: Any) -> None:
     _bench("realtime", "run_realtime_bench", bench=bench, **options)
 

@@ -4,11 +4,14 @@ The real-time benches' subscribers (:mod:`polyport.bench.realtime_clients`)
 and the RPC bench's gRPC client (:mod:`polyport.bench.rpc_clients`) run as
 processes of their own, so that the lab's own work never competes with them;
 they write one JSON object a line on stdout, and the lab waits for each with
-:meth:`ClientProcess.expect`.
+:meth:`ClientProcess.expect`; the lab writes them lines on stdin
+(:meth:`ClientProcess.tell`). The client's side of that talk is
+:func:`report` and :func:`lab_lines`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +19,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +72,16 @@ class ClientProcess:
                     )
                 self._buffer += chunk
 
-    def stop(self) -> None:
-        """Ask the client to report now, whatever it has received."""
+    def tell(self, line: str) -> None:
+        """Write ``line`` to the client's stdin (a client that has exited is not told)."""
         assert self.process.stdin is not None
         with contextlib.suppress(OSError):
-            self.process.stdin.write(b"stop\n")
+            self.process.stdin.write(line.encode() + b"\n")
             self.process.stdin.flush()
+
+    def stop(self) -> None:
+        """Ask the client to report now, whatever it has received."""
+        self.tell("stop")
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -93,3 +101,55 @@ class ClientProcess:
             lines = self.stderr.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             return " / ".join(line.strip() for line in lines[-3:])[-400:]
         return ""
+
+
+# -- the client's side ----------------------------------------------------------------------
+
+
+def report(event: str, **figures: Any) -> None:
+    """Write one JSON line for the lab: ``{"event": event, **figures}``."""
+    sys.stdout.write(json.dumps({"event": event, **figures}) + "\n")
+    sys.stdout.flush()
+
+
+class LabCommands:
+    """The lines the lab writes on stdin, each handed as words to ``handle`` as it comes.
+
+    ``stop`` (or stdin closed) is not handed over: it sets :attr:`stopped`.
+    Lines are handled one at a time, in order: a handler that awaits holds the next.
+    """
+
+    def __init__(self, handle: Callable[[list[str]], Awaitable[None]]) -> None:
+        self._handle = handle
+        self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                words = (await reader.readline()).decode().split()
+                if not words or words[0] == "stop":
+                    break
+                await self._handle(words)
+        finally:
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def until(condition: Callable[[], bool], stop: asyncio.Future[Any]) -> bool:
+    """Wait until ``condition()`` holds (True) or ``stop`` is done (False), looking every 5 ms."""
+    while not condition():
+        if stop.done():
+            return False
+        await asyncio.sleep(0.005)
+    return True

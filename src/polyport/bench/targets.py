@@ -47,6 +47,10 @@ class TargetServer:
         """The ports (``port``: HTTP) this target writes on stdout once it is serving."""
         return ("port",)
 
+    def arguments(self) -> list[str]:
+        """What follows ``python -m MODULE``: the target's name, unless a bench says more."""
+        return [self.name]
+
     def __init__(self, name: str, *, start_timeout: float = 30.0) -> None:
         if name not in self.targets:
             known = ", ".join(self.targets)
@@ -85,7 +89,7 @@ class TargetServer:
         # Files, not pipes: a server that logs a lot must never block on a full pipe.
         with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", self.module, self.name],
+                [sys.executable, "-m", self.module, *self.arguments()],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -176,13 +180,7 @@ class TargetServer:
         The lab reads it around a measured run: CPU per request is what a
         busy neighbour on the machine changes least.
         """
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii")
-            # After the command name in parentheses: state is field 3, utime 14, stime 15.
-            fields = stat.rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+        return process_cpu_seconds(self.pid)
 
     def stderr_tail(self, lines: int = 3) -> str:
         """The last lines the process wrote on stderr, joined into one line."""
@@ -193,3 +191,14 @@ class TargetServer:
             tail = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
             return " / ".join(tail)[-500:]
         return ""
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time process ``pid`` has used so far; None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        # After the command name in parentheses: state is field 3, utime 14, stime 15.
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
