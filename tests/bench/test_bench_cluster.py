@@ -104,6 +104,18 @@ async def test_the_pacer_keeps_its_rate_and_names_the_refused() -> None:
     assert paced.failed == [[4, 5], [9, 9]] and paced.error == "RuntimeError: busy"
 
 
+async def test_a_publisher_past_its_grace_sends_no_more() -> None:
+    """A publisher that cannot keep up stops at its schedule's end plus grace, and says so."""
+
+    async def slow(seq: int, ts: int) -> None:
+        await asyncio.sleep(0.05)
+
+    start = time.monotonic_ns()
+    paced = await pace(slow, first=1, count=50, rate=1000.0, start_ns=start, in_flight=1, grace=0.1)
+    assert 0 < paced.published < 50 and paced.errors == 0
+    assert paced.unsent == [[paced.published + 1, 50]]
+
+
 def _run(target: str, nodes: int, **figures: object) -> ClusterRun:
     run = ClusterRun("redis", target, nodes, 0, 5000.0)
     for name, value in figures.items():

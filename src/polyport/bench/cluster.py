@@ -322,7 +322,7 @@ class _Lab:
             self._phase("priming")
             for _ in range(PRIME_ATTEMPTS):
                 for p, node in enumerate(nodes):
-                    node.pace(body(p, 0, 1, 0), 30.0)
+                    node.pace(body(p, 0, 1, time.monotonic_ns()), 30.0)
                 if subscribers.expect("primed", PRIME_WAIT) is not None:
                     break
             else:
@@ -433,9 +433,9 @@ class _Lab:
 
 
 def _excuse(receivers: list[ClientProcess], paced: list[Paced]) -> None:
-    """Tell every receiver which ticks it is not owed: those whose publish call failed."""
+    """Tell every receiver which ticks it is not owed: those refused, and those not sent."""
     for p, publisher in enumerate(paced):
-        for first, last in publisher.failed:
+        for first, last in (*publisher.failed, *publisher.unsent):
             for receiver in receivers:
                 receiver.tell(f"excuse {p} {first} {last}")
 
@@ -452,6 +452,7 @@ def _fill(
     run.published = sum(p.published for p in paced)
     run.publish_errors = sum(p.errors for p in paced)
     run.publish_error = next((p.error for p in paced if p.error), None)
+    run.unsent = sum(last - first + 1 for p in paced for first, last in p.unsent)
     sent = [p for p in paced if p.published]
     if sent:
         first, final = min(p.first_ns for p in sent), max(p.last_ns for p in sent)

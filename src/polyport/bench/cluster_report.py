@@ -47,6 +47,7 @@ class ClusterRun:
     published: int = 0
     publish_errors: int = 0
     publish_error: str | None = None
+    unsent: int = 0  # ticks not sent: their publisher was past its schedule's end and grace
     published_per_second: float | None = None
     behind_ms: float | None = None  # the worst pacer's lag behind its schedule
     call_p50_us: float | None = None  # publish call → acknowledged, the median publisher
@@ -238,7 +239,9 @@ class ClusterReport:
                     lines.append(
                         f"{run.engine}, {run.nodes} node(s), {TARGETS[run.target]}: published "
                         f"{run.published_per_second:,.0f}/s of the {offered:,.0f}/s offered "
-                        f"(the pacer fell {run.behind_ms or 0:,.0f} ms behind)"
+                        f"(the pacer fell {run.behind_ms or 0:,.0f} ms behind"
+                        + (f"; {run.unsent:,} ticks not sent in time" if run.unsent else "")
+                        + ")"
                     )
         return lines
 

@@ -34,6 +34,9 @@ from polyport.bench.pyload import percentile
 TICK_FIELDS = re.compile(rb'"p":(\d+),"seq":(\d+),"ts":(\d+)')
 #: Publish calls in flight per publisher, at most: past it the pacer waits (and says so).
 IN_FLIGHT = 256
+#: Seconds a publisher may run past its schedule's end; the ticks it has not sent by
+#: then are not sent (and said so): a run on a slow engine stays bounded in time.
+GRACE = 2.0
 
 
 class Tick(BaseModel):
@@ -65,6 +68,8 @@ class Paced(BaseModel):
     error: str | None = None  # the first failure, in one line
     #: The seqs whose publish call failed, as inclusive ranges: no receiver owes them.
     failed: list[list[int]] = []
+    #: The seqs not sent at all, the schedule's end and its grace having passed.
+    unsent: list[list[int]] = []
     first_ns: int
     last_ns: int
     #: How far the pacer fell behind its schedule at worst, in ms (0: it kept the pace).
@@ -82,13 +87,15 @@ async def pace(
     rate: float,
     start_ns: int,
     in_flight: int = IN_FLIGHT,
+    grace: float = GRACE,
 ) -> Paced:
     """Call ``send(seq, ts)`` for seq ``first``… ``first + count - 1``, ``rate`` per second.
 
     Tick ``i`` is due ``i / rate`` seconds after ``start_ns``; each due tick
     gets a task of its own (at most ``in_flight`` at once), which reads the
     clock and calls ``send``. Event loop timers tick in milliseconds, so ticks
-    leave in small bursts, each stamped with its own send time.
+    leave in small bursts, each stamped with its own send time. Ticks not sent
+    ``grace`` seconds after the last one was due are not sent (``unsent``).
     """
     gate = asyncio.Semaphore(in_flight)
     calls = array("q")
@@ -118,6 +125,8 @@ async def pace(
 
     await _sleep_until(start_ns)
     interval = 1e9 / rate
+    end_ns = start_ns + int((count - 1) * interval + grace * 1e9)
+    unsent: list[int] = []
     for i in range(count):
         due = start_ns + int(i * interval)
         now = time.monotonic_ns()
@@ -127,6 +136,10 @@ async def pace(
             now = time.monotonic_ns()
         behind = max(behind, now - due)
         await gate.acquire()
+        if time.monotonic_ns() > end_ns:
+            gate.release()
+            unsent = list(range(first + i, first + count))
+            break
         task = asyncio.create_task(one(first + i))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -138,6 +151,7 @@ async def pace(
         errors=len(failed),
         error=errors[0] if errors else None,
         failed=ranges(failed),
+        unsent=ranges(unsent),
         first_ns=first_ns,
         last_ns=last_ns,
         behind_ms=behind / 1e6,
