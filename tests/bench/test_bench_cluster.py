@@ -36,28 +36,29 @@ from polyport.cli import app
 
 def test_receipts_count_each_tick_once_and_tell_cross_from_local() -> None:
     """Duplicates and strangers are counted apart; measured ticks are timed by their origin."""
-    receipts = Receipts(publishers=2, measured=2, last=3, home=0)
+    receipts = Receipts(publishers=2, last=3, home=0)
     for p in (0, 1):
         receipts.scan(tick_bytes("r", p, 0, 1_000, ""), 2_000)  # the primers
     assert receipts.primed and not receipts.complete
     receipts.scan(tick_bytes("r", 0, 0, 1_000, ""), 2_000)  # a primer again: not a duplicate
+    receipts.measured_from = 1_500  # the warm-up's end: ticks sent from then on are timed
     data = b"".join(
-        tick_bytes("r", p, seq, 1_000, "xx") + b"\n" for p in (0, 1) for seq in (1, 2, 3)
+        tick_bytes("r", p, seq, 1_000 * seq, "xx") + b"\n" for p in (0, 1) for seq in (1, 2, 3)
     )
     receipts.scan(data, 5_000)
-    receipts.scan(tick_bytes("r", 1, 3, 1_000, ""), 6_000)  # a duplicate
+    receipts.scan(tick_bytes("r", 1, 3, 3_000, ""), 6_000)  # a duplicate
     receipts.scan(tick_bytes("r", 2, 1, 1_000, "") + tick_bytes("r", 0, 9, 1, ""), 6_000)
     assert receipts.complete and receipts.missing == 0
     assert receipts.duplicates == 1 and receipts.unknown == 2
     figures = receipts.figures()
     assert figures["measured_received"] == 4  # seqs 2 and 3 of both publishers
-    assert figures["local_us"] == [4, 4] and figures["cross_us"] == [4, 4]
-    assert figures["first_ts"] == 1_000 and figures["last_arrival"] == 5_000
+    assert figures["local_us"] == [3, 2] and figures["cross_us"] == [3, 2]
+    assert figures["first_ts"] == 2_000 and figures["last_arrival"] == 5_000
 
 
 def test_a_refused_tick_is_excused_not_lost() -> None:
     """A tick whose publish call failed is not owed; if it arrives anyway it is unacknowledged."""
-    receipts = Receipts(publishers=1, measured=1, last=4, home=0)
+    receipts = Receipts(publishers=1, last=4, home=0)
     receipts.scan(b"".join(tick_bytes("r", 0, seq, 1, "") for seq in (0, 1, 3)), 2)
     receipts.excuse(0, 2, 2)
     assert receipts.missing == 1  # seq 4
@@ -97,11 +98,15 @@ async def test_the_pacer_keeps_its_rate_and_names_the_refused() -> None:
 
     loop = asyncio.get_running_loop()
     began = loop.time()
-    paced = await pace(send, first=1, count=20, rate=200.0, start_ns=time.monotonic_ns())
+    start = time.monotonic_ns()
+    paced = await pace(
+        send, first=1, count=20, rate=200.0, start_ns=start, measure_from_ns=start + 50_000_000
+    )
     assert loop.time() - began >= 0.09  # 19 intervals of 5 ms: never ahead of its schedule
     assert sorted(sent) == [s for s in range(1, 21) if s not in (4, 5, 9)]
     assert paced.published == 17 and paced.errors == 3
     assert paced.failed == [[4, 5], [9, 9]] and paced.error == "RuntimeError: busy"
+    assert 8 <= paced.measured <= 11  # seqs 11-20 were due after 50 ms
 
 
 async def test_a_publisher_past_its_grace_sends_no_more() -> None:
@@ -200,13 +205,14 @@ def test_a_short_run_on_redis_delivers_every_tick_and_writes_its_record(tmp_path
     for case in data["cases"]:
         for run in case["runs"]:
             assert run["error"] is None, run["error"]
-            ticks = run["nodes"] * 100  # 200/s for 0.5 s, one subscriber a node
-            assert run["delivered"] == run["expected"] == ticks
-            assert run["lost"] == run["duplicates"] == run["publish_errors"] == 0
+            # About 200/s for 0.5 s after the warm-up, each to one subscriber a node.
+            assert run["expected"] >= run["nodes"] * 80
+            assert run["delivered"] == run["expected"]
+            assert run["lost"] == run["duplicates"] == run["publish_errors"] == run["unsent"] == 0
             assert run["delivered_per_second"] > 0
         assert case["ratio_vs_bare"] > 0
-    two = data["cases"][1]["runs"]
-    assert all(r["cross_samples"] == r["local_samples"] == 100 for r in two)
+    for run in data["cases"][1]["runs"]:  # two nodes: each subscriber has the other's ticks
+        assert run["cross_samples"] == run["local_samples"] == run["delivered"] // 2
     shown = " ".join(screen.getvalue().split())
     assert "Goal: no tick lost or duplicated — PASS" in shown
     assert "Goal: adding a node does not lower the total" in shown

@@ -109,11 +109,10 @@ class Plan:
     size: int
     channels: str  # "shared": one channel for every node; "node": one channel per node
 
-    def share(self, nodes: int) -> tuple[float, int, int]:
-        """One publisher's rate, its first measured seq and its last seq, with ``nodes``."""
+    def share(self, nodes: int) -> tuple[float, int]:
+        """One publisher's rate and its last seq (its tick count), with ``nodes``."""
         rate = self.rate / nodes
-        warm = round(rate * self.warmup)
-        return rate, 1 + warm, warm + max(1, round(rate * self.duration))
+        return rate, max(1, round(rate * (self.warmup + self.duration)))
 
     def lane(self, publisher: int) -> str:
         return "all" if self.channels == "shared" else f"n{publisher}"
@@ -281,7 +280,7 @@ class _Lab:
 
     def _polyport(self, run: ClusterRun, url: str, name: str) -> None:
         plan = self.plan
-        rate, measured, last = plan.share(run.nodes)
+        rate, last = plan.share(run.nodes)
         with ExitStack() as stack:
             nodes = []
             for i in range(run.nodes):
@@ -291,7 +290,6 @@ class _Lab:
                 "nodes": [[n.host, n.port] for n in nodes],
                 "channel": plan.subscription,
                 "publishers": run.nodes,
-                "measured": measured,
                 "last": last,
             }
             subscribers = ClientProcess(
@@ -308,6 +306,7 @@ class _Lab:
                 )
 
             def body(p: int, first: int, count: int, start_ns: int) -> dict[str, Any]:
+                measure_from = start_ns + int(plan.warmup * 1e9)
                 return {
                     "run": plan.run,
                     "p": p,
@@ -317,6 +316,7 @@ class _Lab:
                     "size": plan.size,
                     "start_ns": start_ns,
                     "lane": plan.lane(p),
+                    "measure_from_ns": measure_from,
                 }
 
             self._phase("priming")
@@ -329,6 +329,7 @@ class _Lab:
                 raise ConfigError("a subscriber never got every node's primer")
             cpu = _cpu(n.pid for n in nodes)
             start_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
+            subscribers.tell(f"measure {start_ns + int(plan.warmup * 1e9)}")
             timeout = last / rate + 60.0
             with ThreadPoolExecutor(run.nodes) as pool:
                 calls = [
@@ -340,13 +341,13 @@ class _Lab:
             _excuse([subscribers], paced)
             done = self._drained(subscribers)
             cpu_used = _used(cpu, _cpu(n.pid for n in nodes))
-            _fill(run, paced, done["subscribers"], measured, last, cpu_used)
+            _fill(run, paced, done["subscribers"], cpu_used)
 
     # -- the bare client --------------------------------------------------------------------
 
     def _bare(self, run: ClusterRun, url: str, name: str) -> None:
         plan = self.plan
-        rate, measured, last = plan.share(run.nodes)
+        rate, last = plan.share(run.nodes)
         self._phase("making the stream")
         asyncio.run(create_bare(run.engine, url, name))
         lanes = [plan.lane(p) for p in range(run.nodes)]
@@ -360,9 +361,9 @@ class _Lab:
                     "index": i,
                     "run": plan.run,
                     "publishers": run.nodes,
-                    "measured": measured,
                     "last": last,
                     "rate": rate,
+                    "warmup": plan.warmup,
                     "size": plan.size,
                     "lane": lanes[i],
                     "lanes": lanes,
@@ -403,7 +404,7 @@ class _Lab:
             _excuse(clients, paced)
             ledgers = [self._drained(c)["subscribers"][0] for c in clients]
             cpu_used = _used(cpu, _cpu(c.process.pid for c in clients))
-            _fill(run, paced, ledgers, measured, last, cpu_used)
+            _fill(run, paced, ledgers, cpu_used)
 
     # -- both -------------------------------------------------------------------------------
 
@@ -444,8 +445,6 @@ def _fill(
     run: ClusterRun,
     paced: list[Paced],
     ledgers: list[dict[str, Any]],
-    measured: int,
-    last: int,
     cpu: float | None,
 ) -> None:
     """A run's figures from what its publishers did and its subscribers' ledgers."""
@@ -462,7 +461,7 @@ def _fill(
         run.call_p50_us = percentile(sorted(p.call_p50_us for p in sent), 0.5)
         run.call_p99_us = max(p.call_p99_us for p in sent)
     run.subscribers = len(ledgers)
-    run.expected = run.subscribers * run.nodes * (last - measured + 1)
+    run.expected = run.subscribers * sum(p.measured for p in paced)
     run.delivered = sum(int(ledger["measured_received"]) for ledger in ledgers)
     run.lost = sum(int(ledger["missing"]) for ledger in ledgers)
     run.duplicates = sum(int(ledger["duplicates"]) for ledger in ledgers)

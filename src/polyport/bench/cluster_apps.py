@@ -50,10 +50,19 @@ def cluster_service() -> Service:
 
     @service.method(public=True)
     async def pace(
-        run: str, p: int, first: int, count: int, rate: float, size: int, start_ns: int, lane: str
+        run: str,
+        p: int,
+        first: int,
+        count: int,
+        rate: float,
+        size: int,
+        start_ns: int,
+        lane: str,
+        measure_from_ns: int = 0,
     ) -> Paced:
         """Publish ticks ``first``… of publisher ``p`` on ``bench/{run}/{lane}``, ``rate``/s
-        from ``start_ns`` (``time.monotonic_ns()``), each its own publish."""
+        from ``start_ns`` (``time.monotonic_ns()``), each its own publish; those sent from
+        ``measure_from_ns`` on are the measured ones."""
         pad = padding(size)
         channel = f"bench/{run}/{lane}"
 
@@ -61,7 +70,12 @@ def cluster_service() -> Service:
             await tick.publish(Tick(run=run, p=p, seq=seq, ts=ts, pad=pad), channel=channel)
 
         return await cluster_ticks.pace(
-            send, first=first, count=count, rate=rate, start_ns=start_ns
+            send,
+            first=first,
+            count=count,
+            rate=rate,
+            start_ns=start_ns,
+            measure_from_ns=measure_from_ns,
         )
 
     return service

@@ -184,9 +184,7 @@ CLIENTS: dict[str, type[PostgresBare] | type[RedisBare] | type[NatsBare]] = {
 async def run(config: dict[str, Any]) -> None:
     """Subscribe, then prime, pace and report as the lab says (see the module)."""
     index, run_id = int(config["index"]), str(config["run"])
-    receipts = Receipts(
-        int(config["publishers"]), int(config["measured"]), int(config["last"]), index
-    )
+    receipts = Receipts(int(config["publishers"]), int(config["last"]), index)
     client: BareClient = CLIENTS[config["engine"]](
         config["url"], config["name"], config["lane"], config["lanes"]
     )
@@ -207,7 +205,15 @@ async def run(config: dict[str, Any]) -> None:
             deadline.cancel()
         elif words[0] == "go":  # go START_NS
             rate, start = float(config["rate"]), int(words[1])
-            paced = await pace(send, first=1, count=receipts.last, rate=rate, start_ns=start)
+            receipts.measured_from = start + int(float(config["warmup"]) * 1e9)
+            paced = await pace(
+                send,
+                first=1,
+                count=receipts.last,
+                rate=rate,
+                start_ns=start,
+                measure_from_ns=receipts.measured_from,
+            )
             report("paced", **paced.model_dump())
             went.set_result(None)
         elif words[0] == "excuse":  # excuse P FIRST LAST: those publish calls failed

@@ -16,8 +16,9 @@ bench's clients do: ``ready`` once every stream answered ``200
 text/event-stream`` (or with the ``error`` that stopped it), ``primed`` once
 every stream has every publisher's primer, and ``done`` with every stream's
 ledger once every stream has every tick — or when the lab writes ``stop``.
-``excuse P FIRST LAST`` from the lab says those ticks' publish calls failed:
-no stream waits for them.
+``measure FROM_NS`` from the lab says when the warm-up ends (ticks sent
+before are not timed), and ``excuse P FIRST LAST`` that those ticks'
+publish calls failed or were never made: no stream waits for them.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ async def run(config: dict[str, Any]) -> None:
     """Open a stream per node, then report ``ready``, ``primed`` and ``done``."""
     loop = asyncio.get_running_loop()
     channel, publishers = config["channel"], int(config["publishers"])
-    measured, last = int(config["measured"]), int(config["last"])
+    last = int(config["last"])
     streams: list[SseStream] = []
     try:
         for home, (host, port) in enumerate(config["nodes"]):
@@ -142,7 +143,7 @@ async def run(config: dict[str, Any]) -> None:
                 f"GET {SSE_PATH}?{urlencode({'channel': channel})} HTTP/1.1\r\n"
                 f"Host: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
             ).encode()
-            receipts = Receipts(publishers, measured, last, home)
+            receipts = Receipts(publishers, last, home)
             _, stream = await loop.create_connection(
                 functools.partial(SseStream, request, receipts), host, port
             )
@@ -154,13 +155,16 @@ async def run(config: dict[str, Any]) -> None:
         return
     report("ready", error=None)
 
-    async def excuse(words: list[str]) -> None:
+    async def told(words: list[str]) -> None:
         if words[0] == "excuse":  # excuse P FIRST LAST: those publish calls failed
             p, first, last = map(int, words[1:4])
             for stream in streams:
                 stream.receipts.excuse(p, first, last)
+        elif words[0] == "measure":  # measure FROM_NS: the ticks sent from then on
+            for stream in streams:
+                stream.receipts.measured_from = int(words[1])
 
-    commands = LabCommands(excuse)
+    commands = LabCommands(told)
     await commands.start()
     try:
         if await until(lambda: all(s.receipts.primed for s in streams), commands.stopped):

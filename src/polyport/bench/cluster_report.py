@@ -54,7 +54,7 @@ class ClusterRun:
     call_p99_us: float | None = None  # …and the worst publisher's p99
     # the subscribers (one per node), the measured ticks (after the warm-up)
     subscribers: int = 0
-    expected: int = 0  # measured ticks, once per subscriber
+    expected: int = 0  # measured ticks acknowledged, once per subscriber
     delivered: int = 0
     lost: int = 0  # acknowledged ticks a subscriber never got (the warm-up's included)
     duplicates: int = 0

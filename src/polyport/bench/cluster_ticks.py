@@ -13,7 +13,7 @@ same payload at the same pace and count what arrives the same way:
   callers' would be;
 * :class:`Receipts` is one receiver's ledger: every ``(p, seq)`` it got, so
   that lost and duplicated ticks are counted, and the latency of each
-  measured tick, cross-node apart from local.
+  measured tick (one sent after the warm-up), cross-node apart from local.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ class Paced(BaseModel):
     #: Time from the publish call to its return (acknowledged), in µs.
     call_p50_us: float
     call_p99_us: float
+    #: Ticks acknowledged that were sent at or after ``measure_from_ns``: the measured ones.
+    measured: int = 0
 
 
 async def pace(
@@ -88,6 +90,7 @@ async def pace(
     start_ns: int,
     in_flight: int = IN_FLIGHT,
     grace: float = GRACE,
+    measure_from_ns: int = 0,
 ) -> Paced:
     """Call ``send(seq, ts)`` for seq ``first``… ``first + count - 1``, ``rate`` per second.
 
@@ -96,6 +99,8 @@ async def pace(
     clock and calls ``send``. Event loop timers tick in milliseconds, so ticks
     leave in small bursts, each stamped with its own send time. Ticks not sent
     ``grace`` seconds after the last one was due are not sent (``unsent``).
+    Ticks sent from ``measure_from_ns`` on are the measured ones (the
+    receivers tell them by their ``ts``); ``measured`` counts those acknowledged.
     """
     gate = asyncio.Semaphore(in_flight)
     calls = array("q")
@@ -104,9 +109,10 @@ async def pace(
     tasks: set[asyncio.Task[None]] = set()
     first_ns = last_ns = 0
     behind = 0
+    measured = 0
 
     async def one(seq: int) -> None:
-        nonlocal first_ns, last_ns
+        nonlocal first_ns, last_ns, measured
         try:
             ts = time.monotonic_ns()
             if not first_ns:
@@ -120,6 +126,8 @@ async def pace(
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
             else:
                 calls.append(time.monotonic_ns() - ts)
+                if ts >= measure_from_ns:
+                    measured += 1
         finally:
             gate.release()
 
@@ -157,6 +165,7 @@ async def pace(
         behind_ms=behind / 1e6,
         call_p50_us=percentile(ordered, 0.50),
         call_p99_us=percentile(ordered, 0.99),
+        measured=measured,
     )
 
 
@@ -181,15 +190,16 @@ class Receipts:
     """One receiver's ledger of the ticks of ``publishers`` publishers, seq 0 to ``last``.
 
     Seq 0 of each publisher is its primer (sent again until every receiver has
-    one, so only its first copy counts); seqs from ``measured`` on are the
-    measured ticks (those before are the warm-up): their latency is kept,
-    cross-node (a publisher other than ``home``, the receiver's own node)
-    apart from local.
+    one, so only its first copy counts). Ticks sent (``ts``) from
+    :attr:`measured_from` on are the measured ones — those before are the
+    warm-up, and none is measured until the lab says when the warm-up ends:
+    their latency is kept, cross-node (a publisher other than ``home``, the
+    receiver's own node) apart from local.
     """
 
-    def __init__(self, publishers: int, measured: int, last: int, home: int) -> None:
+    def __init__(self, publishers: int, last: int, home: int) -> None:
         self.publishers = publishers
-        self.measured = measured
+        self.measured_from = 1 << 62
         self.last = last
         self.home = home
         # Per publisher and seq: 0 not yet, 1 received, 2 excused (its publish failed).
@@ -238,7 +248,7 @@ class Receipts:
             self.missing -= 1
             if seq == 0:
                 self.unprimed -= 1
-        if seq < self.measured:
+        if ts < self.measured_from:
             return
         self.measured_received += 1
         (self.local if p == self.home else self.cross).append(arrival - ts)
