@@ -12,8 +12,8 @@ other's events and nothing is left behind on a server others share.
   ``{name}.>`` stored on file as polyport's.
 
 Both are removed by :func:`drop`: ``DROP SCHEMA … CASCADE``, every key of the
-``{name}`` hash tag, or the streams ``name``, ``KV_{name}-meta`` and
-``KV_{name}-wq``.
+``{name}`` hash tag, or the stream ``name`` and every ``KV_{name}-…`` (the
+namespace's KV buckets).
 """
 
 from __future__ import annotations
@@ -133,9 +133,13 @@ async def drop(engine: str, url: str, name: str) -> None:
 
         connection = await nats.connect(bare_url(engine, url))
         try:
-            for stream in (name, f"KV_{name}-meta", f"KV_{name}-wq"):
-                with contextlib.suppress(NotFoundError):
-                    await connection.jetstream().delete_stream(stream)
+            js = connection.jetstream()
+            # The log's stream and every KV bucket of the namespace (meta, wq, rec, …).
+            for info in await js.streams_info():
+                stream = info.config.name
+                if stream is not None and (stream == name or stream.startswith(f"KV_{name}-")):
+                    with contextlib.suppress(NotFoundError):
+                        await js.delete_stream(stream)
         finally:
             await connection.close()
 
