@@ -35,20 +35,26 @@ def node(tmp_path: Path, engine: str, label: str, poll: float = 0.2) -> Iterator
 def node_process(
     tmp_path: Path, engine: str, label: str, poll: float = 0.2
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A node process on ``engine``: its URL, and the process (to kill it)."""
-    process = subprocess.Popen(
-        [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine, str(poll)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ},
-    )
+    """A node process on ``engine``: its URL, and the process (to kill it).
+
+    Its log goes to ``{label}.log`` in ``tmp_path``, not to a pipe: a pipe nobody
+    reads fills up, and the node then blocks writing its log.
+    """
+    log_path = tmp_path / f"{label}.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(NODE), str(tmp_path / f"{label}.sqlite3"), engine, str(poll)],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            env={**os.environ},
+        )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.strip().isdigit():
-            assert process.stderr is not None
-            raise AssertionError(f"node {label} did not start: {line}{process.stderr.read()}")
+            process.wait(10)
+            raise AssertionError(f"node {label} did not start: {line}{log_path.read_text()}")
         url = f"http://127.0.0.1:{int(line)}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -64,9 +70,8 @@ def node_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def follow_sse(

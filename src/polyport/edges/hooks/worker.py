@@ -14,7 +14,9 @@ import logging
 import random
 import time
 
+from polyport.core.errors import Unavailable
 from polyport.core.inbox import InboxEntry, ReceiverInbox
+from polyport.core.logs import Outage
 from polyport.core.metrics import Metrics
 from polyport.edges.hooks.config import HooksConfig
 from polyport.edges.hooks.handler import EDGE, ReceiverHandler
@@ -48,6 +50,7 @@ class InboxWorker:
     ) -> None:
         self.inbox = inbox
         self.handlers = handlers
+        self._outage = Outage(log, "reading the webhook inbox")
         self.names = sorted(handlers)
         self.config = config
         self.metrics = metrics
@@ -106,10 +109,12 @@ class InboxWorker:
                     if purged:
                         log.info("forgot %d processed webhook deliveries", purged)
                 sleep = await self._sleep(now)
-            except Exception:
-                # The database is locked or gone: say so, and try again later.
-                log.exception("the webhook inbox could not be read")
+            except Exception as exc:
+                # The database is locked or gone: say so (once), and try again later.
+                self._outage.failed(exc, quiet=Unavailable)
                 sleep = config.poll_interval
+            else:
+                self._outage.worked()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(sleep):
                     await self._wake.wait()

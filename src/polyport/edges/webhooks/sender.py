@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from polyport.core.errors import Unavailable
+from polyport.core.logs import Outage
 from polyport.core.metrics import Metrics
 from polyport.core.webhookstore import AttemptResult, Claim, DeliveryStatus, WebhookStore
 from polyport.edges.webhooks.client import (
@@ -113,6 +115,7 @@ class WebhookSender:
         self.store = store
         #: This node's name in the leases it holds (distinct between nodes).
         self.owner = owner
+        self._outage = Outage(log, "the webhook poller")
         self.table = table
         self.config = config
         self.policy = policy
@@ -488,8 +491,10 @@ class WebhookSender:
             self._wake.clear()
             try:
                 await self.tick()
-            except Exception:
-                log.exception("the webhook poller failed; trying again")
+            except Exception as exc:
+                self._outage.failed(exc, quiet=Unavailable)
+            else:
+                self._outage.worked()
 
     async def tick(self) -> int:
         """Reload endpoints if changed, extend leases, claim what is due; how many claimed."""
