@@ -18,8 +18,14 @@ channel predecessor is in the chain needs no subject check (nothing can come
 between them), and when one link fails (another node's message got in
 between, or a channel moved on) every later link fails too, so nothing is
 ever stored out of order; the failed suffix is sent again as a new chain.
-Across nodes, writes to different channels never conflict, and each failed
-round still stores at least its first message unless its own channel moved.
+Each failed round still stores at least its first message unless its own
+channel moved. But the message-id check is the *stream's* last message, not
+the channel's: another node's message on any channel landing between two
+links breaks the chain, so under several busy writers a node that pipelines
+retries often — `polyport bench cluster` measured NATS falling behind at
+5,000 events/s over two and three nodes (docs/benchmarks.md). Chaining only
+within a channel, with one message in flight per channel otherwise, is the
+way out; it is not done yet.
 
 When the connection breaks, the messages in flight were handled by the
 server before it closed or never will be: once connected again the writer
