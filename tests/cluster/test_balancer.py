@@ -18,19 +18,10 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.cluster.balancer import CLIENT, LABELS, Cluster, behind_haproxy, client
-from tests.cluster.engines import ENGINES, shared_engine
+from tests.cluster.balancer import CLIENT, LABELS, Cluster, client
 from websockets.sync.client import connect
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Three nodes on one engine behind HAProxy, for every test of this module and engine."""
-    tmp = tmp_path_factory.mktemp(f"balancer-{request.param}")
-    with shared_engine(request.param) as engine, behind_haproxy(tmp, engine) as cluster:
-        yield cluster
 
 
 def emit_at(url: str, tag: str, headers: dict[str, str] | None = None) -> tuple[str, str]:
