@@ -51,6 +51,7 @@ global
 defaults
     mode http
     option forwardfor
+    option redispatch 1
     timeout connect 2s
     timeout http-request 10s
     timeout client 30s
