@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -340,6 +341,24 @@ def follow(
             node = LABELS[(LABELS.index(node) + 1) % len(LABELS)]
             time.sleep(0.1)
     return followed
+
+
+def on_every_node(
+    pattern: str, cluster: Cluster, channel: str, after: str, count: int, seconds: float = 30
+) -> list[Future[Followed]]:
+    """Three followers (:func:`follow`) over ``pattern``, one per node, each live on return.
+
+    Proxied ones connect at once, so the proxy gives each a node of its own;
+    gRPC's dial one node each.
+    """
+    lives = {node: threading.Event() for node in LABELS}
+    run = partial(follow, pattern, cluster, channel, after, count, seconds=seconds)
+    started = [in_thread(partial(run, node=node, live=live)) for node, live in lives.items()]
+    for live, follower in zip(lives.values(), started, strict=True):
+        if not live.wait(READ):
+            follower.result(0)  # its error, if it failed
+            raise AssertionError(f"{pattern}: no subscription live within {READ} s")
+    return started
 
 
 def in_thread(work: Callable[[], T]) -> Future[T]:

@@ -15,17 +15,23 @@ balancer does not carry: its clients dial each node directly.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from concurrent.futures import Future
 from functools import partial
 
 import httpx
 import pytest
 from tests.cluster.balancer import LABELS, SERVED_BY, Cluster, client
 from tests.cluster.clusternode import HOOK_SECRET
-from tests.cluster.patterns import PATTERNS, STREAMS, Followed, follow, in_thread, now, read_log
+from tests.cluster.patterns import (
+    PATTERNS,
+    STREAMS,
+    follow,
+    in_thread,
+    now,
+    on_every_node,
+    read_log,
+)
 
 from polyport.webhooks.signing import secret_key, signature_header
 
@@ -41,26 +47,6 @@ def emit(url: str, tag: str, n: int) -> list[str]:
     return ids
 
 
-def followers(
-    pattern: str, cluster: Cluster, channel: str, after: str, count: int
-) -> list[Future[Followed]]:
-    """Three followers of ``channel`` over ``pattern``, one per node, each live once this returns.
-
-    Proxied ones connect at once, so the proxy gives each a node of its own;
-    gRPC's dial a node each.
-    """
-    lives = {node: threading.Event() for node in LABELS}
-    started = [
-        in_thread(partial(follow, pattern, cluster, channel, after, count, node=node, live=live))
-        for node, live in lives.items()
-    ]
-    for live, follower in zip(lives.values(), started, strict=True):
-        if not live.wait(10):
-            follower.result(0)  # its error, if it failed
-            raise AssertionError(f"{pattern}: no subscription live within 10 s")
-    return started
-
-
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_every_pattern_on_every_node_gets_every_nodes_writes_in_log_order(
     cluster: Cluster, pattern: str
@@ -70,7 +56,7 @@ def test_every_pattern_on_every_node_gets_every_nodes_writes_in_log_order(
     tag = f"live-{pattern}"
     channel = f"ticks/{tag}"
     start = now(cluster, channel)
-    subscribers = followers(pattern, cluster, channel, start, 24)
+    subscribers = on_every_node(pattern, cluster, channel, start, 24)
     written: list[str] = []
     for _ in range(2):
         writers = [in_thread(partial(emit, url, tag, 4)) for url in cluster.nodes.values()]
