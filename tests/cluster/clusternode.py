@@ -1,14 +1,17 @@
 """One node of a cluster test, in a process of its own: ``python clusternode.py DB ENGINE [POLL]``.
 
-It prints its port, then serves REST (``POST /v1/emit {"n": …, "tag": …}``
+It prints its HTTP port, then serves REST (``POST /v1/emit {"n": …, "tag": …}``
 publishes n events on channel ``ticks/{tag}`` and answers their ids;
 ``POST /v1/emit_at`` does the same and names the node, by its database file's
 stem; ``POST /v1/jobs/run_once {"token": …}`` runs a job that records which
-node ran it as an event on ``runs/{token}``), polling, SSE, WebSocket and the
-webhook receiver ``/hooks/inbound`` (Standard Webhooks, :data:`HOOK_SECRET`),
-whose handler records each delivery it handles on ``hooked/{delivery id}``,
-with its event log on ENGINE (read every POLL seconds when no announcement
-came, 0.2 by default), until it is stopped.
+node ran it as an event on ``runs/{token}``), polling, SSE, WebSocket, webhook
+subscriptions (``/v1/webhooks``), the webhook receiver ``/hooks/inbound``
+(Standard Webhooks, :data:`HOOK_SECRET`), whose handler records each delivery
+it handles on ``hooked/{delivery id}``, GraphQL (queries and
+``graphql-transport-ws`` subscriptions) and gRPC (the event stream included)
+on a free port of its own, which it prints on a second line, ``grpc
+HOST:PORT``, once it serves — with its event log on ENGINE (read every POLL
+seconds when no announcement came, 0.2 by default), until it is stopped.
 Other settings come from ``POLYPORT_*`` variables (``POLYPORT_SERVER__TRUSTED_PROXIES``,
 ``POLYPORT_LOG__ACCESS``), with logs on stderr as ``polyport serve`` writes them.
 """
@@ -101,14 +104,26 @@ async def main(database: str, engine: str, poll: float) -> None:
             # Every event of a test stays readable: loss, not retention, is what they count.
             "history": {"max_events": 1_000_000},
             "log": {"level": "error"},
+            # Nodes of one host each need a gRPC port of their own.
+            "grpc": {"port": 0},
         },
         overrides={"database": database, "engine": engine, "engine_poll": poll},
     )
     configure_logging(settings.log.level, settings.log.format)
-    node = Node(service, settings, edges=["rest", "poll", "sse", "ws", "hooks", "webhooks"])
+    edges = ["rest", "poll", "sse", "ws", "hooks", "webhooks", "graphql", "grpc"]
+    node = Node(service, settings, edges=edges)
     sock = bind_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
-    await node.serve(sock)
+    ready = asyncio.Event()
+    serving = asyncio.create_task(node.serve(sock, ready=ready))
+    started = asyncio.create_task(ready.wait())
+    await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        (grpc,) = (edge for edge in node.listeners if edge.name == "grpc")
+        print(f"grpc {grpc.address}", flush=True)
+    else:
+        started.cancel()
+    await serving
 
 
 if __name__ == "__main__":
