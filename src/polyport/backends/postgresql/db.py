@@ -136,6 +136,16 @@ class PostgresDatabase:
         except psycopg.OperationalError as exc:  # unreachable, connection lost, pool timeout
             raise unavailable(what, exc) from exc
 
+    async def open_with(self, ddl: str) -> None:
+        """Open the pool (see :meth:`open`) and create what ``ddl`` makes if it is missing;
+        a failed creation closes what it opened."""
+        await self.open()
+        try:
+            await self.migrate(ddl)
+        except BaseException:
+            await self.close()
+            raise
+
     async def migrate(self, ddl: str) -> None:
         """Run ``ddl`` (statements without parameters) in one transaction.
 

@@ -130,12 +130,7 @@ class PostgresRecordStore:
 
     async def open(self) -> None:
         """Open the database and create the store's table if it is missing."""
-        await self.db.open()
-        try:
-            await self.db.migrate(RECORDS_DDL)
-        except BaseException:
-            await self.db.close()
-            raise
+        await self.db.open_with(RECORDS_DDL)
 
     async def close(self) -> None:
         await self.db.close()

@@ -68,6 +68,7 @@ import psycopg
 from polyport.backends.postgresql.db import PostgresDatabase
 from polyport.backends.postgresql.outcomes import Outcome, OutcomeWriter
 from polyport.backends.postgresql.schema import WORKQUEUE_DDL
+from polyport.backends.workrows import COLUMNS, item_from_row
 from polyport.core.errors import Unavailable
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
 
@@ -80,10 +81,7 @@ _GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 #: so a large purge neither runs into the statement timeout nor holds its locks long.
 DELETE_BATCH = 5000
 
-_COLUMNS = (
-    "w.seq, w.queue, w.key, w.payload, w.status, w.attempts, w.created, w.due, w.lease, "
-    "w.claimed, w.finished, w.error, w.result, w.owner"
-)
+_COLUMNS = ", ".join(f"w.{column}" for column in COLUMNS)
 _LIVE = "w.status IN ('pending', 'running')"
 
 _ENQUEUE = """
@@ -192,27 +190,6 @@ WHERE w.queue = %(queue)s::text AND w.key = f.key
 _NO_CURSOR = 2**63 - 1
 
 
-def _item(row: Sequence[Any]) -> WorkItem:
-    seq, queue, key, payload, status, attempts, created, due, lease = row[:9]
-    claimed, finished, error, result, owner = row[9:]
-    return WorkItem(
-        queue=queue,
-        key=key,
-        seq=seq,
-        payload=bytes(payload),
-        status=status,
-        attempts=attempts,
-        created=created,
-        due=due,
-        lease=lease,
-        claimed=claimed,
-        finished=finished,
-        error=error,
-        result=None if result is None else bytes(result),
-        owner=owner,
-    )
-
-
 def _storable(error: str) -> str:
     """``error`` as PostgreSQL text holds it: a text value cannot contain NUL (nor a lone
     surrogate, which UTF-8 cannot encode), and an exception's message may."""
@@ -257,12 +234,7 @@ class PostgresWorkQueue:
 
     async def open(self) -> None:
         """Open the database and create the queue's table if it is missing."""
-        await self.db.open()
-        try:
-            await self.db.migrate(WORKQUEUE_DDL)
-        except BaseException:
-            await self.db.close()
-            raise
+        await self.db.open_with(WORKQUEUE_DDL)
 
     async def close(self) -> None:
         await self._outcomes.drain()  # outcomes already given are written first
@@ -331,7 +303,7 @@ class PostgresWorkQueue:
         # RETURNING comes in no particular order: as picked, earliest due (before the
         # claim) first.
         rows.sort(key=lambda row: row[0])
-        return [_item(row[1:]) for row in rows]
+        return [item_from_row(row[1:]) for row in rows]
 
     async def extend(self, items: Sequence[WorkItem], until: float) -> int:
         held = [item for item in items if item.lease is not None]
@@ -367,7 +339,7 @@ class PostgresWorkQueue:
 
     async def get(self, queue: str, key: str) -> WorkItem | None:
         rows = await self._rows("reading work", self._get_sql, [queue, key])
-        return _item(rows[0]) if rows else None
+        return item_from_row(rows[0]) if rows else None
 
     async def items(
         self,
@@ -386,7 +358,7 @@ class PostgresWorkQueue:
             "status": status,
         }
         sql = self._items_sql if status is None else self._items_status_sql
-        return [_item(row) for row in await self._rows("listing work", sql, params)]
+        return [item_from_row(row) for row in await self._rows("listing work", sql, params)]
 
     async def counts(self, queue: str) -> dict[WorkStatus, int]:
         found = dict(await self._rows("counting work", self._counts_sql, [queue]))

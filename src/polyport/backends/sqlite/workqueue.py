@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.workrows import COLUMNS, item_from_row
 from polyport.core.inbox import encode_payload, queue_of
 from polyport.core.jobs import QUEUE as JOBS
 from polyport.core.jobs import Job, encode_job
@@ -62,34 +63,10 @@ CREATE INDEX IF NOT EXISTS polyport_work_finished ON polyport_work (queue, finis
     WHERE status IN ('done', 'dead');
 """
 
-_COLUMNS = (
-    "seq, queue, key, payload, status, attempts, created, due, lease, claimed, finished, "
-    "error, result, owner"
-)
+_COLUMNS = ", ".join(COLUMNS)
 _LIVE = "status IN ('pending', 'running')"
 #: Items claimed per statement (SQLite bounds the parameters of one).
 _CLAIM_CHUNK = 500
-
-
-def _item(row: tuple[Any, ...]) -> WorkItem:
-    seq, queue, key, payload, status, attempts, created, due, lease = row[:9]
-    claimed, finished, error, result, owner = row[9:]
-    return WorkItem(
-        queue=queue,
-        key=key,
-        seq=seq,
-        payload=bytes(payload),
-        status=status,
-        attempts=attempts,
-        created=created,
-        due=due,
-        lease=lease,
-        claimed=claimed,
-        finished=finished,
-        error=error,
-        result=None if result is None else bytes(result),
-        owner=owner,
-    )
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -159,7 +136,7 @@ class SqliteWorkQueue:
                 (now + lease, owner, now, *chunk, now),
             ).fetchall()
         order = {seq: n for n, seq in enumerate(candidates)}  # earliest due first
-        return sorted((_item(row) for row in rows), key=lambda item: order[item.seq])
+        return sorted((item_from_row(row) for row in rows), key=lambda item: order[item.seq])
 
     async def extend(self, items: Sequence[WorkItem], until: float) -> int:
         return sum(self._settle(item, "due=?", (until,)) for item in items)
@@ -213,7 +190,7 @@ class SqliteWorkQueue:
         found = self.db.conn.execute(
             f"SELECT {_COLUMNS} FROM polyport_work WHERE queue=? AND key=?", (queue, key)
         ).fetchone()
-        return _item(found) if found else None
+        return item_from_row(found) if found else None
 
     async def items(
         self,
@@ -232,7 +209,7 @@ class SqliteWorkQueue:
             sql += " AND seq < ?"
             args.append(before)
         rows = self.db.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, max(0, limit)))
-        return [_item(row) for row in rows.fetchall()]
+        return [item_from_row(row) for row in rows.fetchall()]
 
     async def counts(self, queue: str) -> dict[WorkStatus, int]:
         found = dict(
