@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
-import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from tests.conftest import require_service
 from tests.contract.eventlog_contract import Factory, SharedEventLogContract, fill, p
+from tests.contract.postgres_schemas import URL, new_schema
 
 from polyport.backends.postgresql import PostgresDatabase, PostgresEventLog
 from polyport.backends.postgresql.eventlog import channel_regex
@@ -27,26 +25,7 @@ from polyport.core.errors import MissingExtra, RecoveryFailed, Unavailable
 from polyport.core.eventlog import EventLog, History
 from polyport.core.events import Cursor, Event, Pattern, position
 
-URL = os.environ.get("POLYPORT_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
-
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def schemas() -> AsyncIterator[list[str]]:
-    """Schema names to use, made up here; each one that was created is dropped afterwards."""
-    require_service("PostgreSQL", 5432)
-    made: list[str] = []
-    yield made
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        for schema in made:  # random names: nothing here was made by anyone else
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-def new_schema(schemas: list[str], name: str) -> str:
-    schema = f"polyport_test_{secrets.token_hex(5)}_{name}"
-    schemas.append(schema)
-    return schema
 
 
 class TestPostgresEventLog(SharedEventLogContract):

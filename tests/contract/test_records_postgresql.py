@@ -10,13 +10,11 @@ afterwards; a second node is a second :class:`PostgresRecordStore` over a
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from tests.conftest import require_service
+from tests.contract.postgres_schemas import URL, new_schema
 from tests.contract.private_servers import closed_port
 from tests.contract.records_contract import RecordStoreContract, StoreFactory
 
@@ -25,25 +23,6 @@ from polyport.core.errors import Unavailable
 from polyport.core.records import ABSENT, RecordStore, scan_all
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
-
-URL = os.environ.get("POLYPORT_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-async def schemas() -> AsyncIterator[list[str]]:
-    """Schema names to use, made up here; each one that was created is dropped afterwards."""
-    require_service("PostgreSQL", 5432)
-    made: list[str] = []
-    yield made
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        for schema in made:  # random names: nothing here was made by anyone else
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-def new_schema(schemas: list[str], name: str) -> str:
-    schema = f"polyport_test_{secrets.token_hex(5)}_{name}"
-    schemas.append(schema)
-    return schema
 
 
 def new_node(schema: str) -> PostgresRecordStore:

@@ -11,15 +11,13 @@ afterwards; a second node is a second :class:`PostgresWorkQueue` over a
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from tests.conftest import require_service
 from tests.contract.inbox_contract import InboxFactory, ReceiverInboxContract
+from tests.contract.postgres_schemas import URL, new_schema
 from tests.contract.private_servers import closed_port
 from tests.contract.workqueue_contract import LEASE, T0, QueueFactory, WorkQueueContract, claim
 
@@ -35,25 +33,6 @@ from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
 from polyport.core.workqueue import WorkItem, WorkQueue
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
-
-URL = os.environ.get("POLYPORT_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-async def schemas() -> AsyncIterator[list[str]]:
-    """Schema names to use, made up here; each one that was created is dropped afterwards."""
-    require_service("PostgreSQL", 5432)
-    made: list[str] = []
-    yield made
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        for schema in made:  # random names: nothing here was made by anyone else
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-def new_schema(schemas: list[str], name: str) -> str:
-    schema = f"polyport_test_{secrets.token_hex(5)}_{name}"
-    schemas.append(schema)
-    return schema
 
 
 def new_node(schema: str) -> PostgresWorkQueue:
