@@ -241,10 +241,15 @@ def test_every_edge_declares_its_kinds() -> None:
     one only by accident of its attribute names.
     """
     from polyport.core.errors import MissingExtra
-    from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
+    from polyport.edges.kinds import ChannelEdge, Edge, HttpEdge, ListenerEdge, WebSocketEdge
     from polyport.node import EDGES, EdgeNotInstalled, load_edge
 
-    members = {HttpEdge: "routes", WebSocketEdge: "websocket_routes", ListenerEdge: "address"}
+    members = {
+        HttpEdge: "routes",
+        WebSocketEdge: "websocket_routes",
+        ListenerEdge: "address",
+        ChannelEdge: "describe_channels",
+    }
     checked = 0
     for name, path in EDGES.items():
         try:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from polyport._version import __version__
+from polyport.edges.kinds import ChannelEdge
 
 if TYPE_CHECKING:
     from polyport.node import Node
@@ -76,6 +77,8 @@ def served_rows(node: Node, base: str) -> list[tuple[str, str]]:
             )
     if "webhooks" in names:
         rows.append(("webhooks", f"subscriptions {v}/webhooks"))
+    if any(isinstance(edge, ChannelEdge) for edge in node.edges):
+        rows.append(("AsyncAPI", f"{base}/asyncapi.json (every event channel, per pattern)"))
     receivers = sorted(p for p in paths if p.startswith("/hooks/") and p.count("/") == 2)
     if receivers:
         rows.append(("receivers", "  ·  ".join(base + path for path in receivers)))

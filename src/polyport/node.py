@@ -41,7 +41,7 @@ from polyport.core.metrics import Metrics
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Endpoint, EventCodec, Runtime
 from polyport.core.webhookqueue import QueuedWebhookStore
-from polyport.edges.kinds import Edge, HttpEdge, ListenerEdge, WebSocketEdge
+from polyport.edges.kinds import ChannelEdge, Edge, HttpEdge, ListenerEdge, WebSocketEdge
 from polyport.http.app import HttpApp
 from polyport.http.asgi import AsgiApp
 from polyport.http.forwarded import TrustedProxies
@@ -322,6 +322,9 @@ class Node:
         entries: list[Endpoint] = []
         for edge in self.edges:
             entries.extend(edge.catalog())
+        if any(isinstance(edge, ChannelEdge) for edge in self.edges):
+            # One document for every edge carrying events, served by the node itself.
+            entries.append(Endpoint("AsyncAPI", "AsyncAPI", "document", "GET /asyncapi.json"))
         return entries
 
     @property

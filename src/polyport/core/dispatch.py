@@ -561,6 +561,11 @@ class Dispatcher:
         self._events[event.name] = event
         self._channels[event.name] = Pattern.parse(event.channel_pattern)
 
+    @property
+    def event_types(self) -> Mapping[str, EventType]:
+        """Every event type subscribers are admitted to: the contract's, and the node's own."""
+        return types.MappingProxyType(self._events)
+
     def binding(self, name: str) -> Binding:
         try:
             return self.bindings[name]

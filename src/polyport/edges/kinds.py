@@ -3,7 +3,8 @@
     Edge              start, stop, catalog — every edge
     ├── HttpEdge      routes on the node's one HTTP port, described in /openapi.json
     ├── WebSocketEdge WebSocket paths on that port
-    └── ListenerEdge  a port of its own (gRPC; MQTT to come)
+    ├── ListenerEdge  a port of its own (gRPC; MQTT to come)
+    └── ChannelEdge   carries events (queues to come), described in /asyncapi.json
 
 An edge class names its kinds as its bases — ``class GrpcEdge(HttpEdge,
 ListenerEdge)`` — so mypy checks every method against its kind's signature,
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from polyport.core.runtime import Endpoint
+    from polyport.http.asyncapi import AsyncApiDocument
     from polyport.http.openapi import OpenApiDocument
     from polyport.http.router import Route
     from polyport.http.websocket import WebSocketEndpoint
@@ -84,3 +86,17 @@ class ListenerEdge(Edge, Protocol):
     @abstractmethod
     def address(self) -> str:
         """``HOST:PORT`` as a client dials it: the port actually bound, once started."""
+
+
+@runtime_checkable
+class ChannelEdge(Edge, Protocol):
+    """An edge that carries events to clients or from them (and, to come, queue messages).
+
+    A kind of its own, beside where the edge is served: SSE and polling are
+    HTTP edges, the WebSocket session a WebSocket edge, MQTT will listen on
+    its own port — each describes the same channels in /asyncapi.json.
+    """
+
+    @abstractmethod
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        """Add this edge's server and its operations on the channels to the AsyncAPI document."""

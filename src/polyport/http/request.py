@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl
@@ -25,6 +26,8 @@ Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
 #: The cookie a browser may carry a ticket (or any bearer token) in, for streams.
 TOKEN_COOKIE = "polyport_token"
+#: A ``Host`` header worth writing into a document: a name or an address, and a port.
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 T = TypeVar("T")
 
 
@@ -146,6 +149,16 @@ class Request:
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None
+
+    def host(self, default: str) -> str:
+        """``HOST[:PORT]`` as the client addressed the node, or ``default`` when it did not say.
+
+        For absolute URLs in generated documents (the WSDL's address, AsyncAPI's
+        servers): anything but a name or an address with an optional port is
+        not taken.
+        """
+        host = self.header(b"host")
+        return host if host is not None and _HOST.fullmatch(host) else default
 
     @property
     def query(self) -> dict[str, str]:

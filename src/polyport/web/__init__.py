@@ -1,5 +1,5 @@
-"""The node's own pages: the OpenAPI document, the API docs page, the dashboard,
-and the demo shop's live pages (an SSE order feed and a WebSocket chat room).
+"""The node's own pages: the OpenAPI and AsyncAPI documents, the API docs page, the
+dashboard, and the demo shop's live pages (an SSE order feed and a WebSocket chat room).
 
 Everything is served from files inside the package — no CDN — so it works
 offline and behind firewalls.
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from polyport.core.errors import NotFound
-from polyport.edges.kinds import HttpEdge
+from polyport.edges.kinds import ChannelEdge, HttpEdge
+from polyport.http.asyncapi import AsyncApiDocument
 from polyport.http.caching import etag_of, not_modified
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import JSON, Request, Response
@@ -52,6 +53,21 @@ def openapi_document(node: Node) -> dict[str, object]:
     return doc.build()
 
 
+def asyncapi_document(node: Node) -> AsyncApiDocument:
+    """The node's AsyncAPI 3.0 document, described by each edge that carries events.
+
+    Built once; :meth:`AsyncApiDocument.build` writes it for the host a request used.
+    """
+    runtime = node.runtime
+    doc = AsyncApiDocument(
+        runtime.spec, runtime.dispatcher.event_types, auth_optional=node.settings.dev
+    )
+    for edge in node.edges:
+        if isinstance(edge, ChannelEdge):
+            edge.describe_channels(doc)
+    return doc
+
+
 def catalog_document(node: Node) -> dict[str, object]:
     spec = node.runtime.spec
     return {
@@ -86,7 +102,8 @@ def catalog_document(node: Node) -> dict[str, object]:
 
 
 def web_routes(node: Node) -> list[Route]:
-    """Routes for /openapi.json, /docs, the dashboard at /, the demo pages and static files.
+    """Routes for /openapi.json, /asyncapi.json, /docs, the dashboard at /, the demo pages
+    and static files.
 
     Everything but the catalog is built once; answers carry an ETag and ``no-cache``, so a
     browser revalidates (a 304 costs nothing) and never mixes files of two
@@ -119,6 +136,15 @@ def web_routes(node: Node) -> list[Route]:
 
         return endpoint
 
+    asyncapi = asyncapi_document(node)
+
+    async def asyncapi_json(request: Request) -> Response:
+        # Its servers are this node's: written for the host and scheme the client used.
+        settings = node.settings
+        host = request.host(f"{settings.host}:{settings.port}")
+        document = asyncapi.build(host, secure=request.scheme == "https")
+        return serve(orjson.dumps(document), JSON, request)
+
     async def catalog(request: Request) -> Response:
         # Written per request, not at start-up: the addresses of listeners on ports
         # of their own (gRPC) are known only once they are bound.
@@ -133,6 +159,7 @@ def web_routes(node: Node) -> list[Route]:
 
     routes = [
         Route("GET", "/openapi.json", document("openapi"), "openapi"),
+        Route("GET", "/asyncapi.json", asyncapi_json, "asyncapi"),
         Route("GET", "/catalog.json", catalog, "catalog"),
         Route("GET", "/docs", document("docs"), "docs"),
         Route("GET", "/", document("dashboard"), "dashboard"),

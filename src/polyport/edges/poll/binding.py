@@ -22,7 +22,8 @@ from polyport.core.jobs import Job
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.textforms import JSON_NUMBER
-from polyport.edges.kinds import HttpEdge
+from polyport.edges.kinds import ChannelEdge, HttpEdge
+from polyport.http.asyncapi import AsyncApiDocument
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
@@ -77,7 +78,7 @@ def job_json(job: Job) -> bytes:
     return body
 
 
-class PollEdge(HttpEdge):
+class PollEdge(HttpEdge, ChannelEdge):
     """Serves the event log to pollers and long-pollers, and runs jobs."""
 
     name = EDGE
@@ -115,6 +116,9 @@ class PollEdge(HttpEdge):
 
     def describe(self, doc: OpenApiDocument) -> None:
         describe(self, doc)
+
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        describe_channels(self, doc)
 
     def catalog(self) -> list[CatalogEntry]:
         spec = self.runtime.spec
@@ -364,3 +368,80 @@ def describe(edge: PollEdge, doc: OpenApiDocument) -> None:
             },
         },
     )
+
+
+def describe_channels(edge: PollEdge, doc: AsyncApiDocument) -> None:
+    """Every event type, answered to pollers and held for long pollers."""
+    prefix = edge.prefix
+    limits = edge.limits
+    doc.server(
+        "poll",
+        "http",
+        pathname=f"{prefix}/events",
+        title="Polling and long polling",
+        description="GET with ?channel= (repeatable, + and # wildcards) and ?after= answers "
+        "at once with {events: [envelope…], next}; with ?wait=N it holds the request until "
+        "an event arrives (long polling). A cursor history no longer holds is answered "
+        "with 410 Gone and the code RECOVERY_FAILED.",
+    )
+    for name, event in doc.events.items():
+        security, extensions = doc.security(
+            ("bearer", "apiKey"), public=event.public, scopes=event.scopes
+        )
+        query: dict[str, Any] = {
+            "channel": doc.channels_query(event),
+            "after": doc.cursor(
+                "Resume after this cursor: an event id, a 'next' value, 'now' or 'earliest' "
+                "(the default)",
+                empty=True,
+            ),
+            "limit": {"type": "integer", "minimum": 1, "maximum": limits.poll_max_events},
+        }
+        wait = {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": limits.long_poll_max,
+            "description": "Seconds to hold the request when nothing is new",
+        }
+        url = f"GET {prefix}/events?channel={doc.query_pattern(event)}&after=CURSOR"
+        shape = (
+            "as {events: [envelope…], next}: each envelope "
+            "{id, channel, offset, epoch, type, time, data} carries this message as `data`; "
+            "`next` is the cursor to ask with next time."
+        )
+        for key, summary, description, wait_query in (
+            (
+                f"poll.{name}",
+                f"{name} events, answered at once to a poller",
+                f"{url}: the events after the cursor, at once, {shape}",
+                {},
+            ),
+            (
+                f"longpoll.{name}",
+                f"{name} events, held for a long poller until one arrives",
+                f"{url}&wait={limits.long_poll_max:g}: held until an event arrives "
+                f"(or wait runs out), then answered {shape}",
+                {"wait": wait},
+            ),
+        ):
+            doc.operation(
+                key,
+                "send",
+                doc.event_channel(name),
+                server="poll",
+                summary=summary,
+                description=description,
+                security=security,
+                bindings={
+                    "http": {
+                        "method": "GET",
+                        "query": {
+                            "type": "object",
+                            "properties": {**query, **wait_query},
+                            "required": ["channel", *wait_query],
+                        },
+                    }
+                },
+                tags=[key.partition(".")[0]],
+                extensions=extensions,
+            )

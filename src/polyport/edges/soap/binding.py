@@ -11,7 +11,6 @@ pipeline and joins strings. Streaming methods are not served over SOAP.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from polyport.core.errors import (
@@ -61,7 +60,6 @@ EDGE = "soap"
 PATH = "/soap"
 TEXT_XML = b"text/xml; charset=utf-8"
 _XML_MEDIA = (b"text/xml", b"application/xml")
-_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 
 
 class SoapOperation:
@@ -164,9 +162,7 @@ class SoapEdge(HttpEdge):
     async def wsdl(self, request: Request) -> Response:
         if not any(key.lower() == "wsdl" for key in request.query):
             raise NotFound(f"GET {PATH}?wsdl is the WSDL; SOAP calls are POSTed to {PATH}")
-        host = request.header(b"host")
-        if host is None or not _HOST.fullmatch(host):
-            host = self._default_host
+        host = request.host(self._default_host)
         return Response(
             200,
             self.wsdl_document(f"{request.scheme}://{host}{PATH}"),

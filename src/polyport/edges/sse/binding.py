@@ -32,8 +32,9 @@ from polyport.core.errors import RecoveryFailed, ServiceError
 from polyport.core.events import Event, parse_patterns
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
-from polyport.edges.kinds import HttpEdge
+from polyport.edges.kinds import ChannelEdge, HttpEdge
 from polyport.edges.sse.config import SseConfig
+from polyport.http.asyncapi import AsyncApiDocument
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.request import Request, Response, Stream
 from polyport.http.router import Endpoint, Route
@@ -69,7 +70,7 @@ def sse_message(event: str, data: Any, *, id: str | None = None) -> bytes:
     return head + b"event: %b\ndata: %b\n\n" % (event.encode(), orjson.dumps(data))
 
 
-class SseEdge(HttpEdge):
+class SseEdge(HttpEdge, ChannelEdge):
     """Streams events and server-streaming methods to ``EventSource`` clients."""
 
     name = EDGE
@@ -310,4 +311,56 @@ class SseEdge(HttpEdge):
                         **doc.problems(422),
                     },
                 ),
+            )
+
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        """Every event type, sent to ``EventSource`` clients of ``/v{n}/events/stream``."""
+        doc.server(
+            "sse",
+            "http",
+            pathname=f"{self.prefix}/events/stream",
+            title="Server-Sent Events",
+            description="GET with ?channel= (repeatable, + and # wildcards) opens a "
+            "text/event-stream; Last-Event-ID (or ?last_event_id=) resumes after an event "
+            "id, and a cursor history no longer holds is answered with "
+            "`event: recovery-failed`.",
+        )
+        for name, event in doc.events.items():
+            security, extensions = doc.security(
+                ("bearer", "apiKey", "accessToken", "ticketCookie"),
+                public=event.public,
+                scopes=event.scopes,
+            )
+            doc.operation(
+                f"sse.{name}",
+                "send",
+                doc.event_channel(name),
+                server="sse",
+                summary=f"{name} events, streamed as Server-Sent Events",
+                description=f"GET {self.prefix}/events/stream?channel={doc.query_pattern(event)}: "
+                f"each event is `id:` its id, `event: {name}`, and `data:` its envelope "
+                "{id, channel, offset, epoch, type, time, data}, whose `data` is this message.",
+                security=security,
+                bindings={
+                    "http": {
+                        "method": "GET",
+                        "query": {
+                            "type": "object",
+                            "properties": {
+                                "channel": doc.channels_query(event),
+                                "last_event_id": doc.cursor(
+                                    "Resume after this event id (or send Last-Event-ID)",
+                                    empty=True,
+                                ),
+                                "access_token": {
+                                    "type": "string",
+                                    "description": "A ticket from POST /auth/ticket",
+                                },
+                            },
+                            "required": ["channel"],
+                        },
+                    }
+                },
+                tags=["sse"],
+                extensions=extensions,
             )

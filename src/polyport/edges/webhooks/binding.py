@@ -19,13 +19,14 @@ import orjson
 from polyport.core.contract import EventType
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
-from polyport.edges.kinds import HttpEdge
+from polyport.edges.kinds import ChannelEdge, HttpEdge
 from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.edges.webhooks.endpoints import EndpointState, EndpointTable
 from polyport.edges.webhooks.outbox import DISABLED_CHANNEL, DISABLED_EVENT, WebhookOutbox, rfc3339
 from polyport.edges.webhooks.rights import ReadRights
 from polyport.edges.webhooks.sender import WebhookSender
 from polyport.edges.webhooks.ssrf import AddressPolicy
+from polyport.http.asyncapi import AsyncApiDocument
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.router import Route
 
@@ -36,7 +37,7 @@ EDGE = "webhooks"
 ADMIN_SCOPE = "webhooks:admin"
 
 
-class WebhooksEdge(HttpEdge):
+class WebhooksEdge(HttpEdge, ChannelEdge):
     """Serves ``/v{n}/webhooks`` and delivers every matching event to every subscriber."""
 
     name = EDGE
@@ -167,6 +168,11 @@ class WebhooksEdge(HttpEdge):
         from polyport.edges.webhooks.openapi import describe
 
         describe(self, doc)
+
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        from polyport.edges.webhooks.asyncapi import describe_channels
+
+        describe_channels(self, doc)
 
 
 def _log_failure(task: asyncio.Task[object]) -> None:

@@ -25,11 +25,18 @@ from polyport.core.events import Event
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.core.session import Session, SessionLimits, error_frame, event_frame
-from polyport.edges.kinds import WebSocketEdge
-from polyport.http.origins import OriginPolicy, OriginRefused, websocket_credentials
+from polyport.edges.kinds import ChannelEdge, WebSocketEdge
+from polyport.http.asyncapi import AsyncApiDocument
+from polyport.http.origins import (
+    BEARER_SUBPROTOCOL,
+    OriginPolicy,
+    OriginRefused,
+    websocket_credentials,
+)
 from polyport.http.request import Request
 from polyport.http.websocket import (
     CLOSE_POLICY,
+    SUBPROTOCOL,
     EncodedFrames,
     WebSocket,
     WebSocketEndpoint,
@@ -54,7 +61,7 @@ def ws_frame(event: Event) -> EncodedFrames:
     return frame  # type: ignore[return-value]
 
 
-class WsEdge(WebSocketEdge):
+class WsEdge(WebSocketEdge, ChannelEdge):
     """Serves the session protocol over WebSocket."""
 
     name = EDGE
@@ -101,6 +108,60 @@ class WsEdge(WebSocketEdge):
                     )
                 )
         return entries
+
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        """Every event type sent to subscribers of the session; received from publishers
+        of the types clients may publish (declared with ``publish_scopes``)."""
+        doc.server(
+            "ws",
+            "ws",
+            pathname=PATH,
+            title="WebSocket session",
+            description=f"The session protocol (subprotocol {SUBPROTOCOL}; "
+            "docs/websocket-protocol.md): subscribe, unsubscribe, publish, call, ping. "
+            "Credentials: an Authorization or X-API-Key header, a "
+            f"`{BEARER_SUBPROTOCOL}<token>` subprotocol, ?access_token=, the ticket cookie "
+            'of POST /auth/ticket, or an {"type":"auth"} frame.',
+        )
+        schemes = ("bearer", "apiKey", "accessToken", "ticketCookie")
+        for name, event in doc.events.items():
+            channel = doc.event_channel(name)
+            security, extensions = doc.security(schemes, public=event.public, scopes=event.scopes)
+            doc.operation(
+                f"ws.{name}",
+                "send",
+                channel,
+                server="ws",
+                summary=f"{name} events, sent to the session's subscribers",
+                description=f'After {{"type":"subscribe","channels":["{event.channel_pattern}"]}} '
+                '(an "after" cursor resumes), each event arrives as '
+                '{"type":"event","event":{id, channel, offset, epoch, type, time, data}}, '
+                "whose `data` is this message.",
+                security=security,
+                tags=["ws"],
+                extensions=extensions,
+            )
+            allowed = event.publish_scopes
+            if allowed is None:
+                continue  # clients may not publish it: only the service's own code does
+            security, extensions = doc.security(
+                schemes, public=event.public and not allowed, scopes=allowed
+            )
+            doc.operation(
+                f"ws.publish.{name}",
+                "receive",
+                channel,
+                server="ws",
+                summary=f"{name} events, published by clients",
+                description=f'{{"type":"publish","event":"{name}","data":…}} with this '
+                "message as `data` (validated against the event type; the channel is filled "
+                'from it, or given as "channel" if it fits '
+                f'{event.channel}); answered with {{"type":"published","event_id":…}} once '
+                "durable.",
+                security=security,
+                tags=["ws"],
+                extensions=extensions,
+            )
 
     async def serve(self, ws: WebSocket, request: Request) -> None:
         runtime = self.runtime
