@@ -107,6 +107,11 @@ class EventType:
             self._prefix, _, self._suffix = self.channel.partition("{" + self._fields[0] + "}")
 
     @property
+    def channel_fields(self) -> tuple[str, ...]:
+        """The data fields the channel template names, in order (``chat/{room}``: room)."""
+        return self._fields
+
+    @property
     def channel_pattern(self) -> str:
         """The channel template with its placeholders as ``+`` wildcards."""
         return re.sub(r"\{[a-z_][a-z0-9_]*\}", "+", self.channel)

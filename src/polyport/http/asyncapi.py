@@ -28,7 +28,6 @@ operation's ``security`` says what a caller must present.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -72,8 +71,6 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "node's own origin or one of cors_origins only).",
     },
 }
-
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 class AsyncApiDocument:
@@ -200,7 +197,7 @@ class AsyncApiDocument:
                 f"(subscribe to {event.channel_pattern} for every one).",
                 "location": f"$message.payload#/{self._wire_name(declared, field)}",
             }
-            for field in _PLACEHOLDER.findall(event.channel)
+            for field in event.channel_fields
         }
         return self.channel(
             name,
