@@ -51,7 +51,13 @@ async def claim_one(queue: WorkQueue, now: float = T0) -> WorkItem:
 
 
 class WorkQueueContract:
-    """Idempotent enqueue, leases and takeovers, settling once, retries, dead letters, redrive."""
+    """Idempotent enqueue, leases and takeovers, settling once, retries, dead letters, redrive,
+    ordering groups."""
+
+    #: Two nodes of the backend may claim truly at once in one event loop (network
+    #: engines). SQLite's nodes would wait for each other's write lock on the loop's own
+    #: thread: theirs take turns, yielding between them.
+    NODES_CLAIM_AT_ONCE = False
 
     @pytest.fixture
     def make_queue(self) -> QueueFactory:
@@ -119,6 +125,7 @@ class WorkQueueContract:
         )
         assert (later.payload, later.due) == (b"", T0 + 30)
         assert later.seq > found.seq
+        assert found.group is None and later.group is None
         assert await wq.get("q", "missing") is None
         assert await wq.get("nowhere", "a") is None
 
@@ -129,11 +136,16 @@ class WorkQueueContract:
         assert item.payload == payload
 
     @pytest.mark.parametrize("name", ["", "x" * 201, "a\nb", "tab\there"])
-    async def test_bad_queue_names_and_keys_are_refused(self, wq: WorkQueue, name: str) -> None:
+    async def test_bad_queue_names_keys_and_groups_are_refused(
+        self, wq: WorkQueue, name: str
+    ) -> None:
         with pytest.raises(InvalidArgument):
             await wq.enqueue(name, "k", b"", now=T0)
         with pytest.raises(InvalidArgument):
             await wq.enqueue("q", name, b"", now=T0)
+        with pytest.raises(InvalidArgument):
+            await wq.enqueue("q", "k", b"", now=T0, group=name)
+        assert await wq.get("q", "k") is None
 
     async def test_names_with_separators_stay_apart(self, wq: WorkQueue) -> None:
         """Characters a backend might use in its own keys (``:``, ``.``, ``/``, ``*``,
@@ -478,3 +490,193 @@ class WorkQueueContract:
         assert await wq.enqueue("q", "k0", b"", now=T0) is True
         assert await wq.get("other", "k0") is not None
         assert await wq.drop("nowhere") == 0
+
+    # -- ordering groups ------------------------------------------------------------
+
+    async def test_a_group_runs_one_item_at_a_time_in_enqueue_order(
+        self, wq: WorkQueue, node: QueueOpener
+    ) -> None:
+        """Items of a group are claimed one at a time, each once the one before it is done,
+        in the order they were enqueued whatever their due times; every node reads the
+        group back."""
+        await wq.enqueue("q", "first", b"", now=T0, due=T0 - 1, group="g")
+        await wq.enqueue("q", "second", b"", now=T0, due=T0 - 9, group="g")  # due earlier
+        await wq.enqueue("q", "third", b"", now=T0, group="g")
+        await settle()
+        order = []
+        async with node() as other:
+            for claimer in (wq, other, wq):
+                (item,) = await claim(claimer, T0, limit=10)
+                assert item.group == "g"
+                assert await claim(claimer, T0, limit=10) == []
+                await settle()
+                assert await claim(wq if claimer is other else other, T0, limit=10) == []
+                assert await claimer.ack(item, now=T0) is True
+                await settle()
+                order.append(item.key)
+            assert await claim(other, T0) == []
+            found = await other.get("q", "third")
+        assert order == ["first", "second", "third"]
+        assert found is not None and (found.group, found.status) == ("g", "done")
+        assert {item.group for item in await wq.items("q")} == {"g"}
+
+    async def test_a_group_waits_out_the_retries_and_leases_of_its_head(
+        self, wq: WorkQueue
+    ) -> None:
+        """While the first item waits for its retry, or was given back, or runs under a
+        lease that ran out, the later ones stay behind it, due or not."""
+        await wq.enqueue("q", "a", b"", now=T0, group="g")
+        await wq.enqueue("q", "b", b"", now=T0, group="g")
+        a = await claim_one(wq, T0)
+        assert a.key == "a"
+        assert await wq.retry(a, due=T0 + 30, error="backoff") is True
+        assert await claim(wq, T0 + 29) == []  # b is due, a is not: neither is claimed
+        a = await claim_one(wq, T0 + 30)
+        assert (a.key, a.attempts) == ("a", 2)
+        assert await wq.release(a, now=T0 + 31) is True
+        a = await claim_one(wq, T0 + 31)
+        assert a.key == "a"
+        assert await claim(wq, T0 + 31 + LEASE - 1) == []
+        taken = await claim(wq, T0 + 31 + LEASE, limit=10)  # the lease ran out: a, again
+        assert [(item.key, item.attempts) for item in taken] == [("a", 3)]
+        assert await wq.ack(taken[0], now=T0 + 100) is True
+        assert [item.key for item in await claim(wq, T0 + 100)] == ["b"]
+
+    async def test_a_dead_item_no_longer_holds_its_group_back(self, wq: WorkQueue) -> None:
+        for key in ("a", "b", "c"):
+            await wq.enqueue("q", key, b"", now=T0, group="g")
+        a = await claim_one(wq, T0)
+        assert await wq.dead_letter(a, now=T0, error="gave up") is True
+        b = await claim_one(wq, T0)
+        assert b.key == "b"
+        assert await wq.ack(b, now=T0) is True
+        assert [item.key for item in await claim(wq, T0)] == ["c"]
+
+    async def test_groups_wait_only_for_themselves(self, wq: WorkQueue) -> None:
+        """Each group (per queue, by its exact name) has its own order; items without a
+        group are claimed as ever, and a held-back run hides no item behind it."""
+        groups = ["g", "g:1", "g 1", "{g}", "é"]
+        for n in range(3):
+            for group in groups:
+                await wq.enqueue("q", f"{group}/{n}", b"", now=T0 + n, group=group)
+        await wq.enqueue("q", "loose-1", b"", now=T0 + 5)
+        await wq.enqueue("q", "loose-2", b"", now=T0 + 6)
+        await wq.enqueue("other", "g/0", b"", now=T0, group="g")  # same group, other queue
+        got = await claim(wq, T0 + 10, limit=100, queues=("q", "other"))
+        assert sorted((item.queue, item.key) for item in got) == sorted(
+            [("q", f"{group}/0") for group in groups]
+            + [("q", "loose-1"), ("q", "loose-2"), ("other", "g/0")]
+        )
+        assert await claim(wq, T0 + 10, limit=100, queues=("q", "other")) == []
+        for item in got:
+            assert await wq.ack(item, now=T0 + 10) is True
+        again = await claim(wq, T0 + 10, limit=100, queues=("q", "other"))
+        assert sorted(item.key for item in again) == sorted(f"{group}/1" for group in groups)
+
+    async def test_a_long_held_back_run_does_not_hide_the_items_after_it(
+        self, wq: WorkQueue
+    ) -> None:
+        """A claim finds the items it may take behind many due items it may not."""
+        for n in range(300):
+            await wq.enqueue("q", f"run{n:03}", b"", now=T0, due=T0 - 1000 + n, group="g")
+        await wq.enqueue("q", "h/0", b"", now=T0, due=T0 - 1, group="h")
+        await wq.enqueue("q", "h/1", b"", now=T0, due=T0 - 2000, group="h")
+        await wq.enqueue("q", "loose", b"", now=T0)
+        got = await claim(wq, T0, limit=3)
+        assert [item.key for item in got] == ["run000", "h/0", "loose"]
+        assert await claim(wq, T0, limit=3) == []
+
+    async def test_claims_at_once_never_hold_two_items_of_a_group(
+        self, wq: WorkQueue, node: QueueOpener
+    ) -> None:
+        """Workers claiming together — gathered on one node, and on two (at once where the
+        backend allows it, else in turns) — while each holds what it claimed: no two
+        hold items of one group together, and every group is acked in its order."""
+        groups = [f"g{n}" for n in range(4)]
+        for n in range(6):
+            for group in groups:
+                await wq.enqueue("q", f"{group}/{n}", b"", now=T0, group=group)
+        await settle()
+        holding: dict[str | None, str] = {}
+        acked: dict[str | None, list[str]] = {}
+
+        async def work(queue: WorkQueue) -> None:
+            got = await claim(queue, T0, limit=3)
+            for item in got:
+                assert item.group not in holding, (item.key, holding)
+                holding[item.group] = item.key
+            await settle()  # hold them while the others claim
+            for item in got:
+                del holding[item.group]
+                assert await queue.ack(item, now=T0) is True
+                acked.setdefault(item.group, []).append(item.key)
+
+        async with node() as other:
+            for _ in range(40):
+                if self.NODES_CLAIM_AT_ONCE:
+                    await asyncio.gather(work(wq), work(other), work(wq), work(other))
+                else:
+                    for claimer in (wq, other):
+                        await asyncio.gather(work(claimer), work(claimer))
+                        await settle()
+                await settle()
+                if sum(map(len, acked.values())) == 24:
+                    break
+        assert acked == {group: [f"{group}/{n}" for n in range(6)] for group in groups}
+
+    async def test_next_due_leaves_out_items_held_back_by_their_group(self, wq: WorkQueue) -> None:
+        """Only a group's head (and items without a group) count: a worker woken for a held
+        item would find nothing to claim."""
+        await wq.enqueue("q", "head", b"", now=T0, due=T0 + 50, group="g")
+        await wq.enqueue("q", "next", b"", now=T0, due=T0 + 5, group="g")
+        assert await wq.next_due(["q"]) == T0 + 50
+        assert await claim(wq, T0 + 5) == []
+        head = await claim_one(wq, T0 + 50)
+        assert await wq.next_due(["q"]) == T0 + 50 + LEASE  # the head's lease, not next
+        await wq.enqueue("q", "loose", b"", now=T0, due=T0 + 70)
+        assert await wq.next_due(["q"]) == T0 + 70
+        assert await wq.ack(head, now=T0 + 60) is True
+        assert await wq.next_due(["q"]) == T0 + 5
+
+    async def test_a_redriven_item_takes_its_place_in_its_group_again(
+        self, wq: WorkQueue, node: QueueOpener
+    ) -> None:
+        """It keeps its seq: when nothing before it is unfinished it is the group's head
+        again and the later pending items wait for it; a later item already running is
+        not stopped (its lease still settles it) and one already done stays done."""
+        for key in ("a", "b", "c", "d"):
+            await wq.enqueue("q", key, b"", now=T0, group="g")
+        a = await claim_one(wq, T0)
+        assert await wq.dead_letter(a, now=T0, error="gave up") is True
+        b = await claim_one(wq, T0)
+        assert await wq.ack(b, now=T0) is True
+        c = await claim_one(wq, T0)
+        assert c.key == "c"
+        await settle()
+        async with node() as other:
+            assert await other.redrive("q", "a", now=T0 + 1) is True
+        a = await claim_one(wq, T0 + 1)  # the head again, while c still runs
+        assert (a.key, a.attempts) == ("a", 1)
+        assert await wq.ack(c, now=T0 + 2) is True
+        assert await claim(wq, T0 + 2) == []  # d waits for a
+        assert await wq.next_due(["q"]) == a.due
+        assert await wq.ack(a, now=T0 + 3) is True
+        found = await wq.get("q", "b")
+        assert found is not None and found.status == "done"
+        # A replayed item is the head again too: d, pending, waits for it.
+        assert await wq.redrive("q", "a", now=T0 + 4, replay=True) is True
+        assert [item.key for item in await claim(wq, T0 + 4, limit=10)] == ["a"]
+
+    async def test_a_dropped_or_purged_group_holds_nothing_back(self, wq: WorkQueue) -> None:
+        """Dropping a queue forgets its groups' items with it; purged items were final."""
+        await wq.enqueue("q", "a", b"", now=T0, group="g")
+        await wq.enqueue("q", "b", b"", now=T0, group="g")
+        await claim_one(wq, T0)
+        assert await wq.drop("q") == 2
+        assert await wq.enqueue("q", "c", b"", now=T0, group="g") is True
+        c = await claim_one(wq, T0)
+        assert (c.key, c.group) == ("c", "g")
+        assert await wq.ack(c, now=T0) is True
+        assert await wq.purge("q", T0 + 1) == 1
+        assert await wq.enqueue("q", "c", b"", now=T0 + 2, group="g") is True
+        assert [item.key for item in await claim(wq, T0 + 2)] == ["c"]

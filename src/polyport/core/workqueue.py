@@ -42,6 +42,25 @@ Guarantees every backend gives (the contract suite checks each):
   :meth:`~WorkQueue.redrive`, which makes it pending with a fresh count of
   attempts, and ``done`` only through a redrive asked to ``replay`` it (a
   webhook sent again on its owner's request).
+* **A group runs one item at a time, in order.** An item enqueued with a
+  ``group`` is claimable only while no item of the same queue and group with
+  a smaller ``seq`` (enqueued before it) is pending or running — whatever
+  that item's due time: one waiting out a retry's backoff holds the later
+  ones back, and so does a running one whose lease ran out (it is claimable
+  itself, and stays the group's head). Done and dead items hold nothing back.
+  So a group's items run one at a time, in the order they were enqueued,
+  across every node sharing the store (as far as leases are kept: a lease
+  that ran out lets its item be claimed again while its old holder may still
+  be at work, as for any item); groups do not wait for each other, and items
+  without a group are not affected. A held-back item is not due:
+  :meth:`~WorkQueue.next_due` does not report it (a worker woken for it
+  would find nothing to claim). A redrive keeps the item's ``seq``, so a
+  redriven item is its group's head again when nothing enqueued before it
+  is unfinished, and the group's later pending items wait for it once more;
+  later items already done stay done, and one already running is not
+  stopped — the redriven item may run while it finishes, the one way two
+  items of a group run at once (an operator's redrive, not the queue's own
+  doing).
 
 Enqueues and redrives are durable when they return True. Claims and
 outcomes are durable, and seen by other nodes, by the time the caller next
@@ -64,7 +83,7 @@ from polyport.core.errors import InvalidArgument
 
 WorkStatus = Literal["pending", "running", "done", "dead"]
 WORK_STATUSES: tuple[WorkStatus, ...] = ("pending", "running", "done", "dead")
-#: The longest queue name and key: backends may use them in keys and subjects.
+#: The longest queue name, key and group: backends may use them in keys and subjects.
 MAX_NAME = 200
 
 
@@ -96,6 +115,9 @@ class WorkItem:
     result: bytes | None
     #: Who holds the current claim, as the claimer named itself (None unless running).
     owner: str | None = None
+    #: The ordering group it was enqueued in: items of one group (in one queue) run one
+    #: at a time, in ``seq`` order. None: no group, no order.
+    group: str | None = None
 
 
 class WorkQueue(Protocol):
@@ -113,10 +135,21 @@ class WorkQueue(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         """Store a new pending item, due at ``due`` (``now`` if None); False if the key is
-        known in that queue. Durable before it returns True."""
+        known in that queue (whatever group either names). Durable before it returns True.
+
+        With a ``group`` (named as queues and keys are), the item waits behind the
+        group's items enqueued before it: see the module's guarantees.
+        """
         ...
 
     async def claim(
@@ -131,7 +164,9 @@ class WorkQueue(Protocol):
         """Lease up to ``limit`` due items of ``queues`` for ``lease`` seconds.
 
         Due means pending with ``due <= now``, or running with a lease that
-        ended by ``now``. Earliest due first; each claimed item is returned
+        ended by ``now`` — and, for an item of a group, no item enqueued before
+        it in its group unfinished (so one claim takes at most one item of a
+        group). Earliest due first; each claimed item is returned
         running, with its new lease token, ``claimed = now``, its attempts
         counted and ``owner`` recorded (what a node names itself by, so that
         others can tell whose claims they see: the queue does not interpret it).
@@ -167,7 +202,9 @@ class WorkQueue(Protocol):
 
         A dead or done one starts a fresh count of attempts and loses its finish
         time (a done one its result too: the replay's outcome replaces it); a
-        pending one keeps its count. Durable when this returns.
+        pending one keeps its count. Every one keeps its ``seq`` and group, so
+        it takes its place in its group's order again (see the module's
+        guarantees). Durable when this returns.
         """
         ...
 
@@ -189,7 +226,8 @@ class WorkQueue(Protocol):
         ...
 
     async def next_due(self, queues: Sequence[str]) -> float | None:
-        """When the earliest pending item (or running lease) of ``queues`` falls due."""
+        """When the earliest pending item (or running lease) of ``queues`` falls due,
+        of those a claim may take then: items held back by their group are left out."""
         ...
 
     async def purge(self, queue: str, before: float) -> int:
@@ -206,7 +244,7 @@ class WorkQueue(Protocol):
 
 
 def check_name(what: str, name: str) -> None:
-    """Refuse an empty or overlong queue name or key, or one with control characters."""
+    """Refuse an empty or overlong queue name, key or group, or one with control characters."""
     if not name or len(name) > MAX_NAME or not name.isprintable():
         raise InvalidArgument(
             f"a work {what} must be 1-{MAX_NAME} printable characters, not {name[:40]!r}"

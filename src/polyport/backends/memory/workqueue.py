@@ -2,8 +2,9 @@
 port for tests and for nodes that need no durability.
 
 Items live in one dict per queue, in insertion order (so ``seq`` order).
-Claims scan the queues they name: fine for the thousands of items a test or a
-demo holds, not for millions (use a real engine). Several nodes of one
+Claims scan the queues they name, and find each ordering group's head (its
+first unfinished item) on the way: fine for the thousands of items a test or
+a demo holds, not for millions (use a real engine). Several nodes of one
 process share an instance, as they would share a network engine.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
+
+_LIVE = ("pending", "running")
 
 
 class MemoryWorkQueue:
@@ -40,11 +43,34 @@ class MemoryWorkQueue:
     def _put(self, item: WorkItem) -> None:
         self._queues[item.queue][item.key] = item
 
+    def _claimable(self, queues: Sequence[str]) -> Iterator[WorkItem]:
+        """The live items of ``queues`` a claim may take, due or not: those without a
+        group, and the first live one (by seq) of each group."""
+        for queue in dict.fromkeys(queues):
+            heads: set[str] = set()
+            for item in self._queues.get(queue, {}).values():  # in seq order
+                if item.status not in _LIVE:
+                    continue
+                if item.group is None:
+                    yield item
+                elif item.group not in heads:
+                    heads.add(item.group)
+                    yield item
+
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
+        if group is not None:
+            check_name("group", group)
         items = self._queues.setdefault(queue, {})
         if key in items:
             return False
@@ -62,6 +88,7 @@ class MemoryWorkQueue:
             finished=None,
             error=None,
             result=None,
+            group=group,
         )
         return True
 
@@ -75,12 +102,7 @@ class MemoryWorkQueue:
         owner: str | None = None,
     ) -> list[WorkItem]:
         due = sorted(
-            (
-                item
-                for queue in dict.fromkeys(queues)
-                for item in self._queues.get(queue, {}).values()
-                if item.status in ("pending", "running") and item.due <= now
-            ),
+            (item for item in self._claimable(queues) if item.due <= now),
             key=lambda item: (item.due, item.seq),
         )[: max(0, limit)]
         claimed = []
@@ -205,15 +227,7 @@ class MemoryWorkQueue:
         return counts
 
     async def next_due(self, queues: Sequence[str]) -> float | None:
-        return min(
-            (
-                item.due
-                for queue in queues
-                for item in self._queues.get(queue, {}).values()
-                if item.status in ("pending", "running")
-            ),
-            default=None,
-        )
+        return min((item.due for item in self._claimable(queues)), default=None)
 
     async def purge(self, queue: str, before: float) -> int:
         items = self._queues.get(queue, {})
