@@ -23,13 +23,14 @@ COLUMNS = (
     "error",
     "result",
     "owner",
+    '"group"',  # a keyword of SQL: quoted
 )
 
 
 def item_from_row(row: Sequence[Any]) -> WorkItem:
     """The work item of a row selected with :data:`COLUMNS` (blobs as bytes or memoryview)."""
     seq, queue, key, payload, status, attempts, created, due, lease = row[:9]
-    claimed, finished, error, result, owner = row[9:]
+    claimed, finished, error, result, owner, group = row[9:]
     return WorkItem(
         queue=queue,
         key=key,
@@ -45,6 +46,7 @@ def item_from_row(row: Sequence[Any]) -> WorkItem:
         error=error,
         result=None if result is None else bytes(result),
         owner=owner,
+        group=group,
     )
 
 

@@ -20,9 +20,12 @@ def add_column(conn: sqlite3.Connection, table: str, name: str, declaration: str
 
 
 def add_columns(conn: sqlite3.Connection, added: Mapping[str, Iterable[tuple[str, str]]]) -> None:
-    """Add every column of ``added`` (``{table: ((name, declaration), …)}``) a file lacks."""
+    """Add every column of ``added`` (``{table: ((name, declaration), …)}``) a file lacks.
+
+    A name may be quoted (``'"group"'``: a keyword of SQL); it is looked for unquoted.
+    """
     for table, columns in added.items():
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for name, declaration in columns:
-            if name not in present:  # a file from before the column: NULL in old rows
+            if name.strip('"') not in present:  # a file from before the column
                 add_column(conn, table, name, declaration)

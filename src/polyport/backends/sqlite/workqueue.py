@@ -8,11 +8,29 @@ passed. Every claim writes a fresh ``lease`` token and every later update is
 conditional on it and on the row still running — which is what makes the
 port's lease and final-state guarantees hold here, between processes too.
 
-Files written before the work queue kept the receivers' inbox and the jobs in
-tables of their own, ``polyport_hook_inbox`` and ``polyport_jobs``: the first
-open moves their rows here (each receiver's queue ``hooks/{receiver}``, and
-``jobs``; states, attempts, leases and order kept) and drops them, each in
-one transaction.
+**Ordering groups.** A row's ``"group"`` (NULL: none) holds it back while a
+row of its queue and group with a smaller ``seq`` is pending or running. Each
+live row says whether it waits so (``waits``, 1 or 0), so that claims and
+``next_due`` read only rows they may take, from the ``polyport_work_ready``
+index — a group with a long backlog costs a claim nothing. ``waits`` is kept
+by the statements that change a group's head: an enqueue (it waits if its
+group has anything unfinished), and two triggers, run inside the statement
+that fires them — a row that leaves the live states makes its group's next
+unfinished row the head, and a row redriven back into them waits, or is the
+head and the old head waits behind it. A claim checks the rule itself too
+(a ``NOT EXISTS`` on the ``polyport_work_group`` index, one probe per row
+taken), so whether two rows of a group could run together never rests on
+``waits``. One process writes the file at a time and ``seq`` is given in
+that order, so every node sees a group's rows in ``seq`` order.
+
+Files from before groups get the columns (no group, not waiting) and the
+indexes when first opened (:func:`~.migrate.add_columns`), and lose the
+``polyport_work_due`` index the ready index replaces. Files written before
+the work queue kept the receivers' inbox and the jobs in tables of their
+own, ``polyport_hook_inbox`` and ``polyport_jobs``: the first open moves
+their rows here (each receiver's queue ``hooks/{receiver}``, and ``jobs``;
+states, attempts, leases and order kept) and drops them, each in one
+transaction.
 
 Enqueues join the database's group transaction and return once it is
 committed (whoever accepted the work answers after them; enqueues made
@@ -33,6 +51,7 @@ from typing import Any
 import orjson
 
 from polyport.backends.sqlite.db import SqliteDatabase
+from polyport.backends.sqlite.migrate import add_columns
 from polyport.backends.workrows import COLUMNS, item_from_row
 from polyport.core.inbox import encode_payload, queue_of
 from polyport.core.jobs import QUEUE as JOBS
@@ -54,17 +73,74 @@ CREATE TABLE IF NOT EXISTS polyport_work (
     claimed REAL,
     finished REAL,
     error TEXT,
-    result BLOB
+    result BLOB,
+    "group" TEXT,
+    waits INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS polyport_work_key ON polyport_work (queue, key);
-CREATE INDEX IF NOT EXISTS polyport_work_due ON polyport_work (queue, due)
-    WHERE status IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS polyport_work_finished ON polyport_work (queue, finished)
     WHERE status IN ('done', 'dead');
 """
 
+#: Columns added since the table's first version: a file from before gets them on open.
+ADDED_COLUMNS = {
+    "polyport_work": (('"group"', "TEXT"), ("waits", "INTEGER NOT NULL DEFAULT 0")),
+}
+
+#: What needs the added columns, made once they are there.
+GROUPS = """
+-- Claims and next_due: a queue's live rows that wait for nothing, by due time.
+CREATE INDEX IF NOT EXISTS polyport_work_ready ON polyport_work (queue, due)
+    WHERE status IN ('pending', 'running') AND waits = 0;
+-- The index of live rows the ready index replaces (files from before groups).
+DROP INDEX IF EXISTS polyport_work_due;
+-- A group's unfinished rows by seq: is anything before this row still to run?
+CREATE INDEX IF NOT EXISTS polyport_work_group ON polyport_work (queue, "group", seq)
+    WHERE "group" IS NOT NULL AND status IN ('pending', 'running');
+-- A row of a group finished (done, dead): the group's next unfinished row runs next.
+CREATE TRIGGER IF NOT EXISTS polyport_work_next_in_group
+AFTER UPDATE OF status ON polyport_work
+WHEN NEW."group" IS NOT NULL AND OLD.status IN ('pending', 'running')
+    AND NEW.status IN ('done', 'dead')
+BEGIN
+    UPDATE polyport_work SET waits = 0
+    WHERE seq = (SELECT seq FROM polyport_work WHERE queue = NEW.queue
+                 AND "group" = NEW."group" AND status IN ('pending', 'running')
+                 ORDER BY seq LIMIT 1)
+      AND waits = 1;
+END;
+-- A row of a group redriven (from done or dead): it waits for the group's unfinished
+-- rows before it, or, if there are none, is the head, and the head it displaced waits.
+CREATE TRIGGER IF NOT EXISTS polyport_work_back_in_group
+AFTER UPDATE OF status ON polyport_work
+WHEN NEW."group" IS NOT NULL AND OLD.status IN ('done', 'dead')
+    AND NEW.status IN ('pending', 'running')
+BEGIN
+    UPDATE polyport_work SET waits = EXISTS (
+        SELECT 1 FROM polyport_work AS e WHERE e.queue = NEW.queue
+        AND e."group" = NEW."group" AND e.seq < NEW.seq
+        AND e.status IN ('pending', 'running'))
+    WHERE seq = NEW.seq;
+    UPDATE polyport_work SET waits = 1
+    WHERE seq = (SELECT seq FROM polyport_work WHERE queue = NEW.queue
+                 AND "group" = NEW."group" AND seq > NEW.seq
+                 AND status IN ('pending', 'running') ORDER BY seq LIMIT 1)
+      AND (SELECT waits FROM polyport_work WHERE seq = NEW.seq) = 0;
+END;
+"""
+
 _COLUMNS = ", ".join(COLUMNS)
 _LIVE = "status IN ('pending', 'running')"
+#: A row of w may be claimed: as the ready index has it (the index's own condition,
+#: so that SQLite reads it), and by the rule itself — no group, or nothing of its
+#: group before it unfinished (the comparison on "group" implies the group index's
+#: condition, so SQLite reads that one).
+_READY = (
+    f"{_LIVE} AND waits = 0 AND "
+    '(w."group" IS NULL OR NOT EXISTS (SELECT 1 FROM polyport_work AS e '
+    'WHERE e.queue = w.queue AND e."group" = w."group" AND e.seq < w.seq '
+    "AND e.status IN ('pending', 'running')))"
+)
 #: Items claimed per statement (SQLite bounds the parameters of one).
 _CLAIM_CHUNK = 500
 
@@ -82,6 +158,8 @@ class SqliteWorkQueue:
     async def open(self) -> None:
         conn = self.db.open()
         self.db.create(SCHEMA)
+        add_columns(conn, ADDED_COLUMNS)
+        self.db.create(GROUPS)
         _move_legacy_inbox(conn)
         _move_legacy_jobs(conn)
 
@@ -89,17 +167,36 @@ class SqliteWorkQueue:
         self.db.close()
 
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
+        if group is not None:
+            check_name("group", group)
         # Into the group transaction, and back once it is committed: enqueues made
         # together (a fan-out's, gathered) share one commit.
-        cursor = self.db.group_write(
-            "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, created, due) "
-            "VALUES (?, ?, ?, 'pending', ?, ?)",
-            (queue, key, payload, now, now if due is None else due),
-        )
+        due = now if due is None else due
+        if group is None:
+            cursor = self.db.group_write(
+                "INSERT OR IGNORE INTO polyport_work (queue, key, payload, status, created, due) "
+                "VALUES (?, ?, ?, 'pending', ?, ?)",
+                (queue, key, payload, now, due),
+            )
+        else:  # it waits if its group has anything unfinished (all of which came before)
+            cursor = self.db.group_write(
+                "INSERT OR IGNORE INTO polyport_work "
+                '(queue, key, payload, status, created, due, "group", waits) '
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?, EXISTS (SELECT 1 FROM polyport_work "
+                f'WHERE queue = ? AND "group" = ? AND {_LIVE}))',
+                (queue, key, payload, now, due, group, queue, group),
+            )
         added = cursor.rowcount == 1
         await self.db.committed()
         return added
@@ -119,20 +216,23 @@ class SqliteWorkQueue:
         candidates = [
             seq
             for (seq,) in self.db.conn.execute(
-                f"SELECT seq FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE} "
-                "AND due <= ? ORDER BY due, seq LIMIT ?",
+                f"SELECT seq FROM polyport_work AS w WHERE queue IN ({_marks(names)}) "
+                f"AND due <= ? AND {_READY} ORDER BY due, seq LIMIT ?",
                 (*names, now, limit),
             ).fetchall()
         ]
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(candidates), _CLAIM_CHUNK):
             chunk = candidates[start : start + _CLAIM_CHUNK]
-            # One statement for many, conditional on each row still being due: another
-            # process may have won some. Each gets a token of its own.
+            # One statement for many, conditional on each row still being due and its
+            # group's head: another process may have won some (or settled the row before
+            # one, and then claimed that one). The candidates are each of a group of its
+            # own. Each gets a token of its own.
             rows += self.db.group_write(
-                "UPDATE polyport_work SET status='running', attempts=attempts+1, due=?, "
+                "UPDATE polyport_work AS w SET status='running', attempts=attempts+1, due=?, "
                 "lease=lower(hex(randomblob(8))), owner=?, claimed=? "
-                f"WHERE seq IN ({_marks(chunk)}) AND {_LIVE} AND due <= ? RETURNING {_COLUMNS}",
+                f"WHERE seq IN ({_marks(chunk)}) AND due <= ? AND {_READY} "
+                f"RETURNING {_COLUMNS}",
                 (now + lease, owner, now, *chunk, now),
             ).fetchall()
         order = {seq: n for n, seq in enumerate(candidates)}  # earliest due first
@@ -221,14 +321,17 @@ class SqliteWorkQueue:
         return {status: found.get(status, 0) for status in WORK_STATUSES}
 
     async def next_due(self, queues: Sequence[str]) -> float | None:
-        if not queues:
-            return None
-        names = list(dict.fromkeys(queues))
-        found = self.db.conn.execute(
-            f"SELECT min(due) FROM polyport_work WHERE queue IN ({_marks(names)}) AND {_LIVE}",
-            tuple(names),
-        ).fetchone()
-        return found[0] if found and found[0] is not None else None
+        # Each queue's earliest claimable row, read from the due index as a claim reads it.
+        earliest: float | None = None
+        for name in dict.fromkeys(queues):
+            found = self.db.conn.execute(
+                f"SELECT due FROM polyport_work AS w WHERE queue = ? AND {_READY} "
+                "ORDER BY due LIMIT 1",
+                (name,),
+            ).fetchone()
+            if found is not None and (earliest is None or found[0] < earliest):
+                earliest = found[0]
+        return earliest
 
     async def purge(self, queue: str, before: float) -> int:
         cursor = self.db.durable_write(
