@@ -41,6 +41,8 @@ def new_node(schema: str) -> PostgresWorkQueue:
 
 
 class TestPostgresWorkQueue(WorkQueueContract):
+    NODES_CLAIM_AT_ONCE = True
+
     @pytest.fixture
     def make_queue(self, schemas: list[str]) -> QueueFactory:
         by_name: dict[str, str] = {}
@@ -165,21 +167,31 @@ async def test_a_late_outcome_and_a_takeover_racing_agree(
 async def test_claims_and_outcomes_read_only_the_rows_they_touch(
     nodes: list[PostgresWorkQueue],
 ) -> None:
-    """Over 30,000 items, a claim of 5 from two queues reads at most 5 rows of each from
-    the due index and updates them by primary key, and an ack (alone or in a batch) reads
-    its one row by primary key: in the generic plans the pool's connections keep
-    (``plan_cache_mode=force_generic_plan``), with and without statistics, nothing
-    scans the table."""
+    """Over 30,000 items, a fifth of them in 50 groups (most of those waiting), a claim
+    of 5 from two queues reads at most 5 rows of each from the ready index (checking
+    those of a group with a probe of the group index) and updates them by primary key,
+    and an ack (alone or in a batch; of a row of a group) reads its one row by primary
+    key, to take its group's turn and to change it: in the generic plans the pool's
+    connections keep (``plan_cache_mode=force_generic_plan``), with and without
+    statistics, nothing scans the table."""
     node = nodes[0]
     schema = node.db.schema
     options = "-c plan_cache_mode=force_generic_plan"
     async with await psycopg.AsyncConnection.connect(URL, options=options) as conn:
         await conn.execute(  # stored in bulk: the test is about reading them
-            f"INSERT INTO {schema}.work (queue, key, payload, status, created, due, lease) "
+            f"INSERT INTO {schema}.work "
+            '(queue, key, payload, status, created, due, lease, "group") '
             "SELECT 'q' || (n % 3), 'k' || n, '', s.status, 0, random() * 1000, "
-            "       CASE WHEN s.status = 'running' THEN 'token' || n END "
+            "       CASE WHEN s.status = 'running' THEN 'token' || n END, "
+            "       CASE WHEN n % 5 = 0 THEN 'g' || (n % 50) END "
             "FROM generate_series(1, 30000) AS n, LATERAL (SELECT "
             "    (ARRAY['pending', 'running', 'done', 'dead'])[n % 4 + 1] AS status) AS s"
+        )
+        await conn.execute(  # as enqueues would have left them: all but the heads wait
+            f"UPDATE {schema}.work AS w SET waits = true "
+            "WHERE w.status IN ('pending', 'running') AND EXISTS (SELECT 1 "
+            f'    FROM {schema}.work AS e WHERE e.queue = w.queue AND e."group" = w."group" '
+            "    AND e.seq < w.seq AND e.status IN ('pending', 'running'))"
         )
         await conn.commit()
         # As a node first sees the table (autovacuum has not analysed it yet), then with
@@ -199,7 +211,7 @@ async def test_claims_and_outcomes_read_only_the_rows_they_touch(
                     "owner": "'node-a'",
                 },
             )
-            ack = await _generic_plan(  # k5 is running, in q2, under token5
+            ack = await _generic_plan(  # k5 is running, in q2, under token5, of group g5
                 conn,
                 node._outcomes.batch_sql,
                 [
@@ -221,16 +233,21 @@ async def test_claims_and_outcomes_read_only_the_rows_they_touch(
                 kinds = {n["Node Type"] for n in plan}
                 assert not kinds & {"Seq Scan", "Bitmap Heap Scan", "Hash Join"}, (analysed, kinds)
                 assert not [n for n in plan if n["Node Type"] == "Sort" and n["Actual Rows"] > 10]
-            due = [n for n in claim if n.get("Index Name") == "work_due"]
+            due = [n for n in claim if n.get("Index Name") == "work_ready"]
             assert len(due) == 1 and due[0]["Actual Loops"] == 2 and due[0]["Actual Rows"] <= 5
             assert "$2" in due[0]["Index Cond"]  # a generic plan: parameters, not values
+            assert due[0].get("Rows Removed by Filter", 0) == 0  # no waiting row read
+            (group,) = [n for n in claim if n.get("Index Name") == "work_group"]
+            assert group["Actual Loops"] <= 10  # a probe per row of a group taken
             updated = [n for n in claim if n.get("Index Name") == "work_pkey"]
             assert len(updated) == 1 and updated[0]["Actual Loops"] == 5
             for plan in (ack, alone):
-                (read,) = [
-                    n for n in plan if n.get("Relation Name") == "work" and "Scan" in n["Node Type"]
+                reads = [
+                    (n.get("Index Name"), n["Actual Rows"])
+                    for n in plan
+                    if n.get("Relation Name") == "work" and "Scan" in n["Node Type"]
                 ]
-                assert (read.get("Index Name"), read["Actual Rows"]) == ("work_pkey", 1), analysed
+                assert reads == [("work_pkey", 1)] * 2, analysed  # the turn's, the change's
 
 
 async def _generic_plan(
@@ -479,3 +496,158 @@ async def test_an_outcome_whose_caller_left_before_it_was_sent_is_never_written(
     assert await late is True
     found = await node.get("q", "left")
     assert found is not None and found.status == "done"
+
+
+#: The work table as schemas made before ordering groups hold it.
+TABLE_BEFORE_GROUPS = """
+CREATE TABLE {schema}.work (
+    queue text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    payload bytea NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'running', 'done', 'dead')),
+    attempts integer NOT NULL DEFAULT 0,
+    created double precision NOT NULL,
+    due double precision NOT NULL,
+    lease text,
+    owner text,
+    claimed double precision,
+    finished double precision,
+    error text,
+    result bytea,
+    PRIMARY KEY (queue, key),
+    CHECK ((status = 'running') = (lease IS NOT NULL)),
+    CHECK (status = 'running' OR owner IS NULL)
+);
+CREATE INDEX work_due ON {schema}.work (queue, due, seq) WHERE status IN ('pending', 'running');
+CREATE INDEX work_by_seq ON {schema}.work (queue, seq);
+CREATE INDEX work_finished ON {schema}.work (queue, finished) WHERE status IN ('done', 'dead');
+INSERT INTO {schema}.work (queue, key, payload, status, attempts, created, due, lease, owner,
+    claimed, finished)
+VALUES ('q', 'waiting', '\\x01', 'pending', 1, 1, 5, NULL, NULL, 2, NULL),
+       ('q', 'running', '\\x02', 'running', 1, 1, 100, 'token', 'node', 40, NULL),
+       ('q', 'done', '\\x03', 'done', 1, 1, 1, NULL, NULL, 1, 2);
+"""
+
+
+async def test_a_table_from_before_groups_is_upgraded_in_place(schemas: list[str]) -> None:
+    """Nodes opening it at once add the group columns and indexes (the ready index
+    replacing the due index); its items read back without a group and keep working, and
+    groups work beside them."""
+    schema = new_schema(schemas, "old")
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        await admin.execute(TABLE_BEFORE_GROUPS.replace("{schema}", schema))
+    first, second = new_node(schema), new_node(schema)
+    await asyncio.gather(first.open(), second.open())
+    try:
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+            cursor = await admin.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [schema]
+            )
+            indexes = {name for (name,) in await cursor.fetchall()}
+        assert {"work_ready", "work_group"} <= indexes
+        assert "work_due" not in indexes
+        items = {item.key: item for item in await first.items("q")}
+        assert {key: item.group for key, item in items.items()} == dict.fromkeys(
+            ("waiting", "running", "done")
+        )
+        assert await first.enqueue("q", "g1", b"", now=10, group="g") is True
+        assert await second.enqueue("q", "g2", b"", now=10, group="g") is True
+        got = await first.claim(["q"], now=10, limit=10, lease=LEASE)
+        assert [item.key for item in got] == ["waiting", "g1"]
+        assert await second.ack(items["running"], now=11) is True  # the old lease settles
+        assert await second.next_due(["q"]) == 10 + LEASE
+        for item in got:
+            assert await first.ack(item, now=12) is True
+        taken = await second.claim(["q"], now=12, limit=10, lease=LEASE)
+        assert [item.key for item in taken] == ["g2"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_enqueue_into_a_group_waits_for_the_one_before_it_to_commit(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """Two enqueues into one group from two nodes: the second, drawing its seq once the
+    first has committed, comes after it — it never commits first with the larger seq,
+    which would let a claim take the later item, then the earlier beside it. Another
+    group does not wait."""
+    node = nodes[0]
+    schema = node.db.schema
+    async with await psycopg.AsyncConnection.connect(URL) as other:  # a transaction held open
+        cursor = await other.execute(
+            f"SELECT {schema}.work_enqueue_in_group('q', 'first', '', 0, 0, 'g')"
+        )
+        assert await cursor.fetchone() == (True,)
+        second = asyncio.create_task(node.enqueue("q", "second", b"", now=T0, group="g"))
+        assert await node.enqueue("q", "elsewhere", b"", now=T0, group="h") is True
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the group's turn
+        assert [item.key for item in await claim(nodes[1], T0, limit=10)] == ["elsewhere"]
+        await other.commit()
+    assert await second is True
+    first, later = await node.get("q", "first"), await node.get("q", "second")
+    assert first is not None and later is not None and first.seq < later.seq
+    (taken,) = await claim(nodes[1], T0, limit=10)
+    assert taken.key == "first"
+
+
+async def test_nodes_working_groups_at_once_keep_each_in_order(
+    nodes: list[PostgresWorkQueue],
+) -> None:
+    """Four nodes enqueueing into 6 groups (and outside any) while 8 workers claim, ack,
+    retry and dead-letter at once: a group never has two items running, and each
+    group's items finish in seq order."""
+    groups = [f"g{n}" for n in range(6)]
+    running: dict[str, str] = {}
+    finished: dict[str, list[int]] = {group: [] for group in groups}
+    enqueued = 0
+
+    async def produce(node: PostgresWorkQueue, offset: int) -> None:
+        nonlocal enqueued
+        for n in range(30):
+            group = groups[(n + offset) % len(groups)]
+            assert await node.enqueue("q", f"{offset}-{n}", b"", now=T0, group=group)
+            if n % 5 == 0:
+                assert await node.enqueue("q", f"{offset}-{n}-free", b"", now=T0)
+            enqueued += 1 + (n % 5 == 0)
+
+    async def work(node: PostgresWorkQueue) -> int:
+        done = idle = 0
+        while idle < 40:
+            taken = await node.claim(["q"], now=T0, limit=4, lease=LEASE)
+            if not taken:
+                idle += 1
+                await asyncio.sleep(0.01)
+                continue
+            idle = 0
+            for item in taken:
+                if item.group is not None:
+                    assert item.group not in running, (item.key, running)
+                    running[item.group] = item.key
+            await asyncio.sleep(0)  # the others claim meanwhile
+            for item in taken:
+                if item.group is not None:
+                    del running[item.group]
+                if item.attempts == 1 and item.seq % 7 == 0:
+                    assert await node.retry(item, due=T0, error="again")
+                    continue
+                if item.group is not None:
+                    finished[item.group].append(item.seq)
+                if item.seq % 11 == 0:
+                    assert await node.dead_letter(item, now=T0, error="no")
+                else:
+                    assert await node.ack(item, now=T0)
+                done += 1
+        return done
+
+    results = await asyncio.gather(
+        *(produce(node, n) for n, node in enumerate(nodes)),
+        *(work(node) for node in nodes for _ in range(2)),
+    )
+    assert sum(result for result in results if result) == enqueued
+    for group in groups:
+        assert finished[group] == sorted(finished[group]), group
+        assert len(finished[group]) == 20

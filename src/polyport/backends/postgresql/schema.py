@@ -168,6 +168,8 @@ CREATE TABLE IF NOT EXISTS {schema}.work (
     finished double precision,
     error text,
     result bytea,
+    "group" text COLLATE "C",
+    waits boolean NOT NULL DEFAULT false,
     PRIMARY KEY (queue, key),
     -- A lease token exactly while running: an outcome conditional on the token
     -- alone acts only on the running claim it names (see workqueue.py). An owner
@@ -175,15 +177,161 @@ CREATE TABLE IF NOT EXISTS {schema}.work (
     CHECK ((status = 'running') = (lease IS NOT NULL)),
     CHECK (status = 'running' OR owner IS NULL)
 );
--- Claims and next_due: a queue's live rows in the order they are claimed in,
--- so a claim reads its first rows and stops, however long the backlog.
-CREATE INDEX IF NOT EXISTS work_due ON {schema}.work (queue, due, seq)
-    WHERE status IN ('pending', 'running');
 -- Listings, newest first, paged by seq.
 CREATE INDEX IF NOT EXISTS work_by_seq ON {schema}.work (queue, seq);
 -- Purges: a queue's final rows by when they finished.
 CREATE INDEX IF NOT EXISTS work_finished ON {schema}.work (queue, finished)
     WHERE status IN ('done', 'dead');
+
+-- Ordering groups. A group's head is its unfinished row of the smallest seq; every
+-- other unfinished row of the group waits (waits = true) and no claim reads it. A
+-- table from before groups gains the columns (no group, waiting for nothing),
+-- looked up first: ALTER TABLE takes the table's strongest lock even to change nothing.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{schema}.work'::regclass
+                   AND attname = 'waits' AND NOT attisdropped) THEN
+        ALTER TABLE {schema}.work
+            ADD COLUMN IF NOT EXISTS "group" text COLLATE "C",
+            ADD COLUMN IF NOT EXISTS waits boolean NOT NULL DEFAULT false;
+    END IF;
+END
+$do$;
+-- Claims and next_due: a queue's live rows that wait for nothing, in the order they
+-- are claimed in, so a claim reads its first rows and stops, however long the
+-- backlog (of its groups too). It replaces work_due, of every live row.
+CREATE INDEX IF NOT EXISTS work_ready ON {schema}.work (queue, due, seq)
+    WHERE status IN ('pending', 'running') AND NOT waits;
+DROP INDEX IF EXISTS {schema}.work_due;
+-- A group's unfinished rows by seq: its head, and whether anything is before a row.
+CREATE INDEX IF NOT EXISTS work_group ON {schema}.work (queue, "group", seq)
+    WHERE "group" IS NOT NULL AND status IN ('pending', 'running');
+
+-- The statements that change a group's head -- an enqueue into the group, a row of
+-- it finishing, a row redriven back into it -- first take the group's turn, an
+-- advisory lock held until they commit, and then read the group in the statements
+-- of a function: in a volatile function, each statement takes a snapshot of its
+-- own, after the turn was taken, and so sees what the holder before committed. (The
+-- calling statement's snapshot was taken before it waited.) Claims take no turn:
+-- they change no row's place, and check the rule themselves (see workqueue.py).
+CREATE OR REPLACE FUNCTION {schema}.work_turn(p_queue text, p_group text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT hashtextextended('polyport:{schema}:work:' || p_queue || E'\\n' || p_group, 0)
+$fn$;
+
+-- Take the turns of several groups, always in the order of their locks' keys, so two
+-- callers never wait for each other in a cycle; how many.
+CREATE OR REPLACE FUNCTION {schema}.work_turns(p_queues text[], p_groups text[])
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    turn bigint;
+    taken bigint := 0;
+BEGIN
+    FOR turn IN
+        SELECT DISTINCT {schema}.work_turn(u.q, u.g) FROM unnest(p_queues, p_groups) AS u(q, g)
+        WHERE u.g IS NOT NULL ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(turn);
+        taken := taken + 1;
+    END LOOP;
+    RETURN taken;
+END
+$fn$;
+
+-- Enqueue into a group: the row waits if the group has an unfinished row (each one
+-- enqueued before it). Its seq is drawn in the group's turn, held until the commit,
+-- so a group's rows become visible in seq order: with seqs drawn outside it, 11
+-- could commit before 10, and run, and 10 then run beside it.
+CREATE OR REPLACE FUNCTION {schema}.work_enqueue_in_group(
+    p_queue text, p_key text, p_payload bytea, p_now double precision,
+    p_due double precision, p_group text
+) RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock({schema}.work_turn(p_queue, p_group));
+    INSERT INTO {schema}.work (queue, key, payload, status, created, due, "group", waits)
+    SELECT p_queue, p_key, p_payload, 'pending', p_now, p_due, p_group, EXISTS (
+        SELECT 1 FROM {schema}.work AS e
+        WHERE e.queue = p_queue AND e."group" = p_group
+          AND e.status IN ('pending', 'running'))
+    ON CONFLICT (queue, key) DO NOTHING;
+    RETURN FOUND;
+END
+$fn$;
+
+-- Rows of these groups finished (in the caller's transaction, which holds their
+-- turns): each group's head, if it has one, waits no more; how many did.
+CREATE OR REPLACE FUNCTION {schema}.work_next_heads(p_queues text[], p_groups text[])
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    moved bigint;
+BEGIN
+    UPDATE {schema}.work AS w SET waits = false
+    FROM (SELECT DISTINCT u.q, u.g FROM unnest(p_queues, p_groups) AS u(q, g)) AS g
+    CROSS JOIN LATERAL (
+        SELECT h.key FROM {schema}.work AS h
+        WHERE h.queue = g.q AND h."group" = g.g AND h.status IN ('pending', 'running')
+        ORDER BY h.seq LIMIT 1
+    ) AS head
+    WHERE w.queue = g.q AND w.key = head.key AND w.waits;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END
+$fn$;
+
+-- Redrive: a row in one of p_statuses falls due now; a dead or done one begins a
+-- fresh round and, of a group, takes its place in it again: it waits for the group's
+-- unfinished rows before it, or it is the head, and the head it displaced waits.
+CREATE OR REPLACE FUNCTION {schema}.work_redrive(
+    p_queue text, p_key text, p_now double precision, p_statuses text[]
+) RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_group text;
+    v_seq bigint;
+    v_waits boolean;
+BEGIN
+    -- A row's group never changes, but the row may be purged and enqueued anew (with
+    -- another group) between this read and the update: then read it again.
+    FOR attempt IN 1..3 LOOP
+        SELECT w."group" INTO v_group FROM {schema}.work AS w
+        WHERE w.queue = p_queue AND w.key = p_key;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+        IF v_group IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock({schema}.work_turn(p_queue, v_group));
+        END IF;
+        UPDATE {schema}.work AS w
+        SET status = 'pending', due = p_now, finished = NULL,
+            attempts = CASE WHEN w.status = 'pending' THEN w.attempts ELSE 0 END,
+            result = CASE WHEN w.status = 'pending' THEN w.result END,
+            waits = CASE WHEN w.status = 'pending' OR w."group" IS NULL THEN w.waits
+                         ELSE EXISTS (
+                             SELECT 1 FROM {schema}.work AS e
+                             WHERE e.queue = w.queue AND e."group" = w."group"
+                               AND e.seq < w.seq AND e.status IN ('pending', 'running'))
+                    END
+        WHERE w.queue = p_queue AND w.key = p_key AND w.status = ANY (p_statuses)
+          AND w."group" IS NOT DISTINCT FROM v_group
+        RETURNING w.seq, w.waits INTO v_seq, v_waits;
+        IF FOUND THEN
+            IF v_group IS NOT NULL AND NOT v_waits THEN
+                UPDATE {schema}.work AS w SET waits = true
+                FROM (SELECT h.key FROM {schema}.work AS h
+                      WHERE h.queue = p_queue AND h."group" = v_group AND h.seq > v_seq
+                        AND h.status IN ('pending', 'running')
+                      ORDER BY h.seq LIMIT 1) AS displaced
+                WHERE w.queue = p_queue AND w.key = displaced.key AND NOT w.waits;
+            END IF;
+            RETURN true;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM {schema}.work AS w WHERE w.queue = p_queue
+                       AND w.key = p_key AND w."group" IS DISTINCT FROM v_group) THEN
+            RETURN false;  -- there, of the same group, but in no state to redrive
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$fn$;
 """
 
 RECORDS_DDL = """

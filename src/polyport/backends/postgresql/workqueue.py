@@ -29,6 +29,26 @@ plan that stays so whatever the table holds (the pool's connections keep one
 generic plan per statement; see ``_CLAIM``). Each claimed row gets a fresh
 lease token drawn by the server (``gen_random_uuid``).
 
+**Ordering groups.** A row's ``"group"`` (NULL: none) holds it back while a
+row of its queue and group with a smaller ``seq`` is pending or running.
+Each such row says so (``waits``), and claims and ``next_due`` read the
+``work_ready`` index, of the live rows that wait for nothing: a group's
+backlog costs a claim nothing. ``waits`` is kept by the statements that
+change a group's head — an enqueue into a group, a row of one finishing, a
+row redriven back into one — each of which takes the group's *turn* (a
+transaction-scoped advisory lock) and then reads the group with a snapshot
+taken after it (see the functions of :data:`.schema.WORKQUEUE_DDL`), so
+each sees what the one before it committed. The turn also orders a group's
+rows: an enqueue draws its ``seq`` in it, so they become visible in ``seq``
+order (an identity's values do not: 11 may commit before 10). A claim takes
+no turn and checks the rule itself, with a ``NOT EXISTS`` on the
+``work_group`` index (a group's unfinished rows by ``seq``), one probe per
+row of a group it takes: which rows of a group run never rests on
+``waits``. A row a claim picked is running, so still unfinished, and a
+concurrent claim whose snapshot predates that still sees it pending: either
+way the group's next row waits. Tables from before groups gain the columns
+and indexes when a node opens them.
+
 **Outcomes** (ack, retry, release, dead letter, extend) are ``UPDATE``\\ s
 conditional on ``lease = <the item's token>``, which only a running row has
 (a ``CHECK`` on the table): a node whose lease was claimed over changes
@@ -74,8 +94,12 @@ from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_n
 
 log = logging.getLogger("polyport.postgresql")
 
-#: What a statement meets when the queue's schema or table is gone.
-_GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+#: What a statement meets when the queue's schema, table or functions are gone.
+_GONE = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedFunction,
+)
 
 #: Rows a purge or a drop deletes per statement: each is a transaction of its own,
 #: so a large purge neither runs into the statement timeout nor holds its locks long.
@@ -83,11 +107,24 @@ DELETE_BATCH = 5000
 
 _COLUMNS = ", ".join(f"w.{column}" for column in COLUMNS)
 _LIVE = "w.status IN ('pending', 'running')"
+# A row of w is its group's head, or of no group: what a claim checks itself, beside
+# "NOT w.waits" (see the module's docstring). An OR, not a bare NOT EXISTS, which
+# PostgreSQL would turn into an anti-join of the whole table: this is one probe of
+# work_group per row of a group read, none for the rest.
+_HEAD = """(w."group" IS NULL OR NOT EXISTS (
+            SELECT 1 FROM {schema}.work AS e
+            WHERE e.queue = w.queue AND e."group" = w."group" AND e.seq < w.seq
+              AND e.status IN ('pending', 'running')))"""
 
 _ENQUEUE = """
 INSERT INTO {schema}.work (queue, key, payload, status, created, due)
 VALUES (%s::text, %s::text, %s::bytea, 'pending', %s::float8, %s::float8)
 ON CONFLICT (queue, key) DO NOTHING
+"""
+
+_ENQUEUE_IN_GROUP = """
+SELECT {schema}.work_enqueue_in_group(
+    %s::text, %s::text, %s::bytea, %s::float8, %s::float8, %s::text)
 """
 
 # Picked once (MATERIALIZED: its locks and its LIMIT), then joined to the rows to
@@ -103,7 +140,8 @@ WITH picked AS MATERIALIZED (
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT w.queue, w.key, w.due, w.seq FROM {{schema}}.work AS w
-        WHERE w.queue = q.name AND {_LIVE} AND w.due <= %(now)s::float8
+        WHERE w.queue = q.name AND {_LIVE} AND NOT w.waits AND w.due <= %(now)s::float8
+          AND {_HEAD}
         ORDER BY w.due, w.seq
         LIMIT %(limit)s::bigint
         FOR UPDATE SKIP LOCKED
@@ -130,14 +168,8 @@ WHERE w.queue = i.queue AND w.key = i.key AND w.lease = i.lease
 """
 
 # A dead or done item (done only when replayed) begins a fresh round; a pending one
-# only falls due now. {statuses} is the statuses redriven.
-_REDRIVE = """
-UPDATE {schema}.work AS w
-SET status = 'pending', due = %s::float8, finished = NULL,
-    attempts = CASE WHEN w.status = 'pending' THEN w.attempts ELSE 0 END,
-    result = CASE WHEN w.status = 'pending' THEN w.result END
-WHERE w.queue = %s::text AND w.key = %s::text AND w.status IN {statuses}
-"""
+# only falls due now. In a function: one of a group takes its turn.
+_REDRIVE = "SELECT {schema}.work_redrive(%s::text, %s::text, %s::float8, %s::text[])"
 
 _GET = f"SELECT {_COLUMNS} FROM {{schema}}.work AS w WHERE w.queue = %s::text AND w.key = %s::text"
 
@@ -151,12 +183,12 @@ ORDER BY w.seq DESC LIMIT %(limit)s::bigint
 
 _COUNTS = "SELECT w.status, count(*) FROM {schema}.work AS w WHERE w.queue = %s::text GROUP BY 1"
 
-# Each queue's earliest from the index, as a claim reads it.
+# Each queue's earliest row that waits for nothing, from the index a claim reads.
 _NEXT_DUE = f"""
 SELECT min(d.due) FROM unnest(%s::text[]) AS q(name)
 CROSS JOIN LATERAL (
     SELECT w.due FROM {{schema}}.work AS w
-    WHERE w.queue = q.name AND {_LIVE} ORDER BY w.due LIMIT 1
+    WHERE w.queue = q.name AND {_LIVE} AND NOT w.waits ORDER BY w.due LIMIT 1
 ) AS d
 """
 
@@ -214,16 +246,11 @@ class PostgresWorkQueue:
             return text.replace("{schema}", schema)
 
         self._enqueue_sql = sql(_ENQUEUE)
+        self._enqueue_in_group_sql = sql(_ENQUEUE_IN_GROUP)
         self._claim_sql = sql(_CLAIM)
         self._outcomes = OutcomeWriter(schema, self._run)
         self._extend_sql = sql(_EXTEND)
-        self._redrive_sql = {
-            replay: sql(_REDRIVE).replace("{statuses}", statuses)
-            for replay, statuses in (
-                (False, "('dead', 'pending')"),
-                (True, "('dead', 'pending', 'done')"),
-            )
-        }
+        self._redrive_sql = sql(_REDRIVE)
         self._get_sql = sql(_GET)
         self._items_sql = sql(_ITEMS).replace("{status}", "")
         self._items_status_sql = sql(_ITEMS).replace("{status}", "AND w.status = %(status)s::text")
@@ -272,13 +299,26 @@ class PostgresWorkQueue:
     # -- the port ---------------------------------------------------------------
 
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
-        params = [queue, key, payload, now, now if due is None else due]
-        changed, _ = await self._run("enqueueing work", self._enqueue_sql, params)
-        return changed == 1
+        due = now if due is None else due
+        if group is None:
+            params: Any = [queue, key, payload, now, due]
+            changed, _ = await self._run("enqueueing work", self._enqueue_sql, params)
+            return changed == 1
+        check_name("group", group)
+        params = [queue, key, payload, now, due, group]
+        rows = (await self._run("enqueueing work", self._enqueue_in_group_sql, params))[1]
+        return bool(rows[0][0])
 
     async def claim(
         self,
@@ -333,9 +373,10 @@ class PostgresWorkQueue:
         return await self._outcomes.settle(Outcome("dead_letter", item, now, error=error))
 
     async def redrive(self, queue: str, key: str, *, now: float, replay: bool = False) -> bool:
-        statement = self._redrive_sql[replay]
-        changed, _ = await self._run("redriving work", statement, [now, queue, key])
-        return changed == 1
+        statuses = ["dead", "pending", "done"] if replay else ["dead", "pending"]
+        params = [queue, key, now, statuses]
+        rows = (await self._run("redriving work", self._redrive_sql, params))[1]
+        return bool(rows[0][0])
 
     async def get(self, queue: str, key: str) -> WorkItem | None:
         rows = await self._rows("reading work", self._get_sql, [queue, key])
