@@ -63,6 +63,8 @@ async def prefix() -> AsyncIterator[str]:
 class TestRedisWorkQueue(WorkQueueContract):
     """Each node a RedisWorkQueue with a client of its own, on the test's prefix."""
 
+    NODES_CLAIM_AT_ONCE = True
+
     @pytest.fixture
     def make_queue(self, prefix: str) -> QueueFactory:
         def make(name: str = "store") -> WorkQueue:
@@ -197,13 +199,14 @@ async def test_an_unreachable_redis_is_unavailable() -> None:
 
 
 async def test_every_key_is_in_the_prefixs_hash_slot(wq: RedisWorkQueue, prefix: str) -> None:
-    """Whatever the queue names hold (braces too), every key begins with the hash tag
-    ``{prefix}``, so a Redis Cluster keeps them in one slot."""
+    """Whatever the queue names and groups hold (braces too), every key begins with the
+    hash tag ``{prefix}``, so a Redis Cluster keeps them in one slot."""
     from redis.crc import key_slot
 
     for queue in ("q", "{x}", "a}b{c", "with space"):
         for n in range(3):
             await wq.enqueue(queue, f"{{k}}{n}", b"", now=T0)
+            await wq.enqueue(queue, f"{{g}}{n}", b"", now=T0, group="{g}")
         one, two, *_ = await claim(wq, T0, queues=(queue,))
         await wq.ack(one, now=T0)
         await wq.dead_letter(two, now=T0, error="x")
@@ -217,14 +220,17 @@ async def test_every_key_is_in_the_prefixs_hash_slot(wq: RedisWorkQueue, prefix:
 async def test_a_drop_deletes_every_key_of_the_queue_in_batches(
     wq: RedisWorkQueue, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Items in every state, deleted a few per call: only the store's own counters remain."""
+    """Items in every state, of groups or not, deleted a few per call: only the store's own
+    counters remain."""
     monkeypatch.setattr(redis_workqueue, "BATCH", 3)
     for n in range(10):
         await wq.enqueue("q", f"k{n}", b"x" * 100, now=T0)
+    for n in range(6):
+        await wq.enqueue("q", f"g{n}", b"", now=T0, group=("g", "{h}")[n % 2])
     done, dead, running, *_ = await claim(wq, T0, limit=3)
     await wq.ack(done, now=T0)
     await wq.dead_letter(dead, now=T0, error="x")
-    assert await wq.drop("q") == 10
+    assert await wq.drop("q") == 16
     assert sorted(await _keys(prefix)) == [
         b"{" + prefix.encode() + b"}:wq:gens",
         b"{" + prefix.encode() + b"}:wq:seq",

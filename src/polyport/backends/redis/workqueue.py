@@ -9,6 +9,10 @@ done and dead items by finish time. So:
 * a claim reads the lowest scores of each named queue's due set and claims
   the earliest of them all: O(queues · limit · log n), however many items
   wait or are finished;
+* an ordering group keeps its unfinished items in a sorted set by ``seq``, and
+  only its head (the first) is in the due set: items held back by their group
+  cost a claim nothing, and the scripts that change a group's head find the
+  next one in O(log n);
 * a listing reads the highest seqs below the cursor of each status it wants,
   counts are the status sets' sizes, ``next_due`` the due sets' lowest scores;
 * a purge walks the finish-time set from its oldest entry, a batch per call;
@@ -104,13 +108,14 @@ def _items(queues: Sequence[str], page: bytes | None) -> list[WorkItem]:
     while page and pos < end:
         line = page.index(b"\n", pos)
         (number, key_length, payload_length, status, attempts, seq, created, due, lease,
-         claimed, finished, error_length, result_length, owner_length,
+         claimed, finished, error_length, result_length, owner_length, group_length,
          ) = page[pos:line].split(b" ")  # fmt: skip
         key_end = line + 1 + int(key_length)
         payload_end = key_end + int(payload_length)
         error_end = payload_end + (0 if error_length == b"-" else int(error_length))
         result_end = error_end + (0 if result_length == b"-" else int(result_length))
-        pos = result_end + (0 if owner_length == b"-" else int(owner_length))
+        owner_end = result_end + (0 if owner_length == b"-" else int(owner_length))
+        pos = owner_end + (0 if group_length == b"-" else int(group_length))
         out.append(
             WorkItem(
                 queue=queues[int(number) - 1],
@@ -126,7 +131,8 @@ def _items(queues: Sequence[str], page: bytes | None) -> list[WorkItem]:
                 finished=_time_or_none(finished),
                 error=None if error_length == b"-" else page[payload_end:error_end].decode(),
                 result=None if result_length == b"-" else page[error_end:result_end],
-                owner=None if owner_length == b"-" else page[result_end:pos].decode(),
+                owner=None if owner_length == b"-" else page[result_end:owner_end].decode(),
+                group=None if group_length == b"-" else page[owner_end:pos].decode(),
             )
         )
     return out
@@ -174,12 +180,27 @@ class RedisWorkQueue:
     # -- enqueue and claim ----------------------------------------------------------
 
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
+        if group is not None:
+            check_name("group", group)
         added = await self._run(
-            _ENQUEUE, queue, key, bytes(payload), _time(now), _time(now if due is None else due)
+            _ENQUEUE,
+            queue,
+            key,
+            bytes(payload),
+            _time(now),
+            _time(now if due is None else due),
+            group or "",  # a group is never empty: "" is none
         )
         return bool(added)
 

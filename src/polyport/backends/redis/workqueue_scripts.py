@@ -17,11 +17,21 @@ Keys under ``{prefix}:wq``:
 
   * ``Q:i:{key}`` hash, one per item: ``payload``, ``status``, ``attempts``,
     ``seq``, ``created``, ``due``, and while set ``lease``, ``claimed``,
-    ``finished``, ``error``, ``result``, ``owner``. Times are kept as the strings the
-    caller sent (Python's ``repr``, which reads back to the same float);
-  * ``Q:due`` sorted set of pending and running items by ``due``, member
-    ``{seq as 16 digits}{key}``: claims and ``next_due`` read its lowest
+    ``finished``, ``error``, ``result``, ``owner``, ``group``. Times are kept as
+    the strings the caller sent (Python's ``repr``, which reads back to the same
+    float);
+  * ``Q:due`` sorted set of the pending and running items a claim may take, by
+    ``due``, member ``{seq as 16 digits}{key}``: those without a group, and the
+    head of each ordering group. Claims and ``next_due`` read its lowest
     scores, and equal times go in seq order;
+  * ``Q:g:{length}:{group}`` sorted set of a group's pending and running keys
+    by ``seq`` (the group's name written as the queue's is): its first is the
+    head, the one member of the group in ``Q:due``. A script that takes an item
+    out of the group (ack, dead letter) puts the next head in ``Q:due``; one
+    that brings it back (a redrive) puts it there if it is the head now, and
+    takes out the head it displaced. Scripts that keep an item in the live
+    states (claim, retry, release, extend) change its ``Q:due`` score only if
+    it is there (``ZADD XX``);
   * ``Q:pending``, ``Q:running``, ``Q:done``, ``Q:dead`` sorted sets of keys by
     ``seq``: listings, newest first, and counts (``ZCARD``);
   * ``Q:finished`` sorted set of done and dead keys by finish time: purges.
@@ -33,8 +43,9 @@ Scripts answer items as one string (redis-py parses replies in Python unless
 hiredis is installed, and a dozen replies per item cost more than the claim
 itself): per item, a line ``{queue number} {key length} {payload length}
 {status} {attempts} {seq} {created} {due} {lease} {claimed} {finished} {error
-length} {result length} {owner length}``, ``-`` for what is unset, then the key,
-the payload, the error, the result and the owner.
+length} {result length} {owner length} {group length}``, ``-`` for what is
+unset, then the key, the payload, the error, the result, the owner and the
+group.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ _PRELUDE = """
 local wq = ARGV[1] .. ':wq'
 local STATUSES = {'pending', 'running', 'done', 'dead'}
 local FIELDS = {'payload', 'status', 'attempts', 'seq', 'created', 'due', 'lease', 'claimed',
-  'finished', 'error', 'result', 'owner'}
+  'finished', 'error', 'result', 'owner', 'group'}
 local function queue_keys(name, gen)
   return wq .. ':q:' .. #name .. ':' .. name .. ':' .. (gen or '0')
 end
@@ -57,29 +68,40 @@ local function queue_of(name)
   return q
 end
 local function member(seq, key) return string.format('%016d', tonumber(seq)) .. key end
+local function group_of(q, group) return q .. ':g:' .. #group .. ':' .. group end
 -- An item as the caller reads it (see the module's docstring), or nil for none.
 local function packed(q, key, number)
   local f = redis.call('HMGET', q .. ':i:' .. key, unpack(FIELDS))
   if not f[2] then return nil end
-  local error, result, owner = f[10], f[11], f[12]
+  local error, result, owner, group = f[10], f[11], f[12], f[13]
   return table.concat({number, #key, #f[1], f[2], f[3], f[4], f[5], f[6], f[7] or '-', f[8] or '-',
-    f[9] or '-', error and #error or '-', result and #result or '-', owner and #owner or '-'}, ' ')
-    .. '\\n' .. key .. f[1] .. (error or '') .. (result or '') .. (owner or '')
+    f[9] or '-', error and #error or '-', result and #result or '-', owner and #owner or '-',
+    group and #group or '-'}, ' ')
+    .. '\\n' .. key .. f[1] .. (error or '') .. (result or '') .. (owner or '') .. (group or '')
 end
 """
 
-#: ARGV[2] queue, [3] key, [4] payload, [5] now, [6] due. Answers 1, or 0 for a known key.
+#: ARGV[2] queue, [3] key, [4] payload, [5] now, [6] due, [7] group (``""`` for none).
+#: Answers 1, or 0 for a known key. An item of a group is claimable (in ``Q:due``)
+#: only if the group has nothing else unfinished: its seq is the largest yet.
 ENQUEUE = (
     _PRELUDE
     + """
-local name, key, due = ARGV[2], ARGV[3], ARGV[6]
+local name, key, due, group = ARGV[2], ARGV[3], ARGV[6], ARGV[7]
 local q = queue_of(name)
 local item = q .. ':i:' .. key
 if redis.call('EXISTS', item) == 1 then return 0 end
 local seq = redis.call('INCR', wq .. ':seq')
 redis.call('HSET', item, 'payload', ARGV[4], 'status', 'pending', 'attempts', 0, 'seq', seq,
   'created', ARGV[5], 'due', due)
-redis.call('ZADD', q .. ':due', due, member(seq, key))
+local head = true
+if group ~= '' then
+  redis.call('HSET', item, 'group', group)
+  local g = group_of(q, group)
+  redis.call('ZADD', g, seq, key)
+  head = redis.call('ZCARD', g) == 1
+end
+if head then redis.call('ZADD', q .. ':due', due, member(seq, key)) end
 redis.call('ZADD', q .. ':pending', seq, key)
 return 1
 """
@@ -89,7 +111,9 @@ return 1
 #: [6] ``1`` if [7] is the claimer's name (the owner), ``0`` for none, then the
 #: queues. Answers the claimed items, each with its queue's number.
 #: Each queue gives its ``limit`` earliest candidates (its sorted set's lowest
-#: scores, O(log n + limit)); the earliest ``limit`` of them all are claimed.
+#: scores, O(log n + limit)); the earliest ``limit`` of them all are claimed. Only
+#: items a claim may take are in the set (the head of a group, not the items
+#: behind it), so each candidate is claimed, and at most one of a group.
 CLAIM = (
     _PRELUDE
     + """
@@ -132,13 +156,13 @@ return table.concat(out)
 )
 
 _HELD = """
--- The item's keys and seq if it is running under this token, else nil.
+-- The item's keys, seq and group if it is running under this token, else nil.
 local function held(name, key, token)
   local q = queue_of(name)
   local item = q .. ':i:' .. key
-  local found = redis.call('HMGET', item, 'status', 'lease', 'seq')
+  local found = redis.call('HMGET', item, 'status', 'lease', 'seq', 'group')
   if found[1] ~= 'running' or found[2] ~= token then return nil end
-  return q, item, found[3]
+  return q, item, found[3], found[4]
 end
 """
 
@@ -154,7 +178,8 @@ for i = 3, #ARGV, 3 do
   local q, item, seq = held(ARGV[i], key, ARGV[i + 2])
   if q then
     redis.call('HSET', item, 'due', ends)
-    redis.call('ZADD', q .. ':due', ends, member(seq, key))
+    -- XX: an item of a group behind a redriven one is not claimable, lease or not
+    redis.call('ZADD', q .. ':due', 'XX', ends, member(seq, key))
     extended = extended + 1
   end
 end
@@ -166,13 +191,14 @@ return extended
 #: ``release``, ``dead``), [6] a time (``due`` for retry, else now), [7] the
 #: result (ack, absent for none) or the error (retry, dead). Answers 1, or 0 if
 #: the item is not running under that token. Every outcome forgets the lease and
-#: its owner; ack forgets an earlier attempt's error too.
+#: its owner; ack forgets an earlier attempt's error too. An ack or a dead letter
+#: takes the item out of its group, whose next item (if any) is then its head.
 SETTLE = (
     _PRELUDE
     + _HELD
     + """
 local key, outcome, time, text = ARGV[3], ARGV[5], ARGV[6], ARGV[7]
-local q, item, seq = held(ARGV[2], key, ARGV[4])
+local q, item, seq, group = held(ARGV[2], key, ARGV[4])
 if not q then return 0 end
 redis.call('HDEL', item, 'lease', 'owner')
 redis.call('ZREM', q .. ':running', key)
@@ -188,6 +214,15 @@ if outcome == 'ack' or outcome == 'dead' then
   redis.call('ZREM', q .. ':due', member(seq, key))
   redis.call('ZADD', q .. ':' .. status, seq, key)
   redis.call('ZADD', q .. ':finished', time, key)
+  if group then
+    local g = group_of(q, group)
+    redis.call('ZREM', g, key)
+    local head = redis.call('ZRANGE', g, 0, 0, 'WITHSCORES')
+    if head[1] then  -- NX: it was the head already if the item was one running out of turn
+      redis.call('ZADD', q .. ':due', 'NX', redis.call('HGET', q .. ':i:' .. head[1], 'due'),
+        member(head[2], head[1]))
+    end
+  end
 else
   redis.call('HSET', item, 'status', 'pending', 'due', time)
   if outcome == 'retry' then
@@ -195,7 +230,7 @@ else
   elseif tonumber(redis.call('HINCRBY', item, 'attempts', -1)) < 0 then
     redis.call('HSET', item, 'attempts', 0)  -- released: the claim does not count
   end
-  redis.call('ZADD', q .. ':due', time, member(seq, key))
+  redis.call('ZADD', q .. ':due', 'XX', time, member(seq, key))  -- if claimable (see EXTEND)
   redis.call('ZADD', q .. ':pending', seq, key)
 end
 return 1
@@ -204,26 +239,41 @@ return 1
 
 #: ARGV[2] queue, [3] key, [4] now, [5] ``1`` to replay a done item, else ``0``.
 #: Answers 1, or 0 if the item is none of dead, pending or (replayed) done. A dead
-#: or done one starts a fresh round: no attempts, finish time or result.
+#: or done one starts a fresh round: no attempts, finish time or result; of a group,
+#: it is back in it with its seq, claimable only if that makes it the head (and
+#: then the head it displaced is not).
 REDRIVE = (
     _PRELUDE
     + """
 local key, now, replay = ARGV[3], ARGV[4], ARGV[5] == '1'
 local q = queue_of(ARGV[2])
 local item = q .. ':i:' .. key
-local found = redis.call('HMGET', item, 'status', 'seq')
-local status, seq = found[1], found[2]
+local found = redis.call('HMGET', item, 'status', 'seq', 'group')
+local status, seq, group = found[1], found[2], found[3]
+local due = q .. ':due'
 if status == 'dead' or (replay and status == 'done') then
-  redis.call('HSET', item, 'status', 'pending', 'attempts', 0)
+  redis.call('HSET', item, 'status', 'pending', 'attempts', 0, 'due', now)
   redis.call('HDEL', item, 'finished', 'result')
   redis.call('ZREM', q .. ':' .. status, key)
   redis.call('ZREM', q .. ':finished', key)
   redis.call('ZADD', q .. ':pending', seq, key)
+  if group then
+    local g = group_of(q, group)
+    redis.call('ZADD', g, seq, key)
+    local first = redis.call('ZRANGE', g, 0, 1, 'WITHSCORES')
+    if first[1] == key then
+      redis.call('ZADD', due, now, member(seq, key))
+      if first[3] then redis.call('ZREM', due, member(first[4], first[3])) end
+    end
+  else
+    redis.call('ZADD', due, now, member(seq, key))
+  end
+  return 1
 elseif status ~= 'pending' then
   return 0
 end
 redis.call('HSET', item, 'due', now)
-redis.call('ZADD', q .. ':due', now, member(seq, key))
+redis.call('ZADD', due, 'XX', now, member(seq, key))  -- if claimable (see EXTEND)
 return 1
 """
 )
@@ -331,6 +381,8 @@ for _, status in ipairs(STATUSES) do
   local keys = redis.call('ZRANGE', set, 0, left - 1, 'WITHSCORES')
   for j = 1, #keys, 2 do
     local key = keys[j]
+    local group = redis.call('HGET', q .. ':i:' .. key, 'group')
+    if group then redis.call('DEL', group_of(q, group)) end
     redis.call('DEL', q .. ':i:' .. key)
     redis.call('ZREM', q .. ':due', member(keys[j + 1], key))
     redis.call('ZREM', q .. ':finished', key)
