@@ -53,6 +53,8 @@ async def prefix() -> AsyncIterator[str]:
 class TestNatsWorkQueue(WorkQueueContract):
     """Each node a NatsWorkQueue of its own connection, sharing the bucket of one name."""
 
+    NODES_CLAIM_AT_ONCE = True
+
     @pytest.fixture
     def make_queue(self, prefix: str) -> QueueFactory:
         def make(name: str = "store") -> WorkQueue:
@@ -321,3 +323,94 @@ def test_the_live_index_keeps_the_newest_state_of_each_item() -> None:
     index.drop("q", 700)
     index.apply("q", "e", 701, Summary("pending", T0 + 7, 701, None))
     assert index.next_due(["q"]) == T0 + 7 and len(index) == 2
+
+
+def test_the_live_index_offers_only_the_head_of_each_group() -> None:
+    """Items behind their group's head are not candidates nor due, however early; the
+    next one is offered as the head finishes, an earlier seq arriving late (a replay
+    in revision order, or a redrive) displaces the head, and a drop forgets groups."""
+    from polyport.backends.nats.workindex import LiveIndex
+    from polyport.backends.nats.workrecords import Summary
+
+    index = LiveIndex()
+    index.apply("q", "b", 20, Summary("pending", T0 - 50, 20, None, "g"))
+    index.apply("q", "c", 21, Summary("pending", T0 - 60, 21, None, "g"))
+    index.apply("q", "x", 22, Summary("pending", T0 - 1, 22, None))
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["b", "x"]
+    index.apply("q", "a", 23, Summary("pending", T0 + 5, 10, None, "g"))  # seq 10: the head
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["x"]
+    assert index.next_due(["q"]) == T0 - 1
+    index.apply("q", "x", 24, Summary("done", T0, 22, T0))
+    assert index.next_due(["q"]) == T0 + 5  # not b's or c's earlier times
+    index.apply("q", "a", 25, Summary("running", T0 + 60, 10, None, "g"))
+    index.apply("q", "a", 26, Summary("dead", T0 + 60, 10, T0, "g"))
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["b"]
+    index.apply("q", "a", 27, Summary("pending", T0 + 1, 10, None, "g"))  # redriven
+    assert index.due(["q"], T0, 10, set()) == []
+    index.apply("q", "a", 28, Summary("done", T0 + 1, 10, T0, "g"))
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["b"]  # offered once again
+    index.apply("q", "a", 29, Summary("pending", T0 + 1, 10, None, "g"))
+    index.apply("q", "a", 30, Summary("dead", T0 + 1, 10, T0, "g"))
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["b"]  # on the heap twice
+    index.drop("q", 31)
+    assert index.due(["q"], T0, 10, set()) == [] and len(index) == 0
+    index.apply("q", "d", 32, Summary("pending", T0, 32, None, "g"))
+    assert [c.key for c in index.due(["q"], T0, 10, set())] == ["d"]
+
+
+def test_the_live_index_agrees_with_the_rule_through_random_news() -> None:
+    """Random records (in and out of revision order, into groups and not, finishing,
+    coming back, deleted, dropped): what the index proposes and reports due is what
+    the rule says of the live items it holds (the newest record of each, as far as it
+    has been told: older news about an item it holds is ignored)."""
+    import random
+
+    from polyport.backends.nats.workindex import LiveIndex
+    from polyport.backends.nats.workrecords import Summary
+
+    rng = random.Random(16)
+    index = LiveIndex()
+    held: dict[str, tuple[int, Summary]] = {}
+    keys = [f"k{n}" for n in range(30)]
+    seqs = {key: n for n, key in enumerate(keys, 1)}
+    groups = {key: rng.choice([None, "g", "h", "i"]) for key in keys}
+    revision = 100
+    for step in range(3000):
+        revision += 1
+        key = rng.choice(keys)
+        late = rng.random() < 0.1  # older news than the copy may hold
+        at = revision - rng.randint(1, 50) if late else revision
+        summary = None
+        if rng.random() > 0.05:
+            status = rng.choice(["pending", "running", "done", "dead"])
+            summary = Summary(status, T0 + rng.randint(-20, 20), seqs[key], None, groups[key])
+        index.apply("q", key, at, summary)
+        if at > held.get(key, (0,))[0]:
+            if summary is None or summary.status in ("done", "dead"):
+                held.pop(key, None)
+            else:
+                held[key] = (at, summary)
+        if step % 500 == 499:
+            index.drop("q", revision + 1)  # everything so far is gone
+            held = {}
+        live = {key: summary for key, (_, summary) in held.items()}
+        heads = {}
+        for key, summary in sorted(live.items(), key=lambda pair: pair[1].seq):
+            heads.setdefault(summary.group or key, key)  # a key without a group leads itself
+        claimable = sorted((live[key].due, live[key].seq, key) for key in heads.values())
+        due = [key for when, _, key in claimable if when <= T0]
+        assert [c.key for c in index.due(["q"], T0, 100, set())] == due, step
+        assert index.next_due(["q"]) == (claimable[0][0] if claimable else None), step
+
+
+def test_record_headers_carry_the_group_and_read_without_one() -> None:
+    """A record's header names its group's token last; one from before groups has four
+    fields, and reads as of no group."""
+    from polyport.backends.nats.workrecords import Summary, parse_header, work_header
+
+    header = work_header("pending", T0, 7, None, name_token("a group"))
+    assert parse_header(header, 9) == Summary("pending", T0, 7, None, name_token("a group"))
+    assert token_name(header.split(" ")[-1]) == "a group"
+    assert parse_header(f"done {T0!r} 0 {T0 + 1!r}", 9) == Summary("done", T0, 9, T0 + 1)
+    with pytest.raises(ValueError, match="too many fields"):
+        parse_header(f"done {T0!r} 0 - g extra", 9)

@@ -159,7 +159,7 @@ class WorkBucket:
         A write whose answer is lost raises, and leaves its blobs: it may be stored.
         """
         stored, new = await self.store_blobs(queue, key, stored)
-        header = work_header(stored.status, stored.due, stored.seq, stored.finished)
+        header = work_header(stored.status, stored.due, stored.seq, stored.finished, stored.group)
         revision = await self.publish(
             self.record(queue, key), encode_body(stored), {HEADER: header}, expected
         )
@@ -261,6 +261,7 @@ class WorkBucket:
             error=None if error is None else error_text(error),
             result=result,
             owner=stored.owner,
+            group=None if stored.group is None else token_name(stored.group),
         )
 
     async def scan(self, queue: str, since: int = 1) -> list[tuple[str, int, Summary]]:

@@ -14,7 +14,11 @@ the record's revision (``Nats-Expected-Last-Subject-Sequence``):
 * **claim** reads the due candidates its node's copy of the live items
   proposes (see :mod:`.workindex`) and rewrites each at the revision it read:
   of two nodes racing for an item, JetStream stores one write and refuses the
-  other, whose node skips the item;
+  other, whose node skips the item. Of an ordering group (named in the
+  record's header) the copy proposes only the head, once it has seen every
+  item of the group before it finish: so a group runs one item at a time, its
+  exclusivity that compare-and-set, its order the stream's (an item's ``seq``
+  is its create's stream sequence, so the order it became visible in);
 * **ack, retry, release, dead letter, extend** check that the record is still
   running under the caller's lease token and rewrite it at that revision: the
   node that claimed it keeps the record it wrote and only reads again when
@@ -154,10 +158,19 @@ class NatsWorkQueue:
     # -- the port -----------------------------------------------------------------
 
     async def enqueue(
-        self, queue: str, key: str, payload: bytes, *, now: float, due: float | None = None
+        self,
+        queue: str,
+        key: str,
+        payload: bytes,
+        *,
+        now: float,
+        due: float | None = None,
+        group: str | None = None,
     ) -> bool:
         check_name("queue", queue)
         check_name("key", key)
+        if group is not None:
+            check_name("group", group)
         q, k = name_token(queue), name_token(key)
         fresh = Stored(
             revision=0,
@@ -172,10 +185,11 @@ class NatsWorkQueue:
             payload=bytes(payload),
             result=None,
             error=None,
+            group=None if group is None else name_token(group),
         )
         records = self.records
         stored, blobs = await records.store_blobs(q, k, fresh)
-        header = {HEADER: work_header("pending", stored.due, 0, None)}
+        header = {HEADER: work_header("pending", stored.due, 0, None, stored.group)}
         subject, body, expected = records.record(q, k), encode_body(stored), 0
         for _ in range(MAX_ATTEMPTS):
             if await records.publish(subject, body, header, expected) is not None:

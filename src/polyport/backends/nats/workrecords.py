@@ -4,10 +4,11 @@ An item ``(queue, key)`` is the KV key ``i.{queue}.{key}`` of the work queue's
 bucket, each name one token (see :func:`name_token`). Its record is one
 message:
 
-* a header ``Polyport-Work: {status} {due} {seq} {finished}`` — what a
-  headers-only consumer needs to index, list, count and purge items without
+* a header ``Polyport-Work: {status} {due} {seq} {finished} {group}`` — what
+  a headers-only consumer needs to index, list, count and purge items without
   their bodies (``seq`` ``0`` means the record's own revision: an enqueue
-  cannot know the stream sequence it gets);
+  cannot know the stream sequence it gets; ``{group}`` is the ordering group's
+  token, absent for none — and in records from before groups);
 * a body: a JSON object (attempts, created, lease, claimed, owner, and where
   the payload, result and error are), a newline, then the inline fields' bytes.
 
@@ -99,14 +100,20 @@ class Stored:
     result: Field | None
     error: Field | None
     owner: str | None = None
+    #: The ordering group, as its token (see :func:`name_token`).
+    group: str | None = None
 
     @property
     def blobs(self) -> list[Blob]:
         return [f for f in (self.payload, self.result, self.error) if isinstance(f, Blob)]
 
 
-def work_header(status: WorkStatus, due: float, seq: int, finished: float | None) -> str:
-    return f"{status} {float(due)!r} {seq} {'-' if finished is None else repr(float(finished))}"
+def work_header(
+    status: WorkStatus, due: float, seq: int, finished: float | None, group: str | None = None
+) -> str:
+    """The header of a record (``group`` a token: it holds no space)."""
+    header = f"{status} {float(due)!r} {seq} {'-' if finished is None else repr(float(finished))}"
+    return header if group is None else f"{header} {group}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +124,23 @@ class Summary:
     due: float
     seq: int
     finished: float | None
+    #: The ordering group's token, or None.
+    group: str | None = None
 
 
 def parse_header(value: str, revision: int) -> Summary:
     """The :func:`work_header` of a record at ``revision``; ValueError if it is not one."""
-    status, due, seq, finished = value.split(" ")
+    status, due, seq, finished, *group = value.split(" ")
     if status not in WORK_STATUSES:
         raise ValueError(f"unknown work status {status!r}")
+    if len(group) > 1 or group == [""]:
+        raise ValueError("a work record's header has too many fields")
     return Summary(
         status,
         float(due),
         int(seq) or revision,
         None if finished == "-" else float(finished),
+        group[0] if group else None,
     )
 
 
@@ -196,6 +208,7 @@ def decode(header: str, body: bytes, revision: int) -> Stored:
         result=result,
         error=error,
         owner=meta.get("o"),
+        group=summary.group,
     )
 
 
