@@ -11,7 +11,7 @@ from tests.contract.workqueue_contract import QueueFactory, WorkQueueContract
 
 from polyport.backends.memory import MemoryWorkQueue
 from polyport.backends.sqlite import SqliteDatabase, SqliteWorkQueue
-from polyport.core.workqueue import WorkQueue
+from polyport.core.workqueue import WorkItem, WorkQueue
 
 
 class TestMemoryWorkQueue(WorkQueueContract):
@@ -29,6 +29,18 @@ class TestMemoryWorkQueue(WorkQueueContract):
 
 class TestSqliteWorkQueue(WorkQueueContract):
     """The embedded default: one connection per node to one file."""
+
+    async def check_groups(self, wq: WorkQueue, claimable: list[WorkItem]) -> None:
+        """Exactly the live rows the rule lets a claim take wait for nothing."""
+        assert isinstance(wq, SqliteWorkQueue)
+        ready = {
+            key
+            for (key,) in wq.db.conn.execute(
+                "SELECT key FROM polyport_work WHERE queue = 'q' "
+                "AND status IN ('pending', 'running') AND waits = 0"
+            )
+        }
+        assert ready == {item.key for item in claimable}
 
     @pytest.fixture
     def make_queue(self, tmp_path: Path) -> QueueFactory:

@@ -55,6 +55,13 @@ class TestNatsWorkQueue(WorkQueueContract):
 
     NODES_CLAIM_AT_ONCE = True
 
+    async def check_groups(self, wq: WorkQueue, claimable: list[WorkItem]) -> None:
+        """The node's live index proposes exactly the items the rule lets a claim take."""
+        assert isinstance(wq, NatsWorkQueue)
+        await wq.live.barrier()
+        proposed = wq.live.index.due(["q"], float("inf"), 10_000, set())
+        assert [token_name(c.key) for c in proposed] == [item.key for item in claimable]
+
     @pytest.fixture
     def make_queue(self, prefix: str) -> QueueFactory:
         def make(name: str = "store") -> WorkQueue:

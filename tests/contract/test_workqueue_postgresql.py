@@ -43,6 +43,17 @@ def new_node(schema: str) -> PostgresWorkQueue:
 class TestPostgresWorkQueue(WorkQueueContract):
     NODES_CLAIM_AT_ONCE = True
 
+    async def check_groups(self, wq: WorkQueue, claimable: list[WorkItem]) -> None:
+        """Exactly the live rows the rule lets a claim take wait for nothing."""
+        assert isinstance(wq, PostgresWorkQueue)
+        async with wq.db.connection("checking") as conn:
+            cursor = await conn.execute(
+                f"SELECT key FROM {wq.db.schema}.work WHERE queue = 'q' "
+                "AND status IN ('pending', 'running') AND NOT waits"
+            )
+            ready = {key for (key,) in await cursor.fetchall()}
+        assert ready == {item.key for item in claimable}
+
     @pytest.fixture
     def make_queue(self, schemas: list[str]) -> QueueFactory:
         by_name: dict[str, str] = {}

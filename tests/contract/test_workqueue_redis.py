@@ -25,7 +25,7 @@ from polyport.backends.redis import RedisWorkQueue
 from polyport.backends.redis import workqueue as redis_workqueue
 from polyport.core.errors import ConfigError, Unavailable
 from polyport.core.inbox import QueuedReceiverInbox, ReceiverInbox
-from polyport.core.workqueue import WorkQueue
+from polyport.core.workqueue import WorkItem, WorkQueue
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
 
@@ -64,6 +64,13 @@ class TestRedisWorkQueue(WorkQueueContract):
     """Each node a RedisWorkQueue with a client of its own, on the test's prefix."""
 
     NODES_CLAIM_AT_ONCE = True
+
+    async def check_groups(self, wq: WorkQueue, claimable: list[WorkItem]) -> None:
+        """The due set holds exactly the items the rule lets a claim take."""
+        assert isinstance(wq, RedisWorkQueue)
+        due = f"{wq._base}:wq:q:1:q:0:due"  # queue "q", generation 0
+        members = await wq._client.zrange(due, 0, -1)
+        assert [member[16:].decode() for member in members] == [item.key for item in claimable]
 
     @pytest.fixture
     def make_queue(self, prefix: str) -> QueueFactory:

@@ -13,7 +13,8 @@ before another node looks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
@@ -50,6 +51,21 @@ async def claim_one(queue: WorkQueue, now: float = T0) -> WorkItem:
     return item
 
 
+def claimable_by_rule(items: Sequence[WorkItem]) -> list[WorkItem]:
+    """The live items a claim may take, as the port's rule says: those without a group,
+    and the first (by seq) live item of each group; earliest due first."""
+    heads: dict[str, WorkItem] = {}
+    free = []
+    for item in sorted(items, key=lambda item: item.seq):
+        if item.status not in ("pending", "running"):
+            continue
+        if item.group is None:
+            free.append(item)
+        else:
+            heads.setdefault(item.group, item)
+    return sorted([*free, *heads.values()], key=lambda item: (item.due, item.seq))
+
+
 class WorkQueueContract:
     """Idempotent enqueue, leases and takeovers, settling once, retries, dead letters, redrive,
     ordering groups."""
@@ -58,6 +74,11 @@ class WorkQueueContract:
     #: engines). SQLite's nodes would wait for each other's write lock on the loop's own
     #: thread: theirs take turns, yielding between them.
     NODES_CLAIM_AT_ONCE = False
+
+    async def check_groups(self, wq: WorkQueue, claimable: list[WorkItem]) -> None:
+        """Check that what the backend keeps to find claimable items (a flag, an index)
+        agrees with ``claimable``, the rule's answer for queue ``q``. Its own business:
+        a backend that keeps such a thing overrides this."""
 
     @pytest.fixture
     def make_queue(self) -> QueueFactory:
@@ -680,3 +701,45 @@ class WorkQueueContract:
         assert await wq.purge("q", T0 + 1) == 1
         assert await wq.enqueue("q", "c", b"", now=T0 + 2, group="g") is True
         assert [item.key for item in await claim(wq, T0 + 2)] == ["c"]
+
+    async def test_random_work_keeps_to_the_group_rule(self, wq: WorkQueue) -> None:
+        """Random enqueues (in three groups and none), claims at random times (leases run
+        out), outcomes of what was claimed and redrives: every claim takes the earliest
+        items the rule allows, and next_due is the earliest of them, as read from the
+        listing before each step (and what the backend keeps beside agrees)."""
+        rng = random.Random(16)
+        held: list[WorkItem] = []
+        enqueued = 0
+        for step in range(150):
+            listing = await wq.items("q", limit=1000)
+            allowed = claimable_by_rule(listing)
+            assert await wq.next_due(["q"]) == (allowed[0].due if allowed else None), step
+            await self.check_groups(wq, allowed)
+            now = T0 + rng.randint(0, 120)
+            roll = rng.random()
+            if roll < 0.3 or not listing:
+                group = rng.choice([None, "a", "b", "c"])
+                due = now + rng.randint(-5, 20)
+                assert await wq.enqueue("q", f"k{enqueued}", b"", now=now, due=due, group=group)
+                enqueued += 1
+            elif roll < 0.55:
+                limit = rng.randint(1, 3)
+                got = await claim(wq, now, limit=limit)
+                wanted = [item.key for item in allowed if item.due <= now][:limit]
+                assert [item.key for item in got] == wanted, step
+                held += got
+            elif roll < 0.85 and held:
+                item = held.pop(rng.randrange(len(held)))
+                outcome = rng.choice(["ack", "retry", "release", "dead_letter"])
+                if outcome == "ack":
+                    await wq.ack(item, now=now)
+                elif outcome == "retry":
+                    await wq.retry(item, due=now + rng.randint(0, 30), error="again")
+                elif outcome == "release":
+                    await wq.release(item, now=now)
+                else:
+                    await wq.dead_letter(item, now=now, error="gave up")
+            else:
+                key = rng.choice(listing).key
+                await wq.redrive("q", key, now=now, replay=rng.random() < 0.5)
+            await settle()
