@@ -1,4 +1,4 @@
-"""The ``polyport`` command: serve, demo, routes, bench."""
+"""The ``polyport`` command: serve, demo, routes, key, proto, queues, bench."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polyport._version import __version__
+from polyport.cli_queues import queues_app
 from polyport.core.contract import Service
 from polyport.core.errors import ConfigError, ContractError, MissingExtra, PolyportError
 from polyport.settings import Settings, load_settings
@@ -140,6 +141,13 @@ def serve(
             "memory://, or an engine several nodes share: postgresql://…, redis://…, nats://…."
         ),
     ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the message queues live, as a URL (default: beside the jobs, in the "
+            "engine): amqp://… (RabbitMQ), redis://… (Redis Streams), nats://… (JetStream)."
+        ),
+    ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Development mode: anonymous callers may do everything.")
     ] = False,
@@ -153,6 +161,7 @@ def serve(
                 "port": port,
                 "database": database,
                 "engine": engine,
+                "queues": {"broker": broker} if broker else None,
                 "dev": True if dev else None,
             },
         )
@@ -315,6 +324,7 @@ bench_app = typer.Typer(
     help="The benchmark lab: the same handler over each pattern.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(queues_app, name="queues")
 
 
 DurationOption = Annotated[float, typer.Option(help="Seconds of measured load per case.")]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from polyport import engines
+from polyport import brokers, engines
 from polyport.backends.memory import MemoryEventLog
 from polyport.backends.sqlite import (
     SqliteDatabase,
@@ -30,6 +30,7 @@ from polyport.backends.sqlite import (
     SqliteWorkQueue,
 )
 from polyport.core.auth import Authenticator
+from polyport.core.broker import Broker
 from polyport.core.contract import Service
 from polyport.core.dispatch import Dispatcher
 from polyport.core.errors import ConfigError, MissingExtra, PermissionDenied, Unauthenticated
@@ -38,6 +39,8 @@ from polyport.core.hub import EventHub
 from polyport.core.inbox import QueuedReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
+from polyport.core.queuebroker import WorkQueueBroker
+from polyport.core.queuerunner import QueueRunner
 from polyport.core.ratelimit import RateLimiter
 from polyport.core.runtime import Endpoint, EventCodec, Runtime
 from polyport.core.webhookqueue import QueuedWebhookStore
@@ -69,6 +72,7 @@ EDGES: dict[str, str] = {
     "graphql": "polyport.edges.graphql.binding:GraphQLEdge",
     "webhooks": "polyport.edges.webhooks.binding:WebhooksEdge",
     "hooks": "polyport.edges.hooks.binding:HooksEdge",
+    "queues": "polyport.edges.queues.binding:QueuesEdge",
 }
 
 DEV_WARNING = (
@@ -216,6 +220,22 @@ class Node:
             follows_log=sqlite_log is not None or self.shared is not None,
             seal=SecretCipher([k.get_secret_value() for k in settings.webhooks.secret_keys]),
         )
+        # Message queues are queues of the same work queue, unless a broker is named.
+        broker: Broker
+        if settings.queues.broker is not None:
+            broker = brokers.build_broker(
+                settings.queues.broker,
+                owner=jobs.owner,
+                poll_interval=settings.queues.poll_interval,
+            )
+        else:
+            shared_kind = engines.scheme_of(settings.engine) if settings.engine else None
+            broker = WorkQueueBroker(
+                work_queue,
+                kind=shared_kind if self.shared and shared_kind else "sqlite",
+                owner=jobs.owner,
+                poll_interval=settings.queues.poll_interval,
+            )
         self.runtime = Runtime(
             spec,
             settings,
@@ -226,6 +246,7 @@ class Node:
             codec,
             webhook_store=webhook_store,
             receiver_inbox=QueuedReceiverInbox(work_queue),
+            queues=QueueRunner(spec, broker, self.metrics, settings.queues),
         )
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}
@@ -384,7 +405,7 @@ class Node:
         started is stopped again (in reverse) and the service is released.
         """
         runtime = self.runtime
-        self.service.bind(runtime.hub)
+        self.service.bind(runtime.hub, runtime.queues)
         undo: list[Callable[[], Awaitable[None]]] = []
         try:
             with self.publishing():
@@ -392,6 +413,8 @@ class Node:
                 undo.append(runtime.hub.stop)
                 await runtime.jobs.start()
                 undo.append(runtime.jobs.stop)
+                await runtime.queues.start()
+                undo.append(runtime.queues.stop)
                 for hook in self.service.startup_hooks:
                     result = _call_hook(hook, self.settings)
                     if inspect.isawaitable(result):
@@ -422,7 +445,9 @@ class Node:
             for edge in reversed(self.edges):
                 with contextlib.suppress(Exception):
                     await edge.stop()
-            # Jobs run handlers: let them finish before the service closes its resources.
+            # Jobs and consumers run handlers: let them finish before the service closes
+            # its resources.
+            await self.runtime.queues.stop()
             await self.runtime.jobs.stop()
             for hook in self.service.shutdown_hooks:
                 try:

@@ -172,6 +172,23 @@ class JobsConfig(Section):
     poll_interval: float = Field(default=1.0, gt=0, le=60)
 
 
+class QueuesConfig(Section):
+    """Message queues declared with ``shop.queue(...)`` (see ``docs/queues.md``)."""
+
+    #: How often a consumer looks for messages it was not told about (another node's
+    #: sends, retries and leases that fell due).
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    #: How long a stopping node lets running handlers finish before cancelling them
+    #: (their messages are given back, not counted as attempts).
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    #: The largest message body, in bytes, a send accepts.
+    max_message: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Where the queues live, as a URL (see ``polyport.brokers``): unset keeps them in
+    #: the node's work queue; ``amqp://…`` (RabbitMQ), ``redis://…`` (Redis Streams) or
+    #: ``nats://…`` (JetStream) puts them on that broker.
+    broker: str | None = Field(default=None, min_length=1, max_length=2048)
+
+
 class MetricsConfig(Section):
     """``GET /metrics``, Prometheus text: calls, latencies and subscribers per edge and method."""
 
@@ -217,6 +234,7 @@ class CoreSettings(Section):
     auth: AuthConfig = AuthConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     jobs: JobsConfig = JobsConfig()
+    queues: QueuesConfig = QueuesConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from polyport.core.contract import Service
+    from polyport.core.queues import Queue, Sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +84,23 @@ class Context:
         if self._service is None:
             raise RuntimeError("this context is not bound to a service")
         return await self._service.publish(event, data, channel=channel)
+
+    async def enqueue(
+        self,
+        queue: Queue | str,
+        data: Any,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Sent:
+        """Send a message to one of this service's queues (see :meth:`Queue.send`).
+
+        ``id`` deduplicates, ``key`` orders (one at a time per key), ``delay``
+        holds it back; durable when this returns.
+        """
+        if self._service is None:
+            raise RuntimeError("this context is not bound to a service")
+        target = self._service.queues[queue] if isinstance(queue, str) else queue
+        return await target.send(data, id=id, key=key, delay=delay, headers=headers)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, create_model
 
 from polyport.core.errors import ContractError, Unavailable
 from polyport.core.hub import SERVING_HUB
+from polyport.core.queues import Queue, QueueSender
 
 if TYPE_CHECKING:
     from polyport.core.events import Event
@@ -37,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
 _CHANNEL_TEMPLATE = re.compile(
     r"^([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\})(/([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\}))*$"
@@ -408,10 +410,13 @@ class Service:
         self.events: dict[str, EventType] = {}
         self.relations: list[Relation] = []
         self.receivers: dict[str, WebhookReceiver] = {}
+        self.queues: dict[str, Queue] = {}
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
         #: The hubs of the nodes serving this service in this process, in start order.
         self._hubs: list[EventHub] = []
+        #: What sends each of those nodes' queue messages, by the node's hub.
+        self._senders: dict[EventHub, QueueSender] = {}
         self._spec: ServiceSpec | None = None
 
     # -- declaring ------------------------------------------------------------
@@ -621,6 +626,42 @@ class Service:
 
         return register
 
+    def queue(
+        self,
+        name: str,
+        model: Any,
+        *,
+        description: str | None = None,
+        public: bool = False,
+        scopes: Any = (),
+        dedup_window: float = 86400.0,
+    ) -> Queue:
+        """Declare a durable message queue whose messages are ``model`` instances.
+
+        ``POST /v{n}/queues/{name}`` sends to it over HTTP, for callers holding
+        ``scopes`` (anyone, if ``public``); handlers send with ``queue.send`` or
+        ``ctx.enqueue``. Give it a handler with ``@queue.consumer``. A message id
+        seen within ``dedup_window`` seconds is stored once. See ``docs/queues.md``.
+        """
+        self._check_open()
+        if not _QUEUE_NAME.fullmatch(name):
+            raise ContractError(f"queue name {name!r} must match {_QUEUE_NAME.pattern}")
+        if name in self.queues:
+            raise ContractError(f"queue {name!r} is declared twice")
+        if not 60 <= dedup_window <= 30 * 86400:
+            raise ContractError(f"queue {name}: dedup_window must be from 60 s to 30 days")
+        queue = Queue(
+            self,
+            name,
+            model,
+            description=description,
+            public=public,
+            scopes=frozenset(scopes),
+            dedup_window=dedup_window,
+        )
+        self.queues[name] = queue
+        return queue
+
     def on_startup(self, fn: F) -> F:
         """Run ``fn`` (sync or async) when a node starts serving this service."""
         self.startup_hooks.append(fn)
@@ -641,19 +682,32 @@ class Service:
             self._spec = build_spec(self)
         return self._spec
 
-    def bind(self, hub: EventHub) -> None:
-        """Attach the event hub of a node starting to serve this service.
+    def bind(self, hub: EventHub, sender: QueueSender | None = None) -> None:
+        """Attach the event hub of a node starting to serve this service, and what sends
+        its queue messages.
 
         Several nodes may serve one service in a process (on two ports, on one
-        shared engine): see :attr:`hub` for where each publish goes.
+        shared engine): see :attr:`hub` for where each publish goes; a queue's
+        message goes to the same node.
         """
         if hub not in self._hubs:
             self._hubs.append(hub)
+        if sender is not None:
+            self._senders[hub] = sender
 
     def unbind(self, hub: EventHub) -> None:
         """Detach ``hub`` (its node stopped); nothing if it is not attached."""
         if hub in self._hubs:
             self._hubs.remove(hub)
+        self._senders.pop(hub, None)
+
+    @property
+    def queue_sender(self) -> QueueSender:
+        """What sends a queue's message here and now: the node :attr:`hub` names."""
+        sender = self._senders.get(self.hub)
+        if sender is None:
+            raise Unavailable(f"service {self.name} is not being served: no queue runner")
+        return sender
 
     @property
     def hub(self) -> EventHub:

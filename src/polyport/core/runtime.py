@@ -19,6 +19,7 @@ from polyport.core.hub import EventHub
 from polyport.core.inbox import ReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
+from polyport.core.queuerunner import QueueRunner
 from polyport.core.spec import ServiceSpec
 from polyport.core.webhookstore import WebhookStore
 
@@ -107,3 +108,5 @@ class Runtime:
     webhook_store: WebhookStore
     #: The receivers' inbox (the hooks edge opens it, when the service has receivers).
     receiver_inbox: ReceiverInbox
+    #: The service's message queues on the node's broker (started with the core).
+    queues: QueueRunner

@@ -31,6 +31,7 @@ from polyport.core.contract import (
     Service,
 )
 from polyport.core.errors import ContractError
+from polyport.core.queues import Queue
 from polyport.core.textforms import int_range, integer_pattern
 from polyport.core.typegraph import TypeGraph, jsonable_default
 from polyport.core.types import (
@@ -159,6 +160,17 @@ class EventSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A message queue as the type graph sees it: its name and its message's type."""
+
+    name: str
+    queue: Queue
+    payload: TypeNode
+    annotation: Any
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
     name: str
     resource: Resource
@@ -218,6 +230,7 @@ class ServiceSpec:
     events: dict[str, EventSpec]
     #: model name → field name → relation
     relations: dict[str, dict[str, RelationSpec]] = field(default_factory=dict)
+    queues: dict[str, QueueSpec] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -608,15 +621,18 @@ def build_spec(service: Service) -> ServiceSpec:
             event=event,
             payload=graph.node(model, where=f"event {name}"),
             annotation=model,
-            description=event.description
-            or (
-                parse_docstring(model.__doc__).summary
-                if isinstance(model, type)
-                and issubclass(model, BaseModel)
-                and model.__dict__.get("__doc__")
-                else None
-            ),
+            description=event.description or _model_summary(model),
         )
+    queues = {
+        name: QueueSpec(
+            name=name,
+            queue=queue,
+            payload=graph.node(queue.model, where=f"queue {name}"),
+            annotation=queue.model,
+            description=queue.description or _model_summary(queue.model),
+        )
+        for name, queue in service.queues.items()
+    }
     resources = {}
     for name, resource in service.resources.items():
         model_name = graph.name_of(resource.model)
@@ -627,13 +643,21 @@ def build_spec(service: Service) -> ServiceSpec:
     for relation in service.relations:
         rspec = _analyse_relation(relation, graph)
         relations.setdefault(rspec.model, {})[rspec.name] = rspec
-    return ServiceSpec(service, graph, methods, resources, events, relations)
+    return ServiceSpec(service, graph, methods, resources, events, relations, queues)
+
+
+def _model_summary(model: Any) -> str | None:
+    """The first line of a model's own docstring, if it has one."""
+    if isinstance(model, type) and issubclass(model, BaseModel) and model.__dict__.get("__doc__"):
+        return parse_docstring(model.__doc__).summary
+    return None
 
 
 __all__ = [
     "MISSING",
     "EventSpec",
     "MethodSpec",
+    "QueueSpec",
     "RelationSpec",
     "ResourceSpec",
     "ServiceSpec",

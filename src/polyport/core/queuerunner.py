@@ -1,0 +1,515 @@
+"""Runs a node's message queues: validated sends, and consumers that settle every message.
+
+The node builds one :class:`QueueRunner` over its broker (the
+:class:`~polyport.core.broker.Broker` port) and starts it with the core. It
+is what :meth:`Queue.send <polyport.core.queues.Queue.send>` and
+``ctx.enqueue`` reach (the service's queue sender for this node), and the
+queues edge (``POST /v{n}/queues/{name}``) sends through it too.
+
+Each consumer is a loop that holds at most ``prefetch`` messages and runs at
+most ``concurrency`` handlers at once. While it holds a message it renews
+the message's lease every third of ``lease``, so a long handler keeps it and
+a node that dies (SIGKILL) lets it go after one lease. A handler's message is
+settled after the events it published are durable:
+
+* it returned: **ack**;
+* it raised, or ran past ``timeout``: **retry** after the backoff, or, on its
+  ``max_attempts``-th run, **dead letter** with the error;
+* the message does not validate against the queue's model (another client
+  sent it straight to the broker): **dead letter** at once, with the
+  validation errors, without running the handler;
+* the node stops: handlers get ``queues.shutdown_grace`` seconds, then are
+  cancelled and their messages **released** (not counted as attempts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import typing
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from polyport.core.broker import (
+    Broker,
+    Delivery,
+    OutgoingMessage,
+    QueuedMessage,
+    QueueOptions,
+    QueueStats,
+    check_name,
+)
+from polyport.core.config import QueuesConfig
+from polyport.core.context import Context, Principal
+from polyport.core.dispatch import validation_details
+from polyport.core.errors import ContractError, InvalidArgument, NotFound, PayloadTooLarge
+from polyport.core.hub import settle_published
+from polyport.core.logs import Outage
+from polyport.core.metrics import Metrics
+from polyport.core.queues import Consumer, Queue, QueueMessage, Sent
+from polyport.core.spec import ServiceSpec
+
+log = logging.getLogger("polyport.queues")
+
+EDGE = "queues"
+#: The longest delay a message may be sent with, in seconds.
+MAX_DELAY = 30 * 86400.0
+#: How often a node forgets the ids of messages older than their queue's dedup window.
+EXPIRE_INTERVAL = 600.0
+
+
+class QueueBinding:
+    """One declared queue, read once at start-up: its codec and its consumer's call."""
+
+    def __init__(self, queue: Queue, service_name: str) -> None:
+        self.queue = queue
+        self.name = queue.name
+        where = f"queue {queue.name}"
+        try:
+            self.adapter: TypeAdapter[Any] = TypeAdapter(queue.model)
+        except Exception as exc:
+            raise ContractError(f"{where}: the message model cannot be validated: {exc}") from exc
+        self.type = f"{service_name}.{queue.name}"
+        self.consumer: Consumer | None = queue.handler
+        self.body_param: str | None = None
+        self.context_param: str | None = None
+        self.message_param: str | None = None
+        self.is_async = True
+        if self.consumer is not None:
+            self._read_handler(where, self.consumer)
+
+    def _read_handler(self, where: str, consumer: Consumer) -> None:
+        fn = consumer.fn
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception as exc:
+            raise ContractError(
+                f"{where}: cannot resolve the consumer's type hints: {exc}"
+            ) from exc
+        for pname, parameter in inspect.signature(fn).parameters.items():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise ContractError(f"{where}: *args and **kwargs are not allowed")
+            annotation = hints.get(pname, Any)
+            if annotation is Context:
+                self.context_param = pname
+            elif annotation is QueueMessage:
+                self.message_param = pname
+            elif self.body_param is None:
+                self.body_param = pname
+            else:
+                raise ContractError(
+                    f"{where}: parameter {pname!r} is neither the message (that is "
+                    f"{self.body_param!r}), a Context nor a QueueMessage"
+                )
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def encode(self, data: Any) -> bytes:
+        """The message's JSON, validated against the model; InvalidArgument if it is not."""
+        try:
+            return self.adapter.dump_json(self.adapter.validate_python(data), by_alias=True)
+        except ValidationError as exc:
+            raise InvalidArgument(
+                f"the message does not match queue {self.name}'s model",
+                details=validation_details(exc),
+            ) from None
+
+    def encode_json(self, body: bytes) -> bytes:
+        """A JSON body validated against the model, as the queue stores it."""
+        try:
+            value = self.adapter.validate_json(body)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if any(e["type"] == "json_invalid" for e in errors):
+                raise InvalidArgument("the body is not valid JSON", unparseable=True) from None
+            raise InvalidArgument(
+                f"the message does not match queue {self.name}'s model",
+                details=validation_details(exc),
+            ) from None
+        return self.adapter.dump_json(value, by_alias=True)
+
+
+class QueueRunner:
+    """The node's queues on its broker: sends, consumers, and the operations on both."""
+
+    def __init__(
+        self, spec: ServiceSpec, broker: Broker, metrics: Metrics, config: QueuesConfig
+    ) -> None:
+        self.spec = spec
+        self.service = spec.service
+        self.broker = broker
+        self.metrics = metrics
+        self.config = config
+        self.bindings = {
+            name: QueueBinding(queue, self.service.name)
+            for name, queue in self.service.queues.items()
+        }
+        self._workers: list[ConsumerWorker] = []
+        self._expirer: asyncio.Task[None] | None = None
+        self._open = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the broker and declare the queues, without consuming (``polyport queues``)."""
+        if self._open or not self.bindings:
+            return
+        await self.broker.open()
+        try:
+            for binding in self.bindings.values():
+                await self.broker.declare(
+                    QueueOptions(binding.name, dedup_window=binding.queue.dedup_window)
+                )
+        except BaseException:
+            await self.broker.close()
+            raise
+        self._open = True
+
+    async def start(self) -> None:
+        """Open the broker, declare the queues and start their consumers (nothing without)."""
+        await self.open()
+        if not self._open:
+            return
+        self._workers = [
+            ConsumerWorker(self, binding)
+            for binding in self.bindings.values()
+            if binding.consumer is not None
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._expirer = asyncio.create_task(self._expire(), name="polyport-queues-expire")
+
+    async def stop(self) -> None:
+        """Stop the consumers (see :meth:`ConsumerWorker.stop`) and close the broker."""
+        if not self._open:
+            return
+        if self._expirer is not None:
+            self._expirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expirer
+            self._expirer = None
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
+        self._workers = []
+        self._open = False
+        await self.broker.close()
+
+    async def _expire(self) -> None:
+        outage = Outage(log, "forgetting old message ids")
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            for name in self.bindings:
+                try:
+                    await self.broker.expire(name)
+                except Exception as exc:
+                    outage.failed(exc)
+                else:
+                    outage.worked()
+
+    # -- sending --------------------------------------------------------------------------
+
+    def binding(self, name: str) -> QueueBinding:
+        try:
+            return self.bindings[name]
+        except KeyError:
+            raise NotFound(f"no queue named {name[:100]!r}") from None
+
+    async def send(
+        self,
+        queue: Queue,
+        data: Any,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Sent:
+        """Validate ``data`` against the queue's model and send it (the :class:`QueueSender`)."""
+        binding = self.binding(queue.name)
+        if binding.queue is not queue:
+            raise NotFound(f"queue {queue!r} is not one of service {self.service.name}'s")
+        return await self.send_encoded(
+            binding, binding.encode(data), id=id, key=key, delay=delay, headers=headers
+        )
+
+    async def send_encoded(
+        self,
+        binding: QueueBinding,
+        body: bytes,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Sent:
+        """Send a body already validated by ``binding`` (what the HTTP edge does)."""
+        if not self._open:
+            raise ContractError(f"queue {binding.name}: the node's queues are not started")
+        if len(body) > self.config.max_message:
+            raise PayloadTooLarge(
+                f"the message is {len(body)} bytes; queue messages are at most "
+                f"{self.config.max_message} (queues.max_message)"
+            )
+        if id is None:
+            id = uuid.uuid4().hex
+        else:
+            check_name("id", id)
+        if key is not None:
+            check_name("key", key)
+        if delay is not None and not 0 <= delay <= MAX_DELAY:
+            raise InvalidArgument(
+                f"delay must be from 0 to {MAX_DELAY:g} seconds",
+                details=[{"field": "delay", "message": "out of range"}],
+            )
+        message = OutgoingMessage(
+            id,
+            body,
+            {**(headers or {}), "content-type": "application/json", "type": binding.type},
+            key=key,
+            delay=delay or 0.0,
+        )
+        [stored] = await self.broker.send(binding.name, [message])
+        self._count(binding.name, "sent" if stored else "duplicate")
+        return Sent(id, binding.name, duplicate=not stored)
+
+    # -- operating ------------------------------------------------------------------------
+
+    async def stats(self, name: str) -> QueueStats:
+        return await self.broker.stats(self.binding(name).name)
+
+    async def peek(self, name: str, *, limit: int = 50) -> list[QueuedMessage]:
+        return await self.broker.peek(self.binding(name).name, limit=limit)
+
+    async def dead(
+        self, name: str, *, limit: int = 50, after: str | None = None
+    ) -> list[QueuedMessage]:
+        return await self.broker.dead(self.binding(name).name, limit=limit, after=after)
+
+    async def redrive(self, name: str, ids: list[str] | None = None) -> int:
+        count = await self.broker.redrive(self.binding(name).name, ids)
+        if count:
+            log.info("queue %s: %d dead letter(s) redriven", name, count)
+        return count
+
+    async def purge(self, name: str) -> int:
+        count = await self.broker.purge(self.binding(name).name)
+        log.warning("queue %s purged: %d message(s) deleted", name, count)
+        return count
+
+    def _count(self, queue: str, outcome: str) -> None:
+        self.metrics.inc(
+            "polyport_queue_messages_total",
+            "Queue messages by queue and outcome "
+            "(sent, duplicate, done, retry, dead, invalid, released).",
+            queue=queue,
+            outcome=outcome,
+        )
+
+
+class ConsumerWorker:
+    """One queue's consumer on this node: receives, runs the handler, settles."""
+
+    def __init__(self, runner: QueueRunner, binding: QueueBinding) -> None:
+        assert binding.consumer is not None
+        self.runner = runner
+        self.binding = binding
+        self.consumer: Consumer = binding.consumer
+        self.broker = runner.broker
+        self.name = binding.name
+        self._held: dict[asyncio.Task[None], Delivery] = {}
+        self._slots = asyncio.Semaphore(self.consumer.concurrency)
+        self._room = asyncio.Event()
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._outage = Outage(log, f"receiving from queue {self.name}")
+
+    def start(self) -> None:
+        self._closing = False
+        self._loop_task = asyncio.create_task(self._loop(), name=f"polyport-queue-{self.name}")
+        self._renew_task = asyncio.create_task(
+            self._renew(), name=f"polyport-queue-{self.name}-leases"
+        )
+
+    async def stop(self) -> None:
+        self._closing = True
+        for task in (self._loop_task, self._renew_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._loop_task = self._renew_task = None
+        running = list(self._held)
+        if running:
+            grace = self.runner.config.shutdown_grace
+            log.info("waiting up to %g s for %d message(s) of %s", grace, len(running), self.name)
+            await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        consumer = self.consumer
+        poll = self.runner.config.poll_interval
+        while not self._closing:
+            free = consumer.prefetch - len(self._held)
+            if free <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                deliveries = await self.broker.receive(
+                    self.name, limit=free, lease=consumer.lease, wait=poll
+                )
+            except Exception as exc:
+                self._outage.failed(exc)
+                await asyncio.sleep(poll)
+                continue
+            self._outage.worked()
+            for delivery in deliveries:
+                task = asyncio.create_task(
+                    self._process(delivery), name=f"polyport-queue-{self.name}-message"
+                )
+                self._held[task] = delivery
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._held.pop(task, None)
+        self._room.set()
+
+    async def _renew(self) -> None:
+        """Renew the leases of every message held, every third of the lease."""
+        lease = self.consumer.lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                await self.broker.extend(held, lease)
+            except Exception as exc:
+                log.warning("queue %s: renewing %d lease(s) failed: %s", self.name, len(held), exc)
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        try:
+            value = self.binding.adapter.validate_json(delivery.body)
+        except ValidationError as exc:
+            details = orjson.dumps(validation_details(exc)[:20]).decode()
+            await self._settle(
+                self.broker.dead_letter(delivery, error=f"invalid message: {details}"),
+                delivery,
+                "invalid",
+            )
+            log.error("queue %s: message %s is invalid; dead-lettered", self.name, delivery.id)
+            return
+        async with self._slots:
+            await self._run(delivery, value)
+
+    async def _run(self, delivery: Delivery, value: Any) -> None:
+        consumer = self.consumer
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(consumer.timeout):
+                await self._call(delivery, value)
+                # Events the handler published are stored before its message goes.
+                await settle_published()
+        except asyncio.CancelledError:
+            if self._closing:
+                await self._settle(self.broker.release(delivery), delivery, "released")
+            raise
+        except Exception as exc:
+            code = "DEADLINE_EXCEEDED" if isinstance(exc, TimeoutError) else "INTERNAL"
+            self.runner.metrics.observe_call(EDGE, self.name, code, time.perf_counter() - started)
+            await self._failed(delivery, exc)
+        else:
+            self.runner.metrics.observe_call(EDGE, self.name, "OK", time.perf_counter() - started)
+            await self._settle(self.broker.ack(delivery), delivery, "done")
+
+    async def _call(self, delivery: Delivery, value: Any) -> None:
+        binding = self.binding
+        kwargs: dict[str, Any] = {}
+        if binding.body_param is not None:
+            kwargs[binding.body_param] = value
+        if binding.context_param is not None:
+            kwargs[binding.context_param] = Context(
+                Principal(f"queue:{self.name}"),
+                EDGE,
+                request_id=delivery.id,
+                deadline=time.monotonic() + self.consumer.timeout,
+                service=self.runner.service,
+            )
+        if binding.message_param is not None:
+            kwargs[binding.message_param] = QueueMessage(
+                id=delivery.id,
+                queue=self.name,
+                attempt=delivery.attempt,
+                key=delivery.key,
+                sent=delivery.sent,
+                headers=dict(delivery.headers),
+                error=delivery.error,
+            )
+        if binding.is_async:
+            await self.consumer.fn(**kwargs)
+        else:
+            await asyncio.to_thread(self.consumer.fn, **kwargs)
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        consumer = self.consumer
+        if isinstance(exc, TimeoutError):
+            error = f"the handler did not finish within {consumer.timeout:g} s"
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        if delivery.attempt >= consumer.max_attempts:
+            log.error(
+                "queue %s: message %s failed %d time(s); dead-lettered: %s",
+                self.name,
+                delivery.id,
+                delivery.attempt,
+                error,
+                exc_info=exc,
+            )
+            await self._settle(self.broker.dead_letter(delivery, error=error), delivery, "dead")
+            return
+        delay = consumer.backoff.delay(delivery.attempt)
+        log.warning(
+            "queue %s: message %s failed (attempt %d of %d), retrying in %.1f s: %s",
+            self.name,
+            delivery.id,
+            delivery.attempt,
+            consumer.max_attempts,
+            delay,
+            error,
+            exc_info=exc,
+        )
+        await self._settle(self.broker.retry(delivery, delay=delay, error=error), delivery, "retry")
+
+    async def _settle(self, outcome: typing.Awaitable[bool], delivery: Delivery, what: str) -> None:
+        """Record an outcome; one the broker refuses (the lease was lost) is only logged."""
+        try:
+            settled = await outcome
+        except Exception as exc:
+            # The broker is away: the lease runs out and the message comes back.
+            log.warning(
+                "queue %s: recording %s of %s failed: %s", self.name, what, delivery.id, exc
+            )
+            return
+        if settled:
+            self.runner._count(self.name, what)
+        else:
+            log.warning(
+                "queue %s: message %s was taken over (its lease ran out); %s not recorded",
+                self.name,
+                delivery.id,
+                what,
+            )
