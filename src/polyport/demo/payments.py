@@ -26,6 +26,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from polyport import Conflict, InvalidArgument, Unavailable
+from polyport.demo import orderflow
 from polyport.demo.provider import PaymentProvider, post
 from polyport.demo.shop import Id, OrderStatus, _order, _ts, orders, shop, store
 from polyport.demo.store import money
@@ -170,6 +171,12 @@ async def pay_order(order_id: Id, card: Card = "4242 4242 4242 4242") -> Payment
         raise Conflict(f"order {order_id} is {order.status.value}, not pending")
     if store.one(f"{_PAYMENT} WHERE order_id=? AND status='processing'", order_id):
         raise Conflict(f"order {order_id} already has a payment in progress")
+    return await charge(order_id, card)
+
+
+async def charge(order_id: int, card: str) -> Payment:
+    """Ask the provider to charge a pending order; the payment starts ``processing``."""
+    order = _order(order_id)
     if order.total <= 0:
         # Nothing to charge (its products cost nothing): the order's state, not the request.
         raise Conflict(f"order {order_id} has nothing to pay")
@@ -270,6 +277,7 @@ async def payment_webhook(event: PaymentWebhook, delivery: WebhookDelivery) -> N
         log.warning("payment %s: order %d is %s", payment.id, order_id, order.status.value)
         return
     paid = _order(order_id)
+    await orderflow.notify_paid(paid.user_id, order_id, payment.id)
     await orders.events["updated"].publish(paid)
     await OrderPaidEvent.publish(
         OrderPaid(
