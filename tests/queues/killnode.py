@@ -1,4 +1,5 @@
-"""A node in a process of its own, for the queues' kill-9 test: ``python killnode.py DB LOG``.
+"""A node in a process of its own, for the queues' kill-9 tests: ``python killnode.py DB LOG
+[BROKER_URL]`` (without a URL, the queues are in the SQLite file DB).
 
 It prints its port, then serves ``POST /v1/queues/work`` until it is killed.
 The consumer of ``work`` writes ``start N`` to LOG when it begins message N
@@ -39,7 +40,7 @@ async def handle(item: Work) -> None:
     note(f"done {item.n}")
 
 
-async def main(database: str, log: str) -> None:
+async def main(database: str, log: str, broker: str | None) -> None:
     global LOG
     LOG = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     settings = Settings.model_validate(
@@ -47,7 +48,7 @@ async def main(database: str, log: str) -> None:
             "dev": True,
             "database": database,
             "rate_limit": {"enabled": False},
-            "queues": {"poll_interval": 0.1},
+            "queues": {"poll_interval": 0.1, "broker": broker},
         }
     )
     node = Node(service, settings, edges=["queues"])
@@ -57,4 +58,4 @@ async def main(database: str, log: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

@@ -27,9 +27,12 @@ PRODUCERS = 4
 
 
 @contextlib.contextmanager
-def node(database: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def node(
+    database: Path, log: Path, broker: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A node of killnode.py, on ``broker`` (a URL) or the SQLite file's work queue."""
     process = subprocess.Popen(
-        [sys.executable, str(NODE), str(database), str(log)],
+        [sys.executable, str(NODE), str(database), str(log), *([broker] if broker else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -64,6 +67,12 @@ def lines(log: Path, word: str) -> set[int]:
 
 
 def test_nothing_acknowledged_is_lost_across_kill_9(tmp_path: Path) -> None:
+    kill_rounds(tmp_path, None)
+
+
+def kill_rounds(tmp_path: Path, broker: str | None) -> None:
+    """Kill a producing and consuming node ROUNDS times; then every acknowledged message
+    is handled (a broker's kill test calls this with its URL)."""
     database, log = tmp_path / "q.sqlite3", tmp_path / "handled.log"
     acknowledged: set[int] = set()
     lock = threading.Lock()
@@ -86,7 +95,7 @@ def test_nothing_acknowledged_is_lost_across_kill_9(tmp_path: Path) -> None:
                         acknowledged.add(n)
 
     for _ in range(ROUNDS):
-        with node(database, log) as (url, process):
+        with node(database, log, broker) as (url, process):
             stop = threading.Event()
             producers = [
                 threading.Thread(target=produce, args=(url, stop)) for _ in range(PRODUCERS)
@@ -103,7 +112,7 @@ def test_nothing_acknowledged_is_lost_across_kill_9(tmp_path: Path) -> None:
 
     assert len(acknowledged) > 100, "the producers barely ran"
     assert cut_off, "no handler was running at a kill: the test proves nothing"
-    with node(database, log) as (url, _):
+    with node(database, log, broker) as (url, _):
         deadline = time.monotonic() + 60
         while not acknowledged <= lines(log, "done"):
             assert time.monotonic() < deadline, (
