@@ -3,7 +3,8 @@
 The commands talk to the broker itself, as the node configured by the same
 file and environment would (``--config``, ``POLYPORT_ENGINE``, ``--engine``,
 ``--database``, ``--broker``) — a running node is not needed, and one that runs meanwhile
-sees the changes at once.
+sees the changes at once. Without ``--service`` they act on the demo, in the
+file ``make run`` uses (``.polyport/demo.sqlite3``).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ def _with_runner(
     work: Callable[[Any], Awaitable[T]],
 ) -> T:
     """Build the node's queue runner from the settings, open its broker, run ``work``."""
-    from polyport.cli import fail, load_service
+    from polyport.cli import DEMO_DATABASE, fail, load_service
     from polyport.node import Node
     from polyport.settings import load_settings
 
     try:
         settings = load_settings(
             config,
+            # The demo's queues are where `make run` (`polyport demo`) keeps them.
+            base={"database": DEMO_DATABASE} if target == DEFAULT_TARGET else None,
             overrides={
                 "engine": engine,
                 "database": database,
