@@ -246,7 +246,16 @@ class Node:
             codec,
             webhook_store=webhook_store,
             receiver_inbox=QueuedReceiverInbox(work_queue),
-            queues=QueueRunner(spec, broker, self.metrics, settings.queues),
+            queues=QueueRunner(
+                spec,
+                broker,
+                self.metrics,
+                settings.queues,
+                hub=hub,
+                records=records,
+                owner=jobs.owner,
+                follows_log=sqlite_log is not None or self.shared is not None,
+            ),
         )
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}

@@ -50,10 +50,12 @@ from polyport.core.config import QueuesConfig
 from polyport.core.context import Context, Principal
 from polyport.core.dispatch import validation_details
 from polyport.core.errors import ContractError, InvalidArgument, NotFound, PayloadTooLarge
-from polyport.core.hub import settle_published
+from polyport.core.hub import EventHub, settle_published
 from polyport.core.logs import Outage
 from polyport.core.metrics import Metrics
+from polyport.core.queuerouter import EventRouter
 from polyport.core.queues import Consumer, Queue, QueueMessage, Sent
+from polyport.core.records import RecordStore
 from polyport.core.spec import ServiceSpec
 
 log = logging.getLogger("polyport.queues")
@@ -139,8 +141,19 @@ class QueueRunner:
     """The node's queues on its broker: sends, consumers, and the operations on both."""
 
     def __init__(
-        self, spec: ServiceSpec, broker: Broker, metrics: Metrics, config: QueuesConfig
+        self,
+        spec: ServiceSpec,
+        broker: Broker,
+        metrics: Metrics,
+        config: QueuesConfig,
+        *,
+        hub: EventHub | None = None,
+        records: RecordStore | None = None,
+        owner: str = "",
+        follows_log: bool = False,
     ) -> None:
+        """``hub`` and ``records`` serve the event routes (``queue.route(...)``): the log
+        they are read from and where the cursor and lease are kept."""
         self.spec = spec
         self.service = spec.service
         self.broker = broker
@@ -150,6 +163,11 @@ class QueueRunner:
             name: QueueBinding(queue, self.service.name)
             for name, queue in self.service.queues.items()
         }
+        self.router: EventRouter | None = None
+        if any(binding.queue.routes for binding in self.bindings.values()):
+            if hub is None or records is None:
+                raise ContractError("queues with event routes need the node's hub and records")
+            self.router = EventRouter(self, hub, records, owner=owner, follows_log=follows_log)
         self._workers: list[ConsumerWorker] = []
         self._expirer: asyncio.Task[None] | None = None
         self._open = False
@@ -184,11 +202,15 @@ class QueueRunner:
         for worker in self._workers:
             worker.start()
         self._expirer = asyncio.create_task(self._expire(), name="polyport-queues-expire")
+        if self.router is not None:
+            await self.router.start()
 
     async def stop(self) -> None:
         """Stop the consumers (see :meth:`ConsumerWorker.stop`) and close the broker."""
         if not self._open:
             return
+        if self.router is not None:
+            await self.router.stop()
         if self._expirer is not None:
             self._expirer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

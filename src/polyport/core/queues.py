@@ -218,11 +218,18 @@ class Queue:
         """Send every ``event`` published to this queue too (its data, or ``transform(data)``).
 
         An event type may be routed to several queues: each gets every event,
-        once (the message id is the event's id).
+        once (the message id is the event's id). Without ``transform`` the
+        event's model must be the queue's; ``transform`` takes the event's data
+        as JSON values (a dict for a model) and returns the message.
         """
         self.service._check_open()
         if event.service is not self.service:
             raise ContractError(f"queue {self.name}: {event.name} is another service's event")
+        if transform is None and event.model is not self.model:
+            raise ContractError(
+                f"queue {self.name}: {event.name} carries another model than the queue's; "
+                "give route(..., transform=) to make the message"
+            )
         if any(r.event is event for r in self.routes):
             raise ContractError(f"queue {self.name}: {event.name} is routed here twice")
         self.routes.append(EventRoute(event, transform))
