@@ -313,3 +313,38 @@ def test_served_for_the_host_the_client_used() -> None:
         etag = named.headers["etag"]
         again = httpx.get(url, headers={"Host": "events.example:8443", "If-None-Match": etag})
         assert again.status_code == 304
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+depot = Service("depot")
+
+
+class Parcel(BaseModel):
+    weight: int
+
+
+class Label(BaseModel):
+    code: str
+
+
+parcels = depot.queue("parcels", Parcel, scopes=("parcels:send",))
+depot.queue("returns", Parcel, public=True)  # no consumer: stored for someone else
+
+
+@parcels.consumer
+async def label(parcel: Parcel) -> Label:
+    return Label(code=f"L{parcel.weight}")
+
+
+def test_queues_with_replies_are_valid(parser: Path, tmp_path: Path) -> None:
+    """A queue is a channel the node receives on; one whose consumer returns a value also
+    answers calls, with a reply to the queue a request names."""
+    secure = document_of(depot)
+    check(parser, tmp_path, secure=secure, dev=document_of(depot, dev=True))
+    call = secure["operations"]["queues.parcels.call"]
+    assert call["reply"]["address"]["location"] == "$message.header#/reply-to"
+    reply = secure["components"]["messages"]["queue.parcels.reply"]
+    assert reply["payload"] == {"$ref": "#/components/schemas/Label"}
+    assert secure["channels"]["queue.parcels.reply"]["address"] is None
+    assert "queues.returns.call" not in secure["operations"]  # nobody answers it

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from polyport import Service, Settings
 from polyport.core.context import Context
-from polyport.core.errors import ContractError, InvalidArgument
+from polyport.core.errors import ContractError, DeadlineExceeded, Internal, InvalidArgument
 from polyport.core.queues import Backoff, QueueMessage
 from polyport.node import Node
 
@@ -131,3 +131,43 @@ def test_declaration_errors() -> None:
         q.consumer(one)
     with pytest.raises(ContractError):
         svc.queue("other", Payment).consumer(concurrency=4, prefetch=2)
+
+
+class Quote(BaseModel):
+    cents: int
+
+
+async def test_call_returns_the_consumers_result(tmp_path: Path) -> None:
+    """RPC over the broker: reply-to and correlation-id, the consumer's result comes back."""
+    svc = Service("pricing")
+    quotes = svc.queue("quotes", Payment)
+    seen: list[QueueMessage] = []
+
+    @quotes.consumer(max_attempts=2, backoff=Backoff(initial=0.01, max=0.01))
+    async def price(p: Payment, message: QueueMessage) -> Quote:
+        seen.append(message)
+        if p.order == 13:
+            raise ValueError("unlucky")
+        return Quote(cents=p.cents * 2)
+
+    node = Node(svc, settings(tmp_path), edges=[])
+    async with node.running():
+        with node.publishing():
+            results = await asyncio.gather(
+                *(quotes.call({"order": n, "cents": n}, timeout=5) for n in range(5))
+            )
+            assert results == [Quote(cents=2 * n) for n in range(5)]
+            assert seen[0].headers["reply-to"].startswith("replies-")
+            with pytest.raises(Internal, match="dead letter"):
+                await quotes.call({"order": 13, "cents": 1}, timeout=5)
+            with pytest.raises(InvalidArgument):
+                await quotes.call({"order": 1, "cents": 1}, timeout=0)
+
+
+async def test_a_call_nobody_answers_times_out(tmp_path: Path) -> None:
+    svc = Service("pricing")
+    quotes = svc.queue("quotes", Payment)  # no consumer
+    node = Node(svc, settings(tmp_path), edges=[])
+    async with node.running():
+        with node.publishing(), pytest.raises(DeadlineExceeded):
+            await quotes.call({"order": 1, "cents": 1}, timeout=0.3)

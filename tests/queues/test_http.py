@@ -184,3 +184,20 @@ def test_asyncapi_describes_the_queues(served: Any) -> None:
     send = doc["operations"]["queues.orders.send"]
     assert send["action"] == "receive" and send["x-polyport-scopes"] == ["orders:send"]
     assert "security" not in doc["operations"]["queues.open.send"]  # a public queue
+
+
+def test_call_waits_for_the_reply(served: Any) -> None:
+    node, handled, failing = served
+    base = f"{node.url}/v1/queues"
+    done = httpx.post(f"{base}/orders/call", json={"order": 4}, headers=SEND, timeout=10)
+    assert done.status_code == 200 and done.json() is None  # the consumer returns nothing
+    assert handled[-1].headers["reply-to"].startswith("replies-")
+    failing.add(5)
+    failed = httpx.post(f"{base}/orders/call", json={"order": 5}, headers=SEND, timeout=10)
+    assert failed.status_code == 500
+    assert "dead letter" in failed.json()["detail"] and "no stock" not in failed.text
+    nobody = httpx.post(f"{base}/open/call?timeout=0.3", json={"order": 1}, timeout=10)
+    assert nobody.status_code == 504
+    bad = httpx.post(f"{base}/open/call?timeout=0", json={"order": 1}, timeout=10)
+    assert bad.status_code == 422
+    assert httpx.post(f"{base}/orders/call", json={"order": 1}).status_code == 401

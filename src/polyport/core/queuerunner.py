@@ -49,7 +49,14 @@ from polyport.core.broker import (
 from polyport.core.config import QueuesConfig
 from polyport.core.context import Context, Principal
 from polyport.core.dispatch import validation_details
-from polyport.core.errors import ContractError, InvalidArgument, NotFound, PayloadTooLarge
+from polyport.core.errors import (
+    ContractError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+)
 from polyport.core.hub import EventHub, settle_published
 from polyport.core.logs import Outage
 from polyport.core.metrics import Metrics
@@ -63,6 +70,8 @@ log = logging.getLogger("polyport.queues")
 EDGE = "queues"
 #: The longest delay a message may be sent with, in seconds.
 MAX_DELAY = 30 * 86400.0
+#: The longest a call waits for its reply, in seconds.
+MAX_CALL_TIMEOUT = 3600.0
 #: How often a node forgets the ids of messages older than their queue's dedup window.
 EXPIRE_INTERVAL = 600.0
 
@@ -84,6 +93,8 @@ class QueueBinding:
         self.context_param: str | None = None
         self.message_param: str | None = None
         self.is_async = True
+        #: What the consumer returns, as a reply to a call (``queue.call``) encodes it.
+        self.reply_adapter: TypeAdapter[Any] = TypeAdapter(Any)
         if self.consumer is not None:
             self._read_handler(where, self.consumer)
 
@@ -111,6 +122,13 @@ class QueueBinding:
                     f"{self.body_param!r}), a Context nor a QueueMessage"
                 )
         self.is_async = inspect.iscoroutinefunction(fn)
+        returns = hints.get("return", Any)
+        try:
+            self.reply_adapter = TypeAdapter(Any if returns is None else returns)
+        except Exception as exc:
+            raise ContractError(
+                f"{where}: the consumer's return type cannot be encoded: {exc}"
+            ) from exc
 
     def encode(self, data: Any) -> bytes:
         """The message's JSON, validated against the model; InvalidArgument if it is not."""
@@ -171,6 +189,10 @@ class QueueRunner:
         self._workers: list[ConsumerWorker] = []
         self._expirer: asyncio.Task[None] | None = None
         self._open = False
+        #: This node's reply queue, made by the first call, and the calls awaiting replies.
+        self._replies: str | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[Delivery]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -211,6 +233,7 @@ class QueueRunner:
             return
         if self.router is not None:
             await self.router.stop()
+        await self._stop_replies()
         if self._expirer is not None:
             self._expirer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,6 +321,143 @@ class QueueRunner:
         [stored] = await self.broker.send(binding.name, [message])
         self._count(binding.name, "sent" if stored else "duplicate")
         return Sent(id, binding.name, duplicate=not stored)
+
+    # -- calls: a request and its reply over the broker -----------------------------------
+
+    async def call(
+        self,
+        queue: Queue,
+        data: Any,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send ``data`` with a reply-to and a correlation id; the consumer's return value.
+
+        The reply comes back on this node's reply queue (made at the first
+        call). :class:`DeadlineExceeded` when none came within ``timeout``; an
+        :class:`Internal` error when the consumer failed for good (the message
+        became a dead letter).
+        """
+        binding = self.binding(queue.name)
+        return await self.call_encoded(
+            binding, binding.encode(data), timeout=timeout, key=key, headers=headers
+        )
+
+    async def call_encoded(
+        self,
+        binding: QueueBinding,
+        body: bytes,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """:meth:`call` with a body ``binding`` validated already (what HTTP does)."""
+        if not 0 < timeout <= MAX_CALL_TIMEOUT:
+            raise InvalidArgument(
+                f"a call's timeout is above 0 and at most {MAX_CALL_TIMEOUT:g} seconds",
+                details=[{"field": "timeout", "message": "out of range"}],
+            )
+        replies = await self._reply_queue()
+        correlation = uuid.uuid4().hex
+        waiting: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation] = waiting
+        try:
+            await self.send_encoded(
+                binding,
+                body,
+                id=correlation,
+                key=key,
+                headers={**(headers or {}), "reply-to": replies, "correlation-id": correlation},
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await waiting
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"queue {binding.name}: no reply within {timeout:g} s"
+                ) from None
+        finally:
+            self._waiting.pop(correlation, None)
+        if reply.headers.get("status") == "error":
+            failure = orjson.loads(reply.body)
+            raise Internal(f"the consumer failed for good: {failure['message']}")
+        return binding.reply_adapter.validate_json(reply.body)
+
+    async def reply(self, binding: QueueBinding, delivery: Delivery, result: Any) -> None:
+        """Send a consumer's result to the queue its message names in ``reply-to``, if any."""
+        if not delivery.headers.get("reply-to"):
+            return
+        body = binding.reply_adapter.dump_json(result, by_alias=True)
+        await self._send_reply(binding, delivery, body, "ok")
+
+    async def reply_failure(self, binding: QueueBinding, delivery: Delivery) -> None:
+        """Tell the caller its request failed for good: where to look, not the error itself
+        (the handler's exception may say more than a caller should read; the dead letter
+        keeps it for the operators)."""
+        message = f"dead letter {delivery.id} of queue {binding.name}"
+        body = orjson.dumps({"code": "INTERNAL", "message": message})
+        await self._send_reply(binding, delivery, body, "error")
+
+    async def _send_reply(
+        self, binding: QueueBinding, delivery: Delivery, body: bytes, status: str
+    ) -> None:
+        to = delivery.headers.get("reply-to")
+        if not to:
+            return
+        correlation = delivery.headers.get("correlation-id") or delivery.id
+        reply = OutgoingMessage(
+            f"reply-{delivery.id}",  # a handler run twice replies once
+            body,
+            {
+                "content-type": "application/json",
+                "type": f"{binding.type}.reply",
+                "correlation-id": correlation,
+                "status": status,
+            },
+        )
+        await self.broker.send(to, [reply])
+
+    async def _reply_queue(self) -> str:
+        if self._replies is None:
+            name = f"replies-{uuid.uuid4().hex[:16]}"
+            await self.broker.declare(QueueOptions(name, dedup_window=3600))
+            self._replies = name
+            self._reply_task = asyncio.create_task(
+                self._receive_replies(name), name="polyport-queue-replies"
+            )
+        return self._replies
+
+    async def _receive_replies(self, name: str) -> None:
+        outage = Outage(log, "receiving replies")
+        while True:
+            try:
+                replies = await self.broker.receive(
+                    name, limit=100, lease=30.0, wait=self.config.poll_interval
+                )
+                for reply in replies:
+                    waiting = self._waiting.get(reply.headers.get("correlation-id", ""))
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(reply)
+                    await self.broker.ack(reply)  # a late or unknown reply is dropped
+            except Exception as exc:
+                outage.failed(exc)
+                await asyncio.sleep(self.config.poll_interval)
+            else:
+                outage.worked()
+
+    async def _stop_replies(self) -> None:
+        task, self._reply_task = self._reply_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        name, self._replies = self._replies, None
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.purge(name)
 
     # -- operating ------------------------------------------------------------------------
 
@@ -443,9 +603,11 @@ class ConsumerWorker:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(consumer.timeout):
-                await self._call(delivery, value)
+                result = await self._call(delivery, value)
                 # Events the handler published are stored before its message goes.
                 await settle_published()
+            # A reply that cannot be sent fails the attempt: it runs again.
+            await self.runner.reply(self.binding, delivery, result)
         except asyncio.CancelledError:
             if self._closing:
                 await self._settle(self.broker.release(delivery), delivery, "released")
@@ -458,7 +620,7 @@ class ConsumerWorker:
             self.runner.metrics.observe_call(EDGE, self.name, "OK", time.perf_counter() - started)
             await self._settle(self.broker.ack(delivery), delivery, "done")
 
-    async def _call(self, delivery: Delivery, value: Any) -> None:
+    async def _call(self, delivery: Delivery, value: Any) -> Any:
         binding = self.binding
         kwargs: dict[str, Any] = {}
         if binding.body_param is not None:
@@ -482,9 +644,8 @@ class ConsumerWorker:
                 error=delivery.error,
             )
         if binding.is_async:
-            await self.consumer.fn(**kwargs)
-        else:
-            await asyncio.to_thread(self.consumer.fn, **kwargs)
+            return await self.consumer.fn(**kwargs)
+        return await asyncio.to_thread(self.consumer.fn, **kwargs)
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         consumer = self.consumer
@@ -502,6 +663,8 @@ class ConsumerWorker:
                 exc_info=exc,
             )
             await self._settle(self.broker.dead_letter(delivery, error=error), delivery, "dead")
+            with contextlib.suppress(Exception):  # the caller's timeout covers a lost one
+                await self.runner.reply_failure(self.binding, delivery)
             return
         delay = consumer.backoff.delay(delivery.attempt)
         log.warning(

@@ -124,6 +124,16 @@ class QueueSender(Protocol):
         headers: Mapping[str, str] | None = None,
     ) -> Sent: ...
 
+    async def call(
+        self,
+        queue: Queue,
+        data: Any,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any: ...
+
 
 class Queue:
     """A durable queue of messages of one model, declared with :meth:`Service.queue`."""
@@ -253,6 +263,26 @@ class Queue:
         """
         return await self.service.queue_sender.send(
             self, data, id=id, key=key, delay=delay, headers=headers
+        )
+
+    async def call(
+        self,
+        data: Any,
+        *,
+        timeout: float = 30.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send a request and wait for its consumer's return value (RPC over the broker).
+
+        The message carries ``reply-to`` (this node's reply queue) and
+        ``correlation-id`` headers, as AMQP's request/reply does; the consumer's
+        result comes back as a message there. ``DeadlineExceeded`` after
+        ``timeout`` seconds without a reply (the request may still be handled
+        later); ``Internal`` when the consumer failed for good.
+        """
+        return await self.service.queue_sender.call(
+            self, data, timeout=timeout, key=key, headers=headers
         )
 
 

@@ -168,6 +168,8 @@ class QueueSpec:
     payload: TypeNode
     annotation: Any
     description: str | None
+    #: What the consumer returns to a call (``queue.call``), if it returns anything.
+    reply: TypeNode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,6 +632,7 @@ def build_spec(service: Service) -> ServiceSpec:
             payload=graph.node(queue.model, where=f"queue {name}"),
             annotation=queue.model,
             description=queue.description or _model_summary(queue.model),
+            reply=_reply_node(queue, graph),
         )
         for name, queue in service.queues.items()
     }
@@ -644,6 +647,21 @@ def build_spec(service: Service) -> ServiceSpec:
         rspec = _analyse_relation(relation, graph)
         relations.setdefault(rspec.model, {})[rspec.name] = rspec
     return ServiceSpec(service, graph, methods, resources, events, relations, queues)
+
+
+def _reply_node(queue: Queue, graph: TypeGraph) -> TypeNode | None:
+    """The type graph's node of what a queue's consumer returns (None: nothing)."""
+    if queue.handler is None:
+        return None
+    try:
+        returns = typing.get_type_hints(queue.handler.fn).get("return")
+    except Exception as exc:
+        raise ContractError(
+            f"queue {queue.name}: cannot resolve the consumer's hints: {exc}"
+        ) from exc
+    if returns is None or returns is type(None):
+        return None
+    return graph.node(returns, where=f"queue {queue.name}'s reply")
 
 
 def _model_summary(model: Any) -> str | None:

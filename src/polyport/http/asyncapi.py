@@ -133,14 +133,17 @@ class AsyncApiDocument:
     def channel(
         self,
         key: str,
-        address: str,
+        address: str | None,
         *,
         messages: Iterable[str],
         parameters: dict[str, Any] | None = None,
         title: str | None = None,
         description: str | None = None,
     ) -> str:
-        """A channel carrying ``messages`` (keys of :meth:`message`); its key, once made."""
+        """A channel carrying ``messages`` (keys of :meth:`message`); its key, once made.
+
+        A None ``address`` is a channel known only at run time (a reply queue).
+        """
         if key not in self.channels:
             channel: dict[str, Any] = {"address": address}
             if title:
@@ -222,10 +225,12 @@ class AsyncApiDocument:
         bindings: dict[str, Any] | None = None,
         tags: Sequence[str] = (),
         extensions: dict[str, Any] | None = None,
+        reply: dict[str, Any] | None = None,
     ) -> None:
         """An operation on ``channel`` carried by ``server`` (which the channel then lists).
 
-        ``messages`` default to every message of the channel.
+        ``messages`` default to every message of the channel; ``reply`` is an
+        AsyncAPI reply object (request/reply over a queue).
         """
         if key in self.operations:
             raise ValueError(f"AsyncAPI: operation {key!r} described twice")
@@ -249,6 +254,8 @@ class AsyncApiDocument:
             operation["tags"] = [{"name": tag} for tag in tags]
         if bindings:
             operation["bindings"] = bindings
+        if reply:
+            operation["reply"] = reply
         operation.update(extensions or {})
         self.operations[key] = operation
 

@@ -1,6 +1,7 @@
 """The service's message queues over HTTP.
 
 POST   /v{n}/queues/{name}                    send one message; 202 with its id
+POST   /v{n}/queues/{name}/call[?timeout=]    send it as a request; 200 with the consumer's reply
 GET    /v{n}/queues                           every queue and its counts (admin)
 GET    /v{n}/queues/{name}                    one queue: counts, consumer (admin)
 GET    /v{n}/queues/{name}/messages           messages waiting or in flight (admin)
@@ -26,7 +27,13 @@ import orjson
 
 from polyport.core.broker import QueuedMessage, QueueStats
 from polyport.core.errors import InvalidArgument
-from polyport.core.queuerunner import EDGE, MAX_DELAY, QueueBinding, QueueRunner
+from polyport.core.queuerunner import (
+    EDGE,
+    MAX_CALL_TIMEOUT,
+    MAX_DELAY,
+    QueueBinding,
+    QueueRunner,
+)
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.kinds import ChannelEdge, HttpEdge
@@ -67,6 +74,7 @@ class QueuesEdge(HttpEdge, ChannelEdge):
             path = f"{base}/{name}"
             routes += [
                 Route("POST", path, self._sender(binding), f"queue_{name}_send"),
+                Route("POST", f"{path}/call", self._caller(binding), f"queue_{name}_call"),
                 Route("GET", path, self._info(binding), f"queue_{name}"),
                 Route("GET", f"{path}/messages", self._peeker(name), f"queue_{name}_messages"),
                 Route("DELETE", f"{path}/messages", self._purger(name), f"queue_{name}_purge"),
@@ -117,6 +125,28 @@ class QueuesEdge(HttpEdge, ChannelEdge):
             return Response(202, orjson.dumps(answer), headers=[NO_STORE])
 
         return send
+
+    def _caller(self, binding: QueueBinding) -> Endpoint:
+        queue = binding.queue
+        dispatcher = self.runtime.dispatcher
+        runner = self.runner
+        max_message = runner.config.max_message
+
+        async def call(request: Request) -> Response:
+            dispatcher.admit(queue.public, queue.scopes, request.caller(EDGE))
+            content_type = request.headers.get(b"content-type")
+            if content_type is not None and not _is_json(content_type):
+                raise UnsupportedMediaType(content_type.decode("latin-1"))
+            body = await request.connection.read_body(min(max_message, request.max_body))
+            timeout = _seconds(request.query.get("timeout"), "timeout", 30.0, MAX_CALL_TIMEOUT)
+            result = await runner.call_encoded(
+                binding, binding.encode_json(body), timeout=timeout, key=request.query.get("key")
+            )
+            return Response(
+                200, binding.reply_adapter.dump_json(result, by_alias=True), headers=[NO_STORE]
+            )
+
+        return call
 
     # -- operations (admin) -------------------------------------------------------------------
 
@@ -221,16 +251,21 @@ def _is_json(content_type: bytes) -> bool:
 
 
 def _delay(raw: str | None) -> float | None:
+    return None if raw is None else _seconds(raw, "delay", 0.0, MAX_DELAY, low=0.0)
+
+
+def _seconds(raw: str | None, name: str, default: float, high: float, low: float = 0.001) -> float:
+    """A number of seconds from ``low`` to ``high`` given as a query value."""
     if raw is None:
-        return None
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= MAX_DELAY:  # also refuses nan
+    if not low <= value <= high:  # also refuses nan
         raise InvalidArgument(
-            f"delay is seconds from 0 to {MAX_DELAY:g}",
-            details=[{"field": "delay", "message": "out of range"}],
+            f"{name} is seconds from {low:g} to {high:g}",
+            details=[{"field": name, "message": "out of range"}],
         )
     return value
 

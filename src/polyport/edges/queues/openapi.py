@@ -166,6 +166,47 @@ def describe(edge: QueuesEdge, doc: OpenApiDocument) -> None:
                 },
             },
         )
+        reply = doc.schemas.schema(spec.reply) if spec.reply is not None else {}
+        doc.add(
+            f"{path}/call",
+            "post",
+            {
+                "operationId": f"queue_{name}_call",
+                "summary": f"Send a request to queue {name} and wait for its consumer's reply",
+                "description": (
+                    "The message carries reply-to and correlation-id; the consumer's return "
+                    "value comes back as the answer. 504 when no reply came within the timeout "
+                    "(the request may still be handled later); 500 when the consumer failed "
+                    "for good."
+                ),
+                "tags": [tag],
+                "security": doc.security(queue.public),
+                "parameters": [
+                    {
+                        "name": "timeout",
+                        "in": "query",
+                        "required": False,
+                        "description": "Seconds to wait for the reply (default 30)",
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                    },
+                    {
+                        "name": "key",
+                        "in": "query",
+                        "required": False,
+                        "description": "Ordering key",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": doc.json_content(doc.schemas.schema(spec.payload)),
+                },
+                "responses": {
+                    "200": {"description": "The reply", "content": doc.json_content(reply)},
+                    **doc.problems(400, 413, 415, 422, 500, 504),
+                },
+            },
+        )
         doc.add(
             path,
             "get",
@@ -330,6 +371,42 @@ def describe_channels(edge: QueuesEdge, doc: AsyncApiDocument) -> None:
             if consumer is not None
             else "stored for a consumer elsewhere"
         )
+        if spec.reply is not None:
+            reply_key = f"queue.{name}.reply"
+            doc.message(
+                reply_key,
+                doc.schemas.schema(spec.reply),
+                title=f"{name} reply",
+                description="The consumer's return value, with the request's correlation-id",
+            )
+            doc.channel(
+                reply_key,
+                None,
+                messages=[reply_key],
+                title=f"replies of queue {name}",
+                description="The queue a request names in its reply-to header",
+            )
+            doc.operation(
+                f"queues.{name}.call",
+                "receive",
+                key,
+                server="queues",
+                summary=f"Send a request to queue {name} and receive its reply",
+                description=f"POST {edge.prefix}/{name}/call answers with the reply; over the "
+                "broker, a request carries reply-to and correlation-id headers and the reply "
+                "goes to that queue.",
+                security=security,
+                bindings={"http": {"method": "POST", "bindingVersion": "0.3.0"}},
+                extensions=extensions,
+                reply={
+                    "address": {
+                        "location": "$message.header#/reply-to",
+                        "description": "The queue the request names",
+                    },
+                    "channel": {"$ref": f"#/channels/{reply_key}"},
+                    "messages": [{"$ref": f"#/channels/{reply_key}/messages/{reply_key}"}],
+                },
+            )
         doc.operation(
             f"queues.{name}.send",
             "receive",
