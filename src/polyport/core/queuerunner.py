@@ -329,7 +329,7 @@ class QueueRunner:
         queue: Queue,
         data: Any,
         *,
-        timeout: float = 30.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the wait is the call's: DeadlineExceeded)
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
@@ -350,7 +350,7 @@ class QueueRunner:
         binding: QueueBinding,
         body: bytes,
         *,
-        timeout: float = 30.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the wait is the call's: DeadlineExceeded)
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:

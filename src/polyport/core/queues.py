@@ -129,7 +129,7 @@ class QueueSender(Protocol):
         queue: Queue,
         data: Any,
         *,
-        timeout: float = 30.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the wait is the call's: DeadlineExceeded)
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any: ...
@@ -269,7 +269,7 @@ class Queue:
         self,
         data: Any,
         *,
-        timeout: float = 30.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the wait is the call's: DeadlineExceeded)
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
