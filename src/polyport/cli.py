@@ -418,6 +418,33 @@ def bench_graphql(
     )
 
 
+@bench_app.command("queues")
+def bench_queues(
+    targets: Annotated[
+        str,
+        typer.Option(help="Comma-separated: sqlite (embedded), postgresql, redis, nats."),
+    ] = "sqlite",
+    messages: Annotated[int, typer.Option(help="Messages sent, then consumed.")] = 20_000,
+    in_flight: Annotated[int, typer.Option(help="Sends awaiting their answer at once.")] = 256,
+    rate: Annotated[float, typer.Option(help="Sends/s of the latency phase.")] = 1000.0,
+    duration: Annotated[float, typer.Option(help="Seconds of the latency phase.")] = 5.0,
+    repeats: Annotated[int, typer.Option(help="Rounds; figures are medians.")] = 3,
+    output: OutOption = RESULTS,
+) -> None:
+    """Durable enqueue/s, consume+ack/s and enqueue→handler latency of the message queues."""
+    _bench(
+        "queues",
+        "run_queues_bench",
+        targets=[t.strip() for t in targets.split(",") if t.strip()],
+        messages=messages,
+        in_flight=in_flight,
+        rate=rate,
+        duration=duration,
+        repeats=repeats,
+        output=output,
+    )
+
+
 @bench_app.command("webhooks")
 def bench_webhooks(
     endpoints: Annotated[int, typer.Option(help="Endpoints subscribed to every event.")] = 100,

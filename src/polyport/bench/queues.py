@@ -1,0 +1,402 @@
+"""``polyport bench queues``: durable enqueue/s, consume+ack/s and enqueue→handler latency.
+
+Each **target** is one way of keeping a queue, measured in the lab's own
+process on uvloop, three phases each:
+
+1. **enqueue**: ``messages`` sends, ``in_flight`` at a time, each one durable
+   before it returns (``queue.send`` through the node's queue runner, or the
+   bare client's publish-and-confirm) — messages per second;
+2. **consume**: the queue those sends filled, drained by a consumer that
+   acknowledges each message after a handler that does nothing (polyport's
+   consumer with ``concurrency`` 64 and ``prefetch`` 256, or the bare
+   client's receive-and-ack loop) — messages per second from the consumer's
+   start to the last ack;
+3. **latency**: with the consumer running, sends at a steady ``rate`` (1,000/s)
+   for ``duration`` seconds, each carrying ``time.time()`` at its send; the
+   handler subtracts it on arrival — enqueue→handler p50 and p99.
+
+Targets: ``sqlite`` (the embedded default: the node's work queue in a SQLite
+file, group-committed), and the engines' work queues (``postgresql``,
+``redis``, ``nats``) when asked for — each a :class:`WorkQueueBroker` as a node
+on that engine runs it. Every target runs in a namespace of its own (a
+temporary file, a schema, a key prefix, a bucket name) removed afterwards.
+
+The goals (issue 16): the embedded queue ≥ 10,000 durable messages/s
+enqueued and consumed, and p50 enqueue→handler < 5 ms at 1,000 messages/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from polyport.bench.report import machine_info
+from polyport.core.config import QueuesConfig
+from polyport.core.errors import ConfigError
+from polyport.core.metrics import Metrics
+from polyport.core.queuebroker import WorkQueueBroker
+from polyport.core.queuerunner import QueueRunner
+from polyport.core.workqueue import WorkQueue
+
+GOAL_RATE = 10_000.0
+GOAL_P50_MS = 5.0
+TARGETS = ("sqlite", "postgresql", "redis", "nats")
+PACKAGES = ("polyport", "uvloop", "psycopg", "redis", "nats-py")
+DEFAULT_URLS = {
+    "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
+    "redis": "redis://127.0.0.1:6379/0",
+    "nats": "nats://127.0.0.1:4222",
+}
+
+
+class Tick(BaseModel):
+    """A bench message: its number, and when it was sent (for the latency phase)."""
+
+    n: int
+    ts: float
+
+
+@dataclass
+class RunFigures:
+    """One round of one target."""
+
+    enqueue_per_second: float = 0.0
+    consume_per_second: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_samples: int = 0
+    sent_per_second: float = 0.0
+    lost: int = 0
+
+
+@dataclass
+class TargetFigures:
+    """A target's medians over its rounds, and every round."""
+
+    target: str
+    enqueue_per_second: float
+    consume_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    lost: int
+    runs: list[RunFigures] = field(default_factory=list)
+    error: str | None = None
+
+
+# -- where each target keeps its queue ----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def work_queue_of(target: str, url: str | None) -> AsyncIterator[WorkQueue]:
+    """A work queue of ``target`` in a namespace of its own, removed afterwards."""
+    token = uuid.uuid4().hex[:10]
+    if target == "sqlite":
+        from polyport.backends.sqlite import SqliteDatabase, SqliteWorkQueue
+
+        with tempfile.TemporaryDirectory(prefix="ppbench-queues-") as folder:
+            yield SqliteWorkQueue(SqliteDatabase(Path(folder) / "queues.sqlite3"))
+        return
+    if target == "postgresql":
+        import psycopg
+
+        from polyport.backends.postgresql import PostgresDatabase, PostgresWorkQueue
+
+        base = url or DEFAULT_URLS["postgresql"]
+        schema = f"ppbench_{token}"
+        try:
+            yield PostgresWorkQueue(PostgresDatabase(base, schema=schema, max_size=8))
+        finally:
+            async with await psycopg.AsyncConnection.connect(base, autocommit=True) as conn:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        return
+    if target == "redis":
+        from redis.asyncio import Redis
+
+        from polyport.backends.redis import RedisWorkQueue
+
+        base = url or DEFAULT_URLS["redis"]
+        prefix = f"ppbench-{token}"
+        try:
+            yield RedisWorkQueue(base, prefix=prefix)
+        finally:
+            client = Redis.from_url(base)
+            try:
+                keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
+                if keys:
+                    await client.delete(*keys)
+            finally:
+                await client.aclose()
+        return
+    if target == "nats":
+        import nats
+
+        from polyport.backends.nats import NatsWorkQueue
+
+        base = url or DEFAULT_URLS["nats"]
+        name = f"ppbench-{token}"
+        try:
+            yield NatsWorkQueue(base, name=name)
+        finally:
+            nc = await nats.connect(base)
+            try:
+                js = nc.jetstream()
+                for info in await js.streams_info():
+                    stream = info.config.name or ""
+                    if stream.startswith(f"KV_{name}"):
+                        with contextlib.suppress(Exception):
+                            await js.delete_stream(stream)
+            finally:
+                await nc.close()
+        return
+    raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+
+
+# -- one round ---------------------------------------------------------------------------
+
+
+def _service(on_tick: Callable[[Tick], None]) -> Any:
+    from polyport import Service
+
+    svc = Service("benchq")
+    queue = svc.queue("ticks", Tick)
+
+    @queue.consumer(concurrency=64, prefetch=256, max_attempts=3)
+    async def handle(tick: Tick) -> None:
+        on_tick(tick)
+
+    return svc, queue
+
+
+async def _round(
+    target: str, url: str | None, *, messages: int, in_flight: int, rate: float, duration: float
+) -> RunFigures:
+    figures = RunFigures()
+    arrivals: list[float] = []
+    seen: set[int] = set()
+    drained = asyncio.Event()
+    measured = asyncio.Event()
+    want = messages
+    total = int(rate * duration)
+
+    def on_tick(tick: Tick) -> None:
+        now = time.time()
+        if tick.n >= 0:
+            seen.add(tick.n)
+            if len(seen) >= want:
+                drained.set()
+        else:
+            arrivals.append((now - tick.ts) * 1000.0)
+            if len(arrivals) >= total:
+                measured.set()
+
+    svc, queue = _service(on_tick)
+    from polyport.core.spec import build_spec
+
+    spec = build_spec(svc)
+    async with work_queue_of(target, url) as work_queue:
+        broker = WorkQueueBroker(work_queue, kind=target, owner="bench", poll_interval=0.05)
+        runner = QueueRunner(spec, broker, Metrics(), QueuesConfig(poll_interval=0.05))
+        await runner.open()
+        try:
+            # 1. enqueue
+            gate = asyncio.Semaphore(in_flight)
+
+            async def send(n: int) -> None:
+                async with gate:
+                    await runner.send(queue, Tick(n=n, ts=0.0))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(send(n) for n in range(messages)))
+            figures.enqueue_per_second = messages / (time.perf_counter() - started)
+            # 2. consume
+            started = time.perf_counter()
+            await runner.start()
+            try:
+                async with asyncio.timeout(max(60.0, messages / 500)):
+                    await drained.wait()
+            except TimeoutError:
+                figures.lost = want - len(seen)
+            figures.consume_per_second = len(seen) / (time.perf_counter() - started)
+            # 3. latency at a steady rate
+            loop = asyncio.get_running_loop()
+            begin = loop.time() + 0.05
+            tasks = []
+            for i in range(total):
+                delay = begin + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(
+                    asyncio.ensure_future(runner.send(queue, Tick(n=-1 - i, ts=time.time())))
+                )
+            await asyncio.gather(*tasks)
+            figures.sent_per_second = total / (loop.time() - begin)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await measured.wait()
+            figures.latency_samples = len(arrivals)
+            figures.lost += total - len(arrivals)
+            if arrivals:
+                ordered = sorted(arrivals)
+                figures.latency_p50_ms = ordered[len(ordered) // 2]
+                figures.latency_p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        finally:
+            await runner.stop()
+    return figures
+
+
+# -- the lab -----------------------------------------------------------------------------
+
+
+def run_queues_bench(
+    *,
+    console: Console,
+    targets: list[str] | None = None,
+    urls: dict[str, str] | None = None,
+    messages: int = 20_000,
+    in_flight: int = 256,
+    rate: float = 1000.0,
+    duration: float = 5.0,
+    repeats: int = 3,
+    output: Path = Path("bench-results"),
+) -> dict[str, Any]:
+    """Run every target ``repeats`` times; print the figures, write ``queues.json``."""
+    chosen = targets or ["sqlite"]
+    unknown = [t for t in chosen if t not in TARGETS]
+    if unknown:
+        raise ConfigError(f"unknown target {unknown[0]!r}; known: {', '.join(TARGETS)}")
+    if not (100 <= messages <= 10_000_000 and 1 <= in_flight <= 10_000 and 1 <= repeats <= 20):
+        raise ConfigError("messages 100-10,000,000, in-flight 1-10,000, repeats 1-20")
+    if not (1 <= rate <= 100_000 and 0.5 <= duration <= 600):
+        raise ConfigError("rate 1-100,000 per second, duration 0.5-600 s")
+    machine = machine_info(PACKAGES)
+    results: list[TargetFigures] = []
+    for target in chosen:
+        runs: list[RunFigures] = []
+        error = None
+        for round_ in range(repeats):
+            console.print(f"[dim]{target}: round {round_ + 1} of {repeats}…[/]")
+            try:
+                runs.append(
+                    _run(
+                        _round(
+                            target,
+                            (urls or {}).get(target),
+                            messages=messages,
+                            in_flight=in_flight,
+                            rate=rate,
+                            duration=duration,
+                        )
+                    )
+                )
+            except (OSError, ImportError) as exc:
+                error = f"not available: {type(exc).__name__}: {exc}"
+                console.print(f"[yellow]{target}: {error}[/]")
+                break
+        results.append(_summary(target, runs, error))
+    goal = _verdicts(results)
+    record: dict[str, Any] = {
+        "bench": "queues",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "options": {
+            "targets": chosen,
+            "messages": messages,
+            "in_flight": in_flight,
+            "rate": rate,
+            "duration": duration,
+            "repeats": repeats,
+        },
+        "goal": goal,
+        "targets": [asdict(r) for r in results],
+    }
+    console.print(_table(results))
+    for line, verdict in goal.items():
+        mark = "[green]MET[/]" if verdict["met"] else "[red]MISSED[/]"
+        console.print(f"{mark} {line}: {verdict['measured']}")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "queues.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    console.print(f"[dim]written: {output / 'queues.json'}[/]")
+    return record
+
+
+def _run(coro: Any) -> RunFigures:
+    try:
+        import uvloop
+    except ImportError:
+        result: RunFigures = asyncio.run(coro)
+        return result
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        done: RunFigures = runner.run(coro)
+        return done
+
+
+def _summary(target: str, runs: list[RunFigures], error: str | None) -> TargetFigures:
+    def median(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    return TargetFigures(
+        target=target,
+        enqueue_per_second=median([r.enqueue_per_second for r in runs]),
+        consume_per_second=median([r.consume_per_second for r in runs]),
+        latency_p50_ms=median([r.latency_p50_ms for r in runs]),
+        latency_p99_ms=median([r.latency_p99_ms for r in runs]),
+        lost=sum(r.lost for r in runs),
+        runs=runs,
+        error=error,
+    )
+
+
+def _verdicts(results: list[TargetFigures]) -> dict[str, dict[str, Any]]:
+    verdicts: dict[str, dict[str, Any]] = {}
+    embedded = next((r for r in results if r.target == "sqlite" and r.runs), None)
+    if embedded is not None:
+        slower = min(embedded.enqueue_per_second, embedded.consume_per_second)
+        verdicts["embedded SQLite queue ≥ 10,000 durable messages/s enqueued and consumed"] = {
+            "met": slower >= GOAL_RATE,
+            "measured": f"enqueue {embedded.enqueue_per_second:,.0f}/s, "
+            f"consume+ack {embedded.consume_per_second:,.0f}/s",
+        }
+    measured = [r for r in results if r.runs]
+    if measured:
+        verdicts["p50 enqueue→handler < 5 ms at the steady rate"] = {
+            "met": all(r.latency_p50_ms < GOAL_P50_MS for r in measured),
+            "measured": ", ".join(f"{r.target} {r.latency_p50_ms:.2f} ms" for r in measured),
+        }
+        verdicts["no message lost"] = {
+            "met": all(r.lost == 0 for r in measured),
+            "measured": ", ".join(f"{r.target} {r.lost}" for r in measured),
+        }
+    return verdicts
+
+
+def _table(results: list[TargetFigures]) -> Table:
+    table = Table(title="queues: durable enqueue, consume+ack, enqueue→handler")
+    for column in ("target", "enqueue/s", "consume+ack/s", "p50 ms", "p99 ms", "lost"):
+        table.add_column(column, justify="right" if column != "target" else "left")
+    for r in results:
+        if not r.runs:
+            table.add_row(r.target, "-", "-", "-", "-", r.error or "")
+            continue
+        table.add_row(
+            r.target,
+            f"{r.enqueue_per_second:,.0f}",
+            f"{r.consume_per_second:,.0f}",
+            f"{r.latency_p50_ms:.2f}",
+            f"{r.latency_p99_ms:.2f}",
+            str(r.lost),
+        )
+    return table
