@@ -334,6 +334,7 @@ class Node:
         self.metrics.set(
             "polyport_events_published", "Events published since start.", hub.published
         )
+        await self.runtime.queues.observe()
         return Response(
             200,
             self.metrics.render(),

@@ -42,6 +42,7 @@ KEYS = {
             {"key": "k-send", "subject": "shopfront", "scopes": ["orders:send"]},
             {"key": "k-other", "subject": "other", "scopes": []},
             {"key": "k-admin", "subject": "ops", "scopes": ["queues:admin"]},
+            {"key": "k-metrics", "subject": "prometheus", "scopes": ["metrics"]},
         ]
     }
 }
@@ -69,6 +70,7 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> None:
 
 SEND = {"x-api-key": "k-send"}
 ADMIN = {"x-api-key": "k-admin"}
+ADMIN_METRICS = {"x-api-key": "k-metrics"}
 
 
 def test_send_is_accepted_durable_and_deduplicated(served: Any) -> None:
@@ -201,3 +203,21 @@ def test_call_waits_for_the_reply(served: Any) -> None:
     bad = httpx.post(f"{base}/open/call?timeout=0", json={"order": 1}, timeout=10)
     assert bad.status_code == 422
     assert httpx.post(f"{base}/orders/call", json={"order": 1}).status_code == 401
+
+
+def test_metrics_count_messages_by_queue_and_state(served: Any) -> None:
+    node, handled, failing = served
+    failing.add(3)
+    httpx.post(f"{node.url}/v1/queues/orders", json={"order": 3}, headers=SEND)
+    httpx.post(f"{node.url}/v1/queues/open", json={"order": 1})
+    wait_until(lambda: len(handled) == 2)
+    wait_until(
+        lambda: (
+            'polyport_queue_messages{queue="orders",state="dead"} 1'
+            in httpx.get(f"{node.url}/metrics", headers=ADMIN_METRICS).text
+        )
+    )
+    text = httpx.get(f"{node.url}/metrics", headers=ADMIN_METRICS).text
+    assert 'polyport_queue_messages{queue="open",state="waiting"} 1' in text
+    assert 'polyport_queue_messages_total{outcome="dead",queue="orders"} 1' in text
+    assert 'polyport_queue_messages_total{outcome="retry",queue="orders"} 1' in text

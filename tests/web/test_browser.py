@@ -296,3 +296,24 @@ def test_catalog_try_button_opens_the_playground(page: Any, site: RunningNode) -
     dashboard.locator("#playground-form").get_by_role("button", name="Send").click()
     body = dashboard.locator("#playground-form .exchange-body")
     expect(body).to_contain_text("Mechanical keyboard")
+
+
+def test_dashboard_shows_the_queues_and_redrives_dead_letters(page: Any, site: RunningNode) -> None:
+    """The queues panel counts each queue's messages; a dead letter gets a redrive button
+    that makes it ready again (here it dies again: there is no order 424242)."""
+    import httpx
+
+    expect = _expect()
+    dashboard = _open(page, site, "/")
+    panel = dashboard.locator("#queues-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator('tr[data-queue="payments"]')).to_be_visible()
+    expect(panel.locator('tr[data-queue="notifications"]')).to_be_visible()
+    expect(dashboard.locator("#queues-status")).to_have_text("broker: sqlite")
+    sent = httpx.post(f"{site.url}/v1/queues/payments", json={"order_id": 424242})
+    assert sent.status_code == 202
+    row = panel.locator('tr[data-queue="payments"]')
+    button = row.locator("button", has_text="redrive")
+    expect(button).to_be_visible(timeout=20_000)  # three attempts, then a dead letter
+    button.click()
+    expect(dashboard.locator("#queues-note")).to_have_text("1 dead letter(s) of payments redriven")

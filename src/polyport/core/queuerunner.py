@@ -461,6 +461,32 @@ class QueueRunner:
 
     # -- operating ------------------------------------------------------------------------
 
+    async def observe(self) -> None:
+        """Set each queue's gauges — messages waiting (its depth: the consumers' lag), in
+        flight and dead — for ``/metrics``; a broker that cannot answer leaves them as
+        they were (the scrape still answers)."""
+        if not self._open:
+            return
+        for name in self.bindings:
+            try:
+                stats = await self.broker.stats(name)
+            except Exception as exc:
+                log.debug("queue %s: no counts for /metrics: %s", name, exc)
+                continue
+            for state, value in (
+                ("waiting", stats.waiting),
+                ("in_flight", stats.in_flight),
+                ("dead", stats.dead),
+            ):
+                self.metrics.set(
+                    "polyport_queue_messages",
+                    "Messages of each queue by state: waiting (the depth, the consumers' lag), "
+                    "in_flight, dead.",
+                    value,
+                    queue=name,
+                    state=state,
+                )
+
     async def stats(self, name: str) -> QueueStats:
         return await self.broker.stats(self.binding(name).name)
 

@@ -1,11 +1,13 @@
 // The dashboard at / — what this node serves and what is happening on it:
 // the service, its catalog (every method and event × every pattern), a live
-// event feed over long polling, and a playground for the REST operations.
+// event feed over long polling, the message queues' counts (with redrive), and a
+// playground for the REST operations.
 
 import {clockTime, h, methodBadge, replace, themeToggle} from "./dom.js";
 import {credentialsPanel, requestForm} from "./exchange.js";
 import {LongPollFeed} from "./feed.js";
 import {groupByTag, listOperations, loadSpec} from "./openapi.js";
+import {setupQueues} from "./queues.js";
 
 // The feed keeps at most this many events in the page; older ones drop off
 // the bottom so a busy node cannot grow the DOM without bound.
@@ -307,6 +309,10 @@ async function main() {
   renderService(catalog);
   checkHealth();
   setupFeed(catalog.service.version);
+  if (catalog.endpoints.some((e) => e.pattern === "queues")) {
+    $("queues-panel").hidden = false;
+    setupQueues(catalog.service.version, $("queues"), $("queues-status"), $("queues-note"));
+  }
   let tryOperation = () => {};
   renderCatalog(catalog, (id) => tryOperation(id));
   try {
