@@ -67,8 +67,13 @@ def test_a_queued_payment_pays_the_order_and_sends_one_receipt(demo: RunningNode
         assert rows == [(2, f"Order {order_id} is paid.")]
         payments_made = client.post("/v1/get_payments", json={"order_id": order_id}).json()
         assert len(payments_made) == 1
-        queues = client.get("/v1/queues").json()["queues"]
-        assert all(q["dead"] == 0 and q["in_flight"] == 0 for q in queues)
+        # The payment's message leaves once its consumer saw the order paid.
+        wait_for(
+            lambda: all(
+                q["dead"] == 0 and q["in_flight"] == 0 and q["waiting"] == 0
+                for q in client.get("/v1/queues").json()["queues"]
+            )
+        )
 
 
 def test_a_payment_for_no_order_ends_as_a_dead_letter(demo: RunningNode) -> None:

@@ -1,9 +1,10 @@
 """The guide's order flow on message queues: payments, then notifications.
 
     POST /v1/queues/payments {"order_id": 7}      (or ctx.enqueue(payments, …) in a handler)
-        └─▶ payments consumer: charges the order with the provider (retried with
-            backoff while the provider cannot be reached; a request that can never
-            succeed — no such order — ends as a dead letter after 3 attempts)
+        └─▶ payments consumer: charges the order with the provider and holds the
+            message until the provider settled it (retried with backoff while the
+            provider cannot be reached; a request that can never succeed — no such
+            order — ends as a dead letter after 3 attempts)
               └─▶ provider ──signed webhook──▶ /hooks/payments: the order is paid
                     └─▶ notifications queue ──▶ notifications consumer: "sends" the
                         receipt (records it; a real shop would mail it)
@@ -17,6 +18,7 @@ each step once: ``pay-order-7`` is charged once however often it is sent, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -66,21 +68,76 @@ async def _tables() -> None:
     store.db.executescript(SCHEMA)
 
 
-@payments.consumer(concurrency=4, max_attempts=3, backoff=Backoff(initial=0.5, max=5))
+#: Seconds a payment consumer waits for the provider's webhook before it tries again later.
+SETTLE_WAIT = 10.0
+
+
+@payments.consumer(
+    concurrency=4,
+    max_attempts=3,
+    backoff=Backoff(initial=0.5, max=5),
+    timeout=SETTLE_WAIT + 20,
+    lease=5,  # a killed node's payments are taken up again after 5 s
+)
 async def process_payment(request: PaymentRequest) -> None:
-    """Charge the order, unless it is paid already or a payment is under way (a repeat)."""
+    """Charge the order, and hold the message until the provider settled the payment.
+
+    Done when the order is paid (or no longer pending), or when its payment
+    was declined (the customer must pay another way). A payment still
+    ``processing`` that the provider no longer knows (the node and its
+    simulated provider were killed mid-flow) is marked failed and charged
+    again; one it still knows is waited for. So a message leaves the queue
+    only once its order's fate is known, and a crash anywhere loses no order.
+    """
     from polyport.demo.payments import charge
 
-    order = _order(request.order_id)  # NotFound: retried, then a dead letter
-    if order.status != OrderStatus.PENDING:
-        log.info("order %d is %s: nothing to charge", order.id, order.status.value)
+    order_id = request.order_id
+    _order(order_id)  # NotFound: retried, then a dead letter
+    if await _settled(order_id):
         return
-    if store.one(
-        "SELECT 1 FROM shop_payments WHERE order_id=? AND status IN ('processing', 'succeeded')",
-        order.id,
-    ):
-        return
-    await charge(order.id, request.card)
+    processing = store.one(
+        "SELECT id FROM shop_payments WHERE order_id=? AND status='processing'", order_id
+    )
+    if processing is not None and not await _provider_knows(processing[0]):
+        log.warning("payment %s of order %d was lost by the provider", processing[0], order_id)
+        store.run(
+            "UPDATE shop_payments SET status='failed', failure_reason='provider_lost', "
+            "updated=? WHERE id=? AND status='processing'",
+            time.time(),
+            processing[0],
+        )
+        processing = None
+    if processing is None:
+        await charge(order_id, request.card)
+    deadline = time.monotonic() + SETTLE_WAIT
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        if await _settled(order_id):
+            return
+    raise TimeoutError(f"order {order_id}: the provider has not settled its payment yet")
+
+
+async def _settled(order_id: int) -> bool:
+    """Whether the order's payment is over: the order is no longer pending, or declined."""
+    if _order(order_id).status != OrderStatus.PENDING:
+        return True
+    declined = store.one(
+        "SELECT 1 FROM shop_payments WHERE order_id=? AND status='failed' "
+        "AND failure_reason IS NOT 'provider_lost'",
+        order_id,
+    )
+    return declined is not None
+
+
+async def _provider_knows(payment_id: str) -> bool:
+    from polyport.demo.payments import provider
+    from polyport.demo.provider import request
+
+    running = provider.running
+    if running is None:
+        return False
+    status, _ = await request("GET", f"{running.url}/v1/payments/{payment_id}", b"", {})
+    return status == 200
 
 
 async def notify_paid(user_id: int, order_id: int, payment_id: str) -> None:

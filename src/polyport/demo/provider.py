@@ -224,6 +224,13 @@ async def post(
     url: str, body: bytes, headers: dict[str, str], *, within: float = 10.0
 ) -> tuple[int, bytes]:
     """POST ``body`` to an ``http://`` URL: the answer's status and body (``within`` s)."""
+    return await request("POST", url, body, headers, within=within)
+
+
+async def request(
+    method: str, url: str, body: bytes, headers: dict[str, str], *, within: float = 10.0
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request to an ``http://`` URL: the answer's status and body (``within`` s)."""
     target = urllib.parse.urlsplit(url)
     if target.scheme != "http" or not target.hostname:
         raise ValueError(f"not an http:// URL: {url!r}")
@@ -233,7 +240,7 @@ async def post(
     async with asyncio.timeout(within):
         reader, writer = await asyncio.open_connection(target.hostname, target.port or 80)
         try:
-            head = [f"POST {path} HTTP/1.1", f"host: {target.netloc}", "connection: close"]
+            head = [f"{method} {path} HTTP/1.1", f"host: {target.netloc}", "connection: close"]
             head += [f"{k}: {v}" for k, v in headers.items()]
             head.append(f"content-length: {len(body)}")
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
@@ -253,4 +260,4 @@ async def post(
                 await writer.wait_closed()
 
 
-__all__ = ["DECLINED_CARD", "PaymentProvider", "ProviderPayment", "post"]
+__all__ = ["DECLINED_CARD", "PaymentProvider", "ProviderPayment", "post", "request"]
