@@ -171,3 +171,13 @@ async def test_a_call_nobody_answers_times_out(tmp_path: Path) -> None:
     async with node.running():
         with node.publishing(), pytest.raises(DeadlineExceeded):
             await quotes.call({"order": 1, "cents": 1}, timeout=0.3)
+
+
+def test_traceparent_helpers() -> None:
+    from polyport.core.queues import trace_id_of, traceparent_of
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    made = traceparent_of(trace)
+    assert made is not None and trace_id_of(made) == trace
+    assert traceparent_of("not-hex") is None and traceparent_of(None) is None
+    assert trace_id_of("00-XYZ-1-01") is None and trace_id_of(None) is None

@@ -221,3 +221,17 @@ def test_metrics_count_messages_by_queue_and_state(served: Any) -> None:
     assert 'polyport_queue_messages{queue="open",state="waiting"} 1' in text
     assert 'polyport_queue_messages_total{outcome="dead",queue="orders"} 1' in text
     assert 'polyport_queue_messages_total{outcome="retry",queue="orders"} 1' in text
+
+
+def test_a_requests_trace_goes_on_with_its_message(served: Any) -> None:
+    """W3C traceparent: the message carries the request's trace id (a new span)."""
+    node, handled, _ = served
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    httpx.post(
+        f"{node.url}/v1/queues/orders",
+        json={"order": 6},
+        headers={**SEND, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+    )
+    wait_until(lambda: handled)
+    version, trace_id, span, flags = handled[-1].headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", trace, "01") and span != "00f067aa0ba902b7"

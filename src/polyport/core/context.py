@@ -98,9 +98,15 @@ class Context:
         """Send a message to one of this service's queues (see :meth:`Queue.send`).
 
         ``id`` deduplicates, ``key`` orders (one at a time per key), ``delay``
-        holds it back; durable when this returns.
+        holds it back; durable when this returns. The call's trace goes with it
+        (a ``traceparent`` header), so the consumer's context continues it.
         """
+        from polyport.core.queues import traceparent_of
+
         if self._service is None:
             raise RuntimeError("this context is not bound to a service")
         target = self._service.queues[queue] if isinstance(queue, str) else queue
+        traced = traceparent_of(self.trace_id)
+        if traced is not None and not (headers and "traceparent" in headers):
+            headers = {**(headers or {}), "traceparent": traced}  # the call's trace goes on
         return await target.send(data, id=id, key=key, delay=delay, headers=headers)

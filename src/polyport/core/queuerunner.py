@@ -61,7 +61,7 @@ from polyport.core.hub import EventHub, settle_published
 from polyport.core.logs import Outage
 from polyport.core.metrics import Metrics
 from polyport.core.queuerouter import EventRouter
-from polyport.core.queues import Consumer, Queue, QueueMessage, Sent
+from polyport.core.queues import Consumer, Queue, QueueMessage, Sent, trace_id_of
 from polyport.core.records import RecordStore
 from polyport.core.spec import ServiceSpec
 
@@ -656,6 +656,7 @@ class ConsumerWorker:
                 Principal(f"queue:{self.name}"),
                 EDGE,
                 request_id=delivery.id,
+                trace_id=trace_id_of(delivery.headers.get("traceparent")),
                 deadline=time.monotonic() + self.consumer.timeout,
                 service=self.runner.service,
             )

@@ -110,6 +110,26 @@ class EventRoute:
     transform: Callable[[Any], Any] | None = None
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def traceparent_of(trace_id: str | None) -> str | None:
+    """A W3C ``traceparent`` continuing ``trace_id`` (a new span), or None without one."""
+    if trace_id is None or len(trace_id) != 32 or not set(trace_id) <= _HEX:
+        return None
+    return f"00-{trace_id}-{random.getrandbits(64):016x}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` header, or None if it is not one."""
+    if traceparent is None:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or not set(parts[1]) <= _HEX:
+        return None
+    return parts[1]
+
+
 class QueueSender(Protocol):
     """What sends a queue's messages: the node serving the service (its queue runner)."""
 
@@ -294,4 +314,6 @@ __all__ = [
     "QueueMessage",
     "QueueSender",
     "Sent",
+    "trace_id_of",
+    "traceparent_of",
 ]

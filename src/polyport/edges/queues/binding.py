@@ -34,6 +34,7 @@ from polyport.core.queuerunner import (
     QueueBinding,
     QueueRunner,
 )
+from polyport.core.queues import traceparent_of
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.kinds import ChannelEdge, HttpEdge
@@ -108,7 +109,8 @@ class QueuesEdge(HttpEdge, ChannelEdge):
         max_message = runner.config.max_message
 
         async def send(request: Request) -> Response:
-            dispatcher.admit(queue.public, queue.scopes, request.caller(EDGE))
+            caller = request.caller(EDGE)
+            dispatcher.admit(queue.public, queue.scopes, caller)
             content_type = request.headers.get(b"content-type")
             if content_type is not None and not _is_json(content_type):
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
@@ -120,6 +122,7 @@ class QueuesEdge(HttpEdge, ChannelEdge):
                 id=request.header(b"idempotency-key"),
                 key=request.query.get("key"),
                 delay=_delay(request.query.get("delay")),
+                headers=_traced(caller.trace_id),
             )
             answer = {"id": sent.id, "queue": sent.queue, "duplicate": sent.duplicate}
             return Response(202, orjson.dumps(answer), headers=[NO_STORE])
@@ -133,14 +136,19 @@ class QueuesEdge(HttpEdge, ChannelEdge):
         max_message = runner.config.max_message
 
         async def call(request: Request) -> Response:
-            dispatcher.admit(queue.public, queue.scopes, request.caller(EDGE))
+            caller = request.caller(EDGE)
+            dispatcher.admit(queue.public, queue.scopes, caller)
             content_type = request.headers.get(b"content-type")
             if content_type is not None and not _is_json(content_type):
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
             body = await request.connection.read_body(min(max_message, request.max_body))
             timeout = _seconds(request.query.get("timeout"), "timeout", 30.0, MAX_CALL_TIMEOUT)
             result = await runner.call_encoded(
-                binding, binding.encode_json(body), timeout=timeout, key=request.query.get("key")
+                binding,
+                binding.encode_json(body),
+                timeout=timeout,
+                key=request.query.get("key"),
+                headers=_traced(caller.trace_id),
             )
             return Response(
                 200, binding.reply_adapter.dump_json(result, by_alias=True), headers=[NO_STORE]
@@ -243,6 +251,12 @@ class QueuesEdge(HttpEdge, ChannelEdge):
             return Response(200, orjson.dumps({"deleted": count}), headers=[NO_STORE])
 
         return purge
+
+
+def _traced(trace_id: str | None) -> dict[str, str] | None:
+    """The ``traceparent`` a message carries on, when the request came with one."""
+    traced = traceparent_of(trace_id)
+    return None if traced is None else {"traceparent": traced}
 
 
 def _is_json(content_type: bytes) -> bool:
