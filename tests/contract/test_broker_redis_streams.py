@@ -169,6 +169,24 @@ async def test_a_foreign_entry_waits_for_its_keys_head(
     assert a2.id == "a2" and a2.key == "a"
 
 
+async def test_a_head_another_client_deleted_does_not_block_its_key(
+    broker: Broker, redis: Any, prefix: str
+) -> None:
+    """Deleting a key's message in flight from the stream (``XDEL`` by another client) loses
+    that message, and the key's next message takes its place at the key's next send."""
+    await broker.send("q", [message("a1", key="a"), message("a2", key="a")])
+    [a1] = await receive_all(broker, want=1)
+    await redis.xdel(stream_key(prefix, "q"), a1.token.entry)
+    assert not await broker.ack(a1)
+    await broker.send("q", [message("a3", key="a")])
+    [a2] = await receive_all(broker, want=1)
+    assert a2.id == "ma2"
+    await nothing_for(broker, 0.2)
+    assert await broker.ack(a2)
+    [a3] = await receive_all(broker, want=1)
+    assert a3.id == "ma3"
+
+
 async def test_the_same_node_taking_its_message_back_cannot_settle_the_old_receipt(
     broker: Broker,
 ) -> None:

@@ -46,7 +46,9 @@ and when the head is acknowledged or dead the next one takes its place. So
 nodes never hold two of a key, and a retried head holds its key back. An entry
 another client added with a ``key`` field whose key has another head goes
 behind it when it is read. A redriven dead letter of a key goes behind the
-key's messages.
+key's messages. A head whose entry another client deleted from the stream is
+lost with it, and the next message of its key takes its place at the key's
+next send or read (the scripts check that a key's head still exists).
 
 **Dead letters** are a second stream, ``{stream}:dead`` (attempts, last error,
 ``sent`` and ``died``), listed in its order (the cursor is its entry ID),

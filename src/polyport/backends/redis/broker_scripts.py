@@ -117,18 +117,6 @@ local function dispatch(fields, due, head)
   if head then redis.call('HSET', HEADS, head, marker) end
 end
 
--- A new message (sent or redriven): its key's head if the key has none, else behind it.
-local function enqueue(fields, due)
-  local key = key_of(fields)
-  if key and redis.call('HEXISTS', HEADS, key) == 1 then
-    if due then put(fields, 'due', string.format('%.0f', due)) end
-    redis.call('RPUSH', Q .. ':k:' .. key, keep(fields))
-    redis.call('HINCRBY', META, 'parked', 1)
-  else
-    dispatch(fields, due, key)
-  end
-end
-
 -- The head of key (marked marker) left for good (handled, dead): the next message behind
 -- it, if any, is the head now.
 local function advance(key, marker)
@@ -143,6 +131,36 @@ local function advance(key, marker)
   local due = tonumber(get(fields, 'due'))
   put(fields, 'due', nil)
   dispatch(fields, due, key)
+end
+
+-- The key's head, if it has one. A head that is gone — another client deleted its entry
+-- from the stream — lets the next one take its place, so the key is not blocked for ever.
+local function head_of(key)
+  for _ = 1, 100 do
+    local head = redis.call('HGET', HEADS, key)
+    if not head then return nil end
+    local alive
+    if string.sub(head, 1, 1) == 'r' then
+      alive = redis.call('ZSCORE', DELAYED, head) ~= false
+    else
+      alive = redis.call('XRANGE', Q, head, head)[1] ~= nil
+    end
+    if alive then return head end
+    advance(key, head)
+  end
+  return redis.call('HGET', HEADS, key)
+end
+
+-- A new message (sent or redriven): its key's head if the key has none, else behind it.
+local function enqueue(fields, due)
+  local key = key_of(fields)
+  if key and head_of(key) then
+    if due then put(fields, 'due', string.format('%.0f', due)) end
+    redis.call('RPUSH', Q .. ':k:' .. key, keep(fields))
+    redis.call('HINCRBY', META, 'parked', 1)
+  else
+    dispatch(fields, due, key)
+  end
 end
 
 -- Whether owner holds entry eid under the receipt counted count (its delivery count).
@@ -244,7 +262,7 @@ while want > 0 and budget > 0 do
     budget = budget - 1
     local eid, fields = e[1], e[2]
     local key = key_of(fields)
-    local head = key and redis.call('HGET', HEADS, key)
+    local head = key and head_of(key)
     if key and head and head ~= eid then
       redis.call('XACK', Q, GROUP, eid)
       redis.call('XDEL', Q, eid)
