@@ -27,6 +27,7 @@ from tests.contract.broker_contract import (
 from tests.contract.private_servers import closed_port
 from tests.contract.test_workqueue_redis import URL, _keys, prefix
 
+from polyport.backends.redis import broker as redis_broker
 from polyport.backends.redis.broker import GROUP, RedisStreamsBroker, build, stream_key
 from polyport.brokers import build_broker
 from polyport.core.broker import Broker, OutgoingMessage, QueueOptions
@@ -218,6 +219,29 @@ async def test_ids_are_forgotten_after_their_window(make_broker: BrokerFactory) 
         assert await broker.send("q", [message(1), message(2)]) == [True, False]
     finally:
         await broker.close()
+
+
+async def test_expire_deletes_quiet_consumers_that_hold_nothing(
+    make_broker: BrokerFactory, redis: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes come and go, each a consumer of the group: expire deletes the consumers that
+    hold nothing and were quiet long enough, never one holding a message."""
+    monkeypatch.setattr(redis_broker, "QUIET_CONSUMER_MS", 50)
+    holder, idle = make_broker(), make_broker()
+    for broker in (holder, idle):
+        await broker.open()
+        await broker.declare(QueueOptions("q"))
+    try:
+        await holder.send("q", [message(1)])
+        await receive_all(holder, want=1)
+        assert await idle.receive("q", limit=1, lease=LONG, wait=0) == []
+        await asyncio.sleep(0.1)
+        await idle.expire("q")
+        consumers = await redis.xinfo_consumers(stream_key(prefix, "q"), GROUP)
+        assert [(c["name"], c["pending"]) for c in consumers] == [(b"node-1", 1)]
+    finally:
+        await holder.close()
+        await idle.close()
 
 
 async def test_a_released_head_keeps_its_key(broker: Broker) -> None:
