@@ -71,9 +71,10 @@ yes`` with ``appendfsync always`` for acknowledged sends to survive a crash of
 the host, ``maxmemory-policy noeviction`` so a full Redis refuses instead of
 evicting queues). A call that fails on the wire raises
 :class:`~polyport.core.errors.Unavailable` although Redis may have run it: a
-send tried again then answers False (a duplicate, never a loss); a receive whose
-reply was lost leaves its entries leased to this node until the lease ends, when
-they are received again. Consumers keep receiving once Redis answers again.
+send tried again with its id then answers False (a duplicate, never a loss); a
+receive whose reply was lost leaves its entries leased to this node until the
+lease ends, when they are received again. Consumers keep receiving once Redis
+answers again.
 """
 
 from __future__ import annotations
