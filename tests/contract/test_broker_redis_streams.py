@@ -390,6 +390,20 @@ async def test_every_key_is_in_the_prefixs_hash_slot(broker: Broker, prefix: str
     assert {key_slot(key) for key in found} == {key_slot(stream_key(prefix, "q").encode())}
 
 
+async def test_purge_leaves_no_key_behind(broker: Broker, prefix: str) -> None:
+    """Purging a queue no other client reads deletes every key of it (a node's reply queue,
+    purged when the node stops, leaves nothing); the queue works again at once."""
+    await broker.send("q", [message(1), message("k", key="a"), message("k2", key="a")])
+    await broker.send("q", [message(2, delay=60)])
+    [held] = await receive_all(broker, want=1)
+    await broker.dead_letter(held, error="x")
+    assert await broker.purge("q") == 4
+    assert await _keys(prefix) == []
+    assert await broker.send("q", [message(1)]) == [True]
+    [got] = await receive_all(broker, want=1)
+    assert got.id == "m1" and got.attempt == 1
+
+
 async def test_purge_keeps_other_groups_and_starts_the_group_over(
     broker: Broker, redis: Any, prefix: str
 ) -> None:

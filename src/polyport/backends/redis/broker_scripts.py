@@ -453,8 +453,9 @@ return {ready + redis.call('ZCARD', DELAYED) + parked, in_flight, redis.call('XL
 )
 
 #: No ARGV. Deletes every message of the queue (the stream's entries, the delayed and
-#: parked ones, the dead letters) and every id it knew, and starts the group over;
-#: other clients' consumer groups stay. Answers how many messages there were.
+#: parked ones, the dead letters) and every id it knew: every key of the queue, but for
+#: a stream other clients' consumer groups read, which stays, emptied, with the group
+#: started over. Answers how many messages there were.
 PURGE = (
     _PRELUDE
     + """
@@ -471,9 +472,22 @@ for _, key in ipairs(redis.call('HKEYS', HEADS)) do
   redis.call('DEL', list)
 end
 redis.call('DEL', LEASES, DELAYED, HEADS, IDS, DEAD, DEAD_IDS, META)
-redis.call('XTRIM', Q, 'MAXLEN', 0)
-redis.pcall('XGROUP', 'DESTROY', Q, GROUP)
-redis.call('XGROUP', 'CREATE', Q, GROUP, '0', 'MKSTREAM')
+local others = false
+local groups = redis.pcall('XINFO', 'GROUPS', Q)
+if type(groups) == 'table' and not groups.err then
+  for _, g in ipairs(groups) do
+    for j = 1, #g, 2 do
+      if g[j] == 'name' and g[j + 1] ~= GROUP then others = true end
+    end
+  end
+end
+if others then
+  redis.call('XTRIM', Q, 'MAXLEN', 0)
+  redis.pcall('XGROUP', 'DESTROY', Q, GROUP)
+  redis.call('XGROUP', 'CREATE', Q, GROUP, '0', 'MKSTREAM')
+else
+  redis.call('DEL', Q)  -- a receive or send makes it again (a node's reply queue: never)
+end
 return count
 """
 )
