@@ -2,11 +2,13 @@
 ``XADD`` entries are consumed by a node's consumer (an invalid one ends as a dead letter
 with the validation error), and what a node sends (``queue.send`` and ``POST
 /v1/queues/{name}``) is read by a plain ``XREADGROUP`` consumer of its own group with the
-fields docs/queues.md lists.
+fields docs/queues.md lists (``traceparent`` among them when the request had one). And RPC
+over the queue on the broker: the node's reply queue is a stream too, gone once it stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,11 +24,13 @@ from tests.conftest import require_service
 from polyport import Service, Settings
 from polyport.backends.redis.broker import stream_key
 from polyport.core.queues import Backoff, QueueMessage
+from polyport.node import Node
 from polyport.testing import RunningNode, serve_in_thread
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
 
 URL = "redis://127.0.0.1:6379/0"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 class Work(BaseModel):
@@ -154,7 +158,7 @@ def test_what_a_node_sends_is_read_by_a_plain_consumer_group(
     answer = httpx.post(
         f"{node.url}/v1/queues/outbox?key=customer-2",
         json={"n": 6},
-        headers={"Idempotency-Key": "p-6"},
+        headers={"Idempotency-Key": "p-6", "traceparent": TRACEPARENT},
     )
     assert answer.status_code == 202
     [(_, entries)] = redis.xreadgroup("reporting", "reader-1", {stream: ">"}, count=10)
@@ -168,16 +172,45 @@ def test_what_a_node_sends_is_read_by_a_plain_consumer_group(
         assert fields[b"content-type"] == b"application/json"
         assert fields[b"attempts"] == b"0" and fields[b"key"] == key.encode()
         assert abs(float(fields[b"sent"]) - time.time()) < 30
-        assert set(fields) == {
-            b"id",
-            b"body",
-            b"type",
-            b"content-type",
-            b"attempts",
-            b"key",
-            b"sent",
-        }
+        documented = {b"id", b"body", b"type", b"content-type", b"attempts", b"key", b"sent"}
+        if id_ == "p-6":
+            # The request's trace goes on with the message (same trace id, its own span).
+            traced = fields.pop(b"traceparent").decode()
+            assert traced.split("-")[1] == TRACEPARENT.split("-")[1]
+        assert set(fields) == documented
         assert redis.xack(stream, "reporting", entry_id) == 1
     # polyport's own group has not received them: they wait for a polyport consumer.
     stats = httpx.get(f"{node.url}/v1/queues/outbox").json()
     assert (stats["waiting"], stats["in_flight"]) == (2, 0)
+
+
+class Quote(BaseModel):
+    cents: int
+
+
+async def test_a_call_over_the_queue_gets_its_reply(
+    tmp_path: Path, redis: Any, prefix: str
+) -> None:
+    """RPC over the broker on Redis Streams: the consumer's result comes back through the
+    calling node's one reply queue, a stream of its own, deleted when the node stops."""
+    svc = Service("pricing")
+    quotes = svc.queue("quotes", Work)
+
+    @quotes.consumer()
+    async def price(item: Work) -> Quote:
+        return Quote(cents=item.n * 2)
+
+    settings = Settings(
+        dev=True,
+        database=str(tmp_path / "db.sqlite3"),
+        queues={"poll_interval": 0.2, "broker": f"{URL}?prefix={prefix}"},
+    )
+    node = Node(svc, settings, edges=[])
+    async with node.running():
+        with node.publishing():
+            results = await asyncio.gather(*(quotes.call({"n": n}, timeout=10) for n in range(5)))
+        assert results == [Quote(cents=2 * n) for n in range(5)]
+        # Calls made at once share the node's one reply queue.
+        found = redis.scan_iter(match=f"*{prefix}*:queue:replies-*")
+        assert len([key for key in found if b":" not in key.rsplit(b"replies-", 1)[1]]) == 1
+    assert list(redis.scan_iter(match=f"*{prefix}*:queue:replies-*")) == []

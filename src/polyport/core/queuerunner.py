@@ -192,6 +192,9 @@ class QueueRunner:
         #: This node's reply queue, made by the first call, and the calls awaiting replies.
         self._replies: str | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        # Concurrent first calls make one reply queue between them, not one each: a
+        # broker's declare may wait on the broker.
+        self._replies_made = asyncio.Lock()
         self._waiting: dict[str, asyncio.Future[Delivery]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -421,14 +424,15 @@ class QueueRunner:
         await self.broker.send(to, [reply])
 
     async def _reply_queue(self) -> str:
-        if self._replies is None:
-            name = f"replies-{uuid.uuid4().hex[:16]}"
-            await self.broker.declare(QueueOptions(name, dedup_window=3600))
-            self._replies = name
-            self._reply_task = asyncio.create_task(
-                self._receive_replies(name), name="polyport-queue-replies"
-            )
-        return self._replies
+        async with self._replies_made:
+            if self._replies is None:
+                name = f"replies-{uuid.uuid4().hex[:16]}"
+                await self.broker.declare(QueueOptions(name, dedup_window=3600))
+                self._replies = name
+                self._reply_task = asyncio.create_task(
+                    self._receive_replies(name), name="polyport-queue-replies"
+                )
+            return self._replies
 
     async def _receive_replies(self, name: str) -> None:
         outage = Outage(log, "receiving replies")
