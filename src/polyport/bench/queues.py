@@ -44,7 +44,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from polyport.bench.report import machine_info
+from polyport.bench.report import TIMES, machine_info
+from polyport.core.broker import Broker
 from polyport.core.config import QueuesConfig
 from polyport.core.errors import ConfigError
 from polyport.core.metrics import Metrics
@@ -54,12 +55,19 @@ from polyport.core.workqueue import WorkQueue
 
 GOAL_RATE = 10_000.0
 GOAL_P50_MS = 5.0
-TARGETS = ("sqlite", "postgresql", "redis", "nats")
+GOAL_VS_BARE = 0.7
+#: The node's work queue on each engine, and the native brokers.
+WORK_QUEUE_TARGETS = ("sqlite", "postgresql", "redis", "nats")
+BROKER_TARGETS = ("redis-streams",)
+TARGETS = (*WORK_QUEUE_TARGETS, *BROKER_TARGETS)
+#: A broker target's bare client doing the same work, measured in the same run.
+BARE = {"redis-streams": "redis-py"}
 PACKAGES = ("polyport", "uvloop", "psycopg", "redis", "nats-py")
 DEFAULT_URLS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
     "redis": "redis://127.0.0.1:6379/0",
     "nats": "nats://127.0.0.1:4222",
+    "redis-streams": "redis://127.0.0.1:6379/0",
 }
 
 
@@ -95,6 +103,8 @@ class TargetFigures:
     lost: int
     runs: list[RunFigures] = field(default_factory=list)
     error: str | None = None
+    #: Against its bare client (medians of the rounds' ratios): enqueue, consume.
+    ratios: dict[str, float] | None = None
 
 
 # -- where each target keeps its queue ----------------------------------------------------
@@ -165,6 +175,39 @@ async def work_queue_of(target: str, url: str | None) -> AsyncIterator[WorkQueue
     raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
 
 
+@contextlib.asynccontextmanager
+async def broker_of(target: str, url: str | None) -> AsyncIterator[Broker]:
+    """The broker ``target`` keeps queues in, in a namespace of its own removed afterwards."""
+    if target in WORK_QUEUE_TARGETS:
+        async with work_queue_of(target, url) as work_queue:
+            yield WorkQueueBroker(work_queue, kind=target, owner="bench", poll_interval=0.05)
+        return
+    token = uuid.uuid4().hex[:10]
+    if target == "redis-streams":
+        from polyport.backends.redis.broker import RedisStreamsBroker
+
+        base = url or DEFAULT_URLS[target]
+        prefix = f"ppbench-{token}"
+        try:
+            yield RedisStreamsBroker(base, prefix=prefix, owner="bench", poll_interval=0.05)
+        finally:
+            await _drop_redis_keys(base, prefix)
+        return
+    raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+
+
+async def _drop_redis_keys(url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 # -- one round ---------------------------------------------------------------------------
 
 
@@ -181,9 +224,23 @@ def _service(on_tick: Callable[[Tick], None]) -> Any:
     return svc, queue
 
 
-async def _round(
-    target: str, url: str | None, *, messages: int, in_flight: int, rate: float, duration: float
-) -> RunFigures:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a round does: how many messages, how many sends at once, the steady phase."""
+
+    messages: int
+    in_flight: int
+    rate: float
+    duration: float
+
+
+async def _round(target: str, url: str | None, shape: _Shape) -> RunFigures:
+    messages, in_flight, rate, duration = (
+        shape.messages,
+        shape.in_flight,
+        shape.rate,
+        shape.duration,
+    )
     figures = RunFigures()
     arrivals: list[float] = []
     seen: set[int] = set()
@@ -207,8 +264,7 @@ async def _round(
     from polyport.core.spec import build_spec
 
     spec = build_spec(svc)
-    async with work_queue_of(target, url) as work_queue:
-        broker = WorkQueueBroker(work_queue, kind=target, owner="bench", poll_interval=0.05)
+    async with broker_of(target, url) as broker:
         runner = QueueRunner(spec, broker, Metrics(), QueuesConfig(poll_interval=0.05))
         await runner.open()
         try:
@@ -247,15 +303,34 @@ async def _round(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await measured.wait()
-            figures.latency_samples = len(arrivals)
-            figures.lost += total - len(arrivals)
-            if arrivals:
-                ordered = sorted(arrivals)
-                figures.latency_p50_ms = ordered[len(ordered) // 2]
-                figures.latency_p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            latencies(figures, arrivals, total)
         finally:
             await runner.stop()
     return figures
+
+
+def latencies(figures: RunFigures, arrivals: list[float], total: int) -> None:
+    """Record the latency phase's p50 and p99 (ms), and the sends that never arrived."""
+    figures.latency_samples = len(arrivals)
+    figures.lost += total - len(arrivals)
+    if arrivals:
+        ordered = sorted(arrivals)
+        figures.latency_p50_ms = ordered[len(ordered) // 2]
+        figures.latency_p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def _bare_round(target: str, url: str | None, shape: _Shape) -> RunFigures:
+    from polyport.bench import queues_bare
+
+    if target == "redis-streams":
+        return await queues_bare.redis_round(
+            url or DEFAULT_URLS[target],
+            messages=shape.messages,
+            in_flight=shape.in_flight,
+            rate=shape.rate,
+            duration=shape.duration,
+        )
+    raise ConfigError(f"{target} has no bare client in this lab")
 
 
 # -- the lab -----------------------------------------------------------------------------
@@ -287,26 +362,25 @@ def run_queues_bench(
     for target in chosen:
         runs: list[RunFigures] = []
         error = None
+        bare_runs: list[RunFigures] = []
         for round_ in range(repeats):
             console.print(f"[dim]{target}: round {round_ + 1} of {repeats}…[/]")
+            shape = _Shape(messages, in_flight, rate, duration)
+            url = (urls or {}).get(target)
             try:
-                runs.append(
-                    _run(
-                        _round(
-                            target,
-                            (urls or {}).get(target),
-                            messages=messages,
-                            in_flight=in_flight,
-                            rate=rate,
-                            duration=duration,
-                        )
-                    )
-                )
+                runs.append(_run(_round(target, url, shape)))
+                if target in BARE:
+                    # Paired: the bare client right after, on the same machine state.
+                    bare_runs.append(_run(_bare_round(target, url, shape)))
             except (OSError, ImportError) as exc:
                 error = f"not available: {type(exc).__name__}: {exc}"
                 console.print(f"[yellow]{target}: {error}[/]")
                 break
         results.append(_summary(target, runs, error))
+        if target in BARE:
+            bare = _summary(f"{target} (bare {BARE[target]})", bare_runs, error)
+            results.append(bare)
+            results[-2].ratios = _ratios(runs, bare_runs)
     goal = _verdicts(results)
     record: dict[str, Any] = {
         "bench": "queues",
@@ -360,6 +434,21 @@ def _summary(target: str, runs: list[RunFigures], error: str | None) -> TargetFi
     )
 
 
+def _ratios(runs: list[RunFigures], bare: list[RunFigures]) -> dict[str, float]:
+    """Each round's polyport figure over the bare client's, the median over the rounds."""
+    pairs = list(zip(runs, bare, strict=False))
+    if not pairs:
+        return {}
+    return {
+        "enqueue": statistics.median(
+            p.enqueue_per_second / b.enqueue_per_second for p, b in pairs if b.enqueue_per_second
+        ),
+        "consume": statistics.median(
+            p.consume_per_second / b.consume_per_second for p, b in pairs if b.consume_per_second
+        ),
+    }
+
+
 def _verdicts(results: list[TargetFigures]) -> dict[str, dict[str, Any]]:
     verdicts: dict[str, dict[str, Any]] = {}
     embedded = next((r for r in results if r.target == "sqlite" and r.runs), None)
@@ -370,7 +459,18 @@ def _verdicts(results: list[TargetFigures]) -> dict[str, dict[str, Any]]:
             "measured": f"enqueue {embedded.enqueue_per_second:,.0f}/s, "
             f"consume+ack {embedded.consume_per_second:,.0f}/s",
         }
-    measured = [r for r in results if r.runs]
+    compared = [r for r in results if r.ratios]
+    if compared:
+        verdicts[f"each broker backend ≥ 0.7{TIMES} its bare client (enqueue and consume)"] = {
+            "met": all(min(r.ratios.values()) >= GOAL_VS_BARE for r in compared if r.ratios),
+            "measured": ", ".join(
+                f"{r.target} enqueue {r.ratios['enqueue']:.2f}{TIMES}, "
+                f"consume {r.ratios['consume']:.2f}{TIMES}"
+                for r in compared
+                if r.ratios
+            ),
+        }
+    measured = [r for r in results if r.runs and "(bare" not in r.target]
     if measured:
         verdicts["p50 enqueue→handler < 5 ms at the steady rate"] = {
             "met": all(r.latency_p50_ms < GOAL_P50_MS for r in measured),
@@ -385,11 +485,11 @@ def _verdicts(results: list[TargetFigures]) -> dict[str, dict[str, Any]]:
 
 def _table(results: list[TargetFigures]) -> Table:
     table = Table(title="queues: durable enqueue, consume+ack, enqueue→handler")
-    for column in ("target", "enqueue/s", "consume+ack/s", "p50 ms", "p99 ms", "lost"):
+    for column in ("target", "enqueue/s", "consume+ack/s", "p50 ms", "p99 ms", "lost", "vs bare"):
         table.add_column(column, justify="right" if column != "target" else "left")
     for r in results:
         if not r.runs:
-            table.add_row(r.target, "-", "-", "-", "-", r.error or "")
+            table.add_row(r.target, "-", "-", "-", "-", r.error or "", "")
             continue
         table.add_row(
             r.target,
@@ -398,5 +498,8 @@ def _table(results: list[TargetFigures]) -> Table:
             f"{r.latency_p50_ms:.2f}",
             f"{r.latency_p99_ms:.2f}",
             str(r.lost),
+            f"{r.ratios['enqueue']:.2f}{TIMES} / {r.ratios['consume']:.2f}{TIMES}"
+            if r.ratios
+            else "",
         )
     return table

@@ -1,0 +1,103 @@
+"""The bare clients of ``polyport bench queues``: each broker's own library doing the same
+three phases as polyport's queue runner, so each ratio compares like with like.
+
+* **redis-py** (against ``redis-streams``): ``XADD`` per message, ``in_flight`` at
+  a time on a pool; a consumer group read with ``XREADGROUP … COUNT 256`` and one
+  ``XACK`` per message after decoding it, up to 64 acks at once (the consumer's
+  concurrency); the latency phase reads with ``BLOCK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from polyport.bench.queues import RunFigures
+
+GROUP = "bench"
+BATCH = 256
+ACKS_AT_ONCE = 64
+
+
+async def redis_round(
+    url: str, *, messages: int, in_flight: int, rate: float, duration: float
+) -> RunFigures:
+    """One round of bare redis-py on a stream of its own, deleted afterwards."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    from polyport.bench.queues import RunFigures, latencies
+
+    figures = RunFigures()
+    stream = f"ppbench-bare-{uuid.uuid4().hex[:10]}"
+    pool = BlockingConnectionPool.from_url(url, max_connections=64)
+    client = Redis(connection_pool=pool)
+    try:
+        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        gate = asyncio.Semaphore(in_flight)
+
+        async def send(n: int, ts: float) -> None:
+            async with gate:
+                await client.xadd(stream, {"body": orjson.dumps({"n": n, "ts": ts})})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(send(n, 0.0) for n in range(messages)))
+        figures.enqueue_per_second = messages / (time.perf_counter() - started)
+
+        arrivals: list[float] = []
+        acks = asyncio.Semaphore(ACKS_AT_ONCE)
+
+        async def ack(entry: bytes) -> None:
+            async with acks:
+                await client.xack(stream, GROUP, entry)
+
+        async def consume(until: int, *, measure: bool) -> int:
+            got = 0
+            pending: set[asyncio.Task[None]] = set()
+            while got < until:
+                answer = await client.xreadgroup(GROUP, "c", {stream: ">"}, count=BATCH, block=100)
+                read: Any = answer or []
+                for _, entries in read:
+                    for entry, fields in entries:
+                        tick = orjson.loads(fields[b"body"])
+                        if measure:
+                            arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                        task = asyncio.ensure_future(ack(entry))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+                        got += 1
+            await asyncio.gather(*pending)
+            return got
+
+        started = time.perf_counter()
+        consumed = await consume(messages, measure=False)
+        figures.consume_per_second = consumed / (time.perf_counter() - started)
+
+        total = int(rate * duration)
+        reader = asyncio.ensure_future(consume(total, measure=True))
+        loop = asyncio.get_running_loop()
+        begin = loop.time() + 0.05
+        sends = []
+        for i in range(total):
+            delay = begin + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sends.append(asyncio.ensure_future(send(-1 - i, time.time())))
+        await asyncio.gather(*sends)
+        figures.sent_per_second = total / (loop.time() - begin)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await reader
+        reader.cancel()
+        latencies(figures, arrivals, total)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.delete(stream)
+        await client.aclose()
+        await pool.disconnect()
+    return figures
