@@ -1,0 +1,584 @@
+"""Message queues as native NATS JetStream work queues: ``queues.broker = nats://…``.
+
+    polyport serve app:svc --broker 'nats://127.0.0.1:4222?prefix=shop'
+
+Not the NATS *engine* (``--engine nats://``), whose work queue is records in a
+KV bucket: here each queue is JetStream's own, so clients polyport did not
+write produce and consume it (the format is :mod:`.broker_wire`'s). Options:
+``prefix`` (default ``polyport-queues``; ``A-Za-z0-9-``) names the streams and
+subjects, ``replicas`` (default 1) their copies on a cluster.
+
+**A queue is a work-queue stream** ``{prefix}_{queue}`` (file storage; an
+acked message is gone) with subjects ``{prefix}.{queue}`` and
+``{prefix}.{queue}.k.{key}``, a dead-letter stream ``{prefix}_{queue}_DEAD``
+and a stream of lease records ``{prefix}_{queue}_LEASES`` (see
+:mod:`.broker_records`). A stream per queue, not one for all, because
+JetStream's dedup window is a stream's setting and each queue has its own;
+and because purging a queue must forget its ids, which only deleting its
+stream does (a JetStream purge keeps the dedup window's ids: tested on
+2.9.10). Every node shares the one durable pull consumer ``polyport`` (explicit
+acks, ``MaxDeliver`` unlimited, ``MaxAckPending`` unlimited).
+
+How each rule of the port is kept:
+
+* **Producer dedup**: the id is the ``Nats-Msg-Id``; the stream's
+  ``duplicate_window`` is the queue's ``dedup_window``, so JetStream answers
+  ``duplicate`` for an id it saw within it — acked, waiting or dead. JetStream
+  keeps those ids in the server's memory for the window.
+* **Leases**: ``AckWait`` is the lease: the consumer is made by the first
+  receive with its lease and taken as it is by the others. :meth:`extend`
+  sends ``+WPI`` (in progress), which restarts the ack wait. A receive asking
+  a longer lease than ``AckWait`` is kept by the node sending ``+WPI`` every
+  third of it; one asking a shorter lease gets ``AckWait``. A node killed
+  with SIGKILL sends nothing more: its messages come back after ``AckWait``.
+* **Stale holders**: JetStream takes an ack from a holder whose ack wait ran
+  out and whose message was delivered again since. So every receipt writes
+  the message's lease record with its ``num_delivered`` (which grows with each
+  delivery) and every settlement is a compare-and-set on the revision its
+  receipt wrote: a holder that was received over finds a newer revision and
+  gets False, before it acks, naks or terms anything.
+* **Attempts** are counted in the lease record, not taken from
+  ``num_delivered``: a receipt counts one; a lost lease leaves the count and
+  the next receipt adds one; a release takes its receipt's back. The
+  deliveries that only set a message aside (before its delay, behind its
+  key, or to a receive that gave up) write nothing, so they count nothing.
+* **Retries** nak with the backoff as delay, the error and due time in the
+  record: the message keeps its place in the stream (and its key).
+* **Delays** (JetStream 2.9 cannot schedule): a delayed message carries
+  ``Polyport-Not-Before``; delivered before then, it is naked for the rest of
+  its delay, uncounted. A delay stream moved by a timer would take a keyed
+  message out of its place in the key's subject, and so out of order.
+* **Ordering keys**: a keyed message is on its key's subject, and since
+  acked messages leave a work-queue stream, the first message on that subject
+  is the key's oldest live one. A receipt of a keyed message asks for it
+  (``DIRECT.GET`` ``next_by_subj``) and takes the message only if it is that
+  one; the others are naked for a short, growing delay (50 ms doubling to
+  1 s). So one message of a key runs at a time, in order, across every node,
+  and a message retried, delayed or in flight holds its key; a dead letter
+  (termed, so gone) no longer does. No lock can be left behind by a dead node.
+* **Dead letters**: the record turns ``dead``; the message is published to
+  the dead-letter stream with its attempts, error and times (its
+  ``Nats-Msg-Id`` the original's sequence and time, so a node that finishes
+  the job for one that died there stores it once), then termed (``+TERM``
+  removes it from a work-queue stream). Redrive publishes a dead letter again
+  as a new message (a new ``Nats-Msg-Id``, its id in ``Polyport-Id``) and
+  deletes it from the dead-letter stream.
+* **Stats**: in flight is the lease records held; waiting the rest of the
+  stream's messages (ready, delayed, retrying, behind a key); dead the
+  dead-letter stream's count.
+* **Purge** deletes the queue's three streams (and the consumer) and makes
+  them again: messages, dead letters and ids are gone.
+* **Connection loss**: every call needs the server's answer and raises
+  :class:`~polyport.core.errors.Unavailable` without one, never a silent loss;
+  nats-py reconnects, and the durable consumer is the server's, so consumers
+  go on where they were (a lost consumer — a purge on another node — is made again).
+
+Limits: a key with a backlog of *n* messages costs up to *n* deliveries a
+second while its head runs (each naked behind it); a consumer's ``AckWait``
+is changed by the operator (``nats consumer edit``), not by nodes with another
+lease; time-based rules use each node's clock (keep them in sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from polyport.backends.nats.broker_admin import QueueAdmin
+from polyport.backends.nats.broker_pull import ConsumerMissing, Puller
+from polyport.backends.nats.broker_records import LeaseRecord, LeaseRecords
+from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
+from polyport.backends.nats.broker_wire import (
+    ERROR,
+    NOT_BEFORE,
+    QueueNames,
+    Received,
+    check_prefix,
+    message_id,
+    number,
+    optional_text,
+    port_headers,
+    received,
+    wire_headers,
+)
+from polyport.backends.nats.client import TIMEOUT, JetStreamClient, status, unavailable
+from polyport.core.broker import (
+    Delivery,
+    OutgoingMessage,
+    QueuedMessage,
+    QueueOptions,
+    QueueStats,
+)
+from polyport.core.errors import ConfigError, InvalidArgument, Unavailable
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+log = logging.getLogger("polyport.backends.nats.broker")
+
+#: The first delay a message waiting behind its key is naked for; it doubles with
+#: each delivery, up to :data:`BEHIND_MAX`.
+BEHIND_MIN = 0.05
+BEHIND_MAX = 1.0
+#: Times a receipt re-reads a lease record another node wrote in between.
+RACES = 4
+
+
+@dataclass(slots=True, eq=False)
+class Held:
+    """A receipt as its node holds it: the :attr:`Delivery.token`."""
+
+    names: QueueNames
+    received: Received
+    record: LeaseRecord
+    #: The lease record's revision this receipt wrote: settlements are set at it.
+    revision: int
+    ack_wait: float
+    #: When the ack wait last restarted (receipt, progress), monotonic.
+    touched: float
+    #: When the lease asked for ends, monotonic.
+    until: float
+    settled: bool = False
+
+
+def behind_delay(delivered: int) -> float:
+    return min(BEHIND_MAX, BEHIND_MIN * 2.0 ** min(delivered - 1, 16))
+
+
+class NatsJetStreamBroker:
+    """A :class:`~polyport.core.broker.Broker` of JetStream work-queue streams."""
+
+    kind = "nats"
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "polyport-queues",
+        replicas: int = 1,
+        owner: str | None = None,
+        timeout: float = TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.prefix = check_prefix(prefix)
+        self.owner = owner
+        self.clock = clock
+        self.client = JetStreamClient(servers, timeout=timeout)
+        self.streams = QueueStreams(self.client, replicas)
+        self.records = LeaseRecords(self.client)
+        self.puller = Puller(self.client)
+        self.admin = QueueAdmin(self.client, self.streams, self.records, clock)
+        self._options: dict[str, QueueOptions] = {}
+        self._names: dict[str, QueueNames] = {}
+        self._declared: set[str] = set()
+        self._consumers: dict[str, ConsumerState] = {}
+        self._held: set[Held] = set()
+        self._keeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.client.connect(f"polyport broker {self.owner or ''}".strip())
+        self._keeper = asyncio.create_task(self._keep(), name="polyport-nats-broker-leases")
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        self._held.clear()
+        self._declared.clear()
+        self._consumers.clear()
+        await self.puller.close()
+        await self.client.close()
+
+    async def declare(self, queue: QueueOptions) -> None:
+        names = self.names(queue.name)
+        await self.streams.declare(names, queue)
+        self._options[queue.name] = queue
+        self._declared.add(queue.name)
+
+    def names(self, queue: str) -> QueueNames:
+        names = self._names.get(queue)
+        if names is None:
+            names = self._names[queue] = QueueNames.of(self.prefix, queue)
+        return names
+
+    async def _ready(self, queue: str) -> QueueNames:
+        """The queue's names, its streams declared (as asked, or with the defaults)."""
+        if queue not in self._declared:
+            await self.declare(self._options.get(queue) or QueueOptions(queue))
+        return self.names(queue)
+
+    def _forget(self, queue: str) -> None:
+        """Find the queue's streams and consumer again next time (another node purged it)."""
+        self._declared.discard(queue)
+        self._consumers.pop(queue, None)
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        names = await self._ready(queue)
+        try:
+            return await self._publish(names, messages)
+        except _NoStream:
+            self._forget(queue)
+            return await self._publish(await self._ready(queue), messages)
+
+    async def _publish(self, names: QueueNames, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        now = self.clock()
+        waits = []
+        try:
+            # Sent one after the other (stored in this order), answers awaited together.
+            for message in messages:
+                headers = wire_headers(
+                    message.id,
+                    message.headers,
+                    message.key,
+                    now + message.delay if message.delay > 0 else None,
+                )
+                reply, token, future = self.client.expect()
+                waits.append((token, future))
+                await self.client.send(names.subject_for(message.key), message.body, reply, headers)
+            async with asyncio.timeout(self.client.timeout):
+                answers = [await future for _, future in waits]
+        except TimeoutError as exc:
+            raise unavailable("did not confirm a send") from exc
+        finally:
+            for token, _ in waits:
+                self.client.drop(token)
+        return [_stored(msg) for msg in answers]
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def receive(self, queue: str, *, limit: int, lease: float, wait: float) -> list[Delivery]:
+        names = await self._ready(queue)
+        deadline = time.monotonic() + wait
+        out: list[Delivery] = []
+        while True:
+            want = limit - len(out)
+            msgs = await self._pull(names, lease, want, None) if want > 0 else []
+            out += await self._admit(names, msgs, lease)
+            if out:
+                return out
+            if msgs:
+                continue  # all of them set aside (delayed, behind their key): look again
+            left = deadline - time.monotonic()
+            if left <= 0.001:
+                return out
+            # Wait for one; the next round takes what else is ready with it.
+            out += await self._admit(names, await self._pull(names, lease, 1, left), lease)
+
+    async def _consumer(self, names: QueueNames, lease: float) -> ConsumerState:
+        consumer = self._consumers.get(names.queue)
+        if consumer is None:
+            consumer = self._consumers[names.queue] = await self.streams.consumer(names, lease)
+        return consumer
+
+    async def _pull(
+        self, names: QueueNames, lease: float, batch: int, wait: float | None
+    ) -> list[Msg]:
+        await self._consumer(names, lease)
+        try:
+            return await self.puller.pull(names.stream, DURABLE, batch, wait)
+        except ConsumerMissing:
+            # Purged (so deleted) by another node, or deleted by hand: make it again, once.
+            self._forget(names.queue)
+            await self._ready(names.queue)
+            await self._consumer(names, lease)
+        try:
+            return await self.puller.pull(names.stream, DURABLE, batch, wait)
+        except ConsumerMissing as exc:
+            raise unavailable(f"did not answer pulls from {names.stream}") from exc
+
+    async def _admit(self, names: QueueNames, msgs: list[Msg], lease: float) -> list[Delivery]:
+        """The deliveries among ``msgs`` to hand out, in their order; the others set aside."""
+        if not msgs:
+            return []
+        consumer = self._consumers[names.queue]
+        results = await asyncio.gather(
+            *(self._admit_one(names, consumer, received(msg), lease) for msg in msgs),
+            return_exceptions=True,
+        )
+        out = [result for result in results if isinstance(result, Delivery)]
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure
+        if failures:
+            if not out:
+                raise failures[0]
+            # Their messages come back after the ack wait; the others are handed out.
+            log.warning(
+                "%d message(s) of %s not taken: %s", len(failures), names.queue, failures[0]
+            )
+        return out
+
+    async def _admit_one(
+        self, names: QueueNames, consumer: ConsumerState, r: Received, lease: float
+    ) -> Delivery | None:
+        record, revision = (None, 0) if r.delivered == 1 else await self.records.read(names, r.seq)
+        key = names.key_of(r.subject)
+        head_checked = key is None
+        for _ in range(RACES):
+            now = self.clock()
+            if record is None:
+                not_before = number(r.wire, NOT_BEFORE)
+                if not_before is not None and not_before > now:
+                    await self._set_aside(r, not_before - now)
+                    return None
+            elif record.state in ("done", "dead"):
+                # Its holder settled it and died before JetStream heard: finish for it.
+                await self._finish(names, r, record)
+                return None
+            elif record.state == "waiting" and record.due > now:
+                await self._set_aside(r, record.due - now)
+                return None
+            elif (
+                record.state == "held"
+                and record.consumer == consumer.created
+                and record.holder >= r.delivered
+            ):
+                return None  # an older delivery than its holder's: not ours to settle
+            if not head_checked:
+                head = await self.client.direct_get(
+                    names.stream, {"next_by_subj": r.subject, "seq": 0}
+                )
+                if head is None:
+                    return None  # gone (purged) meanwhile
+                if int((head.headers or {}).get("Nats-Sequence", 0)) != r.seq:
+                    await self._set_aside(r, behind_delay(r.delivered))
+                    return None
+                head_checked = True
+            attempts = (record.attempts if record is not None else 0) + 1
+            error = record.error if record is not None else optional_text(r.wire, ERROR)
+            held_for = max(lease, consumer.ack_wait)
+            new = LeaseRecord(
+                "held", r.delivered, attempts, consumer.created, error=error, until=now + held_for
+            )
+            written = await self.records.write(names, r.seq, new, revision)
+            if written is not None:
+                return self._hand_out(names, r, new, written, consumer, lease, key)
+            record, revision = await self.records.read(names, r.seq)
+        return None  # others keep writing it: it comes back after the ack wait
+
+    def _hand_out(
+        self,
+        names: QueueNames,
+        r: Received,
+        record: LeaseRecord,
+        revision: int,
+        consumer: ConsumerState,
+        lease: float,
+        key: str | None,
+    ) -> Delivery:
+        now = time.monotonic()
+        held = Held(names, r, record, revision, consumer.ack_wait, touched=now, until=now + lease)
+        self._held.add(held)
+        return Delivery(
+            queue=names.queue,
+            id=message_id(r.wire, r.seq),
+            body=r.body,
+            headers=port_headers(r.wire),
+            key=key,
+            attempt=record.attempts,
+            sent=r.stored,
+            lease_until=self.clock() + max(lease, consumer.ack_wait),
+            error=record.error,
+            token=held,
+        )
+
+    async def _set_aside(self, r: Received, delay: float) -> None:
+        """Nak a delivery that is not to be handled yet (no record written: not counted)."""
+        await self.client.send(r.reply, _nak(delay), "")
+
+    async def _finish(self, names: QueueNames, r: Received, record: LeaseRecord) -> None:
+        """Tell JetStream a settlement the record holds (done or dead), and forget it."""
+        if record.state == "dead":
+            await self.admin.bury(names, r, record)
+            await self.client.request(r.reply, b"+TERM")
+        else:
+            await self.client.request(r.reply, b"+ACK")
+        await self.records.forget(names, r.seq)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def extend(self, deliveries: Sequence[Delivery], lease: float) -> int:
+        now = time.monotonic()
+        count = 0
+        for delivery in deliveries:
+            held = _held(delivery)
+            if held.settled or now > held.touched + held.ack_wait:
+                continue
+            held.until = now + lease
+            await self.client.send(held.received.reply, b"+WPI", "")
+            held.touched = now
+            count += 1
+        return count
+
+    async def _keep(self) -> None:
+        """Keep leases longer than the consumer's ack wait: ``+WPI`` every third of it."""
+        while True:
+            waits = [held.ack_wait for held in self._held]
+            await asyncio.sleep(max(0.05, min([0.25, *(w / 4 for w in waits)])))
+            now = time.monotonic()
+            for held in list(self._held):
+                if held.settled or now > held.touched + held.ack_wait:
+                    self._held.discard(held)  # settled, or its lease is lost
+                elif (
+                    held.until > held.touched + held.ack_wait
+                    and now >= held.touched + held.ack_wait / 3
+                ):
+                    try:
+                        await self.client.send(held.received.reply, b"+WPI", "")
+                    except Unavailable:
+                        continue
+                    held.touched = now
+
+    # -- settling -------------------------------------------------------------------------
+
+    async def _settle(self, delivery: Delivery, change: dict[str, Any]) -> Held | None:
+        """Rewrite the record of a delivery still held, at the revision its receipt wrote;
+        None if it is not (settled already, or received over since)."""
+        held = _held(delivery)
+        if held.settled:
+            return None
+        record = held.record.but(**change)
+        written = await self.records.write(held.names, held.received.seq, record, held.revision)
+        held.settled = True  # either way, no longer this receipt's to settle
+        self._held.discard(held)
+        if written is None:
+            return None
+        held.record, held.revision = record, written
+        return held
+
+    async def ack(self, delivery: Delivery) -> bool:
+        held = await self._settle(delivery, {"state": "done"})
+        if held is None:
+            return False
+        await self._finish(held.names, held.received, held.record)
+        return True
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str) -> bool:
+        delay = max(0.0, delay)
+        held = await self._settle(
+            delivery, {"state": "waiting", "due": self.clock() + delay, "error": error}
+        )
+        if held is None:
+            return False
+        await self.client.request(held.received.reply, _nak(delay))
+        return True
+
+    async def release(self, delivery: Delivery) -> bool:
+        held = _held(delivery)
+        change = {"state": "waiting", "due": 0.0, "attempts": held.record.attempts - 1}
+        if await self._settle(delivery, change) is None:
+            return False
+        await self.client.request(held.received.reply, b"-NAK")
+        return True
+
+    async def dead_letter(self, delivery: Delivery, *, error: str) -> bool:
+        held = await self._settle(delivery, {"state": "dead", "error": error, "died": self.clock()})
+        if held is None:
+            return False
+        await self._finish(held.names, held.received, held.record)
+        return True
+
+    # -- operating ------------------------------------------------------------------------
+
+    async def dead(
+        self, queue: str, *, limit: int = 50, after: str | None = None
+    ) -> list[QueuedMessage]:
+        return await self.admin.dead(await self._ready(queue), limit=limit, after=after)
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        return await self.admin.redrive(await self._ready(queue), ids)
+
+    async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
+        return await self.admin.peek(await self._ready(queue), limit=limit)
+
+    async def stats(self, queue: str) -> QueueStats:
+        return await self.admin.stats(await self._ready(queue))
+
+    async def expire(self, queue: str) -> int:
+        """JetStream forgets ids older than the window by itself (0); this only removes
+        the lease records a crash left behind."""
+        await self.admin.sweep(await self._ready(queue))
+        return 0
+
+    async def purge(self, queue: str) -> int:
+        names = self.names(queue)
+        count = await self.admin.count(names)
+        await self.streams.delete(names)
+        self._forget(queue)
+        for held in [held for held in self._held if held.names.queue == queue]:
+            held.settled = True
+            self._held.discard(held)
+        await self._ready(queue)
+        return count
+
+
+class _NoStream(Exception):
+    """A publish found no stream to store it (deleted by a purge, or never made)."""
+
+
+def _stored(msg: Msg) -> bool:
+    """Whether a publish stored a new message (False: a duplicate id)."""
+    if status(msg) == "503":
+        raise _NoStream()
+    answer: dict[str, Any] = orjson.loads(msg.data) if msg.data else {}
+    error = answer.get("error")
+    if error:
+        raise unavailable(f"refused a message: {error.get('description', '')}")
+    if "seq" not in answer:
+        raise unavailable("did not store a message")
+    return not answer.get("duplicate", False)
+
+
+def _nak(delay: float) -> bytes:
+    if delay < 0.001:
+        return b"-NAK"
+    return b'-NAK {"delay": %d}' % int(delay * 1e9)
+
+
+def _held(delivery: Delivery) -> Held:
+    held: Any = delivery.token
+    if not isinstance(held, Held):
+        raise TypeError("this delivery was not received from a NATS JetStream broker")
+    return held
+
+
+def build(
+    url: str, options: dict[str, str], *, owner: str, poll_interval: float
+) -> NatsJetStreamBroker:
+    """The broker at ``url``: ``?prefix=`` names its streams and subjects, ``?replicas=``
+    their copies. Consumers wait on JetStream's pull requests, so ``poll_interval`` is
+    not needed."""
+    del poll_interval
+    unknown = set(options) - {"prefix", "replicas"}
+    if unknown:
+        raise ConfigError(
+            f"queues.broker: unknown option(s) {', '.join(sorted(unknown))}; "
+            "a nats:// broker takes prefix and replicas"
+        )
+    try:
+        replicas = int(options.get("replicas", "1"))
+    except ValueError:
+        raise ConfigError("queues.broker: replicas must be a number") from None
+    try:
+        return NatsJetStreamBroker(
+            url, prefix=options.get("prefix", "polyport-queues"), replicas=replicas, owner=owner
+        )
+    except InvalidArgument as exc:  # the prefix
+        raise ConfigError(f"queues.broker: {exc}") from exc
+
+
+__all__ = ["NatsJetStreamBroker", "build"]
