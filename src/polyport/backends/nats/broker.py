@@ -53,9 +53,11 @@ How each rule of the port is kept:
   is the key's oldest live one. A receipt of a keyed message asks for it
   (``DIRECT.GET`` ``next_by_subj``) and takes the message only if it is that
   one; the others are naked for a short, growing delay (50 ms doubling to
-  1 s). So one message of a key runs at a time, in order, across every node,
-  and a message retried, delayed or in flight holds its key; a dead letter
-  (termed, so gone) no longer does. No lock can be left behind by a dead node.
+  1 s), and woken as soon as the head is acked or buried on any node (see
+  :mod:`.broker_keys`). So one message of a key runs at a time, in order,
+  across every node, and a message retried, delayed or in flight holds its
+  key; a dead letter (termed, so gone) no longer does. No lock can be left
+  behind by a dead node.
 * **Dead letters**: the record turns ``dead``; the message is published to
   the dead-letter stream with its attempts, error and times (its
   ``Nats-Msg-Id`` the original's sequence and time, so a node that finishes
@@ -74,7 +76,7 @@ How each rule of the port is kept:
   go on where they were (a lost consumer — a purge on another node — is made again).
 
 Limits: a key with a backlog of *n* messages costs up to *n* deliveries a
-second while its head runs (each naked behind it); a consumer's ``AckWait``
+second while its head runs (those delivered and naked behind it); a consumer's ``AckWait``
 is changed by the operator (``nats consumer edit``), not by nodes with another
 lease; time-based rules use each node's clock (keep them in sync).
 """
@@ -92,6 +94,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from polyport.backends.nats.broker_admin import QueueAdmin
+from polyport.backends.nats.broker_keys import KeyWaiters
 from polyport.backends.nats.broker_pull import ConsumerMissing, Puller
 from polyport.backends.nats.broker_records import LeaseRecord, LeaseRecords
 from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
@@ -175,6 +178,7 @@ class NatsJetStreamBroker:
         self.records = LeaseRecords(self.client)
         self.puller = Puller(self.client)
         self.admin = QueueAdmin(self.client, self.streams, self.records, clock)
+        self.waiters = KeyWaiters(self.client, self.prefix)
         self._options: dict[str, QueueOptions] = {}
         self._names: dict[str, QueueNames] = {}
         self._declared: set[str] = set()
@@ -186,6 +190,7 @@ class NatsJetStreamBroker:
 
     async def open(self) -> None:
         await self.client.connect(f"polyport broker {self.owner or ''}".strip())
+        await self.waiters.open()
         self._keeper = asyncio.create_task(self._keep(), name="polyport-nats-broker-leases")
 
     async def close(self) -> None:
@@ -198,6 +203,7 @@ class NatsJetStreamBroker:
         self._declared.clear()
         self._consumers.clear()
         await self.puller.close()
+        await self.waiters.close()
         await self.client.close()
 
     async def declare(self, queue: QueueOptions) -> None:
@@ -355,7 +361,9 @@ class NatsJetStreamBroker:
                 if head is None:
                     return None  # gone (purged) meanwhile
                 if int((head.headers or {}).get("Nats-Sequence", 0)) != r.seq:
-                    await self._set_aside(r, behind_delay(r.delivered))
+                    delay = behind_delay(r.delivered)
+                    await self._set_aside(r, delay)
+                    self.waiters.set_aside(r.subject, r.seq, r.reply, delay)
                     return None
                 head_checked = True
             attempts = (record.attempts if record is not None else 0) + 1
@@ -366,6 +374,8 @@ class NatsJetStreamBroker:
             )
             written = await self.records.write(names, r.seq, new, revision)
             if written is not None:
+                if key is not None:
+                    self.waiters.handed_out(r.subject, r.seq)
                 return self._hand_out(names, r, new, written, consumer, lease, key)
             record, revision = await self.records.read(names, r.seq)
         return None  # others keep writing it: it comes back after the ack wait
@@ -407,6 +417,8 @@ class NatsJetStreamBroker:
             await self.client.request(r.reply, b"+TERM")
         else:
             await self.client.request(r.reply, b"+ACK")
+        if r.subject != names.subject:  # a key's head is gone: wake the next
+            await self.waiters.head_gone(names.subject, r.subject)
         await self.records.forget(names, r.seq)
 
     # -- leases ---------------------------------------------------------------------------
