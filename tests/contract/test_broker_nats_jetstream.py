@@ -206,7 +206,12 @@ async def test_another_nodes_purge_is_survived(node: Opener) -> None:
 
 async def test_a_lost_server_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
     """While its server is down a node's calls are Unavailable; once it is back (same
-    files) the messages sent before are received, and the node goes on consuming."""
+    files) the messages sent before are received, and the node goes on consuming.
+
+    What a restarted server remembers is JetStream's, and not asserted here: 2.9.10
+    may bring back messages acked shortly before a SIGKILL (handled again), and rebuilds
+    a stream's dedup ids from the messages it still stores, so the ids of messages acked
+    before the restart are forgotten (docs/queues.md says so)."""
     server = PrivateServer(nats_server(tmp_path / "js"), tmp_path / "nats.log")
     await server.start()
     broker = NatsJetStreamBroker(f"nats://127.0.0.1:{server.port}", prefix="outage", timeout=2)

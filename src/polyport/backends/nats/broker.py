@@ -24,7 +24,9 @@ How each rule of the port is kept:
 * **Producer dedup**: the id is the ``Nats-Msg-Id``; the stream's
   ``duplicate_window`` is the queue's ``dedup_window``, so JetStream answers
   ``duplicate`` for an id it saw within it — acked, waiting or dead. JetStream
-  keeps those ids in the server's memory for the window.
+  keeps those ids in the server's memory; a restarted server rebuilds them
+  from the messages it still stores, so it forgets the ids of messages handled
+  before the restart (seen on 2.9.10).
 * **Leases**: ``AckWait`` is the lease: the consumer is made by the first
   receive with its lease and taken as it is by the others. :meth:`extend`
   sends ``+WPI`` (in progress), which restarts the ack wait. A receive asking
@@ -75,10 +77,16 @@ How each rule of the port is kept:
   nats-py reconnects, and the durable consumer is the server's, so consumers
   go on where they were (a lost consumer — a purge on another node — is made again).
 
-Limits: a key with a backlog of *n* messages costs up to *n* deliveries a
-second while its head runs (those delivered and naked behind it); a consumer's ``AckWait``
-is changed by the operator (``nats consumer edit``), not by nodes with another
-lease; time-based rules use each node's clock (keep them in sync).
+Costs and limits: a message costs a share of a pull, its lease record's
+write, the settlement's compare-and-set, JetStream's ack and the record's
+purge — about three requests more than a bare consumer's pull and ack. A key
+with a backlog costs deliveries while its head runs (those delivered are
+naked behind it, up to once a second each). ``AckWait`` is changed by an
+operator (``nats consumer edit``; nodes read it when they open), never by a
+node asking another lease. Delays and retries use each node's clock (keep
+them in sync). A NATS server killed with SIGKILL may bring back messages
+acked shortly before (2.9.10 files acks lazily): they are handled again,
+never lost.
 """
 
 from __future__ import annotations
@@ -119,7 +127,7 @@ from polyport.core.broker import (
     QueueOptions,
     QueueStats,
 )
-from polyport.core.errors import ConfigError, InvalidArgument, Unavailable
+from polyport.core.errors import ConfigError, InvalidArgument, PayloadTooLarge, Unavailable
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -132,6 +140,8 @@ BEHIND_MIN = 0.05
 BEHIND_MAX = 1.0
 #: Times a receipt re-reads a lease record another node wrote in between.
 RACES = 4
+#: Bytes of a message's protocol line and headers' framing, beside its headers.
+_ROOM = 512
 
 
 @dataclass(slots=True, eq=False)
@@ -251,6 +261,12 @@ class NatsJetStreamBroker:
                     message.key,
                     now + message.delay if message.delay > 0 else None,
                 )
+                size = len(message.body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+                if size + _ROOM > self.client.max_message:
+                    raise PayloadTooLarge(
+                        f"a message of {len(message.body)} bytes with its headers is over the "
+                        f"NATS server's max_payload ({self.client.max_message} bytes)"
+                    )
                 reply, token, future = self.client.expect()
                 waits.append((token, future))
                 await self.client.send(names.subject_for(message.key), message.body, reply, headers)
@@ -271,11 +287,13 @@ class NatsJetStreamBroker:
         out: list[Delivery] = []
         while True:
             want = limit - len(out)
-            msgs = await self._pull(names, lease, want, None) if want > 0 else []
-            out += await self._admit(names, msgs, lease)
+            if want <= 0:
+                return out
+            pulled = await self._pull(names, lease, want, None)
+            out += await self._admit(names, pulled, lease)
             if out:
                 return out
-            if msgs:
+            if pulled[1]:
                 continue  # all of them set aside (delayed, behind their key): look again
             left = deadline - time.monotonic()
             if left <= 0.001:
@@ -291,25 +309,28 @@ class NatsJetStreamBroker:
 
     async def _pull(
         self, names: QueueNames, lease: float, batch: int, wait: float | None
-    ) -> list[Msg]:
-        await self._consumer(names, lease)
+    ) -> tuple[ConsumerState, list[Msg]]:
+        """What the consumer delivers to one pull request, and the consumer as found."""
+        consumer = await self._consumer(names, lease)
         try:
-            return await self.puller.pull(names.stream, DURABLE, batch, wait)
+            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
         except ConsumerMissing:
             # Purged (so deleted) by another node, or deleted by hand: make it again, once.
             self._forget(names.queue)
             await self._ready(names.queue)
-            await self._consumer(names, lease)
+            consumer = await self._consumer(names, lease)
         try:
-            return await self.puller.pull(names.stream, DURABLE, batch, wait)
+            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
         except ConsumerMissing as exc:
             raise unavailable(f"did not answer pulls from {names.stream}") from exc
 
-    async def _admit(self, names: QueueNames, msgs: list[Msg], lease: float) -> list[Delivery]:
-        """The deliveries among ``msgs`` to hand out, in their order; the others set aside."""
+    async def _admit(
+        self, names: QueueNames, pulled: tuple[ConsumerState, list[Msg]], lease: float
+    ) -> list[Delivery]:
+        """The deliveries among those pulled to hand out, in their order; the others set aside."""
+        consumer, msgs = pulled
         if not msgs:
             return []
-        consumer = self._consumers[names.queue]
         results = await asyncio.gather(
             *(self._admit_one(names, consumer, received(msg), lease) for msg in msgs),
             return_exceptions=True,
