@@ -191,17 +191,36 @@ async def test_the_next_message_of_a_key_is_woken_when_its_head_goes(node: Opene
 
 
 async def test_another_nodes_purge_is_survived(node: Opener) -> None:
-    """A purge deletes the streams and the consumer under every node: the others make
-    the consumer again at their next receive and go on."""
+    """A purge deletes the streams and the consumer under every node and makes nothing
+    again itself: a node waiting in a receive makes them again at once and goes on, and
+    a node that held a message of before is refused its ack."""
+    async with node() as first, node() as second:
+        await first.send("q", [message(1), message(2)])
+        [held, _] = await receive_all(second, want=2)
+        waiting = asyncio.ensure_future(second.receive("q", limit=5, lease=LONG, wait=8))
+        await asyncio.sleep(0.3)
+        assert await first.purge("q") == 2
+        names = first.names("q")
+        async with asyncio.timeout(3):  # made again by the waiting receive, not by first
+            while await first.streams.missing(names):
+                await asyncio.sleep(0.05)
+        assert not await second.ack(held)
+        await first.send("q", [message(3)])
+        got = await asyncio.wait_for(waiting, 10)
+        got += await receive_all(second, want=1 - len(got))
+        assert [(d.id, d.attempt) for d in got] == [("m3", 1)]
+        assert await second.ack(got[0])
+
+
+async def test_a_purged_queue_listed_by_another_node_is_made_again(node: Opener) -> None:
+    """Listings and stats of a node that knew the streams before a purge find them again."""
     async with node() as first, node() as second:
         await first.send("q", [message(1)])
-        [held] = await receive_all(second, want=1)
+        assert (await second.stats("q")).waiting == 1
         assert await first.purge("q") == 1
-        assert not await second.ack(held)
-        await first.send("q", [message(2)])
-        [got] = await receive_all(second, want=1)
-        assert got.id == "m2" and got.attempt == 1
-        assert await second.ack(got)
+        stats = await second.stats("q")
+        assert (stats.waiting, stats.in_flight, stats.dead) == (0, 0, 0)
+        assert await second.peek("q") == [] and await second.dead("q") == []
 
 
 async def test_a_lost_server_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -70,8 +70,11 @@ How each rule of the port is kept:
 * **Stats**: in flight is the lease records held; waiting the rest of the
   stream's messages (ready, delayed, retrying, behind a key); dead the
   dead-letter stream's count.
-* **Purge** deletes the queue's three streams (and the consumer) and makes
-  them again: messages, dead letters and ids are gone.
+* **Purge** deletes the queue's three streams (and the consumer): messages,
+  dead letters and ids are gone. The next use makes them again — a send, a
+  listing, or a consuming node's pending pull, which the deletion ends (so a
+  node's reply queue, purged when it stops, leaves nothing behind); another
+  node waits half a second first (see :meth:`NatsJetStreamBroker._remake`).
 * **Connection loss**: every call needs the server's answer and raises
   :class:`~polyport.core.errors.Unavailable` without one, never a silent loss;
   nats-py reconnects, and the durable consumer is the server's, so consumers
@@ -95,9 +98,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -119,7 +122,7 @@ from polyport.backends.nats.broker_wire import (
     received,
     wire_headers,
 )
-from polyport.backends.nats.client import TIMEOUT, JetStreamClient, status, unavailable
+from polyport.backends.nats.client import TIMEOUT, ApiError, JetStreamClient, status, unavailable
 from polyport.core.broker import (
     Delivery,
     OutgoingMessage,
@@ -127,12 +130,19 @@ from polyport.core.broker import (
     QueueOptions,
     QueueStats,
 )
-from polyport.core.errors import ConfigError, InvalidArgument, PayloadTooLarge, Unavailable
+from polyport.core.errors import (
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
 log = logging.getLogger("polyport.backends.nats.broker")
+T = TypeVar("T")
 
 #: The first delay a message waiting behind its key is naked for; it doubles with
 #: each delivery, up to :data:`BEHIND_MAX`.
@@ -140,6 +150,8 @@ BEHIND_MIN = 0.05
 BEHIND_MAX = 1.0
 #: Times a receipt re-reads a lease record another node wrote in between.
 RACES = 4
+#: Seconds a node waits before making again the streams another node deleted.
+REMAKE_AFTER = 0.5
 #: Bytes of a message's protocol line and headers' framing, beside its headers.
 _ROOM = 512
 
@@ -239,15 +251,31 @@ class NatsJetStreamBroker:
         self._declared.discard(queue)
         self._consumers.pop(queue, None)
 
+    async def _remake(self, queue: str) -> QueueNames:
+        """Make the queue's streams again after another node deleted them (a purge).
+
+        Not at once: JetStream (2.9.10) ends a consumer's pending pulls before it has
+        removed the stream's files, and a stream made again in between can lose its
+        new files to that removal. The purging node makes nothing again itself."""
+        self._forget(queue)
+        await asyncio.sleep(REMAKE_AFTER)
+        return await self._ready(queue)
+
     # -- producing ------------------------------------------------------------------------
 
     async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        if queue not in self._options:
+            # Not this node's queue (a reply to another node's reply queue): its streams
+            # are the declaring node's to make; one that is gone is not made again here.
+            try:
+                return await self._publish(self.names(queue), messages)
+            except _NoStream:
+                raise NotFound(f"queue {queue[:100]!r} has no stream on the broker") from None
         names = await self._ready(queue)
         try:
             return await self._publish(names, messages)
         except _NoStream:
-            self._forget(queue)
-            return await self._publish(await self._ready(queue), messages)
+            return await self._publish(await self._remake(queue), messages)
 
     async def _publish(self, names: QueueNames, messages: Sequence[OutgoingMessage]) -> list[bool]:
         now = self.clock()
@@ -316,8 +344,7 @@ class NatsJetStreamBroker:
             return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
         except ConsumerMissing:
             # Purged (so deleted) by another node, or deleted by hand: make it again, once.
-            self._forget(names.queue)
-            await self._ready(names.queue)
+            await self._remake(names.queue)
             consumer = await self._consumer(names, lease)
         try:
             return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
@@ -527,24 +554,36 @@ class NatsJetStreamBroker:
 
     # -- operating ------------------------------------------------------------------------
 
+    async def _on_streams(self, queue: str, op: Callable[[QueueNames], Awaitable[T]]) -> T:
+        """``op`` on the queue's streams, made again first if another node purged them."""
+        names = await self._ready(queue)
+        try:
+            return await op(names)
+        except (Unavailable, ApiError):
+            if not await self.streams.missing(names):
+                raise
+        return await op(await self._remake(queue))
+
     async def dead(
         self, queue: str, *, limit: int = 50, after: str | None = None
     ) -> list[QueuedMessage]:
-        return await self.admin.dead(await self._ready(queue), limit=limit, after=after)
+        return await self._on_streams(
+            queue, lambda names: self.admin.dead(names, limit=limit, after=after)
+        )
 
     async def redrive(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        return await self.admin.redrive(await self._ready(queue), ids)
+        return await self._on_streams(queue, lambda names: self.admin.redrive(names, ids))
 
     async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
-        return await self.admin.peek(await self._ready(queue), limit=limit)
+        return await self._on_streams(queue, lambda names: self.admin.peek(names, limit=limit))
 
     async def stats(self, queue: str) -> QueueStats:
-        return await self.admin.stats(await self._ready(queue))
+        return await self._on_streams(queue, self.admin.stats)
 
     async def expire(self, queue: str) -> int:
         """JetStream forgets ids older than the window by itself (0); this only removes
         the lease records a crash left behind."""
-        await self.admin.sweep(await self._ready(queue))
+        await self._on_streams(queue, self.admin.sweep)
         return 0
 
     async def purge(self, queue: str) -> int:
@@ -555,7 +594,6 @@ class NatsJetStreamBroker:
         for held in [held for held in self._held if held.names.queue == queue]:
             held.settled = True
             self._held.discard(held)
-        await self._ready(queue)
         return count
 
 

@@ -180,9 +180,23 @@ class QueueStreams:
         info = await self.api(f"STREAM.INFO.{names.stream}")
         return int(info["state"]["first_seq"])
 
-    async def delete(self, names: QueueNames) -> None:
-        """Delete the queue's streams (and so its consumer); missing ones are no error."""
+    async def missing(self, names: QueueNames) -> bool:
+        """Whether any of the queue's streams is gone (purged by another node)."""
         for stream in (names.stream, names.dead_stream, names.lease_stream):
+            try:
+                await self.client.api(f"STREAM.INFO.{stream}")
+            except ApiError as exc:
+                if exc.err_code == STREAM_NOT_FOUND:
+                    return True
+                raise unavailable(exc.description) from exc
+        return False
+
+    async def delete(self, names: QueueNames) -> None:
+        """Delete the queue's streams (and so its consumer); missing ones are no error.
+
+        The queue's own stream goes last: deleting it ends the consumer's pending pulls,
+        and the nodes they belong to make all three streams again at once."""
+        for stream in (names.lease_stream, names.dead_stream, names.stream):
             try:
                 await self.client.api(f"STREAM.DELETE.{stream}")
             except ApiError as exc:

@@ -164,7 +164,7 @@ def port_headers(wire: Mapping[str, str] | None) -> dict[str, str]:
         lower = name.lower()
         if lower in _UNRENAMED:
             out[_UNRENAMED[lower]] = value
-        elif not lower.startswith(("nats-", "polyport-")) and lower != "status":
+        elif not lower.startswith(("nats-", "polyport-")):
             out[lower] = value
     return out
 
