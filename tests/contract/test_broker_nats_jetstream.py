@@ -212,6 +212,21 @@ async def test_another_nodes_purge_is_survived(node: Opener) -> None:
         assert await second.ack(got[0])
 
 
+async def test_jetstreams_own_purge_keeps_the_ids_so_a_purge_deletes_the_streams(
+    node: Opener,
+) -> None:
+    """Why purge deletes the streams: after JetStream's STREAM.PURGE the stream still
+    knows the ids of its dedup window (2.9.10), so a purged queue would refuse them."""
+    async with node() as first:
+        await first.send("q", [message(1)])
+        names = first.names("q")
+        await first.client.api(f"STREAM.PURGE.{names.stream}")
+        assert (await first.stats("q")).waiting == 0
+        assert await first.send("q", [message(1)]) == [False]
+        await first.purge("q")
+        assert await first.send("q", [message(1)]) == [True]
+
+
 async def test_a_purged_queue_listed_by_another_node_is_made_again(node: Opener) -> None:
     """Listings and stats of a node that knew the streams before a purge find them again."""
     async with node() as first, node() as second:
