@@ -12,7 +12,7 @@ subjects, ``replicas`` (default 1) their copies on a cluster.
 acked message is gone) with subjects ``{prefix}.{queue}`` and
 ``{prefix}.{queue}.k.{key}``, a dead-letter stream ``{prefix}_{queue}_DEAD``
 and a stream of lease records ``{prefix}_{queue}_LEASES`` (see
-:mod:`.broker_records`). A stream per queue, not one for all, because
+:mod:`.broker_records`; leases in :mod:`.broker_leases`). A stream per queue, not one for all, because
 JetStream's dedup window is a stream's setting and each queue has its own;
 and because purging a queue must forget its ids, which only deleting its
 stream does (a JetStream purge keeps the dedup window's ids: tested on
@@ -95,17 +95,16 @@ never lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from polyport.backends.nats.broker_admin import QueueAdmin
 from polyport.backends.nats.broker_keys import KeyWaiters
+from polyport.backends.nats.broker_leases import Held, LeaseKeeper, held_of
 from polyport.backends.nats.broker_pull import ConsumerMissing, Puller
 from polyport.backends.nats.broker_records import LeaseRecord, LeaseRecords
 from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
@@ -156,23 +155,6 @@ REMAKE_AFTER = 0.5
 _ROOM = 512
 
 
-@dataclass(slots=True, eq=False)
-class Held:
-    """A receipt as its node holds it: the :attr:`Delivery.token`."""
-
-    names: QueueNames
-    received: Received
-    record: LeaseRecord
-    #: The lease record's revision this receipt wrote: settlements are set at it.
-    revision: int
-    ack_wait: float
-    #: When the ack wait last restarted (receipt, progress), monotonic.
-    touched: float
-    #: When the lease asked for ends, monotonic.
-    until: float
-    settled: bool = False
-
-
 def behind_delay(delivered: int) -> float:
     return min(BEHIND_MAX, BEHIND_MIN * 2.0 ** min(delivered - 1, 16))
 
@@ -205,23 +187,17 @@ class NatsJetStreamBroker:
         self._names: dict[str, QueueNames] = {}
         self._declared: set[str] = set()
         self._consumers: dict[str, ConsumerState] = {}
-        self._held: set[Held] = set()
-        self._keeper: asyncio.Task[None] | None = None
+        self.leases = LeaseKeeper(self.client)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
         await self.client.connect(f"polyport broker {self.owner or ''}".strip())
         await self.waiters.open()
-        self._keeper = asyncio.create_task(self._keep(), name="polyport-nats-broker-leases")
+        self.leases.start()
 
     async def close(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-            self._keeper = None
-        self._held.clear()
+        await self.leases.stop()
         self._declared.clear()
         self._consumers.clear()
         await self.puller.close()
@@ -438,9 +414,7 @@ class NatsJetStreamBroker:
         lease: float,
         key: str | None,
     ) -> Delivery:
-        now = time.monotonic()
-        held = Held(names, r, record, revision, consumer.ack_wait, touched=now, until=now + lease)
-        self._held.add(held)
+        held = self.leases.hold(names, r, record, revision, consumer.ack_wait, lease)
         return Delivery(
             queue=names.queue,
             id=message_id(r.wire, r.seq),
@@ -472,49 +446,19 @@ class NatsJetStreamBroker:
     # -- leases ---------------------------------------------------------------------------
 
     async def extend(self, deliveries: Sequence[Delivery], lease: float) -> int:
-        now = time.monotonic()
-        count = 0
-        for delivery in deliveries:
-            held = _held(delivery)
-            if held.settled or now > held.touched + held.ack_wait:
-                continue
-            held.until = now + lease
-            await self.client.send(held.received.reply, b"+WPI", "")
-            held.touched = now
-            count += 1
-        return count
-
-    async def _keep(self) -> None:
-        """Keep leases longer than the consumer's ack wait: ``+WPI`` every third of it."""
-        while True:
-            waits = [held.ack_wait for held in self._held]
-            await asyncio.sleep(max(0.05, min([0.25, *(w / 4 for w in waits)])))
-            now = time.monotonic()
-            for held in list(self._held):
-                if held.settled or now > held.touched + held.ack_wait:
-                    self._held.discard(held)  # settled, or its lease is lost
-                elif (
-                    held.until > held.touched + held.ack_wait
-                    and now >= held.touched + held.ack_wait / 3
-                ):
-                    try:
-                        await self.client.send(held.received.reply, b"+WPI", "")
-                    except Unavailable:
-                        continue
-                    held.touched = now
+        return await self.leases.extend(deliveries, lease)
 
     # -- settling -------------------------------------------------------------------------
 
     async def _settle(self, delivery: Delivery, change: dict[str, Any]) -> Held | None:
         """Rewrite the record of a delivery still held, at the revision its receipt wrote;
         None if it is not (settled already, or received over since)."""
-        held = _held(delivery)
+        held = held_of(delivery)
         if held.settled:
             return None
         record = held.record.but(**change)
         written = await self.records.write(held.names, held.received.seq, record, held.revision)
-        held.settled = True  # either way, no longer this receipt's to settle
-        self._held.discard(held)
+        self.leases.let_go(held)  # either way, no longer this receipt's to settle
         if written is None:
             return None
         held.record, held.revision = record, written
@@ -538,7 +482,7 @@ class NatsJetStreamBroker:
         return True
 
     async def release(self, delivery: Delivery) -> bool:
-        held = _held(delivery)
+        held = held_of(delivery)
         change = {"state": "waiting", "due": 0.0, "attempts": held.record.attempts - 1}
         if await self._settle(delivery, change) is None:
             return False
@@ -591,9 +535,7 @@ class NatsJetStreamBroker:
         count = await self.admin.count(names)
         await self.streams.delete(names)
         self._forget(queue)
-        for held in [held for held in self._held if held.names.queue == queue]:
-            held.settled = True
-            self._held.discard(held)
+        self.leases.let_go_queue(queue)
         return count
 
 
@@ -618,13 +560,6 @@ def _nak(delay: float) -> bytes:
     if delay < 0.001:
         return b"-NAK"
     return b'-NAK {"delay": %d}' % int(delay * 1e9)
-
-
-def _held(delivery: Delivery) -> Held:
-    held: Any = delivery.token
-    if not isinstance(held, Held):
-        raise TypeError("this delivery was not received from a NATS JetStream broker")
-    return held
 
 
 def build(
