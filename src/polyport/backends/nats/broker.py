@@ -12,12 +12,13 @@ subjects, ``replicas`` (default 1) their copies on a cluster.
 acked message is gone) with subjects ``{prefix}.{queue}`` and
 ``{prefix}.{queue}.k.{key}``, a dead-letter stream ``{prefix}_{queue}_DEAD``
 and a stream of lease records ``{prefix}_{queue}_LEASES`` (see
-:mod:`.broker_records`; leases in :mod:`.broker_leases`). A stream per queue, not one for all, because
-JetStream's dedup window is a stream's setting and each queue has its own;
-and because purging a queue must forget its ids, which only deleting its
-stream does (a JetStream purge keeps the dedup window's ids: tested on
-2.9.10). Every node shares the one durable pull consumer ``polyport`` (explicit
-acks, ``MaxDeliver`` unlimited, ``MaxAckPending`` unlimited).
+:mod:`.broker_records`, and :mod:`.broker_leases` for the leases). A stream
+per queue, not one for all, because JetStream's dedup window is a stream's
+setting and each queue has its own; and because purging a queue must forget
+its ids, which only deleting its stream does (a JetStream purge keeps the
+dedup window's ids: tested on 2.9.10). Every node shares the one durable
+pull consumer ``polyport`` (explicit acks, ``MaxDeliver`` unlimited,
+``MaxAckPending`` unlimited).
 
 How each rule of the port is kept:
 
