@@ -143,6 +143,25 @@ async def test_a_settlement_cut_off_before_jetstream_heard_is_finished_by_the_ne
             assert dead == []
 
 
+async def test_expire_sweeps_the_lease_records_of_messages_gone(node: Opener) -> None:
+    """A record left behind (its removal failed after the ack) goes at the next expire;
+    the records of messages still there stay."""
+    async with node() as first:
+        await first.send("q", [message(1), message(2)])
+        [done, kept] = await receive_all(first, want=2)
+        seq = done.token.received.seq
+        assert await first.ack(done)
+        names = first.names("q")
+        assert await first.records.write(names, seq, done.token.record, 0) is not None
+        assert sorted(s for s, _ in await first.records.scan(names)) == [
+            seq,
+            kept.token.received.seq,
+        ]
+        assert await first.expire("q") == 0  # ids are JetStream's to forget
+        assert [s for s, _ in await first.records.scan(names)] == [kept.token.received.seq]
+        assert await first.ack(kept)
+
+
 async def test_a_lease_longer_than_the_ack_wait_is_kept_by_its_node(node: Opener) -> None:
     """The consumer's AckWait is the first receive's lease; a longer lease asked later is
     kept by the node itself (in-progress acks), so no other node receives the message."""

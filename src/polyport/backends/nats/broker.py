@@ -442,7 +442,10 @@ class NatsJetStreamBroker:
             await self.client.request(r.reply, b"+ACK")
         if r.subject != names.subject:  # a key's head is gone: wake the next
             await self.waiters.head_gone(names.subject, r.subject)
-        await self.records.forget(names, r.seq)
+        try:
+            await self.records.forget(names, r.seq)
+        except Unavailable as exc:  # settled all the same: expire's sweep removes it later
+            log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
 
     # -- leases ---------------------------------------------------------------------------
 
