@@ -443,7 +443,7 @@ class NatsJetStreamBroker:
         if r.subject != names.subject:  # a key's head is gone: wake the next
             await self.waiters.head_gone(names.subject, r.subject)
         try:
-            await self.records.forget(names, r.seq)
+            await self.records.forget(names, r.seq, wait=False)
         except Unavailable as exc:  # settled all the same: expire's sweep removes it later
             log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
 

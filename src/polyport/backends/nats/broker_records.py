@@ -23,8 +23,9 @@ revision:
   between the two began; one that finds ``waiting`` before its due time naks
   the message for the rest of it.
 
-A finished message's record is purged once JetStream took its ack; what a
-crash leaves behind, :meth:`~LeaseRecords.scan` lets ``expire`` find.
+A finished message's record is purged once JetStream took its ack (asked
+for, not awaited); what a crash or a lost request leaves behind,
+:meth:`~LeaseRecords.scan` lets ``expire`` find.
 """
 
 from __future__ import annotations
@@ -149,12 +150,18 @@ class LeaseRecords:
             raise unavailable("did not store a lease record")
         return int(answer["seq"])
 
-    async def forget(self, names: QueueNames, seq: int) -> None:
-        """Remove a finished message's record."""
+    async def forget(self, names: QueueNames, seq: int, *, wait: bool = True) -> None:
+        """Remove a finished message's record; without ``wait``, only ask for it (the
+        answer is not awaited: a record left behind is swept by ``expire``)."""
+        subject = f"$JS.API.STREAM.PURGE.{names.lease_stream}"
+        body = {"filter": names.lease_subject(seq)}
+        if not wait:
+            reply, token, _ = self.client.expect()
+            self.client.drop(token)  # nobody waits for the answer
+            await self.client.send(subject, orjson.dumps(body), reply)
+            return
         try:
-            await self.client.api(
-                f"STREAM.PURGE.{names.lease_stream}", {"filter": names.lease_subject(seq)}
-            )
+            await self.client.api(subject.removeprefix("$JS.API."), body)
         except ApiError as exc:
             raise unavailable(exc.description) from exc
 
