@@ -83,7 +83,8 @@ How each rule of the port is kept:
 
 Costs and limits: a message costs a share of a pull, its lease record's
 write, the settlement's compare-and-set, JetStream's ack and the record's
-purge — about three requests more than a bare consumer's pull and ack. A key
+purge (not awaited) — two requests awaited more than a bare consumer's pull
+and ack. A key
 with a backlog costs deliveries while its head runs (those delivered are
 naked behind it, up to once a second each). ``AckWait`` is changed by an
 operator (``nats consumer edit``; nodes read it when they open), never by a
