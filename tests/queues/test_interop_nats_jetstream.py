@@ -5,7 +5,10 @@ A node serves ``shop`` with ``queues.broker = nats://…?prefix=…``. What plai
 keyed by subject — is handled by the node's consumer; a foreign message that
 does not validate becomes a dead letter with the validation error; and what
 the node sends (``queue.send``, ``POST /v1/queues/{name}``) a plain nats-py
-consumer reads with the documented subject and headers (docs/queues.md).
+consumer reads with the documented subject and headers (docs/queues.md),
+``traceparent`` among them when the request had one. And RPC over the queue:
+another node answers on the caller's reply queue, whose streams are gone once
+the caller stops.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ from tests.conftest import require_service
 from tests.contract.test_broker_nats_jetstream import URL, delete_streams
 
 from polyport import Service, Settings
-from polyport.core.queues import Backoff, QueueMessage
+from polyport.core.errors import Internal
+from polyport.core.queues import Backoff, Queue, QueueMessage
+from polyport.node import Node
 from polyport.testing import RunningNode, serve_in_thread
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
@@ -132,10 +137,11 @@ def test_what_polyport_sends_a_plain_nats_py_consumer_reads(served: Any) -> None
     outbox = node.node.service.queues["outbox"]
     sent = node.call(outbox.send(Order(order=5), id="o-5", key="k-1"))
     assert not sent.duplicate
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     answer = httpx.post(
         f"{node.url}/v1/queues/outbox?delay=0.5",
         json={"order": 6},
-        headers={"idempotency-key": "o-6"},
+        headers={"idempotency-key": "o-6", "traceparent": trace},
     )
     assert answer.status_code == 202
     before = time.time()
@@ -171,4 +177,81 @@ def test_what_polyport_sends_a_plain_nats_py_consumer_reads(served: Any) -> None
     assert orjson.loads(second.data) == {"order": 6}
     headers = second.headers or {}
     assert headers["Nats-Msg-Id"] == "o-6" and headers["Polyport-Type"] == "shop.outbox"
+    assert headers["traceparent"].split("-")[1] == trace.split("-")[1]
     assert before - 1 < float(headers["Polyport-Not-Before"]) < before + 1
+
+
+# -- request and reply over the queue --------------------------------------------------
+
+
+class Ask(BaseModel):
+    n: int
+
+
+class Answer(BaseModel):
+    twice: int
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    require_service("NATS", 4222)
+    name = f"pptest-calls-{uuid.uuid4().hex[:12]}"
+    yield name
+    await delete_streams(name)
+
+
+async def stream_names(prefix: str) -> list[str]:
+    import nats
+
+    nc = await nats.connect(URL)
+    try:
+        return sorted(
+            info.config.name or ""
+            for info in await nc.jetstream().streams_info()
+            if (info.config.name or "").startswith(f"{prefix}_")
+        )
+    finally:
+        await nc.close()
+
+
+def service(*, answering: bool) -> tuple[Service, Queue]:
+    svc = Service("maths")
+    asks = svc.queue("asks", Ask)
+    if answering:
+
+        @asks.consumer(max_attempts=2, backoff=Backoff(initial=0.01, max=0.01))
+        async def double(ask: Ask) -> Answer:
+            if ask.n == 13:
+                raise ValueError("unlucky")
+            return Answer(twice=2 * ask.n)
+
+    return svc, asks
+
+
+async def test_a_call_is_answered_by_another_node_and_its_reply_queue_goes(
+    tmp_path: Path, prefix: str
+) -> None:
+    """The answer comes back on the caller's reply queue; a failed call says dead letter;
+    once the caller stops, its reply queue's streams are gone."""
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            dev=True,
+            database=str(tmp_path / f"{name}.sqlite3"),
+            queues={"broker": f"{URL}?prefix={prefix}", "poll_interval": 0.1},
+        )
+
+    answering, _ = service(answering=True)
+    calling, asks = service(answering=False)
+    worker = Node(answering, settings("worker"), edges=[])
+    caller = Node(calling, settings("caller"), edges=[])
+    async with worker.running():
+        async with caller.running():
+            with caller.publishing():
+                # The caller has no consumer of its own, so no model to read the answer with.
+                assert await asks.call({"n": 21}, timeout=10) == {"twice": 42}
+                with pytest.raises(Internal, match="dead letter"):
+                    await asks.call({"n": 13}, timeout=10)
+            replies = [name for name in await stream_names(prefix) if "replies-" in name]
+            assert len(replies) == 3
+        assert [name for name in await stream_names(prefix) if "replies-" in name] == []
