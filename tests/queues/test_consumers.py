@@ -181,3 +181,41 @@ def test_traceparent_helpers() -> None:
     assert made is not None and trace_id_of(made) == trace
     assert traceparent_of("not-hex") is None and traceparent_of(None) is None
     assert trace_id_of("00-XYZ-1-01") is None and trace_id_of(None) is None
+
+
+async def test_a_reply_to_a_queue_that_is_gone_does_not_fail_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's node stopped and its reply queue went with it: the request is done,
+    not retried (nobody waits for the reply)."""
+    from polyport.core.errors import NotFound
+
+    svc = Service("pricing")
+    quotes = svc.queue("quotes", Payment)
+    runs: list[int] = []
+
+    @quotes.consumer
+    async def price(p: Payment) -> Quote:
+        runs.append(p.order)
+        return Quote(cents=1)
+
+    node = Node(svc, settings(tmp_path), edges=[])
+    broker = node.runtime.queues.broker
+    send = broker.send
+
+    async def refusing(queue: str, messages: Any) -> list[bool]:
+        if queue.startswith("gone-"):
+            raise NotFound(f"no queue {queue}")
+        return await send(queue, messages)
+
+    monkeypatch.setattr(broker, "send", refusing)
+    async with node.running():
+        runner = node.runtime.queues
+        await runner.send_encoded(
+            runner.bindings["quotes"], b'{"order": 1, "cents": 1}', headers={"reply-to": "gone-1"}
+        )
+        await wait_for(lambda: runs == [1])
+        async with asyncio.timeout(5):
+            while (await runner.stats("quotes")).in_flight:
+                await asyncio.sleep(0.02)
+        assert (await runner.stats("quotes")).dead == 0 and runs == [1]

@@ -421,7 +421,11 @@ class QueueRunner:
                 "status": status,
             },
         )
-        await self.broker.send(to, [reply])
+        try:
+            await self.broker.send(to, [reply])
+        except NotFound:
+            # The caller's reply queue is gone (its node stopped): nobody waits for this.
+            log.info("queue %s: the reply to %s found no queue %s", binding.name, delivery.id, to)
 
     async def _reply_queue(self) -> str:
         async with self._replies_made:
