@@ -58,16 +58,17 @@ GOAL_P50_MS = 5.0
 GOAL_VS_BARE = 0.7
 #: The node's work queue on each engine, and the native brokers.
 WORK_QUEUE_TARGETS = ("sqlite", "postgresql", "redis", "nats")
-BROKER_TARGETS = ("redis-streams",)
+BROKER_TARGETS = ("redis-streams", "nats-jetstream")
 TARGETS = (*WORK_QUEUE_TARGETS, *BROKER_TARGETS)
 #: A broker target's bare client doing the same work, measured in the same run.
-BARE = {"redis-streams": "redis-py"}
+BARE = {"redis-streams": "redis-py", "nats-jetstream": "nats-py"}
 PACKAGES = ("polyport", "uvloop", "psycopg", "redis", "nats-py")
 DEFAULT_URLS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
     "redis": "redis://127.0.0.1:6379/0",
     "nats": "nats://127.0.0.1:4222",
     "redis-streams": "redis://127.0.0.1:6379/0",
+    "nats-jetstream": "nats://127.0.0.1:4222",
 }
 
 
@@ -193,7 +194,32 @@ async def broker_of(target: str, url: str | None) -> AsyncIterator[Broker]:
         finally:
             await _drop_redis_keys(base, prefix)
         return
+    if target == "nats-jetstream":
+        from polyport.backends.nats.broker import NatsJetStreamBroker
+
+        prefix = f"ppbench-{token}"
+        broker = NatsJetStreamBroker(url or DEFAULT_URLS[target], prefix=prefix, owner="bench")
+        try:
+            yield broker
+        finally:
+            await _drop_nats_streams(url or DEFAULT_URLS[target], prefix)
+        return
     raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+
+
+async def _drop_nats_streams(url: str, prefix: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            stream = info.config.name or ""
+            if stream.startswith(prefix):
+                with contextlib.suppress(Exception):
+                    await js.delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 async def _drop_redis_keys(url: str, prefix: str) -> None:
@@ -324,6 +350,14 @@ async def _bare_round(target: str, url: str | None, shape: _Shape) -> RunFigures
 
     if target == "redis-streams":
         return await queues_bare.redis_round(
+            url or DEFAULT_URLS[target],
+            messages=shape.messages,
+            in_flight=shape.in_flight,
+            rate=shape.rate,
+            duration=shape.duration,
+        )
+    if target == "nats-jetstream":
+        return await queues_bare.nats_round(
             url or DEFAULT_URLS[target],
             messages=shape.messages,
             in_flight=shape.in_flight,

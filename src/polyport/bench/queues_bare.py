@@ -5,6 +5,9 @@ three phases as polyport's queue runner, so each ratio compares like with like.
   a time on a pool; a consumer group read with ``XREADGROUP … COUNT 256`` and one
   ``XACK`` per message after decoding it, up to 64 acks at once (the consumer's
   concurrency); the latency phase reads with ``BLOCK``.
+* **nats-py** (against ``nats-jetstream``): ``js.publish`` awaiting its
+  acknowledgement, ``in_flight`` at a time, to a work-queue stream on file storage;
+  a durable pull consumer fetching 256 at a time and acknowledging each message.
 """
 
 from __future__ import annotations
@@ -100,4 +103,85 @@ async def redis_round(
             await client.delete(stream)
         await client.aclose()
         await pool.disconnect()
+    return figures
+
+
+async def nats_round(
+    url: str, *, messages: int, in_flight: int, rate: float, duration: float
+) -> RunFigures:
+    """One round of bare nats-py: a work-queue stream of its own (file storage, as the
+    broker's), publishes awaiting their acknowledgement, a durable pull consumer fetching
+    256 at a time and acknowledging each message; deleted afterwards."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
+
+    from polyport.bench.queues import RunFigures, latencies
+
+    figures = RunFigures()
+    name = f"ppbench-bare-{uuid.uuid4().hex[:10]}"
+    subject = f"{name}.ticks"
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+        gate = asyncio.Semaphore(in_flight)
+
+        async def send(n: int, ts: float) -> None:
+            async with gate:
+                await js.publish(subject, orjson.dumps({"n": n, "ts": ts}))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(send(n, 0.0) for n in range(messages)))
+        figures.enqueue_per_second = messages / (time.perf_counter() - started)
+
+        consumer = await js.pull_subscribe(
+            subject, "bench", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
+        )
+        arrivals: list[float] = []
+
+        async def consume(until: int, *, measure: bool) -> int:
+            got = 0
+            while got < until:
+                try:
+                    batch = await consumer.fetch(BATCH, timeout=0.1)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in batch:
+                    tick = orjson.loads(msg.data)
+                    if measure:
+                        arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                    await msg.ack()
+                    got += 1
+            return got
+
+        started = time.perf_counter()
+        consumed = await consume(messages, measure=False)
+        figures.consume_per_second = consumed / (time.perf_counter() - started)
+
+        total = int(rate * duration)
+        reader = asyncio.ensure_future(consume(total, measure=True))
+        loop = asyncio.get_running_loop()
+        begin = loop.time() + 0.05
+        sends = []
+        for i in range(total):
+            delay = begin + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sends.append(asyncio.ensure_future(send(-1 - i, time.time())))
+        await asyncio.gather(*sends)
+        figures.sent_per_second = total / (loop.time() - begin)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await reader
+        reader.cancel()
+        latencies(figures, arrivals, total)
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(name)
+        await nc.close()
     return figures
