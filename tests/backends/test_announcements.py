@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polyport.backends.announcements import MAX_MESSAGE, MAX_SEQ, decode, encode
+from polyport.backends.announcements import MAX_MESSAGE, MAX_SEQ, decode, encode, pack
 
 pairs_strategy = st.lists(
     st.tuples(st.text(max_size=40), st.integers(min_value=0, max_value=MAX_SEQ)), max_size=300
@@ -67,6 +67,38 @@ def test_control_and_non_ascii_characters_are_escaped() -> None:
     messages, _ = encode([(channel, 7)], 8000)
     assert messages[0].isascii()
     assert decode(messages[0]) == [(channel, 7)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    channels=st.lists(st.text(max_size=40), max_size=300, unique=True),
+    limit=st.integers(min_value=600, max_value=9000),
+)
+def test_packed_messages_fit_the_bound_whatever_the_seqs(channels: list[str], limit: int) -> None:
+    """Channels packed for seqs not yet known, then written with the longest seq, as
+    PostgreSQL's append writes them: each message fits the bound and decodes to its
+    channels, in order; every channel is in one message, and message numbers only grow."""
+    packed, left_out = pack([(channel, n) for n, channel in enumerate(channels)], limit)
+    assert left_out == 0
+    assert [n for _, n, _ in packed] == list(range(len(channels)))
+    numbers = [message for _, _, message in packed]
+    assert numbers == sorted(numbers)
+    decoded = []
+    for number in sorted(set(numbers)):
+        names = [name for name, _, message in packed if message == number]
+        body = "[" + ",".join(f"{name},{MAX_SEQ}" for name in names) + "]"
+        assert body.isascii() and len(body) <= limit
+        got = decode(body)
+        assert got is not None
+        decoded += [channel for channel, _ in got]
+    assert decoded == channels
+
+
+def test_packing_leaves_out_what_encode_leaves_out() -> None:
+    """A channel that is not text, or that alone with a seq overflows the bound, is counted."""
+    packed, left_out = pack([("ok", 1), ("\ud800", 2), ("x" * 100, 3)], 60)
+    assert left_out == 2
+    assert packed == [('"ok"', 1, 0)]
 
 
 def test_anything_else_is_malformed() -> None:

@@ -204,3 +204,38 @@ async def test_a_log_that_lost_its_history_tells_every_subscriber() -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+class CountingBus(LocalBus):
+    """A LocalBus that keeps what the hubs announce on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.announced: list[list[tuple[str, int]]] = []
+
+    def announce(self, grown: Announcement) -> None:
+        self.announced.append(list(grown))
+        super().announce(grown)
+
+
+class SelfAnnouncingLog(MemoryEventLog):
+    """A log whose appends announce themselves, as PostgreSQL's commits do."""
+
+    announces_appends = True
+
+
+@pytest.mark.parametrize("log_announces", [False, True])
+async def test_the_hub_announces_only_what_its_log_does_not(log_announces: bool) -> None:
+    """A node announces each publish's newest seq per channel on the bus, unless its log
+    announces its own appends: then the bus carries nothing from the node."""
+    log = SelfAnnouncingLog() if log_announces else MemoryEventLog()
+    bus = CountingBus()
+    hub = EventHub(log, bus=bus, poll_interval=5.0)
+    await hub.start()
+    try:
+        one = await hub.publish("a", "t", b"1")
+        batch = await hub.publish_many([("a", "t", b"2"), ("b", "t", b"3"), ("a", "t", b"4")])
+        wanted = [[("a", one.seq)], [("a", batch[2].seq), ("b", batch[1].seq)]]
+        assert bus.announced == ([] if log_announces else wanted)
+    finally:
+        await hub.stop()

@@ -15,6 +15,11 @@ engine's: ``NOTIFY`` payloads are shorter than 8000 bytes); :func:`decode`
 reads one message defensively: anything but a non-empty array of channels each
 followed by at least one seq (a non-negative integer) is malformed, and the
 whole message is refused — its sender is not polyport, or not this version.
+
+:func:`pack` is :func:`encode` for a sender that learns the seqs only as it
+sends: PostgreSQL's event log writes its own ``NOTIFY`` in the statement that
+assigns them. It groups channels (one seq each) into messages that fit the
+bound whatever seq follows each channel, and leaves the seqs to the sender.
 """
 
 from __future__ import annotations
@@ -84,6 +89,34 @@ def encode(pairs: Iterable[tuple[str, int]], limit: int) -> tuple[list[bytes], i
     return messages, left_out
 
 
+def pack(channels: Iterable[tuple[str, int]], limit: int) -> tuple[list[tuple[str, int, int]], int]:
+    """``(channel, n)`` pairs, each channel to be followed by one seq, grouped into
+    messages of at most ``limit`` bytes: each as ``(name, n, message)`` — the
+    channel's name as a message writes it (a JSON string, ASCII), ``n`` as given,
+    and the number of its message (0, 1, …) — in order, and how many were left out.
+
+    Each channel is given room for the longest seq (``MAX_SEQ``'s digits), so a
+    message written as :func:`encode` writes one — ``[name,seq,name,seq]`` —
+    fits ``limit`` whatever the seqs. A channel is left out as :func:`encode`
+    leaves it out: it is not text, or it alone overflows ``limit``.
+    """
+    packed: list[tuple[str, int, int]] = []
+    left_out = 0
+    message = 0
+    size = 1  # as in encode: "[" and each part with the "," or "]" after it
+    for channel, n in channels:
+        name = _name(channel) if type(channel) is str else None
+        cost = 0 if name is None else len(name) + 1 + _SEQ_DIGITS + 1
+        if name is None or 1 + cost > limit:
+            left_out += 1
+            continue
+        if size + cost > limit:
+            message, size = message + 1, 1
+        packed.append((name.decode("ascii"), n, message))
+        size += cost
+    return packed, left_out
+
+
 def decode(message: bytes | str) -> list[tuple[str, int]] | None:
     """The pairs of one message, or None if it is not a message of this format."""
     if len(message) > MAX_MESSAGE:
@@ -111,4 +144,4 @@ def decode(message: bytes | str) -> list[tuple[str, int]] | None:
     return pairs if told else None
 
 
-__all__ = ["MAX_MESSAGE", "MAX_SEQ", "decode", "encode"]
+__all__ = ["MAX_MESSAGE", "MAX_SEQ", "decode", "encode", "pack"]

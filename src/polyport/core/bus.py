@@ -4,10 +4,14 @@ Several nodes on one engine append to one log; each node's subscribers must
 also get the events the others appended. The log is the truth — every event is
 read from it, in log order — and the bus is only the wake-up call: after a
 node's events are durable it *announces* ``(channel, seq)`` pairs, and every
-other node, *told* of them, reads the log past what it has delivered. A bus
-may lose or repeat an announcement (Redis pub/sub, PostgreSQL NOTIFY and NATS
-core subjects are all at-most-once): a node also reads the log at an interval,
-so a lost announcement only delays delivery. Nothing is lost through the bus.
+other node, *told* of them, reads the log past what it has delivered. Where
+the log's own commit can carry the announcement (PostgreSQL's ``NOTIFY``,
+delivered on commit only), the log announces its appends itself and the node
+does not (:attr:`~polyport.core.eventlog.EventLog.announces_appends`): the
+bus then only listens. A bus may lose or repeat an announcement (Redis
+pub/sub, PostgreSQL NOTIFY and NATS core subjects are all at-most-once): a
+node also reads the log at an interval, so a lost announcement only delays
+delivery. Nothing is lost through the bus.
 
 A node alone on its log needs no bus: the hub hands its own events to its
 subscribers directly.

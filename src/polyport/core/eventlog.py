@@ -92,6 +92,19 @@ class EventLog(Protocol):
         """
         ...
 
+    @property
+    def announces_appends(self) -> bool:
+        """Whether each append announces its events on the engine's bus itself, in the
+        transaction that stores them, so the hub announces nothing of its own.
+
+        True on PostgreSQL, whose ``NOTIFY`` is delivered on commit only: one commit
+        stores and announces, and an append that is rolled back announces nothing.
+        False for every other log (memory, SQLite, Redis, NATS): the hub announces
+        each append's events on the bus once they are durable (see
+        :mod:`polyport.core.tail`).
+        """
+        ...
+
     async def durable(self) -> None:
         """Return once every event appended so far is durable.
 

@@ -13,7 +13,11 @@ through a :class:`Tail`:
 * anything else — a gap before them, another node's announcement on the bus,
   or the poll interval passing — wakes one reader task, which reads the log
   after ``delivered`` for the patterns this node's subscribers want and hands
-  those over in order.
+  those over in order;
+* the node's own durable events are announced on the bus for the other nodes
+  — by the hub, once durable, or by the log itself where its commit carries
+  the announcement (:attr:`~polyport.core.eventlog.EventLog.announces_appends`:
+  PostgreSQL's ``NOTIFY``, sent in the append's own transaction).
 
 Every event comes from the log (or is an event this node just made durable in
 it), so the bus may lose announcements without losing events; a lost one only
@@ -58,6 +62,8 @@ class Tail:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
+        #: PostgreSQL's log announces each append in the transaction that stores it.
+        self._announced_by_log = hub.log.announces_appends
 
     async def start(self) -> None:
         """Start after the log is open: deliver what is appended from now on."""
@@ -79,14 +85,16 @@ class Tail:
         await self._bus.close()
 
     def local(self, events: Sequence[Event]) -> None:
-        """This node's events, durable in the log: hand them over, or have them read."""
+        """This node's events, durable in the log: hand them over, or have them read,
+        and announce them to the other nodes unless the log's commit already did."""
         if not events:
             return
         if events[0].seq == self.delivered + 1:
             self._hand_over(events)
         else:
             self._wake.set()
-        self._bus.announce(_grown(events))
+        if not self._announced_by_log:
+            self._bus.announce(_grown(events))
 
     def _told(self, grown: Announcement) -> None:
         if any(seq > self.delivered for _, seq in grown):

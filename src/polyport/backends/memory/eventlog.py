@@ -69,6 +69,9 @@ class MemoryEventLog:
     async def close(self) -> None:
         return None
 
+    #: No bus of its own: the hub announces what it appends (see EventLog.announces_appends).
+    announces_appends = False
+
     def settled(self) -> bool:
         """Always: an append is as durable as this log gets when it returns."""
         return True

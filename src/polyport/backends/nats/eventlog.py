@@ -281,6 +281,9 @@ class NatsEventLog:
                 await self._trim_count(tail)
         return events
 
+    #: The hub announces what it appends, on the bus's core subject.
+    announces_appends = False
+
     def settled(self) -> bool:
         """Always: an append returns once the engine has acknowledged it."""
         return True

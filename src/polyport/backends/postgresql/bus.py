@@ -5,21 +5,32 @@ too long for that is shortened and given a hash, as a channel name has at most
 63 bytes), so logs in different schemas never hear each other, and
 notifications never cross databases.
 
-**Two connections of its own, outside the pool.** A listening session must
-stay idle outside any transaction to receive (PostgreSQL delivers a
-notification between transactions), and the pool lends its connections for
-one statement at a time — so the bus listens on a dedicated connection, and
-notifies on a second one, in autocommit, with ``synchronous_commit=off``: a
-transaction that only notifies needs no WAL flush before it is delivered (the
-events it announces were flushed by their own commit), and a lost
-notification only waits for the tail's next read. A send is one statement,
-``pg_notify`` over an array of messages, so several messages leave in one
-transaction, in order.
+**What announces appends is the log, not this bus.** Nodes of one cluster
+share the log and the bus in one database, so each append notifies on this
+channel itself, in its own transaction (see
+:mod:`~polyport.backends.postgresql.eventlog`): one commit stores and
+announces, and nothing is announced that is not committed. The hub announces
+nothing on this bus then
+(:attr:`~polyport.core.eventlog.EventLog.announces_appends`); the bus listens
+for the other nodes' commits. :meth:`PostgresBus.announce` still sends, for a
+caller that announces anything else.
+
+**Connections of its own, outside the pool.** A listening session must stay
+idle outside any transaction to receive (PostgreSQL delivers a notification
+between transactions), and the pool lends its connections for one statement
+at a time — so the bus listens on a dedicated connection. What
+:meth:`PostgresBus.announce` sends goes on a second one, in autocommit, with
+``synchronous_commit=off``: a transaction that only notifies needs no WAL
+flush before it is delivered (the events it announces were flushed by their
+own commit), and a lost notification only waits for the tail's next read. A
+send is one statement, ``pg_notify`` over an array of messages, so several
+messages leave in one transaction, in order.
 
 **Payloads** are shorter than 8000 bytes (``NOTIFY``'s limit with the default
-8 kB block size); more pairs go as more messages. They are ASCII text, valid
-in any server encoding. PostgreSQL drops a notification that repeats one of
-the same transaction; a message never repeats another of its send.
+8 kB block size), the log's as this bus's; more pairs go as more messages.
+They are ASCII text, valid in any server encoding. PostgreSQL drops a
+notification that repeats one of the same transaction; a message never
+repeats another of its send.
 
 **Liveness.** A listener that has heard nothing for ``heartbeat`` seconds
 runs ``SELECT 1``, and one that gets no answer in as long again takes the

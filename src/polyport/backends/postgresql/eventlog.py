@@ -44,6 +44,29 @@ fails (database gone, statement timeout) fails its appends with
 commit itself the batch may have been stored, and a caller that publishes it
 again stores it twice (at least once, never silently lost).
 
+**Announcing.** Each append batch also tells the other nodes, in the same
+statement and so in its own transaction: ``pg_notify`` on the channel of the
+schema's bus (:class:`~polyport.backends.postgresql.bus.PostgresBus` listens
+there), one message per 8000 bytes, each channel the batch grew with the seq
+of its newest event, as the bus would have written it (the messages are laid
+out before the statement, with room for any seq — see
+:func:`~polyport.backends.announcements.pack` — and the statement writes the
+seqs in). PostgreSQL delivers a notification when its transaction commits,
+and never one of a transaction rolled back, so one commit both stores and
+announces: no listener hears of an event that is not committed, nor of an
+append that failed, and announcements arrive in commit order, which is seq
+order. The hub therefore announces nothing of its own
+(:attr:`PostgresEventLog.announces_appends`), which saves each batch the
+round trip and the commit of a second transaction. What it costs: a few
+microseconds under the head row's lock to write the messages, and a commit
+that notifies takes PostgreSQL's one lock for queueing notifications, held
+until the commit is flushed — the cluster's appends are serialised already,
+but other notifying transactions on the same server wait for them. Should the
+notification queue be full (a listener somewhere on the server that reads no
+more holds it back, and PostgreSQL refuses the commit), the batch is written
+again without announcing, and for a minute appends go unannounced: other
+nodes find them at their next read of the log.
+
 **Bounded history.** A channel's events are always the offsets after its
 ``trimmed_offset``. An append that leaves a channel over its bound (plus a
 tenth of slack, so this happens once per many appends) trims it to its newest
@@ -63,6 +86,8 @@ from typing import Any
 
 import psycopg
 
+from polyport.backends.announcements import pack
+from polyport.backends.postgresql.bus import PostgresBus, channel_name
 from polyport.backends.postgresql.db import PostgresDatabase, unavailable
 from polyport.backends.postgresql.schema import EVENTLOG_DDL
 from polyport.core.errors import Unavailable
@@ -80,6 +105,8 @@ _GONE = (
 
 #: Items written by one call of the append function, at most.
 BATCH_MAX = 1000
+#: Seconds appends go unannounced after PostgreSQL's NOTIFY queue was full.
+QUIET_AFTER_FULL = 60.0
 #: Up to this many matching channels, a read walks each channel's index; past
 #: it, the log in seq order (each channel's next events vs. one ordered scan).
 _FEW_CHANNELS = 64
@@ -150,6 +177,28 @@ SELECT out_seq, out_offset, out_epoch FROM {schema}.eventlog_append(
     %s::text[], %s::text[], %s::bytea[], %s::double precision[], %s::bigint, %s::bigint)
 """
 
+# The append that announces itself: the same call, and in the same statement (so in
+# its transaction: NOTIFY is delivered on commit only) a pg_notify per bus message.
+# Each message is the channels of its number, each followed by the seq of its newest
+# item in the batch (its position, counted from 1), as announcements.encode writes it.
+_APPEND_ANNOUNCED = """
+WITH appended AS MATERIALIZED (
+    SELECT a.out_seq, a.out_offset, a.out_epoch, a.i FROM {schema}.eventlog_append(
+        %s::text[], %s::text[], %s::bytea[], %s::double precision[], %s::bigint, %s::bigint)
+        WITH ORDINALITY AS a(out_seq, out_offset, out_epoch, i)
+), told AS (
+    SELECT count(pg_notify(%s::text, m.body)) FROM (
+        SELECT '[' || string_agg(n.name || ',' || appended.out_seq, ',' ORDER BY n.k) || ']'
+        FROM unnest(%s::text[], %s::bigint[], %s::integer[])
+             WITH ORDINALITY AS n(name, newest, message, k)
+        JOIN appended ON appended.i = n.newest
+        GROUP BY n.message ORDER BY n.message
+    ) AS m(body)
+)
+SELECT appended.out_seq, appended.out_offset, appended.out_epoch
+FROM appended CROSS JOIN told ORDER BY appended.i
+"""
+
 # One channel per statement: a trim locks one channel row (see eventlog_trim).
 _TRIM = "SELECT {schema}.eventlog_trim(%s::text, %s::bigint)"
 
@@ -208,6 +257,11 @@ class PostgresEventLog:
         self._writer: asyncio.Task[None] | None = None
         schema = self.db.schema
         self._append_sql = _APPEND.replace("{schema}", schema)
+        self._append_announced_sql = _APPEND_ANNOUNCED.replace("{schema}", schema)
+        #: Where the bus of this schema listens (see announces_appends).
+        self._bus_channel = channel_name(schema)
+        #: When appends announce themselves again after the NOTIFY queue was full (loop time).
+        self._quiet_until = 0.0
         self._trim_sql = _TRIM.replace("{schema}", schema)
         self._expired_sql = _EXPIRED.replace("{schema}", schema)
         self._resolve_sql = _RESOLVE.replace("{schema}", schema)
@@ -276,6 +330,10 @@ class PostgresEventLog:
             return []
         return await self._submit(items, time)
 
+    #: Each append notifies the bus of its schema in its own transaction (see the
+    #: module docstring): one commit stores and announces.
+    announces_appends = True
+
     def settled(self) -> bool:
         """Always: an append returns once the engine has acknowledged it."""
         return True
@@ -336,10 +394,10 @@ class PostgresEventLog:
         params = [channels, types, data, times, self.history.max_events, self._bound]
         try:
             try:
-                rows = await self._run("appending events", self._append_sql, params)
+                rows = await self._append(params)
             except _GONE as exc:  # the function failed before it began: nothing was stored
                 await self._recreate(exc)
-                rows = await self._run("appending events", self._append_sql, params)
+                rows = await self._append(params)
         except Exception as exc:
             if isinstance(exc, Unavailable):
                 error: Exception = exc
@@ -362,6 +420,47 @@ class PostgresEventLog:
             start = end
             if not request.done.done():
                 request.done.set_result(events)
+
+    async def _append(self, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run the append statement: the one that announces, unless announcing failed lately."""
+        if asyncio.get_running_loop().time() < self._quiet_until:
+            return await self._run("appending events", self._append_sql, params)
+        announced = params + self._announcement(params[0])
+        async with self.db.connection("appending events") as conn:
+            try:
+                cursor = await conn.execute(self._append_announced_sql, announced, binary=True)
+            except psycopg.errors.ProgramLimitExceeded as exc:
+                # Nothing was stored. The NOTIFY queue may be full (a listener somewhere on
+                # the server reads no more and holds it back): an append must not fail for
+                # want of an announcement. Stored without one, the events reach the other
+                # nodes at their next read of the log. Should the same error come back, it
+                # was not the announcing, and the append fails with it.
+                cursor = await conn.execute(self._append_sql, params, binary=True)
+                self._quiet_until = asyncio.get_running_loop().time() + QUIET_AFTER_FULL
+                log.warning(
+                    "appending events in schema %s could not announce them (%s); appending "
+                    "without announcing for %g s: other nodes find new events at their "
+                    "next read of the log",
+                    self.db.schema,
+                    exc,
+                    QUIET_AFTER_FULL,
+                )
+            return await cursor.fetchall()
+
+    def _announcement(self, channels: list[str]) -> list[Any]:
+        """What the statement announces a batch with, once it knows the seqs: the bus's
+        channel, and each channel's name, newest position in the batch and message."""
+        newest: dict[str, int] = {}
+        for position, channel in enumerate(channels, 1):
+            newest[channel] = position
+        # A channel name (255 characters at most) always fits: none is left out.
+        packed, _ = pack(newest.items(), PostgresBus.frame_limit)
+        return [
+            self._bus_channel,
+            [name for name, _, _ in packed],
+            [position for _, position, _ in packed],
+            [message for _, _, message in packed],
+        ]
 
     # -- reading --------------------------------------------------------------
 

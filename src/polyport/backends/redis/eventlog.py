@@ -315,6 +315,9 @@ class RedisEventLog:
             rows += (number, type, stamp, data)
         return [self.history.max_events, self._slack, len(index), *index, *rows]
 
+    #: The hub announces what it appends, on the bus's pub/sub channel.
+    announces_appends = False
+
     def settled(self) -> bool:
         """Always: an append returns once the engine has acknowledged it."""
         return True

@@ -193,6 +193,9 @@ class SqliteEventLog:
         """Each item appended in turn: the rows already go in together (see :meth:`append`)."""
         return [await self.append(channel, type, data, time) for channel, type, data in items]
 
+    #: No bus of its own: the hub announces what it appends (see EventLog.announces_appends).
+    announces_appends = False
+
     def settled(self) -> bool:
         """Nothing appended is waiting for its group's commit."""
         done = self._last_done
