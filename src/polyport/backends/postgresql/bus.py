@@ -19,12 +19,13 @@ caller that announces anything else.
 idle outside any transaction to receive (PostgreSQL delivers a notification
 between transactions), and the pool lends its connections for one statement
 at a time — so the bus listens on a dedicated connection. What
-:meth:`PostgresBus.announce` sends goes on a second one, in autocommit, with
-``synchronous_commit=off``: a transaction that only notifies needs no WAL
-flush before it is delivered (the events it announces were flushed by their
-own commit), and a lost notification only waits for the tail's next read. A
-send is one statement, ``pg_notify`` over an array of messages, so several
-messages leave in one transaction, in order.
+:meth:`PostgresBus.announce` sends goes on a second one, made at the first
+send (so never on a node), in autocommit, with ``synchronous_commit=off``: a
+transaction that only notifies needs no WAL flush before it is delivered (the
+events it announces were flushed by their own commit), and a lost
+notification only waits for the tail's next read. A send is one statement,
+``pg_notify`` over an array of messages, so several messages leave in one
+transaction, in order.
 
 **Payloads** are shorter than 8000 bytes (``NOTIFY``'s limit with the default
 8 kB block size), the log's as this bus's; more pairs go as more messages.
@@ -99,9 +100,10 @@ class PostgresBus(EngineBus):
         )
 
     async def _connect(self) -> None:
+        # The notifier connects at the first send: a node's appends announce themselves,
+        # so on a node it never does.
         try:
             await self._subscribe()
-            self._notifier = await self._notifier_connection()
         except psycopg.OperationalError as exc:
             raise unavailable("connecting the bus", exc) from exc
 
