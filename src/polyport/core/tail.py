@@ -14,9 +14,9 @@ through a :class:`Tail`:
   or the poll interval passing — wakes one reader task, which reads the log
   after ``delivered`` for the patterns this node's subscribers want and hands
   those over in order;
-* the node's own durable events are announced on the bus for the other nodes
-  — by the hub, once durable, or by the log itself where its commit carries
-  the announcement (:attr:`~polyport.core.eventlog.EventLog.announces_appends`:
+* the node's own durable events are announced on the bus for the other nodes:
+  here, once durable, or by the log itself where its commit carries the
+  announcement (:attr:`~polyport.core.eventlog.EventLog.announces_appends`:
   PostgreSQL's ``NOTIFY``, sent in the append's own transaction).
 
 Every event comes from the log (or is an event this node just made durable in
