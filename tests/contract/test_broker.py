@@ -44,3 +44,32 @@ class TestSqliteWorkQueueBroker(BrokerContract):
             return WorkQueueBroker(SqliteWorkQueue(db), kind="sqlite", poll_interval=0.2)
 
         return make
+
+
+async def test_ids_and_keys_the_work_queue_would_refuse_go_through_as_digests() -> None:
+    """The broker takes any id or key without control characters; the work queue only
+    printable ones: others are stored under a digest and come back as they were sent."""
+    from polyport.core.broker import OutgoingMessage, QueueOptions
+
+    broker = WorkQueueBroker(MemoryWorkQueue(), kind="memory", poll_interval=0.05)
+    await broker.open()
+    await broker.declare(QueueOptions("q"))
+    odd = "Ⱦ\U000ca2c5j"  # an unassigned code point: not printable for Python
+    tilde = "~not-a-digest"
+    sent = await broker.send(
+        "q",
+        [
+            OutgoingMessage(odd, b"{}", key=odd),
+            OutgoingMessage(tilde, b"{}"),
+            OutgoingMessage(odd, b"{}"),
+        ],
+    )
+    assert sent == [True, True, False]
+    got = await broker.receive("q", limit=5, lease=30, wait=1)
+    assert sorted(d.id for d in got) == sorted([odd, tilde])
+    held = next(d for d in got if d.id == odd)
+    assert held.key == odd
+    await broker.dead_letter(held, error="x")
+    assert [m.id for m in await broker.dead("q")] == [odd]
+    assert await broker.redrive("q", [odd]) == 1
+    await broker.close()

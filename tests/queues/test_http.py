@@ -235,3 +235,19 @@ def test_a_requests_trace_goes_on_with_its_message(served: Any) -> None:
     wait_until(lambda: handled)
     version, trace_id, span, flags = handled[-1].headers["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", trace, "01") and span != "00f067aa0ba902b7"
+
+
+def test_a_consumers_service_error_reaches_the_caller_as_it_is() -> None:
+    """NotFound raised by the consumer is the caller's 404, as a method's would be."""
+    svc = Service("lookup")
+    finds = svc.queue("finds", Order, public=True)
+
+    @finds.consumer(max_attempts=1)
+    async def find(order: Order) -> Order:
+        from polyport.core.errors import NotFound
+
+        raise NotFound(f"no order {order.order}")
+
+    with serve_in_thread(svc, Settings(dev=True, database=":memory:")) as node:
+        answer = httpx.post(f"{node.url}/v1/queues/finds/call", json={"order": 8}, timeout=10)
+    assert answer.status_code == 404 and answer.json()["detail"] == "no order 8"

@@ -49,6 +49,7 @@ propagate as :class:`~polyport.core.errors.Unavailable`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +58,10 @@ from polyport.core.errors import InvalidArgument
 
 #: The longest queue name, message id and ordering key.
 MAX_NAME = 200
+#: What a message id or ordering key may be: 1-200 characters, none of them a control
+#: character (C0, DEL, C1). As a JSON Schema pattern, so documents say exactly this.
+NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,200}$"
+_NAME = re.compile("[^\x00-\x1f\x7f-\x9f]{1,200}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,16 +229,18 @@ class Broker(Protocol):
 
 
 def check_name(what: str, name: str) -> None:
-    """Refuse an empty or overlong name, id or key, or one with control characters."""
-    if not name or len(name) > MAX_NAME or not name.isprintable():
+    """Refuse an empty or overlong id or key, or one with a control character."""
+    if _NAME.fullmatch(name) is None:
         raise InvalidArgument(
-            f"a message {what} must be 1-{MAX_NAME} printable characters, not {name[:40]!r}",
-            details=[{"field": what, "message": f"1-{MAX_NAME} printable characters"}],
+            f"a message {what} must be 1-{MAX_NAME} characters without control characters, "
+            f"not {name[:40]!r}",
+            details=[{"field": what, "message": f"1-{MAX_NAME} characters, no control ones"}],
         )
 
 
 __all__ = [
     "MAX_NAME",
+    "NAME_PATTERN",
     "Broker",
     "Delivery",
     "OutgoingMessage",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,17 +48,18 @@ _PAGE = 200
 
 
 def encode(message: OutgoingMessage) -> bytes:
-    """A message as a work item's payload: headers and key as JSON, length first, then the body."""
-    meta = orjson.dumps({"headers": dict(message.headers), "key": message.key})
+    """A message as a work item's payload: its id, headers and key as JSON, length first,
+    then the body."""
+    meta = orjson.dumps({"id": message.id, "headers": dict(message.headers), "key": message.key})
     return _META_LENGTH.pack(len(meta)) + meta + message.body
 
 
-def decode(payload: bytes) -> tuple[Mapping[str, str], str | None, bytes]:
-    """``(headers, key, body)`` of a payload made by :func:`encode`."""
+def decode(payload: bytes) -> tuple[str | None, Mapping[str, str], str | None, bytes]:
+    """``(id, headers, key, body)`` of a payload made by :func:`encode`."""
     (length,) = _META_LENGTH.unpack_from(payload)
     start = _META_LENGTH.size
     meta = orjson.loads(payload[start : start + length])
-    return meta["headers"], meta["key"], payload[start + length :]
+    return meta.get("id"), meta["headers"], meta["key"], payload[start + length :]
 
 
 class WorkQueueBroker:
@@ -99,7 +101,12 @@ class WorkQueueBroker:
         for message in messages:
             due = now + message.delay if message.delay > 0 else None
             added = await self.work_queue.enqueue(
-                name, message.id, encode(message), now=now, due=due, group=message.key
+                name,
+                _token(message.id),
+                encode(message),
+                now=now,
+                due=due,
+                group=_group(message.key),
             )
             stored.append(added)
         if any(stored):
@@ -180,9 +187,9 @@ class WorkQueueBroker:
         count = 0
         if ids is not None:
             for id_ in ids:
-                item = await self.work_queue.get(name, id_)
+                item = await self.work_queue.get(name, _token(id_))
                 if item is not None and item.status == "dead":
-                    count += await self.work_queue.redrive(name, id_, now=now)
+                    count += await self.work_queue.redrive(name, item.key, now=now)
         else:
             # Newest first by seq; a redriven item leaves the dead ones, so each page
             # starts after the last one read, not over again.
@@ -225,11 +232,26 @@ class WorkQueueBroker:
             changed.set()
 
 
+def _group(key: str | None) -> str | None:
+    """The work queue's group of an ordering key: the key itself when the work queue
+    takes it as a name, else a digest of it (``~`` and 64 hex digits)."""
+    return None if key is None else _token(key)
+
+
+def _token(text: str) -> str:
+    """``text`` as a work queue name or key: itself when it is printable and not shaped
+    like a digest, else ``~`` and its SHA-256 (the broker takes any character but
+    control ones; the work queue only printable ones). One text, one token."""
+    if text.isprintable() and not text.startswith("~"):
+        return text
+    return "~" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _delivery(queue: str, item: WorkItem) -> Delivery:
-    headers, key, body = decode(item.payload)
+    id_, headers, key, body = decode(item.payload)
     return Delivery(
         queue=queue,
-        id=item.key,
+        id=id_ or item.key,
         body=body,
         headers=headers,
         key=key,
@@ -249,11 +271,11 @@ def _held(delivery: Delivery) -> WorkItem:
 
 
 def _listed(queue: str, item: WorkItem) -> QueuedMessage:
-    headers, key, body = decode(item.payload)
+    id_, headers, key, body = decode(item.payload)
     state = {"pending": "waiting", "running": "in_flight"}.get(item.status, item.status)
     return QueuedMessage(
         queue=queue,
-        id=item.key,
+        id=id_ or item.key,
         body=body,
         headers=headers,
         key=key,

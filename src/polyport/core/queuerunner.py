@@ -50,12 +50,16 @@ from polyport.core.config import QueuesConfig
 from polyport.core.context import Context, Principal
 from polyport.core.dispatch import validation_details
 from polyport.core.errors import (
+    Conflict,
     ContractError,
     DeadlineExceeded,
     Internal,
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
 )
 from polyport.core.hub import EventHub, settle_published
 from polyport.core.logs import Outage
@@ -70,6 +74,16 @@ log = logging.getLogger("polyport.queues")
 EDGE = "queues"
 #: The longest delay a message may be sent with, in seconds.
 MAX_DELAY = 30 * 86400.0
+#: Errors a consumer raises that a call's caller gets as they are (as from a method).
+RELAYED: tuple[type[ServiceError], ...] = (
+    InvalidArgument,
+    NotFound,
+    Conflict,
+    PermissionDenied,
+    DeadlineExceeded,
+    Unavailable,
+)
+RELAYED_BY_CODE = {cls.code: cls for cls in RELAYED}
 #: The longest a call waits for its reply, in seconds.
 MAX_CALL_TIMEOUT = 3600.0
 #: How often a node forgets the ids of messages older than their queue's dedup window.
@@ -386,7 +400,10 @@ class QueueRunner:
             self._waiting.pop(correlation, None)
         if reply.headers.get("status") == "error":
             failure = orjson.loads(reply.body)
-            raise Internal(f"the consumer failed for good: {failure['message']}")
+            relayed = RELAYED_BY_CODE.get(failure.get("code"))
+            if relayed is not None:
+                raise relayed(failure.get("message"))
+            raise Internal(f"the consumer failed for good: {failure.get('message')}")
         return binding.reply_adapter.validate_json(reply.body)
 
     async def reply(self, binding: QueueBinding, delivery: Delivery, result: Any) -> None:
@@ -396,13 +413,20 @@ class QueueRunner:
         body = binding.reply_adapter.dump_json(result, by_alias=True)
         await self._send_reply(binding, delivery, body, "ok")
 
-    async def reply_failure(self, binding: QueueBinding, delivery: Delivery) -> None:
-        """Tell the caller its request failed for good: where to look, not the error itself
-        (the handler's exception may say more than a caller should read; the dead letter
-        keeps it for the operators)."""
-        message = f"dead letter {delivery.id} of queue {binding.name}"
-        body = orjson.dumps({"code": "INTERNAL", "message": message})
-        await self._send_reply(binding, delivery, body, "error")
+    async def reply_failure(
+        self, binding: QueueBinding, delivery: Delivery, exc: BaseException
+    ) -> None:
+        """Tell the caller its request failed for good. A :class:`ServiceError` the
+        handler raised (``NotFound``, ``Conflict``…) is the caller's business and goes as
+        it is, as a method's would; anything else says only where to look — the dead
+        letter keeps the error for the operators."""
+        relayed = next((cls for cls in RELAYED if isinstance(exc, cls)), None)
+        if relayed is not None and isinstance(exc, ServiceError):
+            failure = {"code": relayed.code, "message": exc.message}
+        else:
+            message = f"dead letter {delivery.id} of queue {binding.name}"
+            failure = {"code": "INTERNAL", "message": message}
+        await self._send_reply(binding, delivery, orjson.dumps(failure), "error")
 
     async def _send_reply(
         self, binding: QueueBinding, delivery: Delivery, body: bytes, status: str
@@ -699,7 +723,7 @@ class ConsumerWorker:
             )
             await self._settle(self.broker.dead_letter(delivery, error=error), delivery, "dead")
             with contextlib.suppress(Exception):  # the caller's timeout covers a lost one
-                await self.runner.reply_failure(self.binding, delivery)
+                await self.runner.reply_failure(self.binding, delivery, exc)
             return
         delay = consumer.backoff.delay(delivery.attempt)
         log.warning(

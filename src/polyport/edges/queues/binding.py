@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from polyport.core.broker import QueuedMessage, QueueStats
+from polyport.core.broker import QueuedMessage, QueueStats, check_name
 from polyport.core.errors import InvalidArgument
 from polyport.core.queuerunner import (
     EDGE,
@@ -227,12 +227,14 @@ class QueuesEdge(HttpEdge, ChannelEdge):
                 if (
                     not isinstance(raw, list)
                     or not 1 <= len(raw) <= 1000
-                    or not all(isinstance(i, str) and 0 < len(i) <= 200 for i in raw)
+                    or not all(isinstance(i, str) for i in raw)
                 ):
                     raise InvalidArgument(
                         'the body is {"ids": [...]}: 1 to 1000 message ids (or no body: all)',
                         details=[{"field": "ids", "message": "1-1000 strings"}],
                     )
+                for id_ in raw:
+                    check_name("id", id_)
                 ids = raw
             count = await self.runner.redrive(name, ids)
             return Response(200, orjson.dumps({"redriven": count}), headers=[NO_STORE])

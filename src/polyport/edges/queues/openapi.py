@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from polyport.core.broker import NAME_PATTERN
 from polyport.core.queuerunner import MAX_DELAY
 
 if TYPE_CHECKING:
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from polyport.http.asyncapi import AsyncApiDocument
     from polyport.http.openapi import OpenApiDocument
 
+#: A message id or ordering key, as the broker port accepts it.
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": NAME_PATTERN,
+}
 STATS: dict[str, Any] = {
     "waiting": {"type": "integer", "minimum": 0, "description": "Ready or delayed"},
     "in_flight": {"type": "integer", "minimum": 0, "description": "Received, not settled"},
@@ -126,14 +134,14 @@ def describe(edge: QueuesEdge, doc: OpenApiDocument) -> None:
                         "in": "header",
                         "required": False,
                         "description": "The message id (default: a new one)",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": NAME_SCHEMA,
                     },
                     {
                         "name": "key",
                         "in": "query",
                         "required": False,
                         "description": "Ordering key: one at a time per key, in order",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": NAME_SCHEMA,
                     },
                     {
                         "name": "delay",
@@ -187,14 +195,14 @@ def describe(edge: QueuesEdge, doc: OpenApiDocument) -> None:
                         "in": "query",
                         "required": False,
                         "description": "Seconds to wait for the reply (default 30)",
-                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                        "schema": {"type": "number", "minimum": 0.001, "maximum": 3600},
                     },
                     {
                         "name": "key",
                         "in": "query",
                         "required": False,
                         "description": "Ordering key",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": NAME_SCHEMA,
                     },
                 ],
                 "requestBody": {
@@ -310,7 +318,7 @@ def describe(edge: QueuesEdge, doc: OpenApiDocument) -> None:
                             "properties": {
                                 "ids": {
                                     "type": "array",
-                                    "items": {"type": "string", "maxLength": 200},
+                                    "items": NAME_SCHEMA,
                                     "minItems": 1,
                                     "maxItems": 1000,
                                 }
@@ -330,7 +338,7 @@ def describe(edge: QueuesEdge, doc: OpenApiDocument) -> None:
                             }
                         ),
                     },
-                    **doc.problems(),
+                    **doc.problems(400, 422),
                 },
             },
         )
