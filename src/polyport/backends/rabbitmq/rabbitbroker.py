@@ -1,0 +1,462 @@
+"""The RabbitMQ broker: sending, receiving under a lease, settling (see :mod:`.broker`).
+
+Unkeyed messages are received from the queue itself by a consumer that
+exists only while :meth:`RabbitBroker.receive` waits — with a prefetch of
+the ``limit`` asked for, cancelled before it returns — so a node holds
+exactly what its consumers asked for and other nodes receive the rest at
+once. Keyed messages come from the partitions (:mod:`.partitions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from polyport.backends.rabbitmq import operations, topology, wire
+from polyport.backends.rabbitmq.connection import AmqpConnection, amqp_errors, unavailable
+from polyport.backends.rabbitmq.held import Held, held_of
+from polyport.backends.rabbitmq.idlog import IdLog
+from polyport.backends.rabbitmq.layout import Layout, delay_key, partition_of, ticks
+from polyport.backends.rabbitmq.partitions import Partitions
+from polyport.core.broker import (
+    Delivery,
+    OutgoingMessage,
+    QueuedMessage,
+    QueueOptions,
+    QueueStats,
+)
+from polyport.core.errors import NotFound
+
+if TYPE_CHECKING:
+    from aiormq.abc import DeliveredMessage
+
+log = logging.getLogger("polyport.backends.rabbitmq")
+
+#: The first RabbitMQ whose quorum queues have message TTLs and at-least-once dead-lettering.
+QUORUM_SINCE = (3, 10)
+#: The first RabbitMQ with streams (the shared id log).
+STREAMS_SINCE = (3, 9)
+
+
+@dataclass(eq=False)
+class QueueState:
+    """One declared queue as this node uses it."""
+
+    options: QueueOptions
+    layout: Layout
+    ids: IdLog
+    partitions: Partitions
+    #: Unkeyed deliveries this node holds (keyed ones are in ``partitions``).
+    held: set[Held] = field(default_factory=set)
+    #: Unkeyed deliveries received by a receive that was cancelled, for the next one.
+    spare: list[DeliveredMessage] = field(default_factory=list)
+    #: Set when this node sent or settled something a waiting receive may take now.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RabbitBroker:
+    """A :class:`~polyport.core.broker.Broker` on RabbitMQ (aio-pika), shared by every node
+    that connects with the same prefix."""
+
+    kind = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "polyport",
+        partitions: int = 8,
+        queue_type: str | None = None,
+        owner: str = "polyport",
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.partitions = partitions
+        self.queue_type = queue_type
+        self.poll_interval = poll_interval
+        self.connection = AmqpConnection(url, name=f"polyport {owner}")
+        self.connection.on_lost.append(self._lost)
+        self.connection.on_restored.append(self._restore)
+        self.classic = queue_type == "classic"
+        self.streams = True
+        self.queues: dict[str, QueueState] = {}
+        self._consuming = asyncio.Lock()
+        self._prefetch = 0
+        self._leases: asyncio.Task[None] | None = None
+        self._lease_changed = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.connection.open()
+        version = self.connection.version
+        if self.queue_type is None:
+            self.classic = version < QUORUM_SINCE
+        self.streams = version >= STREAMS_SINCE
+        if not self.streams:
+            log.warning(
+                "RabbitMQ %s has no streams: message ids are deduplicated per node", version
+            )
+        self._leases = asyncio.get_running_loop().create_task(
+            self._expire_leases(), name="polyport-rabbitmq-leases"
+        )
+
+    async def close(self) -> None:
+        if self._leases is not None:
+            self._leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leases
+            self._leases = None
+        for state in self.queues.values():
+            await state.ids.stop()
+        await self.connection.close()
+
+    async def declare(self, queue: QueueOptions) -> None:
+        layout = Layout(self.prefix, queue.name, self.partitions)
+        ids = IdLog(self.connection, layout.ids, queue.dedup_window, shared=self.streams)
+        state = self.queues.get(queue.name)
+        if state is None:
+            partitions = Partitions(self.connection, layout, ids, classic=self.classic)
+            state = QueueState(queue, layout, ids, partitions)
+        await topology.declare(self.connection, layout, classic=self.classic)
+        await state.ids.declare()
+        self.queues[queue.name] = state
+        await state.ids.start()
+
+    def _lost(self) -> None:
+        for state in self.queues.values():
+            for held in state.held:
+                held.state = "lost"
+            state.held.clear()
+            state.spare.clear()
+            state.partitions.lost()
+
+    async def _restore(self) -> None:
+        for state in self.queues.values():
+            await topology.declare(self.connection, state.layout, classic=self.classic)
+            await state.ids.stop()
+            await state.ids.declare()
+            await state.ids.start()
+
+    def state(self, queue: str) -> QueueState:
+        try:
+            return self.queues[queue]
+        except KeyError:
+            raise NotFound(f"queue {queue!r} was not declared on this broker") from None
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        state = self.state(queue)
+        now = time.time()
+        stored: list[bool] = []
+        plans: list[tuple[OutgoingMessage, str, Any, str, str]] = []
+        try:
+            for message in messages:
+                send = uuid.uuid4().hex
+                if not state.ids.reserve(message.id, send, now):
+                    stored.append(False)
+                    continue
+                plans.append((message, send, *self._route(state, message, now, send)))
+                stored.append(True)
+            await asyncio.gather(
+                *(
+                    self.connection.publish(
+                        message.body, exchange=exchange, routing_key=key, properties=props
+                    )
+                    for message, _, props, exchange, key in plans
+                )
+            )
+        except BaseException:
+            for message, send, *_ in plans:
+                state.ids.forget(message.id, send)
+            raise
+        await state.ids.record([(message.id, send, now) for message, send, *_ in plans])
+        if any(message.key is not None for message, *_ in plans):
+            state.wake.set()
+        return stored
+
+    def _route(
+        self, state: QueueState, message: OutgoingMessage, now: float, send: str
+    ) -> tuple[Any, str, str]:
+        """(properties, exchange, routing key) a new message is published with."""
+        layout = state.layout
+        if message.key is not None:
+            n = partition_of(message.key, layout.partitions)
+            state.partitions.hint(n)
+            due = now + message.delay if message.delay > 0 else None
+            return wire.outgoing(message, now=now, send=send, due=due), "", layout.part(n)
+        props = wire.outgoing(message, now=now, send=send)
+        if ticks(message.delay):
+            return props, layout.delay_in, delay_key(ticks(message.delay))
+        return props, "", layout.main
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def receive(self, queue: str, *, limit: int, lease: float, wait: float) -> list[Delivery]:
+        state = self.state(queue)
+        deadline = time.monotonic() + wait
+        while True:
+            if not self.connection.alive:
+                raise unavailable("is not connected")
+            state.wake.clear()
+            got = await state.partitions.take(limit, lease, self.poll_interval)
+            room = limit - len(got)
+            left = deadline - time.monotonic()
+            if room > 0 and got:
+                got += await self._get(state, room, lease)
+            elif room > 0:
+                window = max(0.0, min(left, self.poll_interval))
+                got += await self._consume(state, room, lease, window)
+            if got or left <= 0:
+                for held in got:
+                    if held.source == "main":
+                        state.held.add(held)
+                self._lease_changed.set()
+                got.sort(key=lambda held: held.received.sent)
+                return [held.delivery() for held in got]
+
+    async def _consume(
+        self, state: QueueState, limit: int, lease: float, window: float
+    ) -> list[Held]:
+        """Unkeyed messages, from a consumer that lives ``window`` seconds at most."""
+        generation = self.connection.generation
+        if state.spare:
+            # Received by a receive that was cancelled: this node holds them already.
+            spare, state.spare = state.spare[:limit], state.spare[limit:]
+            return await self._held(state, spare, generation, lease)
+        arrived: list[DeliveredMessage] = []
+        first = asyncio.Event()
+
+        async def deliver(message: DeliveredMessage) -> None:
+            arrived.append(message)
+            first.set()
+
+        tag = f"polyport-{uuid.uuid4().hex}"
+        channel = self.connection.work
+        with amqp_errors(f"did not consume {state.layout.main}"):
+            async with self._consuming, asyncio.timeout(self.connection.timeout):
+                if self._prefetch != limit:
+                    await channel.basic_qos(prefetch_count=limit)
+                    self._prefetch = limit
+                await channel.basic_consume(state.layout.main, deliver, consumer_tag=tag)
+            try:
+                waits = [asyncio.ensure_future(e.wait()) for e in (first, state.wake)]
+                try:
+                    await asyncio.wait(waits, timeout=window, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+            finally:
+                try:
+                    if not channel.is_closed:
+                        async with asyncio.timeout(self.connection.timeout):
+                            await channel.basic_cancel(tag)
+                        # Deliveries sent before the cancel was answered run their callbacks.
+                        await asyncio.sleep(0)
+                finally:
+                    if sys.exc_info()[0] is not None:
+                        state.spare.extend(arrived)
+        return await self._held(state, arrived, generation, lease)
+
+    async def _get(self, state: QueueState, limit: int, lease: float) -> list[Held]:
+        """Unkeyed messages ready now, without waiting (``basic.get``)."""
+        from aiormq import spec
+
+        channel = self.connection.work
+        generation = self.connection.generation
+        arrived: list[DeliveredMessage] = []
+        with amqp_errors(f"did not read {state.layout.main}"):
+            while len(arrived) < limit:
+                async with asyncio.timeout(self.connection.timeout):
+                    message = await channel.basic_get(state.layout.main, no_ack=False)
+                if not isinstance(message.delivery, spec.Basic.GetOk):
+                    break
+                arrived.append(message)
+        return await self._held(state, arrived, generation, lease)
+
+    async def _held(
+        self,
+        state: QueueState,
+        arrived: list[DeliveredMessage],
+        generation: int,
+        lease: float,
+    ) -> list[Held]:
+        """Deliveries of the main queue as held, second copies of an id dropped."""
+        now = time.time()
+        got: list[Held] = []
+        for message in arrived:
+            if message.channel.is_closed:
+                continue  # the connection was lost since: RabbitMQ has it back
+            received = wire.read(message, classic=self.classic)
+            tag = getattr(message.delivery, "delivery_tag", 0) or 0
+            first_send = state.ids.first_send(received.id, now)
+            if received.send is not None and first_send not in (None, received.send):
+                log.info("queue %s: dropped a second copy of %s", state.layout.queue, received.id)
+                with amqp_errors("did not acknowledge"):
+                    await message.channel.basic_ack(tag)
+                continue
+            got.append(
+                Held(
+                    queue=state.layout.queue,
+                    source="main",
+                    generation=generation,
+                    channel=message.channel,
+                    tag=tag,
+                    message=message,
+                    received=received,
+                    attempt=1 + received.attempts + received.returns,
+                    lease_until=now + lease,
+                )
+            )
+        return got
+
+    async def extend(self, deliveries: Sequence[Delivery], lease: float) -> int:
+        until = time.time() + lease
+        count = 0
+        for delivery in deliveries:
+            held = held_of(delivery)
+            if held.state == "held" and held.generation == self.connection.generation:
+                held.lease_until = until
+                count += 1
+        return count
+
+    # -- settling -------------------------------------------------------------------------
+
+    async def ack(self, delivery: Delivery) -> bool:
+        return await self._settle(held_of(delivery), None, None)
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str) -> bool:
+        held = held_of(delivery)
+        r = held.received
+        count = ticks(delay)
+        if held.source == "key":
+            due = time.time() + delay if count else None
+            props = wire.copy(held.message, r, attempts=held.attempt, error=error, due=due)
+            assert held.partition is not None
+            return await held_state(self, held).partitions.settle(
+                held,
+                copy_to=held_state(self, held).layout.head(held.partition),
+                properties=props,
+                blocked_until=due,
+            )
+        layout = held_state(self, held).layout
+        props = wire.copy(held.message, r, attempts=held.attempt, error=error)
+        if count:
+            return await self._settle(held, (layout.delay_in, delay_key(count)), props)
+        return await self._settle(held, ("", layout.main), props)
+
+    async def release(self, delivery: Delivery) -> bool:
+        held = held_of(delivery)
+        props = wire.copy(held.message, held.received, attempts=held.attempt - 1)
+        layout = held_state(self, held).layout
+        if held.source == "key":
+            assert held.partition is not None
+            return await held_state(self, held).partitions.settle(
+                held, copy_to=layout.head(held.partition), properties=props
+            )
+        return await self._settle(held, ("", layout.main), props)
+
+    async def dead_letter(self, delivery: Delivery, *, error: str) -> bool:
+        held = held_of(delivery)
+        props = wire.copy(
+            held.message, held.received, attempts=held.attempt, error=error, died=time.time()
+        )
+        layout = held_state(self, held).layout
+        if held.source == "key":
+            return await held_state(self, held).partitions.settle(
+                held, copy_to=layout.dead, properties=props
+            )
+        return await self._settle(held, ("", layout.dead), props)
+
+    async def _settle(self, held: Held, target: tuple[str, str] | None, props: Any) -> bool:
+        """Acknowledge ``held`` after storing its copy in ``target`` (exchange, routing key)."""
+        state = held_state(self, held)
+        if held.source == "key":
+            return await state.partitions.settle(held)
+        if held.state != "held" or held.generation != self.connection.generation:
+            return False
+        held.state = "settling"
+        try:
+            if target is not None:
+                exchange, key = target
+                await self.connection.publish(
+                    held.message.body, exchange=exchange, routing_key=key, properties=props
+                )
+            if held.generation != self.connection.generation:
+                held.state = "lost"
+                return False
+            with amqp_errors("did not acknowledge"):
+                await held.channel.basic_ack(held.tag)
+        except BaseException:
+            held.state = "held"
+            raise
+        held.state = "done"
+        state.held.discard(held)
+        return True
+
+    async def _expire_leases(self) -> None:
+        """Give back every message whose lease ran out (RabbitMQ counts the return)."""
+        while True:
+            self._lease_changed.clear()
+            now = time.time()
+            soonest = now + 1.0
+            for state in self.queues.values():
+                for held in [*state.held, *state.partitions.held()]:
+                    if held.state != "held":
+                        continue
+                    if held.lease_until > now:
+                        soonest = min(soonest, held.lease_until)
+                        continue
+                    log.info("queue %s: the lease of %s ran out", held.queue, held.received.id)
+                    await self._give_back(state, held)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, soonest - time.time())):
+                    await self._lease_changed.wait()
+
+    async def _give_back(self, state: QueueState, held: Held) -> None:
+        if held.source == "key":
+            await state.partitions.expire(held)
+            return
+        held.state = "lost"
+        state.held.discard(held)
+        if held.generation == self.connection.generation and not held.channel.is_closed:
+            with contextlib.suppress(Exception):
+                await held.channel.basic_nack(held.tag, requeue=True)
+
+    # -- operating ------------------------------------------------------------------------
+
+    async def dead(
+        self, queue: str, *, limit: int = 50, after: str | None = None
+    ) -> list[QueuedMessage]:
+        return await operations.dead(self, self.state(queue), limit=limit, after=after)
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        return await operations.redrive(self, self.state(queue), ids)
+
+    async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
+        return await operations.peek(self, self.state(queue), limit=limit)
+
+    async def stats(self, queue: str) -> QueueStats:
+        return await operations.stats(self, self.state(queue))
+
+    async def purge(self, queue: str) -> int:
+        return await operations.purge(self, self.state(queue))
+
+    async def expire(self, queue: str) -> int:
+        return self.state(queue).ids.expire(time.time())
+
+
+def held_state(broker: RabbitBroker, held: Held) -> QueueState:
+    return broker.state(held.queue)
+
+
+__all__ = ["QueueState", "RabbitBroker"]
