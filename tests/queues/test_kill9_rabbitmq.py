@@ -1,0 +1,22 @@
+"""SIGKILL a node whose queues are on RabbitMQ while producers send and its consumer runs:
+no acknowledged message is lost (``kill_rounds``), on queues of the test's own prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.contract.rabbitmq_names import Names, rabbit
+from tests.queues.test_kill9 import kill_rounds
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
+__all__ = ["rabbit"]  # the fixture: a prefix of the test's own, its queues deleted after
+
+
+def test_nothing_acknowledged_is_lost_across_kill_9_on_rabbitmq(
+    tmp_path: Path, rabbit: Names
+) -> None:
+    """202 = confirmed by RabbitMQ; a killed node's messages come back when its connection
+    closes; every acknowledged message is handled at least once."""
+    rabbit.made("work")
+    kill_rounds(tmp_path, rabbit.url())
