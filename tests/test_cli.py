@@ -105,6 +105,35 @@ def test_routes_lists_every_endpoint_per_pattern() -> None:
     assert code == 0 and "get_user" in table
 
 
+def test_routes_names_the_broker_the_queues_are_on() -> None:
+    """With queues.broker set, routes says where the queues live (the password hidden)."""
+    url = "amqp://guest:secret@127.0.0.1:5672/?prefix=shop"
+    code, table = run("routes", env={"POLYPORT_QUEUES__BROKER": url, "COLUMNS": "200"})
+    assert code == 0, table
+    assert "queues on RabbitMQ amqp://guest:***@127.0.0.1:5672/?prefix=shop" in table
+    assert "secret" not in table
+
+
+def test_the_banner_names_the_broker_the_queues_are_on() -> None:
+    """The banner's rows say where things live: the queues' broker among them."""
+    from rich.console import Console
+
+    from polyport.banner import print_banner
+    from polyport.demo.shop import shop
+    from polyport.node import Node
+    from polyport.settings import Settings
+
+    url = "amqp://guest:secret@127.0.0.1:5672/?prefix=shop"
+    settings = Settings.model_validate(
+        {"dev": True, "database": ":memory:", "queues": {"broker": url}}
+    )
+    console = Console(record=True, width=200)
+    print_banner(console, Node(shop, settings, announce=False), "http://127.0.0.1:8000")
+    text = console.export_text()
+    assert "queues     on RabbitMQ amqp://guest:***@127.0.0.1:5672/?prefix=shop" in text
+    assert "secret" not in text
+
+
 def test_help_shows_the_defaults() -> None:
     """The options' help texts keep their defaults (rich help used to swallow "[default: …]")."""
     code, output = run("serve", "--help", env={"COLUMNS": "200"})

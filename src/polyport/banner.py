@@ -108,6 +108,16 @@ def data_row(node: Node) -> str:
     return f"SQLite {settings.database}{log}"
 
 
+def queues_row(node: Node) -> str | None:
+    """Where the message queues live when not beside the jobs: their broker."""
+    url = node.settings.queues.broker
+    if url is None or not node.runtime.queues.bindings:
+        return None
+    from polyport.brokers import describe
+
+    return f"on {describe(url)}"
+
+
 def print_banner(console: Console, node: Node, base: str, *, data: str | None = None) -> None:
     """Warnings first (what is not served, and why), then what is served where."""
     for warning in node.warnings():
@@ -119,6 +129,9 @@ def print_banner(console: Console, node: Node, base: str, *, data: str | None = 
         soft_wrap=True,
     )
     rows = [*served_rows(node, base), ("data", data or data_row(node))]
+    queues = queues_row(node)
+    if queues is not None:
+        rows.append(("queues", queues))
     width = max(LABEL, *(len(label) for label, _ in rows))
     for label, where in rows:
         console.print(f"  {label:<{width}} {escape(where)}", soft_wrap=True)

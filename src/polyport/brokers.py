@@ -41,6 +41,16 @@ BROKERS: dict[str, str] = {
 }
 
 
+#: What each scheme's broker is called where a node says where its queues live.
+BROKER_NAMES: dict[str, str] = {
+    "amqp": "RabbitMQ",
+    "amqps": "RabbitMQ",
+    "redis": "Redis Streams",
+    "rediss": "Redis Streams",
+    "nats": "NATS JetStream",
+}
+
+
 class BrokerModule(Protocol):
     """A broker backend's ``broker.py``."""
 
@@ -58,6 +68,12 @@ def scheme_of(url: str) -> str:
         known = ", ".join(f"{name}://" for name in BROKERS)
         raise ConfigError(f"queues.broker {redacted(url)!r}: unknown scheme; use one of {known}")
     return scheme
+
+
+def describe(url: str) -> str:
+    """Where a broker URL puts the queues, for the banner: ``RabbitMQ amqp://u:***@host/``."""
+    scheme = urlsplit(url).scheme.lower()
+    return f"{BROKER_NAMES.get(scheme, scheme)} {redacted(url)}"
 
 
 def build_broker(url: str, *, owner: str, poll_interval: float) -> Broker:
@@ -78,4 +94,4 @@ def build_broker(url: str, *, owner: str, poll_interval: float) -> Broker:
     return module.build(base, options, owner=owner, poll_interval=poll_interval)
 
 
-__all__ = ["BROKERS", "build_broker", "scheme_of"]
+__all__ = ["BROKERS", "BROKER_NAMES", "build_broker", "describe", "scheme_of"]

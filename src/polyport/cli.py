@@ -227,6 +227,7 @@ def routes(
     config: ConfigOption = None,
 ) -> None:
     """List every endpoint of every method and event, per pattern (as configured)."""
+    from polyport.banner import queues_row
     from polyport.node import Node
 
     try:
@@ -260,6 +261,9 @@ def routes(
         shown = entry.target if entry.target != last else ""
         last = entry.target
         table.add_row(shown, entry.kind, entry.pattern, entry.address)
+    queues = queues_row(node)
+    if queues is not None:
+        table.caption = f"queues {queues}"
     out.print(table)
 
 

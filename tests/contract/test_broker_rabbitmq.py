@@ -3,12 +3,24 @@ connection of its own, on queues under the test's own prefix (deleted after it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
 import pytest
-from tests.contract.broker_contract import BrokerContract, BrokerFactory
+from tests.contract.broker_contract import (
+    LONG,
+    BrokerContract,
+    BrokerFactory,
+    message,
+    receive_all,
+)
 from tests.contract.rabbitmq_names import Names, rabbit
 
 from polyport.backends.rabbitmq.broker import build
-from polyport.core.broker import Broker
+from polyport.core.broker import Broker, QueueOptions
+from polyport.core.errors import Unavailable
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 __all__ = ["rabbit"]  # the fixture: a prefix of the test's own, its queues deleted after
@@ -29,3 +41,110 @@ class TestRabbitBroker(BrokerContract):
             )
 
         return make
+
+
+class CuttingProxy:
+    """Relays a port of its own to RabbitMQ; ``cut`` closes every connection through it
+    and refuses new ones until ``mend`` — what a broker restart looks like to a node."""
+
+    def __init__(self, upstream: int = 5672) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.refusing = False
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def cut(self) -> None:
+        self.refusing = True
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    def mend(self) -> None:
+        self.refusing = False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CuttingProxy]:
+        server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            self.cut()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+
+async def test_a_lost_connection_refuses_sends_and_gives_back_what_was_held(
+    rabbit: Names,
+) -> None:
+    """Connection cut (a broker restart, a network cut): sends are Unavailable, never lost;
+    the held message comes back counted and its old delivery cannot settle; the broker
+    connects again by itself and everything works again."""
+    rabbit.made("q")
+    async with CuttingProxy().running() as proxy:
+        broker = build(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            {"prefix": rabbit.prefix},
+            owner="cut",
+            poll_interval=0.2,
+        )
+        await broker.open()
+        try:
+            await broker.declare(QueueOptions("q", dedup_window=3600))
+            await broker.send("q", [message(1)])
+            [held] = await receive_all(broker, want=1)
+            proxy.cut()
+            # The loss is seen as soon as the socket closes.
+            deadline = time.monotonic() + 5
+            while broker.connection.alive:  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "the cut was not noticed"
+                await asyncio.sleep(0.02)
+            with pytest.raises(Unavailable):
+                await broker.send("q", [message(2)])
+            with pytest.raises(Unavailable):
+                await broker.receive("q", limit=1, lease=LONG, wait=0.1)
+            assert not await broker.ack(held)
+            proxy.mend()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    assert await broker.send("q", [message(3)]) == [True]
+                    break
+                except Unavailable:
+                    assert time.monotonic() < deadline, "never connected again"
+                    await asyncio.sleep(0.2)
+            got = await receive_all(broker, want=2, within=10)
+            by_id = {d.id: d for d in got}
+            assert set(by_id) == {"m1", "m3"}
+            assert by_id["m1"].attempt == 2  # its connection closed while it ran: counted
+            assert by_id["m3"].attempt == 1
+            for delivery in got:
+                assert await broker.ack(delivery)
+        finally:
+            await broker.close()
