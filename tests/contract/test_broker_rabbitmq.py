@@ -1,5 +1,6 @@
-"""The message broker contract on RabbitMQ (``queues.broker = amqp://…``): each node a
-connection of its own, on queues under the test's own prefix (deleted after it)."""
+"""The message broker contract on RabbitMQ (``queues.broker = amqp://…``), with quorum and
+with classic queues: each node a connection of its own, on queues under the test's own
+prefix (deleted after it); and a connection cut under a node."""
 
 from __future__ import annotations
 
@@ -36,6 +37,25 @@ class TestRabbitBroker(BrokerContract):
             return build(
                 "amqp://guest:guest@127.0.0.1:5672/",
                 {"prefix": rabbit.prefix},
+                owner="contract",
+                poll_interval=0.2,
+            )
+
+        return make
+
+
+class TestRabbitBrokerClassic(BrokerContract):
+    """``queue_type=classic``: durable classic queues (RabbitMQ before 3.10, or by choice)."""
+
+    @pytest.fixture
+    def make_broker(self, rabbit: Names) -> BrokerFactory:
+        for queue in ("q", "other"):
+            rabbit.made(queue)
+
+        def make() -> Broker:
+            return build(
+                "amqp://guest:guest@127.0.0.1:5672/",
+                {"prefix": rabbit.prefix, "queue_type": "classic"},
                 owner="contract",
                 poll_interval=0.2,
             )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -116,8 +115,22 @@ class RabbitBroker:
                 await self._leases
             self._leases = None
         for state in self.queues.values():
+            await self._give_back_spare(state)
             await state.ids.stop()
         await self.connection.close()
+
+    async def _give_back_spare(self, state: QueueState) -> None:
+        """Received but never handed out: back to the queue, not counted (a copy, then
+        the ack; closing the connection would return them counted)."""
+        spare, state.spare = state.spare, []
+        for message in spare:
+            with contextlib.suppress(Exception):
+                received = wire.read(message, classic=self.classic)
+                props = wire.copy(message, received, attempts=received.attempts + received.returns)
+                await self.connection.publish(
+                    message.body, routing_key=state.layout.main, properties=props
+                )
+                await message.channel.basic_ack(getattr(message.delivery, "delivery_tag", 0) or 0)
 
     async def declare(self, queue: QueueOptions) -> None:
         layout = Layout(self.prefix, queue.name, self.partitions)
@@ -248,6 +261,7 @@ class RabbitBroker:
                     await channel.basic_qos(prefetch_count=limit)
                     self._prefetch = limit
                 await channel.basic_consume(state.layout.main, deliver, consumer_tag=tag)
+            returning = False
             try:
                 waits = [asyncio.ensure_future(e.wait()) for e in (first, state.wake)]
                 try:
@@ -255,6 +269,7 @@ class RabbitBroker:
                 finally:
                     for waiting in waits:
                         waiting.cancel()
+                returning = True
             finally:
                 try:
                     if not channel.is_closed:
@@ -262,8 +277,12 @@ class RabbitBroker:
                             await channel.basic_cancel(tag)
                         # Deliveries sent before the cancel was answered run their callbacks.
                         await asyncio.sleep(0)
+                except BaseException:
+                    returning = False
+                    raise
                 finally:
-                    if sys.exc_info()[0] is not None:
+                    if not returning:
+                        # Nobody will take them from this call: the next receive does.
                         state.spare.extend(arrived)
         return await self._held(state, arrived, generation, lease)
 
