@@ -17,7 +17,7 @@ from tests.contract.broker_contract import (
     message,
     receive_all,
 )
-from tests.contract.rabbitmq_names import Names, rabbit
+from tests.contract.rabbitmq_names import URL, Names, rabbit
 
 from polyport.backends.rabbitmq.broker import build
 from polyport.core.broker import Broker, QueueOptions
@@ -168,3 +168,45 @@ async def test_a_lost_connection_refuses_sends_and_gives_back_what_was_held(
                 assert await broker.ack(delivery)
         finally:
             await broker.close()
+
+
+@contextlib.asynccontextmanager
+async def opened(rabbit: Names, queue: str = "q") -> AsyncIterator[Broker]:
+    broker = build(URL, {"prefix": rabbit.prefix}, owner="dedup", poll_interval=0.2)
+    rabbit.made(queue)
+    await broker.open()
+    try:
+        await broker.declare(QueueOptions(queue, dedup_window=3600))
+        yield broker
+    finally:
+        await broker.close()
+
+
+async def test_an_id_sent_on_one_node_is_a_duplicate_on_another(rabbit: Names) -> None:
+    """Every node follows the queue's id stream: what one sent, another refuses; a node
+    that opens later reads the window's ids first; a purge on one is forgotten by all."""
+    async with opened(rabbit) as one, opened(rabbit) as two:
+        assert await one.send("q", [message(1)]) == [True]
+        ids = two.state("q").ids  # type: ignore[attr-defined]
+        await ids.sync()
+        assert await two.send("q", [message(1)]) == [False]
+        async with opened(rabbit) as late:
+            assert await late.send("q", [message(1)]) == [False]
+        assert await one.purge("q") == 1
+        await ids.sync()
+        assert await two.send("q", [message(1)]) == [True]
+
+
+async def test_a_second_copy_from_a_racing_send_is_dropped_by_consumers(rabbit: Names) -> None:
+    """Two nodes storing one id before either read the other's record: the copy the
+    stream names second never reaches a handler."""
+    async with opened(rabbit) as one, opened(rabbit) as two:
+        assert await one.send("q", [message(1)]) == [True]
+        # As if two had not read one's record yet when it sent the same id.
+        two.state("q").ids.entries.clear()  # type: ignore[attr-defined]
+        assert await two.send("q", [message(1)]) == [True]
+        await one.state("q").ids.sync()  # type: ignore[attr-defined]
+        got = await receive_all(one, want=2, within=2)
+        assert [d.id for d in got] == ["m1"]
+        assert await one.ack(got[0])
+        assert (await one.stats("q")).waiting == 0

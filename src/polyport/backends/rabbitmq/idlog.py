@@ -1,11 +1,12 @@
 """The ids a queue stored within its dedup window, kept in a RabbitMQ stream every node reads.
 
 RabbitMQ has no deduplication of its own (without plugins), so each queue
-has a stream, ``{prefix}.{queue}.ids``, that keeps one small record per
-message sent — ``{"id": …, "send": …, "sent": …}`` — for the dedup window
-(``x-max-age``). Every node reads the stream from the start of the window
-when it opens and follows it from then on, so it knows, in memory, the
-first send of every id any node stored within the window.
+has a stream, ``{prefix}.{queue}.ids``, that keeps a small record of every
+message sent — ``{"ids": [[id, send, sent], …]}``, one record carrying what
+a node's sends stored meanwhile — for the dedup window (``x-max-age``). Every
+node reads the stream from the start of the window when it opens and follows
+it from then on, so it knows, in memory, the first send of every id any node
+stored within the window.
 
 * **Sending**: an id this node knows (sent within the window, by any node
   whose record it has read) is not stored again — the send answers that it
@@ -74,6 +75,9 @@ class IdLog:
         self._next: int | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
         self._stopping = False
+        #: Records waiting for the next append, each with the future its send awaits.
+        self._waiting: list[tuple[list[tuple[str, str, float]], asyncio.Future[None]]] = []
+        self._appending: asyncio.Task[None] | None = None
 
     # -- the stream -----------------------------------------------------------------------
 
@@ -182,14 +186,17 @@ class IdLog:
             waiter = self._syncs.get(str(record["sync"]))
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        elif isinstance(record.get("id"), str) and isinstance(record.get("send"), str):
-            id_, send = record["id"], record["send"]
-            sent = float(record.get("sent") or time.time())
-            entry = self.entries.get(id_)
-            if entry is None or entry.sent < sent - self.window:
-                self.entries[id_] = _Entry(sent, send, echoed=True)
-            elif entry.send == send:
-                entry.echoed = True
+        elif isinstance(record.get("ids"), list):
+            for item in record["ids"]:
+                if isinstance(item, list) and len(item) == 3:
+                    self._read(str(item[0]), str(item[1]), float(item[2]))
+
+    def _read(self, id_: str, send: str, sent: float) -> None:
+        entry = self.entries.get(id_)
+        if entry is None or entry.sent < sent - self.window:
+            self.entries[id_] = _Entry(sent, send, echoed=True)
+        elif entry.send == send:
+            entry.echoed = True
 
     async def _append(self, record: dict[str, Any]) -> None:
         from aiormq import spec
@@ -225,10 +232,36 @@ class IdLog:
             del self.entries[id_]
 
     async def record(self, sends: list[tuple[str, str, float]]) -> None:
-        """Append the records of stored messages: (id, send token, sent)."""
+        """Append the records of stored messages: (id, send token, sent).
+
+        Sends that record while another record is being appended wait for the
+        next one, which carries them all: one stream message per round trip,
+        however many sends there are.
+        """
         if not self.shared or not sends:
             return
-        await asyncio.gather(*(self._append({"id": i, "send": s, "sent": t}) for i, s, t in sends))
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((sends, done))
+        if self._appending is None or self._appending.done():
+            self._appending = asyncio.get_running_loop().create_task(self._append_waiting())
+        await done
+
+    async def _append_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            ids = [[i, s, t] for sends, _ in batch for i, s, t in sends]
+            try:
+                await self._append({"ids": ids})
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def purge(self) -> None:
         """Forget every id, here and (through a marker) on every node."""

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from polyport.backends.rabbitmq import wire
-from polyport.backends.rabbitmq.connection import AmqpConnection, amqp_errors
+from polyport.backends.rabbitmq.connection import AmqpConnection, amqp_errors, unavailable
 from polyport.backends.rabbitmq.held import Held
 from polyport.backends.rabbitmq.idlog import IdLog
 from polyport.backends.rabbitmq.layout import Layout
@@ -156,10 +156,9 @@ class Partitions:
                     )
             except aiormq.ChannelLockedResource:
                 return None  # another node holds it (RabbitMQ closed the channel)
-            except (aiormq.AMQPError, TimeoutError) as exc:
+            except (aiormq.AMQPError, aiormq.ChannelInvalidStateError, TimeoutError) as exc:
                 await self._close(channel)
-                with amqp_errors("did not lock a partition"):
-                    raise exc
+                raise unavailable("did not lock a partition") from exc
             try:
                 held = await self._locked(part, channel, generation, lease)
             except BaseException:

@@ -175,10 +175,11 @@ class RabbitBroker:
         try:
             for message in messages:
                 send = uuid.uuid4().hex
+                route = self._route(state, message, now, send)
                 if not state.ids.reserve(message.id, send, now):
                     stored.append(False)
                     continue
-                plans.append((message, send, *self._route(state, message, now, send)))
+                plans.append((message, send, *route))
                 stored.append(True)
             await asyncio.gather(
                 *(
