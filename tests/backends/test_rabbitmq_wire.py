@@ -100,6 +100,13 @@ def test_a_copy_counts_attempts_and_drops_rabbitmqs_headers() -> None:
     assert copied.user_id is None and copied.expiration is None
     again = wire.copy(delivered(b"{}", copied), read, attempts=0, error=None, sent=2.0)
     assert again.headers == {"mine": "v", wire.SENT: 2000}
+    # A due time stays with the copies of a keyed message until it is replaced or dropped.
+    due = wire.copy(original, read, attempts=0, due=5.0)
+    assert due.headers is not None and due.headers[wire.DUE] == 5000
+    kept = wire.copy(delivered(b"{}", due), read, attempts=0)
+    assert kept.headers is not None and kept.headers[wire.DUE] == 5000
+    dropped = wire.copy(delivered(b"{}", due), read, attempts=0, due=None)
+    assert dropped.headers is not None and wire.DUE not in dropped.headers
 
 
 def test_a_message_without_an_id_is_named_by_its_content() -> None:

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from tests.contract.broker_contract import (
     LONG,
+    SHORT,
     BrokerContract,
     BrokerFactory,
     message,
+    nothing_for,
     receive_all,
 )
 from tests.contract.rabbitmq_names import URL, Names, rabbit
@@ -210,3 +212,81 @@ async def test_a_second_copy_from_a_racing_send_is_dropped_by_consumers(rabbit: 
         assert [d.id for d in got] == ["m1"]
         assert await one.ack(got[0])
         assert (await one.stats("q")).waiting == 0
+
+
+async def test_a_keyed_message_of_a_node_that_died_comes_first_and_counted(
+    rabbit: Names,
+) -> None:
+    """A node's connection dies while it runs a1: another node receives a1 again (counted)
+    before a2, once RabbitMQ gave a1 back; a keyed release does not count."""
+    rabbit.made("q")
+    async with CuttingProxy().running() as proxy, opened(rabbit) as other:
+        doomed = build(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            {"prefix": rabbit.prefix},
+            owner="doomed",
+            poll_interval=0.2,
+        )
+        await doomed.open()
+        try:
+            await doomed.declare(QueueOptions("q", dedup_window=3600))
+            await doomed.send("q", [message("a1", key="a"), message("a2", key="a")])
+            [a1] = await receive_all(doomed, want=1)
+            assert a1.id == "ma1"
+            await nothing_for(other, 0.3)  # a2 waits for a1
+            proxy.cut()
+            [again] = await receive_all(other, want=1, within=15)
+            assert again.id == "ma1" and again.attempt == 2
+            assert await other.release(again)
+            [released] = await receive_all(other, want=1, within=5)
+            assert released.id == "ma1" and released.attempt == 2
+            assert await other.ack(released)
+            [a2] = await receive_all(other, want=1, within=5)
+            assert a2.id == "ma2" and a2.attempt == 1
+            assert await other.ack(a2)
+        finally:
+            await doomed.close()
+
+
+async def test_a_keyed_retry_keeps_its_place_and_error_on_another_node(rabbit: Names) -> None:
+    """The retry waits at the partition's head with its error: the node that retried it
+    stops, another node runs it after its delay, before the key's next message."""
+    async with opened(rabbit) as other:
+        async with opened(rabbit) as first:
+            await first.send("q", [message("a1", key="a"), message("a2", key="a")])
+            [a1] = await receive_all(first, want=1)
+            started = time.monotonic()
+            assert await first.retry(a1, delay=1.0, error="ValueError: later")
+        [again] = await receive_all(other, want=1, within=10)
+        assert time.monotonic() - started >= 0.9
+        assert again.id == "ma1" and again.attempt == 2 and again.error == "ValueError: later"
+        assert await other.ack(again)
+        [a2] = await receive_all(other, want=1)
+        assert a2.id == "ma2"
+        assert await other.ack(a2)
+
+
+async def test_a_keyed_lease_runs_out_to_another_node(rabbit: Names) -> None:
+    """A keyed message held past its lease goes back to its head: the next node gets it
+    (counted), the late settlement is refused, the key's order kept."""
+    async with opened(rabbit) as one, opened(rabbit) as two:
+        await one.send("q", [message("a1", key="a"), message("a2", key="a")])
+        [held] = await receive_all(one, want=1, lease=SHORT)
+        [again] = await receive_all(two, want=1, within=10)
+        assert again.id == "ma1" and again.attempt == 2
+        assert not await one.ack(held)
+        assert await two.ack(again)
+        [a2] = await receive_all(two, want=1)
+        assert a2.id == "ma2"
+
+
+async def test_a_delayed_keyed_message_holds_its_key(rabbit: Names) -> None:
+    """a1 sent with a delay, a2 without: a2 waits for a1."""
+    async with opened(rabbit) as broker:
+        started = time.monotonic()
+        await broker.send("q", [message("a1", key="a", delay=1.0), message("a2", key="a")])
+        [first] = await receive_all(broker, want=1, within=10)
+        assert first.id == "ma1" and time.monotonic() - started >= 0.9
+        assert await broker.ack(first)
+        [second] = await receive_all(broker, want=1)
+        assert second.id == "ma2"

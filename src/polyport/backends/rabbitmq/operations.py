@@ -126,7 +126,7 @@ async def redrive(broker: RabbitBroker, state: QueueState, ids: Sequence[str] | 
                     n = partition_of(r.key, layout.partitions)
                     target = layout.part(n)
                     state.partitions.hint(n)
-                props = wire.copy(message, r, attempts=0, error=None, sent=now)
+                props = wire.copy(message, r, attempts=0, error=None, due=None, sent=now)
                 await connection.publish(message.body, routing_key=target, properties=props)
                 with amqp_errors("did not acknowledge"):
                     await channel.basic_ack(_tag(message))

@@ -86,8 +86,10 @@ def outgoing(
     headers[SEND] = send
     if message.key is not None:
         headers[KEY] = message.key
-    if due is not None:
-        headers[DUE] = _ms(due)
+    if due is not _KEEP:
+        headers.pop(DUE, None)
+        if isinstance(due, float | int):
+            headers[DUE] = _ms(due)
     return spec.Basic.Properties(
         content_type=content_type,
         headers=headers,
@@ -177,12 +179,13 @@ def copy(
     *,
     attempts: int,
     error: str | object | None = _KEEP,
-    due: float | None = None,
+    due: float | object | None = _KEEP,
     died: float | None = None,
     sent: float | None = None,
 ) -> spec.Basic.Properties:
     """The properties of a copy of ``message``: the same message with its count of
-    failed runs, and (when given) its error, due time, death or new send time.
+    failed runs, and (when given) its error and due time (None: none), death or new
+    send time.
 
     RabbitMQ's own headers are dropped (the copy starts a fresh count of
     returns), and so are ``expiration`` (a delay is polyport's) and
@@ -192,7 +195,7 @@ def copy(
     headers: dict[str, Any] = {
         name: value
         for name, value in (props.headers or {}).items()
-        if not name.startswith(_BROKER_HEADERS) and name not in (ATTEMPTS, DUE, DIED)
+        if not name.startswith(_BROKER_HEADERS) and name not in (ATTEMPTS, DIED)
     }
     if attempts:
         headers[ATTEMPTS] = attempts
@@ -200,8 +203,10 @@ def copy(
         headers.pop(ERROR, None)
         if error is not None:
             headers[ERROR] = error
-    if due is not None:
-        headers[DUE] = _ms(due)
+    if due is not _KEEP:
+        headers.pop(DUE, None)
+        if isinstance(due, float | int):
+            headers[DUE] = _ms(due)
     if died is not None:
         headers[DIED] = _ms(died)
     if sent is not None:
