@@ -225,7 +225,8 @@ class RabbitBroker:
             got = await state.partitions.take(limit, lease, self.poll_interval)
             room = limit - len(got)
             left = deadline - time.monotonic()
-            if room > 0 and got:
+            if room > 0 and (got or left <= 0):
+                # No waiting (keyed ones in hand, or none asked for): what is ready now.
                 got += await self._get(state, room, lease)
             elif room > 0:
                 window = max(0.0, min(left, self.poll_interval))
