@@ -20,6 +20,8 @@ from polyport.core.broker import Delivery, QueuedMessage
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, DeliveredMessage
 
+    from polyport.backends.rabbitmq.feed import Consumer
+
 #: held: leased; settling: an ack or a copy is on its way; done: settled; lost: given back.
 State = Literal["held", "settling", "done", "lost"]
 
@@ -40,6 +42,8 @@ class Held:
     attempt: int
     lease_until: float
     partition: int | None = None
+    #: The consumer it came from (unkeyed, not by ``basic.get``): its room is counted.
+    consumer: Consumer | None = None
     state: State = field(default="held")
 
     def delivery(self) -> Delivery:

@@ -14,8 +14,9 @@ channel of its own and gives them back:
   counted, not listed: taking them could break their order;
 * **stats** (:func:`stats`) read ready counts with passive declares: waiting
   is every ready message (queue, partitions, heads, delay levels); in flight
-  is what **this node** holds (RabbitMQ tells AMQP clients nothing of other
-  consumers' unacknowledged messages); dead is the dead-letter queue's count.
+  is what **this node** holds, handed out or received ahead (RabbitMQ tells
+  AMQP clients nothing of other consumers' unacknowledged messages); dead is
+  the dead-letter queue's count.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from polyport.backends.rabbitmq import wire
@@ -144,6 +146,9 @@ async def peek(broker: RabbitBroker, state: QueueState, *, limit: int) -> list[Q
     connection = broker.connection
     layout = state.layout
     found = [held.listed() for held in [*state.held, *state.partitions.held()]]
+    for message, _ in state.feed.buffer:  # received ahead: held by this node too
+        r = wire.read(message, classic=broker.classic)
+        found.append(replace(_waiting(layout.queue, r, due=None), state="in_flight"))
     channel = await connection.channel()
     try:
         # Ready messages: copied to the back of the queue, then acknowledged.
@@ -198,24 +203,33 @@ async def stats(broker: RabbitBroker, state: QueueState) -> QueueStats:
         ready, _ = await connection.count(name)
         waiting += ready
     dead_count, _ = await connection.count(layout.dead)
-    in_flight = len(state.held) + len(state.partitions.held())
+    in_flight = len(state.held) + len(state.partitions.held()) + len(state.feed.buffer)
     return QueueStats(waiting=waiting, in_flight=in_flight, dead=dead_count)
 
 
 async def purge(broker: RabbitBroker, state: QueueState) -> int:
     """Every message ready anywhere in the queue, and those this node holds; and its ids.
-    What other nodes hold is theirs to settle (their settlements still work)."""
+    What other nodes hold is theirs to settle (their settlements still work).
+
+    The queues are purged first: this node's consumer, given room by the acks of
+    what it held, would otherwise receive what was still ready after counting.
+    """
     connection = broker.connection
     count = 0
-    for held in [*state.held, *state.partitions.held()]:
-        if await broker.ack(held.delivery()):
-            count += 1
     channel = await connection.ctl()
     with amqp_errors(f"did not purge {state.layout.main}"):
         for name in state.layout.durable_queues():
             async with asyncio.timeout(connection.timeout):
                 ok = await channel.queue_purge(name)
             count += ok.message_count or 0
+    for held in [*state.held, *state.partitions.held()]:
+        if await broker.ack(held.delivery()):
+            count += 1
+    for message, consumer in state.feed.take(len(state.feed.buffer)):
+        await state.feed.settling(consumer)
+        with amqp_errors("did not acknowledge"):
+            await message.channel.basic_ack(_tag(message))
+        count += 1
     await state.ids.purge()
     return count
 

@@ -1,10 +1,7 @@
 """The RabbitMQ broker: sending, receiving under a lease, settling (see :mod:`.broker`).
 
-Unkeyed messages are received from the queue itself by a consumer that
-exists only while :meth:`RabbitBroker.receive` waits — with a prefetch of
-the ``limit`` asked for, cancelled before it returns — so a node holds
-exactly what its consumers asked for and other nodes receive the rest at
-once. Keyed messages come from the partitions (:mod:`.partitions`).
+Unkeyed messages are received from the queue itself by the node's consumer
+(:mod:`.feed`); keyed messages come from the partitions (:mod:`.partitions`).
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from polyport.backends.rabbitmq import operations, topology, wire
 from polyport.backends.rabbitmq.connection import AmqpConnection, amqp_errors, unavailable
+from polyport.backends.rabbitmq.feed import Consumer, Feed
 from polyport.backends.rabbitmq.held import Held, held_of
 from polyport.backends.rabbitmq.idlog import IdLog
 from polyport.backends.rabbitmq.layout import Layout, delay_key, partition_of, ticks
@@ -52,10 +50,9 @@ class QueueState:
     layout: Layout
     ids: IdLog
     partitions: Partitions
+    feed: Feed
     #: Unkeyed deliveries this node holds (keyed ones are in ``partitions``).
     held: set[Held] = field(default_factory=set)
-    #: Unkeyed deliveries received by a receive that was cancelled, for the next one.
-    spare: list[DeliveredMessage] = field(default_factory=list)
     #: Set when this node sent or settled something a waiting receive may take now.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -87,8 +84,8 @@ class RabbitBroker:
         self.classic = queue_type == "classic"
         self.streams = True
         self.queues: dict[str, QueueState] = {}
+        #: A consumer's prefetch is set on the channel before it is made: one at a time.
         self._consuming = asyncio.Lock()
-        self._prefetch = 0
         self._leases: asyncio.Task[None] | None = None
         self._lease_changed = asyncio.Event()
 
@@ -120,10 +117,9 @@ class RabbitBroker:
         await self.connection.close()
 
     async def _give_back_spare(self, state: QueueState) -> None:
-        """Received but never handed out: back to the queue, not counted (a copy, then
-        the ack; closing the connection would return them counted)."""
-        spare, state.spare = state.spare, []
-        for message in spare:
+        """Received ahead and never handed out: back to the queue, not counted (a copy,
+        then the ack; closing the connection would return them counted)."""
+        for message, _ in state.feed.take(len(state.feed.buffer)):
             with contextlib.suppress(Exception):
                 received = wire.read(message, classic=self.classic)
                 props = wire.copy(message, received, attempts=received.attempts + received.returns)
@@ -138,7 +134,8 @@ class RabbitBroker:
         state = self.queues.get(queue.name)
         if state is None:
             partitions = Partitions(self.connection, layout, ids, classic=self.classic)
-            state = QueueState(queue, layout, ids, partitions)
+            feed = Feed(self.connection, layout.main, self._consuming)
+            state = QueueState(queue, layout, ids, partitions, feed)
         await topology.declare(self.connection, layout, classic=self.classic)
         await state.ids.declare()
         self.queues[queue.name] = state
@@ -149,7 +146,7 @@ class RabbitBroker:
             for held in state.held:
                 held.state = "lost"
             state.held.clear()
-            state.spare.clear()
+            state.feed.lost()
             state.partitions.lost()
 
     async def _restore(self) -> None:
@@ -223,14 +220,10 @@ class RabbitBroker:
                 raise unavailable("is not connected")
             state.wake.clear()
             got = await state.partitions.take(limit, lease, self.poll_interval)
-            room = limit - len(got)
             left = deadline - time.monotonic()
-            if room > 0 and (got or left <= 0):
-                # No waiting (keyed ones in hand, or none asked for): what is ready now.
-                got += await self._get(state, room, lease)
-            elif room > 0:
-                window = max(0.0, min(left, self.poll_interval))
-                got += await self._consume(state, room, lease, window)
+            if len(got) < limit:
+                waits = not got and left > 0
+                got += await self._unkeyed(state, limit, limit - len(got), lease, wait=waits)
             if got or left <= 0:
                 for held in got:
                     if held.source == "main":
@@ -238,62 +231,38 @@ class RabbitBroker:
                 self._lease_changed.set()
                 got.sort(key=lambda held: held.received.sent)
                 return [held.delivery() for held in got]
+            await self._wait(state, min(deadline - time.monotonic(), self.poll_interval))
 
-    async def _consume(
-        self, state: QueueState, limit: int, lease: float, window: float
+    async def _unkeyed(
+        self, state: QueueState, limit: int, room: int, lease: float, *, wait: bool
     ) -> list[Held]:
-        """Unkeyed messages, from a consumer that lives ``window`` seconds at most."""
-        generation = self.connection.generation
-        if state.spare:
-            # Received by a receive that was cancelled: this node holds them already.
-            spare, state.spare = state.spare[:limit], state.spare[limit:]
-            return await self._held(state, spare, generation, lease)
-        arrived: list[DeliveredMessage] = []
-        first = asyncio.Event()
+        """Unkeyed messages: those received ahead, or (when none) what the consumer or,
+        if this receive may not wait, ``basic.get`` finds."""
+        taken: list[tuple[DeliveredMessage, Consumer | None]] = [*state.feed.take(room)]
+        if not taken:
+            if wait:
+                await state.feed.ensure(limit)
+            else:
+                taken += [(message, None) for message in await self._get(state, room)]
+        return await self._held(state, taken, lease)
 
-        async def deliver(message: DeliveredMessage) -> None:
-            arrived.append(message)
-            first.set()
+    async def _wait(self, state: QueueState, seconds: float) -> None:
+        """Until the consumer receives something, this node sends or settles something
+        a receive may take, or ``seconds`` passed."""
+        if seconds <= 0:
+            return
+        waits = [asyncio.ensure_future(e.wait()) for e in (state.feed.arrived, state.wake)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
-        tag = f"polyport-{uuid.uuid4().hex}"
-        channel = self.connection.work
-        with amqp_errors(f"did not consume {state.layout.main}"):
-            async with self._consuming, asyncio.timeout(self.connection.timeout):
-                if self._prefetch != limit:
-                    await channel.basic_qos(prefetch_count=limit)
-                    self._prefetch = limit
-                await channel.basic_consume(state.layout.main, deliver, consumer_tag=tag)
-            returning = False
-            try:
-                waits = [asyncio.ensure_future(e.wait()) for e in (first, state.wake)]
-                try:
-                    await asyncio.wait(waits, timeout=window, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiting in waits:
-                        waiting.cancel()
-                returning = True
-            finally:
-                try:
-                    if not channel.is_closed:
-                        async with asyncio.timeout(self.connection.timeout):
-                            await channel.basic_cancel(tag)
-                        # Deliveries sent before the cancel was answered run their callbacks.
-                        await asyncio.sleep(0)
-                except BaseException:
-                    returning = False
-                    raise
-                finally:
-                    if not returning:
-                        # Nobody will take them from this call: the next receive does.
-                        state.spare.extend(arrived)
-        return await self._held(state, arrived, generation, lease)
-
-    async def _get(self, state: QueueState, limit: int, lease: float) -> list[Held]:
+    async def _get(self, state: QueueState, limit: int) -> list[DeliveredMessage]:
         """Unkeyed messages ready now, without waiting (``basic.get``)."""
         from aiormq import spec
 
         channel = self.connection.work
-        generation = self.connection.generation
         arrived: list[DeliveredMessage] = []
         with amqp_errors(f"did not read {state.layout.main}"):
             while len(arrived) < limit:
@@ -302,26 +271,25 @@ class RabbitBroker:
                 if not isinstance(message.delivery, spec.Basic.GetOk):
                     break
                 arrived.append(message)
-        return await self._held(state, arrived, generation, lease)
+        return arrived
 
     async def _held(
         self,
         state: QueueState,
-        arrived: list[DeliveredMessage],
-        generation: int,
+        arrived: list[tuple[DeliveredMessage, Consumer | None]],
         lease: float,
     ) -> list[Held]:
         """Deliveries of the main queue as held, second copies of an id dropped."""
         now = time.time()
         got: list[Held] = []
-        for message in arrived:
-            if message.channel.is_closed:
-                continue  # the connection was lost since: RabbitMQ has it back
+        generation = self.connection.generation
+        for message, consumer in arrived:
             received = wire.read(message, classic=self.classic)
             tag = getattr(message.delivery, "delivery_tag", 0) or 0
             first_send = state.ids.first_send(received.id, now)
             if received.send is not None and first_send not in (None, received.send):
                 log.info("queue %s: dropped a second copy of %s", state.layout.queue, received.id)
+                await state.feed.settling(consumer)
                 with amqp_errors("did not acknowledge"):
                     await message.channel.basic_ack(tag)
                 continue
@@ -336,6 +304,7 @@ class RabbitBroker:
                     received=received,
                     attempt=1 + received.attempts + received.returns,
                     lease_until=now + lease,
+                    consumer=consumer,
                 )
             )
         return got
@@ -415,6 +384,7 @@ class RabbitBroker:
             if held.generation != self.connection.generation:
                 held.state = "lost"
                 return False
+            await state.feed.settling(held.consumer)
             with amqp_errors("did not acknowledge"):
                 await held.channel.basic_ack(held.tag)
         except BaseException:
@@ -450,6 +420,9 @@ class RabbitBroker:
         held.state = "lost"
         state.held.discard(held)
         if held.generation == self.connection.generation and not held.channel.is_closed:
+            # A full consumer here would take it straight back: it goes to whoever asks.
+            await state.feed.cancel_if_full()
+            await state.feed.settling(held.consumer)
             with contextlib.suppress(Exception):
                 await held.channel.basic_nack(held.tag, requeue=True)
 
