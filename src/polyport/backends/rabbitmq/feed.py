@@ -15,7 +15,7 @@ nothing — and no settlement of its messages is sent before the cancel is
 answered (they wait for it). That happens when a receive needs room while the
 consumer is full (it makes a new one), and before a message whose lease ran
 out is given back (so that it goes to whichever node asks, not back here).
-Only closing the node leaves a consumer with room.
+Only a node closing cancels a consumer with room.
 """
 
 from __future__ import annotations
@@ -113,6 +113,21 @@ class Feed:
                     channel = self.connection.work
                     async with asyncio.timeout(self.connection.timeout):
                         await channel.basic_cancel(consumer.tag)
+        finally:
+            consumer.cancelled.set()
+
+    async def stop(self) -> None:
+        """Cancel the consumer, full or not: the node is closing. (With room, a message
+        RabbitMQ pushes at that very moment is given back counted: the one race left.)"""
+        consumer, self.active = self.active, None
+        if consumer is None or consumer.generation != self.connection.generation:
+            return
+        consumer.active = False
+        consumer.cancelled = asyncio.Event()
+        try:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.connection.timeout):
+                    await self.connection.work.basic_cancel(consumer.tag)
         finally:
             consumer.cancelled.set()
 

@@ -112,7 +112,9 @@ class RabbitBroker:
                 await self._leases
             self._leases = None
         for state in self.queues.values():
-            await self._give_back_spare(state)
+            if self.connection.alive:
+                await state.feed.stop()
+                await self._give_back_spare(state)
             await state.ids.stop()
         await self.connection.close()
 
