@@ -65,7 +65,9 @@ def test_what_polyport_sends_and_reads_back() -> None:
         {"content-type": "application/json", "type": "shop.q", "traceparent": "t"},
         key="k",
     )
-    props = wire.outgoing(message, now=1_700_000_000.123, send="s1", due=1_700_000_005.5)
+    props = wire.outgoing(
+        message, now=1_700_000_000.123, send="s1", prefix="shop", due=1_700_000_005.5
+    )
     assert props.message_id == "o-1" and props.message_type == "shop.q"
     assert props.delivery_mode == 2 and props.content_type == "application/json"
     assert props.headers is not None
@@ -82,7 +84,25 @@ def test_what_polyport_sends_and_reads_back() -> None:
     }
     assert read.attempts == 0 and read.returns == 0 and read.error is None
     with pytest.raises(InvalidArgument):
-        wire.outgoing(OutgoingMessage("é" * 200, b"{}"), now=0, send="s")
+        wire.outgoing(OutgoingMessage("é" * 200, b"{}"), now=0, send="s", prefix="shop")
+
+
+def test_a_call_is_amqps_request_and_reply() -> None:
+    """reply-to and correlation-id are AMQP's properties: a polyport queue by its AMQP
+    name, another client's queue as ``amqp:{name}``, both ways."""
+    headers = {"reply-to": "replies-1", "correlation-id": "c1", "status": "ok"}
+    props = wire.outgoing(OutgoingMessage("m", b"{}", headers), now=0, send="s", prefix="shop")
+    assert props.reply_to == "shop.replies-1" and props.correlation_id == "c1"
+    assert props.headers is not None and "reply-to" not in props.headers
+    read = wire.read(delivered(b"{}", props), prefix="shop")
+    assert read.headers["reply-to"] == "replies-1" and read.headers["correlation-id"] == "c1"
+    assert read.headers["status"] == "ok"
+    foreign = spec.Basic.Properties(reply_to="amq.gen-Xy", correlation_id="c2")
+    assert wire.read(delivered(b"{}", foreign), prefix="shop").headers["reply-to"] == (
+        "amqp:amq.gen-Xy"
+    )
+    assert wire.reply_address("shop", "amqp:amq.gen-Xy") == "amq.gen-Xy"
+    assert wire.reply_address("shop", "replies-1") == "shop.replies-1"
 
 
 def test_a_copy_counts_attempts_and_drops_rabbitmqs_headers() -> None:

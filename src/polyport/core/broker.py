@@ -71,6 +71,9 @@ class QueueOptions:
     name: str
     #: Seconds a message id is remembered at least, from its send.
     dedup_window: float = 86400.0
+    #: This node's alone and gone with it (its reply queue): only it receives, others
+    #: only send (unkeyed, undelayed), and a broker may tie it to the node's connection.
+    temporary: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -455,7 +455,7 @@ class QueueRunner:
         async with self._replies_made:
             if self._replies is None:
                 name = f"replies-{uuid.uuid4().hex[:16]}"
-                await self.broker.declare(QueueOptions(name, dedup_window=3600))
+                await self.broker.declare(QueueOptions(name, dedup_window=3600, temporary=True))
                 self._replies = name
                 self._reply_task = asyncio.create_task(
                     self._receive_replies(name), name="polyport-queue-replies"

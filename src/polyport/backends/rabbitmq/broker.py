@@ -46,6 +46,10 @@ on RabbitMQ (``docs/queues.md`` has the same, for operators):
   node's connection); retries and delays keep their place at the partition's
   head. A key's messages run one at a time, in order, across nodes; a
   partition's other keys wait with them.
+* **Request and reply**: a call's ``reply-to`` and ``correlation-id`` are
+  AMQP's ``reply_to`` and ``correlation_id``; a node's reply queue (a
+  ``temporary`` queue) is exclusive to its connection, gone when it stops or
+  dies; a reply to a queue that is gone is NotFound.
 * **Dead letters, redrive, peek, stats, purge** (:mod:`.operations`): with
   AMQP only (no management plugin). *In flight* in the stats is this node's;
   a purge deletes what is ready and what this node holds.

@@ -230,12 +230,19 @@ class AmqpConnection:
     # -- calls ------------------------------------------------------------------------------
 
     async def publish(
-        self, body: bytes, *, routing_key: str, properties: Any, exchange: str = ""
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        properties: Any,
+        exchange: str = "",
+        unroutable: Callable[[], Exception] | None = None,
     ) -> None:
         """Store one message: returns once RabbitMQ confirmed it, else Unavailable.
 
         ``mandatory``: a message no queue takes (its queue was deleted) is
-        returned by RabbitMQ, which is an error here, never a silent loss.
+        returned by RabbitMQ, which is an error here, never a silent loss —
+        ``unroutable()``'s, or Unavailable.
         """
         from aiormq import spec
 
@@ -250,6 +257,8 @@ class AmqpConnection:
                     mandatory=True,
                 )
         if not isinstance(answer, spec.Basic.Ack):
+            if unroutable is not None:
+                raise unroutable()
             raise unavailable(f"did not store a message for {routing_key} (no queue took it)")
 
     async def count(self, queue: str) -> tuple[int, int]:

@@ -11,7 +11,8 @@ For the queue ``payments`` under the prefix ``polyport``::
     polyport.payments.delay.{k}         delay level k: holds a message 2^k ticks (quorum)
 
 and one topic exchange per delay level (same names) plus
-``polyport.payments.delay.out``. A delay of *n* ticks is spelled as the
+``polyport.payments.delay.out``. A node's reply queue (a temporary queue) is
+its main queue alone, exclusive to the node's connection. A delay of *n* ticks is spelled as the
 routing key of its bits, highest first (``0.….1.0.1``); level *k*'s exchange
 sends a message whose bit *k* is 1 through its queue (whose expired messages
 are dead-lettered, routing key unchanged, to level *k-1*'s exchange) and one
@@ -62,6 +63,8 @@ class Layout:
     prefix: str
     queue: str
     partitions: int
+    #: A node's own queue (its reply queue): only the main queue, exclusive to the node.
+    temporary: bool = False
 
     @property
     def main(self) -> str:
@@ -99,6 +102,8 @@ class Layout:
 
     def durable_queues(self) -> list[str]:
         """Every durable queue of this polyport queue (not the stream, not the locks)."""
+        if self.temporary:
+            return []
         return [
             self.main,
             self.dead,
@@ -106,7 +111,13 @@ class Layout:
             *(self.level(k) for k in range(LEVELS)),
         ]
 
+    def queues(self) -> list[str]:
+        """Every queue that holds its messages (counted by stats, emptied by a purge)."""
+        return [self.main] if self.temporary else self.durable_queues()
+
     def exchanges(self) -> list[str]:
+        if self.temporary:
+            return []
         return [*(self.level(k) for k in range(LEVELS)), self.delay_out]
 
 

@@ -70,8 +70,8 @@ def _tag(message: DeliveredMessage) -> int:
     return getattr(message.delivery, "delivery_tag", 0) or 0
 
 
-def _dead_listed(queue: str, message: DeliveredMessage, classic: bool) -> QueuedMessage:
-    r = wire.read(message, classic=classic)
+def _dead_listed(broker: RabbitBroker, queue: str, message: DeliveredMessage) -> QueuedMessage:
+    r = broker.read(message)
     died = r.died if r.died is not None else r.sent
     return QueuedMessage(
         queue=queue,
@@ -92,6 +92,8 @@ def _dead_listed(queue: str, message: DeliveredMessage, classic: bool) -> Queued
 async def dead(
     broker: RabbitBroker, state: QueueState, *, limit: int, after: str | None
 ) -> list[QueuedMessage]:
+    if state.layout.temporary:
+        return []
     connection = broker.connection
     channel = await connection.channel()
     try:
@@ -99,7 +101,7 @@ async def dead(
     finally:
         await _close(channel, connection.timeout)
     listed = sorted(
-        (_dead_listed(state.layout.queue, m, broker.classic) for m in taken),
+        (_dead_listed(broker, state.layout.queue, m) for m in taken),
         key=lambda m: m.cursor,
     )
     if after is not None:
@@ -112,6 +114,8 @@ async def redrive(broker: RabbitBroker, state: QueueState, ids: Sequence[str] | 
     from zero, sent now; the others go back to the dead letters."""
     connection = broker.connection
     layout = state.layout
+    if layout.temporary:
+        return 0
     wanted = None if ids is None else set(ids)
     count = 0
     while True:
@@ -120,7 +124,7 @@ async def redrive(broker: RabbitBroker, state: QueueState, ids: Sequence[str] | 
             taken = await _take_all(channel, layout.dead, BROWSE, connection.timeout)
             now = time.time()
             for message in taken:
-                r = wire.read(message, classic=broker.classic)
+                r = broker.read(message)
                 if wanted is not None and r.id not in wanted:
                     continue
                 target = layout.main
@@ -147,13 +151,13 @@ async def peek(broker: RabbitBroker, state: QueueState, *, limit: int) -> list[Q
     layout = state.layout
     found = [held.listed() for held in [*state.held, *state.partitions.held()]]
     for message, _ in state.feed.buffer:  # received ahead: held by this node too
-        r = wire.read(message, classic=broker.classic)
+        r = broker.read(message)
         found.append(replace(_waiting(layout.queue, r, due=None), state="in_flight"))
     channel = await connection.channel()
     try:
         # Ready messages: copied to the back of the queue, then acknowledged.
         for message in await _take_all(channel, layout.main, limit, connection.timeout):
-            r = wire.read(message, classic=broker.classic)
+            r = broker.read(message)
             props = wire.copy(message, r, attempts=r.attempts + r.returns)
             await connection.publish(message.body, routing_key=layout.main, properties=props)
             with amqp_errors("did not acknowledge"):
@@ -161,14 +165,14 @@ async def peek(broker: RabbitBroker, state: QueueState, *, limit: int) -> list[Q
             found.append(_waiting(layout.queue, r, due=None))
         # Delayed messages: taken from the levels and given back with the channel.
         for k in reversed(range(LEVELS)):
-            if len(found) >= limit:
+            if len(found) >= limit or layout.temporary:
                 break
             level = layout.level(k)
             ready, _ = await connection.count(level)
             if not ready:
                 continue
             for message in await _take_all(channel, level, limit, connection.timeout):
-                r = wire.read(message, classic=broker.classic)
+                r = broker.read(message)
                 found.append(_waiting(layout.queue, r, due=None))
     finally:
         await _close(channel, connection.timeout)
@@ -197,12 +201,12 @@ async def stats(broker: RabbitBroker, state: QueueState) -> QueueStats:
     connection = broker.connection
     layout = state.layout
     waiting = 0
-    for name in layout.durable_queues():
+    for name in layout.queues():
         if name == layout.dead:
             continue
         ready, _ = await connection.count(name)
         waiting += ready
-    dead_count, _ = await connection.count(layout.dead)
+    dead_count = 0 if layout.temporary else (await connection.count(layout.dead))[0]
     in_flight = len(state.held) + len(state.partitions.held()) + len(state.feed.buffer)
     return QueueStats(waiting=waiting, in_flight=in_flight, dead=dead_count)
 
@@ -218,7 +222,7 @@ async def purge(broker: RabbitBroker, state: QueueState) -> int:
     count = 0
     channel = await connection.ctl()
     with amqp_errors(f"did not purge {state.layout.main}"):
-        for name in state.layout.durable_queues():
+        for name in state.layout.queues():
             async with asyncio.timeout(connection.timeout):
                 ok = await channel.queue_purge(name)
             count += ok.message_count or 0

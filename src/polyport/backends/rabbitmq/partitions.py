@@ -108,6 +108,8 @@ class Partitions:
 
     async def take(self, limit: int, lease: float, poll_interval: float) -> list[Held]:
         """Up to ``limit`` messages, one per partition this node can lock."""
+        if not self.parts:
+            return []  # a reply queue: no keyed messages
         now = self.clock()
         if time.monotonic() - self._scanned >= poll_interval:
             await self._scan(now)
@@ -189,7 +191,7 @@ class Partitions:
         if message is None:
             self.hints.discard(part.n)
             return None
-        received = wire.read(message, classic=self.classic)
+        received = wire.read(message, prefix=self.layout.prefix, classic=self.classic)
         tag = getattr(message.delivery, "delivery_tag", 0) or 0
         now = self.clock()
         if received.due is not None and received.due > now:
@@ -255,7 +257,7 @@ class Partitions:
             pushed.cancel()
             return None
         message = pushed.result()
-        received = wire.read(message, classic=self.classic)
+        received = wire.read(message, prefix=self.layout.prefix, classic=self.classic)
         # The partition's own returns are hand-overs, never runs: not counted.
         await self.connection.publish(
             message.body,

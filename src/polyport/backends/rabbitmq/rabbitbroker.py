@@ -123,7 +123,7 @@ class RabbitBroker:
         then the ack; closing the connection would return them counted)."""
         for message, _ in state.feed.take(len(state.feed.buffer)):
             with contextlib.suppress(Exception):
-                received = wire.read(message, classic=self.classic)
+                received = self.read(message)
                 props = wire.copy(message, received, attempts=received.attempts + received.returns)
                 await self.connection.publish(
                     message.body, routing_key=state.layout.main, properties=props
@@ -131,14 +131,20 @@ class RabbitBroker:
                 await message.channel.basic_ack(getattr(message.delivery, "delivery_tag", 0) or 0)
 
     async def declare(self, queue: QueueOptions) -> None:
-        layout = Layout(self.prefix, queue.name, self.partitions)
-        ids = IdLog(self.connection, layout.ids, queue.dedup_window, shared=self.streams)
         state = self.queues.get(queue.name)
         if state is None:
-            partitions = Partitions(self.connection, layout, ids, classic=self.classic)
-            feed = Feed(self.connection, layout.main, self._consuming)
-            state = QueueState(queue, layout, ids, partitions, feed)
-        await topology.declare(self.connection, layout, classic=self.classic)
+            partitions = 0 if queue.temporary else self.partitions
+            layout = Layout(self.prefix, queue.name, partitions, temporary=queue.temporary)
+            shared = self.streams and not queue.temporary
+            ids = IdLog(self.connection, layout.ids, queue.dedup_window, shared=shared)
+            state = QueueState(
+                queue,
+                layout,
+                ids,
+                Partitions(self.connection, layout, ids, classic=self.classic),
+                Feed(self.connection, layout.main, self._consuming),
+            )
+        await topology.declare(self.connection, state.layout, classic=self.classic)
         await state.ids.declare()
         self.queues[queue.name] = state
         await state.ids.start()
@@ -158,6 +164,9 @@ class RabbitBroker:
             await state.ids.declare()
             await state.ids.start()
 
+    def read(self, message: DeliveredMessage) -> wire.Received:
+        return wire.read(message, prefix=self.prefix, classic=self.classic)
+
     def state(self, queue: str) -> QueueState:
         try:
             return self.queues[queue]
@@ -167,6 +176,8 @@ class RabbitBroker:
     # -- producing ------------------------------------------------------------------------
 
     async def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        if queue not in self.queues:
+            return await self._send_elsewhere(queue, messages)
         state = self.state(queue)
         now = time.time()
         stored: list[bool] = []
@@ -197,17 +208,38 @@ class RabbitBroker:
             state.wake.set()
         return stored
 
+    async def _send_elsewhere(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[bool]:
+        """Send to a queue this node did not declare: a reply to another node's reply
+        queue, or (``amqp:{name}``) to a queue another client made. Its queues are
+        whoever declared them to make: one that is gone is NotFound, never made here.
+        Not deduplicated (this node does not follow that queue's ids)."""
+        target = wire.reply_address(self.prefix, queue)
+        now = time.time()
+        for message in messages:
+            props = wire.outgoing(message, now=now, send=uuid.uuid4().hex, prefix=self.prefix)
+            await self.connection.publish(
+                message.body,
+                routing_key=target,
+                properties=props,
+                unroutable=lambda: NotFound(f"queue {queue[:100]!r} has no queue on RabbitMQ"),
+            )
+        return [True] * len(messages)
+
     def _route(
         self, state: QueueState, message: OutgoingMessage, now: float, send: str
     ) -> tuple[Any, str, str]:
         """(properties, exchange, routing key) a new message is published with."""
         layout = state.layout
+        props = wire.outgoing(message, now=now, send=send, prefix=self.prefix)
+        if layout.temporary:  # a reply queue: replies are neither keyed nor delayed
+            return props, "", layout.main
         if message.key is not None:
             n = partition_of(message.key, layout.partitions)
             state.partitions.hint(n)
-            due = now + message.delay if message.delay > 0 else None
-            return wire.outgoing(message, now=now, send=send, due=due), "", layout.part(n)
-        props = wire.outgoing(message, now=now, send=send)
+            if message.delay > 0:
+                due = now + message.delay
+                props = wire.outgoing(message, now=now, send=send, prefix=self.prefix, due=due)
+            return props, "", layout.part(n)
         if ticks(message.delay):
             return props, layout.delay_in, delay_key(ticks(message.delay))
         return props, "", layout.main
@@ -286,7 +318,7 @@ class RabbitBroker:
         got: list[Held] = []
         generation = self.connection.generation
         for message, consumer in arrived:
-            received = wire.read(message, classic=self.classic)
+            received = self.read(message)
             tag = getattr(message.delivery, "delivery_tag", 0) or 0
             first_send = state.ids.first_send(received.id, now)
             if received.send is not None and first_send not in (None, received.send):

@@ -50,6 +50,10 @@ async def declare(connection: AmqpConnection, layout: Layout, *, classic: bool) 
     name = layout.main
     try:
         async with asyncio.timeout(connection.timeout * 4):
+            if layout.temporary:
+                # Deleted by RabbitMQ with the node's connection, even a killed node's.
+                await channel.queue_declare(name, exclusive=True, durable=False)
+                return
             for name in [layout.main, layout.dead]:
                 await channel.queue_declare(name, durable=True, arguments=queue_arguments(classic))
             for n in range(layout.partitions):

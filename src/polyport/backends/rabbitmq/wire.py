@@ -7,6 +7,10 @@ write (``docs/queues.md`` shows one):
 * ``message_id``: its id (the producer's, or one polyport made);
 * ``content_type`` ``application/json``, ``type`` ``{service}.{queue}``,
   ``timestamp`` when it was sent, ``delivery_mode`` 2 (persistent);
+* a call's (``queue.call``) ``reply_to`` (the AMQP name of the queue to answer
+  on) and ``correlation_id``, as AMQP's request/reply has them — the
+  ``reply-to`` and ``correlation-id`` headers of the port: a polyport queue's
+  name, or ``amqp:{name}`` for a queue polyport did not make;
 * headers: the sender's own (``traceparent`` among them when known), and
   polyport's, all named ``x-polyport-…``: ``sent`` (Unix milliseconds),
   ``attempts`` (runs that already failed), ``error`` (the last one's error),
@@ -69,8 +73,25 @@ def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(int(seconds), datetime.UTC)
 
 
+def reply_address(prefix: str, reply_to: str) -> str:
+    """The AMQP queue a ``reply-to`` header names: ``amqp:{name}`` as it is, else the
+    polyport queue's (under ``prefix``)."""
+    return reply_to[5:] if reply_to.startswith("amqp:") else f"{prefix}.{reply_to}"
+
+
+def reply_header(prefix: str, reply_to: str) -> str:
+    """The ``reply-to`` header of an AMQP ``reply_to``: the inverse of :func:`reply_address`."""
+    own = reply_to.removeprefix(f"{prefix}.")
+    return own if own != reply_to else f"amqp:{reply_to}"
+
+
 def outgoing(
-    message: OutgoingMessage, *, now: float, send: str, due: float | None = None
+    message: OutgoingMessage,
+    *,
+    now: float,
+    send: str,
+    prefix: str,
+    due: float | None = None,
 ) -> spec.Basic.Properties:
     """The properties a message is stored with when polyport sends it."""
     if len(message.id.encode()) > SHORTSTR:
@@ -81,6 +102,8 @@ def outgoing(
     own = dict(message.headers)
     content_type = own.pop("content-type", "application/json")
     kind = own.pop("type", None)
+    reply_to = own.pop("reply-to", None)
+    correlation = own.pop("correlation-id", None)
     headers: dict[str, Any] = {name: value for name, value in own.items() if _user_header(name)}
     headers[SENT] = _ms(now)
     headers[SEND] = send
@@ -94,6 +117,8 @@ def outgoing(
         content_type=content_type,
         headers=headers,
         delivery_mode=2,
+        correlation_id=correlation,
+        reply_to=reply_address(prefix, reply_to) if reply_to else None,
         message_id=message.id,
         timestamp=_utc(now),
         message_type=kind,
@@ -120,7 +145,7 @@ class Received:
     died: float | None
 
 
-def read(message: DeliveredMessage, *, classic: bool = False) -> Received:
+def read(message: DeliveredMessage, *, prefix: str = "", classic: bool = False) -> Received:
     """A delivered message, whoever sent it."""
     props = message.header.properties
     raw: dict[str, Any] = dict(props.headers or {})
@@ -129,6 +154,10 @@ def read(message: DeliveredMessage, *, classic: bool = False) -> Received:
         headers["content-type"] = props.content_type
     if props.message_type:
         headers["type"] = props.message_type
+    if props.reply_to:
+        headers["reply-to"] = reply_header(prefix, props.reply_to)
+    if props.correlation_id:
+        headers["correlation-id"] = props.correlation_id
     if classic:
         # Classic queues do not count; a redelivered message was given back once at least.
         returns = 1 if getattr(message.delivery, "redelivered", False) else 0
@@ -256,4 +285,6 @@ __all__ = [
     "foreign_id",
     "outgoing",
     "read",
+    "reply_address",
+    "reply_header",
 ]

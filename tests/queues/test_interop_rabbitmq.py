@@ -26,7 +26,9 @@ from pydantic import BaseModel
 from tests.contract.rabbitmq_names import Names, rabbit
 
 from polyport import Service, Settings
-from polyport.core.queues import Backoff, QueueMessage
+from polyport.core.errors import Internal
+from polyport.core.queues import Backoff, Queue, QueueMessage
+from polyport.node import Node
 from polyport.testing import serve_in_thread
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
@@ -39,11 +41,12 @@ class Order(BaseModel):
     order: int
 
 
-def settings(tmp_path: Path, rabbit: Names) -> Settings:
+def settings(folder: Path, rabbit: Names) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
     return Settings.model_validate(
         {
             "dev": True,
-            "database": str(tmp_path / "db.sqlite3"),
+            "database": str(folder / "db.sqlite3"),
             "rate_limit": {"enabled": False},
             "queues": {"poll_interval": 0.1, "broker": rabbit.url()},
         }
@@ -193,3 +196,102 @@ def test_what_polyport_sends_is_read_by_plain_aio_pika(tmp_path: Path, rabbit: N
     [in_partition] = asyncio.run(take(partition, 1))
     assert in_partition.message_id == "p-3"
     assert in_partition.headers["x-polyport-key"] == "customer-7"
+
+
+# -- request and reply over the queue --------------------------------------------------
+
+
+class Ask(BaseModel):
+    n: int
+
+
+class Answer(BaseModel):
+    twice: int
+
+
+def maths(*, answering: bool) -> tuple[Service, Queue]:
+    svc = Service("maths")
+    asks = svc.queue("asks", Ask)
+    if answering:
+
+        @asks.consumer(max_attempts=2, backoff=Backoff(initial=0.01, max=0.01))
+        async def double(ask: Ask) -> Answer:
+            if ask.n == 13:
+                raise ValueError("unlucky")
+            return Answer(twice=2 * ask.n)
+
+    return svc, asks
+
+
+async def exists(queue: str) -> bool:
+    """Whether RabbitMQ has ``queue`` (a passive declare on a channel of its own)."""
+    import aio_pika
+    import aiormq
+
+    connection = await aio_pika.connect(rabbit_url())
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aiormq.ChannelNotFoundEntity:
+            return False
+        except aiormq.ChannelLockedResource:
+            return True  # exclusive to another connection: it is there
+        return True
+
+
+async def test_a_call_is_answered_by_another_node_and_its_reply_queue_goes(
+    tmp_path: Path, rabbit: Names
+) -> None:
+    """queue.call: the answer comes back on the caller's reply queue (AMQP reply_to and
+    correlation_id); a failed call names its dead letter; the reply queue is exclusive to
+    the caller's connection, so it is gone once the caller stops."""
+    rabbit.made("asks")
+    answering, _ = maths(answering=True)
+    calling, asks = maths(answering=False)
+    worker = Node(answering, settings(tmp_path / "worker", rabbit), edges=[])
+    caller = Node(calling, settings(tmp_path / "caller", rabbit), edges=[])
+    async with worker.running():
+        async with caller.running():
+            with caller.publishing():
+                # The caller has no consumer of its own, so no model to read the answer with.
+                assert await asks.call({"n": 21}, timeout=10) == {"twice": 42}
+                with pytest.raises(Internal, match="dead letter"):
+                    await asks.call({"n": 13}, timeout=10)
+            replies = caller.runtime.queues._replies
+            assert replies is not None and await exists(f"{rabbit.prefix}.{replies}")
+        assert not await exists(f"{rabbit.prefix}.{replies}")
+
+
+async def test_a_plain_aio_pika_client_calls_a_polyport_consumer(
+    tmp_path: Path, rabbit: Names
+) -> None:
+    """AMQP request/reply as any client does it: its own exclusive reply queue in
+    reply_to, a correlation_id; the answer comes with both, status ok, the result's JSON."""
+    import aio_pika
+
+    layout = rabbit.made("asks")
+    answering, _ = maths(answering=True)
+    worker = Node(answering, settings(tmp_path / "worker", rabbit), edges=[])
+    async with worker.running():
+        connection = await aio_pika.connect(rabbit_url())
+        async with connection:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    b'{"n": 4}',
+                    content_type="application/json",
+                    correlation_id="call-1",
+                    reply_to=replies.name,
+                ),
+                routing_key=layout.main,
+            )
+            async with replies.iterator(timeout=10) as answers:
+                async for answer in answers:
+                    async with answer.process():
+                        assert answer.correlation_id == "call-1"
+                        assert answer.headers["status"] == "ok"
+                        assert orjson.loads(answer.body) == {"twice": 8}
+                        assert answer.type == "maths.asks.reply"
+                        break
