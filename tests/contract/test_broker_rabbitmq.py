@@ -22,7 +22,7 @@ from tests.contract.broker_contract import (
 from tests.contract.rabbitmq_names import URL, Names, rabbit
 
 from polyport.backends.rabbitmq.broker import build
-from polyport.core.broker import Broker, QueueOptions
+from polyport.core.broker import Broker, OutgoingMessage, QueueOptions
 from polyport.core.errors import Unavailable
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
@@ -290,3 +290,30 @@ async def test_a_delayed_keyed_message_holds_its_key(rabbit: Names) -> None:
         assert await broker.ack(first)
         [second] = await receive_all(broker, want=1)
         assert second.id == "ma2"
+
+
+async def test_any_id_and_key_go_through_even_past_amqps_255_bytes(rabbit: Names) -> None:
+    """Ids and keys are any 1-200 characters without control ones: an id longer than
+    message_id holds travels whole in a header (message_id its digest), and comes back,
+    is deduplicated, dead-lettered and redriven by itself."""
+    long = "é/" * 100  # 300 bytes of UTF-8
+    odd = "Ⱦ\U000ca2c5j"
+    async with opened(rabbit) as broker:
+        sent = await broker.send(
+            "q",
+            [
+                OutgoingMessage(long, b"{}", key=odd),
+                OutgoingMessage(odd, b"{}"),
+                OutgoingMessage(long, b"{}"),
+            ],
+        )
+        assert sent == [True, True, False]
+        got = await receive_all(broker, want=2)
+        assert sorted(d.id for d in got) == sorted([long, odd])
+        held = next(d for d in got if d.id == long)
+        assert held.key == odd
+        assert await broker.dead_letter(held, error="x")
+        assert [m.id for m in await broker.dead("q")] == [long]
+        assert await broker.redrive("q", [long]) == 1
+        [back] = await receive_all(broker, want=1)
+        assert back.id == long and back.key == odd

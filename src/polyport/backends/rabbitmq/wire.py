@@ -37,8 +37,8 @@ from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from polyport.core.broker import OutgoingMessage
-from polyport.core.errors import InvalidArgument
 
+ID = "x-polyport-id"
 SENT = "x-polyport-sent"
 ATTEMPTS = "x-polyport-attempts"
 ERROR = "x-polyport-error"
@@ -85,6 +85,14 @@ def reply_header(prefix: str, reply_to: str) -> str:
     return own if own != reply_to else f"amqp:{reply_to}"
 
 
+def amqp_id(id_: str) -> str:
+    """A message id as ``message_id`` holds it: itself, or a digest of one longer than
+    an AMQP short string (the id itself then travels in ``x-polyport-id``)."""
+    if len(id_.encode()) <= SHORTSTR:
+        return id_
+    return "sha256:" + hashlib.sha256(id_.encode()).hexdigest()
+
+
 def outgoing(
     message: OutgoingMessage,
     *,
@@ -94,11 +102,6 @@ def outgoing(
     due: float | None = None,
 ) -> spec.Basic.Properties:
     """The properties a message is stored with when polyport sends it."""
-    if len(message.id.encode()) > SHORTSTR:
-        raise InvalidArgument(
-            f"on RabbitMQ a message id is at most {SHORTSTR} bytes of UTF-8",
-            details=[{"field": "id", "message": f"at most {SHORTSTR} bytes"}],
-        )
     own = dict(message.headers)
     content_type = own.pop("content-type", "application/json")
     kind = own.pop("type", None)
@@ -107,6 +110,8 @@ def outgoing(
     headers: dict[str, Any] = {name: value for name, value in own.items() if _user_header(name)}
     headers[SENT] = _ms(now)
     headers[SEND] = send
+    if amqp_id(message.id) != message.id:
+        headers[ID] = message.id
     if message.key is not None:
         headers[KEY] = message.key
     if due is not _KEEP:
@@ -119,7 +124,7 @@ def outgoing(
         delivery_mode=2,
         correlation_id=correlation,
         reply_to=reply_address(prefix, reply_to) if reply_to else None,
-        message_id=message.id,
+        message_id=amqp_id(message.id),
         timestamp=_utc(now),
         message_type=kind,
     )
@@ -169,8 +174,9 @@ def read(message: DeliveredMessage, *, prefix: str = "", classic: bool = False) 
     key = raw.get(KEY)
     error = raw.get(ERROR)
     send = raw.get(SEND)
+    long_id = raw.get(ID)
     return Received(
-        id=props.message_id or foreign_id(message),
+        id=_text(long_id) if long_id is not None else props.message_id or foreign_id(message),
         body=message.body,
         headers=headers,
         key=_text(key) if key is not None else None,
@@ -250,7 +256,7 @@ def copy(
         priority=props.priority,
         correlation_id=props.correlation_id,
         reply_to=props.reply_to,
-        message_id=received.id,
+        message_id=amqp_id(received.id),
         timestamp=props.timestamp if sent is None else _utc(sent),
         message_type=props.message_type,
         app_id=props.app_id,
@@ -277,10 +283,12 @@ __all__ = [
     "DIED",
     "DUE",
     "ERROR",
+    "ID",
     "KEY",
     "SEND",
     "SENT",
     "Received",
+    "amqp_id",
     "copy",
     "foreign_id",
     "outgoing",
