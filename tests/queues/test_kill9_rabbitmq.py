@@ -20,8 +20,8 @@ def test_nothing_acknowledged_is_lost_across_kill_9_on_rabbitmq(
     """202 = confirmed by RabbitMQ; a killed node's messages come back when its connection
     closes; every acknowledged message is handled at least once."""
     rabbit.made("work")
-    # Each producer waits for RabbitMQ's confirm, so four of them send slower than the
-    # node handles and a kill may find no handler running, proving nothing: twice as
-    # many keep a backlog.
-    monkeypatch.setattr(test_kill9, "PRODUCERS", 2 * test_kill9.PRODUCERS)
+    # A send waits for two confirms (the message, then its id's record), each a quorum
+    # write, so four producers send slower than the node handles and a kill may find no
+    # handler running, proving nothing: four times as many keep a backlog.
+    monkeypatch.setattr(test_kill9, "PRODUCERS", 4 * test_kill9.PRODUCERS)
     kill_rounds(tmp_path, rabbit.url())

@@ -87,7 +87,6 @@ class Partitions:
         self.parts = [Partition(n) for n in range(layout.partitions)]
         #: Partitions that may have messages (this node sent or settled one there).
         self.hints: set[int] = set()
-        self._scanned = -1e9
         self._start = itertools.cycle(range(layout.partitions))
 
     def hint(self, n: int) -> None:
@@ -106,13 +105,11 @@ class Partitions:
 
     # -- taking ---------------------------------------------------------------------------
 
-    async def take(self, limit: int, lease: float, poll_interval: float) -> list[Held]:
-        """Up to ``limit`` messages, one per partition this node can lock."""
-        if not self.parts:
-            return []  # a reply queue: no keyed messages
+    async def take(self, limit: int, lease: float) -> list[Held]:
+        """Up to ``limit`` messages, one per hinted partition this node can lock."""
+        if not self.hints:
+            return []
         now = self.clock()
-        if time.monotonic() - self._scanned >= poll_interval:
-            await self._scan(now)
         got: list[Held] = []
         first = next(self._start)
         for i in range(self.layout.partitions):
@@ -129,9 +126,12 @@ class Partitions:
                 got.append(held)
         return got
 
-    async def _scan(self, now: float) -> None:
-        """Look for partitions with messages (ready in the partition or its head)."""
-        self._scanned = time.monotonic()
+    async def scan(self) -> bool:
+        """Look for partitions with messages (ready in the partition or its head), as
+        hints for :meth:`take`; whether there are any. Off the receiving path (each
+        partition costs two passive declares): the broker runs it every poll interval
+        while the queue is received from."""
+        now = self.clock()
         for part in self.parts:
             if part.held is not None:
                 continue
@@ -142,6 +142,7 @@ class Partitions:
                 if ready:
                     self.hints.add(part.n)
                     break
+        return bool(self.hints)
 
     async def _take(self, part: Partition, lease: float) -> Held | None:
         import aiormq

@@ -55,6 +55,9 @@ class QueueState:
     held: set[Held] = field(default_factory=set)
     #: Set when this node sent or settled something a waiting receive may take now.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When a receive last ran (monotonic): the partitions are looked at only meanwhile.
+    receiving: float = 0.0
+    scanner: asyncio.Task[None] | None = None
 
 
 class RabbitBroker:
@@ -112,6 +115,11 @@ class RabbitBroker:
                 await self._leases
             self._leases = None
         for state in self.queues.values():
+            if state.scanner is not None:
+                state.scanner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state.scanner
+                state.scanner = None
             if self.connection.alive:
                 await state.feed.stop()
                 await self._give_back_spare(state)
@@ -253,7 +261,9 @@ class RabbitBroker:
             if not self.connection.alive:
                 raise unavailable("is not connected")
             state.wake.clear()
-            got = await state.partitions.take(limit, lease, self.poll_interval)
+            state.receiving = time.monotonic()
+            self._scan_keys(state)
+            got = await state.partitions.take(limit, lease)
             left = deadline - time.monotonic()
             if len(got) < limit:
                 waits = not got and left > 0
@@ -279,6 +289,26 @@ class RabbitBroker:
             else:
                 taken += [(message, None) for message in await self._get(state, room)]
         return await self._held(state, taken, lease)
+
+    def _scan_keys(self, state: QueueState) -> None:
+        """Look for keyed messages other nodes sent, every poll interval, in a task of the
+        queue's own (while it is received from), not in the receives themselves."""
+        if state.layout.temporary or (state.scanner is not None and not state.scanner.done()):
+            return
+        queue = state.layout.queue
+
+        async def scan() -> None:
+            while time.monotonic() - state.receiving < 10 * self.poll_interval + 5:
+                try:
+                    if await state.partitions.scan():
+                        state.wake.set()
+                except Exception as exc:
+                    log.debug("queue %s: looking for keyed messages failed: %s", queue, exc)
+                await asyncio.sleep(self.poll_interval)
+
+        state.scanner = asyncio.get_running_loop().create_task(
+            scan(), name=f"polyport-rabbitmq-keys-{queue}"
+        )
 
     async def _wait(self, state: QueueState, seconds: float) -> None:
         """Until the consumer receives something, this node sends or settles something
