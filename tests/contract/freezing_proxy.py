@@ -3,7 +3,9 @@
 What a cut network or a host that froze looks like to a client: its
 connections stay open and nothing answers (no reset, no end of stream), and
 new connections hang too. Only heartbeats can tell — which is what a test
-puts between a bus and its engine to see that they do.
+puts between a bus and its engine to see that they do. One direction alone
+can be held too (a request that arrives and an answer that does not), and
+every connection cut at once, with what it held (a connection that broke).
 """
 
 from __future__ import annotations
@@ -19,18 +21,33 @@ class FreezingProxy:
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = 0
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        self._up = asyncio.Event()  # client → server bytes flow
+        self._down = asyncio.Event()  # server → client bytes flow
+        self._up.set()
+        self._down.set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
 
-    def freeze(self) -> None:
-        """Carry nothing, close nothing, until :meth:`thaw`."""
-        self._flowing.clear()
+    def freeze(self, *, up: bool = True, down: bool = True) -> None:
+        """Carry nothing (toward the server: ``up``, toward the client: ``down``), close
+        nothing, until :meth:`thaw`."""
+        if up:
+            self._up.clear()
+        if down:
+            self._down.clear()
 
     def thaw(self) -> None:
-        self._flowing.set()
+        self._up.set()
+        self._down.set()
+
+    def sever(self) -> None:
+        """Close every connection at once; bytes held are dropped, never delivered."""
+        for task in self._tasks:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FreezingProxy]:
@@ -55,16 +72,21 @@ class FreezingProxy:
             writer.close()
             return
         self._writers.append(up_writer)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, flowing in (
+            (reader, up_writer, self._up),
+            (up_reader, writer, self._down),
+        ):
+            task = asyncio.create_task(self._pipe(source, sink, flowing))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, flowing: asyncio.Event
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await source.read(65536):
-                await self._flowing.wait()
+                await flowing.wait()
                 sink.write(data)
                 await sink.drain()
-            await self._flowing.wait()
+            await flowing.wait()
         sink.close()
