@@ -76,10 +76,15 @@ class EventLog(Protocol):
     async def append_many(
         self, items: Sequence[tuple[str, str, bytes]], time: float
     ) -> list[Event]:
-        """Append ``(channel, type, data)`` events in order, all at ``time``.
+        """Append ``(channel, type, data)`` events in order, all at ``time``; return them in order.
 
         The same as :meth:`append` for each item in turn — offsets, seqs and
         durability alike — in one call, so a backend can write the batch at once.
+        One exception: a batch spanning channels may be stored one channel's
+        events at a time (NATS sends each channel's in a message of its own), so
+        across channels its seqs need not follow the items' order. Within a
+        channel they always do, and its events are consecutive in the channel
+        (on NATS as far as one message holds them).
         """
         ...
 
@@ -117,7 +122,22 @@ class EventLog(Protocol):
         ...
 
     async def head(self) -> int:
-        """The seq of the newest event (0 for an empty log)."""
+        """A seq at or after the newest event and before any later one (0 for an empty log).
+
+        The newest event's own seq where seqs are consecutive; on NATS, where
+        they are not, the end of the last message (see :meth:`is_next`).
+        """
+        ...
+
+    def is_next(self, after: int, seq: int) -> bool:
+        """Whether no event can lie between seqs ``after`` and ``seq`` (``seq`` the later).
+
+        Seqs grow with the log. On most backends they are consecutive, and this
+        is ``seq == after + 1``; NATS numbers an event by its message and its
+        place in it, so its seqs skip (see
+        :mod:`polyport.backends.nats.messages`). Answers from what the log knows
+        without asking its engine: False when it cannot tell.
+        """
         ...
 
     async def resolve(self, cursor: Cursor) -> int:

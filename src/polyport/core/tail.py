@@ -86,13 +86,31 @@ class Tail:
 
     def local(self, events: Sequence[Event]) -> None:
         """This node's events, durable in the log: hand them over, or have them read,
-        and announce them to the other nodes unless the log's commit already did."""
+        and announce them to the other nodes unless the log's commit already did.
+
+        Handed over: those that follow ``delivered`` directly, in log order (a
+        batch over several channels may come out of it, see
+        :meth:`~polyport.core.eventlog.EventLog.append_many`). Whatever may have
+        another node's event before it is read from the log instead.
+        """
         if not events:
             return
-        if events[0].seq == self.delivered + 1:
-            self._hand_over(events)
+        seqs = [event.seq for event in events]
+        if seqs != sorted(seqs):
+            events = sorted(events, key=lambda event: event.seq)
+            seqs.sort()
+        is_next = self._hub.log.is_next
+        if is_next(self.delivered, seqs[0]) and seqs[-1] - seqs[0] == len(seqs) - 1:
+            self._hand_over(events)  # one run of consecutive seqs (the common case)
         else:
-            self._wake.set()
+            after, run = self.delivered, 0
+            while run < len(seqs) and is_next(after, seqs[run]):
+                after = seqs[run]
+                run += 1
+            if run:
+                self._hand_over(events[:run])
+            if run < len(seqs):
+                self._wake.set()
         if not self._announced_by_log:
             self._bus.announce(_grown(events))
 

@@ -138,6 +138,10 @@ class MemoryEventLog:
     async def head(self) -> int:
         return self._seq
 
+    def is_next(self, after: int, seq: int) -> bool:
+        """Seqs here are consecutive: the next after ``after`` is ``after + 1``."""
+        return seq == after + 1
+
     async def resolve(self, cursor: Cursor) -> int:
         state = None if cursor.is_position else self._by_epoch.get(cursor.epoch)
         seq_of_offset = first_seq = None

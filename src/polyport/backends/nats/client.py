@@ -38,7 +38,6 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 RETRY_AFTER = 1.0
 #: JetStream's error codes the log acts on.
 WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Subject-Sequence did not hold
-WRONG_LAST_MSG_ID = 10070  # Nats-Expected-Last-Msg-Id did not hold
 STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058
 CONSUMER_NOT_FOUND = 10014

@@ -1,10 +1,14 @@
 """The event log on NATS JetStream: one stream that any number of nodes share.
 
-* ``seq`` is the stream's own sequence: JetStream orders every node's appends.
+* A message holds one or more events of one channel (see :mod:`.messages`), and
+  an event's ``seq`` is its position: the message's stream sequence and its
+  index in the message (``stream_seq << 10 | index``), so JetStream orders
+  every node's appends and positions grow with the log, with gaps between
+  messages.
 * ``offset`` is gapless per channel under concurrent writers: assigned by the
-  appending node and made conditional on the channel's last sequence
-  (``Nats-Expected-Last-Subject-Sequence``), pipelined as a chain of
-  ``Nats-Expected-Last-Msg-Id`` links (see :mod:`.writer`).
+  appending node and made conditional on the channel's last message
+  (``Nats-Expected-Last-Subject-Sequence``); each node sends a channel's
+  queued appends as one message at a time (see :mod:`.writer`).
 * The log's epoch is written in the stream's description, so a stream that
   was deleted and made again (or an engine that came back empty) is a new
   epoch; a channel's epoch is derived from the log's and its name (see
@@ -15,7 +19,11 @@
   drop (``trimmed_seq``) and a writer must never number an offset twice. So the
   appending node trims a channel past ``max_events`` (in batches), and
   :meth:`NatsEventLog.trim_older_than` by age; each records the trim in the KV
-  bucket first, then purges the channel's subject up to a sequence.
+  bucket first, then purges the channel's subject up to a sequence. A purge
+  takes whole messages, so a trim goes up to the end of a message: by count
+  it keeps the message holding the oldest event to keep whole (up to a
+  message more than ``max_events``), by age it drops the messages whose
+  newest event is older than the cut.
 
 Durability is JetStream's: an append returns once the stream acknowledged it.
 For a file stream on one server that means the server wrote it to its files
@@ -48,10 +56,19 @@ from polyport.backends.nats.client import (
     message_subject,
     unavailable,
 )
+from polyport.backends.nats.messages import (
+    LAST_INDEX,
+    Meta,
+    end_of,
+    entries_of,
+    meta_of,
+    position,
+    stream_seq_of,
+)
 from polyport.backends.nats.meta import ChannelRecords
 from polyport.backends.nats.reader import StreamReader
 from polyport.backends.nats.subjects import Subjects, channel_epoch
-from polyport.backends.nats.writer import HEADER, Tail, Writer, parse_meta
+from polyport.backends.nats.writer import Tail, Writer
 from polyport.core.errors import InvalidArgument, PayloadTooLarge, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, new_epoch
@@ -66,7 +83,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("polyport.backends.nats")
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DESCRIPTION = "polyport event log, epoch "
+_DESCRIPTION = "polyport event log (packs), epoch "
+#: What a stream of one event per message said (before packs): not read by this format.
+_OLD_DESCRIPTION = "polyport event log, epoch "
 #: How far past the age cut a channel's trim scan reads before it stops (nodes' clocks differ).
 AGE_SCAN_SLACK = 300.0
 
@@ -104,7 +123,7 @@ class NatsEventLog:
         self._trimming: set[str] = set()
         self._slack = max(1, self.history.max_events // 10)
         self.writer = Writer(self.client, name, self.records, self._tail, self._suspect_stream)
-        self.reader = StreamReader(self.client, name, self.subjects, self._event)
+        self.reader = StreamReader(self.client, name, self.subjects, self._events)
 
     @property
     def epoch(self) -> str:
@@ -170,6 +189,12 @@ class NatsEventLog:
 
     def _epoch_of(self, info: dict[str, Any]) -> str:
         description = info["config"].get("description") or ""
+        if description.startswith(_OLD_DESCRIPTION):
+            raise unavailable(
+                f"stream {self.stream} holds an event log of an older polyport (one event per "
+                f"message), which this one does not read: delete it and its KV bucket "
+                f"{self.records.bucket} (a new epoch)"
+            )
         epoch = description.removeprefix(_DESCRIPTION)
         if not description.startswith(_DESCRIPTION) or not re.fullmatch(r"[a-z2-7]{10}", epoch):
             raise unavailable(f"stream {self.stream} exists and is not a polyport event log")
@@ -198,7 +223,8 @@ class NatsEventLog:
             "max_msgs_per_subject": -1,  # bounded by the log itself (see the module)
             "max_msg_size": -1,
             "allow_direct": True,
-            # Message ids only chain pipelined appends; nothing needs them remembered.
+            # Message ids only identify a message after a reconnection (see .writer),
+            # by looking it up: the server need not remember them.
             "duplicate_window": 100_000_000,
         }
         try:
@@ -239,15 +265,23 @@ class NatsEventLog:
             self._tails[channel] = tail
         return tail
 
-    def _event(self, msg: Msg) -> Event | None:
-        headers = msg.headers
-        meta = headers.get(HEADER) if headers else None
+    def _events(self, msg: Msg) -> list[Event]:
+        """The events a message holds (none: it is not a message of this log)."""
+        seq = message_seq(msg)
+        meta = meta_of(msg, seq)
         if meta is None:
-            return None  # not an event of this log
+            return []
         channel = self.subjects.channel(message_subject(msg))
-        offset, _, time, type_ = parse_meta(meta)
         epoch = self._channel_epoch(channel)
-        return Event(channel, offset, epoch, message_seq(msg), type_, time, msg.data)
+        offset, first = meta.offset, position(seq, 0)
+        return [
+            Event(channel, offset + i, epoch, first + i, type_, time, data)
+            for i, (time, type_, data) in enumerate(entries_of(msg, meta))
+        ]
+
+    def _last(self, msg: Msg | None) -> Meta | None:
+        """The header of a channel's last message, got by subject (None: it has none)."""
+        return meta_of(msg, message_seq(msg)) if msg is not None else None
 
     # -- appending ----------------------------------------------------------------
 
@@ -277,7 +311,7 @@ class NatsEventLog:
         bound = self.history.max_events + self._slack
         for channel in {channel for channel, _, _ in items}:
             tail = self._tails.get(channel)
-            if tail is not None and tail.offset - tail.trimmed > bound:
+            if tail is not None and tail.offset - max(tail.trimmed, tail.held_back) > bound:
                 await self._trim_count(tail)
         return events
 
@@ -294,7 +328,19 @@ class NatsEventLog:
     # -- reading ------------------------------------------------------------------
 
     async def head(self) -> int:
-        return int((await self._info())["state"]["last_seq"])
+        """The end of the stream's last message: at or after every event, before any later one."""
+        return end_of(int((await self._info())["state"]["last_seq"]))
+
+    def is_next(self, after: int, seq: int) -> bool:
+        """Whether no event can lie between positions ``after`` and ``seq``: consecutive in one
+        message, or ``seq`` a message's first and ``after`` the end of the message before
+        (a head, the empty log's 0, or the last event of one of this node's newest messages)."""
+        if seq == after + 1:
+            return True
+        stream_seq = stream_seq_of(after)
+        if seq != position(stream_seq + 1, 0):
+            return False
+        return after == end_of(stream_seq) or self.writer.is_end(stream_seq, after & LAST_INDEX)
 
     async def read(
         self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True
@@ -344,21 +390,18 @@ class NatsEventLog:
         if channel is not None:
             record = self.records.records[channel]
             subject = self.subjects.subject(channel)
-            last = await self.client.direct_get(self.stream, {"last_by_subj": subject})
+            last = self._last(await self.client.direct_get(self.stream, {"last_by_subj": subject}))
             last_offset = record.to
             if last is not None:
-                last_offset, prev, _, _ = parse_meta((last.headers or {})[HEADER])
+                last_offset = last.last
                 n = cursor.number
-                if n == last_offset:
-                    seq_of_offset = message_seq(last)
-                elif record.to < n < last_offset:
-                    top = (last_offset, message_seq(last), prev)
-                    seq_of_offset = await self.reader.seq_of_offset(subject, n, record, top)
+                if record.to < n <= last_offset:
+                    seq_of_offset = await self.reader.seq_of_offset(subject, n, record, last)
                 elif n == 0 and record.to == 0:
                     first = await self.client.direct_get(
                         self.stream, {"seq": 1, "next_by_subj": subject}
                     )
-                    first_seq = message_seq(first) if first is not None else None
+                    first_seq = position(message_seq(first), 0) if first is not None else None
             info = ChannelInfo(channel, cursor.epoch, last_offset, record.to, record.ts)
         return resolve_with(
             cursor,
@@ -372,21 +415,27 @@ class NatsEventLog:
     # -- bounded history ----------------------------------------------------------
 
     async def _trim_count(self, tail: Tail) -> None:
-        """Keep ``max_events`` of a channel; it ran ``slack`` over (trims go in batches)."""
+        """Keep ``max_events`` of a channel; it ran ``slack`` over (trims go in batches).
+
+        A purge takes whole messages: the message holding the oldest event to
+        keep stays whole, and until the channel has grown past it by
+        ``max_events`` no trim is tried again (``held_back``).
+        """
         if tail.channel in self._trimming:
             return
         self._trimming.add(tail.channel)
         try:
             to = tail.offset - self.history.max_events
             record = await self.records.fresh(tail.channel)
-            if record is None or record.to >= to:
+            if record is None or record.to >= to or tail.last is None:
                 tail.trimmed = max(tail.trimmed, record.to if record else 0)
                 return
-            ts = await self.reader.seq_of_offset(
-                tail.subject, to, record, (tail.offset, tail.seq, None)
-            )
-            if ts is not None:
-                await self._trim(tail.channel, to, ts)
+            kept = await self.reader.locate(tail.subject, to + 1, record, tail.last)
+            if kept is None:
+                return
+            tail.held_back = kept.last if kept.offset <= to else 0
+            if kept.offset - 1 > record.to:
+                await self._trim(tail.channel, kept.offset - 1, kept.prev)
         except Unavailable:
             # The events are stored: failing their append now would invite a
             # retry that stores them twice. The next append trims again.
@@ -395,29 +444,31 @@ class NatsEventLog:
             self._trimming.discard(tail.channel)
 
     async def _trim(self, channel: str, to: int, ts: int) -> int:
-        """Drop the channel's events up to offset ``to`` (at seq ``ts``): record, then purge."""
-        record = await self.records.raise_trim(channel, to, ts)
+        """Drop the channel's events up to offset ``to`` (the last of a message, at position
+        ``ts``): record, then purge. Returns how many events this trim dropped."""
+        record, dropped = await self.records.raise_trim(channel, to, ts)
         tail = self._tails.get(channel)
         if tail is not None:
             tail.trimmed = max(tail.trimmed, record.to)
         try:
-            answer = await self.client.api(
+            await self.client.api(
                 f"STREAM.PURGE.{self.stream}",
-                {"filter": self.subjects.subject(channel), "seq": record.ts + 1},
+                {"filter": self.subjects.subject(channel), "seq": stream_seq_of(record.ts) + 1},
             )
         except ApiError as exc:
             raise unavailable(exc.description) from exc
-        return int(answer.get("purged", 0))
+        return dropped
 
     async def trim_older_than(self, time: float) -> int:
-        """Drop the events published before ``time``: each channel's oldest first.
+        """Drop the events published before ``time``: each channel's oldest messages first.
 
-        A channel whose oldest event is not older than ``time`` costs one direct
-        get (all channels' asked together); one that is gets its expired events
-        read (headers only) and dropped up to the newest of them, as SQLite
-        drops up to the highest offset older than the cut.
+        A channel whose oldest message is not older than ``time`` (its newest
+        event, as its header says) costs one direct get (all channels' asked
+        together); one that is gets its expired messages read (headers only)
+        and dropped up to the newest of them, as SQLite drops up to the highest
+        offset older than the cut.
         """
-        head = await self.head()
+        last_seq = stream_seq_of(await self.head())
         await self.records.barrier()
         channels = list(self.records.records.items())
         dropped = 0
@@ -425,41 +476,42 @@ class NatsEventLog:
             chunk = channels[start : start + 1000]
             firsts = await self.client.direct_get_many(
                 self.stream,
-                [{"seq": r.ts + 1, "next_by_subj": self.subjects.subject(c)} for c, r in chunk],
+                [
+                    {"seq": stream_seq_of(r.ts) + 1, "next_by_subj": self.subjects.subject(c)}
+                    for c, r in chunk
+                ],
             )
             for (channel, _), first in zip(chunk, firsts, strict=True):
-                if first is None or message_seq(first) > head:
+                meta = meta_of(first, message_seq(first)) if first is not None else None
+                if meta is None or meta.seq > last_seq:
                     continue
-                offset, _, when, _ = parse_meta((first.headers or {})[HEADER])
-                if when < time:
-                    newest = await self._expired(channel, message_seq(first), offset, time, head)
-                    dropped += await self._trim(channel, *newest)
+                if meta.time < time:
+                    newest = await self._expired(channel, meta, time, last_seq)
+                    dropped += await self._trim(channel, newest.last, newest.end)
         return dropped
 
-    async def _expired(
-        self, channel: str, seq: int, offset: int, time: float, head: int
-    ) -> tuple[int, int]:
-        """The newest ``(offset, seq)`` of a channel older than ``time``, from an expired one."""
-        newest = (offset, seq)
+    async def _expired(self, channel: str, first: Meta, time: float, last_seq: int) -> Meta:
+        """The newest message of a channel older than ``time``, from an expired one."""
+        newest = first
         stop = time + AGE_SCAN_SLACK  # past this, no older event follows (clocks differ less)
 
         def seen(msg: Msg) -> bool:
             nonlocal newest
-            meta = (msg.headers or {}).get(HEADER)
-            if message_seq(msg) > head or meta is None:
+            seq = message_seq(msg)
+            meta = meta_of(msg, seq)
+            if seq > last_seq or meta is None:
                 return False
-            offset, _, when, _ = parse_meta(meta)
-            if when < time:
-                newest = (offset, message_seq(msg))
-            return when < stop
+            if meta.time < time:
+                newest = meta
+            return meta.time < stop
 
         config = {
             "filter_subject": self.subjects.subject(channel),
             "deliver_policy": "by_start_sequence",
-            "opt_start_seq": seq + 1,
+            "opt_start_seq": first.seq + 1,
             "headers_only": True,
         }
-        await self.client.fetch(self.stream, config, head, seen, collect=False)
+        await self.client.fetch(self.stream, config, last_seq, seen, collect=False)
         return newest
 
     async def channels(self) -> list[ChannelInfo]:
@@ -470,8 +522,7 @@ class NatsEventLog:
         )
         infos = []
         for (name, record), last in zip(records, lasts, strict=True):
-            offset = record.to
-            if last is not None:
-                offset = parse_meta((last.headers or {})[HEADER])[0]
+            meta = self._last(last)
+            offset = meta.last if meta is not None else record.to
             infos.append(ChannelInfo(name, self._channel_epoch(name), offset, record.to, record.ts))
         return infos

@@ -2,13 +2,13 @@
 
 One key per channel (``c.{tokens}``) holds what the stream alone cannot say:
 how far the channel's history was trimmed (``to``: the highest offset no longer
-held, ``ts``: its seq), so an offset is never assigned twice even when every
-event of a channel is gone, and a reader learns of every event it can no
-longer get. The record is written before the channel's first event (so an id
-from one node resolves on another) and before any purge (so a reader that
-misses purged events finds the record saying so). ``log`` names the stream's
-epoch, and every channel record the log epoch it belongs to, so records a
-recreated stream left behind are ignored.
+held, ``ts``: its position, see :mod:`.messages`), so an offset is never
+assigned twice even when every event of a channel is gone, and a reader
+learns of every event it can no longer get. The record is written before the
+channel's first event (so an id from one node resolves on another) and before
+any purge (so a reader that misses purged events finds the record saying so).
+``log`` names the stream's epoch, and every channel record the log epoch it
+belongs to, so records a recreated stream left behind are ignored.
 
 Every node keeps a copy of the records, fed by an ordered consumer; a reader
 that must be exact first calls :meth:`ChannelRecords.barrier`, which returns
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A channel's trimmed history: offsets up to ``to`` (the last at seq ``ts``) are gone."""
+    """A channel's trimmed history: offsets up to ``to`` (the last at position ``ts``) are gone."""
 
     log: str
     to: int = 0
@@ -220,19 +220,25 @@ class ChannelRecords:
                 return record
         raise unavailable("could not record a new channel (too much contention)")
 
-    async def raise_trim(self, channel: str, to: int, ts: int) -> Record:
-        """Record that offsets up to ``to`` (seq ``ts``) are gone; keep a later trim if any."""
+    async def raise_trim(self, channel: str, to: int, ts: int) -> tuple[Record, int]:
+        """Record that offsets up to ``to`` (position ``ts``) are gone; keep a later trim if any.
+
+        Returns the record held now and how many offsets this call marked gone
+        (none if another node's trim got as far first): the events it drops.
+        """
         key = "c." + channel_tokens(channel)
         for _ in range(16):
             got = await self.get(key)
             held = Record.decode(got[0]) if got else None
-            if held is not None and held.log == self.log_epoch and held.to >= to:
+            if held is not None and held.log != self.log_epoch:
+                held = None
+            if held is not None and held.to >= to:
                 self.remember(channel, held)
-                return held
+                return held, 0
             record = Record(self.log_epoch, to, ts)
             if await self.put(key, record.encode(), got[1] if got else 0):
                 self.remember(channel, record)
-                return record
+                return record, to - (held.to if held is not None else 0)
         raise unavailable("could not record a trim (too much contention)")
 
     async def log_record(self) -> str | None:

@@ -1,42 +1,51 @@
-"""Appending: gapless offsets per channel with many writers, publishes pipelined.
+"""Appending: gapless offsets per channel under many writers, each channel's queue in one message.
 
-JetStream numbers the stream (``seq``, global) but not each subject, so a
-channel's ``offset`` is assigned here and JetStream is asked to refuse it if
-anyone wrote the channel meanwhile: every message that follows no message of
-ours in flight on its channel carries ``Nats-Expected-Last-Subject-Sequence``
-(the seq of the channel's last event as this node knows it). The offset is
-then that event's offset + 1, and a refusal (``wrong last sequence``) means
-another node got there first: read the channel's end again and retry.
+JetStream numbers the stream (its sequence, global) but not each subject, so
+a channel's offsets are assigned here and JetStream is asked to refuse them if
+anyone wrote the channel meanwhile: every message carries
+``Nats-Expected-Last-Subject-Sequence``, the stream sequence of the channel's
+last message as this node knows it, and its first offset follows that
+message's last. A refusal (``wrong last sequence``) means another node got
+there first: read the channel's end again and send again.
 
-Publishes are pipelined without waiting for each acknowledgement, which the
-subject check alone cannot cover: the second of two messages on one channel
-cannot name the first one's seq before it is known. So every message in
-flight also carries ``Nats-Expected-Last-Msg-Id`` naming the message sent
-just before it: JetStream stores it only directly after that one. Messages in
-flight are thus stored back to back or not at all — a chain. A message whose
-channel predecessor is in the chain needs no subject check (nothing can come
-between them), and when one link fails (another node's message got in
-between, or a channel moved on) every later link fails too, so nothing is
-ever stored out of order; the failed suffix is sent again as a new chain.
-Each failed round still stores at least its first message unless its own
-channel moved. But the message-id check is the *stream's* last message, not
-the channel's: another node's message on any channel landing between two
-links breaks the chain, so under several busy writers a node that pipelines
-retries often — `polyport bench cluster` measured NATS falling behind at
-5,000 events/s over two and three nodes (docs/benchmarks.md). Chaining only
-within a channel, with one message in flight per channel otherwise, is the
-way out; it is not done yet.
+**One message in flight per channel, carrying everything queued.** On each
+node a channel has at most one message in flight. The appends that arrive
+meanwhile queue, and the next message carries all of them — up to
+:data:`~.messages.MAX_EVENTS` events and a quarter of the server's
+``max_payload`` — packed as :mod:`.messages` describes. A node that loses a
+round sends again with whatever queued meanwhile: the next message is bigger,
+so losing costs latency, not throughput, and every round stores some node's
+whole queue. Channels do not wait for each other: each has its own message
+in flight (a task of its own while it has appends queued). A node's appends
+to a channel keep their order, and one call's events on a channel are
+consecutive in it: they travel in one message, unless more than one message
+holds — those fill several, and another node's events may come between them.
 
-When the connection breaks, the messages in flight were handled by the
-server before it closed or never will be: once connected again the writer
-finds which were stored (they are consecutive, from the first, identified by
-``Nats-Msg-Id``), acknowledges those and sends the others again. While NATS
-is unreachable, appends are refused at once rather than buffered.
+This replaced one message per event, pipelined as a chain of
+``Nats-Expected-Last-Msg-Id`` links. `polyport bench cluster` found it
+starving with several nodes on one channel: a node whose chain won kept the
+channel as long as its pipeline never drained, the others' chains failed at
+their first link, and each of their rounds stored little (at 5,000 events/s
+in all, two and three nodes delivered 67 to 72% of the events to their
+subscribers, and hundreds of publishes were refused after MAX_ATTEMPTS).
 
-Each message holds the event's metadata in one header, ``Polyport: {offset}
-{prev} {time} {type}``, and its data as the payload. ``prev`` is the seq of
-the channel's previous event (``0``: none held), or ``-{n}`` when that event
-was ``n`` messages earlier in the same chain (its seq unknown when sent).
+**Taking turns.** A winner is answered first and could send again at once,
+ahead of the nodes still learning what beat them. On a channel where a node
+lost a round lately, its messages carry a look-up of the channel's end (a
+loser starts its next round without reading it first), and when it wins it
+waits about a round before the next (see :meth:`Writer._round`). An append
+whose message lost :data:`MAX_ATTEMPTS` rounds even so is Unavailable: a
+hopelessly busy channel answers rather than hangs.
+
+**Reconnection.** When the connection breaks with a message in flight, the
+server handled it before the connection closed or never will. Once connected
+again the writer looks at the channel's next message after the one it
+expected: if that carries the message's ``Nats-Msg-Id`` it was stored and its
+appends succeed, else it is sent again. A message the server left unanswered
+for ``timeout`` seconds on a connection that stayed up fails its appends
+(Unavailable), and may yet be stored; the channel's end is read again before
+its next message, so offsets stay gapless either way. While NATS is
+unreachable, appends are refused at once rather than buffered.
 """
 
 from __future__ import annotations
@@ -48,17 +57,24 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
 
 import orjson
 
 from polyport.backends.nats.client import (
-    WRONG_LAST_MSG_ID,
     WRONG_LAST_SEQUENCE,
     JetStreamClient,
     message_seq,
     status,
     unavailable,
+)
+from polyport.backends.nats.messages import (
+    FRAMING,
+    MAX_EVENTS,
+    Entry,
+    Meta,
+    encode,
+    meta_of,
+    position,
 )
 from polyport.backends.nats.meta import ChannelRecords
 from polyport.core.errors import Unavailable
@@ -69,40 +85,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polyport.backends.nats")
 
-HEADER = "Polyport"
-#: Messages in flight at most (the rest wait their turn).
-MAX_IN_FLIGHT = 1024
 #: Rounds an append may lose to other writers before it is Unavailable.
 MAX_ATTEMPTS = 64
-
-
-def meta_header(offset: int, prev: str, time: float, type: str) -> str:
-    return f"{offset} {prev} {time!r} {quote(type, safe='')}"
-
-
-def parse_meta(value: str) -> tuple[int, str, float, str]:
-    """``(offset, prev, time, type)`` from a ``Polyport`` header."""
-    offset, prev, time, type_ = value.split(" ", 3)
-    return int(offset), prev, float(time), unquote(type_)
-
-
-def prev_seq(prev: str, seq: int) -> int:
-    """The seq of the channel's previous event, for an event at ``seq`` (0: none)."""
-    return seq - int(prev[1:]) if prev.startswith("-") else int(prev)
+#: A message's payload is at most this share of the server's ``max_payload`` (one
+#: event larger than that goes alone).
+PACK_SHARE = 4
+#: This node's messages whose event counts are remembered (see :meth:`Writer.is_end`).
+REMEMBERED = 4096
+#: Seconds after losing a round during which a channel counts as contended on this node
+#: (see :meth:`Writer._round`).
+CONTENDED = 1.0
+#: The longest a node that won a round on a contended channel waits before its next one.
+MAX_YIELD = 0.05
 
 
 class Tail:
-    """What this node knows of one channel's end in the stream."""
+    """What this node knows of one channel: its end in the stream, and its appends waiting."""
 
     __slots__ = (
         "channel",
+        "contended_until",
         "epoch",
-        "in_flight",
+        "held_back",
         "known",
+        "last",
         "offset",
-        "sent_offset",
-        "sent_pos",
-        "seq",
+        "queue",
+        "sender",
+        "sending",
         "subject",
         "trimmed",
     )
@@ -111,16 +121,27 @@ class Tail:
         self.channel = channel
         self.epoch = epoch
         self.subject = subject
-        self.known = False  # offset and seq are what the stream held, not a guess
+        self.known = False  # offset and last are what the stream held, not a guess
         self.offset = 0  # the channel's last offset (stored)
-        self.seq = 0  # that event's seq (0: the subject holds no event)
+        self.last: Meta | None = None  # the message holding it (None: the subject holds none)
         self.trimmed = 0  # offsets up to this are gone, as this node last knew
-        self.in_flight = 0  # this node's messages on the channel awaiting an answer
-        self.sent_offset = 0  # the newest of those: its offset
-        self.sent_pos = 0  # and its place in the chain
+        #: The last offset of the oldest message a trim by count kept whole for its newer
+        #: events (0: none): trimming again waits until it can take that message.
+        self.held_back = 0
+        self.queue: collections.deque[_Run] = collections.deque()
+        self.sender: asyncio.Task[None] | None = None  # sends the queue, while it has one
+        self.sending: _Message | None = None  # the message in flight
+        self.contended_until = 0.0  # (loop time) until then contended: this node lost lately
+
+    @property
+    def seq(self) -> int:
+        """The stream sequence of the channel's last message (0: none)."""
+        return self.last.seq if self.last is not None else 0
 
 
 class _Batch:
+    """One call's events, answered together."""
+
     __slots__ = ("done", "events", "failed", "pending")
 
     def __init__(self, size: int) -> None:
@@ -136,45 +157,74 @@ class _Batch:
             self.done.exception()  # retrieved: a batch whose caller left logs nothing
 
 
-class _Item:
+class _Run:
+    """One call's events on one channel, in order: a message takes a run whole if it fits."""
+
+    __slots__ = ("attempts", "batch", "entries", "indexes", "size")
+
+    def __init__(self, batch: _Batch) -> None:
+        self.batch = batch
+        self.indexes: list[int] = []  # each event's place in its call
+        self.entries: list[Entry] = []
+        self.size = 0  # bytes in a pack, at most
+        self.attempts = 0  # rounds lost
+
+    def add(self, index: int, entry: Entry) -> None:
+        self.indexes.append(index)
+        self.entries.append(entry)
+        self.size += 3 * len(entry[1].encode()) + len(entry[2]) + FRAMING  # type escaped
+
+    def split(self, budget: int) -> _Run:
+        """Take off the longest start (one event at least) of at most ``budget`` bytes."""
+        head = _Run(self.batch)
+        head.attempts = self.attempts
+        n = 0
+        while n < len(self.entries) and n < MAX_EVENTS:
+            _, type_, data = self.entries[n]
+            if n and head.size + 3 * len(type_.encode()) + len(data) + FRAMING > budget:
+                break
+            head.add(self.indexes[n], self.entries[n])
+            n += 1
+        del self.indexes[:n], self.entries[:n]
+        self.size -= head.size
+        return head
+
+
+class _Message:
+    """A message in flight: what it carries and what it expected."""
+
     __slots__ = (
-        "after",
         "answer",
-        "attempts",
-        "batch",
-        "data",
-        "deadline",
-        "generation",
-        "index",
+        "count",
+        "expected",
         "msg_id",
         "offset",
-        "tail",
+        "prev",
+        "reply",
+        "runs",
         "time",
         "token",
-        "type",
     )
 
-    def __init__(
-        self, batch: _Batch, index: int, tail: Tail, type: str, data: bytes, time: float
-    ) -> None:
-        self.batch = batch
-        self.index = index
-        self.tail = tail
-        self.type = type
-        self.data = data
-        self.time = time
-        self.offset = 0
-        self.attempts = 0
-        self.answer: Msg | None = None
-        self.token = ""
-        self.deadline = 0.0
-        self.msg_id = ""
-        self.after = -1  # the seq of the channel's event before this one, if known when sent
-        self.generation = 0
+    def __init__(self, runs: list[_Run], tail: Tail, msg_id: str, client: JetStreamClient) -> None:
+        self.runs = runs
+        self.msg_id = msg_id
+        self.expected = tail.seq  # the channel's last message when sent
+        self.prev = tail.last.end if tail.last is not None else 0
+        self.offset = tail.offset + 1
+        self.count = sum(len(run.entries) for run in runs)
+        self.time = max(run.entries[0][0] for run in runs)  # a call's events share a time
+        #: The server's answer; None once the connection was made again (no answer comes).
+        self.answer: asyncio.Future[Msg | None] = asyncio.get_running_loop().create_future()
+        self.reply, self.token = client.reply_to(self._answered)
+
+    def _answered(self, msg: Msg) -> None:
+        if not self.answer.done():
+            self.answer.set_result(msg)
 
 
 class Writer:
-    """The one task of a node that publishes its appends, in order, as a chain."""
+    """Sends a node's appends: per channel, one message at a time, holding all that queued."""
 
     def __init__(
         self,
@@ -189,28 +239,25 @@ class Writer:
         self.records = records
         self._tail_of = tail_of
         self._on_trouble = on_trouble
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._in_flight: collections.deque[_Item] = collections.deque()
-        self._retry: list[_Item] = []
-        self._broken = False  # a link failed: the rest of the chain will fail too
+        self._senders: set[Tail] = set()  # channels whose queue a task sends
         self._nonce = secrets.token_hex(8)
         self._ids = 0
-        self._pos = 0
-        self._last_id = ""
-        self._kick: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._open = False
+        self._reconnected: asyncio.Future[None] | None = None
+        #: Stream sequence → events, of this node's newest messages.
+        self._counts: dict[int, int] = {}
 
     def start(self) -> None:
-        self.client.on_reconnect.append(self._poke)
-        self._task = asyncio.create_task(self._run(), name="polyport-nats-writer")
+        self.client.on_reconnect.append(self._on_reconnect)
+        self._open = True
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        self._open = False
+        senders = [tail.sender for tail in self._senders if tail.sender is not None]
+        self.abandon(unavailable("event log closed"))
+        for task in senders:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.abandon(unavailable("event log closed"))
 
     def abandon(self, exc: Unavailable) -> None:
         """Fail every append not yet answered (the engine failed, the log closes or was reset).
@@ -219,244 +266,280 @@ class Writer:
         empty is a new epoch, found there.
         """
         self._on_trouble()
-        for item in (*self._in_flight, *self._retry, *self._queue):
-            self.client.drop(item.token)
-            item.batch.fail(exc)
-            item.tail.in_flight = 0
-            item.tail.known = False
-        self._in_flight.clear()
-        self._retry.clear()
-        self._queue.clear()
-        self._broken = False
+        for tail in list(self._senders):
+            task, tail.sender = tail.sender, None
+            if task is not None:
+                task.cancel()
+            if tail.sending is not None:
+                self.client.drop(tail.sending.token)
+                self._fail_runs(tail.sending.runs, exc)
+                tail.sending = None
+            self._fail_queue(tail, exc)
+        self._senders.clear()
 
-    def _fail_unsent(self, exc: Unavailable) -> None:
-        """Fail the appends not sent (not stored: precisely); those in flight wait their answer."""
-        self._on_trouble()
-        for item in (*self._retry, *self._queue):
-            item.batch.fail(exc)
-            if not item.tail.in_flight:
-                item.tail.known = False
-        self._retry.clear()
-        self._queue.clear()
+    def is_end(self, stream_seq: int, index: int) -> bool:
+        """Whether ``index`` is the last event of this node's message at ``stream_seq``
+        (False when that message is not one of its newest)."""
+        return self._counts.get(stream_seq) == index + 1
 
     async def append(self, items: Sequence[tuple[str, str, bytes]], time: float) -> list[Event]:
         if not items:
             return []
-        if self._task is None or self._task.done():
+        if not self._open:
             raise unavailable("event log is not open")
+        if not self.client.connected:
+            # Refused now rather than queued: nothing the caller was told failed is sent later.
+            raise unavailable("is not reachable (reconnecting)")
         batch = _Batch(len(items))
-        tail_of = self._tail_of
-        self._queue.extend(
-            _Item(batch, i, tail_of(channel), type, data, time)
-            for i, (channel, type, data) in enumerate(items)
-        )
-        self._poke()
+        runs: dict[str, _Run] = {}
+        for index, (channel, type_, data) in enumerate(items):
+            run = runs.get(channel)
+            if run is None:
+                run = runs[channel] = _Run(batch)
+            run.add(index, (time, type_, data))
+        for channel, run in runs.items():
+            tail = self._tail_of(channel)
+            tail.queue.append(run)
+            if tail.sender is None:
+                tail.sender = asyncio.create_task(
+                    self._send_queue(tail), name="polyport-nats-append"
+                )
+                self._senders.add(tail)
         return await asyncio.shield(batch.done)
 
-    def _poke(self) -> None:
-        if self._kick is not None and not self._kick.done():
-            self._kick.set_result(None)
+    def _on_reconnect(self) -> None:
+        """Messages in flight get no answer now: their senders look for them in the stream."""
+        for tail in self._senders:
+            message = tail.sending
+            if message is not None and not message.answer.done():
+                message.answer.set_result(None)
+        waiter, self._reconnected = self._reconnected, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._kick = loop.create_future()
-            try:
-                if self._absorb(loop.time()):
-                    await self._verify(loop)
-                if self._broken and not self._in_flight:
-                    self._recover()
-                if not self._broken:
-                    await self._send(loop)
-            except Unavailable as exc:
-                self._fail_unsent(exc)
-            except Exception:
-                log.exception("the NATS event log writer failed")
-                self.abandon(unavailable("event log writer failed"))
-            if self._kick.done():
-                continue
-            timer = None
-            if self._in_flight:
-                timer = loop.call_at(self._in_flight[0].deadline, self._poke)
-            try:
-                await self._kick
-            finally:
-                if timer is not None:
-                    timer.cancel()
+    # -- one channel ----------------------------------------------------------------
 
-    # -- answers ------------------------------------------------------------------
+    async def _send_queue(self, tail: Tail) -> None:
+        """Send a channel's queued appends, one message at a time, until none is left."""
+        runs: list[_Run] = []  # taken from the queue, not settled yet
+        try:
+            while tail.queue:
+                if not self.client.connected:
+                    raise unavailable("is not reachable (reconnecting)")
+                if not tail.known:
+                    await self.refresh(tail)
+                runs = self._take(tail.queue)
+                if runs:
+                    await self._round(tail, runs)
+                runs = []
+        except Unavailable as exc:
+            self._fail_runs(runs, exc)
+            self._fail_queue(tail, exc)
+        except Exception:
+            log.exception("the NATS event log writer failed")
+            failed = unavailable("event log writer failed")
+            self._fail_runs(runs, failed)
+            self._fail_queue(tail, failed)
+        finally:
+            if tail.sender is asyncio.current_task():
+                tail.sender = None
+                self._senders.discard(tail)
 
-    def _absorb(self, now: float) -> bool:
-        """Settle the answered messages at the head of the chain, in order.
-
-        Returns True when the head will get no answer: the connection was made
-        again since it was sent (see :meth:`_verify`).
-        """
-        in_flight = self._in_flight
-        while in_flight:
-            item = in_flight[0]
-            if item.answer is None:
-                if item.generation != self.client.generation:
-                    return True
-                if now >= item.deadline:
-                    # No answer and no reconnection: it may still be stored later,
-                    # so nothing can be said, or sent again.
-                    self.abandon(unavailable("did not acknowledge an append in time"))
-                return False
-            in_flight.popleft()
-            self.client.drop(item.token)
-            if status(item.answer) == "503":  # no stream listens on the subject: it is gone
-                item.tail.in_flight -= 1
-                self._broken = True
-                self._on_trouble()
-                item.batch.fail(unavailable("has no stream for this event log"))
-                continue
-            self._settle(item, item.answer.data)
-        return False
-
-    async def _verify(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Ask the stream which messages in flight when the connection broke were stored.
-
-        The server handled each of them before the connection closed or never
-        will. They form a chain, so the stored ones are back to back from the
-        first: find it on its channel after the event before it, then compare
-        the message ids at the seqs that follow. Those stored are acknowledged
-        (their appends succeed); the rest are sent again, in order.
-        """
-        items = list(self._in_flight)
-        first = items[0]
-        after = first.after if first.after >= 0 else first.tail.seq
-        found = await self.client.direct_get(
-            self.stream, {"seq": after + 1, "next_by_subj": first.tail.subject}
-        )
-        stored: list[int] = []
-        if found is not None and (found.headers or {}).get("Nats-Msg-Id") == first.msg_id:
-            seq = message_seq(found)
-            stored.append(seq)
-            rest = await self.client.direct_get_many(
-                self.stream, [{"seq": seq + i} for i in range(1, len(items))]
-            )
-            for item, msg in zip(items[1:], rest, strict=True):
-                if msg is None or (msg.headers or {}).get("Nats-Msg-Id") != item.msg_id:
-                    break
-                stored.append(message_seq(msg))
-        self._in_flight.clear()
-        for item, seq in zip(items, stored, strict=False):
-            self.client.drop(item.token)
-            self._settle(item, orjson.dumps({"seq": seq}))
-        for item in items[len(stored) :]:
-            self.client.drop(item.token)
-            item.tail.in_flight -= 1
-            item.tail.known = False
-            if not item.batch.failed:
-                self._retry.append(item)
-        self._broken = bool(self._retry)
-
-    def _settle(self, item: _Item, data: bytes) -> None:
-        tail = item.tail
-        tail.in_flight -= 1
-        batch = item.batch
-        answer = orjson.loads(data) if data else {}
-        error = answer.get("error")
-        if not error and "seq" in answer and not answer.get("duplicate"):
-            seq = answer["seq"]
-            tail.offset, tail.seq = item.offset, seq
-            batch.events[item.index] = Event(
-                tail.channel, item.offset, tail.epoch, seq, item.type, item.time, item.data
-            )
-            batch.pending -= 1
-            if not batch.pending and not batch.done.done():
-                batch.done.set_result(batch.events)  # type: ignore[arg-type]  # all set
-            return
-        self._broken = True
-        code = error.get("err_code") if error else None
-        if batch.failed:
-            return
-        if code in (WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID):
-            if code == WRONG_LAST_SEQUENCE:
-                tail.known = False  # another node wrote the channel: read its end again
-            item.attempts += 1
-            if item.attempts < MAX_ATTEMPTS:
-                self._retry.append(item)
-                return
-            batch.fail(unavailable("lost every attempt to append to a busy channel"))
-            return
-        what = error.get("description", "refused an append") if error else "refused an append"
-        batch.fail(unavailable(what))
-
-    def _recover(self) -> None:
-        """The chain broke and every link has answered: send the failed suffix again.
-
-        Channels another node moved are read again before their next send (see
-        :meth:`_send`); the retried messages keep their order, ahead of newer ones.
-        """
-        self._queue.extendleft(reversed(self._retry))
-        self._retry.clear()
-        self._broken = False
-
-    # -- sending ------------------------------------------------------------------
-
-    async def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        queue = self._queue
-        while queue and len(self._in_flight) < MAX_IN_FLIGHT and not self._broken:
-            item = queue[0]
-            if item.batch.failed:
+    def _take(self, queue: collections.deque[_Run]) -> list[_Run]:
+        """The runs the next message carries: whole runs while they fit, else the first's start."""
+        budget = self.client.max_message // PACK_SHARE
+        runs: list[_Run] = []
+        count = size = 0
+        while queue:
+            run = queue[0]
+            if run.batch.failed:  # another part of its call failed: the call has its answer
                 queue.popleft()
                 continue
-            tail = item.tail
-            if not self.client.connected:
-                raise unavailable("is not reachable (reconnecting)")
-            if not tail.known and not tail.in_flight:
-                await self.refresh(tail)
+            if count + len(run.entries) <= MAX_EVENTS and size + run.size <= budget:
+                runs.append(queue.popleft())
+                count += len(run.entries)
+                size += run.size
                 continue
-            queue.popleft()
-            await self._transmit(item, loop)
+            if not runs:  # more than one message holds: its start goes now
+                runs.append(run.split(budget))
+            break
+        return runs
 
-    async def _transmit(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
-        tail = item.tail
-        pos = self._pos + 1  # its place in the chain, once sent
+    async def _round(self, tail: Tail, runs: list[_Run]) -> None:
+        """Send ``runs`` as one message and settle it: stored, lost to another node, or failed.
+
+        A node that wins is answered first and could send again at once, while
+        the others still learn what beat them: it would keep winning, and they
+        would lose until their appends fail. So on a channel where this node
+        lost a round lately (*contended*), two things even the odds: its
+        message goes out with a look-up of the channel's last message, so if
+        it loses, the next round starts as soon as it is answered, with no
+        read of the channel's end between; and when it wins, it waits as long
+        as the round took (at most :data:`MAX_YIELD`) before the next, the
+        others' turn. What queues meanwhile goes in its next message.
+        """
         self._ids += 1
-        item.msg_id = msg_id = f"{self._nonce}-{self._ids:x}"
-        headers = {"Nats-Msg-Id": msg_id}
-        if self._in_flight:
-            headers["Nats-Expected-Last-Msg-Id"] = self._last_id
-        if tail.in_flight:
-            item.offset = tail.sent_offset + 1
-            item.after = -1
-            prev = f"-{pos - tail.sent_pos}"
-        else:
-            item.offset = tail.offset + 1
-            item.after = tail.seq
-            prev = str(tail.seq)
-            headers["Nats-Expected-Last-Subject-Sequence"] = prev
-        headers[HEADER] = meta_header(item.offset, prev, item.time, item.type)
-        item.answer = None  # a retried message: its last answer is not this one's
-        item.generation = self.client.generation
-
-        def answered(msg: Msg) -> None:
-            item.answer = msg
-            self._poke()
-
-        reply, item.token = self.client.reply_to(answered)
+        message = _Message(runs, tail, f"{self._nonce}-{self._ids:x}", self.client)
+        entries = [entry for run in runs for entry in run.entries]
+        name, value, payload = encode(message.offset, message.prev, entries)
+        headers = {
+            "Nats-Msg-Id": message.msg_id,
+            "Nats-Expected-Last-Subject-Sequence": str(message.expected),
+            name: value,
+        }
+        loop = asyncio.get_running_loop()
+        lookup: asyncio.Task[Msg | None] | None = None
+        sent = loop.time()
+        tail.sending = message  # from here a reconnection answers it (see _on_reconnect)
         try:
-            await self.client.send(tail.subject, item.data, reply, headers)
-        except Unavailable:
-            self.client.drop(item.token)
-            self._queue.appendleft(item)  # not sent: failed with the unsent ones
-            raise
-        item.deadline = loop.time() + self.client.timeout
-        tail.in_flight += 1
-        tail.sent_offset = item.offset
-        tail.sent_pos = self._pos = pos
-        self._last_id = msg_id
-        self._in_flight.append(item)
+            try:
+                await self.client.send(tail.subject, payload, message.reply, headers)
+            except Unavailable:
+                tail.queue.extendleft(reversed(runs))  # not sent: failed with the queue
+                raise
+            if loop.time() < tail.contended_until:
+                last = {"last_by_subj": tail.subject}
+                lookup = asyncio.create_task(self.client.direct_get(self.stream, last))
+            try:
+                async with asyncio.timeout(self.client.timeout):
+                    got = await message.answer
+            except TimeoutError:
+                # No answer on a connection that stayed up: it may still be stored later,
+                # so nothing can be said, or sent again. Its channel is read again first.
+                tail.known = False
+                self._on_trouble()
+                self._fail_runs(runs, unavailable("did not acknowledge an append in time"))
+                return
+            if got is None:
+                await self._look_up(tail, message)
+            elif self._answered(tail, message, got):  # lost the round
+                tail.contended_until = loop.time() + CONTENDED
+                if lookup is not None:
+                    await self._beaten_by(tail, message, lookup)
+            elif loop.time() < tail.contended_until:  # won: the others' turn first
+                await asyncio.sleep(min(loop.time() - sent, MAX_YIELD))
+        finally:
+            tail.sending = None
+            self.client.drop(message.token)
+            if lookup is not None:
+                lookup.cancel()
+                if lookup.done() and not lookup.cancelled():
+                    lookup.exception()  # retrieved: an answer no one needs logs nothing
+
+    def _answered(self, tail: Tail, message: _Message, msg: Msg) -> bool:
+        """Settle a message by the server's answer; True if it lost the round."""
+        if status(msg) == "503":  # no stream listens on the subject: it is gone
+            tail.known = False
+            self._on_trouble()
+            self._fail_runs(message.runs, unavailable("has no stream for this event log"))
+            return False
+        answer = orjson.loads(msg.data) if msg.data else {}
+        error = answer.get("error")
+        if not error and "seq" in answer and not answer.get("duplicate"):
+            self._stored(tail, message, answer["seq"])
+            return False
+        if error and error.get("err_code") == WRONG_LAST_SEQUENCE:
+            # Another node wrote the channel first: learn its end again, send again.
+            tail.known = False
+            again = []
+            for run in message.runs:
+                run.attempts += 1
+                if run.attempts < MAX_ATTEMPTS:
+                    again.append(run)
+                else:
+                    run.batch.fail(unavailable("lost every attempt to append to a busy channel"))
+            tail.queue.extendleft(reversed(again))
+            return True
+        what = error.get("description", "refused an append") if error else "refused an append"
+        self._fail_runs(message.runs, unavailable(what))
+        return False
+
+    async def _beaten_by(
+        self, tail: Tail, message: _Message, lookup: asyncio.Task[Msg | None]
+    ) -> None:
+        """Take the channel's last message as its end, if the look-up saw one newer than
+        ours expected (else the end is read again before the next round)."""
+        with contextlib.suppress(Unavailable):
+            found = await lookup
+            meta = meta_of(found, message_seq(found)) if found is not None else None
+            if meta is not None and meta.seq > message.expected:
+                tail.last, tail.offset, tail.known = meta, meta.last, True
+
+    async def _look_up(self, tail: Tail, message: _Message) -> None:
+        """Settle a message in flight when the connection broke: stored, or sent again.
+
+        The server handled it before the connection closed or never will. It
+        expected the channel's last message at ``expected``, so if stored it is
+        the channel's next message after that one, carrying its message id.
+        Another break while looking waits for the next reconnection, for
+        ``timeout`` seconds at most: then its appends are Unavailable (maybe stored).
+        """
+        while True:
+            reconnected = self._next_reconnection()
+            try:
+                found = await self.client.direct_get(
+                    self.stream, {"seq": message.expected + 1, "next_by_subj": tail.subject}
+                )
+                break
+            except Unavailable as exc:
+                try:
+                    async with asyncio.timeout(self.client.timeout):
+                        await reconnected
+                except TimeoutError:
+                    tail.known = False
+                    self._fail_runs(message.runs, exc)
+                    raise exc from None
+        if found is not None and (found.headers or {}).get("Nats-Msg-Id") == message.msg_id:
+            self._stored(tail, message, message_seq(found))
+        else:
+            tail.known = False
+            tail.queue.extendleft(reversed(message.runs))
+
+    def _next_reconnection(self) -> asyncio.Future[None]:
+        if self._reconnected is None:
+            self._reconnected = asyncio.get_running_loop().create_future()
+        return self._reconnected
+
+    def _stored(self, tail: Tail, message: _Message, seq: int) -> None:
+        """The message is at ``seq``: its events have their places, its calls their answers."""
+        tail.last = Meta(seq, message.offset, message.count, message.prev, message.time)
+        tail.offset = tail.last.last
+        if len(self._counts) >= REMEMBERED:
+            self._counts.clear()
+        self._counts[seq] = message.count
+        channel, epoch, offset = tail.channel, tail.epoch, message.offset
+        index = 0
+        for run in message.runs:
+            batch = run.batch
+            events = batch.events
+            for i, (time, type_, data) in zip(run.indexes, run.entries, strict=True):
+                events[i] = Event(
+                    channel, offset + index, epoch, position(seq, index), type_, time, data
+                )
+                index += 1
+            batch.pending -= len(run.entries)
+            if not batch.pending and not batch.done.done():
+                batch.done.set_result(events)  # type: ignore[arg-type]  # all set
+
+    def _fail_runs(self, runs: list[_Run], exc: Unavailable) -> None:
+        for run in runs:
+            run.batch.fail(exc)
+
+    def _fail_queue(self, tail: Tail, exc: Unavailable) -> None:
+        """Fail a channel's appends not sent (not stored: precisely)."""
+        self._on_trouble()
+        self._fail_runs(list(tail.queue), exc)
+        tail.queue.clear()
+        tail.known = False
 
     async def refresh(self, tail: Tail) -> None:
         """Read the channel's end from the stream (and its record, if it holds no event)."""
         msg = await self.client.direct_get(self.stream, {"last_by_subj": tail.subject})
         if msg is not None:
-            tail.offset = parse_meta((msg.headers or {})[HEADER])[0]
-            tail.seq = message_seq(msg)
+            meta = meta_of(msg, message_seq(msg))
+            if meta is None:
+                raise unavailable(f"holds a message on {tail.subject} that is no event of this log")
+            tail.last, tail.offset = meta, meta.last
             record = self.records.records.get(tail.channel)
             if record is not None:
                 tail.trimmed = max(tail.trimmed, record.to)
@@ -466,5 +549,5 @@ class Writer:
             record = await self.records.fresh(tail.channel)
             if record is None:
                 record = await self.records.create(tail.channel)
-            tail.offset, tail.seq, tail.trimmed = record.to, 0, record.to
+            tail.last, tail.offset, tail.trimmed = None, record.to, record.to
         tail.known = True

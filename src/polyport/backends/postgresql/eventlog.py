@@ -484,6 +484,10 @@ class PostgresEventLog:
         self._saw(rows[0][1])
         return int(rows[0][0])
 
+    def is_next(self, after: int, seq: int) -> bool:
+        """Seqs here are consecutive: the next after ``after`` is ``after + 1``."""
+        return seq == after + 1
+
     async def resolve(self, cursor: Cursor) -> int:
         params = {"epoch": "" if cursor.is_position else cursor.epoch, "offset": cursor.number}
         rows = await self._fetch("resolving a cursor", self._resolve_sql, params)

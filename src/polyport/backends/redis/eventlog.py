@@ -335,6 +335,10 @@ class RedisEventLog:
         reply = await self._run(_RESOLVE, ("", 0))
         return int(reply[1])
 
+    def is_next(self, after: int, seq: int) -> bool:
+        """Seqs here are consecutive: the next after ``after`` is ``after + 1``."""
+        return seq == after + 1
+
     async def resolve(self, cursor: Cursor) -> int:
         args = ("", 0) if cursor.is_position else (cursor.epoch, cursor.number)
         reply = await self._run(_RESOLVE, args)

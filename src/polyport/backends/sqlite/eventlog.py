@@ -288,6 +288,10 @@ class SqliteEventLog:
     async def head(self) -> int:
         return self._committed
 
+    def is_next(self, after: int, seq: int) -> bool:
+        """Seqs here are consecutive: the next after ``after`` is ``after + 1``."""
+        return seq == after + 1
+
     async def resolve(self, cursor: Cursor) -> int:
         self._flush()
         state = None if cursor.is_position else self._by_epoch.get(cursor.epoch)
