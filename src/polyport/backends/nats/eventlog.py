@@ -291,7 +291,11 @@ class NatsEventLog:
     async def append_many(
         self, items: Sequence[tuple[str, str, bytes]], time: float
     ) -> list[Event]:
-        """Append ``(channel, type, data)`` events in order, pipelined, acknowledged together.
+        """Append ``(channel, type, data)`` events in order, acknowledged together.
+
+        Each channel's events go in a message of the channel's (with whatever
+        else this node queued for it): across channels the seqs may not follow
+        the items' order (see :mod:`.writer`).
 
         Raises :class:`PayloadTooLarge` for an event the server would not take in
         one message (its ``max_payload``, 1 MiB by default, counts the headers

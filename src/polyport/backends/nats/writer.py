@@ -276,6 +276,7 @@ class Writer:
                 tail.sending = None
             self._fail_queue(tail, exc)
         self._senders.clear()
+        self._counts.clear()  # a stream made again numbers its messages from 1 again
 
     def is_end(self, stream_seq: int, index: int) -> bool:
         """Whether ``index`` is the last event of this node's message at ``stream_seq``
