@@ -56,7 +56,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 
@@ -391,6 +391,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         lookup: asyncio.Task[Msg | None] | None = None
         sent = loop.time()
+        outcome = None
         tail.sending = message  # from here a reconnection answers it (see _on_reconnect)
         try:
             try:
@@ -413,12 +414,12 @@ class Writer:
                 return
             if got is None:
                 await self._look_up(tail, message)
-            elif self._answered(tail, message, got):  # lost the round
+                return
+            outcome = self._answered(tail, message, got)
+            if outcome == "lost":
                 tail.contended_until = loop.time() + CONTENDED
                 if lookup is not None:
                     await self._beaten_by(tail, message, lookup)
-            elif loop.time() < tail.contended_until:  # won: the others' turn first
-                await asyncio.sleep(min(loop.time() - sent, MAX_YIELD))
         finally:
             tail.sending = None
             self.client.drop(message.token)
@@ -426,19 +427,23 @@ class Writer:
                 lookup.cancel()
                 if lookup.done() and not lookup.cancelled():
                     lookup.exception()  # retrieved: an answer no one needs logs nothing
+        if outcome == "stored" and loop.time() < tail.contended_until:
+            await asyncio.sleep(min(loop.time() - sent, MAX_YIELD))  # won: the others' turn
 
-    def _answered(self, tail: Tail, message: _Message, msg: Msg) -> bool:
-        """Settle a message by the server's answer; True if it lost the round."""
+    def _answered(
+        self, tail: Tail, message: _Message, msg: Msg
+    ) -> Literal["stored", "lost", "failed"]:
+        """Settle a message by the server's answer: stored, lost the round, or failed."""
         if status(msg) == "503":  # no stream listens on the subject: it is gone
             tail.known = False
             self._on_trouble()
             self._fail_runs(message.runs, unavailable("has no stream for this event log"))
-            return False
+            return "failed"
         answer = orjson.loads(msg.data) if msg.data else {}
         error = answer.get("error")
         if not error and "seq" in answer and not answer.get("duplicate"):
             self._stored(tail, message, answer["seq"])
-            return False
+            return "stored"
         if error and error.get("err_code") == WRONG_LAST_SEQUENCE:
             # Another node wrote the channel first: learn its end again, send again.
             tail.known = False
@@ -450,10 +455,10 @@ class Writer:
                 else:
                     run.batch.fail(unavailable("lost every attempt to append to a busy channel"))
             tail.queue.extendleft(reversed(again))
-            return True
+            return "lost"
         what = error.get("description", "refused an append") if error else "refused an append"
         self._fail_runs(message.runs, unavailable(what))
-        return False
+        return "failed"
 
     async def _beaten_by(
         self, tail: Tail, message: _Message, lookup: asyncio.Task[Msg | None]
