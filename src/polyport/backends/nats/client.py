@@ -6,8 +6,11 @@ extra, :meth:`JetStreamClient.connect` raises
 
 Requests go out raw (``$JS.API.…``, direct gets, pull requests) with replies
 on one wildcard inbox, so many can be in flight at once (pipelined) and each
-costs one publish and one future — no per-request subscription, no nats-py
-JetStream context between the log and the wire.
+costs one publish and one future — no per-request subscription nor timer (one
+timer gives up on every request unanswered within the timeout, oldest first),
+no nats-py JetStream context between the log and the wire. A request whose
+answer nobody needs goes without a reply subject, and one whose answer is only
+acted on goes with :meth:`JetStreamClient.answer_later`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -104,6 +108,18 @@ class JetStreamClient:
         self._cut = 0
         self._tokens = itertools.count(1)
         self._waiting: dict[str, Callable[[Msg], None]] = {}
+        #: Replies expected once: a future awaiting each, or a coroutine taking it that
+        #: nobody awaits (see :meth:`answer_later`); and when each is given up (the
+        #: loop's clock), oldest first, checked by one timer rather than one per request.
+        self._answers: dict[str, asyncio.Future[Msg] | Callable[[Msg], Awaitable[None]]] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._reaper: asyncio.TimerHandle | None = None
+        #: What nats-py raises when the server is unreachable, slow or closed (set at connect).
+        self._engine_errors: tuple[type[BaseException], ...] = (
+            TimeoutError,
+            ConnectionError,
+            OSError,
+        )
         #: How many times the connection was made again; messages sent before a
         #: reconnection were either handled by the server or lost with the connection.
         self.generation = 0
@@ -125,6 +141,7 @@ class JetStreamClient:
             for listener in self.on_reconnect:
                 listener()
 
+        self._engine_errors = (nats.errors.Error, TimeoutError, ConnectionError, OSError)
         with engine_errors("connect"):
             # Unlimited reconnection also makes nats-py retry a *first* connection
             # forever: an engine unreachable at start is Unavailable after the timeout.
@@ -147,6 +164,13 @@ class JetStreamClient:
     async def close(self) -> None:
         nc, self.nc = self.nc, None
         self._waiting.clear()
+        answers, self._answers = self._answers, {}
+        for answer in answers.values():  # what is awaited gets no answer now
+            _give_up_on(answer)
+        self._deadlines.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -169,9 +193,56 @@ class JetStreamClient:
         return self.nc
 
     async def _on_reply(self, msg: Msg) -> None:
-        handler = self._waiting.get(msg.subject[self._cut :])
+        token = msg.subject[self._cut :]
+        handler = self._waiting.get(token)
         if handler is not None:
             handler(msg)
+            return
+        answer = self._answers.pop(token, None)
+        if answer is None:
+            return
+        if isinstance(answer, asyncio.Future):
+            if not answer.done():
+                answer.set_result(msg)
+        else:
+            await answer(msg)
+
+    def _expect(
+        self, token: str, answer: asyncio.Future[Msg] | Callable[[Msg], Awaitable[None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        answers, deadlines = self._answers, self._deadlines
+        answers[token] = answer
+        while deadlines and deadlines[0][1] not in answers:  # answered: forgotten
+            deadlines.popleft()
+        deadlines.append((loop.time() + self.timeout, token))
+        if self._reaper is None:
+            self._reaper = loop.call_at(deadlines[0][0], self._give_up)
+
+    def _give_up(self) -> None:
+        """Fail the futures whose answer did not come within the timeout (TimeoutError),
+        forget the handlers of the others, and set the timer for the next."""
+        self._reaper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        answers, deadlines = self._answers, self._deadlines
+        while deadlines:
+            when, token = deadlines[0]
+            if token in answers and when > now:
+                self._reaper = loop.call_at(when, self._give_up)
+                return
+            deadlines.popleft()
+            answer = answers.pop(token, None)
+            if answer is not None:
+                _give_up_on(answer)
+
+    def answer_later(self, handler: Callable[[Msg], Awaitable[None]]) -> str:
+        """A reply subject for one answer that nobody awaits: ``handler`` takes it when it
+        comes (on the connection's reply task, so it must not wait long); forgotten
+        without a word after the timeout."""
+        token = format(next(self._tokens), "x")
+        self._expect(token, handler)
+        return f"{self._inbox}.{token}"
 
     def reply_to(self, handler: Callable[[Msg], None]) -> tuple[str, str]:
         """A fresh reply subject whose messages go to ``handler``; forget it with :meth:`drop`."""
@@ -181,17 +252,15 @@ class JetStreamClient:
 
     def drop(self, token: str) -> None:
         self._waiting.pop(token, None)
+        self._answers.pop(token, None)
 
     def expect(self) -> tuple[str, str, asyncio.Future[Msg]]:
-        """A reply subject for one answer, and the future that gets it."""
+        """A reply subject for one answer, and the future that gets it — or TimeoutError
+        once the timeout passed without it; forget it with :meth:`drop`."""
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-
-        def answered(msg: Msg) -> None:
-            if not future.done():
-                future.set_result(msg)
-
-        subject, token = self.reply_to(answered)
-        return subject, token, future
+        token = format(next(self._tokens), "x")
+        self._expect(token, future)
+        return f"{self._inbox}.{token}", token, future
 
     async def send(
         self, subject: str, payload: bytes, reply: str, headers: dict[str, str] | None = None
@@ -201,8 +270,17 @@ class JetStreamClient:
             # Refused now rather than buffered: the caller learns at once, and
             # nothing it was told failed is sent after the reconnection.
             raise unavailable("is not reachable (reconnecting)")
-        with engine_errors("take a message"):
+        try:
             await conn.publish(subject, payload, reply=reply, headers=headers)
+        except self._engine_errors as exc:  # engine_errors, without its cost per message
+            raise unavailable(f"could not take a message ({type(exc).__name__})") from exc
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Send with no reply subject: nothing is answered (a JetStream API call is still
+        carried out), so nothing is waited for."""
+        await self.send(subject, payload, "", headers)
 
     async def request(
         self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
@@ -210,8 +288,7 @@ class JetStreamClient:
         reply, token, future = self.expect()
         try:
             await self.send(subject, payload, reply, headers)
-            async with asyncio.timeout(self.timeout):
-                return await future
+            return await future  # TimeoutError after the timeout
         except TimeoutError as exc:
             raise unavailable(f"did not answer {subject.split('.', 3)[2]}") from exc
         finally:
@@ -239,6 +316,23 @@ class JetStreamClient:
         if code is not None:
             raise unavailable(f"answered a direct get with status {code}")
         return msg
+
+    async def request_many(
+        self, requests: Sequence[tuple[str, bytes, dict[str, str] | None]]
+    ) -> list[Msg]:
+        """Many requests pipelined: sent one after the other, answers awaited together."""
+        waits = []
+        try:
+            for subject, payload, headers in requests:
+                reply, token, future = self.expect()
+                waits.append((token, future))
+                await self.send(subject, payload, reply, headers)
+            return [await future for _, future in waits]  # TimeoutError after the timeout
+        except TimeoutError as exc:
+            raise unavailable(f"did not answer {len(waits)} request(s)") from exc
+        finally:
+            for token, _ in waits:
+                self.drop(token)
 
     async def direct_get_many(
         self, stream: str, bodies: Sequence[dict[str, Any]]
@@ -296,6 +390,16 @@ class JetStreamClient:
             return (await consumer.pull(limit, keep, collect=collect))[0]
         finally:
             await consumer.close()
+
+
+def _give_up_on(answer: asyncio.Future[Msg] | Callable[[Msg], Awaitable[None]]) -> None:
+    """An awaited answer that will not come raises TimeoutError (an unawaited one is only
+    forgotten)."""
+    if isinstance(answer, asyncio.Future) and not answer.done():
+        answer.set_exception(TimeoutError())
+        # Marked retrieved: whoever awaits it raises it; a future nobody awaits any
+        # longer (its caller gave up on another) is not logged as lost.
+        answer.exception()
 
 
 class PullConsumer:
