@@ -151,6 +151,8 @@ async def test_expire_sweeps_the_lease_records_of_messages_gone(node: Opener) ->
         [done, kept] = await receive_all(first, want=2)
         seq = done.token.received.seq
         assert await first.ack(done)
+        # The ack returns once the record says done; its removal follows JetStream's answer.
+        await first._acks_answered()
         names = first.names("q")
         _, revision = await first.records.read(names, seq)  # 0, or not removed yet
         assert await first.records.write(names, seq, done.token.record, revision) is not None

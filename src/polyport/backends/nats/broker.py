@@ -12,7 +12,8 @@ subjects, ``replicas`` (default 1) their copies on a cluster.
 acked message is gone) with subjects ``{prefix}.{queue}`` and
 ``{prefix}.{queue}.k.{key}``, a dead-letter stream ``{prefix}_{queue}_DEAD``
 and a stream of lease records ``{prefix}_{queue}_LEASES`` (see
-:mod:`.broker_records`, and :mod:`.broker_leases` for the leases). A stream
+:mod:`.broker_records`, :mod:`.broker_receipts` for what a receipt does, and
+:mod:`.broker_leases` for the leases). A stream
 per queue, not one for all, because JetStream's dedup window is a stream's
 setting and each queue has its own; and because purging a queue must forget
 its ids, which only deleting its stream does (a JetStream purge keeps the
@@ -39,7 +40,12 @@ How each rule of the port is kept:
   the message's lease record with its ``num_delivered`` (which grows with each
   delivery) and every settlement is a compare-and-set on the revision its
   receipt wrote: a holder that was received over finds a newer revision and
-  gets False, before it acks, naks or terms anything.
+  gets False, before it acks, naks or terms anything. The compare-and-set is
+  what settles: an ack returns once it holds, and JetStream's ack follows,
+  answered without being awaited (a lost one brings the message back to a
+  receipt that finds the record done and finishes it). Only that answer —
+  the message gone from the stream — removes the record and wakes the key's
+  next, and a node's own stats and listings wait for the answers of its acks.
 * **Attempts** are counted in the lease record, not taken from
   ``num_delivered``: a receipt counts one; a lost lease leaves the count and
   the next receipt adds one; a release takes its receipt's back. The
@@ -76,17 +82,21 @@ How each rule of the port is kept:
   listing, or a consuming node's pending pull, which the deletion ends (so a
   node's reply queue, purged when it stops, leaves nothing behind); another
   node waits half a second first (see :meth:`NatsJetStreamBroker._remake`).
-* **Connection loss**: every call needs the server's answer and raises
+* **Connection loss**: every call needs the server's answer (an ack, its
+  record's) and raises
   :class:`~polyport.core.errors.Unavailable` without one, never a silent loss;
   nats-py reconnects, and the durable consumer is the server's, so consumers
   go on where they were (a lost consumer — a purge on another node — is made again).
 
-Costs and limits: a message costs a share of a pull, its lease record's
-write, the settlement's compare-and-set, JetStream's ack and the record's
-purge (not awaited) — two requests awaited more than a bare consumer's pull
-and ack. A key
-with a backlog costs deliveries while its head runs (those delivered are
-naked behind it, up to once a second each). ``AckWait`` is changed by an
+Costs and limits: beside a bare consumer's share of a pull and its ack, a
+message costs two writes of its lease record, each awaited: the receipt's
+(those of one pull's first deliveries sent together, one round trip for
+them all) and the settlement's compare-and-set (one round trip each); the
+ack's answer (not awaited); and the record's purge (sent without a reply
+subject). So 4 messages go out and 4 come in per message handled where a
+bare consumer sends 1 and receives 1, and the server stores 2 writes and 1
+purge more. A key with a backlog costs deliveries while its head runs
+(those delivered are naked behind it, up to once a second each). ``AckWait`` is changed by an
 operator (``nats consumer edit``; nodes read it when they open), never by a
 node asking another lease. Delays and retries use each node's clock (keep
 them in sync). A NATS server killed with SIGKILL may bring back messages
@@ -97,8 +107,10 @@ never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -108,19 +120,13 @@ from polyport.backends.nats.broker_admin import QueueAdmin
 from polyport.backends.nats.broker_keys import KeyWaiters
 from polyport.backends.nats.broker_leases import Held, LeaseKeeper, held_of
 from polyport.backends.nats.broker_pull import ConsumerMissing, Puller
-from polyport.backends.nats.broker_records import LeaseRecord, LeaseRecords
+from polyport.backends.nats.broker_receipts import Receipts, nak
+from polyport.backends.nats.broker_records import LeaseRecords
 from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
 from polyport.backends.nats.broker_wire import (
-    ERROR,
-    NOT_BEFORE,
     QueueNames,
     Received,
     check_prefix,
-    message_id,
-    number,
-    optional_text,
-    port_headers,
-    received,
     wire_headers,
 )
 from polyport.backends.nats.client import TIMEOUT, ApiError, JetStreamClient, status, unavailable
@@ -145,20 +151,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("polyport.backends.nats.broker")
 T = TypeVar("T")
 
-#: The first delay a message waiting behind its key is naked for; it doubles with
-#: each delivery, up to :data:`BEHIND_MAX`.
-BEHIND_MIN = 0.05
-BEHIND_MAX = 1.0
-#: Times a receipt re-reads a lease record another node wrote in between.
-RACES = 4
 #: Seconds a node waits before making again the streams another node deleted.
 REMAKE_AFTER = 0.5
 #: Bytes of a message's protocol line and headers' framing, beside its headers.
 _ROOM = 512
-
-
-def behind_delay(delivered: int) -> float:
-    return min(BEHIND_MAX, BEHIND_MIN * 2.0 ** min(delivered - 1, 16))
 
 
 class NatsJetStreamBroker:
@@ -190,6 +186,11 @@ class NatsJetStreamBroker:
         self._declared: set[str] = set()
         self._consumers: dict[str, ConsumerState] = {}
         self.leases = LeaseKeeper(self.client)
+        self.receipts = Receipts(
+            self.client, self.records, self.leases, self.waiters, self.admin, clock
+        )
+        #: Acks sent and not yet answered, and until when each is waited for (monotonic).
+        self._acking: deque[tuple[float, asyncio.Future[None]]] = deque()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -199,6 +200,8 @@ class NatsJetStreamBroker:
         self.leases.start()
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):  # what is still settling is finished later
+            await self._acks_answered()
         await self.leases.stop()
         self._declared.clear()
         self._consumers.clear()
@@ -267,7 +270,8 @@ class NatsJetStreamBroker:
                     message.key,
                     now + message.delay if message.delay > 0 else None,
                 )
-                size = len(message.body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+                size = len(message.body) + 4 * len(headers)
+                size += sum(map(len, headers)) + sum(map(len, headers.values()))
                 if size + _ROOM > self.client.max_message:
                     raise PayloadTooLarge(
                         f"a message of {len(message.body)} bytes with its headers is over the "
@@ -276,8 +280,7 @@ class NatsJetStreamBroker:
                 reply, token, future = self.client.expect()
                 waits.append((token, future))
                 await self.client.send(names.subject_for(message.key), message.body, reply, headers)
-            async with asyncio.timeout(self.client.timeout):
-                answers = [await future for _, future in waits]
+            answers = [await future for _, future in waits]  # TimeoutError after the timeout
         except TimeoutError as exc:
             raise unavailable("did not confirm a send") from exc
         finally:
@@ -296,7 +299,7 @@ class NatsJetStreamBroker:
             if want <= 0:
                 return out
             pulled = await self._pull(names, lease, want, None)
-            out += await self._admit(names, pulled, lease)
+            out += await self.receipts.admit(names, *pulled, lease)
             if out:
                 return out
             if pulled[1]:
@@ -305,7 +308,7 @@ class NatsJetStreamBroker:
             if left <= 0.001:
                 return out
             # Wait for one; the next round takes what else is ready with it.
-            out += await self._admit(names, await self._pull(names, lease, 1, left), lease)
+            out += await self.receipts.admit(names, *await self._pull(names, lease, 1, left), lease)
 
     async def _consumer(self, names: QueueNames, lease: float) -> ConsumerState:
         consumer = self._consumers.get(names.queue)
@@ -328,125 +331,6 @@ class NatsJetStreamBroker:
             return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
         except ConsumerMissing as exc:
             raise unavailable(f"did not answer pulls from {names.stream}") from exc
-
-    async def _admit(
-        self, names: QueueNames, pulled: tuple[ConsumerState, list[Msg]], lease: float
-    ) -> list[Delivery]:
-        """The deliveries among those pulled to hand out, in their order; the others set aside."""
-        consumer, msgs = pulled
-        if not msgs:
-            return []
-        results = await asyncio.gather(
-            *(self._admit_one(names, consumer, received(msg), lease) for msg in msgs),
-            return_exceptions=True,
-        )
-        out = [result for result in results if isinstance(result, Delivery)]
-        failures = [result for result in results if isinstance(result, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, Exception):
-                raise failure
-        if failures:
-            if not out:
-                raise failures[0]
-            # Their messages come back after the ack wait; the others are handed out.
-            log.warning(
-                "%d message(s) of %s not taken: %s", len(failures), names.queue, failures[0]
-            )
-        return out
-
-    async def _admit_one(
-        self, names: QueueNames, consumer: ConsumerState, r: Received, lease: float
-    ) -> Delivery | None:
-        record, revision = (None, 0) if r.delivered == 1 else await self.records.read(names, r.seq)
-        key = names.key_of(r.subject)
-        head_checked = key is None
-        for _ in range(RACES):
-            now = self.clock()
-            if record is None:
-                not_before = number(r.wire, NOT_BEFORE)
-                if not_before is not None and not_before > now:
-                    await self._set_aside(r, not_before - now)
-                    return None
-            elif record.state in ("done", "dead"):
-                # Its holder settled it and died before JetStream heard: finish for it.
-                await self._finish(names, r, record)
-                return None
-            elif record.state == "waiting" and record.due > now:
-                await self._set_aside(r, record.due - now)
-                return None
-            elif (
-                record.state == "held"
-                and record.consumer == consumer.created
-                and record.holder >= r.delivered
-            ):
-                return None  # an older delivery than its holder's: not ours to settle
-            if not head_checked:
-                head = await self.client.direct_get(
-                    names.stream, {"next_by_subj": r.subject, "seq": 0}
-                )
-                if head is None:
-                    return None  # gone (purged) meanwhile
-                if int((head.headers or {}).get("Nats-Sequence", 0)) != r.seq:
-                    delay = behind_delay(r.delivered)
-                    await self._set_aside(r, delay)
-                    self.waiters.set_aside(r.subject, r.seq, r.reply, delay)
-                    return None
-                head_checked = True
-            attempts = (record.attempts if record is not None else 0) + 1
-            error = record.error if record is not None else optional_text(r.wire, ERROR)
-            held_for = max(lease, consumer.ack_wait)
-            new = LeaseRecord(
-                "held", r.delivered, attempts, consumer.created, error=error, until=now + held_for
-            )
-            written = await self.records.write(names, r.seq, new, revision)
-            if written is not None:
-                if key is not None:
-                    self.waiters.handed_out(r.subject, r.seq)
-                return self._hand_out(names, r, new, written, consumer, lease, key)
-            record, revision = await self.records.read(names, r.seq)
-        return None  # others keep writing it: it comes back after the ack wait
-
-    def _hand_out(
-        self,
-        names: QueueNames,
-        r: Received,
-        record: LeaseRecord,
-        revision: int,
-        consumer: ConsumerState,
-        lease: float,
-        key: str | None,
-    ) -> Delivery:
-        held = self.leases.hold(names, r, record, revision, consumer.ack_wait, lease)
-        return Delivery(
-            queue=names.queue,
-            id=message_id(r.wire, r.seq),
-            body=r.body,
-            headers=port_headers(r.wire),
-            key=key,
-            attempt=record.attempts,
-            sent=r.stored,
-            lease_until=self.clock() + max(lease, consumer.ack_wait),
-            error=record.error,
-            token=held,
-        )
-
-    async def _set_aside(self, r: Received, delay: float) -> None:
-        """Nak a delivery that is not to be handled yet (no record written: not counted)."""
-        await self.client.send(r.reply, _nak(delay), "")
-
-    async def _finish(self, names: QueueNames, r: Received, record: LeaseRecord) -> None:
-        """Tell JetStream a settlement the record holds (done or dead), and forget it."""
-        if record.state == "dead":
-            await self.admin.bury(names, r, record)
-            await self.client.request(r.reply, b"+TERM")
-        else:
-            await self.client.request(r.reply, b"+ACK")
-        if r.subject != names.subject:  # a key's head is gone: wake the next
-            await self.waiters.head_gone(names.subject, r.subject)
-        try:
-            await self.records.forget(names, r.seq, wait=False)
-        except Unavailable as exc:  # settled all the same: expire's sweep removes it later
-            log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -473,8 +357,44 @@ class NatsJetStreamBroker:
         held = await self._settle(delivery, {"state": "done"})
         if held is None:
             return False
-        await self._finish(held.names, held.received, held.record)
+        await self._ack_later(held.names, held.received)
         return True
+
+    async def _ack_later(self, names: QueueNames, r: Received) -> None:
+        """Ack a delivery whose record says done, without waiting for JetStream's answer:
+        the record is what settled it (a lost ack brings the message back to a receipt
+        that finds it done and finishes it). The answer, when it comes, means the message
+        left the stream: only then is its key's next woken and its record removed, so a
+        receipt never finds a message still there without its record."""
+
+        async def acked(msg: Msg) -> None:
+            del msg  # any answer: JetStream took the ack
+            try:
+                if r.subject != names.subject:  # a key's head is gone: wake the next
+                    await self.waiters.head_gone(names.subject, r.subject)
+                await self.records.forget(names, r.seq, wait=False)
+            except Unavailable as exc:  # settled all the same: expire's sweep removes it later
+                log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
+            finally:  # what the node sends next goes after these
+                if not answered.done():
+                    answered.set_result(None)
+
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.client.send(r.reply, b"+ACK", self.client.answer_later(acked))
+        acking = self._acking
+        now = time.monotonic()
+        while acking and (acking[0][1].done() or acking[0][0] < now):
+            acking.popleft()
+        acking.append((now + self.client.timeout, answered))
+
+    async def _acks_answered(self) -> None:
+        """Wait until JetStream answered this node's acks sent so far (each for at most the
+        timeout), so that what this node reads next (stats, listings) no longer has the
+        messages it acked: an ack returns once its record says done, before the answer."""
+        now = time.monotonic()
+        waiting = [future for until, future in self._acking if until > now and not future.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(until for until, _ in self._acking) - now)
 
     async def retry(self, delivery: Delivery, *, delay: float, error: str) -> bool:
         delay = max(0.0, delay)
@@ -483,7 +403,7 @@ class NatsJetStreamBroker:
         )
         if held is None:
             return False
-        await self.client.request(held.received.reply, _nak(delay))
+        await self.client.request(held.received.reply, nak(delay))
         return True
 
     async def release(self, delivery: Delivery) -> bool:
@@ -498,7 +418,7 @@ class NatsJetStreamBroker:
         held = await self._settle(delivery, {"state": "dead", "error": error, "died": self.clock()})
         if held is None:
             return False
-        await self._finish(held.names, held.received, held.record)
+        await self.receipts.finish(held.names, held.received, held.record)
         return True
 
     # -- operating ------------------------------------------------------------------------
@@ -524,9 +444,11 @@ class NatsJetStreamBroker:
         return await self._on_streams(queue, lambda names: self.admin.redrive(names, ids))
 
     async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
+        await self._acks_answered()
         return await self._on_streams(queue, lambda names: self.admin.peek(names, limit=limit))
 
     async def stats(self, queue: str) -> QueueStats:
+        await self._acks_answered()
         return await self._on_streams(queue, self.admin.stats)
 
     async def expire(self, queue: str) -> int:
@@ -559,12 +481,6 @@ def _stored(msg: Msg) -> bool:
     if "seq" not in answer:
         raise unavailable("did not store a message")
     return not answer.get("duplicate", False)
-
-
-def _nak(delay: float) -> bytes:
-    if delay < 0.001:
-        return b"-NAK"
-    return b'-NAK {"delay": %d}' % int(delay * 1e9)
 
 
 def build(

@@ -23,17 +23,19 @@ revision:
   between the two began; one that finds ``waiting`` before its due time naks
   the message for the rest of it.
 
-A finished message's record is purged once JetStream took its ack (asked
-for, not awaited); what a crash or a lost request leaves behind,
+A receipt of a message's first delivery has no record to read, so those of
+one pull are written together (:meth:`~LeaseRecords.write_many`: pipelined,
+each its own compare-and-set). A finished message's record is purged once
+JetStream answered its ack (the purge sent without a reply subject, so not
+answered either); what a crash or a lost request leaves behind,
 :meth:`~LeaseRecords.scan` lets ``expire`` find.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -46,6 +48,9 @@ from polyport.backends.nats.client import (
     status,
     unavailable,
 )
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 State = Literal["held", "waiting", "done", "dead"]
 
@@ -99,7 +104,20 @@ class LeaseRecord:
         )
 
     def but(self, **changes: Any) -> LeaseRecord:
-        return dataclasses.replace(self, **changes)
+        """This record with ``changes`` (what :func:`dataclasses.replace` does, at a
+        fraction of its cost: one is made per settlement)."""
+        fields: dict[str, Any] = {
+            "state": self.state,
+            "holder": self.holder,
+            "attempts": self.attempts,
+            "consumer": self.consumer,
+            "error": self.error,
+            "due": self.due,
+            "until": self.until,
+            "died": self.died,
+        }
+        fields.update(changes)
+        return LeaseRecord(**fields)
 
 
 class LeaseRecords:
@@ -137,28 +155,36 @@ class LeaseRecords:
         """Store ``record`` if the message's record is still at revision ``expected`` (0:
         it has none); the new revision, or None when another write got there first."""
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
-        msg = await self.client.request(names.lease_subject(seq), record.to_json(), headers)
-        if status(msg) == "503":
-            raise unavailable(f"has no stream {names.lease_stream}")
-        answer: dict[str, Any] = orjson.loads(msg.data) if msg.data else {}
-        error = answer.get("error")
-        if error:
-            if error.get("err_code") == WRONG_LAST_SEQUENCE:
-                return None
-            raise unavailable(error.get("description", "refused a lease record"))
-        if "seq" not in answer:
-            raise unavailable("did not store a lease record")
-        return int(answer["seq"])
+        return _written(
+            names, await self.client.request(names.lease_subject(seq), record.to_json(), headers)
+        )
+
+    async def write_many(
+        self, names: QueueNames, writes: Sequence[tuple[int, LeaseRecord, int]]
+    ) -> list[int | None]:
+        """:meth:`write` for many messages at once: the writes pipelined (one round trip
+        for all), each its own compare-and-set; the new revisions, None for each that
+        another write got to first."""
+        answers = await self.client.request_many(
+            [
+                (
+                    names.lease_subject(seq),
+                    record.to_json(),
+                    {"Nats-Expected-Last-Subject-Sequence": str(expected)},
+                )
+                for seq, record, expected in writes
+            ]
+        )
+        return [_written(names, msg) for msg in answers]
 
     async def forget(self, names: QueueNames, seq: int, *, wait: bool = True) -> None:
-        """Remove a finished message's record; without ``wait``, only ask for it (the
-        answer is not awaited: a record left behind is swept by ``expire``)."""
+        """Remove a finished message's record; without ``wait``, only ask for it (sent
+        without a reply subject, so not answered: a record left behind is swept by
+        ``expire``)."""
         subject = f"$JS.API.STREAM.PURGE.{names.lease_stream}"
         body = {"filter": names.lease_subject(seq)}
         if not wait:
-            reply, token, _ = self.client.expect()
-            self.client.drop(token)  # nobody waits for the answer
-            await self.client.send(subject, orjson.dumps(body), reply)
+            await self.client.publish(subject, orjson.dumps(body))
             return
         try:
             await self.client.api(subject.removeprefix("$JS.API."), body)
@@ -181,6 +207,21 @@ class LeaseRecords:
         finally:
             await consumer.close()
         return found
+
+
+def _written(names: QueueNames, msg: Msg) -> int | None:
+    """The revision a record's write stored, or None if its compare-and-set failed."""
+    if status(msg) == "503":
+        raise unavailable(f"has no stream {names.lease_stream}")
+    answer: dict[str, Any] = orjson.loads(msg.data) if msg.data else {}
+    error = answer.get("error")
+    if error:
+        if error.get("err_code") == WRONG_LAST_SEQUENCE:
+            return None
+        raise unavailable(error.get("description", "refused a lease record"))
+    if "seq" not in answer:
+        raise unavailable("did not store a lease record")
+    return int(answer["seq"])
 
 
 __all__ = ["LeaseRecord", "LeaseRecords", "State"]

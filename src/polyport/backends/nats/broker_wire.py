@@ -128,6 +128,8 @@ class QueueNames:
 def header_text(text: str) -> str:
     """``text`` as a header value: control characters, ``\\`` and spaces at either
     end escaped (``\\xNN``, ``\\\\``), since headers are one line and trimmed."""
+    if text.isprintable() and "\\" not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # the usual id: nothing to escape, found without the regex
     return _ESCAPE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", text)
 
 
