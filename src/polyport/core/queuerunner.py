@@ -7,10 +7,12 @@ is what :meth:`Queue.send <polyport.core.queues.Queue.send>` and
 queues edge (``POST /v{n}/queues/{name}``) sends through it too.
 
 Each consumer is a loop that holds at most ``prefetch`` messages and runs at
-most ``concurrency`` handlers at once. While it holds a message it renews
-the message's lease every third of ``lease``, so a long handler keeps it and
-a node that dies (SIGKILL) lets it go after one lease. A handler's message is
-settled after the events it published are durable:
+most ``concurrency`` handlers at once (a handler's slot is free when it
+returns: its message is settled outside it, while the next one runs). While
+it holds a message it renews the message's lease every third of ``lease``, so
+a long handler keeps it and a node that dies (SIGKILL) lets it go after one
+lease. A handler's message is settled after the events it published are
+durable:
 
 * it returned: **ack**;
 * it raised, or ran past ``timeout``: **retry** after the backoff, or, on its
@@ -654,9 +656,16 @@ class ConsumerWorker:
             log.error("queue %s: message %s is invalid; dead-lettered", self.name, delivery.id)
             return
         async with self._slots:
-            await self._run(delivery, value)
+            failure = await self._run(delivery, value)
+        # Settled once the handler's slot is free: the next handler runs while the
+        # broker records this outcome (held, still, within the prefetch).
+        if failure is None:
+            await self._settle(self.broker.ack(delivery), delivery, "done")
+        else:
+            await self._failed(delivery, failure)
 
-    async def _run(self, delivery: Delivery, value: Any) -> None:
+    async def _run(self, delivery: Delivery, value: Any) -> Exception | None:
+        """Run the handler (and send its reply); None if it succeeded, else what it raised."""
         consumer = self.consumer
         started = time.perf_counter()
         try:
@@ -673,10 +682,9 @@ class ConsumerWorker:
         except Exception as exc:
             code = "DEADLINE_EXCEEDED" if isinstance(exc, TimeoutError) else "INTERNAL"
             self.runner.metrics.observe_call(EDGE, self.name, code, time.perf_counter() - started)
-            await self._failed(delivery, exc)
-        else:
-            self.runner.metrics.observe_call(EDGE, self.name, "OK", time.perf_counter() - started)
-            await self._settle(self.broker.ack(delivery), delivery, "done")
+            return exc
+        self.runner.metrics.observe_call(EDGE, self.name, "OK", time.perf_counter() - started)
+        return None
 
     async def _call(self, delivery: Delivery, value: Any) -> Any:
         binding = self.binding
