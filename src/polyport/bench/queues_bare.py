@@ -8,6 +8,14 @@ three phases as polyport's queue runner, so each ratio compares like with like.
 * **nats-py** (against ``nats-jetstream``): ``js.publish`` awaiting its
   acknowledgement, ``in_flight`` at a time, to a work-queue stream on file storage;
   a durable pull consumer fetching 256 at a time and acknowledging each message.
+  Its acks are ``msg.ack()``: sent, never confirmed, and its sends carry no id.
+* **nats-py, confirmed** (a second baseline for ``nats-jetstream``, reported
+  beside the first, not in its goal): the same, with what the broker port asks
+  of every backend on the wire — each send carries a ``Nats-Msg-Id`` (deduplicated
+  within the stream's window) and each ack is confirmed (``ack_sync``, a fetched
+  batch's acks all in flight at once). polyport confirms its settlements by its
+  lease record's compare-and-set rather than by ``ack_sync``; this measures what
+  confirming costs nats-py itself.
 """
 
 from __future__ import annotations
@@ -107,11 +115,18 @@ async def redis_round(
 
 
 async def nats_round(
-    url: str, *, messages: int, in_flight: int, rate: float, duration: float
+    url: str,
+    *,
+    messages: int,
+    in_flight: int,
+    rate: float,
+    duration: float,
+    confirmed: bool = False,
 ) -> RunFigures:
     """One round of bare nats-py: a work-queue stream of its own (file storage, as the
     broker's), publishes awaiting their acknowledgement, a durable pull consumer fetching
-    256 at a time and acknowledging each message; deleted afterwards."""
+    256 at a time and acknowledging each message; deleted afterwards. ``confirmed``: each
+    publish with a ``Nats-Msg-Id``, each ack an ``ack_sync`` (a batch's all at once)."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
@@ -132,8 +147,12 @@ async def nats_round(
         gate = asyncio.Semaphore(in_flight)
 
         async def send(n: int, ts: float) -> None:
+            body = orjson.dumps({"n": n, "ts": ts})
             async with gate:
-                await js.publish(subject, orjson.dumps({"n": n, "ts": ts}))
+                if confirmed:
+                    await js.publish(subject, body, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+                else:
+                    await js.publish(subject, body)
 
         started = time.perf_counter()
         await asyncio.gather(*(send(n, 0.0) for n in range(messages)))
@@ -150,6 +169,14 @@ async def nats_round(
                 try:
                     batch = await consumer.fetch(BATCH, timeout=0.1)
                 except nats.errors.TimeoutError:
+                    continue
+                if confirmed:
+                    for msg in batch:
+                        tick = orjson.loads(msg.data)
+                        if measure:
+                            arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                    await asyncio.gather(*(msg.ack_sync() for msg in batch))
+                    got += len(batch)
                     continue
                 for msg in batch:
                     tick = orjson.loads(msg.data)
