@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import time
 import typing
 import uuid
@@ -320,7 +321,7 @@ class QueueRunner:
                 f"{self.config.max_message} (queues.max_message)"
             )
         if id is None:
-            id = uuid.uuid4().hex
+            id = os.urandom(16).hex()  # 128 random bits (uuid4 has 122), for a quarter of its cost
         else:
             check_name("id", id)
         if key is not None:

@@ -260,33 +260,25 @@ class NatsJetStreamBroker:
 
     async def _publish(self, names: QueueNames, messages: Sequence[OutgoingMessage]) -> list[bool]:
         now = self.clock()
-        waits = []
-        try:
-            # Sent one after the other (stored in this order), answers awaited together.
-            for message in messages:
-                headers = wire_headers(
-                    message.id,
-                    message.headers,
-                    message.key,
-                    now + message.delay if message.delay > 0 else None,
-                )
-                size = len(message.body) + 4 * len(headers)
-                size += sum(map(len, headers)) + sum(map(len, headers.values()))
-                if size + _ROOM > self.client.max_message:
-                    raise PayloadTooLarge(
-                        f"a message of {len(message.body)} bytes with its headers is over the "
-                        f"NATS server's max_payload ({self.client.max_message} bytes)"
-                    )
-                reply, token, future = self.client.expect()
-                waits.append((token, future))
-                await self.client.send(names.subject_for(message.key), message.body, reply, headers)
-            answers = [await future for _, future in waits]  # TimeoutError after the timeout
-        except TimeoutError as exc:
-            raise unavailable("did not confirm a send") from exc
-        finally:
-            for token, _ in waits:
-                self.client.drop(token)
-        return [_stored(msg) for msg in answers]
+        sends = [
+            (names.subject_for(message.key), message.body, self._headers(message, now))
+            for message in messages
+        ]
+        # Sent one after the other (stored in this order), answers awaited together.
+        return [_stored(msg) for msg in await self.client.request_many(sends)]
+
+    def _headers(self, message: OutgoingMessage, now: float) -> dict[str, str]:
+        """A message's headers on the wire; PayloadTooLarge if it is over the server's limit."""
+        not_before = now + message.delay if message.delay > 0 else None
+        headers = wire_headers(message.id, message.headers, message.key, not_before)
+        size = len(message.body) + 4 * len(headers)
+        size += sum(map(len, headers)) + sum(map(len, headers.values()))
+        if size + _ROOM > self.client.max_message:
+            raise PayloadTooLarge(
+                f"a message of {len(message.body)} bytes with its headers is over the "
+                f"NATS server's max_payload ({self.client.max_message} bytes)"
+            )
+        return headers
 
     # -- consuming ------------------------------------------------------------------------
 
