@@ -178,6 +178,33 @@ async def test_a_lease_longer_than_the_ack_wait_is_kept_by_its_node(node: Opener
         assert await first.ack(long)
 
 
+async def test_a_first_delivery_of_a_consumer_made_again_finds_the_old_record(
+    node: Opener,
+) -> None:
+    """A consumer deleted and made again delivers its messages as first deliveries again,
+    whose records are written without reading (one round trip for a pull's): the write
+    finds the old consumer's record, so the receipt reads it, takes the message over as
+    its second attempt, and the old holder is refused."""
+    import nats
+
+    async with node() as first, node() as second:
+        await first.send("q", [message(1), message(2)])
+        old = await receive_all(first, want=2)
+        nc = await nats.connect(URL)
+        try:
+            await nc.jetstream().delete_consumer(first.names("q").stream, "polyport")
+        finally:
+            await nc.close()
+        again = await receive_all(second, want=2, within=10)
+        assert sorted((d.id, d.attempt) for d in again) == [("m1", 2), ("m2", 2)]
+        assert not await first.ack(old[0])
+        assert not await first.dead_letter(old[1], error="late")
+        for delivery in again:
+            assert await second.ack(delivery)
+        stats = await second.stats("q")
+        assert (stats.waiting, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
 async def test_messages_set_aside_count_no_attempt(node: Opener) -> None:
     """A keyed message delivered again and again while its key's head runs, and a
     delayed one offered before its time, are received at last as their first attempt."""

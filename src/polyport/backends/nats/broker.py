@@ -189,8 +189,10 @@ class NatsJetStreamBroker:
         self.receipts = Receipts(
             self.client, self.records, self.leases, self.waiters, self.admin, clock
         )
-        #: Acks sent and not yet answered, and until when each is waited for (monotonic).
+        #: Acks sent and not yet answered, and until when each is waited for (monotonic);
+        #: those sent before a reconnection are not waited for (their answers are lost).
         self._acking: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self.client.on_reconnect.append(self._acking.clear)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -383,6 +385,8 @@ class NatsJetStreamBroker:
         """Wait until JetStream answered this node's acks sent so far (each for at most the
         timeout), so that what this node reads next (stats, listings) no longer has the
         messages it acked: an ack returns once its record says done, before the answer."""
+        if not self.client.connected:
+            return  # their answers are lost with the connection
         now = time.monotonic()
         waiting = [future for until, future in self._acking if until > now and not future.done()]
         if waiting:
