@@ -143,6 +143,23 @@ async def test_a_settlement_cut_off_before_jetstream_heard_is_finished_by_the_ne
             assert dead == []
 
 
+async def test_an_ack_removes_its_record_once_jetstream_answered_it(node: Opener) -> None:
+    """The ack returns at its record's compare-and-set; JetStream's answer then deletes the
+    record (the revision that settlement wrote), so records do not pile up."""
+    async with node() as first:
+        await first.send("q", [message(n) for n in range(5)])
+        got = await receive_all(first, want=5)
+        names = first.names("q")
+        assert len(await first.records.scan(names)) == 5
+        for delivery in got:
+            assert await first.ack(delivery)
+        await first._acks_answered()
+        deadline = time.monotonic() + 5
+        while await first.records.scan(names) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await first.records.scan(names) == []
+
+
 async def test_expire_sweeps_the_lease_records_of_messages_gone(node: Opener) -> None:
     """A record left behind (its removal was lost after the ack) goes at the next
     expire; the records of messages still there stay."""

@@ -92,11 +92,12 @@ Costs and limits: beside a bare consumer's share of a pull and its ack, a
 message costs two writes of its lease record, each awaited: the receipt's
 (those of one pull's first deliveries sent together, one round trip for
 them all) and the settlement's compare-and-set (one round trip each); the
-ack's answer (not awaited); and the record's purge (sent without a reply
-subject). So 4 messages go out and 4 come in per message handled where a
-bare consumer sends 1 and receives 1, and the server stores 2 writes and 1
-purge more. A key with a backlog costs deliveries while its head runs
-(those delivered are naked behind it, up to once a second each). ``AckWait`` is changed by an
+ack's answer (not awaited); and the record's deletion by its sequence (sent
+without a reply subject). So 4 messages go out and 4 come in per message
+handled where a bare consumer sends 1 and receives 1, and the server stores
+2 writes and 1 deletion more. A key with a backlog costs deliveries while
+its head runs (those delivered are naked behind it, up to once a second
+each). ``AckWait`` is changed by an
 operator (``nats consumer edit``; nodes read it when they open), never by a
 node asking another lease. Delays and retries use each node's clock (keep
 them in sync). A NATS server killed with SIGKILL may bring back messages
@@ -351,10 +352,10 @@ class NatsJetStreamBroker:
         held = await self._settle(delivery, {"state": "done"})
         if held is None:
             return False
-        await self._ack_later(held.names, held.received)
+        await self._ack_later(held.names, held.received, held.revision)
         return True
 
-    async def _ack_later(self, names: QueueNames, r: Received) -> None:
+    async def _ack_later(self, names: QueueNames, r: Received, revision: int) -> None:
         """Ack a delivery whose record says done, without waiting for JetStream's answer:
         the record is what settled it (a lost ack brings the message back to a receipt
         that finds it done and finishes it). The answer, when it comes, means the message
@@ -366,7 +367,7 @@ class NatsJetStreamBroker:
             try:
                 if r.subject != names.subject:  # a key's head is gone: wake the next
                     await self.waiters.head_gone(names.subject, r.subject)
-                await self.records.forget(names, r.seq, wait=False)
+                await self.records.drop(names, revision)
             except Unavailable as exc:  # settled all the same: expire's sweep removes it later
                 log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
             finally:  # what the node sends next goes after these

@@ -26,8 +26,8 @@ revision:
 A receipt of a message's first delivery has no record to read, so those of
 one pull are written together (:meth:`~LeaseRecords.write_many`: pipelined,
 each its own compare-and-set). A finished message's record is purged once
-JetStream answered its ack (the purge sent without a reply subject, so not
-answered either); what a crash or a lost request leaves behind,
+JetStream answered its ack (deleted by its sequence, sent without a reply
+subject, so not answered either); what a crash or a lost request leaves behind,
 :meth:`~LeaseRecords.scan` lets ``expire`` find.
 """
 
@@ -190,6 +190,13 @@ class LeaseRecords:
             await self.client.api(subject.removeprefix("$JS.API."), body)
         except ApiError as exc:
             raise unavailable(exc.description) from exc
+
+    async def drop(self, names: QueueNames, revision: int) -> None:
+        """Remove one revision of a record — the one a settlement wrote — by its sequence
+        (half the server's work of a purge by subject, and nothing newer can go with it);
+        asked for, not answered, like :meth:`forget` without ``wait``."""
+        body = orjson.dumps({"seq": revision, "no_erase": True})
+        await self.client.publish(f"$JS.API.STREAM.MSG.DELETE.{names.lease_stream}", body)
 
     async def scan(self, names: QueueNames) -> list[tuple[int, LeaseRecord]]:
         """Every record of the queue, by the message's sequence (for stats and clean-up)."""
