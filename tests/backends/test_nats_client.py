@@ -70,6 +70,20 @@ async def test_requests_are_answered_and_unanswered_ones_time_out(
     assert (await client.request(echo, b"after")).data == b"after"
 
 
+async def test_a_request_on_a_subject_of_two_tokens_times_out_as_unavailable(
+    client: JetStreamClient,
+) -> None:
+    """The error names what did not answer, even for a subject too short to name a
+    JetStream call (a queue's own subject: ``{prefix}.{queue}``)."""
+    subject = f"pptest-{uuid.uuid4().hex}.q"
+    sub = await client.conn.subscribe(subject)
+    try:
+        with pytest.raises(Unavailable, match="did not answer"):
+            await client.request(subject, b"x")
+    finally:
+        await sub.unsubscribe()
+
+
 async def test_an_answer_later_goes_to_its_handler_and_one_never_given_is_forgotten(
     client: JetStreamClient, silent: str, echo: str
 ) -> None:

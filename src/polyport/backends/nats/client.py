@@ -290,7 +290,9 @@ class JetStreamClient:
             await self.send(subject, payload, reply, headers)
             return await future  # TimeoutError after the timeout
         except TimeoutError as exc:
-            raise unavailable(f"did not answer {subject.split('.', 3)[2]}") from exc
+            tokens = subject.split(".", 3)  # $JS.API.{call}…: the call; else the subject
+            what = tokens[2] if len(tokens) > 2 else subject
+            raise unavailable(f"did not answer {what}") from exc
         finally:
             self.drop(token)
 
