@@ -12,8 +12,9 @@ process on uvloop, three phases each:
    client's receive-and-ack loop) — messages per second from the consumer's
    start to the last ack;
 3. **latency**: with the consumer running, sends at a steady ``rate`` (1,000/s)
-   for ``duration`` seconds, each carrying ``time.time()`` at its send; the
-   handler subtracts it on arrival — enqueue→handler p50 and p99.
+   for ``duration`` seconds (the cluster bench's pacer), each carrying
+   ``time.monotonic()`` at its send; the handler subtracts it on arrival —
+   enqueue→handler p50 and p99.
 
 Targets: ``sqlite`` (the embedded default: the node's work queue in a SQLite
 file, group-committed), and the engines' work queues (``postgresql``,
@@ -40,7 +41,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from polyport.bench.cluster_ticks import pace
 from polyport.bench.report import TIMES, machine_info
 from polyport.core.broker import Broker
 from polyport.core.config import QueuesConfig
@@ -288,7 +290,7 @@ async def _round(target: str, url: str | None, shape: _Shape) -> RunFigures:
     total = int(rate * duration)
 
     def on_tick(tick: Tick) -> None:
-        now = time.time()
+        now = time.monotonic()
         if tick.n >= 0:
             seen.add(tick.n)
             if len(seen) >= want:
@@ -326,25 +328,50 @@ async def _round(target: str, url: str | None, shape: _Shape) -> RunFigures:
                 figures.lost = want - len(seen)
             figures.consume_per_second = len(seen) / (time.perf_counter() - started)
             # 3. latency at a steady rate
-            loop = asyncio.get_running_loop()
-            begin = loop.time() + 0.05
-            tasks = []
-            for i in range(total):
-                delay = begin + i / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(
-                    asyncio.ensure_future(runner.send(queue, Tick(n=-1 - i, ts=time.time())))
-                )
-            await asyncio.gather(*tasks)
-            figures.sent_per_second = total / (loop.time() - begin)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
-                    await measured.wait()
-            latencies(figures, arrivals, total)
+            await steady_phase(
+                figures,
+                lambda n, ts: runner.send(queue, Tick(n=n, ts=ts)),
+                arrivals,
+                asyncio.ensure_future(measured.wait()),
+                rate=rate,
+                duration=duration,
+            )
         finally:
             await runner.stop()
     return figures
+
+
+async def steady_phase(
+    figures: RunFigures,
+    send: Callable[[int, float], Awaitable[object]],
+    arrivals: list[float],
+    arrived: asyncio.Future[Any],
+    *,
+    rate: float,
+    duration: float,
+) -> None:
+    """The latency phase: ``send(n, ts)`` for ``n`` = -1, -2, … at ``rate`` per second for
+    ``duration`` seconds, through the cluster bench's pacer
+    (:func:`~polyport.bench.cluster_ticks.pace`), ``ts`` the send's ``time.monotonic()``;
+    then up to 10 s for ``arrived`` (the consumer started before, which fills
+    ``arrivals`` with each arrival's latency in ms). Records the rate achieved and the
+    latencies; a failed send fails the round."""
+    paced = await pace(
+        lambda seq, ts_ns: send(-1 - seq, ts_ns / 1e9),
+        first=0,
+        count=int(rate * duration),
+        rate=rate,
+        start_ns=time.monotonic_ns() + 50_000_000,
+    )
+    if paced.error is not None:
+        raise RuntimeError(f"a send of the latency phase failed: {paced.error}")
+    span = (paced.last_ns - paced.first_ns) / 1e9
+    figures.sent_per_second = paced.published / span if span > 0 else 0.0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            await arrived
+    arrived.cancel()
+    latencies(figures, arrivals, paced.published)
 
 
 def latencies(figures: RunFigures, arrivals: list[float], total: int) -> None:

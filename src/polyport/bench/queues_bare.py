@@ -42,7 +42,7 @@ async def redis_round(
     """One round of bare redis-py on a stream of its own, deleted afterwards."""
     from redis.asyncio import BlockingConnectionPool, Redis
 
-    from polyport.bench.queues import RunFigures, latencies
+    from polyport.bench.queues import RunFigures, steady_phase
 
     figures = RunFigures()
     stream = f"ppbench-bare-{uuid.uuid4().hex[:10]}"
@@ -77,7 +77,7 @@ async def redis_round(
                     for entry, fields in entries:
                         tick = orjson.loads(fields[b"body"])
                         if measure:
-                            arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                            arrivals.append((time.monotonic() - tick["ts"]) * 1000.0)
                         task = asyncio.ensure_future(ack(entry))
                         pending.add(task)
                         task.add_done_callback(pending.discard)
@@ -89,23 +89,8 @@ async def redis_round(
         consumed = await consume(messages, measure=False)
         figures.consume_per_second = consumed / (time.perf_counter() - started)
 
-        total = int(rate * duration)
-        reader = asyncio.ensure_future(consume(total, measure=True))
-        loop = asyncio.get_running_loop()
-        begin = loop.time() + 0.05
-        sends = []
-        for i in range(total):
-            delay = begin + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sends.append(asyncio.ensure_future(send(-1 - i, time.time())))
-        await asyncio.gather(*sends)
-        figures.sent_per_second = total / (loop.time() - begin)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await reader
-        reader.cancel()
-        latencies(figures, arrivals, total)
+        reader = asyncio.ensure_future(consume(int(rate * duration), measure=True))
+        await steady_phase(figures, send, arrivals, reader, rate=rate, duration=duration)
     finally:
         with contextlib.suppress(Exception):
             await client.delete(stream)
@@ -130,7 +115,7 @@ async def nats_round(
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
-    from polyport.bench.queues import RunFigures, latencies
+    from polyport.bench.queues import RunFigures, steady_phase
 
     figures = RunFigures()
     name = f"ppbench-bare-{uuid.uuid4().hex[:10]}"
@@ -174,14 +159,14 @@ async def nats_round(
                     for msg in batch:
                         tick = orjson.loads(msg.data)
                         if measure:
-                            arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                            arrivals.append((time.monotonic() - tick["ts"]) * 1000.0)
                     await asyncio.gather(*(msg.ack_sync() for msg in batch))
                     got += len(batch)
                     continue
                 for msg in batch:
                     tick = orjson.loads(msg.data)
                     if measure:
-                        arrivals.append((time.time() - tick["ts"]) * 1000.0)
+                        arrivals.append((time.monotonic() - tick["ts"]) * 1000.0)
                     await msg.ack()
                     got += 1
             return got
@@ -190,23 +175,8 @@ async def nats_round(
         consumed = await consume(messages, measure=False)
         figures.consume_per_second = consumed / (time.perf_counter() - started)
 
-        total = int(rate * duration)
-        reader = asyncio.ensure_future(consume(total, measure=True))
-        loop = asyncio.get_running_loop()
-        begin = loop.time() + 0.05
-        sends = []
-        for i in range(total):
-            delay = begin + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sends.append(asyncio.ensure_future(send(-1 - i, time.time())))
-        await asyncio.gather(*sends)
-        figures.sent_per_second = total / (loop.time() - begin)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await reader
-        reader.cancel()
-        latencies(figures, arrivals, total)
+        reader = asyncio.ensure_future(consume(int(rate * duration), measure=True))
+        await steady_phase(figures, send, arrivals, reader, rate=rate, duration=duration)
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(name)
