@@ -43,6 +43,8 @@ Database = Annotated[
 ]
 Broker = Annotated[str | None, typer.Option(help="The broker's URL, as `polyport serve --broker`.")]
 Name = Annotated[str, typer.Argument(help="The queue's name.")]
+Limit = Annotated[int, typer.Option(min=1, max=500, help="How many at most.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DEFAULT_TARGET = "polyport.demo.shop:shop"
 
 
@@ -141,7 +143,7 @@ def list_queues(
     engine: Engine = None,
     database: Database = None,
     broker: Broker = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Every queue with its messages waiting, in flight and dead."""
     from polyport.cli import out
@@ -187,8 +189,8 @@ def peek(
     engine: Engine = None,
     database: Database = None,
     broker: Broker = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="How many at most.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Limit = 20,
+    as_json: AsJson = False,
 ) -> None:
     """Messages waiting or in flight, without taking them."""
     found = _with_runner(
@@ -205,8 +207,8 @@ def dead(
     engine: Engine = None,
     database: Database = None,
     broker: Broker = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="How many at most.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Limit = 20,
+    as_json: AsJson = False,
 ) -> None:
     """The dead letters, with their attempts and last error."""
     found = _with_runner(
