@@ -93,8 +93,8 @@ from typing import TYPE_CHECKING, Any
 
 from polyport.backends.redis import broker_scripts as scripts
 from polyport.backends.redis.broker_entries import fields_of, read_entry
-from polyport.backends.redis.client import TIMEOUT, Script, connect, engine_errors, key_base
-from polyport.backends.redis.pipeline import ScriptPipeline
+from polyport.backends.redis.client import TIMEOUT, Script, engine_errors, key_base
+from polyport.backends.redis.pipeline import ScriptedClient
 from polyport.core.broker import (
     Broker,
     Delivery,
@@ -178,30 +178,20 @@ class RedisStreamsBroker:
         self.prefix = prefix
         self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self.poll_interval = poll_interval
-        self._owned = isinstance(redis, str)
-        self._client: Redis = connect(redis) if isinstance(redis, str) else redis
-        self._calls = ScriptPipeline(self._client, _WHAT)
+        self._redis = ScriptedClient(redis, _WHAT, _SCRIPTS)
+        self._client = self._redis.client
+        self._calls = self._redis.calls
         self._options: dict[str, QueueOptions] = {}
         #: Queue → set when this node made something due sooner than a waiting receive knows.
         self._changed: dict[str, asyncio.Event] = {}
-        self._opens = 0
 
     async def open(self) -> None:
         """Load the scripts into Redis (which checks that it answers). Raises Unavailable."""
-        with engine_errors(_WHAT):
-            pipe = self._client.pipeline(transaction=False)
-            for script in _SCRIPTS:
-                pipe.script_load(script.source)
-            await pipe.execute()
-        self._opens += 1
+        await self._redis.open()
 
     async def close(self) -> None:
         """Close the client this broker made, once every user that opened it has closed it."""
-        self._opens = max(0, self._opens - 1)
-        if self._opens == 0:
-            await self._calls.wait_idle()
-            if self._owned:
-                await self._client.aclose()
+        await self._redis.close()
 
     async def declare(self, queue: QueueOptions) -> None:
         """Create the stream and its consumer group (reading from its first entry, so what

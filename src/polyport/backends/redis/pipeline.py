@@ -14,9 +14,10 @@ call (a claim of many large payloads) delays the calls made behind it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from polyport.backends.redis.client import Script, engine_errors
+from polyport.backends.redis.client import Script, connect, engine_errors
 from polyport.core.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -122,3 +123,36 @@ class ScriptPipeline:
                 raise error
         except Exception as exc:
             return exc
+
+
+class ScriptedClient:
+    """A store's Redis client and its scripts: made from a URL (then closed with the
+    store) or given (then left open), its scripts loaded at each open, closed once
+    every user that opened the store has closed it. What the Redis work queue, record
+    store and Streams broker each hold."""
+
+    def __init__(self, redis: str | Redis, what: str, scripts: Sequence[Script]) -> None:
+        self._owned = isinstance(redis, str)
+        self.client: Redis = connect(redis) if isinstance(redis, str) else redis
+        #: The store's script calls, gathered into pipelines.
+        self.calls = ScriptPipeline(self.client, what)
+        self._what = what
+        self._scripts = scripts
+        self._opens = 0
+
+    async def open(self) -> None:
+        """Load the scripts into Redis (which checks that it answers). Raises Unavailable."""
+        with engine_errors(self._what):
+            pipe = self.client.pipeline(transaction=False)
+            for script in self._scripts:
+                pipe.script_load(script.source)
+            await pipe.execute()
+        self._opens += 1
+
+    async def close(self) -> None:
+        """Close the client made here, once every user that opened it has closed it."""
+        self._opens = max(0, self._opens - 1)
+        if self._opens == 0:
+            await self.calls.wait_idle()
+            if self._owned:
+                await self.client.aclose()

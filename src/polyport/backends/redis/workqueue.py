@@ -62,8 +62,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from polyport.backends.redis import workqueue_scripts as scripts
-from polyport.backends.redis.client import Script, connect, engine_errors, key_base
-from polyport.backends.redis.pipeline import ScriptPipeline
+from polyport.backends.redis.client import Script, key_base
+from polyport.backends.redis.pipeline import ScriptedClient
 from polyport.core.workqueue import WORK_STATUSES, WorkItem, WorkStatus, check_name
 
 if TYPE_CHECKING:
@@ -152,27 +152,17 @@ class RedisWorkQueue:
     ) -> None:
         self._base = key_base(prefix)
         self._gens = self._base + ":wq:gens"
-        self._owned = isinstance(redis, str)
-        self._client: Redis = connect(redis) if isinstance(redis, str) else redis
-        self._calls = ScriptPipeline(self._client, _WHAT)
-        self._opens = 0
+        self._redis = ScriptedClient(redis, _WHAT, _SCRIPTS)
+        self._client = self._redis.client
+        self._calls = self._redis.calls
 
     async def open(self) -> None:
         """Load the scripts into Redis (which checks that it answers). Raises Unavailable."""
-        with engine_errors(_WHAT):
-            pipe = self._client.pipeline(transaction=False)
-            for script in _SCRIPTS:
-                pipe.script_load(script.source)
-            await pipe.execute()
-        self._opens += 1
+        await self._redis.open()
 
     async def close(self) -> None:
         """Close the client this queue made, once every user that opened it has closed it."""
-        self._opens = max(0, self._opens - 1)
-        if self._opens == 0:
-            await self._calls.wait_idle()
-            if self._owned:
-                await self._client.aclose()
+        await self._redis.close()
 
     async def _run(self, script: Script, *args: str | bytes | int) -> Any:
         return await self._calls(script, 1, self._gens, self._base, *args)
