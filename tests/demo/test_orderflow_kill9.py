@@ -4,44 +4,19 @@ order paid, though the node — and the simulated provider inside it — died mi
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from tests.nodeprocess import node_process
 
 NODE = Path(__file__).with_name("demonode.py")
 ORDERS = 12
 
 
-@contextlib.contextmanager
-def demo(database: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    process = subprocess.Popen(
-        [sys.executable, str(NODE), str(database)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "POLYPORT_LOG__LEVEL": "error"},
-    )
-    try:
-        assert process.stdout is not None
-        url = f"http://127.0.0.1:{int(process.stdout.readline())}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).json()["status"] == "ok":
-                    break
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+def demo(database: Path) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[str]]]:
+    return node_process(NODE, str(database))
 
 
 def test_no_accepted_payment_is_lost_when_the_node_is_killed_mid_flow(tmp_path: Path) -> None:

@@ -14,15 +14,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import orjson
+from tests.nodeprocess import node_process
 
 NODE = Path(__file__).with_name("killnode.py")
 ROUNDS = 5
@@ -31,32 +30,8 @@ SUBSCRIBERS = 2
 STREAM = "/v1/events/stream?channel=ticks/%23"
 
 
-@contextlib.contextmanager
-def node(database: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    process = subprocess.Popen(
-        [sys.executable, str(NODE), str(database)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "POLYPORT_LOG__LEVEL": "error"},
-    )
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+def node(database: Path) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[str]]]:
+    return node_process(NODE, str(database))
 
 
 @dataclass

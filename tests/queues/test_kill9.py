@@ -11,15 +11,14 @@ their lease, as another node's would).
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from tests.nodeprocess import node_process
 
 NODE = Path(__file__).with_name("killnode.py")
 ROUNDS = 3
@@ -31,30 +30,8 @@ def node(
     database: Path, log: Path, broker: str | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A node of killnode.py, on ``broker`` (a URL) or the SQLite file's work queue."""
-    process = subprocess.Popen(
-        [sys.executable, str(NODE), str(database), str(log), *([broker] if broker else [])],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "POLYPORT_LOG__LEVEL": "error"},
-    )
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+    with node_process(NODE, str(database), str(log), *([broker] if broker else [])) as running:
+        yield running
 
 
 def lines(log: Path, word: str) -> set[int]:
