@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from tests.demo.test_payments import wait_for
 
 from polyport import Settings
 from polyport.demo import orderflow, payments
@@ -32,16 +31,6 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningNod
     )
     with serve_in_thread(shop, settings, edges=EDGES) as node:
         yield node
-
-
-def wait_for(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    pytest.fail("gave up waiting")
 
 
 def test_a_queued_payment_pays_the_order_and_sends_one_receipt(demo: RunningNode) -> None:

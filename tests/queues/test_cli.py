@@ -22,17 +22,19 @@ def run(*args: str, input: str | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def fill(database: str) -> None:
-    """Three messages in outbox, one of them dead."""
+def fill(database: str, broker: str | None = None) -> None:
+    """Three messages in outbox, one of them dead (m0), in the SQLite file or on ``broker``."""
 
     async def main() -> None:
-        node = Node(svc, Settings(database=database), edges=[], announce=False)
+        settings = Settings.model_validate({"database": database, "queues": {"broker": broker}})
+        node = Node(svc, settings, edges=[], announce=False)
         queues = node.runtime.queues
         await queues.open()
         try:
             for n in range(3):
                 await queues.send(svc.queues["outbox"], {"to": f"u{n}@example.com"}, id=f"m{n}")
             [delivery] = await queues.broker.receive("outbox", limit=1, lease=30, wait=0)
+            assert delivery.id == "m0"
             await queues.broker.dead_letter(delivery, error="mailbox full")
         finally:
             await queues.stop()

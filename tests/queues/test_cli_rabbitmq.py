@@ -3,40 +3,15 @@ purge talk to RabbitMQ itself, as a node would; on queues of the test's own pref
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from tests.contract.rabbitmq_names import Names, rabbit
-from tests.queues.cli_service import svc
-from tests.queues.test_cli import TARGET, run
-
-from polyport import Settings
-from polyport.node import Node
+from tests.queues.test_cli import TARGET, fill, run
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 __all__ = ["rabbit"]  # the fixture: a prefix of the test's own, its queues deleted after
-
-
-def fill(database: str, broker: str) -> None:
-    """Three messages in outbox, one of them dead."""
-
-    async def main() -> None:
-        settings = Settings.model_validate({"database": database, "queues": {"broker": broker}})
-        node = Node(svc, settings, edges=[], announce=False)
-        queues = node.runtime.queues
-        await queues.open()
-        try:
-            for n in range(3):
-                await queues.send(svc.queues["outbox"], {"to": f"u{n}@example.com"}, id=f"m{n}")
-            [delivery] = await queues.broker.receive("outbox", limit=1, lease=30, wait=0)
-            assert delivery.id == "m0"
-            await queues.broker.dead_letter(delivery, error="mailbox full")
-        finally:
-            await queues.stop()
-
-    asyncio.run(main())
 
 
 def test_queues_commands_on_rabbitmq(tmp_path: Path, rabbit: Names) -> None:
