@@ -149,8 +149,6 @@ async def work_queue_of(target: str, url: str | None) -> AsyncIterator[WorkQueue
                 await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         return
     if target == "redis":
-        from redis.asyncio import Redis
-
         from polyport.backends.redis import RedisWorkQueue
 
         base = url or DEFAULT_URLS["redis"]
@@ -158,17 +156,9 @@ async def work_queue_of(target: str, url: str | None) -> AsyncIterator[WorkQueue
         try:
             yield RedisWorkQueue(base, prefix=prefix)
         finally:
-            client = Redis.from_url(base)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
+            await _drop_redis_keys(base, prefix)
         return
     if target == "nats":
-        import nats
-
         from polyport.backends.nats import NatsWorkQueue
 
         base = url or DEFAULT_URLS["nats"]
@@ -176,16 +166,7 @@ async def work_queue_of(target: str, url: str | None) -> AsyncIterator[WorkQueue
         try:
             yield NatsWorkQueue(base, name=name)
         finally:
-            nc = await nats.connect(base)
-            try:
-                js = nc.jetstream()
-                for info in await js.streams_info():
-                    stream = info.config.name or ""
-                    if stream.startswith(f"KV_{name}"):
-                        with contextlib.suppress(Exception):
-                            await js.delete_stream(stream)
-            finally:
-                await nc.close()
+            await _drop_nats_streams(base, f"KV_{name}")
         return
     raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
 
@@ -222,6 +203,7 @@ async def broker_of(target: str, url: str | None) -> AsyncIterator[Broker]:
 
 
 async def _drop_nats_streams(url: str, prefix: str) -> None:
+    """Delete the streams whose name starts with ``prefix``."""
     import nats
 
     nc = await nats.connect(url)
@@ -237,6 +219,7 @@ async def _drop_nats_streams(url: str, prefix: str) -> None:
 
 
 async def _drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys whose name holds ``prefix``."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)

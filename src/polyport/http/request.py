@@ -241,8 +241,23 @@ class Request:
             self._body = await self.connection.read_body(self.max_body)
         return self._body
 
-    async def json_body(self) -> bytes:
-        """The body, after checking it is declared as JSON (or not declared at all)."""
+    def query_integer(self, name: str, default: T, low: int, high: int) -> int | T:
+        """Query parameter ``name`` as a whole number from ``low`` to ``high`` (``default``
+        when absent); InvalidArgument naming the field otherwise."""
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses (a 500).
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+            raise InvalidArgument(
+                f"{name} must be a whole number from {low} to {high}",
+                details=[{"field": name, "message": f"must be from {low} to {high}"}],
+            )
+        return int(raw)
+
+    async def json_body(self, limit: int | None = None) -> bytes:
+        """The body, after checking it is declared as JSON (or not declared at all); more
+        than ``limit`` bytes (``max_body`` at most) is refused with PayloadTooLarge."""
         content_type = self.headers.get(b"content-type")
         if content_type is not None and content_type != JSON:
             media = content_type.split(b";", 1)[0].strip().lower()
@@ -252,7 +267,8 @@ class Request:
             if not is_json:
                 raise UnsupportedMediaType(content_type.decode("latin-1"))
         if self._body is None:  # self.body(), without a coroutine of its own
-            self._body = await self.connection.read_body(self.max_body)
+            most = self.max_body if limit is None else min(limit, self.max_body)
+            self._body = await self.connection.read_body(most)
         return self._body
 
     def stream(self, status: int, headers: Headers, *, buffer: int = 256 * 1024) -> Stream:

@@ -222,8 +222,8 @@ class HooksEdge(HttpEdge):
                     f"status is one of {', '.join(INBOX_STATUSES)}",
                     details=[{"field": "status", "message": "unknown status"}],
                 )
-            limit = _integer(request, "limit", 50, 1, 500)
-            before = _integer(request, "before", None, 1, 2**63 - 1)
+            limit = request.query_integer("limit", 50, 1, 500)
+            before = request.query_integer("before", None, 1, 2**63 - 1)
             rows = await self._inbox.deliveries(
                 name, status=_status(status), before=before, limit=limit
             )
@@ -307,19 +307,6 @@ def _payload_type(value: Any) -> str | None:
     """The ``type`` of a Standard Webhooks payload (``{"type", "timestamp", "data"}``)."""
     found = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     return found[:100] if isinstance(found, str) else None
-
-
-def _integer(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    # ASCII digits only: str.isdigit() also takes '²', which int() then refuses (a 500).
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise InvalidArgument(
-            f"{name} must be a whole number from {low} to {high}",
-            details=[{"field": name, "message": f"must be from {low} to {high}"}],
-        )
-    return int(raw)
 
 
 def _status(value: str | None) -> InboxStatus | None:

@@ -40,7 +40,7 @@ from polyport.core.runtime import Runtime
 from polyport.edges.kinds import ChannelEdge, HttpEdge
 from polyport.http.asyncapi import AsyncApiDocument
 from polyport.http.openapi import OpenApiDocument
-from polyport.http.request import JSON, Request, Response, UnsupportedMediaType
+from polyport.http.request import Request, Response
 from polyport.http.router import Endpoint, Route
 
 #: The scope that may inspect, redrive and purge queues (``*`` holds it too).
@@ -111,11 +111,8 @@ class QueuesEdge(HttpEdge, ChannelEdge):
         async def send(request: Request) -> Response:
             caller = request.caller(EDGE)
             dispatcher.admit(queue.public, queue.scopes, caller)
-            content_type = request.headers.get(b"content-type")
-            if content_type is not None and not _is_json(content_type):
-                raise UnsupportedMediaType(content_type.decode("latin-1"))
             # The connection refuses more than the limit (413) without reading it all.
-            body = await request.connection.read_body(min(max_message, request.max_body))
+            body = await request.json_body(max_message)
             sent = await runner.send_encoded(
                 binding,
                 binding.encode_json(body),
@@ -138,10 +135,7 @@ class QueuesEdge(HttpEdge, ChannelEdge):
         async def call(request: Request) -> Response:
             caller = request.caller(EDGE)
             dispatcher.admit(queue.public, queue.scopes, caller)
-            content_type = request.headers.get(b"content-type")
-            if content_type is not None and not _is_json(content_type):
-                raise UnsupportedMediaType(content_type.decode("latin-1"))
-            body = await request.connection.read_body(min(max_message, request.max_body))
+            body = await request.json_body(max_message)
             timeout = _seconds(request.query.get("timeout"), "timeout", 30.0, MAX_CALL_TIMEOUT)
             result = await runner.call_encoded(
                 binding,
@@ -195,7 +189,7 @@ class QueuesEdge(HttpEdge, ChannelEdge):
     def _peeker(self, name: str) -> Endpoint:
         async def messages(request: Request) -> Response:
             self._admit(request)
-            limit = _integer(request, "limit", 50, 1, MAX_LIMIT)
+            limit = request.query_integer("limit", 50, 1, MAX_LIMIT)
             found = await self.runner.peek(name, limit=limit)
             return _listing(name, found, limit)
 
@@ -204,7 +198,7 @@ class QueuesEdge(HttpEdge, ChannelEdge):
     def _dead(self, name: str) -> Endpoint:
         async def dead(request: Request) -> Response:
             self._admit(request)
-            limit = _integer(request, "limit", 50, 1, MAX_LIMIT)
+            limit = request.query_integer("limit", 50, 1, MAX_LIMIT)
             after = request.query.get("after")
             if after is not None and len(after) > 200:
                 raise InvalidArgument("after must be a cursor from a previous page")
@@ -261,11 +255,6 @@ def _traced(trace_id: str | None) -> dict[str, str] | None:
     return None if traced is None else {"traceparent": traced}
 
 
-def _is_json(content_type: bytes) -> bool:
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
-
-
 def _delay(raw: str | None) -> float | None:
     return None if raw is None else _seconds(raw, "delay", 0.0, MAX_DELAY, low=0.0)
 
@@ -284,18 +273,6 @@ def _seconds(raw: str | None, name: str, default: float, high: float, low: float
             details=[{"field": name, "message": "out of range"}],
         )
     return value
-
-
-def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise InvalidArgument(
-            f"{name} must be a whole number from {low} to {high}",
-            details=[{"field": name, "message": f"must be from {low} to {high}"}],
-        )
-    return int(raw)
 
 
 def _stats(stats: QueueStats) -> dict[str, int]:
