@@ -34,7 +34,7 @@ from polyport.core.broker import OutgoingMessage
 from polyport.core.errors import InvalidArgument
 from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
-from polyport.core.records import ABSENT, RecordStore
+from polyport.core.records import ABSENT, RecordStore, lead
 
 if TYPE_CHECKING:
     from polyport.core.queuerunner import QueueBinding, QueueRunner
@@ -119,16 +119,7 @@ class EventRouter:
 
     async def _lead(self, now: float, until: float) -> bool:
         """Take or renew the router's lease; False while another live node holds it."""
-        while True:
-            found = await self.records.get(LEADER_KEY)
-            if found is not None:
-                held = orjson.loads(found.value)
-                if held["owner"] != self.owner and held["until"] > now:
-                    return False
-            value = orjson.dumps({"owner": self.owner, "until": until})
-            expect = ABSENT if found is None else found.version
-            if await self.records.put(LEADER_KEY, value, expect=expect) is not None:
-                return True
+        return await lead(self.records, LEADER_KEY, self.owner, now, until)
 
     async def _route_while_leading(self) -> None:
         subscription = await self.hub.subscribe(self.patterns)  # wakes: what follows now

@@ -40,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
 from polyport.core.errors import InvalidArgument
 
 #: The longest key: backends use keys in their own keys and subjects.
@@ -101,6 +103,24 @@ def check_key(key: str) -> None:
         )
 
 
+async def lead(store: RecordStore, key: str, owner: str, now: float, until: float) -> bool:
+    """Take or renew the lease in record ``key`` for ``owner`` until ``until`` (Unix
+    seconds); False while another owner holds it past ``now``. ``until`` in the past
+    gives it up. One node at a time leads whatever the lease guards (the webhooks'
+    fan-out, the queues' event router)."""
+    while True:
+        found = await store.get(key)
+        if found is not None:
+            held = orjson.loads(found.value)
+            if held["owner"] != owner and held["until"] > now:
+                return False  # another node's, and alive
+        value = orjson.dumps({"owner": owner, "until": until})
+        expect = ABSENT if found is None else found.version
+        if await store.put(key, value, expect=expect) is not None:
+            return True
+        # Another node wrote it meanwhile: look again.
+
+
 async def scan_all(
     store: RecordStore, prefix: str, *, after: str | None = None, page: int = 500
 ) -> list[Record]:
@@ -114,4 +134,4 @@ async def scan_all(
         after = batch[-1].key
 
 
-__all__ = ["ABSENT", "MAX_KEY", "Record", "RecordStore", "check_key", "scan_all"]
+__all__ = ["ABSENT", "MAX_KEY", "Record", "RecordStore", "check_key", "lead", "scan_all"]

@@ -36,10 +36,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
-import orjson
-
 from polyport.core.eventlog import EventLog
-from polyport.core.records import ABSENT, Record, RecordStore, scan_all
+from polyport.core.records import ABSENT, Record, RecordStore, lead, scan_all
 from polyport.core.webhookendpoints import RecordedEndpoints, check_endpoint_id
 from polyport.core.webhooklayout import (
     DELIVERIES,
@@ -253,17 +251,7 @@ class QueuedWebhookStore(RecordedEndpoints):
                 return
 
     async def lead_fan_out(self, owner: str, now: float, until: float) -> bool:
-        while True:
-            found = await self.records.get(LEADER_KEY)
-            if found is not None:
-                held = orjson.loads(found.value)
-                if held["owner"] != owner and held["until"] > now:
-                    return False  # another node's, and alive
-            value = orjson.dumps({"owner": owner, "until": until})
-            expect = ABSENT if found is None else found.version
-            if await self.records.put(LEADER_KEY, value, expect=expect) is not None:
-                return True
-            # Another node wrote it meanwhile: look again.
+        return await lead(self.records, LEADER_KEY, owner, now, until)
 
     async def fanout_cursor(self) -> int:
         found = await self.records.get(FANOUT_KEY)
