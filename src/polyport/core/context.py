@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from polyport.core.queues import traceparent_of
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -101,8 +103,6 @@ class Context:
         holds it back; durable when this returns. The call's trace goes with it
         (a ``traceparent`` header), so the consumer's context continues it.
         """
-        from polyport.core.queues import traceparent_of
-
         if self._service is None:
             raise RuntimeError("this context is not bound to a service")
         target = self._service.queues[queue] if isinstance(queue, str) else queue

@@ -96,6 +96,12 @@ class Connection(Protocol):
         ...
 
 
+def is_json(content_type: bytes) -> bool:
+    """Whether a ``Content-Type`` names JSON: ``application/json`` or ``application/*+json``."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
 class Request:
     __slots__ = (
         "_body",
@@ -259,13 +265,8 @@ class Request:
         """The body, after checking it is declared as JSON (or not declared at all); more
         than ``limit`` bytes (``max_body`` at most) is refused with PayloadTooLarge."""
         content_type = self.headers.get(b"content-type")
-        if content_type is not None and content_type != JSON:
-            media = content_type.split(b";", 1)[0].strip().lower()
-            is_json = media == JSON or (
-                media.startswith(b"application/") and media.endswith(b"+json")
-            )
-            if not is_json:
-                raise UnsupportedMediaType(content_type.decode("latin-1"))
+        if content_type is not None and content_type != JSON and not is_json(content_type):
+            raise UnsupportedMediaType(content_type.decode("latin-1"))
         if self._body is None:  # self.body(), without a coroutine of its own
             most = self.max_body if limit is None else min(limit, self.max_body)
             self._body = await self.connection.read_body(most)
@@ -325,5 +326,6 @@ __all__ = [
     "Response",
     "Stream",
     "UnsupportedMediaType",
+    "is_json",
     "response_headers",
 ]

@@ -31,7 +31,7 @@ from polyport.edges.hooks.worker import InboxWorker
 from polyport.edges.kinds import HttpEdge
 from polyport.http.openapi import OpenApiDocument
 from polyport.http.problems import PROBLEM_JSON, problem_body
-from polyport.http.request import JSON, Request, Response, UnsupportedMediaType
+from polyport.http.request import Request, Response, UnsupportedMediaType, is_json
 from polyport.http.router import Endpoint, Route
 from polyport.webhooks.verify import (
     MalformedHeader,
@@ -58,11 +58,6 @@ VERIFICATION_STATUS: tuple[tuple[type[WebhookVerificationError], int, str, str],
     (SignatureMismatch, 401, "Unauthorized", "signature_mismatch"),
     (StaleTimestamp, 401, "Unauthorized", "stale_timestamp"),
 )
-
-
-def _is_json(content_type: bytes) -> bool:
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 class HooksEdge(HttpEdge):
@@ -181,7 +176,7 @@ class HooksEdge(HttpEdge):
                     log.info("webhook %s refused: %s", name, exc.message)
                     return _rejected(exc, path, handler.verifier)
                 content_type = request.headers.get(b"content-type")
-                if content_type is not None and not _is_json(content_type):
+                if content_type is not None and not is_json(content_type):
                     raise UnsupportedMediaType(content_type.decode("latin-1"))
                 value = handler.validate(body)
             except Exception:
