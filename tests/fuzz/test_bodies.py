@@ -42,6 +42,9 @@ JSON_TARGETS = [
     ("POST", "/v1/multiply"),
     ("POST", "/v1/jobs/multiply"),
     ("POST", "/v1/webhooks"),
+    ("POST", "/v1/queues/payments"),
+    ("POST", "/v1/queues/notifications"),
+    ("POST", "/v1/queues/payments/redrive"),
     ("POST", "/jsonrpc"),
     ("POST", "/graphql"),
 ]
@@ -64,7 +67,7 @@ def body_bytes(value: object) -> bytes:
 def test_json_bodies_get_client_errors_never_internal_ones(
     fuzzed: FuzzedNode, target: tuple[str, str], body: bytes, content_type: str
 ) -> None:
-    """REST, jobs, webhooks, JSON-RPC and GraphQL over HTTP, with any JSON or none."""
+    """REST, jobs, webhooks, queues, JSON-RPC and GraphQL over HTTP, with any JSON or none."""
     method, path = target
     answer = httpx.request(
         method, fuzzed.url + path, content=body, headers={"content-type": content_type}, timeout=5
@@ -287,4 +290,34 @@ def test_graphql_documents_get_graphql_errors_never_internal_ones(
         answer = httpx.post(fuzzed.url + "/graphql", content=body_bytes(payload), timeout=5)
     assert answer.status_code < 500, answer.text[:300]
     assert b'"INTERNAL"' not in answer.content, answer.text[:500]
+    fuzzed.check()
+
+
+@given(
+    key=st.none() | st.text(max_size=250),
+    delay=st.none() | st.text(max_size=12) | st.floats().map(str),
+    # What an HTTP client lets through in a header (h11 refuses the rest before sending).
+    message_id=st.none()
+    | st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=255, exclude_categories=["Cc"]),
+        min_size=1,
+        max_size=250,
+    ),
+)
+@FUZZ
+def test_queue_send_options_get_client_errors_never_internal_ones(
+    fuzzed: FuzzedNode, key: str | None, delay: str | None, message_id: str | None
+) -> None:
+    """A queue send's ordering key, delay and Idempotency-Key, anything at all: accepted
+    (202) or refused as the caller's fault, never an internal error."""
+    params = {k: v for k, v in (("key", key), ("delay", delay)) if v is not None}
+    headers = {"idempotency-key": message_id.encode("latin-1")} if message_id else {}
+    answer = httpx.post(
+        fuzzed.url + "/v1/queues/notifications",
+        json={"user_id": 1, "order_id": 1, "text": "fuzz"},
+        params=params,
+        headers=headers,
+        timeout=5,
+    )
+    assert answer.status_code in (202, 400, 422, 431), (answer.status_code, answer.text[:300])
     fuzzed.check()
