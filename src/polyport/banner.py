@@ -1,14 +1,15 @@
 """What ``polyport serve`` and ``polyport demo`` print once a node listens.
 
-Printed only after every listener is bound (the HTTP socket and gRPC's own
-port), so each address in it is one that answers, and what is *not* served
-is said first, as warnings, with the reason:
+Printed only after every listener is bound (the HTTP socket, gRPC's and
+MQTT's own ports), so each address in it is one that answers, and what is
+*not* served is said first, as warnings, with the reason:
 
     WARNING DEVELOPMENT MODE: anonymous callers may do everything on this node. …
     polyport 0.1.0 serving shop v1 on http://127.0.0.1:8000
       dashboard  http://127.0.0.1:8000/  ·  API docs http://127.0.0.1:8000/docs  ·  …
       REST       http://127.0.0.1:8000/v1/…  ·  OpenAPI http://127.0.0.1:8000/openapi.json
       gRPC       127.0.0.1:50051 (reflection, health)  ·  .proto http://127.0.0.1:8000/grpc/shop.proto
+      MQTT       mqtt://127.0.0.1:1883 (MQTT 5.0 and 3.1.1; topics = channels)
       …
       press Ctrl-C to stop
 """
@@ -74,6 +75,11 @@ def served_rows(node: Node, base: str) -> list[tuple[str, str]]:
                     f"{listener.address} (reflection, health)  ·  "
                     f".proto {base}/grpc/{spec.name}.proto",
                 )
+            )
+    for listener in node.listeners:
+        if listener.name == "mqtt" and listener.off is None:
+            rows.append(
+                ("MQTT", f"mqtt://{listener.address} (MQTT 5.0 and 3.1.1; topics = channels)")
             )
     if "webhooks" in names:
         rows.append(("webhooks", f"subscriptions {v}/webhooks"))

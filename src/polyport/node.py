@@ -73,6 +73,7 @@ EDGES: dict[str, str] = {
     "webhooks": "polyport.edges.webhooks.binding:WebhooksEdge",
     "hooks": "polyport.edges.hooks.binding:HooksEdge",
     "queues": "polyport.edges.queues.binding:QueuesEdge",
+    "mqtt": "polyport.edges.mqtt.binding:MqttEdge",
 }
 
 DEV_WARNING = (
@@ -360,7 +361,7 @@ class Node:
 
     @property
     def listeners(self) -> list[ListenerEdge]:
-        """The edges on ports of their own (gRPC), started or not."""
+        """The edges on ports of their own (gRPC, MQTT), started or not."""
         return [edge for edge in self.edges if isinstance(edge, ListenerEdge)]
 
     @property

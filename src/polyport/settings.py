@@ -31,6 +31,7 @@ from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.grpc.config import GrpcConfig
 from polyport.edges.hooks.config import HooksConfig
 from polyport.edges.jsonrpc.config import JsonRpcConfig
+from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.sse.config import SseConfig
 from polyport.edges.webhooks.config import WebhooksConfig
 from polyport.http.websocket_config import WebSocketConfig
@@ -45,6 +46,7 @@ class Settings(CoreSettings):
     jsonrpc: JsonRpcConfig = JsonRpcConfig()
     xml: XmlConfig = XmlConfig()
     grpc: GrpcConfig = GrpcConfig()
+    mqtt: MqttConfig = MqttConfig()
     graphql: GraphQLConfig = GraphQLConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     hooks: HooksConfig = HooksConfig()

@@ -32,6 +32,8 @@ class RunningNode:
     loop: asyncio.AbstractEventLoop
     #: ``HOST:PORT`` of the gRPC edge, as grpcio dials it; None when gRPC is not served.
     grpc_address: str | None = None
+    #: The port of the MQTT edge; None when MQTT is not served.
+    mqtt_port: int | None = None
 
     def call(self, coro: Any, timeout: float = 30.0) -> Any:
         """Run a coroutine on the node's loop (publish an event, inspect the hub).
@@ -63,6 +65,11 @@ def serve_in_thread(
         # Never the fixed default (50051): another test, node or program may hold it.
         settings = settings.model_copy(
             update={"grpc": settings.grpc.model_copy(update={"port": 0})}
+        )
+    if "port" not in settings.mqtt.model_fields_set:
+        # Nor 1883: Mosquitto listens there on many machines.
+        settings = settings.model_copy(
+            update={"mqtt": settings.mqtt.model_copy(update={"port": 0})}
         )
     node = Node(service, settings, edges=edges)
     sock = bind_socket(host, port)
@@ -99,6 +106,7 @@ def serve_in_thread(
             raise RuntimeError("the node did not start") from (failure[0] if failure else None)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         grpc = next((e for e in node.listeners if e.name == "grpc" and e.off is None), None)
+        mqtt = next((e for e in node.listeners if e.name == "mqtt" and e.off is None), None)
         yield RunningNode(
             node,
             f"http://{shown}:{bound_port}",
@@ -106,6 +114,7 @@ def serve_in_thread(
             bound_port,
             holder["loop"],
             grpc.address if grpc is not None else None,
+            int(mqtt.address.rsplit(":", 1)[1]) if mqtt is not None else None,
         )
     finally:
         server = getattr(node, "server", None)

@@ -3,7 +3,7 @@
     Edge              start, stop, catalog — every edge
     ├── HttpEdge      routes on the node's one HTTP port, described in /openapi.json
     ├── WebSocketEdge WebSocket paths on that port
-    ├── ListenerEdge  a port of its own (gRPC; MQTT to come)
+    ├── ListenerEdge  a port of its own (gRPC, MQTT)
     └── ChannelEdge   carries events (queues to come), described in /asyncapi.json
 
 An edge class names its kinds as its bases — ``class GrpcEdge(HttpEdge,

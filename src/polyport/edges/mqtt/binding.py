@@ -1,0 +1,176 @@
+"""The MQTT edge: the node's own MQTT 5.0 / 3.1.1 listener, topics = event channels.
+
+    mqtt://HOST:1883   SUBSCRIBE orders/+   → each event as a PUBLISH (QoS 0, 1, 2)
+                       PUBLISH sensors/s1/temperature {"celsius": 21.5}
+                                            → an event, validated, acknowledged once durable
+
+A listener on its own port (``mqtt.port``), like gRPC: when the default port
+is taken (Mosquitto listens on 1883 on many machines) the node serves MQTT on
+a free port and says so; a port set explicitly must be free. Each connection
+is one :class:`~polyport.edges.mqtt.connection.MqttConnection`; nothing here
+needs a library beyond asyncio. See ``docs/mqtt.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+
+from polyport.core.errors import ConfigError
+from polyport.core.runtime import Endpoint as CatalogEntry
+from polyport.core.runtime import Runtime
+from polyport.edges.kinds import ListenerEdge
+from polyport.edges.mqtt.config import MqttConfig
+from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
+from polyport.edges.mqtt.packets import Reason
+from polyport.edges.mqtt.topics import TopicRoutes
+
+log = logging.getLogger("polyport.mqtt")
+
+#: Seconds connections get to end when the node stops.
+STOP_GRACE = 5.0
+GAUGE = "polyport_mqtt_connections"
+
+
+def _address(host: str, port: int | str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind(host: str, port: int) -> socket.socket | None:
+    """A listening socket on ``host:port``, or None when the port is taken or not permitted."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"MQTT: cannot resolve host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            return None
+        raise ConfigError(f"MQTT cannot listen on {_address(host, port)}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class MqttEdge(ListenerEdge):
+    """Serves the contract's events over MQTT 5.0 and 3.1.1, on a port of its own."""
+
+    name = EDGE
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        config = runtime.settings.section(MqttConfig)
+        self.config = config
+        self.enabled = config.enabled
+        self.host = config.host or runtime.settings.host
+        #: The port served: the configured one, or the one the system chose.
+        self.port = config.port
+        self.port_chosen = "port" in config.model_fields_set
+        self.off: str | None = None if self.enabled else "disabled by mqtt.enabled = false"
+        self.notice: str | None = None
+        dispatcher = runtime.dispatcher
+        self.broker = Broker(
+            config=config,
+            dispatcher=dispatcher,
+            hub=runtime.hub,
+            codec=runtime.codec,
+            metrics=runtime.metrics,
+            routes=TopicRoutes(dispatcher.event_types),
+            dev=runtime.settings.dev,
+        )
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` as a client dials it: the port bound, once started."""
+        return _address(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        """``mqtt://HOST:PORT``, as the banner and ``polyport routes`` print it."""
+        return f"mqtt://{_address(self.host, self.port or '(any free port)')}"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        sock = _bind(self.host, self.port)
+        if sock is None:
+            problem = f"MQTT cannot listen on {self.address}: the port is in use or not permitted"
+            if self.port_chosen:
+                raise ConfigError(problem + "; choose another with mqtt.port (0: any free port)")
+            # The default port taken (Mosquitto, another node): serve MQTT anyway, on a
+            # port the system chooses, and say so at start.
+            wanted = self.port
+            sock = _bind(self.host, 0)
+            if sock is None:
+                self.off = problem
+                return
+            port = sock.getsockname()[1]
+            self.notice = (
+                f"MQTT's default port {wanted} is in use: MQTT is served on "
+                f"mqtt://{_address(self.host, port)} instead (set mqtt.port to choose one)"
+            )
+        self.port = sock.getsockname()[1]
+        self.server = await asyncio.start_server(self._accept, sock=sock, limit=64 * 1024)
+        log.info("MQTT listening on %s", self.url, extra={"edge": EDGE})
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self.broker.connections):
+            connection.end(Reason.SERVER_SHUTTING_DOWN, "the node is stopping")
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=STOP_GRACE)
+        for task in list(self.tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        broker = self.broker
+        if len(broker.connections) >= self.config.max_connections:
+            writer.transport.abort()  # at the limit: refused before it costs anything
+            return
+        connection = MqttConnection(broker, reader, writer)
+        task = asyncio.current_task()
+        broker.connections.add(connection)
+        if task is not None:
+            self.tasks.add(task)
+        self._count()
+        try:
+            await connection.serve()
+        finally:
+            broker.connections.discard(connection)
+            if task is not None:
+                self.tasks.discard(task)
+            self._count()
+
+    def _count(self) -> None:
+        self.runtime.metrics.set(
+            GAUGE, "Open MQTT connections.", float(len(self.broker.connections))
+        )
+
+    # -- the catalog ------------------------------------------------------------------------
+
+    def catalog(self) -> list[CatalogEntry]:
+        if self.off is not None:
+            return []
+        entries = []
+        for name, event in self.runtime.dispatcher.event_types.items():
+            topic = event.channel_pattern
+            how = "subscribe" if event.publish_scopes is None else "subscribe, publish"
+            entries.append(CatalogEntry("MQTT", name, "event", f"{self.url} {topic} ({how})"))
+        return entries

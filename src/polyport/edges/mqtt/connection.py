@@ -1,0 +1,592 @@
+"""One MQTT client connection: CONNECT, then packets in order until it ends.
+
+    socket ─▶ FrameReader ─▶ decode ─▶ CONNECT    authenticate (password: API key or JWT)
+                                       PUBLISH    → an event through the core, acked once durable
+                                       SUBSCRIBE  → a hub subscription per filter, pumped out
+                                       UNSUBSCRIBE, PINGREQ, DISCONNECT, acks of what we sent
+
+Before CONNECT nothing costs more than a bounded read: the whole CONNECT
+must arrive within ``mqtt.connect_timeout`` seconds, its first byte must be
+CONNECT's, and no packet larger than ``mqtt.max_packet`` is buffered.
+Anything a client does wrong ends its connection as the specification asks
+(MQTT 5: a DISCONNECT with the reason code first) and never touches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import ValidationError
+
+from polyport.core.auth import NO_CREDENTIALS, Credentials
+from polyport.core.context import Principal
+from polyport.core.contract import EventMessage
+from polyport.core.dispatch import Caller, Dispatcher, invalid
+from polyport.core.errors import (
+    ContractError,
+    InvalidArgument,
+    PermissionDenied,
+    RecoveryFailed,
+    ServiceError,
+    Unauthenticated,
+)
+from polyport.core.events import Pattern, check_channel
+from polyport.core.hub import EventHub, Subscription, settle_published
+from polyport.core.metrics import Metrics
+from polyport.core.runtime import EventCodec
+from polyport.edges.mqtt.codec import (
+    ASSIGNED_CLIENT_ID,
+    MAXIMUM_PACKET_SIZE,
+    PINGRESP,
+    REASON_STRING,
+    RECEIVE_MAXIMUM,
+    RETAIN_AVAILABLE,
+    SESSION_EXPIRY,
+    SHARED_AVAILABLE,
+    SUBSCRIPTION_ID_AVAILABLE,
+    FrameReader,
+    decode,
+    decode_connect,
+    encode_ack,
+    encode_connack,
+    encode_disconnect,
+    encode_suback,
+    encode_unsuback,
+)
+from polyport.edges.mqtt.config import MqttConfig
+from polyport.edges.mqtt.errors import connect_refusal, message_of, reason_of
+from polyport.edges.mqtt.outbound import Outbox
+from polyport.edges.mqtt.packets import (
+    SUBACK_FAILURE,
+    V5,
+    V311,
+    Ack,
+    Auth,
+    Connect,
+    ConnectReturn,
+    Disconnect,
+    MqttError,
+    PacketType,
+    PingReq,
+    ProtocolError,
+    Publish,
+    Reason,
+    Subscribe,
+    TopicSubscription,
+    Unsubscribe,
+    UnsupportedVersion,
+)
+from polyport.edges.mqtt.topics import (
+    SHARED_PREFIX,
+    TopicRoutes,
+    check_filter,
+    topic_name_is_valid,
+)
+
+log = logging.getLogger("polyport.mqtt")
+
+EDGE = "mqtt"
+CHUNK = 64 * 1024
+_CONNACK_V311_UNSUPPORTED = encode_connack(V311, ConnectReturn.UNACCEPTABLE_PROTOCOL_VERSION)
+
+
+@dataclass
+class Broker:
+    """What every connection of one listener shares."""
+
+    config: MqttConfig
+    dispatcher: Dispatcher
+    hub: EventHub
+    codec: EventCodec
+    metrics: Metrics
+    routes: TopicRoutes
+    dev: bool
+    #: Open connections, and the connected ones by (subject, client id) for takeovers.
+    connections: set[MqttConnection] = field(default_factory=set)
+    clients: dict[tuple[str, str], MqttConnection] = field(default_factory=dict)
+
+
+class _Filter:
+    """One topic filter of a client, its QoS and the task pumping its events out."""
+
+    def __init__(self, text: str, qos: int, subscription: Subscription) -> None:
+        self.text = text
+        self.qos = qos
+        self.subscription = subscription
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Closed(Exception):
+    """The connection ends: the reason was sent (or needs none)."""
+
+
+class MqttConnection:
+    """Serves one client from its CONNECT to its end."""
+
+    def __init__(
+        self, broker: Broker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) else None
+        self.frames = FrameReader(self.config.max_packet)
+        self.level = V311
+        self.connect: Connect | None = None
+        self.principal: Principal | None = None
+        self.credentials = NO_CREDENTIALS
+        self.key: tuple[str, str] | None = None
+        self.outbox: Outbox | None = None
+        self.filters: dict[str, _Filter] = {}
+        #: QoS 2 packet ids received and stored, awaiting the client's PUBREL.
+        self.received: set[int] = set()
+        self.problems = True  # MQTT 5 Request Problem Information
+        self.ended = False
+        #: A DISCONNECT said goodbye (normally): the will is not published.
+        self.graceful = False
+
+    # -- the connection's life ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        try:
+            if await self._handshake():
+                await self._packets()
+        except _Closed:
+            pass
+        except MqttError as exc:
+            self._refuse(exc)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("MQTT connection from %s failed", self.peer, extra={"edge": EDGE})
+            self.end(Reason.UNSPECIFIED_ERROR)
+        finally:
+            await self._close()
+
+    def _refuse(self, error: MqttError) -> None:
+        """After CONNECT: MQTT 5 says why in a DISCONNECT; MQTT 3.1.1 just closes."""
+        log.debug("MQTT client %s: %s", self.peer, error, extra={"edge": EDGE})
+        self.end(error.reason, str(error))
+
+    def end(self, reason: int = 0, why: str | None = None) -> None:
+        """Close the connection, with an MQTT 5 DISCONNECT first once connected."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.connect is not None and self.level == V5 and not self.writer.is_closing():
+            self.writer.write(encode_disconnect(reason, why if self.problems else None))
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    async def _close(self) -> None:
+        self.end()
+        will = self.connect.will if self.connect is not None else None
+        if will is not None and not self.graceful:
+            await self._publish_will(will.topic, will.payload)
+        for entry in self.filters.values():
+            self._stop(entry)
+        tasks = [f.task for f in self.filters.values() if f.task is not None]
+        self.filters.clear()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.key is not None and self.broker.clients.get(self.key) is self:
+            del self.broker.clients[self.key]
+        # What was written (a refusal's CONNACK, a DISCONNECT) goes out first, unless
+        # the client does not read it.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self.writer.wait_closed()
+        self.writer.transport.abort()
+
+    async def _publish_will(self, topic: str, payload: bytes) -> None:
+        """The will, published like a PUBLISH of the client's (its delay is not honoured yet)."""
+        if not topic_name_is_valid(topic):
+            return
+        try:
+            reason, why = await self.publish_event(topic, payload)
+        except Exception:
+            log.exception("MQTT will of %s failed", self.peer, extra={"edge": EDGE})
+            return
+        if reason >= 0x80:
+            log.info("MQTT will of %s refused: %s", self.peer, why, extra={"edge": EDGE})
+
+    # -- CONNECT ----------------------------------------------------------------------------
+
+    async def _read_more(self) -> bool:
+        data = await self.reader.read(CHUNK)
+        if not data:
+            return False
+        self.frames.feed(data)
+        return True
+
+    async def _handshake(self) -> bool:
+        """Read and answer the CONNECT: True once the client is connected."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + self.config.connect_timeout):
+                while (frame := self.frames.next()) is None:
+                    if self.frames.buffer and self.frames.buffer[0] != 0x10:
+                        return False  # not a CONNECT: close at once (MQTT-3.1.0-1)
+                    if not await self._read_more():
+                        return False
+        except TimeoutError:
+            log.debug("MQTT client %s sent no CONNECT in time", self.peer, extra={"edge": EDGE})
+            return False
+        except MqttError:
+            return False  # too large or malformed before we know its version: close
+        first, body = frame
+        if first != 0x10:
+            return False
+        try:
+            connect = decode_connect(body)
+        except UnsupportedVersion:
+            self.writer.write(_CONNACK_V311_UNSUPPORTED)
+            return False
+        except MqttError as exc:
+            if len(body) > 6 and body[6] == V5:
+                self.writer.write(encode_connack(V5, exc.reason, props=_why(str(exc))))
+            return False
+        self.level = connect.level
+        self.problems = connect.request_problem_information
+        refusal = self._admit(connect)
+        if refusal is not None:
+            reason, code, why = refusal
+            if self.level == V5:
+                self.writer.write(encode_connack(V5, reason, props=_why(why)))
+            else:
+                self.writer.write(encode_connack(V311, code))
+            log.debug("MQTT client %s refused: %s", self.peer, why, extra={"edge": EDGE})
+            return False
+        self._accept(connect)
+        return True
+
+    def _admit(self, connect: Connect) -> tuple[int, int, str] | None:
+        """Why ``connect`` is refused (MQTT 5 reason, 3.1.1 code, text), or None."""
+        if connect.authentication_method is not None:
+            return Reason.BAD_AUTHENTICATION_METHOD, 5, "enhanced authentication is not supported"
+        if not connect.client_id and not connect.clean_start and connect.level == V311:
+            return (
+                Reason.CLIENT_IDENTIFIER_NOT_VALID,
+                ConnectReturn.IDENTIFIER_REJECTED,
+                "an empty client identifier needs a clean session",
+            )
+        if connect.will is not None and connect.will.retain and connect.level == V5:
+            return Reason.RETAIN_NOT_SUPPORTED, 5, "retained messages are not supported yet"
+        if connect.password is not None:
+            try:
+                token = connect.password.decode("utf-8")
+            except UnicodeDecodeError:
+                return (
+                    Reason.BAD_USER_NAME_OR_PASSWORD,
+                    ConnectReturn.BAD_USER_NAME_OR_PASSWORD,
+                    "the password is not UTF-8",
+                )
+            self.credentials = Credentials(bearer=token)
+        try:
+            principal = self.broker.dispatcher.authenticator.authenticate(self.credentials)
+            if principal.anonymous and not self.broker.dev:
+                raise PermissionDenied(
+                    "anonymous clients are allowed in development mode only: give an API key "
+                    "or a JWT as the password"
+                )
+        except ServiceError as exc:
+            reason, code = connect_refusal(exc)
+            return reason, code, message_of(exc)
+        self.principal = principal
+        return None
+
+    def _accept(self, connect: Connect) -> None:
+        broker = self.broker
+        assert self.principal is not None
+        client_id = connect.client_id
+        props: list[tuple[int, object]] = []
+        if not client_id:
+            client_id = "polyport-" + secrets.token_hex(8)
+            props.append((ASSIGNED_CLIENT_ID, client_id))
+        self.key = (self.principal.subject, client_id)
+        previous = broker.clients.get(self.key)
+        if previous is not None:
+            previous.end(Reason.SESSION_TAKEN_OVER, "another connection took the client id over")
+        broker.clients[self.key] = self
+        self.connect = connect
+        window = min(self.config.max_inflight, connect.receive_maximum)
+        self.outbox = Outbox(
+            self.writer,
+            self.level,
+            window=window,
+            max_packet=connect.maximum_packet_size,
+            send_timeout=self.config.send_timeout,
+        )
+        if self.level == V5:
+            if connect.session_expiry:
+                props.append((SESSION_EXPIRY, 0))  # sessions end with their connection, for now
+            props += [
+                (RECEIVE_MAXIMUM, self.config.receive_maximum),
+                (MAXIMUM_PACKET_SIZE, self.config.max_packet),
+                (RETAIN_AVAILABLE, 0),
+                (SUBSCRIPTION_ID_AVAILABLE, 0),
+                (SHARED_AVAILABLE, 0),
+            ]
+            self.writer.write(encode_connack(V5, Reason.SUCCESS, props=props))
+        else:
+            self.writer.write(encode_connack(V311, ConnectReturn.ACCEPTED))
+
+    # -- packets after CONNECT --------------------------------------------------------------
+
+    async def _packets(self) -> None:
+        assert self.connect is not None
+        loop = asyncio.get_running_loop()
+        keep_alive = self.connect.keep_alive * 1.5
+        last = loop.time()
+        while not self.ended:
+            frame = self.frames.next()
+            if frame is None:
+                if keep_alive:
+                    try:
+                        async with asyncio.timeout_at(last + keep_alive):
+                            more = await self._read_more()
+                    except TimeoutError:
+                        self.end(Reason.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+                        return
+                else:
+                    more = await self._read_more()
+                if not more:
+                    return
+                continue
+            last = loop.time()
+            packet = decode(frame[0], frame[1], self.level)
+            if isinstance(packet, Publish):
+                await self._on_publish(packet)
+            elif isinstance(packet, Ack):
+                self._on_ack(packet)
+            elif isinstance(packet, Subscribe):
+                await self._on_subscribe(packet)
+            elif isinstance(packet, Unsubscribe):
+                self._on_unsubscribe(packet)
+            elif isinstance(packet, PingReq):
+                self.writer.write(PINGRESP)
+            elif isinstance(packet, Disconnect):
+                self.graceful = packet.reason != Reason.DISCONNECT_WITH_WILL
+                self.ended = True
+                self.writer.close()
+                return
+            elif isinstance(packet, Auth):
+                raise ProtocolError("AUTH without enhanced authentication")
+            else:
+                raise ProtocolError("a second CONNECT")
+
+    def caller(self) -> Caller:
+        return Caller(EDGE, self.credentials, self.peer)
+
+    def _reason_string(self, why: str) -> str | None:
+        return why if self.problems else None
+
+    # -- PUBLISH from the client ----------------------------------------------------------------
+
+    async def _on_publish(self, packet: Publish) -> None:
+        if packet.topic_alias is not None:
+            raise MqttError("topic aliases are not supported", Reason.TOPIC_ALIAS_INVALID)
+        if packet.subscription_ids:
+            raise ProtocolError("a client does not send subscription identifiers")
+        if packet.retain and self.level == V5:
+            raise MqttError("retained messages are not supported yet", Reason.RETAIN_NOT_SUPPORTED)
+        if not topic_name_is_valid(packet.topic):
+            raise MqttError(
+                f"topic {packet.topic[:80]!r}: a topic name has no wildcards",
+                Reason.TOPIC_NAME_INVALID,
+            )
+        packet_id = packet.packet_id
+        if packet.qos == 2 and packet_id in self.received:
+            self.writer.write(encode_ack(self.level, PacketType.PUBREC, packet_id))
+            return  # a resent PUBLISH we stored already: exactly once
+        if packet.qos == 2 and len(self.received) >= self.config.receive_maximum:
+            raise MqttError(
+                "more unacknowledged QoS 2 messages than Receive Maximum",
+                Reason.RECEIVE_MAXIMUM_EXCEEDED,
+            )
+        reason, why = await self.publish_event(packet.topic, packet.payload)
+        if reason >= 0x80:
+            self.broker.metrics.inc(
+                "polyport_mqtt_refused_total",
+                "PUBLISH packets refused (payload invalid, not authorized, unknown topic).",
+                reason=f"0x{reason:02x}",
+            )
+            if self.level == V311 or packet.qos == 0:
+                # 3.1.1 has no way to say no but closing (3.3.5); at QoS 0, MQTT 5 says it
+                # in the DISCONNECT rather than dropping the message unseen.
+                raise MqttError(why, Reason(reason))
+        if packet.qos == 1:
+            assert packet_id is not None
+            self.writer.write(
+                encode_ack(
+                    self.level, PacketType.PUBACK, packet_id, reason, self._reason_string(why)
+                )
+            )
+        elif packet.qos == 2:
+            assert packet_id is not None
+            if reason < 0x80:
+                self.received.add(packet_id)
+            self.writer.write(
+                encode_ack(
+                    self.level, PacketType.PUBREC, packet_id, reason, self._reason_string(why)
+                )
+            )
+
+    async def publish_event(self, topic: str, payload: bytes) -> tuple[int, str]:
+        """Publish ``payload`` on ``topic`` as an event: (reason code, what went wrong)."""
+        routes = self.broker.routes.match(topic)
+        if not routes:
+            return Reason.TOPIC_NAME_INVALID, f"no event type is published on {topic[:80]!r}"
+        dispatcher = self.broker.dispatcher
+        caller = self.caller()
+        try:
+            check_channel(topic)
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise InvalidArgument("the payload is not JSON", unparseable=True) from None
+            refused: ServiceError | None = None
+            for route in routes:
+                event_type = route.event
+                try:
+                    dispatcher.admit_publish(event_type, caller)
+                    value = route.fill(data, topic)
+                    try:
+                        checked = self.broker.codec.adapter(event_type.name).validate_python(value)
+                    except ValidationError as exc:
+                        raise invalid(exc) from None
+                    try:
+                        channel = event_type.channel_for(checked)
+                    except ContractError:
+                        channel = None
+                    if channel != topic:
+                        raise InvalidArgument(
+                            f"the payload belongs on {channel!r}, not on this topic"
+                        )
+                except ServiceError as exc:
+                    if refused is None or isinstance(refused, Unauthenticated | PermissionDenied):
+                        refused = exc  # the first type's error, unless only rights refused it
+                    continue
+                message = EventMessage(event_type, checked, topic)
+                await self.broker.hub.publish(
+                    topic, event_type.name, self.broker.codec.encode(message)
+                )
+                await settle_published()  # acknowledged means durable
+                return Reason.SUCCESS, ""
+            assert refused is not None
+            raise refused
+        except ServiceError as exc:
+            return reason_of(exc), message_of(exc)
+
+    def _on_ack(self, packet: Ack) -> None:
+        if packet.kind is PacketType.PUBREL:
+            found = packet.packet_id in self.received
+            self.received.discard(packet.packet_id)
+            self.writer.write(
+                encode_ack(
+                    self.level,
+                    PacketType.PUBCOMP,
+                    packet.packet_id,
+                    0 if found else Reason.PACKET_IDENTIFIER_NOT_FOUND,
+                )
+            )
+            return
+        assert self.outbox is not None
+        self.outbox.acked(packet.kind, packet.packet_id, packet.reason)
+
+    # -- SUBSCRIBE ------------------------------------------------------------------------------
+
+    async def _on_subscribe(self, packet: Subscribe) -> None:
+        if packet.subscription_id is not None:
+            raise MqttError(
+                "subscription identifiers are not supported",
+                Reason.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+            )
+        for topic in packet.topics:
+            check_filter(topic.filter)
+        codes = [await self._subscribe(topic) for topic in packet.topics]
+        if self.level == V311:
+            codes = [SUBACK_FAILURE if code >= 0x80 else code for code in codes]
+        self.writer.write(encode_suback(self.level, packet.packet_id, codes))
+
+    async def _subscribe(self, topic: TopicSubscription) -> int:
+        """Subscribe one filter: the granted QoS, or why not (an MQTT 5 reason code)."""
+        text = topic.filter
+        if text.startswith(SHARED_PREFIX):
+            return Reason.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+        existing = self.filters.get(text)
+        if existing is not None:
+            existing.qos = topic.qos  # the same filter again replaces its options
+            return topic.qos
+        if len(self.filters) >= self.config.max_subscriptions:
+            return Reason.QUOTA_EXCEEDED
+        try:
+            pattern = Pattern.parse(text)
+        except InvalidArgument:
+            return Reason.TOPIC_FILTER_INVALID  # well formed, but not a channel pattern
+        try:
+            types = self.broker.dispatcher.admit_subscribe([pattern], self.caller())
+        except ServiceError as exc:
+            return reason_of(exc)
+        subscription = await self.broker.hub.subscribe([pattern], after="now", types=types)
+        entry = _Filter(text, topic.qos, subscription)
+        self.filters[text] = entry
+        entry.task = asyncio.create_task(self._pump(entry), name=f"polyport-mqtt-{text}")
+        return topic.qos
+
+    async def _pump(self, entry: _Filter) -> None:
+        """Send one filter's events, paced by the client (see :mod:`.outbound`)."""
+        assert self.outbox is not None
+        send = self.outbox.send
+        try:
+            while True:
+                events = await entry.subscription.batch()
+                if not events:
+                    return
+                for event in events:
+                    await send(event, entry.qos)
+        except RecoveryFailed:
+            self.end(
+                Reason.QUOTA_EXCEEDED,
+                "fell behind further than the event history: events were missed; "
+                "reconnect and subscribe again",
+            )
+        except TimeoutError:
+            log.info(
+                "MQTT client %s did not read for %ss: disconnected",
+                self.peer,
+                self.config.send_timeout,
+                extra={"edge": EDGE},
+            )
+            self.end(Reason.UNSPECIFIED_ERROR, "the client did not read")
+        except ConnectionError:
+            self.end()
+
+    def _stop(self, entry: _Filter) -> None:
+        entry.subscription.close()
+        if entry.task is not None:
+            entry.task.cancel()
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        codes = []
+        for text in packet.filters:
+            check_filter(text)
+            entry = self.filters.pop(text, None)
+            if entry is None:
+                codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
+            else:
+                self._stop(entry)
+                codes.append(Reason.SUCCESS)
+        self.writer.write(encode_unsuback(self.level, packet.packet_id, codes))
+
+
+def _why(text: str) -> list[tuple[int, object]]:
+    return [(REASON_STRING, text)]

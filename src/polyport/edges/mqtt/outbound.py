@@ -1,0 +1,158 @@
+"""What a client receives: events as PUBLISH packets, flow-controlled, QoS 0, 1 and 2.
+
+    event ─▶ PUBLISH (encoded once per event and protocol version) ─▶ socket
+                              QoS 1: wait for PUBACK    QoS 2: PUBREC ▸ PUBREL ▸ PUBCOMP
+
+Memory stays bounded for a client that does not keep up:
+
+* at most ``window`` QoS 1 and 2 messages are unacknowledged at once (the
+  smaller of ``mqtt.max_inflight`` and the client's Receive Maximum); a
+  subscription waits for a free slot, and meanwhile the hub's subscription
+  buffer (``limits.subscriber_buffer``) fills and then falls back to reading
+  from the event log, which costs no memory per client;
+* writes wait while the socket's buffer is full, at most ``send_timeout``
+  seconds, after which the client is disconnected;
+* a client that falls further behind than the history kept is disconnected
+  (MQTT 5: reason 0x97, with a reason string) — never silently skipped ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from polyport.core.events import Event
+from polyport.edges.mqtt.codec import (
+    CONTENT_TYPE,
+    PAYLOAD_FORMAT,
+    USER_PROPERTY,
+    encode_ack,
+    encode_publish,
+    properties,
+    text,
+)
+from polyport.edges.mqtt.packets import V5, PacketType, Reason
+
+CONTENT = "application/json"
+_TOPIC = "mqtt-topic"
+_TAIL_V5 = "mqtt5"
+
+
+def event_parts(event: Event, level: int) -> tuple[bytes, bytes]:
+    """The event's topic and what follows the packet id, encoded once for every client.
+
+    MQTT 5 carries the envelope's id and type as user properties beside the
+    data (``event-id``, ``event-type``), with content type ``application/json``.
+    """
+    wire = event.wire
+    topic = wire.get(_TOPIC)
+    if topic is None:
+        topic = wire[_TOPIC] = text(event.channel)
+    if level != V5:
+        return topic, event.data
+    tail = wire.get(_TAIL_V5)
+    if tail is None:
+        tail = wire[_TAIL_V5] = (
+            properties(
+                [
+                    (PAYLOAD_FORMAT, 1),
+                    (CONTENT_TYPE, CONTENT),
+                    (USER_PROPERTY, ("event-id", event.id)),
+                    (USER_PROPERTY, ("event-type", event.type)),
+                ]
+            )
+            + event.data
+        )
+    return topic, tail
+
+
+class Outbox:
+    """One client's outgoing PUBLISH packets and its unacknowledged ones."""
+
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        level: int,
+        *,
+        window: int,
+        max_packet: int | None,
+        send_timeout: float,
+    ) -> None:
+        self.writer = writer
+        self.level = level
+        self.max_packet = max_packet
+        self.send_timeout = send_timeout
+        self.slots = asyncio.Semaphore(window)
+        #: Packet id → 1 (awaiting PUBACK), 2 (awaiting PUBREC) or 3 (awaiting PUBCOMP).
+        self.inflight: dict[int, int] = {}
+        self._last_id = 0
+        #: Events not sent because the client's Maximum Packet Size is smaller.
+        self.too_large = 0
+
+    def write(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client reads; :class:`TimeoutError` after ``send_timeout`` seconds."""
+        async with asyncio.timeout(self.send_timeout):
+            await self.writer.drain()
+
+    def _next_id(self) -> int:
+        packet_id = self._last_id
+        while True:
+            packet_id = packet_id % 65535 + 1
+            if packet_id not in self.inflight:
+                self._last_id = packet_id
+                return packet_id
+
+    async def send(self, event: Event, qos: int) -> None:
+        """Send one event at ``qos``, once a slot is free if it needs acknowledging."""
+        topic, tail = event_parts(event, self.level)
+        if qos == 0:
+            packet = encode_publish(topic, tail, qos=0, packet_id=None)
+            if self.max_packet is not None and len(packet) > self.max_packet:
+                self.too_large += 1  # as the client asked: dropped as if delivered (3.1.2.11.4)
+                return
+            self.write(packet)
+            await self.drain()
+            return
+        await self.slots.acquire()
+        packet_id = self._next_id()
+        packet = encode_publish(topic, tail, qos=qos, packet_id=packet_id)
+        if self.max_packet is not None and len(packet) > self.max_packet:
+            self.too_large += 1
+            self.slots.release()
+            return
+        self.inflight[packet_id] = qos
+        self.write(packet)
+        await self.drain()
+
+    def _settle(self, packet_id: int) -> None:
+        del self.inflight[packet_id]
+        self.slots.release()
+
+    def acked(self, kind: PacketType, packet_id: int, reason: int) -> None:
+        """A PUBACK, PUBREC or PUBCOMP from the client for one of our PUBLISH packets."""
+        stage = self.inflight.get(packet_id)
+        if kind is PacketType.PUBACK:
+            if stage == 1:
+                self._settle(packet_id)
+        elif kind is PacketType.PUBREC:
+            if stage == 2 and reason < 0x80:
+                self.inflight[packet_id] = 3
+                self.write(encode_ack(self.level, PacketType.PUBREL, packet_id))
+            elif stage == 2:
+                self._settle(packet_id)  # refused by the client: the flow ends here
+            elif stage == 3:
+                self.write(encode_ack(self.level, PacketType.PUBREL, packet_id))
+            else:
+                self.write(
+                    encode_ack(
+                        self.level,
+                        PacketType.PUBREL,
+                        packet_id,
+                        Reason.PACKET_IDENTIFIER_NOT_FOUND,
+                    )
+                )
+        elif kind is PacketType.PUBCOMP and stage == 3:
+            self._settle(packet_id)
