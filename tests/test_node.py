@@ -68,7 +68,7 @@ async def test_a_taken_default_grpc_port_falls_back_to_a_free_one_and_says_so(
     node = Node(make_service("fallback"), settings)
     with caplog.at_level(logging.WARNING, logger="polyport.node"):
         async with node.running():
-            (edge,) = node.listeners
+            edge = next(e for e in node.listeners if e.name == "grpc")
             assert edge.off is None and edge.address != f"127.0.0.1:{held_port}"
             assert edge.notice is not None
             assert f"default port {held_port} is in use" in edge.notice
@@ -77,6 +77,40 @@ async def test_a_taken_default_grpc_port_falls_back_to_a_free_one_and_says_so(
             dialled = [e.address for e in node.catalog() if e.address.startswith("grpc ")]
             assert dialled and all(a.startswith(f"grpc {edge.address} ") for a in dialled)
     assert edge.notice in caplog.messages
+
+
+async def test_a_taken_default_mqtt_port_falls_back_to_a_free_one_and_says_so(
+    held_port: int,
+) -> None:
+    """As gRPC's: the default MQTT port in use (1883 is Mosquitto's here) → a free port, a
+    warning naming both, and the banner's and catalog's addresses are the one served."""
+    from polyport.banner import served_rows
+    from polyport.edges.mqtt.config import MqttConfig
+
+    default = MqttConfig.model_construct(_fields_set=set(), port=held_port)
+    settings = Settings(
+        dev=True, database=":memory:", event_log="memory", grpc={"port": 0}, mqtt=default
+    )
+    node = Node(make_service("mqtt_fallback"), settings)
+    async with node.running():
+        edge = next(e for e in node.listeners if e.name == "mqtt")
+        assert edge.off is None and edge.address != f"127.0.0.1:{held_port}"
+        assert edge.notice is not None and edge.notice in node.warnings()
+        assert f"default port {held_port} is in use" in edge.notice
+        assert f"mqtt://{edge.address} instead" in edge.notice
+        rows = dict(served_rows(node, "http://127.0.0.1:8000"))
+        assert rows["MQTT"].startswith(f"mqtt://{edge.address} ")
+
+
+async def test_an_mqtt_port_set_and_taken_is_a_start_up_error(held_port: int) -> None:
+    """An explicitly configured MQTT port in use stops the start with a ConfigError."""
+    settings = Settings(
+        database=":memory:", event_log="memory", grpc={"port": 0}, mqtt={"port": held_port}
+    )
+    node = Node(make_service("mqtt_taken"), settings)
+    with pytest.raises(ConfigError, match=f"MQTT cannot listen on 127.0.0.1:{held_port}"):
+        await node.start()
+    await node.stop()
 
 
 async def test_a_grpc_port_set_and_taken_is_a_start_up_error(held_port: int) -> None:
@@ -106,7 +140,8 @@ def test_serve_in_thread_serves_grpc_on_a_free_port() -> None:
     with serve_in_thread(make_service("threaded")) as server:
         assert server.node.settings.grpc.port == 0  # asked for: any free port
         assert server.grpc_address is not None
-        assert server.grpc_address == server.node.listeners[0].address
+        grpc_edge = next(e for e in server.node.listeners if e.name == "grpc")
+        assert server.grpc_address == grpc_edge.address
         assert not server.grpc_address.endswith(":0")
         assert serving(server.grpc_address)
 
