@@ -153,7 +153,7 @@ async def test_an_ack_removes_its_record_once_jetstream_answered_it(node: Opener
         assert len(await first.records.scan(names)) == 5
         for delivery in got:
             assert await first.ack(delivery)
-        await first._acks_answered()
+        await first.settlements.acks_answered()
         deadline = time.monotonic() + 5
         while await first.records.scan(names) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -169,7 +169,7 @@ async def test_expire_sweeps_the_lease_records_of_messages_gone(node: Opener) ->
         seq = done.token.received.seq
         assert await first.ack(done)
         # The ack returns once the record says done; its removal follows JetStream's answer.
-        await first._acks_answered()
+        await first.settlements.acks_answered()
         names = first.names("q")
         _, revision = await first.records.read(names, seq)  # 0, or not removed yet
         assert await first.records.write(names, seq, done.token.record, revision) is not None

@@ -12,14 +12,14 @@ subjects, ``replicas`` (default 1) their copies on a cluster.
 acked message is gone) with subjects ``{prefix}.{queue}`` and
 ``{prefix}.{queue}.k.{key}``, a dead-letter stream ``{prefix}_{queue}_DEAD``
 and a stream of lease records ``{prefix}_{queue}_LEASES`` (see
-:mod:`.broker_records`, :mod:`.broker_receipts` for what a receipt does, and
-:mod:`.broker_leases` for the leases). A stream
-per queue, not one for all, because JetStream's dedup window is a stream's
-setting and each queue has its own; and because purging a queue must forget
-its ids, which only deleting its stream does (a JetStream purge keeps the
-dedup window's ids: tested on 2.9.10). Every node shares the one durable
-pull consumer ``polyport`` (explicit acks, ``MaxDeliver`` unlimited,
-``MaxAckPending`` unlimited).
+:mod:`.broker_records`, :mod:`.broker_receipts` for what a receipt does,
+:mod:`.broker_settle` for settlements and :mod:`.broker_leases` for the
+leases). A stream per queue, not one for all, because JetStream's dedup
+window is a stream's setting and each queue has its own; and because
+purging a queue must forget its ids, which only deleting its stream does (a
+JetStream purge keeps the dedup window's ids: tested on 2.9.10). Every node
+shares the one durable pull consumer ``polyport`` (explicit acks,
+``MaxDeliver`` unlimited, ``MaxAckPending`` unlimited).
 
 How each rule of the port is kept:
 
@@ -111,7 +111,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -119,14 +118,14 @@ import orjson
 
 from polyport.backends.nats.broker_admin import QueueAdmin
 from polyport.backends.nats.broker_keys import KeyWaiters
-from polyport.backends.nats.broker_leases import Held, LeaseKeeper, held_of
+from polyport.backends.nats.broker_leases import LeaseKeeper
 from polyport.backends.nats.broker_pull import ConsumerMissing, Puller
-from polyport.backends.nats.broker_receipts import Receipts, nak
+from polyport.backends.nats.broker_receipts import Receipts
 from polyport.backends.nats.broker_records import LeaseRecords
+from polyport.backends.nats.broker_settle import Settlements
 from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
 from polyport.backends.nats.broker_wire import (
     QueueNames,
-    Received,
     check_prefix,
     wire_headers,
 )
@@ -190,10 +189,9 @@ class NatsJetStreamBroker:
         self.receipts = Receipts(
             self.client, self.records, self.leases, self.waiters, self.admin, clock
         )
-        #: Acks sent and not yet answered, and until when each is waited for (monotonic);
-        #: those sent before a reconnection are not waited for (their answers are lost).
-        self._acking: deque[tuple[float, asyncio.Future[None]]] = deque()
-        self.client.on_reconnect.append(self._acking.clear)
+        self.settlements = Settlements(
+            self.client, self.records, self.leases, self.receipts, self.waiters, clock
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -204,7 +202,7 @@ class NatsJetStreamBroker:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # what is still settling is finished later
-            await self._acks_answered()
+            await self.settlements.acks_answered()
         await self.leases.stop()
         self._declared.clear()
         self._consumers.clear()
@@ -332,91 +330,19 @@ class NatsJetStreamBroker:
     async def extend(self, deliveries: Sequence[Delivery], lease: float) -> int:
         return await self.leases.extend(deliveries, lease)
 
-    # -- settling -------------------------------------------------------------------------
-
-    async def _settle(self, delivery: Delivery, change: dict[str, Any]) -> Held | None:
-        """Rewrite the record of a delivery still held, at the revision its receipt wrote;
-        None if it is not (settled already, or received over since)."""
-        held = held_of(delivery)
-        if held.settled:
-            return None
-        record = held.record.but(**change)
-        written = await self.records.write(held.names, held.received.seq, record, held.revision)
-        self.leases.let_go(held)  # either way, no longer this receipt's to settle
-        if written is None:
-            return None
-        held.record, held.revision = record, written
-        return held
+    # -- settling (see .broker_settle) ----------------------------------------------------
 
     async def ack(self, delivery: Delivery) -> bool:
-        held = await self._settle(delivery, {"state": "done"})
-        if held is None:
-            return False
-        await self._ack_later(held.names, held.received, held.revision)
-        return True
-
-    async def _ack_later(self, names: QueueNames, r: Received, revision: int) -> None:
-        """Ack a delivery whose record says done, without waiting for JetStream's answer:
-        the record is what settled it (a lost ack brings the message back to a receipt
-        that finds it done and finishes it). The answer, when it comes, means the message
-        left the stream: only then is its key's next woken and its record removed, so a
-        receipt never finds a message still there without its record."""
-
-        async def acked(msg: Msg) -> None:
-            del msg  # any answer: JetStream took the ack
-            try:
-                if r.subject != names.subject:  # a key's head is gone: wake the next
-                    await self.waiters.head_gone(names.subject, r.subject)
-                await self.records.drop(names, revision)
-            except Unavailable as exc:  # settled all the same: expire's sweep removes it later
-                log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
-            finally:  # what the node sends next goes after these
-                if not answered.done():
-                    answered.set_result(None)
-
-        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self.client.send(r.reply, b"+ACK", self.client.answer_later(acked))
-        acking = self._acking
-        now = time.monotonic()
-        while acking and (acking[0][1].done() or acking[0][0] < now):
-            acking.popleft()
-        acking.append((now + self.client.timeout, answered))
-
-    async def _acks_answered(self) -> None:
-        """Wait until JetStream answered this node's acks sent so far (each for at most the
-        timeout), so that what this node reads next (stats, listings) no longer has the
-        messages it acked: an ack returns once its record says done, before the answer."""
-        if not self.client.connected:
-            return  # their answers are lost with the connection
-        now = time.monotonic()
-        waiting = [future for until, future in self._acking if until > now and not future.done()]
-        if waiting:
-            await asyncio.wait(waiting, timeout=max(until for until, _ in self._acking) - now)
+        return await self.settlements.ack(delivery)
 
     async def retry(self, delivery: Delivery, *, delay: float, error: str) -> bool:
-        delay = max(0.0, delay)
-        held = await self._settle(
-            delivery, {"state": "waiting", "due": self.clock() + delay, "error": error}
-        )
-        if held is None:
-            return False
-        await self.client.request(held.received.reply, nak(delay))
-        return True
+        return await self.settlements.retry(delivery, delay=delay, error=error)
 
     async def release(self, delivery: Delivery) -> bool:
-        held = held_of(delivery)
-        change = {"state": "waiting", "due": 0.0, "attempts": held.record.attempts - 1}
-        if await self._settle(delivery, change) is None:
-            return False
-        await self.client.request(held.received.reply, b"-NAK")
-        return True
+        return await self.settlements.release(delivery)
 
     async def dead_letter(self, delivery: Delivery, *, error: str) -> bool:
-        held = await self._settle(delivery, {"state": "dead", "error": error, "died": self.clock()})
-        if held is None:
-            return False
-        await self.receipts.finish(held.names, held.received, held.record)
-        return True
+        return await self.settlements.dead_letter(delivery, error=error)
 
     # -- operating ------------------------------------------------------------------------
 
@@ -441,11 +367,11 @@ class NatsJetStreamBroker:
         return await self._on_streams(queue, lambda names: self.admin.redrive(names, ids))
 
     async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
-        await self._acks_answered()
+        await self.settlements.acks_answered()
         return await self._on_streams(queue, lambda names: self.admin.peek(names, limit=limit))
 
     async def stats(self, queue: str) -> QueueStats:
-        await self._acks_answered()
+        await self.settlements.acks_answered()
         return await self._on_streams(queue, self.admin.stats)
 
     async def expire(self, queue: str) -> int:
