@@ -144,10 +144,11 @@ async def test_a_settlement_cut_off_before_jetstream_heard_is_finished_by_the_ne
 
 
 async def test_an_ack_removes_its_record_once_jetstream_answered_it(node: Opener) -> None:
-    """The ack returns at its record's compare-and-set; JetStream's answer then deletes the
-    record (the revision that settlement wrote), so records do not pile up."""
+    """The ack of a receipt with a lease record (keyed messages have one) returns at its
+    record's compare-and-set; JetStream's answer then deletes the record (the revision that
+    settlement wrote), so records do not pile up."""
     async with node() as first:
-        await first.send("q", [message(n) for n in range(5)])
+        await first.send("q", [message(n, key=f"k{n}") for n in range(5)])
         got = await receive_all(first, want=5)
         names = first.names("q")
         assert len(await first.records.scan(names)) == 5
@@ -164,7 +165,7 @@ async def test_expire_sweeps_the_lease_records_of_messages_gone(node: Opener) ->
     """A record left behind (its removal was lost after the ack) goes at the next
     expire; the records of messages still there stay."""
     async with node() as first:
-        await first.send("q", [message(1), message(2)])
+        await first.send("q", [message(1, key="a"), message(2, key="b")])
         [done, kept] = await receive_all(first, want=2)
         seq = done.token.received.seq
         assert await first.ack(done)
@@ -195,25 +196,219 @@ async def test_a_lease_longer_than_the_ack_wait_is_kept_by_its_node(node: Opener
         assert await first.ack(long)
 
 
+async def delete_consumer(broker: NatsJetStreamBroker) -> None:
+    """Delete the queue's consumer by hand, as an operator would."""
+    import nats
+
+    nc = await nats.connect(URL)
+    try:
+        await nc.jetstream().delete_consumer(broker.names("q").stream, "polyport")
+    finally:
+        await nc.close()
+
+
 async def test_a_first_delivery_of_a_consumer_made_again_finds_the_old_record(
     node: Opener,
 ) -> None:
-    """A consumer deleted and made again delivers its messages as first deliveries again,
-    whose records are written without reading (one round trip for a pull's): the write
-    finds the old consumer's record, so the receipt reads it, takes the message over as
-    its second attempt, and the old holder is refused."""
-    import nats
+    """A consumer deleted and made again delivers its messages as first deliveries again.
+    Those of messages sent with a delay (now passed) have their records written without
+    reading (one round trip for a pull's): the write finds the old consumer's record, so
+    the receipt reads it, takes the message over as its second attempt, and the old holder
+    is refused."""
+    async with node() as first, node() as second:
+        await first.send("q", [message(1, delay=0.05), message(2, delay=0.05)])
+        await asyncio.sleep(0.1)
+        old = await receive_all(first, want=2)
+        assert not any(d.token.fast for d in old)
+        await delete_consumer(first)
+        again = await receive_all(second, want=2, within=10)
+        assert sorted((d.id, d.attempt) for d in again) == [("m1", 2), ("m2", 2)]
+        assert not await first.ack(old[0])
+        assert not await first.dead_letter(old[1], error="late")
+        for delivery in again:
+            assert await second.ack(delivery)
+        stats = await second.stats("q")
+        assert (stats.waiting, stats.in_flight, stats.dead) == (0, 0, 0)
 
+
+# -- the fast path: a first delivery without key or delay has no lease record ---------------
+
+
+async def held_nothing_fast(broker: NatsJetStreamBroker, within: float = 2.0) -> None:
+    """Wait until ``broker`` holds no fast receipt of ``q`` (a reset notice let them go)."""
+    async with asyncio.timeout(within):
+        while broker.leases.fast_held("q"):
+            await asyncio.sleep(0.01)
+
+
+async def test_a_first_delivery_is_received_and_acked_without_a_lease_record(
+    node: Opener,
+) -> None:
+    """The usual case costs JetStream's own pull and ack: no record is written at the
+    receipt nor at an ack within the lease, and the message is gone when the ack returns."""
+    async with node() as first:
+        await first.send("q", [message(n) for n in range(3)])
+        got = await receive_all(first, want=3)
+        assert [d.token.fast for d in got] == [True, True, True]
+        assert [d.attempt for d in got] == [1, 1, 1]
+        names = first.names("q")
+        assert await first.records.scan(names) == []
+        for delivery in got:
+            assert await first.ack(delivery)
+        assert await first.records.scan(names) == []
+        stats = await first.stats("q")
+        assert (stats.waiting, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("settle", ["ack", "retry", "release", "dead_letter"])
+async def test_a_fast_holder_received_over_is_refused_whatever_it_settles(
+    node: Opener, settle: str
+) -> None:
+    """A fast receipt's lease ran out (AckWait 1 s) and another node received the message:
+    past its lease, the old holder's settlement writes the record first, on "none yet",
+    finds the new receipt's and is refused, before JetStream hears anything; the new
+    holder's message stays in flight, and is settled by it."""
+    async with node() as first, node() as second:
+        await first.send("q", [message(1)])
+        [old] = await receive_all(first, want=1, lease=SHORT)
+        assert old.token.fast
+        [new] = await receive_all(second, want=1, within=10)
+        assert new.attempt == 2 and not new.token.fast
+        settlements = {
+            "ack": lambda: first.ack(old),
+            "retry": lambda: first.retry(old, delay=0, error="late"),
+            "release": lambda: first.release(old),
+            "dead_letter": lambda: first.dead_letter(old, error="late"),
+        }
+        assert not await settlements[settle]()
+        stats = await second.stats("q")
+        assert (stats.waiting, stats.in_flight, stats.dead) == (0, 1, 0)
+        assert await second.ack(new)
+        await nothing_for(first, 0.3)
+        assert (await second.stats("q")).dead == 0
+
+
+async def test_a_fast_holder_that_died_leaves_one_attempt_counted(node: Opener) -> None:
+    """A node that received a message fast and died left no record of it: the message comes
+    back after the ack wait as its second attempt (no record on a later delivery of such a
+    message means one attempt so far), and a retry then counts the third."""
+    async with node() as second:
+        async with node() as first:
+            await first.send("q", [message(1)])
+            [lost] = await receive_all(first, want=1, lease=SHORT)
+            assert lost.token.fast and lost.attempt == 1
+        [again] = await receive_all(second, want=1, within=10)
+        assert again.attempt == 2 and again.error is None
+        assert await second.retry(again, delay=0, error="boom")
+        [third] = await receive_all(second, want=1, within=10)
+        assert third.attempt == 3 and third.error == "boom"
+        assert await second.ack(third)
+
+
+async def test_a_first_delivery_given_up_unhandled_counts_no_attempt(node: Opener) -> None:
+    """A delivery that reaches a receive which gave up is given back with a record that
+    counts no attempt, so its next receipt — JetStream's second delivery — is its first."""
+    async with node() as first:
+        assert await first.receive("q", limit=1, lease=LONG, wait=0.05) == []  # the consumer
+        await first.send("q", [message(1)])
+        names = first.names("q")
+        [msg] = await first.puller.pull(names.stream, "polyport", 1, 5.0)
+        await first.puller.give_back(msg)
+        async with asyncio.timeout(5):
+            while first._giving_back:
+                await asyncio.sleep(0.01)
+        [got] = await receive_all(first, want=1, within=10)
+        assert got.token.received.delivered == 2
+        assert got.attempt == 1 and not got.token.fast
+        assert await first.ack(got)
+
+
+async def test_a_fast_ack_answered_too_late_is_settled_by_the_record(node: Opener) -> None:
+    """An ack whose answer comes after the lease could have ended on the server (a stalled
+    connection, a reconnection that sent it late) cannot tell whether another node received
+    the message first: the record decides — written done on "none yet" (True), or found
+    written by a later receipt (False)."""
+    from polyport.backends.nats.broker_records import LeaseRecord
+
+    async with node() as first:
+        await first.send("q", [message(1), message(2)])
+        [one, two] = await receive_all(first, want=2)
+        assert one.token.fast and two.token.fast
+        names = first.names("q")
+        request = first.client.request
+
+        async def answered_late(
+            subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
+        ) -> object:
+            answer = await request(subject, payload, headers)
+            if payload == b"+ACK":  # as if the answer had taken longer than the lease
+                for delivery in (one, two):
+                    delivery.token.since -= 2 * delivery.token.ack_wait
+            return answer
+
+        first.client.request = answered_late  # type: ignore[method-assign]
+        assert await first.ack(one)
+        # Another receipt's record, as if the message had been received again meanwhile.
+        created = two.token.record.consumer
+        other = LeaseRecord("held", 2, 2, created)
+        assert await first.records.write(names, two.token.received.seq, other, 0) is not None
+        assert not await first.ack(two)
+        await first.settlements.acks_answered()
+        assert [seq for seq, _ in await first.records.scan(names)] == [two.token.received.seq]
+
+
+async def test_stats_count_the_fast_receipts_of_this_node_only(node: Opener) -> None:
+    """A fast receipt has no record: the node that holds it counts it in flight (stats and
+    peek); another node cannot see it and counts it waiting, as docs/queues.md says."""
+    async with node() as first, node() as second:
+        await first.send("q", [message(1), message(2)])
+        [held] = await first.receive("q", limit=1, lease=LONG, wait=5)
+        assert held.token.fast
+        here, there = await first.stats("q"), await second.stats("q")
+        assert (here.waiting, here.in_flight) == (1, 1)
+        assert (there.waiting, there.in_flight) == (2, 0)
+        peeked = {m.id: (m.state, m.attempts) for m in await first.peek("q")}
+        assert peeked == {"m1": ("in_flight", 1), "m2": ("waiting", 0)}
+        assert {m.id: m.state for m in await second.peek("q")} == {
+            "m1": "waiting",
+            "m2": "waiting",
+        }
+        assert await first.ack(held)
+        assert (await first.stats("q")).in_flight == 0
+
+
+async def test_a_purge_lets_go_every_nodes_receipts_of_the_queue(node: Opener) -> None:
+    """The streams made again after a purge count their sequences from 1, and JetStream takes
+    an ack for a sequence from anyone: an ack of a purged message would remove the new
+    message that has its sequence. So the purging node tells every node first, and their
+    receipts of the queue are refused — even on a node with no pull under way to see its
+    consumer go."""
+    async with node() as first, node() as second:
+        await first.send("q", [message(1)])
+        [held] = await receive_all(second, want=1)
+        assert held.token.fast
+        assert await first.purge("q") == 1
+        await held_nothing_fast(second)
+        await first.send("q", [message(2)])
+        assert not await second.ack(held)
+        [new] = await receive_all(first, want=1)
+        assert new.id == "m2" and new.token.received.seq == held.token.received.seq
+        assert await first.ack(new)
+
+
+async def test_a_consumer_made_again_lets_go_the_old_fast_receipts(node: Opener) -> None:
+    """A consumer deleted by hand and made again delivers its messages as first deliveries
+    again; those its predecessor handed out fast left no record, so their attempt is not
+    counted (docs/queues.md says so). The node that makes the consumer tells the others,
+    whose receipts of the old one are then refused: their acks would reach the new one."""
     async with node() as first, node() as second:
         await first.send("q", [message(1), message(2)])
         old = await receive_all(first, want=2)
-        nc = await nats.connect(URL)
-        try:
-            await nc.jetstream().delete_consumer(first.names("q").stream, "polyport")
-        finally:
-            await nc.close()
+        assert all(d.token.fast for d in old)
+        await delete_consumer(first)
         again = await receive_all(second, want=2, within=10)
-        assert sorted((d.id, d.attempt) for d in again) == [("m1", 2), ("m2", 2)]
+        assert sorted((d.id, d.attempt) for d in again) == [("m1", 1), ("m2", 1)]
+        await held_nothing_fast(first)
         assert not await first.ack(old[0])
         assert not await first.dead_letter(old[1], error="late")
         for delivery in again:

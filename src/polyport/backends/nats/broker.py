@@ -35,22 +35,67 @@ How each rule of the port is kept:
   a longer lease than ``AckWait`` is kept by the node sending ``+WPI`` every
   third of it; one asking a shorter lease gets ``AckWait``. A node killed
   with SIGKILL sends nothing more: its messages come back after ``AckWait``.
-* **Stale holders**: JetStream takes an ack from a holder whose ack wait ran
-  out and whose message was delivered again since. So every receipt writes
-  the message's lease record with its ``num_delivered`` (which grows with each
-  delivery) and every settlement is a compare-and-set on the revision its
-  receipt wrote: a holder that was received over finds a newer revision and
-  gets False, before it acks, naks or terms anything. The compare-and-set is
-  what settles: an ack returns once it holds, and JetStream's ack follows,
-  answered without being awaited (a lost one brings the message back to a
-  receipt that finds the record done and finishes it). Only that answer —
-  the message gone from the stream — removes the record and wakes the key's
-  next, and a node's own stats and listings wait for the answers of its acks.
+* **Stale holders**: JetStream takes an ack (or nak, or term) for a message
+  from anyone, even a holder whose ack wait ran out and whose message was
+  delivered again since (2.9.10's ``processAckMsg`` checks neither the
+  delivery count nor the delivery sequence of the ack's subject). Two fences:
+
+  - *Time*, for the usual message — the **fast path**: a first delivery
+    without key or delay (:func:`.broker_receipts.fast_path`) is handed out
+    with no lease record, and an **ack** of it within its lease is
+    JetStream's ack alone, its answer awaited. JetStream starts the ack wait
+    when it sends the message, after it got the pull request; the node counts
+    from before it sent that request, so until that moment plus ``AckWait``
+    no other node can have received the message. The ack goes only until
+    ``AckWait`` less a margin (:func:`.broker_leases.fast_margin`, ½ s or a
+    tenth) after it, and returns True once answered; an answer that comes
+    later than ``AckWait`` after it (a connection stalled or made again,
+    nats-py sending its buffer late) proves nothing, and the record decides,
+    as below. Why wait for the answer: the port's ack means the message left
+    the queue — an ack that is lost (the connection drops) raises
+    Unavailable instead of passing for done, and what the node reads next
+    (stats, listings) no longer has the message; it costs one small message
+    from the server, not a round trip's wait of the handler (the queue
+    runner settles after freeing the handler's slot).
+  - *The lease record*, for everything else: a retry, release or dead
+    letter of a fast receipt, or its ack after that margin, first writes
+    its record (``num_delivered`` 1, one attempt) as a compare-and-set on
+    "none yet" — a later delivery's receipt has written one, so a holder
+    that was received over is refused (False) before JetStream hears from
+    it. Every other receipt writes the record at receipt, with its
+    ``num_delivered`` (which grows with each delivery), and settles by a
+    compare-and-set on the revision it wrote. That compare-and-set is what
+    settles: an ack returns once it holds, and JetStream's ack follows,
+    answered without being awaited (a lost one brings the message back to a
+    receipt that finds the record done and finishes it). Only that answer —
+    the message gone from the stream — removes the record and wakes the
+    key's next, and a node's own stats and listings wait for the answers of
+    its acks.
+
+  An ack is the only settlement without a record because a stale one loses
+  nothing: its handler succeeded, and only unkeyed messages take the fast
+  path, so no key's order rests on it. (Were the time fence ever beaten — a
+  server whose clock jumps forward, an ``AckWait`` shortened by hand under
+  running nodes — the message, already handled, would be handled again.)
+  A consumer deleted by hand and made again takes any ack for a sequence,
+  and a queue's streams made again after a purge count their sequences from
+  1 again: so a node that sees its consumer gone (a pull ended as deleted, a
+  new consumer found) lets go its receipts of the queue — their
+  settlements are refused — and the node that makes a consumer, or purges
+  a queue, says so on the core subject ``{prefix}.{queue}.reset`` (best
+  effort) for the others to do the same. What none of that covers is an ack
+  sent in the instant between a purge and the notice reaching its node.
 * **Attempts** are counted in the lease record, not taken from
   ``num_delivered``: a receipt counts one; a lost lease leaves the count and
-  the next receipt adds one; a release takes its receipt's back. The
-  deliveries that only set a message aside (before its delay, behind its
-  key, or to a receive that gave up) write nothing, so they count nothing.
+  the next receipt adds one; a release takes its receipt's back. A message
+  that takes the fast path has no record while it is first held, and gets
+  none when that holder dies or its ack is lost: a later delivery that finds
+  no record of it counts that first attempt. The deliveries that only set a
+  message aside (before its delay, behind its key) write nothing and count
+  nothing; a first delivery that reaches a receive which gave up writes its
+  record (no attempt) before it is naked, since the next receipt would
+  otherwise count it. A consumer made again restarts ``num_delivered``: a
+  message its predecessor held fast comes back as a first attempt.
 * **Retries** nak with the backoff as delay, the error and due time in the
   record: the message keeps its place in the stream (and its key).
 * **Delays** (JetStream 2.9 cannot schedule): a delayed message carries
@@ -74,11 +119,16 @@ How each rule of the port is kept:
   removes it from a work-queue stream). Redrive publishes a dead letter again
   as a new message (a new ``Nats-Msg-Id``, its id in ``Polyport-Id``) and
   deletes it from the dead-letter stream.
-* **Stats**: in flight is the lease records held; waiting the rest of the
-  stream's messages (ready, delayed, retrying, behind a key); dead the
-  dead-letter stream's count.
+* **Stats**: in flight is the lease records held (every node's) and this
+  node's fast receipts, which have none — so another node's fast receipts
+  count as waiting here, a limit like RabbitMQ's per-node count. The
+  consumer's ``num_ack_pending`` is no better: it also counts every message
+  naked for a delay (retries, delays, keys), which stay pending on 2.9.10.
+  Waiting is the rest of the stream's messages (ready, delayed, retrying,
+  behind a key); dead the dead-letter stream's count.
 * **Purge** deletes the queue's three streams (and the consumer): messages,
-  dead letters and ids are gone. The next use makes them again — a send, a
+  dead letters and ids are gone; every node is told first (above). The next
+  use makes them again — a send, a
   listing, or a consuming node's pending pull, which the deletion ends (so a
   node's reply queue, purged when it stops, leaves nothing behind); another
   node waits half a second first (see :meth:`NatsJetStreamBroker._remake`).
@@ -88,21 +138,23 @@ How each rule of the port is kept:
   nats-py reconnects, and the durable consumer is the server's, so consumers
   go on where they were (a lost consumer — a purge on another node — is made again).
 
-Costs and limits: beside a bare consumer's share of a pull and its ack, a
-message costs two writes of its lease record, each awaited: the receipt's
-(those of one pull's first deliveries sent together, one round trip for
-them all) and the settlement's compare-and-set (one round trip each); the
-ack's answer (not awaited); and the record's deletion by its sequence (sent
-without a reply subject). So 4 messages go out and 4 come in per message
-handled where a bare consumer sends 1 and receives 1, and the server stores
-2 writes and 1 deletion more. A key with a backlog costs deliveries while
-its head runs (those delivered are naked behind it, up to once a second
-each). ``AckWait`` is changed by an
-operator (``nats consumer edit``; nodes read it when they open), never by a
-node asking another lease. Delays and retries use each node's clock (keep
-them in sync). A NATS server killed with SIGKILL may bring back messages
-acked shortly before (2.9.10 files acks lazily): they are handled again,
-never lost.
+Costs and limits: a message on the fast path, handled and acked within
+its lease, costs what a bare consumer's does — its share of a pull, and its
+ack — and the ack's answer (one small message in). Any other costs two
+writes of its lease record, each awaited: the receipt's (those of one
+pull's first deliveries sent together, one round trip for them all) and the
+settlement's compare-and-set (one round trip each); the ack's answer (not
+awaited); and the record's deletion by its sequence (sent without a reply
+subject): 4 messages out and 4 in where a bare consumer sends 1 and
+receives 1, and 3 more changes to the server's files. A key with a backlog
+costs deliveries while its head runs (those delivered are naked behind it,
+up to once a second each). ``AckWait`` is changed by an operator
+(``nats consumer edit``; nodes read it when they open), never by a node
+asking another lease: lengthen it at will, shorten it with the nodes stopped
+(a node with the old one would ack fast past the new one). Delays and
+retries use each node's clock (keep them in sync). A NATS server killed
+with SIGKILL may bring back messages acked shortly before (2.9.10 files
+acks lazily): they are handled again, never lost.
 """
 
 from __future__ import annotations
@@ -126,10 +178,19 @@ from polyport.backends.nats.broker_settle import Settlements
 from polyport.backends.nats.broker_streams import DURABLE, ConsumerState, QueueStreams
 from polyport.backends.nats.broker_wire import (
     QueueNames,
+    ack_stream,
     check_prefix,
+    received,
     wire_headers,
 )
-from polyport.backends.nats.client import TIMEOUT, ApiError, JetStreamClient, status, unavailable
+from polyport.backends.nats.client import (
+    TIMEOUT,
+    ApiError,
+    JetStreamClient,
+    engine_errors,
+    status,
+    unavailable,
+)
 from polyport.core.broker import (
     Delivery,
     OutgoingMessage,
@@ -147,6 +208,7 @@ from polyport.core.errors import (
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 log = logging.getLogger("polyport.backends.nats.broker")
 T = TypeVar("T")
@@ -178,11 +240,12 @@ class NatsJetStreamBroker:
         self.client = JetStreamClient(servers, timeout=timeout)
         self.streams = QueueStreams(self.client, replicas)
         self.records = LeaseRecords(self.client)
-        self.puller = Puller(self.client)
+        self.puller = Puller(self.client, self._give_back)
         self.admin = QueueAdmin(self.client, self.streams, self.records, clock)
         self.waiters = KeyWaiters(self.client, self.prefix)
         self._options: dict[str, QueueOptions] = {}
         self._names: dict[str, QueueNames] = {}
+        self._by_stream: dict[str, QueueNames] = {}
         self._declared: set[str] = set()
         self._consumers: dict[str, ConsumerState] = {}
         self.leases = LeaseKeeper(self.client)
@@ -192,22 +255,35 @@ class NatsJetStreamBroker:
         self.settlements = Settlements(
             self.client, self.records, self.leases, self.receipts, self.waiters, clock
         )
+        #: Deliveries being given back (their records written first), kept from the GC.
+        self._giving_back: set[asyncio.Task[None]] = set()
+        self._resets: Subscription | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
         await self.client.connect(f"polyport broker {self.owner or ''}".strip())
         await self.waiters.open()
+        with engine_errors("subscribe"):
+            self._resets = await self.client.conn.subscribe(
+                f"{self.prefix}.*.reset", cb=self._on_reset
+            )
         self.leases.start()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # what is still settling is finished later
             await self.settlements.acks_answered()
+        if self._giving_back:
+            await asyncio.wait(list(self._giving_back), timeout=self.client.timeout)
         await self.leases.stop()
         self._declared.clear()
         self._consumers.clear()
         await self.puller.close()
         await self.waiters.close()
+        resets, self._resets = self._resets, None
+        if resets is not None:
+            with contextlib.suppress(Exception):
+                await resets.unsubscribe()
         await self.client.close()
 
     async def declare(self, queue: QueueOptions) -> None:
@@ -220,6 +296,7 @@ class NatsJetStreamBroker:
         names = self._names.get(queue)
         if names is None:
             names = self._names[queue] = QueueNames.of(self.prefix, queue)
+            self._by_stream[names.stream] = names
         return names
 
     async def _ready(self, queue: str) -> QueueNames:
@@ -233,12 +310,15 @@ class NatsJetStreamBroker:
         self._declared.discard(queue)
         self._consumers.pop(queue, None)
 
-    async def _remake(self, queue: str) -> QueueNames:
-        """Make the queue's streams again after another node deleted them (a purge).
+    async def _remake(self, queue: str, *, gone: bool = True) -> QueueNames:
+        """Make the queue's streams again after another node deleted them (a purge);
+        ``gone`` (known deleted, not only silent): its receipts are let go at once.
 
         Not at once: JetStream (2.9.10) ends a consumer's pending pulls before it has
         removed the stream's files, and a stream made again in between can lose its
         new files to that removal. The purging node makes nothing again itself."""
+        if gone:  # their acks could name the sequences of the stream made again
+            self.leases.let_go_queue(queue)
         self._forget(queue)
         await asyncio.sleep(REMAKE_AFTER)
         return await self._ready(queue)
@@ -291,39 +371,89 @@ class NatsJetStreamBroker:
             want = limit - len(out)
             if want <= 0:
                 return out
-            pulled = await self._pull(names, lease, want, None)
-            out += await self.receipts.admit(names, *pulled, lease)
+            consumer, msgs, since = await self._pull(names, lease, want, None)
+            out += await self.receipts.admit(names, consumer, msgs, lease, since)
             if out:
                 return out
-            if pulled[1]:
+            if msgs:
                 continue  # all of them set aside (delayed, behind their key): look again
             left = deadline - time.monotonic()
             if left <= 0.001:
                 return out
             # Wait for one; the next round takes what else is ready with it.
-            out += await self.receipts.admit(names, *await self._pull(names, lease, 1, left), lease)
+            consumer, msgs, since = await self._pull(names, lease, 1, left)
+            out += await self.receipts.admit(names, consumer, msgs, lease, since)
 
     async def _consumer(self, names: QueueNames, lease: float) -> ConsumerState:
         consumer = self._consumers.get(names.queue)
         if consumer is None:
-            consumer = self._consumers[names.queue] = await self.streams.consumer(names, lease)
+            consumer, made = await self.streams.consumer(names, lease)
+            self._consumers[names.queue] = consumer
+            # Receipts of an older consumer of the queue (deleted since) are void.
+            self.leases.let_go_queue(names.queue, but=consumer.created)
+            if made:  # and so are other nodes' (see _on_reset)
+                await self._announce_reset(names, consumer.created)
         return consumer
 
     async def _pull(
         self, names: QueueNames, lease: float, batch: int, wait: float | None
-    ) -> tuple[ConsumerState, list[Msg]]:
-        """What the consumer delivers to one pull request, and the consumer as found."""
+    ) -> tuple[ConsumerState, list[Msg], float]:
+        """What the consumer delivers to one pull request, the consumer as found, and when
+        the request was sent (monotonic, just before)."""
         consumer = await self._consumer(names, lease)
         try:
-            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
-        except ConsumerMissing:
+            since = time.monotonic()
+            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait), since
+        except ConsumerMissing as exc:
             # Purged (so deleted) by another node, or deleted by hand: make it again, once.
-            await self._remake(names.queue)
+            await self._remake(names.queue, gone=exc.deleted)
             consumer = await self._consumer(names, lease)
         try:
-            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait)
+            since = time.monotonic()
+            return consumer, await self.puller.pull(names.stream, DURABLE, batch, wait), since
         except ConsumerMissing as exc:
             raise unavailable(f"did not answer pulls from {names.stream}") from exc
+
+    async def _announce_reset(self, names: QueueNames, created: str) -> None:
+        """Tell every node that the queue's consumer is new (made at ``created``), or that
+        its streams are being deleted (``""``): best effort, on the core subject
+        ``{prefix}.{queue}.reset``."""
+        if self.client.connected:
+            with contextlib.suppress(Exception):
+                await self.client.conn.publish(f"{names.subject}.reset", created.encode())
+
+    async def _on_reset(self, msg: Msg) -> None:
+        """Another node made the queue's consumer anew, or deletes its streams: the receipts
+        of any other consumer are let go (their acks would reach the new one: JetStream
+        takes an ack for a sequence, from anyone), and the new consumer is found at the
+        next pull."""
+        queue = msg.subject[len(self.prefix) + 1 : -len(".reset")]
+        created = msg.data.decode(errors="replace")
+        if not created:
+            self.leases.let_go_queue(queue)
+            return
+        consumer = self._consumers.get(queue)
+        if consumer is not None and consumer.created != created:
+            del self._consumers[queue]
+        self.leases.let_go_queue(queue, but=created)
+
+    async def _give_back(self, msg: Msg) -> None:
+        """Give back a delivery no receive will hand out (see :meth:`Receipts.give_back`),
+        on a task of its own: the pull that found it does not wait for its record."""
+        stream = ack_stream(msg.reply)
+        names = self._by_stream.get(stream) if stream is not None else None
+        consumer = self._consumers.get(names.queue) if names is not None else None
+        if names is None or consumer is None:
+            await self.client.send(msg.reply, b"-NAK", "")
+            return
+        task = asyncio.create_task(self.receipts.give_back(names, consumer, received(msg)))
+        self._giving_back.add(task)
+        task.add_done_callback(self._gave_back)
+
+    def _gave_back(self, task: asyncio.Task[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("giving a delivery back failed: %s", task.exception())
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -368,11 +498,20 @@ class NatsJetStreamBroker:
 
     async def peek(self, queue: str, *, limit: int = 50) -> list[QueuedMessage]:
         await self.settlements.acks_answered()
-        return await self._on_streams(queue, lambda names: self.admin.peek(names, limit=limit))
+        return await self._on_streams(
+            queue, lambda names: self.admin.peek(names, limit=limit, here=self._held_here(queue))
+        )
 
     async def stats(self, queue: str) -> QueueStats:
         await self.settlements.acks_answered()
-        return await self._on_streams(queue, self.admin.stats)
+        return await self._on_streams(
+            queue, lambda names: self.admin.stats(names, here=len(self._held_here(queue)))
+        )
+
+    def _held_here(self, queue: str) -> dict[int, float]:
+        """This node's fast receipts of ``queue`` (no record says they are in flight): the
+        message's sequence, and when its lease ends (Unix seconds)."""
+        return {held.received.seq: held.record.until for held in self.leases.fast_held(queue)}
 
     async def expire(self, queue: str) -> int:
         """JetStream forgets ids older than the window by itself (0); this only removes
@@ -382,6 +521,8 @@ class NatsJetStreamBroker:
 
     async def purge(self, queue: str) -> int:
         names = self.names(queue)
+        # Other nodes let go their receipts first: the streams made again count from 1.
+        await self._announce_reset(names, "")
         count = await self.admin.count(names)
         await self.streams.delete(names)
         self._forget(queue)

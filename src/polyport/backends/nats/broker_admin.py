@@ -9,7 +9,7 @@ direct gets (``next_by_subj`` ``>`` from a sequence on).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +150,11 @@ class QueueAdmin:
 
     # -- the queue's stream ---------------------------------------------------------------
 
-    async def peek(self, names: QueueNames, *, limit: int) -> list[QueuedMessage]:
+    async def peek(
+        self, names: QueueNames, *, limit: int, here: Mapping[int, float]
+    ) -> list[QueuedMessage]:
+        """Messages waiting or in flight; ``here`` are this node's receipts held without a
+        lease record (their sequences, and when their leases end)."""
         msgs: list[Msg] = []
         seq = 0
         while len(msgs) < limit:
@@ -161,7 +165,8 @@ class QueueAdmin:
             seq = message_seq(msg)
         records = await self.records.read_many(names, [message_seq(msg) for msg in msgs])
         return [
-            _waiting(names, msg, record) for msg, (record, _) in zip(msgs, records, strict=True)
+            _waiting(names, msg, record, here.get(message_seq(msg)))
+            for msg, (record, _) in zip(msgs, records, strict=True)
         ]
 
     async def count(self, names: QueueNames) -> int:
@@ -181,10 +186,12 @@ class QueueAdmin:
             raise unavailable(exc.description) from exc
         return int(info["state"]["messages"])
 
-    async def stats(self, names: QueueNames) -> QueueStats:
+    async def stats(self, names: QueueNames, *, here: int) -> QueueStats:
+        """In flight: the lease records held (every node's) and ``here``, this node's
+        receipts held without a record (another node's of those count as waiting)."""
         messages, dead = await self.streams.counts(names)
         held = sum(1 for _, record in await self.records.scan(names) if record.state == "held")
-        in_flight = min(held, messages)
+        in_flight = min(held + here, messages)
         return QueueStats(waiting=messages - in_flight, in_flight=in_flight, dead=dead)
 
     async def sweep(self, names: QueueNames) -> int:
@@ -234,14 +241,19 @@ def _dead_letter(names: QueueNames, msg: Msg) -> QueuedMessage:
     )
 
 
-def _waiting(names: QueueNames, msg: Msg, record: LeaseRecord | None) -> QueuedMessage:
+def _waiting(
+    names: QueueNames, msg: Msg, record: LeaseRecord | None, here: float | None
+) -> QueuedMessage:
+    """A message of the queue's stream as its record says, or held here until ``here``."""
     wire = msg.headers or {}
     seq = message_seq(msg)
     stored = _time(msg)
-    held = record is not None and record.state == "held"
-    if held:
+    held = here is not None or (record is not None and record.state == "held")
+    if here is not None:
+        due: float | None = here
+    elif held:
         assert record is not None
-        due: float | None = record.until
+        due = record.until
     elif record is not None and record.state == "waiting":
         due = max(record.due, stored)
     else:
@@ -253,7 +265,7 @@ def _waiting(names: QueueNames, msg: Msg, record: LeaseRecord | None) -> QueuedM
         headers=port_headers(wire),
         key=names.key_of(message_subject(msg)),
         state="in_flight" if held else "waiting",
-        attempts=record.attempts if record is not None else 0,
+        attempts=record.attempts if record is not None else (1 if here is not None else 0),
         sent=stored,
         due=due,
         died=None,

@@ -8,6 +8,15 @@ than ``AckWait`` by sending ``+WPI`` every third of it until the lease asked
 for is within one ``AckWait``. A receipt whose ack wait ran out without one
 (an event loop stalled past it) is let go: JetStream may have delivered the
 message again, and its lease record decides who settles it.
+
+A **fast** receipt (a first delivery without key or delay, see :mod:`.broker`)
+has no lease record; what fences it is time. JetStream starts a delivery's
+ack wait when it sends the message, after it got the pull request, so the
+node counts the lease from *before* it sent that request (``since``): the
+server's deadline is never earlier. Until :attr:`Held.fast_until` — that
+moment plus ``AckWait`` less :func:`fast_margin` for the ack's way there —
+an ack needs no record. ``+WPI`` does not move that moment (a progress ack
+is not answered, so the node cannot know when, or whether, it arrived).
 """
 
 from __future__ import annotations
@@ -26,24 +35,41 @@ from polyport.core.broker import Delivery
 from polyport.core.errors import Unavailable
 
 
+def fast_margin(ack_wait: float) -> float:
+    """Seconds of a fast receipt's lease kept back for its ack's way to the server."""
+    return max(0.5, ack_wait / 10)
+
+
 @dataclass(slots=True, eq=False)
 class Held:
     """A receipt as its node holds it: the :attr:`Delivery.token`."""
 
     names: QueueNames
     received: Received
+    #: The record this receipt wrote; a fast receipt's is the one it would write
+    #: (``held`` by its delivery, one attempt), with no revision.
     record: LeaseRecord
-    #: The lease record's revision this receipt wrote: settlements are set at it.
+    #: The lease record's revision this receipt wrote: settlements are set at it
+    #: (0 for a fast receipt: a settlement that writes the record sets it on "none yet").
     revision: int
     ack_wait: float
     #: When the ack wait last restarted (receipt, progress), monotonic.
     touched: float
     #: When the lease asked for ends, monotonic.
     until: float
+    #: When the pull request that brought it was sent, monotonic (see the module's docstring).
+    since: float
+    #: Without a lease record (see the module's docstring).
+    fast: bool = False
     settled: bool = False
 
     def lapsed(self, now: float) -> bool:
         return now > self.touched + self.ack_wait
+
+    @property
+    def fast_until(self) -> float:
+        """Until when an ack of this fast receipt may go without a record (monotonic)."""
+        return self.since + self.ack_wait - fast_margin(self.ack_wait)
 
 
 def held_of(delivery: Delivery) -> Held:
@@ -80,9 +106,12 @@ class LeaseKeeper:
         revision: int,
         ack_wait: float,
         lease: float,
+        since: float,
+        *,
+        fast: bool = False,
     ) -> Held:
         now = time.monotonic()
-        held = Held(names, r, record, revision, ack_wait, touched=now, until=now + lease)
+        held = Held(names, r, record, revision, ack_wait, now, now + lease, since=since, fast=fast)
         self._held.add(held)
         return held
 
@@ -90,9 +119,21 @@ class LeaseKeeper:
         held.settled = True
         self._held.discard(held)
 
-    def let_go_queue(self, queue: str) -> None:
+    def let_go_queue(self, queue: str, *, but: str | None = None) -> None:
+        """Let go the queue's receipts (those of its consumer made at ``but`` excepted):
+        their consumer is gone, so their settlements are refused."""
         for held in [held for held in self._held if held.names.queue == queue]:
-            self.let_go(held)
+            if but is None or held.record.consumer != but:
+                self.let_go(held)
+
+    def fast_held(self, queue: str) -> list[Held]:
+        """This node's fast receipts of ``queue`` still held (they have no lease record)."""
+        now = time.monotonic()
+        return [
+            held
+            for held in self._held
+            if held.fast and held.names.queue == queue and not held.lapsed(now)
+        ]
 
     async def extend(self, deliveries: Sequence[Delivery], lease: float) -> int:
         now = time.monotonic()
@@ -126,4 +167,4 @@ class LeaseKeeper:
                     held.touched = now
 
 
-__all__ = ["Held", "LeaseKeeper", "held_of"]
+__all__ = ["Held", "LeaseKeeper", "fast_margin", "held_of"]

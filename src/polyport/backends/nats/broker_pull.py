@@ -4,15 +4,17 @@ Pulled messages arrive with their own subject, not the inbox's, so a request
 is told apart by its subscription: each request borrows an inbox (a
 subscription kept for the next request when done), so several receives can be
 under way at once. A message that arrives on an inbox no request waits on any
-longer (its caller gave up, or was cancelled) is naked at once: it was never
-handed out, nor counted (its lease record was not written), and goes to the
-next receive instead of waiting out its ack wait.
+longer (its caller gave up, or was cancelled) is given back at once — naked,
+by the broker's ``give_back`` (see :meth:`.Receipts.give_back`): it was never
+handed out, nor counted, and goes to the next receive instead of waiting out
+its ack wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -31,7 +33,11 @@ SPARE = 8
 
 
 class ConsumerMissing(Exception):
-    """The consumer did not answer, or answered that it was deleted."""
+    """The consumer did not answer, or answered that it was deleted (``deleted``)."""
+
+    def __init__(self, description: str, *, deleted: bool = False) -> None:
+        super().__init__(description)
+        self.deleted = deleted
 
 
 class _Inbox:
@@ -53,8 +59,11 @@ class _Inbox:
 class Puller:
     """Pull requests of one broker, and the messages they bring."""
 
-    def __init__(self, client: JetStreamClient) -> None:
+    def __init__(
+        self, client: JetStreamClient, give_back: Callable[[Msg], Awaitable[None]] | None = None
+    ) -> None:
         self.client = client
+        self._give_back = give_back
         self._spare: list[_Inbox] = []
         self._all: list[_Inbox] = []
 
@@ -68,8 +77,12 @@ class Puller:
 
     async def give_back(self, msg: Msg) -> None:
         """Nak a delivery nobody will handle, so it goes to the next receive at once."""
-        if msg.reply.startswith("$JS.ACK.") and self.client.connected:
-            with contextlib.suppress(Exception):
+        if not msg.reply.startswith("$JS.ACK.") or not self.client.connected:
+            return
+        with contextlib.suppress(Exception):
+            if self._give_back is not None:
+                await self._give_back(msg)
+            else:
                 await self.client.conn.publish(msg.reply, b"-NAK")
 
     async def _borrow(self) -> _Inbox:
@@ -124,7 +137,7 @@ class Puller:
                     elif code == "409":
                         description = (msg.headers or {}).get("Description", "")
                         if "deleted" in description.lower():
-                            raise ConsumerMissing(description)
+                            raise ConsumerMissing(description, deleted=True)
                         raise unavailable(f"refused a pull: {description or code}")
                     elif code != "100":  # 100: a heartbeat
                         raise unavailable(f"answered a pull with status {code}")

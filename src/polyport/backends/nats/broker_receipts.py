@@ -1,16 +1,26 @@
 """What a receipt does with each delivery a pull brings: hand it out, set it aside, or
 finish what a dead holder began — as its lease record says (see :mod:`.broker`).
 
-* A message's **first delivery** without a key or a delay still to run has no
-  record to read: the records of all such deliveries of one pull are written
-  at once (pipelined, one round trip for them all), each a compare-and-set on
-  "none yet", so a record found after all (a consumer made again restarts
-  its counts, or a race) sends that delivery the long way below.
+* A message's **first delivery** without a key or a ``Polyport-Not-Before``
+  (see :func:`fast_path`) is handed out **fast**: no record is read or
+  written. Its holder writes one only if it settles otherwise than by an
+  ack within its lease (see :mod:`.broker_leases`), or gives it up unhandled
+  (:meth:`Receipts.give_back`).
+* The first delivery of a message with a ``Polyport-Not-Before`` already
+  passed has no record to read either: the records of all such deliveries of
+  one pull are written at once (pipelined, one round trip for them all), each
+  a compare-and-set on "none yet", so a record found after all (a consumer
+  made again restarts its counts, or a race) sends that delivery the long way
+  below.
 * Any other delivery reads its record first: ``done`` or ``dead`` — its holder
   settled it and died before JetStream heard, so the receipt finishes the job
   (ack, or bury and term); ``waiting`` before its due time, or a
   ``Polyport-Not-Before`` still to come — naked for the rest of it, uncounted;
   ``held`` by a later delivery of the same consumer — not this delivery's.
+  No record at all on a later delivery of a message that takes the fast path
+  means one attempt so far: its first delivery was handed out fast, and lost
+  (a holder that died, or an ack lost on the way); its other deliveries would
+  have written one.
 * A **keyed** message is handed out only if it is its key's head (the first
   message on its subject, ``DIRECT.GET`` ``next_by_subj``); the others are
   naked for :func:`behind_delay` and remembered, to be woken when the head
@@ -64,6 +74,20 @@ def behind_delay(delivered: int) -> float:
     return min(BEHIND_MAX, BEHIND_MIN * 2.0 ** min(delivered - 1, 16))
 
 
+def fast_path(names: QueueNames, r: Received) -> bool:
+    """Whether a message's first delivery is handed out without a lease record: it has no
+    key (no head to wait for, no key to hold) and no ``Polyport-Not-Before`` (delivered
+    before its time, it is set aside uncounted; so a later delivery without a record
+    means an attempt only for messages that have neither)."""
+    return r.subject == names.subject and NOT_BEFORE not in r.wire
+
+
+def _due(r: Received, now: float) -> bool:
+    """Whether a message's ``Polyport-Not-Before`` (if it has a readable one) has passed."""
+    not_before = number(r.wire, NOT_BEFORE)
+    return not_before is None or not_before <= now
+
+
 def nak(delay: float) -> bytes:
     """A nak's body: the message is delivered again after ``delay`` seconds."""
     if delay < 0.001:
@@ -91,21 +115,38 @@ class Receipts:
         self.clock = clock
 
     async def admit(
-        self, names: QueueNames, consumer: ConsumerState, msgs: list[Msg], lease: float
+        self,
+        names: QueueNames,
+        consumer: ConsumerState,
+        msgs: list[Msg],
+        lease: float,
+        since: float,
     ) -> list[Delivery]:
-        """The deliveries among those pulled to hand out, in their order; the others set aside."""
+        """The deliveries among those pulled to hand out, in their order; the others set aside.
+
+        ``since`` is when the pull request that brought them was sent (monotonic)."""
         if not msgs:
             return []
-        now = self.clock()
         rs = [received(msg) for msg in msgs]
+        now = self.clock()
+        fast: dict[int, Delivery] = {}
         plain: list[int] = []
         others: list[int] = []
         for i, r in enumerate(rs):
-            (plain if self._plain(names, r, now) else others).append(i)
+            if r.delivered != 1:
+                others.append(i)
+            elif fast_path(names, r):
+                fast[i] = self._hand_out_fast(names, r, consumer, lease, since, now)
+            elif r.subject == names.subject and _due(r, now):
+                plain.append(i)
+            else:
+                others.append(i)
+        if len(fast) == len(rs):
+            return list(fast.values())  # the usual case: nothing to read nor write
         jobs: list[Awaitable[Any]] = []
-        if plain:  # the usual case: one pipelined write for them all
-            jobs.append(self._admit_plain(names, consumer, [rs[i] for i in plain], lease))
-        jobs += [self._admit_one(names, consumer, rs[i], lease) for i in others]
+        if plain:  # one pipelined write for them all
+            jobs.append(self._admit_plain(names, consumer, [rs[i] for i in plain], lease, since))
+        jobs += [self._admit_one(names, consumer, rs[i], lease, since) for i in others]
         done: list[Any]
         if len(jobs) == 1:
             try:
@@ -115,6 +156,8 @@ class Receipts:
         else:
             done = await asyncio.gather(*jobs, return_exceptions=True)
         results: list[Delivery | BaseException | None] = [None] * len(rs)
+        for i, delivery in fast.items():
+            results[i] = delivery
         if plain:
             first = done.pop(0)
             for n, i in enumerate(plain):
@@ -135,21 +178,38 @@ class Receipts:
             )
         return out
 
-    @staticmethod
-    def _plain(names: QueueNames, r: Received, now: float) -> bool:
-        """Whether a delivery is its message's first, without key or delay still to run:
-        it has no lease record, so its receipt writes one without reading first."""
-        if r.delivered != 1 or r.subject != names.subject:
-            return False
-        not_before = number(r.wire, NOT_BEFORE)
-        return not_before is None or not_before <= now
+    def _hand_out_fast(
+        self,
+        names: QueueNames,
+        r: Received,
+        consumer: ConsumerState,
+        lease: float,
+        since: float,
+        now: float,
+    ) -> Delivery:
+        """A first delivery handed out without a record (see :func:`fast_path`); its
+        :class:`~.broker_leases.Held` keeps the record a settlement would write."""
+        record = LeaseRecord(
+            "held",
+            r.delivered,
+            1,
+            consumer.created,
+            error=optional_text(r.wire, ERROR),
+            until=now + max(lease, consumer.ack_wait),
+        )
+        return self._hand_out(names, r, record, 0, consumer, lease, None, since, fast=True)
 
     async def _admit_plain(
-        self, names: QueueNames, consumer: ConsumerState, rs: list[Received], lease: float
+        self,
+        names: QueueNames,
+        consumer: ConsumerState,
+        rs: list[Received],
+        lease: float,
+        since: float,
     ) -> list[Delivery | None]:
-        """:meth:`_admit_one` for plain first deliveries (see :meth:`_plain`): their records'
-        writes sent together, one round trip for them all; a write that finds a record
-        (written by an older consumer, or a race) goes the long way."""
+        """:meth:`_admit_one` for the first deliveries of messages whose not-before has
+        passed: their records' writes sent together, one round trip for them all; a write
+        that finds a record (written by an older consumer, or a race) goes the long way."""
         if not rs:
             return []
         now = self.clock()
@@ -171,9 +231,9 @@ class Receipts:
         out: list[Delivery | None] = []
         for r, record, revision in zip(rs, records, written, strict=True):
             if revision is None:
-                out.append(await self._admit_one(names, consumer, r, lease, read=True))
+                out.append(await self._admit_one(names, consumer, r, lease, since, read=True))
             else:
-                out.append(self._hand_out(names, r, record, revision, consumer, lease, None))
+                out.append(self._hand_out(names, r, record, revision, consumer, lease, None, since))
         return out
 
     async def _admit_one(
@@ -182,6 +242,7 @@ class Receipts:
         consumer: ConsumerState,
         r: Received,
         lease: float,
+        since: float,
         *,
         read: bool = False,
     ) -> Delivery | None:
@@ -225,8 +286,11 @@ class Receipts:
                     self.waiters.set_aside(r.subject, r.seq, r.reply, delay)
                     return None
                 head_checked = True
-            attempts = (record.attempts if record is not None else 0) + 1
-            error = record.error if record is not None else optional_text(r.wire, ERROR)
+            if record is not None:
+                attempts, error = record.attempts + 1, record.error
+            else:  # a first delivery handed out fast is the one attempt made without a record
+                before = 1 if r.delivered > 1 and fast_path(names, r) else 0
+                attempts, error = before + 1, optional_text(r.wire, ERROR)
             held_for = max(lease, consumer.ack_wait)
             new = LeaseRecord(
                 "held", r.delivered, attempts, consumer.created, error=error, until=now + held_for
@@ -235,7 +299,7 @@ class Receipts:
             if written is not None:
                 if key is not None:
                     self.waiters.handed_out(r.subject, r.seq)
-                return self._hand_out(names, r, new, written, consumer, lease, key)
+                return self._hand_out(names, r, new, written, consumer, lease, key, since)
             record, revision = await self.records.read(names, r.seq)
         return None  # others keep writing it: it comes back after the ack wait
 
@@ -248,8 +312,13 @@ class Receipts:
         consumer: ConsumerState,
         lease: float,
         key: str | None,
+        since: float,
+        *,
+        fast: bool = False,
     ) -> Delivery:
-        held = self.leases.hold(names, r, record, revision, consumer.ack_wait, lease)
+        held = self.leases.hold(
+            names, r, record, revision, consumer.ack_wait, lease, since, fast=fast
+        )
         return Delivery(
             queue=names.queue,
             id=message_id(r.wire, r.seq),
@@ -262,6 +331,21 @@ class Receipts:
             error=record.error,
             token=held,
         )
+
+    async def give_back(self, names: QueueNames, consumer: ConsumerState, r: Received) -> None:
+        """Nak a delivery nobody will handle (its receive gave up), so the next receipt gets
+        it at once. A first delivery that would have been handed out fast writes its record
+        first (``waiting``, no attempt), since its next receipt would otherwise count it as
+        an attempt made; if that write fails, the nak goes all the same (one attempt too many
+        is counted, nothing is lost)."""
+        if r.delivered == 1 and fast_path(names, r):
+            error = optional_text(r.wire, ERROR)
+            record = LeaseRecord("waiting", r.delivered, 0, consumer.created, error=error)
+            try:
+                await self.records.write(names, r.seq, record, 0)
+            except Unavailable as exc:
+                log.debug("giving back %s #%d without its record: %s", names.queue, r.seq, exc)
+        await self.client.send(r.reply, b"-NAK", "")
 
     async def _set_aside(self, r: Received, delay: float) -> None:
         """Nak a delivery that is not to be handled yet (no record written: not counted)."""
@@ -282,4 +366,4 @@ class Receipts:
             log.debug("the lease record of %s #%d stays: %s", names.queue, r.seq, exc)
 
 
-__all__ = ["BEHIND_MAX", "BEHIND_MIN", "RACES", "Receipts", "behind_delay", "nak"]
+__all__ = ["BEHIND_MAX", "BEHIND_MIN", "RACES", "Receipts", "behind_delay", "fast_path", "nak"]

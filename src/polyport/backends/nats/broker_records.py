@@ -5,7 +5,9 @@ A JetStream consumer knows how often it delivered a message
 offered before its delay or ahead of its key are all redeliveries to it. And
 it takes an ack from any holder, even one whose ack wait ran out and whose
 message another node received since. So the broker keeps a small record per
-received message in the queue's ``{prefix}_{queue}_LEASES`` stream, on the
+received message — but for the usual one, handled fast (see :mod:`.broker`:
+a first delivery without key or delay, acked within its lease, has none) —
+in the queue's ``{prefix}_{queue}_LEASES`` stream, on the
 subject ``{prefix}.{queue}.lease.{seq}`` (one message per subject), written with
 ``Nats-Expected-Last-Subject-Sequence`` — a compare-and-set on the record's
 revision:
@@ -13,7 +15,9 @@ revision:
 * a receipt writes ``held`` with its ``num_delivered`` (the **fencing token**:
   it grows with every delivery of the message) and the attempts so far plus
   one; a receipt that finds ``held`` by a smaller ``num_delivered`` took over a
-  lost lease;
+  lost lease. A fast receipt writes nothing: its settlement, if it needs a
+  record, writes the one the receipt would have (``num_delivered`` 1, one
+  attempt) on "none yet";
 * a settlement rewrites the record at the revision its receipt wrote — so a
   holder whose message was received over since (a newer revision) is refused
   — to ``done``, ``waiting`` (retry, release: with the time it is due, the
@@ -23,11 +27,12 @@ revision:
   between the two began; one that finds ``waiting`` before its due time naks
   the message for the rest of it.
 
-A receipt of a message's first delivery has no record to read, so those of
-one pull are written together (:meth:`~LeaseRecords.write_many`: pipelined,
-each its own compare-and-set). A finished message's record is purged once
-JetStream answered its ack (deleted by its sequence, sent without a reply
-subject, so not answered either); what a crash or a lost request leaves behind,
+A receipt of a delayed message's first delivery (once its delay passed) has
+no record to read, so those of one pull are written together
+(:meth:`~LeaseRecords.write_many`: pipelined, each its own compare-and-set).
+A finished message's record is purged once JetStream answered its ack
+(deleted by its sequence, sent without a reply subject, so not answered
+either); what a crash or a lost request leaves behind,
 :meth:`~LeaseRecords.scan` lets ``expire`` find.
 """
 

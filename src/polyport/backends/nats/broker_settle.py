@@ -1,12 +1,14 @@
 """How a node settles what it received: ack, retry, release, dead letter (see :mod:`.broker`
 for why each step is there).
 
-Every settlement first rewrites the delivery's lease record, a
-compare-and-set at the revision its receipt wrote, and is refused (False)
-when that fails: the holder was received over, or settled already. Then
-JetStream hears of it: an ack (answered, not awaited: the record settled
-it, and the answer removes the record), a nak (retry, release), or the
-dead-letter stream and a term.
+* An **ack of a fast receipt** within its lease (:attr:`.Held.fast_until`) is
+  JetStream's ack alone, its answer awaited: :meth:`Settlements.ack`.
+* Any other settlement first rewrites the delivery's lease record, a
+  compare-and-set at the revision its receipt wrote (a fast receipt's: on
+  "none yet"), and is refused (False) when that fails: the holder was
+  received over, or settled already. Then JetStream hears of it: an ack
+  (answered, not awaited: the record settled it, and the answer removes the
+  record), a nak (retry, release), or the dead-letter stream and a term.
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ class Settlements:
         client.on_reconnect.append(self._acking.clear)
 
     async def ack(self, delivery: Delivery) -> bool:
-        held = await self._settle(delivery, {"state": "done"})
-        if held is None:
+        held = held_of(delivery)
+        if held.fast and not held.settled and time.monotonic() < held.fast_until:
+            return await self._ack_fast(held)
+        settled = await self._settle(delivery, {"state": "done"})
+        if settled is None:
             return False
-        await self._ack_later(held.names, held.received, held.revision)
+        await self._ack_later(settled.names, settled.received, settled.revision)
         return True
 
     async def retry(self, delivery: Delivery, *, delay: float, error: str) -> bool:
@@ -102,18 +107,47 @@ class Settlements:
     # -- the record first -----------------------------------------------------------------
 
     async def _settle(self, delivery: Delivery, change: dict[str, Any]) -> Held | None:
-        """Rewrite the record of a delivery still held, at the revision its receipt wrote;
-        None if it is not (settled already, or received over since)."""
+        """Rewrite the record of a delivery still held, at the revision its receipt wrote
+        (a fast receipt's: on "none yet"); None if it is not (settled already, or received
+        over since)."""
         held = held_of(delivery)
         if held.settled:
             return None
+        written = await self._write(held, change)
+        self.leases.let_go(held)  # either way, no longer this receipt's to settle
+        return written
+
+    async def _write(self, held: Held, change: dict[str, Any]) -> Held | None:
         record = held.record.but(**change)
         written = await self.records.write(held.names, held.received.seq, record, held.revision)
-        self.leases.let_go(held)  # either way, no longer this receipt's to settle
         if written is None:
             return None
         held.record, held.revision = record, written
         return held
+
+    async def _ack_fast(self, held: Held) -> bool:
+        """Ack a fast receipt within its lease: JetStream's ack, its answer awaited, and no
+        record. The answer proves the ack was taken while the lease held, if it came before
+        the lease could end on the server (:attr:`Held.since` plus ``AckWait``): JetStream
+        delivers a message again only once its ack wait has run out. An answer later than
+        that, or none, leaves it unknown whether another node received the message first,
+        so the record decides, as for any late settlement: written ``done`` on "none yet"
+        (True: a later receipt finds it and finishes), or found written by a later receipt
+        (False)."""
+        self.leases.let_go(held)
+        try:
+            await self.client.request(held.received.reply, b"+ACK")
+        except Unavailable:
+            if not self.client.connected:
+                raise  # the message comes back after the ack wait, unless the ack got there
+        else:
+            if time.monotonic() <= held.since + held.ack_wait:
+                return True
+        written = await self._write(held, {"state": "done"})
+        if written is None:
+            return False
+        await self._ack_later(written.names, written.received, written.revision)
+        return True
 
     async def _ack_later(self, names: QueueNames, r: Received, revision: int) -> None:
         """Ack a delivery whose record says done, without waiting for JetStream's answer:

@@ -134,17 +134,19 @@ class QueueStreams:
                 found | {"duplicate_window": config["duplicate_window"]},
             )
 
-    async def consumer(self, names: QueueNames, lease: float) -> ConsumerState:
-        """The queue's durable consumer, made with ``AckWait`` = ``lease`` if it is missing."""
+    async def consumer(self, names: QueueNames, lease: float) -> tuple[ConsumerState, bool]:
+        """The queue's durable consumer, made with ``AckWait`` = ``lease`` if it is missing;
+        and whether this call made it."""
+        made = False
         try:
             info = await self.client.api(f"CONSUMER.INFO.{names.stream}.{DURABLE}")
         except ApiError as exc:
             if exc.err_code not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
                 raise unavailable(exc.description) from exc
-            info = await self._make_consumer(names, lease)
-        return ConsumerState(info["config"]["ack_wait"] / _NS, str(info["created"]))
+            info, made = await self._make_consumer(names, lease)
+        return ConsumerState(info["config"]["ack_wait"] / _NS, str(info["created"])), made
 
-    async def _make_consumer(self, names: QueueNames, lease: float) -> dict[str, Any]:
+    async def _make_consumer(self, names: QueueNames, lease: float) -> tuple[dict[str, Any], bool]:
         config = {
             "durable_name": DURABLE,
             "description": "polyport nodes",
@@ -160,13 +162,14 @@ class QueueStreams:
         }
         body = {"stream_name": names.stream, "config": config}
         try:
-            return await self.client.api(f"CONSUMER.DURABLE.CREATE.{names.stream}.{DURABLE}", body)
+            call = f"CONSUMER.DURABLE.CREATE.{names.stream}.{DURABLE}"
+            return await self.client.api(call, body), True
         except ApiError as exc:
             if exc.err_code == STREAM_NOT_FOUND:
                 raise unavailable(f"has no stream {names.stream} (purged?)") from exc
             # Another node made it first, perhaps with another lease: take theirs.
             try:
-                return await self.client.api(f"CONSUMER.INFO.{names.stream}.{DURABLE}")
+                return await self.client.api(f"CONSUMER.INFO.{names.stream}.{DURABLE}"), False
             except ApiError:
                 raise unavailable(exc.description) from exc
 

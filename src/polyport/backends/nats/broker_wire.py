@@ -222,13 +222,24 @@ class Received:
     body: bytes
 
 
-def received(msg: Msg) -> Received:
-    """A message delivered by the consumer, from its reply subject (``$JS.ACK.…``)."""
-    tokens = msg.reply.split(".")
+def _ack_tokens(reply: str) -> list[str]:
+    tokens = reply.split(".")
     # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<cseq>.<ns>.<pending>, or with
     # <domain>.<account hash> after ACK and a random token at the end (12 tokens).
     if len(tokens) >= 12:
         tokens = tokens[:2] + tokens[4:]
+    return tokens
+
+
+def ack_stream(reply: str) -> str | None:
+    """The stream a delivery's reply subject (``$JS.ACK.…``) names; None for another subject."""
+    tokens = _ack_tokens(reply)
+    return tokens[2] if len(tokens) >= 9 and tokens[:2] == ["$JS", "ACK"] else None
+
+
+def received(msg: Msg) -> Received:
+    """A message delivered by the consumer, from its reply subject (``$JS.ACK.…``)."""
+    tokens = _ack_tokens(msg.reply)
     delivered, seq, stored_ns = int(tokens[4]), int(tokens[5]), int(tokens[7])
     return Received(
         seq=seq,
@@ -255,6 +266,7 @@ __all__ = [
     "TYPE",
     "QueueNames",
     "Received",
+    "ack_stream",
     "check_prefix",
     "header_text",
     "message_id",
