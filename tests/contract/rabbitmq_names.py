@@ -41,16 +41,14 @@ async def delete_layouts(layouts: Iterable[Layout]) -> None:
     """Delete every queue, stream and exchange of ``layouts`` (those that exist)."""
     import aio_pika
 
+    from polyport.backends.rabbitmq.topology import delete
+
     connection = await aio_pika.connect(URL)
     try:
         assert connection.transport is not None
         channel = await connection.transport.connection.channel()
         for layout in layouts:
-            for name in [*layout.durable_queues(), layout.ids]:
-                # Quorum queues refuse if_unused/if_empty (a connection error): plain delete.
-                await channel.queue_delete(name, if_unused=False, if_empty=False)
-            for name in layout.exchanges():
-                await channel.exchange_delete(name)
+            await delete(channel, layout)
     finally:
         await connection.close()
 
