@@ -22,11 +22,13 @@ file, group-committed), and the engines' work queues (``postgresql``,
 on that engine runs it. Every target runs in a namespace of its own (a
 temporary file, a schema, a key prefix, a bucket name) removed afterwards.
 
-The native brokers (``redis-streams``, ``nats-jetstream``) are each paired,
-round by round, with their bare client doing the same three phases (see
-:mod:`.queues_bare`); ``nats-jetstream`` also with a second baseline, the bare
-client confirming what the port confirms (sends deduplicated by id, acks
-confirmed), whose ratios are reported beside the first and not judged.
+The native brokers (``redis-streams``, ``nats-jetstream``, ``rabbitmq``) are
+each paired, round by round, with their bare client doing the same three
+phases (see :mod:`.queues_bare`); ``nats-jetstream`` also with a second
+baseline, the bare client confirming what the port confirms (sends
+deduplicated by id, acks confirmed), whose ratios are reported beside the
+first and not judged. ``rabbitmq`` is the broker an ``amqp://`` URL names
+(its options too: ``?queue_type=classic``), under a prefix of the round's own.
 
 The goals (issue 16): the embedded queue ≥ 10,000 durable messages/s
 enqueued and consumed, each broker backend ≥ 0.7 times its bare client, and p50
@@ -45,7 +47,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel
@@ -62,26 +65,32 @@ from polyport.core.queuebroker import WorkQueueBroker
 from polyport.core.queuerunner import QueueRunner
 from polyport.core.workqueue import WorkQueue
 
+if TYPE_CHECKING:
+    from polyport.backends.rabbitmq.rabbitbroker import RabbitBroker
+
 GOAL_RATE = 10_000.0
 GOAL_P50_MS = 5.0
 GOAL_VS_BARE = 0.7
 #: The node's work queue on each engine, and the native brokers.
 WORK_QUEUE_TARGETS = ("sqlite", "postgresql", "redis", "nats")
-BROKER_TARGETS = ("redis-streams", "nats-jetstream")
+BROKER_TARGETS = ("redis-streams", "nats-jetstream", "rabbitmq")
 TARGETS = (*WORK_QUEUE_TARGETS, *BROKER_TARGETS)
 #: A broker target's bare client doing the same work, measured in the same run.
-BARE = {"redis-streams": "redis-py", "nats-jetstream": "nats-py"}
+BARE = {"redis-streams": "redis-py", "nats-jetstream": "nats-py", "rabbitmq": "aio-pika"}
 #: A second baseline, reported beside the first and outside the goal: the bare client
 #: with the port's wire guarantees (sends deduplicated by id, acks confirmed).
 BARE_CONFIRMED = {"nats-jetstream": "nats-py, msg ids + ack_sync"}
-PACKAGES = ("polyport", "uvloop", "psycopg", "redis", "nats-py")
+PACKAGES = ("polyport", "uvloop", "psycopg", "redis", "nats-py", "aio-pika")
 DEFAULT_URLS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
     "redis": "redis://127.0.0.1:6379/0",
     "nats": "nats://127.0.0.1:4222",
     "redis-streams": "redis://127.0.0.1:6379/0",
     "nats-jetstream": "nats://127.0.0.1:4222",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
 }
+#: The bench service's one queue.
+QUEUE = "ticks"
 
 
 class Tick(BaseModel):
@@ -199,7 +208,45 @@ async def broker_of(target: str, url: str | None) -> AsyncIterator[Broker]:
         finally:
             await _drop_nats_streams(url or DEFAULT_URLS[target], prefix)
         return
+    if target == "rabbitmq":
+        from polyport.brokers import build_broker
+
+        prefix = f"ppbench-{token}"
+        where = with_query(url or DEFAULT_URLS[target], prefix=prefix)
+        rabbit = cast("RabbitBroker", build_broker(where, owner="bench", poll_interval=0.05))
+        try:
+            yield rabbit
+        finally:
+            await _drop_rabbit_queues(rabbit)
+        return
     raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+
+
+def with_query(url: str, **options: str) -> str:
+    """``url`` with ``options`` in its query, in place of any it had of those names."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k not in options]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *options.items()])))
+
+
+async def _drop_rabbit_queues(broker: RabbitBroker) -> None:
+    """Delete the queues, streams and exchanges of the bench queue under the broker's
+    prefix (those of every queue it declared, and the bench's, declared or not)."""
+    import aio_pika
+
+    from polyport.backends.rabbitmq.layout import Layout
+    from polyport.backends.rabbitmq.topology import delete
+
+    layouts = {Layout(broker.prefix, QUEUE, broker.partitions)}
+    layouts |= {state.layout for state in broker.queues.values() if not state.layout.temporary}
+    connection = await aio_pika.connect(broker.url)
+    try:
+        assert connection.transport is not None
+        channel = await connection.transport.connection.channel()
+        for layout in layouts:
+            await delete(channel, layout)
+    finally:
+        await connection.close()
 
 
 async def _drop_nats_streams(url: str, prefix: str) -> None:
@@ -238,7 +285,7 @@ def _service(on_tick: Callable[[Tick], None]) -> Any:
     from polyport import Service
 
     svc = Service("benchq")
-    queue = svc.queue("ticks", Tick)
+    queue = svc.queue(QUEUE, Tick)
 
     @queue.consumer(concurrency=64, prefetch=256, max_attempts=3)
     async def handle(tick: Tick) -> None:
@@ -388,6 +435,14 @@ async def _bare_round(
             rate=shape.rate,
             duration=shape.duration,
             confirmed=confirmed,
+        )
+    if target == "rabbitmq":
+        return await queues_bare.rabbitmq_round(
+            url or DEFAULT_URLS[target],
+            messages=shape.messages,
+            in_flight=shape.in_flight,
+            rate=shape.rate,
+            duration=shape.duration,
         )
     raise ConfigError(f"{target} has no bare client in this lab")
 
