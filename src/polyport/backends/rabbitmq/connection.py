@@ -23,6 +23,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import aiormq
+from aiormq import spec
+
 from polyport.core.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -43,21 +46,27 @@ def unavailable(what: str) -> Unavailable:
     return Unavailable(f"RabbitMQ {what}; try again", retry_after=RETRY_AFTER)
 
 
+#: What RabbitMQ being unreachable, slow, closed or refusing raises.
+FAILURES = (
+    aiormq.AMQPError,
+    aiormq.ChannelInvalidStateError,
+    TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+def failed(what: str, exc: BaseException) -> Unavailable:
+    return unavailable(f"could not {what} ({type(exc).__name__}: {exc})"[:300])
+
+
 @contextlib.contextmanager
 def amqp_errors(what: str) -> Iterator[None]:
     """Turn RabbitMQ being unreachable, slow, closed or refusing into Unavailable."""
-    import aiormq
-
     try:
         yield
-    except (
-        aiormq.AMQPError,
-        aiormq.ChannelInvalidStateError,
-        TimeoutError,
-        ConnectionError,
-        OSError,
-    ) as exc:
-        raise unavailable(f"could not {what} ({type(exc).__name__}: {exc})"[:300]) from exc
+    except FAILURES as exc:
+        raise failed(what, exc) from exc
 
 
 def server_version(properties: dict[str, Any]) -> tuple[int, ...]:
@@ -244,18 +253,21 @@ class AmqpConnection:
         returned by RabbitMQ, which is an error here, never a silent loss —
         ``unroutable()``'s, or Unavailable.
         """
-        from aiormq import spec
-
         channel = self._live(self._pub)
-        with amqp_errors("did not store a message"):
-            async with asyncio.timeout(self.timeout):
-                answer = await channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                )
+        # Every send takes this path: aiormq's own timeout covers the whole publish, its
+        # confirm included (one timer per message, not two), and the errors are caught
+        # here rather than by amqp_errors (no context manager made per message).
+        try:
+            answer = await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+                timeout=self.timeout,
+            )
+        except FAILURES as exc:
+            raise failed("did not store a message", exc) from exc
         if not isinstance(answer, spec.Basic.Ack):
             if unroutable is not None:
                 raise unroutable()

@@ -33,7 +33,6 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -51,12 +50,11 @@ PREFETCH = 2000
 SEGMENT_BYTES = 8_000_000
 
 
-@dataclass(slots=True)
-class _Entry:
-    sent: float
-    send: str
-    #: Read back from the stream (a purge marker forgets only what was read before it).
-    echoed: bool
+#: What a node knows of an id: (when its first send was stored, that send's token,
+#: whether its record was read back from the stream — a purge marker forgets only
+#: those). A tuple of a float, a str and a bool, which the garbage collector stops
+#: tracking: a window of many ids adds nothing to the work of each full collection.
+Entry = tuple[float, str, bool]
 
 
 class IdLog:
@@ -70,7 +68,7 @@ class IdLog:
         self.window = window
         #: False on a RabbitMQ without streams (before 3.9): ids are this node's alone.
         self.shared = shared
-        self.entries: dict[str, _Entry] = {}
+        self.entries: dict[str, Entry] = {}
         self._channel: AbstractChannel | None = None
         self._next: int | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
@@ -181,7 +179,7 @@ class IdLog:
 
     def _apply(self, record: dict[str, Any]) -> None:
         if "purge" in record:
-            self.entries = {k: e for k, e in self.entries.items() if not e.echoed}
+            self.entries = {k: e for k, e in self.entries.items() if not e[2]}
         elif "sync" in record:
             waiter = self._syncs.get(str(record["sync"]))
             if waiter is not None and not waiter.done():
@@ -193,10 +191,10 @@ class IdLog:
 
     def _read(self, id_: str, send: str, sent: float) -> None:
         entry = self.entries.get(id_)
-        if entry is None or entry.sent < sent - self.window:
-            self.entries[id_] = _Entry(sent, send, echoed=True)
-        elif entry.send == send:
-            entry.echoed = True
+        if entry is None or entry[0] < sent - self.window:
+            self.entries[id_] = (sent, send, True)
+        elif entry[1] == send:
+            self.entries[id_] = (entry[0], send, True)
 
     async def _append(self, record: dict[str, Any]) -> None:
         from aiormq import spec
@@ -214,21 +212,21 @@ class IdLog:
     def first_send(self, id_: str, now: float) -> str | None:
         """The token of the first send of ``id_`` within the window, if known."""
         entry = self.entries.get(id_)
-        if entry is None or entry.sent < now - self.window:
+        if entry is None or entry[0] < now - self.window:
             return None
-        return entry.send
+        return entry[1]
 
     def reserve(self, id_: str, send: str, now: float) -> bool:
         """Claim ``id_`` for a send on this node; False if it is known already."""
         if self.first_send(id_, now) is not None:
             return False
-        self.entries[id_] = _Entry(now, send, echoed=not self.shared)
+        self.entries[id_] = (now, send, not self.shared)
         return True
 
     def forget(self, id_: str, send: str) -> None:
         """Undo a claim whose message may not have been stored."""
         entry = self.entries.get(id_)
-        if entry is not None and entry.send == send:
+        if entry is not None and entry[1] == send:
             del self.entries[id_]
 
     async def record(self, sends: list[tuple[str, str, float]]) -> None:
@@ -249,7 +247,7 @@ class IdLog:
     async def _append_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            ids = [[i, s, t] for sends, _ in batch for i, s, t in sends]
+            ids = [record for sends, _ in batch for record in sends]  # [id, send, sent] each
             try:
                 await self._append({"ids": ids})
             except BaseException as exc:
@@ -270,7 +268,7 @@ class IdLog:
             await self._append({"purge": time.time()})
 
     def expire(self, now: float) -> int:
-        old = [k for k, e in self.entries.items() if e.sent < now - self.window]
+        old = [k for k, e in self.entries.items() if e[0] < now - self.window]
         for key in old:
             del self.entries[key]
         return len(old)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -192,21 +193,23 @@ class RabbitBroker:
         plans: list[tuple[OutgoingMessage, str, Any, str, str]] = []
         try:
             for message in messages:
-                send = uuid.uuid4().hex
+                send = os.urandom(16).hex()  # 128 random bits (uuid4: 122), a quarter of the cost
                 route = self._route(state, message, now, send)
                 if not state.ids.reserve(message.id, send, now):
                     stored.append(False)
                     continue
                 plans.append((message, send, *route))
                 stored.append(True)
-            await asyncio.gather(
-                *(
-                    self.connection.publish(
-                        message.body, exchange=exchange, routing_key=key, properties=props
-                    )
-                    for message, _, props, exchange, key in plans
+            publishing = [
+                self.connection.publish(
+                    message.body, exchange=exchange, routing_key=key, properties=props
                 )
-            )
+                for message, _, props, exchange, key in plans
+            ]
+            if len(publishing) == 1:
+                await publishing[0]  # the usual send: one message, no task to gather it
+            else:
+                await asyncio.gather(*publishing)
         except BaseException:
             for message, send, *_ in plans:
                 state.ids.forget(message.id, send)

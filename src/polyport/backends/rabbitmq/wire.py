@@ -48,6 +48,8 @@ SEND = "x-polyport-send"
 DIED = "x-polyport-died"
 #: What RabbitMQ adds (redeliveries, dead-lettering): never shown as a message's headers.
 _BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-", "x-last-death-")
+#: The port's headers that travel as AMQP properties, not in the headers table.
+_AS_PROPERTIES = frozenset(("content-type", "type", "reply-to", "correlation-id"))
 #: The longest AMQP short string (message ids, types), in bytes.
 SHORTSTR = 255
 
@@ -102,15 +104,17 @@ def outgoing(
     due: float | None = None,
 ) -> spec.Basic.Properties:
     """The properties a message is stored with when polyport sends it."""
-    own = dict(message.headers)
-    content_type = own.pop("content-type", "application/json")
-    kind = own.pop("type", None)
-    reply_to = own.pop("reply-to", None)
-    correlation = own.pop("correlation-id", None)
-    headers: dict[str, Any] = {name: value for name, value in own.items() if _user_header(name)}
+    given = message.headers
+    reply_to = given.get("reply-to")
+    headers: dict[str, Any] = {
+        name: value
+        for name, value in given.items()
+        if name not in _AS_PROPERTIES and _user_header(name)
+    }
     headers[SENT] = _ms(now)
     headers[SEND] = send
-    if amqp_id(message.id) != message.id:
+    message_id = amqp_id(message.id)
+    if message_id != message.id:
         headers[ID] = message.id
     if message.key is not None:
         headers[KEY] = message.key
@@ -119,14 +123,14 @@ def outgoing(
         if isinstance(due, float | int):
             headers[DUE] = _ms(due)
     return spec.Basic.Properties(
-        content_type=content_type,
+        content_type=given.get("content-type", "application/json"),
         headers=headers,
         delivery_mode=2,
-        correlation_id=correlation,
+        correlation_id=given.get("correlation-id"),
         reply_to=reply_address(prefix, reply_to) if reply_to else None,
-        message_id=amqp_id(message.id),
+        message_id=message_id,
         timestamp=_utc(now),
-        message_type=kind,
+        message_type=given.get("type"),
     )
 
 
