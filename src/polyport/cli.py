@@ -426,7 +426,10 @@ def bench_graphql(
 def bench_queues(
     targets: Annotated[
         str,
-        typer.Option(help="Comma-separated: sqlite (embedded), postgresql, redis, nats."),
+        typer.Option(
+            help="Comma-separated: sqlite (embedded), postgresql, redis, nats (work queues); "
+            "redis-streams, nats-jetstream, rabbitmq (brokers, each against its bare client)."
+        ),
     ] = "sqlite",
     messages: Annotated[int, typer.Option(help="Messages sent, then consumed.")] = 20_000,
     in_flight: Annotated[int, typer.Option(help="Sends awaiting their answer at once.")] = 256,
