@@ -6,6 +6,11 @@ SIGKILL mid-stream, while handlers are running. After the last round a node
 runs until every acknowledged message was handled: at least once, none lost
 — and the messages whose handler was cut off by a kill ran again (after
 their lease, as another node's would).
+
+A round is not a fixed time: it lasts at least ``MIN_ROUND`` seconds and
+until ``ROUND_ACKS`` sends of its own were acknowledged and a handler is
+running, so a slow or busy machine gets a longer round, not a round that
+proves nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from tests.nodeprocess import node_process
 NODE = Path(__file__).with_name("killnode.py")
 ROUNDS = 3
 PRODUCERS = 4
+#: A round lasts at least this long (seconds) before its kill…
+MIN_ROUND = 1.5
+#: …and until this many of its sends were acknowledged and a handler is running…
+ROUND_ACKS = 50
+#: …which must happen within this long (seconds), else the node is not working.
+ROUND_DEADLINE = 20.0
 
 
 @contextlib.contextmanager
@@ -41,6 +52,12 @@ def lines(log: Path, word: str) -> set[int]:
         if kind == word and n.isdigit():
             found.add(int(n))
     return found
+
+
+def running(log: Path, cut_off: set[int]) -> bool:
+    """Whether a handler started in this round is running (the kills before cut off
+    ``cut_off``: those never write ``done`` until they run again)."""
+    return bool(lines(log, "start") - lines(log, "done") - cut_off)
 
 
 def test_nothing_acknowledged_is_lost_across_kill_9(tmp_path: Path) -> None:
@@ -65,6 +82,8 @@ def kill_rounds(tmp_path: Path, broker: str | None) -> None:
                     answer = client.post(
                         f"{url}/v1/queues/work", json={"n": n}, headers={"idempotency-key": str(n)}
                     )
+                except httpx.TimeoutException:
+                    continue  # a slow answer (a busy machine): not acknowledged, go on
                 except httpx.HTTPError:
                     return  # the node died: this one was never acknowledged
                 if answer.status_code == 202:
@@ -77,9 +96,18 @@ def kill_rounds(tmp_path: Path, broker: str | None) -> None:
             producers = [
                 threading.Thread(target=produce, args=(url, stop)) for _ in range(PRODUCERS)
             ]
+            with lock:
+                before = len(acknowledged)
             for thread in producers:
                 thread.start()
-            time.sleep(1.5)
+            started = time.monotonic()
+            time.sleep(MIN_ROUND)
+            while len(acknowledged) - before < ROUND_ACKS or not running(log, cut_off):
+                assert time.monotonic() - started < ROUND_DEADLINE, (
+                    f"in {ROUND_DEADLINE:g} s, {len(acknowledged) - before} sends acknowledged "
+                    f"and {'a' if running(log, cut_off) else 'no'} handler running"
+                )
+                time.sleep(0.01)
             process.kill()  # SIGKILL, mid-stream
             process.wait(10)
             stop.set()
