@@ -257,6 +257,7 @@ class Node:
                 owner=jobs.owner,
                 follows_log=sqlite_log is not None or self.shared is not None,
             ),
+            records=records,
         )
         self.edges: list[Edge] = []
         self.skipped: dict[str, str] = {}

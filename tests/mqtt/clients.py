@@ -9,6 +9,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -25,6 +26,9 @@ class Paho:
     acks: queue.Queue[Any] = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
     disconnect_reason: Any = None
+    #: CONNACK's Session Present flag, and its MQTT 5 properties.
+    session_present: bool = False
+    connack_properties: Any = None
 
     def subscribe(self, topic: str, qos: int = 0) -> list[int]:
         """Subscribe and wait for the SUBACK: its codes, as numbers."""
@@ -67,17 +71,26 @@ def paho(
     password: str | None = None,
     client_id: str = "",
     expect: int = 0,
+    clean: bool = True,
+    expiry: int | None = None,
+    transport: str = "tcp",
 ) -> tuple[Paho, int]:
     """A paho client connected to ``port``: the client and the CONNACK code it got.
 
-    ``expect`` other than 0 is a refusal the caller checks; the client is stopped then.
+    ``clean`` is Clean Start (MQTT 5) or clean session (3.1.1); ``expiry`` the MQTT 5
+    Session Expiry Interval. ``expect`` other than 0 is a refusal the caller checks;
+    the client is stopped then.
     """
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=version,
         reconnect_on_failure=False,
+        clean_session=None if version == V5 else clean,
+        transport=transport,
     )
+    if transport == "websockets":
+        client.ws_set_options(path="/mqtt")
     if password is not None:
         client.username_pw_set("device", password)
     box = Paho(client)
@@ -85,6 +98,8 @@ def paho(
 
     def on_connect(c: Any, u: Any, flags: Any, code: ReasonCode, p: Any) -> None:
         # paho reports a 3.1.1 return code as its MQTT 5 reason code (5 → 0x87).
+        box.session_present = bool(flags.session_present)
+        box.connack_properties = p
         connacks.put(int(code.value))
 
     def on_disconnect(c: Any, u: Any, flags: Any, code: ReasonCode, p: Any) -> None:
@@ -96,7 +111,14 @@ def paho(
     client.on_message = lambda c, u, m: box.messages.put(m)
     client.on_subscribe = lambda c, u, mid, codes, p: box.acks.put(codes)
     client.on_publish = lambda c, u, mid, code, p: None
-    client.connect("127.0.0.1", port, keepalive=30)
+    if version == V5:
+        props = None
+        if expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+        client.connect("127.0.0.1", port, keepalive=30, clean_start=clean, properties=props)
+    else:
+        client.connect("127.0.0.1", port, keepalive=30)
     client.loop_start()
     code = connacks.get(timeout=5)
     if code != 0:

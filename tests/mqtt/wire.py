@@ -10,12 +10,18 @@ from polyport.edges.mqtt.codec import frame, properties, text
 
 
 def connect_packet(
-    level: int = 5, client_id: str = "raw", *, keep_alive: int = 0, password: str | None = None
+    level: int = 5,
+    client_id: str = "raw",
+    *,
+    keep_alive: int = 0,
+    password: str | None = None,
+    clean: bool = True,
+    props: list[tuple[int, object]] | None = None,
 ) -> bytes:
-    flags = 0x02 | (0xC0 if password is not None else 0)
+    flags = (0x02 if clean else 0) | (0xC0 if password is not None else 0)
     body = text("MQTT") + bytes((level, flags)) + struct.pack("!H", keep_alive)
     if level == 5:
-        body += properties([])
+        body += properties(props or [])
     body += text(client_id)
     if password is not None:
         body += text("user") + text(password)

@@ -20,6 +20,7 @@ from polyport.core.inbox import ReceiverInbox
 from polyport.core.jobs import JobRunner
 from polyport.core.metrics import Metrics
 from polyport.core.queuerunner import QueueRunner
+from polyport.core.records import RecordStore
 from polyport.core.spec import ServiceSpec
 from polyport.core.webhookstore import WebhookStore
 
@@ -110,3 +111,6 @@ class Runtime:
     receiver_inbox: ReceiverInbox
     #: The service's message queues on the node's broker (started with the core).
     queues: QueueRunner
+    #: Small keyed records beside the work queue (the SQLite file's, or the shared
+    #: engine's): an edge that keeps state there (MQTT sessions) opens and closes it.
+    records: RecordStore | None = None

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 
 from polyport.core.errors import ConfigError
 from polyport.core.runtime import Endpoint as CatalogEntry
@@ -26,6 +27,7 @@ from polyport.edges.kinds import ListenerEdge
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
 from polyport.edges.mqtt.packets import Reason
+from polyport.edges.mqtt.sessions import SessionStore
 from polyport.edges.mqtt.topics import TopicRoutes
 
 log = logging.getLogger("polyport.mqtt")
@@ -33,6 +35,8 @@ log = logging.getLogger("polyport.mqtt")
 #: Seconds connections get to end when the node stops.
 STOP_GRACE = 5.0
 GAUGE = "polyport_mqtt_connections"
+#: Seconds between sweeps of expired sessions, at most.
+SWEEP_INTERVAL = 60.0
 
 
 def _address(host: str, port: int | str) -> str:
@@ -85,8 +89,10 @@ class MqttEdge(ListenerEdge):
             metrics=runtime.metrics,
             routes=TopicRoutes(dispatcher.event_types),
             dev=runtime.settings.dev,
+            sessions=SessionStore(runtime.records, limit=config.max_sessions),
         )
         self.server: asyncio.Server | None = None
+        self.sweeper: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -122,6 +128,12 @@ class MqttEdge(ListenerEdge):
                 f"mqtt://{_address(self.host, port)} instead (set mqtt.port to choose one)"
             )
         self.port = sock.getsockname()[1]
+        try:
+            await self.broker.sessions.open()
+        except BaseException:
+            sock.close()
+            raise
+        self.sweeper = asyncio.create_task(self._sweep(), name="polyport-mqtt-sessions")
         self.server = await asyncio.start_server(self._accept, sock=sock, limit=64 * 1024)
         log.info("MQTT listening on %s", self.url, extra={"edge": EDGE})
 
@@ -138,6 +150,21 @@ class MqttEdge(ListenerEdge):
             task.cancel()
         with contextlib.suppress(Exception):
             await server.wait_closed()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        await self.broker.sessions.close()
+
+    async def _sweep(self) -> None:
+        """Forget expired sessions, every minute (sooner when sessions are short)."""
+        interval = min(SWEEP_INTERVAL, max(1.0, self.config.max_session_expiry / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.broker.sessions.sweep(time.time())
+            except Exception:
+                log.exception("sweeping expired MQTT sessions failed", extra={"edge": EDGE})
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         broker = self.broker

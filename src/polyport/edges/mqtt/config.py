@@ -34,3 +34,11 @@ class MqttConfig(Section):
     #: Seconds a client that does not read may hold up what we send it before it is
     #: disconnected.
     send_timeout: float = Field(default=30.0, gt=0)
+    #: The longest a session outlives its connection, in seconds: an MQTT 5 client
+    #: asking for more (or for never, 0xFFFFFFFF) gets this, and is told in CONNACK;
+    #: an MQTT 3.1.1 client with clean session 0, whose sessions never expire by the
+    #: specification, gets this too. 0 turns persistent sessions off.
+    max_session_expiry: int = Field(default=86400, ge=0, le=0xFFFFFFFF)
+    #: Sessions of disconnected clients kept by this node; one more forgets the one
+    #: that would expire first.
+    max_sessions: int = Field(default=10_000, ge=0)

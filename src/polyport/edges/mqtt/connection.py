@@ -18,30 +18,29 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import orjson
-from pydantic import ValidationError
 
 from polyport.core.auth import NO_CREDENTIALS, Credentials
 from polyport.core.context import Principal
-from polyport.core.contract import EventMessage
-from polyport.core.dispatch import Caller, Dispatcher, invalid
+from polyport.core.dispatch import Caller, Dispatcher
 from polyport.core.errors import (
-    ContractError,
     InvalidArgument,
     PermissionDenied,
     RecoveryFailed,
     ServiceError,
-    Unauthenticated,
 )
-from polyport.core.events import Pattern, check_channel
-from polyport.core.hub import EventHub, Subscription, settle_published
+from polyport.core.events import Pattern, position
+from polyport.core.hub import EventHub, Subscription
 from polyport.core.metrics import Metrics
 from polyport.core.runtime import EventCodec
 from polyport.edges.mqtt.codec import (
     ASSIGNED_CLIENT_ID,
+    CONTENT_TYPE,
     MAXIMUM_PACKET_SIZE,
+    PAYLOAD_FORMAT,
     PINGRESP,
     REASON_STRING,
     RECEIVE_MAXIMUM,
@@ -57,10 +56,13 @@ from polyport.edges.mqtt.codec import (
     encode_disconnect,
     encode_suback,
     encode_unsuback,
+    properties,
 )
+from polyport.edges.mqtt.codec import text as text_of
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.errors import connect_refusal, message_of, reason_of
-from polyport.edges.mqtt.outbound import Outbox
+from polyport.edges.mqtt.inbound import publish_event
+from polyport.edges.mqtt.outbound import Outbox, event_parts
 from polyport.edges.mqtt.packets import (
     SUBACK_FAILURE,
     V5,
@@ -81,6 +83,7 @@ from polyport.edges.mqtt.packets import (
     Unsubscribe,
     UnsupportedVersion,
 )
+from polyport.edges.mqtt.sessions import FilterState, Session, SessionStore
 from polyport.edges.mqtt.topics import (
     SHARED_PREFIX,
     TopicRoutes,
@@ -106,18 +109,29 @@ class Broker:
     metrics: Metrics
     routes: TopicRoutes
     dev: bool
+    sessions: SessionStore
     #: Open connections, and the connected ones by (subject, client id) for takeovers.
     connections: set[MqttConnection] = field(default_factory=set)
     clients: dict[tuple[str, str], MqttConnection] = field(default_factory=dict)
 
 
-class _Filter:
-    """One topic filter of a client, its QoS and the task pumping its events out."""
+#: Where a client is told that history no longer holds events its session missed.
+GAPS_TOPIC = "$polyport/gaps"
+#: Seconds a session taken over by a connection resuming it is kept for that
+#: connection when its own expiry is 0.
+HANDOVER = 10
 
-    def __init__(self, text: str, qos: int, subscription: Subscription) -> None:
-        self.text = text
-        self.qos = qos
+
+class _Filter:
+    """One topic filter of a client, its options, and the task pumping its events out."""
+
+    def __init__(self, options: TopicSubscription, subscription: Subscription) -> None:
+        self.text = options.filter
+        self.options = options
+        self.qos = options.qos
         self.subscription = subscription
+        #: The log seq up to which this filter has sent events (where a session resumes).
+        self.seq = subscription.last_seq
         self.task: asyncio.Task[None] | None = None
 
 
@@ -151,6 +165,12 @@ class MqttConnection:
         self.ended = False
         #: A DISCONNECT said goodbye (normally): the will is not published.
         self.graceful = False
+        #: Seconds the session outlives the connection (0: it ends with it).
+        self.expiry = 0
+        #: Taken over by a connection that resumes the session: keep it for that one.
+        self.handover = False
+        #: Set once the connection is closed and its session kept.
+        self.done = asyncio.Event()
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -193,12 +213,16 @@ class MqttConnection:
         for entry in self.filters.values():
             self._stop(entry)
         tasks = [f.task for f in self.filters.values() if f.task is not None]
-        self.filters.clear()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.key is not None and self.broker.clients.get(self.key) is self:
-            del self.broker.clients[self.key]
+        try:
+            await self._keep_session()
+        finally:
+            self.filters.clear()
+            if self.key is not None and self.broker.clients.get(self.key) is self:
+                del self.broker.clients[self.key]
+            self.done.set()
         # What was written (a refusal's CONNACK, a DISCONNECT) goes out first, unless
         # the client does not read it.
         with contextlib.suppress(Exception):
@@ -206,12 +230,39 @@ class MqttConnection:
                 await self.writer.wait_closed()
         self.writer.transport.abort()
 
+    async def _keep_session(self) -> None:
+        """Keep the session for a later connection, or end it with this one."""
+        connect = self.connect
+        if connect is None or self.key is None or self.principal is None:
+            return
+        sessions = self.broker.sessions
+        if self.expiry or self.handover:
+            session = self.snapshot()
+            if not self.expiry:
+                session.expiry = HANDOVER
+            await sessions.keep(session, time.time())
+        elif not connect.clean_start:
+            await sessions.discard(*self.key)  # resumed, and now ended
+
+    def snapshot(self) -> Session:
+        """The session as it stands: filters with their seqs, unacknowledged messages."""
+        assert self.key is not None and self.outbox is not None
+        return Session(
+            self.key[0],
+            self.key[1],
+            self.expiry,
+            self.broker.hub.log.epoch,
+            {text: FilterState(e.options, e.seq) for text, e in self.filters.items()},
+            dict(self.outbox.inflight),
+            set(self.received),
+        )
+
     async def _publish_will(self, topic: str, payload: bytes) -> None:
         """The will, published like a PUBLISH of the client's (its delay is not honoured yet)."""
         if not topic_name_is_valid(topic):
             return
         try:
-            reason, why = await self.publish_event(topic, payload)
+            reason, why, _ = await publish_event(self.broker, self.caller(), topic, payload)
         except Exception:
             log.exception("MQTT will of %s failed", self.peer, extra={"edge": EDGE})
             return
@@ -265,7 +316,7 @@ class MqttConnection:
                 self.writer.write(encode_connack(V311, code))
             log.debug("MQTT client %s refused: %s", self.peer, why, extra={"edge": EDGE})
             return False
-        self._accept(connect)
+        await self._accept(connect)
         return True
 
     def _admit(self, connect: Connect) -> tuple[int, int, str] | None:
@@ -303,20 +354,38 @@ class MqttConnection:
         self.principal = principal
         return None
 
-    def _accept(self, connect: Connect) -> None:
+    async def _accept(self, connect: Connect) -> None:
         broker = self.broker
+        config = self.config
         assert self.principal is not None
         client_id = connect.client_id
         props: list[tuple[int, object]] = []
         if not client_id:
             client_id = "polyport-" + secrets.token_hex(8)
             props.append((ASSIGNED_CLIENT_ID, client_id))
-        self.key = (self.principal.subject, client_id)
-        previous = broker.clients.get(self.key)
+        self.key = key = (self.principal.subject, client_id)
+        previous = broker.clients.get(key)
         if previous is not None:
+            previous.handover = not connect.clean_start
             previous.end(Reason.SESSION_TAKEN_OVER, "another connection took the client id over")
-        broker.clients[self.key] = self
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await previous.done.wait()  # its session kept, to be resumed here
+        broker.clients[key] = self
         self.connect = connect
+        # MQTT 3.1.1 sessions never expire by the specification; here they last as long
+        # as the longest an MQTT 5 client may ask for.
+        if self.level == V5:
+            self.expiry = min(connect.session_expiry, config.max_session_expiry)
+            if self.expiry != connect.session_expiry:
+                props.append((SESSION_EXPIRY, self.expiry))
+        elif not connect.clean_start:
+            self.expiry = config.max_session_expiry
+        session: Session | None = None
+        if connect.clean_start:
+            await broker.sessions.discard(*key)
+        else:
+            session = await broker.sessions.take(*key, time.time())
         window = min(self.config.max_inflight, connect.receive_maximum)
         self.outbox = Outbox(
             self.writer,
@@ -325,9 +394,11 @@ class MqttConnection:
             max_packet=connect.maximum_packet_size,
             send_timeout=self.config.send_timeout,
         )
+        lost = [] if session is None else await self._resubscribe(session)
+        if lost and self.level == V5 and self.problems:
+            props.append((REASON_STRING, _GAP_REASON))
+        present = session is not None
         if self.level == V5:
-            if connect.session_expiry:
-                props.append((SESSION_EXPIRY, 0))  # sessions end with their connection, for now
             props += [
                 (RECEIVE_MAXIMUM, self.config.receive_maximum),
                 (MAXIMUM_PACKET_SIZE, self.config.max_packet),
@@ -335,9 +406,57 @@ class MqttConnection:
                 (SUBSCRIPTION_ID_AVAILABLE, 0),
                 (SHARED_AVAILABLE, 0),
             ]
-            self.writer.write(encode_connack(V5, Reason.SUCCESS, props=props))
+            connack = encode_connack(V5, Reason.SUCCESS, session_present=present, props=props)
         else:
-            self.writer.write(encode_connack(V311, ConnectReturn.ACCEPTED))
+            connack = encode_connack(V311, ConnectReturn.ACCEPTED, session_present=present)
+        self.writer.write(connack)
+        if session is not None:
+            self.received = set(session.received)
+            await self.outbox.resume(session.inflight)
+            for text, exc in lost:
+                await self._tell_gap(text, exc)
+            for entry in self.filters.values():
+                self._start(entry)
+
+    async def _resubscribe(self, session: Session) -> list[tuple[str, RecoveryFailed]]:
+        """Subscribe a resumed session's filters after their seqs, with today's rights:
+        the filters whose missed events history no longer holds, and why."""
+        lost: list[tuple[str, RecoveryFailed]] = []
+        caller = self.caller()
+        for text, state in session.filters.items():
+            pattern = Pattern.parse(text)
+            try:
+                types = self.broker.dispatcher.admit_subscribe([pattern], caller)
+            except ServiceError as exc:
+                log.info(
+                    "MQTT session of %r: %s no longer readable (%s)",
+                    session.client_id,
+                    text,
+                    exc,
+                    extra={"edge": EDGE},
+                )
+                continue
+            hub = self.broker.hub
+            cursor = position(session.epoch, state.after)
+            try:
+                subscription = await hub.subscribe([pattern], after=cursor, types=types)
+            except RecoveryFailed as exc:
+                subscription = await hub.subscribe([pattern], after="now", types=types)
+                lost.append((text, exc))
+            self.filters[text] = _Filter(state.options, subscription)
+        return lost
+
+    async def _tell_gap(self, text: str, exc: RecoveryFailed) -> None:
+        """Tell the client that filter ``text`` missed events history no longer holds:
+        a PUBLISH on ``$polyport/gaps`` at QoS 1, subscribed to or not."""
+        assert self.outbox is not None
+        payload = orjson.dumps(
+            {"filter": text, "reason": exc.message, "earliest": exc.earliest, "latest": exc.latest}
+        )
+        tail = payload
+        if self.level == V5:
+            tail = properties([(PAYLOAD_FORMAT, 1), (CONTENT_TYPE, "application/json")]) + payload
+        await self.outbox.put_now(text_of(GAPS_TOPIC), tail, 1, text, 0)
 
     # -- packets after CONNECT --------------------------------------------------------------
 
@@ -370,10 +489,14 @@ class MqttConnection:
             elif isinstance(packet, Subscribe):
                 await self._on_subscribe(packet)
             elif isinstance(packet, Unsubscribe):
-                self._on_unsubscribe(packet)
+                await self._on_unsubscribe(packet)
             elif isinstance(packet, PingReq):
                 self.writer.write(PINGRESP)
             elif isinstance(packet, Disconnect):
+                if packet.session_expiry is not None:
+                    if packet.session_expiry and not self.connect.session_expiry:
+                        raise ProtocolError("a session expiry at DISCONNECT after 0 at CONNECT")
+                    self.expiry = min(packet.session_expiry, self.config.max_session_expiry)
                 self.graceful = packet.reason != Reason.DISCONNECT_WITH_WILL
                 self.ended = True
                 self.writer.close()
@@ -412,7 +535,9 @@ class MqttConnection:
                 "more unacknowledged QoS 2 messages than Receive Maximum",
                 Reason.RECEIVE_MAXIMUM_EXCEEDED,
             )
-        reason, why = await self.publish_event(packet.topic, packet.payload)
+        reason, why, _ = await publish_event(
+            self.broker, self.caller(), packet.topic, packet.payload
+        )
         if reason >= 0x80:
             self.broker.metrics.inc(
                 "polyport_mqtt_refused_total",
@@ -439,52 +564,6 @@ class MqttConnection:
                     self.level, PacketType.PUBREC, packet_id, reason, self._reason_string(why)
                 )
             )
-
-    async def publish_event(self, topic: str, payload: bytes) -> tuple[int, str]:
-        """Publish ``payload`` on ``topic`` as an event: (reason code, what went wrong)."""
-        routes = self.broker.routes.match(topic)
-        if not routes:
-            return Reason.TOPIC_NAME_INVALID, f"no event type is published on {topic[:80]!r}"
-        dispatcher = self.broker.dispatcher
-        caller = self.caller()
-        try:
-            check_channel(topic)
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise InvalidArgument("the payload is not JSON", unparseable=True) from None
-            refused: ServiceError | None = None
-            for route in routes:
-                event_type = route.event
-                try:
-                    dispatcher.admit_publish(event_type, caller)
-                    value = route.fill(data, topic)
-                    try:
-                        checked = self.broker.codec.adapter(event_type.name).validate_python(value)
-                    except ValidationError as exc:
-                        raise invalid(exc) from None
-                    try:
-                        channel = event_type.channel_for(checked)
-                    except ContractError:
-                        channel = None
-                    if channel != topic:
-                        raise InvalidArgument(
-                            f"the payload belongs on {channel!r}, not on this topic"
-                        )
-                except ServiceError as exc:
-                    if refused is None or isinstance(refused, Unauthenticated | PermissionDenied):
-                        refused = exc  # the first type's error, unless only rights refused it
-                    continue
-                message = EventMessage(event_type, checked, topic)
-                await self.broker.hub.publish(
-                    topic, event_type.name, self.broker.codec.encode(message)
-                )
-                await settle_published()  # acknowledged means durable
-                return Reason.SUCCESS, ""
-            assert refused is not None
-            raise refused
-        except ServiceError as exc:
-            return reason_of(exc), message_of(exc)
 
     def _on_ack(self, packet: Ack) -> None:
         if packet.kind is PacketType.PUBREL:
@@ -516,6 +595,12 @@ class MqttConnection:
         if self.level == V311:
             codes = [SUBACK_FAILURE if code >= 0x80 else code for code in codes]
         self.writer.write(encode_suback(self.level, packet.packet_id, codes))
+        await self._write_session()
+
+    async def _write_session(self) -> None:
+        """Write a persistent session's subscriptions where a restarted node finds them."""
+        if self.expiry:
+            await self.broker.sessions.write(self.snapshot(), time.time())
 
     async def _subscribe(self, topic: TopicSubscription) -> int:
         """Subscribe one filter: the granted QoS, or why not (an MQTT 5 reason code)."""
@@ -525,6 +610,7 @@ class MqttConnection:
         existing = self.filters.get(text)
         if existing is not None:
             existing.qos = topic.qos  # the same filter again replaces its options
+            existing.options = topic
             return topic.qos
         if len(self.filters) >= self.config.max_subscriptions:
             return Reason.QUOTA_EXCEEDED
@@ -537,22 +623,31 @@ class MqttConnection:
         except ServiceError as exc:
             return reason_of(exc)
         subscription = await self.broker.hub.subscribe([pattern], after="now", types=types)
-        entry = _Filter(text, topic.qos, subscription)
+        entry = _Filter(topic, subscription)
         self.filters[text] = entry
-        entry.task = asyncio.create_task(self._pump(entry), name=f"polyport-mqtt-{text}")
+        self._start(entry)
         return topic.qos
+
+    def _start(self, entry: _Filter) -> None:
+        entry.task = asyncio.create_task(self._pump(entry), name=f"polyport-mqtt-{entry.text}")
 
     async def _pump(self, entry: _Filter) -> None:
         """Send one filter's events, paced by the client (see :mod:`.outbound`)."""
-        assert self.outbox is not None
-        send = self.outbox.send
+        outbox = self.outbox
+        assert outbox is not None
+        level = self.level
         try:
             while True:
                 events = await entry.subscription.batch()
                 if not events:
                     return
                 for event in events:
-                    await send(event, entry.qos)
+                    qos = entry.qos
+                    await outbox.ready(qos)
+                    topic, tail = event_parts(event, level)
+                    outbox.put(topic, tail, qos, entry.text, event.seq)
+                    entry.seq = event.seq  # sent: a resumed session goes on after it
+                    await outbox.drain()
         except RecoveryFailed:
             self.end(
                 Reason.QUOTA_EXCEEDED,
@@ -575,7 +670,7 @@ class MqttConnection:
         if entry.task is not None:
             entry.task.cancel()
 
-    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+    async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         codes = []
         for text in packet.filters:
             check_filter(text)
@@ -586,7 +681,13 @@ class MqttConnection:
                 self._stop(entry)
                 codes.append(Reason.SUCCESS)
         self.writer.write(encode_unsuback(self.level, packet.packet_id, codes))
+        await self._write_session()
 
 
 def _why(text: str) -> list[tuple[int, object]]:
     return [(REASON_STRING, text)]
+
+
+_GAP_REASON = (
+    "events this session missed are no longer in the history: see the PUBLISH on " + GAPS_TOPIC
+)

@@ -19,6 +19,7 @@ Memory stays bounded for a client that does not keep up:
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from polyport.core.events import Event
 from polyport.edges.mqtt.codec import (
@@ -65,6 +66,23 @@ def event_parts(event: Event, level: int) -> tuple[bytes, bytes]:
     return topic, tail
 
 
+@dataclass(slots=True)
+class Inflight:
+    """One PUBLISH we sent that the client has not acknowledged in full yet.
+
+    ``stage`` is 1 (awaiting PUBACK), 2 (awaiting PUBREC) or 3 (awaiting
+    PUBCOMP); ``packet`` is the PUBLISH as sent, to send again (DUP set) when
+    the session resumes; ``source`` and ``seq`` say which filter delivered which
+    event (``seq`` 0 for a notice that is not an event), so a session written
+    to the records store resumes that filter from before it.
+    """
+
+    stage: int
+    packet: bytes
+    source: str
+    seq: int
+
+
 class Outbox:
     """One client's outgoing PUBLISH packets and its unacknowledged ones."""
 
@@ -82,9 +100,11 @@ class Outbox:
         self.max_packet = max_packet
         self.send_timeout = send_timeout
         self.slots = asyncio.Semaphore(window)
-        #: Packet id → 1 (awaiting PUBACK), 2 (awaiting PUBREC) or 3 (awaiting PUBCOMP).
-        self.inflight: dict[int, int] = {}
+        #: Packet id → the unacknowledged PUBLISH (or PUBREL) it names.
+        self.inflight: dict[int, Inflight] = {}
         self._last_id = 0
+        #: Slots resumed messages took beyond the window, given back before any is freed.
+        self._debt = 0
         #: Events not sent because the client's Maximum Packet Size is smaller.
         self.too_large = 0
 
@@ -105,41 +125,85 @@ class Outbox:
                 self._last_id = packet_id
                 return packet_id
 
-    async def send(self, event: Event, qos: int) -> None:
-        """Send one event at ``qos``, once a slot is free if it needs acknowledging."""
-        topic, tail = event_parts(event, self.level)
-        if qos == 0:
+    async def ready(self, qos: int) -> None:
+        """Wait for a free slot in the window, if a message at ``qos`` needs one.
+
+        Cancelled while waiting, it took no slot: nothing was sent.
+        """
+        if qos:
+            await self.slots.acquire()
+
+    def put(self, topic: bytes, tail: bytes, qos: int, source: str, seq: int) -> bool:
+        """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large)."""
+        if not qos:
             packet = encode_publish(topic, tail, qos=0, packet_id=None)
             if self.max_packet is not None and len(packet) > self.max_packet:
                 self.too_large += 1  # as the client asked: dropped as if delivered (3.1.2.11.4)
-                return
+                return False
             self.write(packet)
-            await self.drain()
-            return
-        await self.slots.acquire()
+            return True
         packet_id = self._next_id()
         packet = encode_publish(topic, tail, qos=qos, packet_id=packet_id)
         if self.max_packet is not None and len(packet) > self.max_packet:
             self.too_large += 1
             self.slots.release()
-            return
-        self.inflight[packet_id] = qos
+            return False
+        self.inflight[packet_id] = Inflight(qos, packet, source, seq)
         self.write(packet)
+        return True
+
+    async def _take_slot(self) -> None:
+        """Take a slot without waiting: over the window if none is free."""
+        if self.slots.locked():
+            self._debt += 1
+        else:
+            await self.slots.acquire()  # free: returns at once
+
+    async def put_now(self, topic: bytes, tail: bytes, qos: int, source: str, seq: int) -> None:
+        """:meth:`put` without waiting for a slot (a notice the client must get before
+        the events it is about, and before the window frees)."""
+        if qos:
+            await self._take_slot()
+        self.put(topic, tail, qos, source, seq)
+
+    async def send(self, event: Event, qos: int, source: str = "") -> None:
+        """Send one event at ``qos``, once a slot is free if it needs acknowledging."""
+        await self.ready(qos)
+        topic, tail = event_parts(event, self.level)
+        self.put(topic, tail, qos, source, event.seq)
         await self.drain()
+
+    async def resume(self, inflight: dict[int, Inflight]) -> None:
+        """Send a resumed session's unacknowledged messages again, in order: a PUBLISH
+        with DUP set, a PUBREL for one the client received already (MQTT 4.4)."""
+        for packet_id, entry in inflight.items():
+            self.inflight[packet_id] = entry
+            self._last_id = packet_id
+            # Over the window when the new connection's is smaller: the client had
+            # these before, and they are few (at most the old window).
+            await self._take_slot()
+            if entry.stage == 3:
+                self.write(encode_ack(self.level, PacketType.PUBREL, packet_id))
+            else:
+                self.write(bytes((entry.packet[0] | 0x08,)) + entry.packet[1:])
 
     def _settle(self, packet_id: int) -> None:
         del self.inflight[packet_id]
-        self.slots.release()
+        if self._debt:
+            self._debt -= 1
+        else:
+            self.slots.release()
 
     def acked(self, kind: PacketType, packet_id: int, reason: int) -> None:
         """A PUBACK, PUBREC or PUBCOMP from the client for one of our PUBLISH packets."""
-        stage = self.inflight.get(packet_id)
+        entry = self.inflight.get(packet_id)
+        stage = entry.stage if entry is not None else 0
         if kind is PacketType.PUBACK:
             if stage == 1:
                 self._settle(packet_id)
         elif kind is PacketType.PUBREC:
-            if stage == 2 and reason < 0x80:
-                self.inflight[packet_id] = 3
+            if entry is not None and stage == 2 and reason < 0x80:
+                entry.stage = 3
                 self.write(encode_ack(self.level, PacketType.PUBREL, packet_id))
             elif stage == 2:
                 self._settle(packet_id)  # refused by the client: the flow ends here
