@@ -27,6 +27,7 @@ from polyport.edges.kinds import ListenerEdge
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
 from polyport.edges.mqtt.packets import Reason
+from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import SessionStore
 from polyport.edges.mqtt.topics import TopicRoutes
 
@@ -90,6 +91,7 @@ class MqttEdge(ListenerEdge):
             routes=TopicRoutes(dispatcher.event_types),
             dev=runtime.settings.dev,
             sessions=SessionStore(runtime.records, limit=config.max_sessions),
+            retained=RetainedEvents(runtime.hub, runtime.records, limit=config.max_retained),
         )
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task[None] | None = None

@@ -42,3 +42,6 @@ class MqttConfig(Section):
     #: Sessions of disconnected clients kept by this node; one more forgets the one
     #: that would expire first.
     max_sessions: int = Field(default=10_000, ge=0)
+    #: Retained messages (the last event of each matching channel) sent for one topic
+    #: filter of a SUBSCRIBE, at most: the first channels by name.
+    max_retained: int = Field(default=1000, ge=0)

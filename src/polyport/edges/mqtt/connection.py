@@ -44,7 +44,6 @@ from polyport.edges.mqtt.codec import (
     PINGRESP,
     REASON_STRING,
     RECEIVE_MAXIMUM,
-    RETAIN_AVAILABLE,
     SESSION_EXPIRY,
     SHARED_AVAILABLE,
     SUBSCRIPTION_ID_AVAILABLE,
@@ -61,7 +60,7 @@ from polyport.edges.mqtt.codec import (
 from polyport.edges.mqtt.codec import text as text_of
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.errors import connect_refusal, message_of, reason_of
-from polyport.edges.mqtt.inbound import publish_event
+from polyport.edges.mqtt.inbound import clear_retained, publish_event
 from polyport.edges.mqtt.outbound import Outbox, event_parts
 from polyport.edges.mqtt.packets import (
     SUBACK_FAILURE,
@@ -83,6 +82,7 @@ from polyport.edges.mqtt.packets import (
     Unsubscribe,
     UnsupportedVersion,
 )
+from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import FilterState, Session, SessionStore
 from polyport.edges.mqtt.topics import (
     SHARED_PREFIX,
@@ -110,6 +110,7 @@ class Broker:
     routes: TopicRoutes
     dev: bool
     sessions: SessionStore
+    retained: RetainedEvents
     #: Open connections, and the connected ones by (subject, client id) for takeovers.
     connections: set[MqttConnection] = field(default_factory=set)
     clients: dict[tuple[str, str], MqttConnection] = field(default_factory=dict)
@@ -125,11 +126,22 @@ HANDOVER = 10
 class _Filter:
     """One topic filter of a client, its options, and the task pumping its events out."""
 
-    def __init__(self, options: TopicSubscription, subscription: Subscription) -> None:
+    def __init__(
+        self,
+        options: TopicSubscription,
+        subscription: Subscription,
+        pattern: Pattern,
+        types: frozenset[str] | None,
+    ) -> None:
         self.text = options.filter
         self.options = options
         self.qos = options.qos
         self.subscription = subscription
+        self.pattern = pattern
+        #: The event types the client may read on it (None: all).
+        self.types = types
+        #: Send the retained messages of its channels first (a SUBSCRIBE's Retain Handling).
+        self.retained = False
         #: The log seq up to which this filter has sent events (where a session resumes).
         self.seq = subscription.last_seq
         self.task: asyncio.Task[None] | None = None
@@ -209,7 +221,7 @@ class MqttConnection:
         self.end()
         will = self.connect.will if self.connect is not None else None
         if will is not None and not self.graceful:
-            await self._publish_will(will.topic, will.payload)
+            await self._publish_will(will.topic, will.payload, will.retain)
         for entry in self.filters.values():
             self._stop(entry)
         tasks = [f.task for f in self.filters.values() if f.task is not None]
@@ -257,12 +269,15 @@ class MqttConnection:
             set(self.received),
         )
 
-    async def _publish_will(self, topic: str, payload: bytes) -> None:
+    async def _publish_will(self, topic: str, payload: bytes, retain: bool) -> None:
         """The will, published like a PUBLISH of the client's (its delay is not honoured yet)."""
         if not topic_name_is_valid(topic):
             return
         try:
-            reason, why, _ = await publish_event(self.broker, self.caller(), topic, payload)
+            if retain and not payload:
+                reason, why = await clear_retained(self.broker, self.caller(), topic)
+            else:
+                reason, why, _ = await publish_event(self.broker, self.caller(), topic, payload)
         except Exception:
             log.exception("MQTT will of %s failed", self.peer, extra={"edge": EDGE})
             return
@@ -329,8 +344,6 @@ class MqttConnection:
                 ConnectReturn.IDENTIFIER_REJECTED,
                 "an empty client identifier needs a clean session",
             )
-        if connect.will is not None and connect.will.retain and connect.level == V5:
-            return Reason.RETAIN_NOT_SUPPORTED, 5, "retained messages are not supported yet"
         if connect.password is not None:
             try:
                 token = connect.password.decode("utf-8")
@@ -402,7 +415,6 @@ class MqttConnection:
             props += [
                 (RECEIVE_MAXIMUM, self.config.receive_maximum),
                 (MAXIMUM_PACKET_SIZE, self.config.max_packet),
-                (RETAIN_AVAILABLE, 0),
                 (SUBSCRIPTION_ID_AVAILABLE, 0),
                 (SHARED_AVAILABLE, 0),
             ]
@@ -443,7 +455,7 @@ class MqttConnection:
             except RecoveryFailed as exc:
                 subscription = await hub.subscribe([pattern], after="now", types=types)
                 lost.append((text, exc))
-            self.filters[text] = _Filter(state.options, subscription)
+            self.filters[text] = _Filter(state.options, subscription, pattern, types)
         return lost
 
     async def _tell_gap(self, text: str, exc: RecoveryFailed) -> None:
@@ -519,8 +531,6 @@ class MqttConnection:
             raise MqttError("topic aliases are not supported", Reason.TOPIC_ALIAS_INVALID)
         if packet.subscription_ids:
             raise ProtocolError("a client does not send subscription identifiers")
-        if packet.retain and self.level == V5:
-            raise MqttError("retained messages are not supported yet", Reason.RETAIN_NOT_SUPPORTED)
         if not topic_name_is_valid(packet.topic):
             raise MqttError(
                 f"topic {packet.topic[:80]!r}: a topic name has no wildcards",
@@ -535,9 +545,14 @@ class MqttConnection:
                 "more unacknowledged QoS 2 messages than Receive Maximum",
                 Reason.RECEIVE_MAXIMUM_EXCEEDED,
             )
-        reason, why, _ = await publish_event(
-            self.broker, self.caller(), packet.topic, packet.payload
-        )
+        if packet.retain and not packet.payload:
+            # An empty retained PUBLISH clears the topic's retained message (3.3.1.3):
+            # no event (an event has data), the channel's last one is retained no more.
+            reason, why = await clear_retained(self.broker, self.caller(), packet.topic)
+        else:
+            reason, why, _ = await publish_event(
+                self.broker, self.caller(), packet.topic, packet.payload
+            )
         if reason >= 0x80:
             self.broker.metrics.inc(
                 "polyport_mqtt_refused_total",
@@ -591,10 +606,13 @@ class MqttConnection:
             )
         for topic in packet.topics:
             check_filter(topic.filter)
-        codes = [await self._subscribe(topic) for topic in packet.topics]
+        started: list[_Filter] = []
+        codes = [await self._subscribe(topic, started) for topic in packet.topics]
         if self.level == V311:
             codes = [SUBACK_FAILURE if code >= 0x80 else code for code in codes]
         self.writer.write(encode_suback(self.level, packet.packet_id, codes))
+        for entry in started:  # after the SUBACK: retained messages follow it
+            self._start(entry)
         await self._write_session()
 
     async def _write_session(self) -> None:
@@ -602,17 +620,16 @@ class MqttConnection:
         if self.expiry:
             await self.broker.sessions.write(self.snapshot(), time.time())
 
-    async def _subscribe(self, topic: TopicSubscription) -> int:
-        """Subscribe one filter: the granted QoS, or why not (an MQTT 5 reason code)."""
+    async def _subscribe(self, topic: TopicSubscription, started: list[_Filter]) -> int:
+        """Subscribe one filter: the granted QoS, or why not (an MQTT 5 reason code).
+
+        The filter's pump is appended to ``started``, to start once SUBACK is sent.
+        """
         text = topic.filter
         if text.startswith(SHARED_PREFIX):
             return Reason.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
         existing = self.filters.get(text)
-        if existing is not None:
-            existing.qos = topic.qos  # the same filter again replaces its options
-            existing.options = topic
-            return topic.qos
-        if len(self.filters) >= self.config.max_subscriptions:
+        if existing is None and len(self.filters) >= self.config.max_subscriptions:
             return Reason.QUOTA_EXCEEDED
         try:
             pattern = Pattern.parse(text)
@@ -622,10 +639,22 @@ class MqttConnection:
             types = self.broker.dispatcher.admit_subscribe([pattern], self.caller())
         except ServiceError as exc:
             return reason_of(exc)
-        subscription = await self.broker.hub.subscribe([pattern], after="now", types=types)
-        entry = _Filter(topic, subscription)
+        hub = self.broker.hub
+        after = "now"
+        if existing is not None:
+            # The same filter again replaces its options: it goes on from where it stands.
+            self._stop(existing)
+            after = position(hub.log.epoch, existing.seq)
+        try:
+            subscription = await hub.subscribe([pattern], after=after, types=types)
+        except RecoveryFailed:
+            subscription = await hub.subscribe([pattern], after="now", types=types)
+        entry = _Filter(topic, subscription, pattern, types)
+        entry.retained = topic.retain_handling == 0 or (
+            topic.retain_handling == 1 and existing is None
+        )
         self.filters[text] = entry
-        self._start(entry)
+        started.append(entry)
         return topic.qos
 
     def _start(self, entry: _Filter) -> None:
@@ -636,16 +665,25 @@ class MqttConnection:
         outbox = self.outbox
         assert outbox is not None
         level = self.level
+        qos = entry.qos
+        # Retain As Published: every event was its channel's retained message when it
+        # was published, so live events keep RETAIN 1 then (MQTT 5 only).
+        retain = entry.options.retain_as_published
         try:
+            if entry.retained:
+                for event in await self.broker.retained.last_events(entry.pattern, entry.types):
+                    await outbox.ready(qos)
+                    topic, tail = event_parts(event, level)
+                    outbox.put(topic, tail, qos, entry.text, 0, retain=True)
+                    await outbox.drain()
             while True:
                 events = await entry.subscription.batch()
                 if not events:
                     return
                 for event in events:
-                    qos = entry.qos
                     await outbox.ready(qos)
                     topic, tail = event_parts(event, level)
-                    outbox.put(topic, tail, qos, entry.text, event.seq)
+                    outbox.put(topic, tail, qos, entry.text, event.seq, retain=retain)
                     entry.seq = event.seq  # sent: a resumed session goes on after it
                     await outbox.drain()
         except RecoveryFailed:

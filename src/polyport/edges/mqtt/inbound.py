@@ -75,3 +75,22 @@ async def publish_event(
         raise refused
     except ServiceError as exc:
         return reason_of(exc), message_of(exc), None
+
+
+async def clear_retained(broker: Broker, caller: Caller, topic: str) -> tuple[int, str]:
+    """Clear the retained message of ``topic``'s channel, for a caller who may publish
+    there: (reason code, what went wrong)."""
+    routes = broker.routes.match(topic)
+    if not routes:
+        return Reason.TOPIC_NAME_INVALID, f"no event type is published on {topic[:80]!r}"
+    refused: ServiceError | None = None
+    for route in routes:
+        try:
+            broker.dispatcher.admit_publish(route.event, caller)
+        except ServiceError as exc:
+            refused = refused or exc
+            continue
+        await broker.retained.clear(topic)
+        return Reason.SUCCESS, ""
+    assert refused is not None
+    return reason_of(refused), message_of(refused)

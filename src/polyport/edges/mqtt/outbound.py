@@ -133,17 +133,19 @@ class Outbox:
         if qos:
             await self.slots.acquire()
 
-    def put(self, topic: bytes, tail: bytes, qos: int, source: str, seq: int) -> bool:
+    def put(
+        self, topic: bytes, tail: bytes, qos: int, source: str, seq: int, *, retain: bool = False
+    ) -> bool:
         """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large)."""
         if not qos:
-            packet = encode_publish(topic, tail, qos=0, packet_id=None)
+            packet = encode_publish(topic, tail, qos=0, packet_id=None, retain=retain)
             if self.max_packet is not None and len(packet) > self.max_packet:
                 self.too_large += 1  # as the client asked: dropped as if delivered (3.1.2.11.4)
                 return False
             self.write(packet)
             return True
         packet_id = self._next_id()
-        packet = encode_publish(topic, tail, qos=qos, packet_id=packet_id)
+        packet = encode_publish(topic, tail, qos=qos, packet_id=packet_id, retain=retain)
         if self.max_packet is not None and len(packet) > self.max_packet:
             self.too_large += 1
             self.slots.release()

@@ -1,0 +1,107 @@
+"""Retained messages: a channel's retained message is its last event, read from the log.
+
+    SUBSCRIBE sensors/+/temperature ─▶ the last event of sensors/s1/temperature,
+                                       of sensors/s2/temperature, … (RETAIN 1)
+    PUBLISH retain=1, empty payload  ─▶ the channel's last event is retained no more
+
+Nothing is stored for a retained message but what the event log holds
+already, so a retained message is the same on every node sharing the log,
+survives a restart with it, and lasts as long as the history of its channel
+(``history.max_age``, ``history.max_events``). Clearing one writes a marker
+(the channel's epoch and last offset) in the records store; a later event of
+the channel supersedes it, and the marker is dropped the next time it is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from polyport.core.errors import RecoveryFailed
+from polyport.core.eventlog import ChannelInfo
+from polyport.core.events import Cursor, Event, Pattern
+from polyport.core.hub import EventHub
+from polyport.core.records import RecordStore, scan_all
+
+log = logging.getLogger("polyport.mqtt")
+
+PREFIX = "mqtt/retained-cleared/"
+
+
+class RetainedEvents:
+    """The last event of each channel, as MQTT's retained messages, and their clearing."""
+
+    def __init__(self, hub: EventHub, records: RecordStore | None, *, limit: int) -> None:
+        self.hub = hub
+        self.records = records
+        #: Retained messages sent for one topic filter of a SUBSCRIBE, at most.
+        self.limit = limit
+        #: Cleared channels when there is no records store: channel → (epoch, offset).
+        self._cleared: dict[str, tuple[str, int]] = {}
+
+    async def _markers(self) -> dict[str, tuple[str, int, int]]:
+        """Cleared channels: channel → (epoch, offset cleared up to, record version)."""
+        if self.records is None:
+            return {c: (e, o, 0) for c, (e, o) in self._cleared.items()}
+        found = {}
+        for record in await scan_all(self.records, PREFIX):
+            try:
+                value = orjson.loads(record.value)
+                mark = (str(value["epoch"]), int(value["offset"]), record.version)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            found[record.key[len(PREFIX) :]] = mark
+        return found
+
+    async def last_events(self, pattern: Pattern, types: frozenset[str] | None) -> list[Event]:
+        """The retained message of each channel ``pattern`` matches that the reader may
+        read (``types``): at most :attr:`limit`, by channel name."""
+        log_ = self.hub.log
+        markers = await self._markers()
+        found: list[Event] = []
+        for info in sorted(await log_.channels(), key=lambda i: i.name):
+            if len(found) >= self.limit:
+                break
+            if not info.last_offset or not pattern.matches(info.name):
+                continue
+            mark = markers.get(info.name)
+            if mark is not None:
+                if mark[0] == info.epoch and mark[1] >= info.last_offset:
+                    continue  # cleared, and no event since
+                await self._unmark(info.name, mark[2])  # superseded
+            event = await self._last(info)
+            if event is not None and (types is None or event.type in types):
+                found.append(event)
+        return found
+
+    async def _last(self, info: ChannelInfo) -> Event | None:
+        log_ = self.hub.log
+        try:
+            seq = await log_.resolve(Cursor(info.epoch, info.last_offset, False))
+            result = await log_.read([Pattern.parse(info.name)], seq - 1, 1, check=False)
+        except RecoveryFailed:
+            return None  # trimmed: history no longer holds it, nor a retained message
+        if result.events and result.events[0].offset == info.last_offset:
+            return result.events[0]
+        return None
+
+    async def clear(self, channel: str) -> None:
+        """The channel's events so far are retained no more (a retained empty PUBLISH)."""
+        info = next((i for i in await self.hub.log.channels() if i.name == channel), None)
+        if info is None or not info.last_offset:
+            return
+        if self.records is None:
+            self._cleared[channel] = (info.epoch, info.last_offset)
+            return
+        value = orjson.dumps({"epoch": info.epoch, "offset": info.last_offset})
+        await self.records.put(PREFIX + channel, value)
+
+    async def _unmark(self, channel: str, version: int) -> None:
+        if self.records is None:
+            self._cleared.pop(channel, None)
+            return
+        try:
+            await self.records.delete(PREFIX + channel, expect=version)
+        except Exception:
+            log.exception("dropping the retained marker of %s failed", channel)
