@@ -29,6 +29,7 @@ from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
 from polyport.edges.mqtt.packets import Reason
 from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import SessionStore
+from polyport.edges.mqtt.shared import SharedGroups
 from polyport.edges.mqtt.topics import TopicRoutes
 
 log = logging.getLogger("polyport.mqtt")
@@ -92,6 +93,7 @@ class MqttEdge(ListenerEdge):
             dev=runtime.settings.dev,
             sessions=SessionStore(runtime.records, limit=config.max_sessions),
             retained=RetainedEvents(runtime.hub, runtime.records, limit=config.max_retained),
+            groups=SharedGroups(runtime.hub),
         )
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task[None] | None = None
@@ -152,6 +154,7 @@ class MqttEdge(ListenerEdge):
             task.cancel()
         with contextlib.suppress(Exception):
             await server.wait_closed()
+        await self.broker.groups.stop()
         if self.sweeper is not None:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -45,3 +45,6 @@ class MqttConfig(Section):
     #: Retained messages (the last event of each matching channel) sent for one topic
     #: filter of a SUBSCRIBE, at most: the first channels by name.
     max_retained: int = Field(default=1000, ge=0)
+    #: Topic aliases a client may set on one connection (MQTT 5 Topic Alias Maximum,
+    #: announced in CONNACK); 0: none.
+    topic_alias_maximum: int = Field(default=64, ge=0, le=65535)

@@ -19,34 +19,27 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
-
-import orjson
+from dataclasses import dataclass, field, replace
 
 from polyport.core.auth import NO_CREDENTIALS, Credentials
 from polyport.core.context import Principal
 from polyport.core.dispatch import Caller, Dispatcher
 from polyport.core.errors import (
-    InvalidArgument,
     PermissionDenied,
-    RecoveryFailed,
     ServiceError,
 )
-from polyport.core.events import Pattern, position
-from polyport.core.hub import EventHub, Subscription
+from polyport.core.hub import EventHub
 from polyport.core.metrics import Metrics
 from polyport.core.runtime import EventCodec
 from polyport.edges.mqtt.codec import (
     ASSIGNED_CLIENT_ID,
-    CONTENT_TYPE,
     MAXIMUM_PACKET_SIZE,
-    PAYLOAD_FORMAT,
     PINGRESP,
     REASON_STRING,
     RECEIVE_MAXIMUM,
     SESSION_EXPIRY,
-    SHARED_AVAILABLE,
     SUBSCRIPTION_ID_AVAILABLE,
+    TOPIC_ALIAS_MAXIMUM,
     FrameReader,
     decode,
     decode_connect,
@@ -55,13 +48,12 @@ from polyport.edges.mqtt.codec import (
     encode_disconnect,
     encode_suback,
     encode_unsuback,
-    properties,
 )
-from polyport.edges.mqtt.codec import text as text_of
 from polyport.edges.mqtt.config import MqttConfig
-from polyport.edges.mqtt.errors import connect_refusal, message_of, reason_of
+from polyport.edges.mqtt.errors import connect_refusal, message_of
+from polyport.edges.mqtt.filters import GAPS_TOPIC, ClientFilters, Filter
 from polyport.edges.mqtt.inbound import clear_retained, publish_event
-from polyport.edges.mqtt.outbound import Outbox, event_parts
+from polyport.edges.mqtt.outbound import Outbox
 from polyport.edges.mqtt.packets import (
     SUBACK_FAILURE,
     V5,
@@ -78,14 +70,13 @@ from polyport.edges.mqtt.packets import (
     Publish,
     Reason,
     Subscribe,
-    TopicSubscription,
     Unsubscribe,
     UnsupportedVersion,
 )
 from polyport.edges.mqtt.retained import RetainedEvents
-from polyport.edges.mqtt.sessions import FilterState, Session, SessionStore
+from polyport.edges.mqtt.sessions import Session, SessionStore
+from polyport.edges.mqtt.shared import SharedGroups
 from polyport.edges.mqtt.topics import (
-    SHARED_PREFIX,
     TopicRoutes,
     check_filter,
     topic_name_is_valid,
@@ -111,40 +102,15 @@ class Broker:
     dev: bool
     sessions: SessionStore
     retained: RetainedEvents
+    groups: SharedGroups
     #: Open connections, and the connected ones by (subject, client id) for takeovers.
     connections: set[MqttConnection] = field(default_factory=set)
     clients: dict[tuple[str, str], MqttConnection] = field(default_factory=dict)
 
 
-#: Where a client is told that history no longer holds events its session missed.
-GAPS_TOPIC = "$polyport/gaps"
 #: Seconds a session taken over by a connection resuming it is kept for that
 #: connection when its own expiry is 0.
 HANDOVER = 10
-
-
-class _Filter:
-    """One topic filter of a client, its options, and the task pumping its events out."""
-
-    def __init__(
-        self,
-        options: TopicSubscription,
-        subscription: Subscription,
-        pattern: Pattern,
-        types: frozenset[str] | None,
-    ) -> None:
-        self.text = options.filter
-        self.options = options
-        self.qos = options.qos
-        self.subscription = subscription
-        self.pattern = pattern
-        #: The event types the client may read on it (None: all).
-        self.types = types
-        #: Send the retained messages of its channels first (a SUBSCRIBE's Retain Handling).
-        self.retained = False
-        #: The log seq up to which this filter has sent events (where a session resumes).
-        self.seq = subscription.last_seq
-        self.task: asyncio.Task[None] | None = None
 
 
 class _Closed(Exception):
@@ -170,7 +136,9 @@ class MqttConnection:
         self.credentials = NO_CREDENTIALS
         self.key: tuple[str, str] | None = None
         self.outbox: Outbox | None = None
-        self.filters: dict[str, _Filter] = {}
+        self.filters: ClientFilters | None = None
+        #: Topic aliases the client set (MQTT 5): alias → topic.
+        self.aliases: dict[int, str] = {}
         #: QoS 2 packet ids received and stored, awaiting the client's PUBREL.
         self.received: set[int] = set()
         self.problems = True  # MQTT 5 Request Problem Information
@@ -222,16 +190,11 @@ class MqttConnection:
         will = self.connect.will if self.connect is not None else None
         if will is not None and not self.graceful:
             await self._publish_will(will.topic, will.payload, will.retain)
-        for entry in self.filters.values():
-            self._stop(entry)
-        tasks = [f.task for f in self.filters.values() if f.task is not None]
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.filters is not None:
+            await self.filters.close()
         try:
             await self._keep_session()
         finally:
-            self.filters.clear()
             if self.key is not None and self.broker.clients.get(self.key) is self:
                 del self.broker.clients[self.key]
             self.done.set()
@@ -258,13 +221,13 @@ class MqttConnection:
 
     def snapshot(self) -> Session:
         """The session as it stands: filters with their seqs, unacknowledged messages."""
-        assert self.key is not None and self.outbox is not None
+        assert self.key is not None and self.outbox is not None and self.filters is not None
         return Session(
             self.key[0],
             self.key[1],
             self.expiry,
             self.broker.hub.log.epoch,
-            {text: FilterState(e.options, e.seq) for text, e in self.filters.items()},
+            self.filters.states(),
             dict(self.outbox.inflight),
             set(self.received),
         )
@@ -406,8 +369,12 @@ class MqttConnection:
             window=window,
             max_packet=connect.maximum_packet_size,
             send_timeout=self.config.send_timeout,
+            alias_maximum=connect.topic_alias_maximum,
         )
-        lost = [] if session is None else await self._resubscribe(session)
+        self.filters = filters = ClientFilters(
+            broker, self.outbox, self.level, self.caller(), peer=self.peer, end=self.end
+        )
+        lost = [] if session is None else await filters.resume(session)
         if lost and self.level == V5 and self.problems:
             props.append((REASON_STRING, _GAP_REASON))
         present = session is not None
@@ -416,8 +383,9 @@ class MqttConnection:
                 (RECEIVE_MAXIMUM, self.config.receive_maximum),
                 (MAXIMUM_PACKET_SIZE, self.config.max_packet),
                 (SUBSCRIPTION_ID_AVAILABLE, 0),
-                (SHARED_AVAILABLE, 0),
             ]
+            if self.config.topic_alias_maximum:
+                props.append((TOPIC_ALIAS_MAXIMUM, self.config.topic_alias_maximum))
             connack = encode_connack(V5, Reason.SUCCESS, session_present=present, props=props)
         else:
             connack = encode_connack(V311, ConnectReturn.ACCEPTED, session_present=present)
@@ -425,50 +393,9 @@ class MqttConnection:
         if session is not None:
             self.received = set(session.received)
             await self.outbox.resume(session.inflight)
-            for text, exc in lost:
-                await self._tell_gap(text, exc)
-            for entry in self.filters.values():
-                self._start(entry)
-
-    async def _resubscribe(self, session: Session) -> list[tuple[str, RecoveryFailed]]:
-        """Subscribe a resumed session's filters after their seqs, with today's rights:
-        the filters whose missed events history no longer holds, and why."""
-        lost: list[tuple[str, RecoveryFailed]] = []
-        caller = self.caller()
-        for text, state in session.filters.items():
-            pattern = Pattern.parse(text)
-            try:
-                types = self.broker.dispatcher.admit_subscribe([pattern], caller)
-            except ServiceError as exc:
-                log.info(
-                    "MQTT session of %r: %s no longer readable (%s)",
-                    session.client_id,
-                    text,
-                    exc,
-                    extra={"edge": EDGE},
-                )
-                continue
-            hub = self.broker.hub
-            cursor = position(session.epoch, state.after)
-            try:
-                subscription = await hub.subscribe([pattern], after=cursor, types=types)
-            except RecoveryFailed as exc:
-                subscription = await hub.subscribe([pattern], after="now", types=types)
-                lost.append((text, exc))
-            self.filters[text] = _Filter(state.options, subscription, pattern, types)
-        return lost
-
-    async def _tell_gap(self, text: str, exc: RecoveryFailed) -> None:
-        """Tell the client that filter ``text`` missed events history no longer holds:
-        a PUBLISH on ``$polyport/gaps`` at QoS 1, subscribed to or not."""
-        assert self.outbox is not None
-        payload = orjson.dumps(
-            {"filter": text, "reason": exc.message, "earliest": exc.earliest, "latest": exc.latest}
-        )
-        tail = payload
-        if self.level == V5:
-            tail = properties([(PAYLOAD_FORMAT, 1), (CONTENT_TYPE, "application/json")]) + payload
-        await self.outbox.put_now(text_of(GAPS_TOPIC), tail, 1, text, 0)
+            for name, exc in lost:
+                await filters.tell_gap(name, exc)
+            filters.start_all()
 
     # -- packets after CONNECT --------------------------------------------------------------
 
@@ -528,7 +455,7 @@ class MqttConnection:
 
     async def _on_publish(self, packet: Publish) -> None:
         if packet.topic_alias is not None:
-            raise MqttError("topic aliases are not supported", Reason.TOPIC_ALIAS_INVALID)
+            packet = self._unalias(packet)
         if packet.subscription_ids:
             raise ProtocolError("a client does not send subscription identifiers")
         if not topic_name_is_valid(packet.topic):
@@ -606,118 +533,43 @@ class MqttConnection:
             )
         for topic in packet.topics:
             check_filter(topic.filter)
-        started: list[_Filter] = []
-        codes = [await self._subscribe(topic, started) for topic in packet.topics]
+        filters = self.filters
+        assert filters is not None
+        started: list[Filter] = []
+        codes = [await filters.subscribe(topic, started) for topic in packet.topics]
         if self.level == V311:
             codes = [SUBACK_FAILURE if code >= 0x80 else code for code in codes]
         self.writer.write(encode_suback(self.level, packet.packet_id, codes))
         for entry in started:  # after the SUBACK: retained messages follow it
-            self._start(entry)
+            filters.start(entry)
         await self._write_session()
+
+    def _unalias(self, packet: Publish) -> Publish:
+        """A PUBLISH with a Topic Alias: set the alias (a topic given) or use it (none)."""
+        alias = packet.topic_alias
+        assert alias is not None
+        if not 0 < alias <= self.config.topic_alias_maximum:
+            raise _alias_error(f"topic alias {alias} is above Topic Alias Maximum")
+        if packet.topic:
+            self.aliases[alias] = packet.topic
+            return packet
+        topic = self.aliases.get(alias)
+        if topic is None:
+            raise ProtocolError(f"topic alias {alias} was never set on this connection")
+        return replace(packet, topic=topic)
 
     async def _write_session(self) -> None:
         """Write a persistent session's subscriptions where a restarted node finds them."""
         if self.expiry:
             await self.broker.sessions.write(self.snapshot(), time.time())
 
-    async def _subscribe(self, topic: TopicSubscription, started: list[_Filter]) -> int:
-        """Subscribe one filter: the granted QoS, or why not (an MQTT 5 reason code).
-
-        The filter's pump is appended to ``started``, to start once SUBACK is sent.
-        """
-        text = topic.filter
-        if text.startswith(SHARED_PREFIX):
-            return Reason.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-        existing = self.filters.get(text)
-        if existing is None and len(self.filters) >= self.config.max_subscriptions:
-            return Reason.QUOTA_EXCEEDED
-        try:
-            pattern = Pattern.parse(text)
-        except InvalidArgument:
-            return Reason.TOPIC_FILTER_INVALID  # well formed, but not a channel pattern
-        try:
-            types = self.broker.dispatcher.admit_subscribe([pattern], self.caller())
-        except ServiceError as exc:
-            return reason_of(exc)
-        hub = self.broker.hub
-        after = "now"
-        if existing is not None:
-            # The same filter again replaces its options: it goes on from where it stands.
-            self._stop(existing)
-            after = position(hub.log.epoch, existing.seq)
-        try:
-            subscription = await hub.subscribe([pattern], after=after, types=types)
-        except RecoveryFailed:
-            subscription = await hub.subscribe([pattern], after="now", types=types)
-        entry = _Filter(topic, subscription, pattern, types)
-        entry.retained = topic.retain_handling == 0 or (
-            topic.retain_handling == 1 and existing is None
-        )
-        self.filters[text] = entry
-        started.append(entry)
-        return topic.qos
-
-    def _start(self, entry: _Filter) -> None:
-        entry.task = asyncio.create_task(self._pump(entry), name=f"polyport-mqtt-{entry.text}")
-
-    async def _pump(self, entry: _Filter) -> None:
-        """Send one filter's events, paced by the client (see :mod:`.outbound`)."""
-        outbox = self.outbox
-        assert outbox is not None
-        level = self.level
-        qos = entry.qos
-        # Retain As Published: every event was its channel's retained message when it
-        # was published, so live events keep RETAIN 1 then (MQTT 5 only).
-        retain = entry.options.retain_as_published
-        try:
-            if entry.retained:
-                for event in await self.broker.retained.last_events(entry.pattern, entry.types):
-                    await outbox.ready(qos)
-                    topic, tail = event_parts(event, level)
-                    outbox.put(topic, tail, qos, entry.text, 0, retain=True)
-                    await outbox.drain()
-            while True:
-                events = await entry.subscription.batch()
-                if not events:
-                    return
-                for event in events:
-                    await outbox.ready(qos)
-                    topic, tail = event_parts(event, level)
-                    outbox.put(topic, tail, qos, entry.text, event.seq, retain=retain)
-                    entry.seq = event.seq  # sent: a resumed session goes on after it
-                    await outbox.drain()
-        except RecoveryFailed:
-            self.end(
-                Reason.QUOTA_EXCEEDED,
-                "fell behind further than the event history: events were missed; "
-                "reconnect and subscribe again",
-            )
-        except TimeoutError:
-            log.info(
-                "MQTT client %s did not read for %ss: disconnected",
-                self.peer,
-                self.config.send_timeout,
-                extra={"edge": EDGE},
-            )
-            self.end(Reason.UNSPECIFIED_ERROR, "the client did not read")
-        except ConnectionError:
-            self.end()
-
-    def _stop(self, entry: _Filter) -> None:
-        entry.subscription.close()
-        if entry.task is not None:
-            entry.task.cancel()
-
     async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         codes = []
         for text in packet.filters:
             check_filter(text)
-            entry = self.filters.pop(text, None)
-            if entry is None:
-                codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
-            else:
-                self._stop(entry)
-                codes.append(Reason.SUCCESS)
+            assert self.filters is not None
+            found = self.filters.unsubscribe(text)
+            codes.append(Reason.SUCCESS if found else Reason.NO_SUBSCRIPTION_EXISTED)
         self.writer.write(encode_unsuback(self.level, packet.packet_id, codes))
         await self._write_session()
 
@@ -729,3 +581,7 @@ def _why(text: str) -> list[tuple[int, object]]:
 _GAP_REASON = (
     "events this session missed are no longer in the history: see the PUBLISH on " + GAPS_TOPIC
 )
+
+
+def _alias_error(why: str) -> MqttError:
+    return MqttError(why, Reason.TOPIC_ALIAS_INVALID)

@@ -19,17 +19,20 @@ Memory stays bounded for a client that does not keep up:
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass
 
 from polyport.core.events import Event
 from polyport.edges.mqtt.codec import (
     CONTENT_TYPE,
     PAYLOAD_FORMAT,
+    TOPIC_ALIAS,
     USER_PROPERTY,
     encode_ack,
     encode_publish,
     properties,
     text,
+    varint,
 )
 from polyport.edges.mqtt.packets import V5, PacketType, Reason
 
@@ -66,19 +69,37 @@ def event_parts(event: Event, level: int) -> tuple[bytes, bytes]:
     return topic, tail
 
 
+def with_alias(tail: bytes, alias: int) -> bytes:
+    """An MQTT 5 PUBLISH's ``tail`` (properties, payload) with a Topic Alias added first."""
+    length = shift = used = 0
+    while True:
+        byte = tail[used]
+        length |= (byte & 0x7F) << shift
+        shift, used = shift + 7, used + 1
+        if not byte & 0x80:
+            break
+    return varint(length + 3) + bytes((TOPIC_ALIAS,)) + struct.pack("!H", alias) + tail[used:]
+
+
+_NO_TOPIC = b"\x00\x00"
+
+
 @dataclass(slots=True)
 class Inflight:
     """One PUBLISH we sent that the client has not acknowledged in full yet.
 
     ``stage`` is 1 (awaiting PUBACK), 2 (awaiting PUBREC) or 3 (awaiting
-    PUBCOMP); ``packet`` is the PUBLISH as sent, to send again (DUP set) when
-    the session resumes; ``source`` and ``seq`` say which filter delivered which
-    event (``seq`` 0 for a notice that is not an event), so a session written
-    to the records store resumes that filter from before it.
+    PUBCOMP); ``topic``, ``tail`` and ``retain`` make the PUBLISH again (DUP
+    set, no topic alias: aliases end with their connection) when the session
+    resumes; ``source`` and ``seq`` say which filter delivered which event
+    (``seq`` 0 for what is not read from the log after the filter's cursor), so
+    a session written to the records store resumes that filter from before it.
     """
 
     stage: int
-    packet: bytes
+    topic: bytes
+    tail: bytes
+    retain: bool
     source: str
     seq: int
 
@@ -94,6 +115,7 @@ class Outbox:
         window: int,
         max_packet: int | None,
         send_timeout: float,
+        alias_maximum: int = 0,
     ) -> None:
         self.writer = writer
         self.level = level
@@ -107,6 +129,12 @@ class Outbox:
         self._debt = 0
         #: Events not sent because the client's Maximum Packet Size is smaller.
         self.too_large = 0
+        #: Set whenever a slot is freed (shared subscription groups wait on them).
+        self.waiters: set[asyncio.Event] = set()
+        #: Topic aliases we gave (MQTT 5): the client's Topic Alias Maximum of them, the
+        #: first topics sent, for the whole connection.
+        self.alias_maximum = alias_maximum if level == V5 else 0
+        self.aliases: dict[bytes, int] = {}
 
     def write(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -137,20 +165,28 @@ class Outbox:
         self, topic: bytes, tail: bytes, qos: int, source: str, seq: int, *, retain: bool = False
     ) -> bool:
         """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large)."""
-        if not qos:
-            packet = encode_publish(topic, tail, qos=0, packet_id=None, retain=retain)
-            if self.max_packet is not None and len(packet) > self.max_packet:
-                self.too_large += 1  # as the client asked: dropped as if delivered (3.1.2.11.4)
-                return False
-            self.write(packet)
-            return True
-        packet_id = self._next_id()
-        packet = encode_publish(topic, tail, qos=qos, packet_id=packet_id, retain=retain)
+        wire_topic, wire_tail, new_alias = topic, tail, False
+        if self.alias_maximum:
+            alias = self.aliases.get(topic)
+            if alias is None and len(self.aliases) < self.alias_maximum:
+                alias = self.aliases[topic] = len(self.aliases) + 1
+                new_alias = True  # this PUBLISH names the topic and sets its alias
+            elif alias is not None:
+                wire_topic = _NO_TOPIC
+            if alias is not None:
+                wire_tail = with_alias(tail, alias)
+        packet_id = self._next_id() if qos else None
+        packet = encode_publish(wire_topic, wire_tail, qos=qos, packet_id=packet_id, retain=retain)
         if self.max_packet is not None and len(packet) > self.max_packet:
+            # As the client asked: dropped as if delivered (3.1.2.11.4).
             self.too_large += 1
-            self.slots.release()
+            if new_alias:
+                del self.aliases[topic]  # the client never learnt it
+            if qos:
+                self.slots.release()
             return False
-        self.inflight[packet_id] = Inflight(qos, packet, source, seq)
+        if packet_id is not None:
+            self.inflight[packet_id] = Inflight(qos, topic, tail, retain, source, seq)
         self.write(packet)
         return True
 
@@ -187,7 +223,14 @@ class Outbox:
             if entry.stage == 3:
                 self.write(encode_ack(self.level, PacketType.PUBREL, packet_id))
             else:
-                self.write(bytes((entry.packet[0] | 0x08,)) + entry.packet[1:])
+                packet = encode_publish(
+                    entry.topic,
+                    entry.tail,
+                    qos=entry.stage,
+                    packet_id=packet_id,
+                    retain=entry.retain,
+                )
+                self.write(bytes((packet[0] | 0x08,)) + packet[1:])  # DUP
 
     def _settle(self, packet_id: int) -> None:
         del self.inflight[packet_id]
@@ -195,6 +238,8 @@ class Outbox:
             self._debt -= 1
         else:
             self.slots.release()
+        for waiter in self.waiters:
+            waiter.set()
 
     def acked(self, kind: PacketType, packet_id: int, reason: int) -> None:
         """A PUBACK, PUBREC or PUBCOMP from the client for one of our PUBLISH packets."""
