@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from polyport._version import __version__
-from polyport.edges.kinds import ChannelEdge
+from polyport.edges.kinds import ChannelEdge, WebSocketEdge
 
 if TYPE_CHECKING:
     from polyport.node import Node
@@ -78,9 +78,11 @@ def served_rows(node: Node, base: str) -> list[tuple[str, str]]:
             )
     for listener in node.listeners:
         if listener.name == "mqtt" and listener.off is None:
-            rows.append(
-                ("MQTT", f"mqtt://{listener.address} (MQTT 5.0 and 3.1.1; topics = channels)")
-            )
+            where = f"mqtt://{listener.address} (MQTT 5.0 and 3.1.1; topics = channels)"
+            if isinstance(listener, WebSocketEdge):
+                for path in listener.websocket_routes():
+                    where += f"  ·  over WebSocket {ws}{path}"
+            rows.append(("MQTT", where))
     if "webhooks" in names:
         rows.append(("webhooks", f"subscriptions {v}/webhooks"))
     if any(isinstance(edge, ChannelEdge) for edge in node.edges):

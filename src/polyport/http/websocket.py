@@ -125,6 +125,13 @@ class WebSocket(Protocol):
         """
         ...
 
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary message, encoded for this connection (MQTT packets, say).
+
+        Raises nothing: after the close it is dropped.
+        """
+        ...
+
     def send_frames(self, frames: EncodedFrames) -> None:
         """Send frames encoded once for many clients, without waiting.
 

@@ -226,6 +226,17 @@ class WebSocket:
         self._flush()
         self._check_buffer()
 
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary message (through the protocol, for per-connection framing)."""
+        if self.closed:
+            return
+        try:
+            self.protocol.send_binary(data)
+        except InvalidState:
+            return
+        self._flush()
+        self._check_buffer()
+
     def send_frames(self, frames: EncodedFrames) -> None:
         """Write frames encoded once for many clients, as they are."""
         if not self.closed:

@@ -16,20 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib.util
 import logging
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from polyport.core.errors import ConfigError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
-from polyport.edges.kinds import ListenerEdge
+from polyport.edges.kinds import ListenerEdge, WebSocketEdge
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
 from polyport.edges.mqtt.packets import Reason
 from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import SessionStore
 from polyport.edges.mqtt.shared import SharedGroups
+from polyport.edges.mqtt.streams import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    WebSocketStream,
+)
+from polyport.http.origins import OriginPolicy, OriginRefused
+
+if TYPE_CHECKING:  # the WebSocket server needs the 'realtime' extra
+    from polyport.http.request import Request
+    from polyport.http.websocket import WebSocket, WebSocketEndpoint
 from polyport.edges.mqtt.topics import TopicRoutes
 
 log = logging.getLogger("polyport.mqtt")
@@ -66,8 +78,23 @@ def _bind(host: str, port: int) -> socket.socket | None:
     return sock
 
 
-class MqttEdge(ListenerEdge):
-    """Serves the contract's events over MQTT 5.0 and 3.1.1, on a port of its own."""
+class _MqttOverWebSocket:
+    """The ``/mqtt`` WebSocket endpoint: its subprotocols, and the edge serving it."""
+
+    #: What the handshake chooses from (MQTT 6.0: ``mqtt``; some older clients offer
+    #: ``mqttv3.1``).
+    subprotocols = ("mqtt", "mqttv3.1")
+
+    def __init__(self, edge: MqttEdge) -> None:
+        self.edge = edge
+
+    async def __call__(self, ws: WebSocket, request: Request) -> None:
+        await self.edge.websocket(ws, request)
+
+
+class MqttEdge(ListenerEdge, WebSocketEdge):
+    """Serves the contract's events over MQTT 5.0 and 3.1.1, on a port of its own and
+    over WebSocket at ``/mqtt`` on the node's HTTP port."""
 
     name = EDGE
 
@@ -96,6 +123,7 @@ class MqttEdge(ListenerEdge):
             groups=SharedGroups(runtime.hub),
         )
         self.server: asyncio.Server | None = None
+        self.origins = OriginPolicy.from_settings(runtime.settings.cors_origins)
         self.sweeper: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -172,11 +200,37 @@ class MqttEdge(ListenerEdge):
                 log.exception("sweeping expired MQTT sessions failed", extra={"edge": EDGE})
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        broker = self.broker
-        if len(broker.connections) >= self.config.max_connections:
+        if len(self.broker.connections) >= self.config.max_connections:
             writer.transport.abort()  # at the limit: refused before it costs anything
             return
-        connection = MqttConnection(broker, reader, writer)
+        await self._serve(MqttConnection(self.broker, reader, writer))
+
+    def websocket_routes(self) -> dict[str, WebSocketEndpoint]:
+        """MQTT over WebSocket (subprotocol ``mqtt``) on ``mqtt.websocket_path``."""
+        if not self.enabled or not self.config.websocket_path:
+            return {}
+        if importlib.util.find_spec("websockets") is None:
+            return {}  # the node's WebSocket server comes with the 'realtime' extra
+        return {self.config.websocket_path: _MqttOverWebSocket(self)}
+
+    async def websocket(self, ws: WebSocket, request: Request) -> None:
+        """One MQTT connection over a WebSocket: the same connection as over TCP."""
+        try:
+            self.origins.check(request)
+        except OriginRefused:
+            ws.close(CLOSE_POLICY, "origin not allowed")
+            return
+        if ws.subprotocol is None:
+            ws.close(CLOSE_POLICY, "MQTT over WebSocket needs the mqtt subprotocol")
+            return
+        if len(self.broker.connections) >= self.config.max_connections:
+            ws.close(CLOSE_GOING_AWAY, "too many MQTT connections")
+            return
+        stream = WebSocketStream(ws)
+        await self._serve(MqttConnection(self.broker, stream, stream))
+
+    async def _serve(self, connection: MqttConnection) -> None:
+        broker = self.broker
         task = asyncio.current_task()
         broker.connections.add(connection)
         if task is not None:

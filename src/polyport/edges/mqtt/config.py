@@ -48,3 +48,6 @@ class MqttConfig(Section):
     #: Topic aliases a client may set on one connection (MQTT 5 Topic Alias Maximum,
     #: announced in CONNACK); 0: none.
     topic_alias_maximum: int = Field(default=64, ge=0, le=65535)
+    #: Where MQTT over WebSocket (subprotocol ``mqtt``) is served on the node's HTTP
+    #: port; "" turns it off.
+    websocket_path: str = "/mqtt"

@@ -76,6 +76,7 @@ from polyport.edges.mqtt.packets import (
 from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import Session, SessionStore
 from polyport.edges.mqtt.shared import SharedGroups
+from polyport.edges.mqtt.streams import PacketReader, PacketWriter
 from polyport.edges.mqtt.topics import (
     TopicRoutes,
     check_filter,
@@ -120,9 +121,7 @@ class _Closed(Exception):
 class MqttConnection:
     """Serves one client from its CONNECT to its end."""
 
-    def __init__(
-        self, broker: Broker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, broker: Broker, reader: PacketReader, writer: PacketWriter) -> None:
         self.broker = broker
         self.config = broker.config
         self.reader = reader

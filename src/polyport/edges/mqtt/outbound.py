@@ -35,6 +35,7 @@ from polyport.edges.mqtt.codec import (
     varint,
 )
 from polyport.edges.mqtt.packets import V5, PacketType, Reason
+from polyport.edges.mqtt.streams import PacketWriter
 
 CONTENT = "application/json"
 _TOPIC = "mqtt-topic"
@@ -109,7 +110,7 @@ class Outbox:
 
     def __init__(
         self,
-        writer: asyncio.StreamWriter,
+        writer: PacketWriter,
         level: int,
         *,
         window: int,
