@@ -242,3 +242,53 @@ async def test_expired_sessions_are_swept_from_memory_and_records() -> None:
         assert await store.take("me", "long", 1002.0) is not None
     finally:
         await store.close()
+
+
+def test_qos2_flows_resume_where_they_stood(dev: RunningNode) -> None:
+    """QoS 2 across a reconnect: a PUBREL the client never completed is sent again, and a
+    PUBLISH it sends again (DUP) after our PUBREC is not published twice."""
+    port = dev.mqtt_port or 0
+    hello = connect_packet(5, "raw-qos2", clean=False, props=[(SESSION_EXPIRY, 60)])
+    topic = "sensors/q2/temperature"
+    #: What our own subscription shows was published (not what is sent again, DUP).
+    events: list[bytes] = []
+
+    def expect(sock: socket.socket, reader: FrameReader, first: int) -> bytes:
+        while True:
+            got, body = _next(sock, reader)
+            if got == first:
+                return body
+            assert got & 0xF0 == 0x30, hex(got)
+            if not got & 0x08:
+                events.append(_publish_v5(body)[2])
+
+    with dial(port) as sock:
+        reader = FrameReader(65536)
+        sock.sendall(hello)
+        expect(sock, reader, 0x20)
+        sock.sendall(frame(0x82, struct.pack("!H", 7) + properties([]) + text(FILTER) + b"\x02"))
+        expect(sock, reader, 0x90)
+        publish(dev, 1.0, sensor="q2")
+        _, ours, _ = _publish_v5(expect(sock, reader, 0x34))  # PUBLISH, QoS 2
+        sock.sendall(frame(0x50, ours))  # PUBREC
+        assert expect(sock, reader, 0x62) == ours  # PUBREL
+        theirs = struct.pack("!H", 9)
+        sent = frame(0x34, text(topic) + theirs + properties([]) + b'{"celsius": 2}')
+        sock.sendall(sent)
+        assert expect(sock, reader, 0x50) == theirs  # PUBREC: stored
+        # Gone without PUBCOMP for ours, nor PUBREL for theirs.
+    with dial(port) as sock:
+        reader = FrameReader(65536)
+        sock.sendall(hello)
+        assert expect(sock, reader, 0x20)[0] == 1  # Session Present
+        assert expect(sock, reader, 0x62) == ours  # PUBREL again
+        sock.sendall(frame(0x70, ours))  # PUBCOMP
+        sock.sendall(bytes((sent[0] | 0x08,)) + sent[1:])  # their PUBLISH again, DUP
+        assert expect(sock, reader, 0x50) == theirs
+        sock.sendall(frame(0x62, theirs))  # PUBREL
+        assert expect(sock, reader, 0x70) == theirs  # PUBCOMP
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            expect(sock, reader, 0xFF)
+    published = [orjson.loads(data) for data in events]
+    assert published.count({"sensor": "q2", "celsius": 2.0}) == 1
