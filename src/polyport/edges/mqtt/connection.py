@@ -1,9 +1,14 @@
 """One MQTT client connection: CONNECT, then packets in order until it ends.
 
-    socket ─▶ FrameReader ─▶ decode ─▶ CONNECT    authenticate (password: API key or JWT)
-                                       PUBLISH    → an event through the core, acked once durable
-                                       SUBSCRIBE  → a hub subscription per filter, pumped out
+    stream ─▶ FrameReader ─▶ decode ─▶ CONNECT    authenticate (password: API key or JWT);
+                                                  a kept session resumed (.sessions)
+                                       PUBLISH    → an event through the core, acked once
+                                                  durable (.inbound)
+                                       SUBSCRIBE  → a hub subscription per filter, pumped
+                                                  out, or a shared group (.filters)
                                        UNSUBSCRIBE, PINGREQ, DISCONNECT, acks of what we sent
+
+The stream is TCP or a WebSocket (:mod:`.streams`): one state machine for both.
 
 Before CONNECT nothing costs more than a bounded read: the whole CONNECT
 must arrive within ``mqtt.connect_timeout`` seconds, its first byte must be
