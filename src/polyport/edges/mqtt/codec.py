@@ -8,7 +8,7 @@
 
 Every decoding problem is a :class:`~polyport.edges.mqtt.packets.MqttError`
 (malformed 0x81, protocol error 0x82, too large 0x95, unsupported version)
-and never anything else: ``tests/mqtt/test_codec_fuzz.py`` holds it to that.
+and never anything else: ``tests/mqtt/test_codec.py`` fuzzes it to hold it to that.
 Why polyport has its own codec rather than a library's: ``docs/mqtt.md``.
 """
 
