@@ -276,10 +276,24 @@ class AmqpConnection:
     async def count(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of a queue, read with a passive declare."""
         channel = await self.ctl()
+        # Shielded: a caller cancelled mid-call (a consumer stopping) must not cancel the
+        # RPC itself, which makes aiormq close the shared channel to stay in step.
+        declare = asyncio.ensure_future(channel.queue_declare(queue, passive=True))
+        declare.add_done_callback(_retrieve)
         with amqp_errors(f"did not answer for queue {queue}"):
-            async with asyncio.timeout(self.timeout):
-                ok = await channel.queue_declare(queue, passive=True)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    ok = await asyncio.shield(declare)
+            except TimeoutError:
+                declare.cancel()  # a call stuck past the timeout may close the channel
+                raise
         return ok.message_count or 0, ok.consumer_count or 0
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shielded call's outcome as seen: its caller may have stopped waiting."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["RETRY_AFTER", "TIMEOUT", "AmqpConnection", "amqp_errors", "server_version"]
