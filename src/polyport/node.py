@@ -74,6 +74,7 @@ EDGES: dict[str, str] = {
     "hooks": "polyport.edges.hooks.binding:HooksEdge",
     "queues": "polyport.edges.queues.binding:QueuesEdge",
     "mqtt": "polyport.edges.mqtt.binding:MqttEdge",
+    "webrtc": "polyport.edges.webrtc.binding:WebRtcEdge",
 }
 
 DEV_WARNING = (

@@ -34,6 +34,7 @@ from polyport.edges.jsonrpc.config import JsonRpcConfig
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.sse.config import SseConfig
 from polyport.edges.webhooks.config import WebhooksConfig
+from polyport.edges.webrtc.config import WebRtcConfig
 from polyport.http.websocket_config import WebSocketConfig
 from polyport.xmlsafe import XmlConfig
 
@@ -50,6 +51,7 @@ class Settings(CoreSettings):
     graphql: GraphQLConfig = GraphQLConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     hooks: HooksConfig = HooksConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
 
 
 def load_settings(
