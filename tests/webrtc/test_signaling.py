@@ -220,3 +220,35 @@ async def test_authentication_like_ws(secure: RunningNode) -> None:
         assert orjson.loads(await ws.recv())["subject"] == "alice"
     async with websockets.connect(signal_url(secure) + "?access_token=rtc-key") as ws:
         assert orjson.loads(await ws.recv())["subject"] == "alice"
+
+
+async def drain(ws: Any) -> None:
+    """Read until the connection closes."""
+    while True:
+        await ws.recv()
+
+
+async def test_closed_when_the_credentials_expire(tmp_path: Any) -> None:
+    """A connection authenticated with a JWT is closed (1008) when the token expires."""
+    import time
+
+    import jwt
+
+    from polyport import Settings
+    from polyport.demo.shop import shop
+    from polyport.testing import serve_in_thread
+
+    secret = "s" * 32
+    settings = Settings.model_validate(
+        {"database": str(tmp_path / "db.sqlite3"), "auth": {"jwt": {"hs256_secret": secret}}}
+    )
+    token = jwt.encode({"sub": "eve", "exp": int(time.time()) + 2}, secret, algorithm="HS256")
+    with serve_in_thread(shop, settings) as node:
+        async with peer(node, Authorization=f"Bearer {token}") as a:
+            assert a.welcome["subject"] == "eve"
+            assert (await a.request({"type": "join", "room": "r"}))["type"] == "joined"
+            async with asyncio.timeout(6):
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await drain(a.ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert closed.value.rcvd.reason == "credentials expired"
