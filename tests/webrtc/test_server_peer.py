@@ -219,3 +219,11 @@ async def test_closed_when_the_credentials_expire(tmp_path: Any) -> None:
             async with asyncio.timeout(6):
                 await closed.wait()
         assert await wait_until(lambda: not peers_of(node).peers, 2.0)
+
+
+def test_loopback_follows_the_host_unless_set() -> None:
+    """Unset, webrtc.loopback is on when the node listens on a loopback address only."""
+    from polyport.edges.webrtc.peer import on_loopback
+
+    assert on_loopback("127.0.0.1") and on_loopback("::1") and on_loopback("localhost")
+    assert not on_loopback("0.0.0.0") and not on_loopback("") and not on_loopback("example.com")

@@ -40,7 +40,9 @@ class WebRtcConfig(Section):
     max_server_peers: int = Field(default=100, ge=1)
     #: Seconds a server peer may take to connect after its answer before it is closed.
     connect_timeout: float = Field(default=10.0, gt=0, le=300)
-    #: Gather only a 127.0.0.1 host candidate (tests, one machine); never an interface's.
-    loopback: bool = False
+    #: Gather only a 127.0.0.1 host candidate, never an interface's address. None: when
+    #: the node listens on a loopback address (``host``, 127.0.0.1 by default), since then
+    #: every client is on this machine anyway.
+    loopback: bool | None = None
     #: STUN/TURN servers for the server peer; empty: host candidates only (no STUN).
     ice_servers: list[IceServerConfig] = []

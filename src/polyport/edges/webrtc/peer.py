@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from typing import Any
 
@@ -70,6 +71,16 @@ def _offer_sdp(body: bytes) -> str:
     return sdp
 
 
+def on_loopback(host: str) -> bool:
+    """Whether a node listening on ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or "" (every interface)
+        return False
+
+
 class ServerPeers:
     """Every server peer of this node, and the endpoint that makes them."""
 
@@ -81,6 +92,9 @@ class ServerPeers:
             max_subscriptions=self.ws.max_subscriptions, max_streams=self.ws.max_subscriptions
         )
         self.peers: set[ServerPeer] = set()
+        loopback = config.loopback
+        #: Whether ICE gathers 127.0.0.1 only (see polyport.edges.webrtc.ice).
+        self.loopback = on_loopback(runtime.settings.host) if loopback is None else loopback
 
     def ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -115,7 +129,7 @@ class ServerPeers:
                     details=[{"field": "sdp", "message": "not usable"}],
                 ) from exc
             answer = await pc.createAnswer()
-            if self.config.loopback:
+            if self.loopback:
                 with loopback_only():
                     await pc.setLocalDescription(answer)
             else:
