@@ -227,3 +227,17 @@ def test_loopback_follows_the_host_unless_set() -> None:
 
     assert on_loopback("127.0.0.1") and on_loopback("::1") and on_loopback("localhost")
     assert not on_loopback("0.0.0.0") and not on_loopback("") and not on_loopback("example.com")
+
+
+async def test_other_channels_are_closed_and_peers_forgotten(dev: RunningNode) -> None:
+    """A channel not labelled polyport.v1 is closed; a peer whose client leaves is forgotten."""
+    peers = peers_of(dev)
+    async with connect(dev) as channel:
+        other = channel.pc.createDataChannel("something-else")
+        closed = asyncio.Event()
+        other.on("close", closed.set)
+        async with asyncio.timeout(5):
+            await closed.wait()
+        assert (await channel.request({"type": "ping"}))["type"] == "pong"
+        assert len(peers.peers) == 1
+    assert await wait_until(lambda: not peers.peers, 10.0)

@@ -230,19 +230,20 @@ class ServerPeer:
     async def _serve(self, channel: RTCDataChannel) -> None:
         owner = self.owner
         options = owner.ws
-        inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(_INBOX)
+        # Unbounded, so that the end (None) always fits; _INBOX bounds what the client adds.
+        inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         high = options.send_buffer
         channel.bufferedAmountLowThreshold = high // 2
         low = asyncio.Event()
 
         def receive(message: str | bytes) -> None:
-            try:
-                inbox.put_nowait(message)
-            except asyncio.QueueFull:  # the client sends faster than it is answered
+            if inbox.qsize() >= _INBOX:  # the client sends faster than it is answered
                 channel.close()
+                return
+            inbox.put_nowait(message)
 
         channel.on("message", receive)
-        channel.on("close", lambda: inbox.put_nowait(None) if not inbox.full() else None)
+        channel.on("close", lambda: inbox.put_nowait(None))
         channel.on("bufferedamountlow", low.set)
 
         def send(frame: dict[str, Any]) -> None:
