@@ -142,11 +142,16 @@ class ServerPeers:
         return Response(200, orjson.dumps({"sdp": local.sdp, "type": local.type}))
 
     def describe(self, doc: OpenApiDocument) -> None:
-        description = {
-            "type": "object",
-            "required": ["sdp", "type"],
-            "properties": {"sdp": {"type": "string"}, "type": {"type": "string"}},
-        }
+        def description(kind: str) -> dict[str, Any]:
+            return {
+                "type": "object",
+                "required": ["sdp", "type"],
+                "properties": {
+                    "sdp": {"type": "string", "pattern": "^v=0", "description": "RFC 8866"},
+                    "type": {"type": "string", "enum": [kind]},
+                },
+            }
+
         doc.add(
             OFFER_PATH,
             "post",
@@ -161,9 +166,15 @@ class ServerPeers:
                 ),
                 "tags": [doc.tag("webrtc", "WebRTC: signaling and the server peer")],
                 "security": doc.security(False),
-                "requestBody": {"required": True, "content": doc.json_content(description)},
+                "requestBody": {
+                    "required": True,
+                    "content": doc.json_content(description("offer")),
+                },
                 "responses": {
-                    "200": {"description": "The answer", "content": doc.json_content(description)},
+                    "200": {
+                        "description": "The answer",
+                        "content": doc.json_content(description("answer")),
+                    },
                     **doc.problems(400, 401, 403, 422, 503),
                 },
             },
