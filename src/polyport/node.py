@@ -75,6 +75,7 @@ EDGES: dict[str, str] = {
     "queues": "polyport.edges.queues.binding:QueuesEdge",
     "mqtt": "polyport.edges.mqtt.binding:MqttEdge",
     "webrtc": "polyport.edges.webrtc.binding:WebRtcEdge",
+    "mqtt-bridge": "polyport.edges.mqtt.bridge:MqttBridgeEdge",
 }
 
 DEV_WARNING = (

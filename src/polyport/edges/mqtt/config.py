@@ -2,9 +2,82 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
 
 from polyport.core.config import Section
+from polyport.core.errors import InvalidArgument
+from polyport.core.events import Pattern
+
+
+class MqttBridgeConfig(Section):
+    """``[mqtt.bridge]``: the node as a client of an external broker (docs/mqtt.md, Bridge)."""
+
+    #: ``mqtt://user:pass@host:port`` or ``mqtts://…`` (TLS); None: no bridge.
+    url: str | None = None
+    #: This node's client id at the broker; None: ``{group}-{host}-{random}``, new at each
+    #: start. Give each node its own, stable one for a broker session that outlives a restart.
+    client_id: str | None = None
+    #: The nodes bridging one broker together: the shared subscription's group
+    #: (``$share/{group}/…``) and the name of their lease and cursor in the records store.
+    group: str = Field(default="polyport", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Broker topic = prefix + channel (``"plant1/"``: channel ``a/b`` is ``plant1/a/b``).
+    prefix: str = ""
+    #: Channel patterns whose events are published to the broker.
+    outgoing: list[str] = []
+    #: Channel patterns taken in from the broker's topics (prefix + pattern) as events.
+    incoming: list[str] = []
+    #: QoS of what is published to the broker and of the subscriptions to it.
+    qos: int = Field(default=1, ge=0, le=2)
+    #: The RETAIN flag of what is published to the broker.
+    retain: bool = False
+    #: Seconds the broker keeps this node's session (its queued QoS 1/2 messages) while
+    #: the node is away.
+    session_expiry: int = Field(default=3600, ge=0, le=0xFFFFFFFF)
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    #: The longest wait between two attempts to reconnect, in seconds.
+    reconnect_max: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("give mqtt://[user:pass@]host[:port] or mqtts://…")
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if "+" in prefix or "#" in prefix or prefix.startswith("$"):
+            raise ValueError("a topic prefix has no wildcard and does not start with $")
+        return prefix
+
+    @field_validator("outgoing", "incoming")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for text in patterns:
+            try:
+                Pattern.parse(text)
+            except InvalidArgument as exc:
+                raise ValueError(exc.message) from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _no_loop(self) -> MqttBridgeConfig:
+        # A channel both sent and taken in would loop: an event out to the broker, back
+        # in as a new event, out again. Disjoint channel sets make a loop impossible.
+        for out in self.outgoing:
+            for into in self.incoming:
+                if Pattern.parse(out).overlaps(Pattern.parse(into)):
+                    raise ValueError(
+                        f"outgoing {out!r} and incoming {into!r} share channels: "
+                        "a bridged channel goes one way only"
+                    )
+        return self
 
 
 class MqttConfig(Section):
@@ -51,3 +124,5 @@ class MqttConfig(Section):
     #: Where MQTT over WebSocket (subprotocol ``mqtt``) is served on the node's HTTP
     #: port; "" turns it off.
     websocket_path: str = "/mqtt"
+    #: The bridge to an external broker (``[mqtt.bridge]``).
+    bridge: MqttBridgeConfig = MqttBridgeConfig()
