@@ -198,22 +198,26 @@ def test_the_schemas_are_the_openapi_documents(demo: RunningNode) -> None:
 
 
 def test_operations_per_pattern(document: dict[str, Any]) -> None:
-    """SSE, polling, long polling, WebSocket and webhooks send every event type; WebSocket
-    receives those clients may publish."""
+    """SSE, polling, long polling, WebSocket, webhooks and MQTT send every event type;
+    WebSocket and MQTT receive those clients may publish."""
     operations = document["operations"]
     events = {"telemetry.reading", "alerts.raised", "notes.posted", "audit.logged"}
     for name in events:
-        for pattern in ("sse", "poll", "longpoll", "ws", "webhooks"):
+        for pattern in ("sse", "poll", "longpoll", "ws", "webhooks", "mqtt"):
             operation = operations[f"{pattern}.{name}"]
             assert operation["action"] == "send"
             assert operation["channel"] == {"$ref": f"#/channels/{name}"}
             assert operation["messages"] == [{"$ref": f"#/channels/{name}/messages/{name}"}]
             assert operation["tags"] == [{"name": pattern}]
     received = {k for k, op in operations.items() if op["action"] == "receive"}
-    assert received == {"ws.publish.telemetry.reading", "ws.publish.notes.posted"}
-    assert set(document["servers"]) == {"sse", "poll", "ws", "webhooks"}
+    assert received == {
+        f"{pattern}.publish.{name}"
+        for pattern in ("ws", "mqtt")
+        for name in ("telemetry.reading", "notes.posted")
+    }
+    assert set(document["servers"]) == {"sse", "poll", "ws", "webhooks", "mqtt"}
     assert document["channels"]["alerts.raised"]["servers"] == [
-        {"$ref": f"#/servers/{key}"} for key in ("poll", "sse", "ws", "webhooks")
+        {"$ref": f"#/servers/{key}"} for key in ("poll", "sse", "ws", "webhooks", "mqtt")
     ]
     sse = operations["sse.alerts.raised"]["bindings"]["http"]
     assert sse["method"] == "GET"
@@ -277,7 +281,7 @@ def test_an_edge_turned_off_takes_its_server_and_operations() -> None:
     assert set(sse_only["servers"]) == {"sse"}
     assert {op.partition(".")[0] for op in sse_only["operations"]} == {"sse"}
     assert sse_only["channels"]["alerts.raised"]["servers"] == [{"$ref": "#/servers/sse"}]
-    no_ws = document_of(plant, edges=["sse", "poll", "webhooks"])
+    no_ws = document_of(plant, edges=["sse", "poll", "webhooks", "mqtt-bridge"])
     assert not any(op["action"] == "receive" for op in no_ws["operations"].values())
     assert "ws" not in no_ws["servers"]
     none = document_of(plant, edges=["rest"])
@@ -301,15 +305,44 @@ def test_the_webhooks_edges_own_event_is_there_with_it() -> None:
     assert "webhooks.endpoint.disabled" not in document_of(plant, edges=["sse"])["channels"]
 
 
+def test_mqtt_is_a_server_with_a_send_and_a_receive_per_event_type(
+    document: dict[str, Any],
+) -> None:
+    """The MQTT listener: protocol mqtt 5.0 on its own port of the requested host; a send
+    (SUBSCRIBE) per type, a receive (PUBLISH) per publishable type, with mqtt bindings and
+    the password as credential."""
+    server = document["servers"]["mqtt"]
+    assert (server["protocol"], server["protocolVersion"]) == ("mqtt", "5.0")
+    assert server["host"] == "node.example:1883"  # not built for a started node: the default
+    assert server["bindings"]["mqtt"]["maximumPacketSize"] == 65536
+    send = document["operations"]["mqtt.telemetry.reading"]
+    assert send["action"] == "send"
+    assert send["bindings"]["mqtt"] == {"qos": 2, "retain": True, "bindingVersion": "0.2.0"}
+    password = {"$ref": "#/components/securitySchemes/mqttPassword"}
+    assert send["security"] == [password]
+    assert send["x-polyport-scopes"] == ["telemetry"]
+    publish = document["operations"]["mqtt.publish.telemetry.reading"]
+    assert (publish["action"], publish["x-polyport-scopes"]) == ("receive", ["telemetry:write"])
+    assert "mqtt.publish.alerts.raised" not in document["operations"]  # server-only type
+    assert "security" not in document["operations"]["mqtt.alerts.raised"]  # public
+    assert document["components"]["securitySchemes"]["mqttPassword"]["type"] == "userPassword"
+    off = Settings(dev=False, database=":memory:", event_log="memory", mqtt={"enabled": False})
+    node = Node(plant, off, announce=False)
+    assert "mqtt" not in asyncapi_document(node).build("node.example:8000")["servers"]
+
+
 def test_served_for_the_host_the_client_used() -> None:
     """Servers name the Host the request named; a Host that is no host gives the node's."""
-    with serve_in_thread(plant, edges=["sse", "ws"]) as node:
+    with serve_in_thread(plant, edges=["sse", "ws", "mqtt"]) as node:
         url = f"{node.url}/asyncapi.json"
         named = httpx.get(url, headers={"Host": "events.example:8443"})
         assert named.status_code == 200
         assert named.json()["servers"]["ws"]["host"] == "events.example:8443"
+        # MQTT on its own port of the same host: the one the node bound.
+        assert named.json()["servers"]["mqtt"]["host"] == f"events.example:{node.mqtt_port}"
         junk = httpx.get(url, headers={"Host": "no host!"}).json()
         assert junk["servers"]["ws"]["host"] == f"127.0.0.1:{node.port}"
+        assert junk["servers"]["mqtt"]["host"] == f"127.0.0.1:{node.mqtt_port}"
         etag = named.headers["etag"]
         again = httpx.get(url, headers={"Host": "events.example:8443", "If-None-Match": etag})
         assert again.status_code == 304

@@ -28,7 +28,7 @@ operation's ``security`` says what a caller must present.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -70,6 +70,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "The HttpOnly cookie POST /auth/ticket sets (WebSocket: from the "
         "node's own origin or one of cors_origins only).",
     },
+    "mqttPassword": {
+        "type": "userPassword",
+        "description": "MQTT CONNECT: the password carries an API key, a JWT or a ticket of "
+        "POST /auth/ticket; the user name is free.",
+    },
 }
 
 
@@ -90,6 +95,8 @@ class AsyncApiDocument:
         self.servers: dict[str, dict[str, Any]] = {}
         #: Servers on the node's own HTTP port: their host is the one a request used.
         self.node_servers: set[str] = set()
+        #: Servers on the node's host but a port of their own (MQTT's): key → its port.
+        self.node_ports: dict[str, Callable[[], int]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
@@ -105,19 +112,26 @@ class AsyncApiDocument:
         *,
         pathname: str | None = None,
         host: str | None = None,
+        port: Callable[[], int] | None = None,
+        protocol_version: str | None = None,
         variables: dict[str, Any] | None = None,
         title: str,
         description: str,
         bindings: dict[str, Any] | None = None,
     ) -> None:
-        """A server; without ``host``, the node's own HTTP port (filled in per request).
+        """A server; without ``host``, the node's own HTTP port (filled in per request),
+        or with ``port`` a port of its own on the host the request named (asked at each
+        build: the document is made once, possibly before that port is bound).
 
         ``protocol`` is the plain one (``http``, ``ws``): a node reached over
-        TLS is described with ``https`` and ``wss``.
+        TLS is described with ``https`` and ``wss`` (a server on a port of its
+        own keeps its protocol: TLS in front of HTTP says nothing about it).
         """
         if key in self.servers:
             raise ValueError(f"AsyncAPI: server {key!r} described twice")
         server: dict[str, Any] = {"host": host or "", "protocol": protocol}
+        if protocol_version is not None:
+            server["protocolVersion"] = protocol_version
         if pathname is not None:
             server["pathname"] = pathname
         if variables:
@@ -129,6 +143,8 @@ class AsyncApiDocument:
         self.servers[key] = server
         if host is None:
             self.node_servers.add(key)
+            if port is not None:
+                self.node_ports[key] = port
 
     def channel(
         self,
@@ -323,7 +339,9 @@ class AsyncApiDocument:
             info["description"] = service.description
         servers = {}
         for key, server in self.servers.items():
-            if key in self.node_servers:
+            if key in self.node_ports:
+                server = {**server, "host": _on_port(host, self.node_ports[key]())}
+            elif key in self.node_servers:
                 protocol = server["protocol"]
                 secured = {"http": "https", "ws": "wss"}.get(protocol, protocol)
                 server = {**server, "host": host, "protocol": secured if secure else protocol}
@@ -367,6 +385,15 @@ class AsyncApiDocument:
             if self.extra_schemas.setdefault(name, definition) != definition:
                 raise ValueError(f"AsyncAPI: two schemas named {name!r}")
         return schema
+
+
+def _on_port(host: str, port: int) -> str:
+    """``host`` (``HOST[:PORT]``, ``[v6][:PORT]``) with its port replaced by ``port``."""
+    if host.startswith("["):
+        name = host[: host.index("]") + 1]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return f"{name}:{port}"
 
 
 def _reachable(roots: Any, schemas: Mapping[str, Any]) -> set[str]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from polyport.core.errors import ConfigError
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
-from polyport.edges.kinds import ListenerEdge, WebSocketEdge
+from polyport.edges.kinds import ChannelEdge, ListenerEdge, WebSocketEdge
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.connection import EDGE, Broker, MqttConnection
 from polyport.edges.mqtt.packets import Reason
@@ -40,6 +40,7 @@ from polyport.edges.mqtt.streams import (
 from polyport.http.origins import OriginPolicy, OriginRefused
 
 if TYPE_CHECKING:  # the WebSocket server needs the 'realtime' extra
+    from polyport.http.asyncapi import AsyncApiDocument
     from polyport.http.request import Request
     from polyport.http.websocket import WebSocket, WebSocketEndpoint
 from polyport.edges.mqtt.topics import TopicRoutes
@@ -92,7 +93,7 @@ class _MqttOverWebSocket:
         await self.edge.websocket(ws, request)
 
 
-class MqttEdge(ListenerEdge, WebSocketEdge):
+class MqttEdge(ListenerEdge, WebSocketEdge, ChannelEdge):
     """Serves the contract's events over MQTT 5.0 and 3.1.1, on a port of its own and
     over WebSocket at ``/mqtt`` on the node's HTTP port."""
 
@@ -250,6 +251,12 @@ class MqttEdge(ListenerEdge, WebSocketEdge):
         )
 
     # -- the catalog ------------------------------------------------------------------------
+
+    def describe_channels(self, doc: AsyncApiDocument) -> None:
+        """The MQTT server and each event type's operations (:mod:`.asyncapi`)."""
+        from polyport.edges.mqtt.asyncapi import describe_channels
+
+        describe_channels(self, doc)
 
     def catalog(self) -> list[CatalogEntry]:
         if self.off is not None:
