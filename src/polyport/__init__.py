@@ -28,6 +28,7 @@ from polyport.core.errors import (
     Unavailable,
 )
 from polyport.core.events import Event
+from polyport.core.raw import RawMessage
 from polyport.settings import Settings, load_settings
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "PolyportError",
     "Principal",
     "RateLimited",
+    "RawMessage",
     "RecoveryFailed",
     "Resource",
     "Service",

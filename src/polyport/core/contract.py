@@ -28,6 +28,7 @@ from pydantic import BaseModel, create_model
 from polyport.core.errors import ContractError, Unavailable
 from polyport.core.hub import SERVING_HUB
 from polyport.core.queues import Queue, QueueSender
+from polyport.core.raw import is_untyped
 
 if TYPE_CHECKING:
     from polyport.core.events import Event
@@ -43,6 +44,8 @@ _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
 _CHANNEL_TEMPLATE = re.compile(
     r"^([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\})(/([a-z0-9_-]+|\{[a-z_][a-z0-9_]*\}))*$"
 )
+#: An untyped event type's channels: every channel under a prefix, or every channel.
+_UNTYPED_CHANNELS = re.compile(r"^([a-z0-9_-]+/)*#$")
 
 Operation = Literal["get", "list", "create", "update", "delete"]
 
@@ -109,6 +112,12 @@ class EventType:
             self._prefix, _, self._suffix = self.channel.partition("{" + self._fields[0] + "}")
 
     @property
+    def untyped(self) -> bool:
+        """Whether its data is a :class:`~polyport.core.raw.RawMessage` on any channel
+        under its template's ``#`` (bytes as devices and generic MQTT tools send them)."""
+        return is_untyped(self.model)
+
+    @property
     def channel_fields(self) -> tuple[str, ...]:
         """The data fields the channel template names, in order (``chat/{room}``: room)."""
         return self._fields
@@ -133,6 +142,10 @@ class EventType:
                 self._last = (value, channel)
                 return channel
         elif not fields:
+            if self.untyped:
+                raise ContractError(
+                    f"event {self.name} is untyped ({self.channel}): publish it with channel=…"
+                )
             return self.channel
         parts = []
         for name in self._fields:
@@ -513,8 +526,11 @@ class Service:
         """Declare an event type published on ``channel`` (default: the name with ``/``).
 
         ``channel`` may hold ``{field}`` placeholders filled from the event data,
-        e.g. ``"chat/{room}"``. ``scopes`` are needed to subscribe; clients may
-        publish only when ``publish_scopes`` is given (server code always may).
+        e.g. ``"chat/{room}"``. With the model :class:`~polyport.core.raw.RawMessage`
+        the type is untyped and ``channel`` is a prefix and ``#`` (``"legacy/#"``, or
+        ``"#"``): its events are published with an explicit channel under it.
+        ``scopes`` are needed to subscribe; clients may publish only when
+        ``publish_scopes`` is given (server code always may).
         """
         self._check_open()
         if not _EVENT_NAME.fullmatch(name):
@@ -522,7 +538,13 @@ class Service:
         if name in self.events:
             raise ContractError(f"event {name!r} is declared twice")
         channel = channel or name.replace(".", "/")
-        if not _CHANNEL_TEMPLATE.fullmatch(channel):
+        if is_untyped(model):
+            if not _UNTYPED_CHANNELS.fullmatch(channel):
+                raise ContractError(
+                    f"event {name}: an untyped event type's channel is a prefix and '#' "
+                    f"('legacy/#', or '#' for every channel), not {channel!r}"
+                )
+        elif not _CHANNEL_TEMPLATE.fullmatch(channel):
             raise ContractError(f"event {name}: invalid channel template {channel!r}")
         event = EventType(
             name,

@@ -22,7 +22,10 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from polyport.core.errors import ConfigError
+from polyport.core.contract import EventType
+from polyport.core.errors import ConfigError, InvalidArgument
+from polyport.core.events import Pattern
+from polyport.core.raw import RawMessage
 from polyport.core.runtime import Endpoint as CatalogEntry
 from polyport.core.runtime import Runtime
 from polyport.edges.kinds import ChannelEdge, ListenerEdge, WebSocketEdge
@@ -43,7 +46,12 @@ if TYPE_CHECKING:  # the WebSocket server needs the 'realtime' extra
     from polyport.http.asyncapi import AsyncApiDocument
     from polyport.http.request import Request
     from polyport.http.websocket import WebSocket, WebSocketEndpoint
-from polyport.edges.mqtt.topics import TopicRoutes
+from polyport.edges.mqtt.topics import (
+    RESERVED_PREFIXES,
+    TopicRoutes,
+    filter_is_well_formed,
+    topic_to_channel,
+)
 
 log = logging.getLogger("polyport.mqtt")
 
@@ -52,6 +60,37 @@ STOP_GRACE = 5.0
 GAUGE = "polyport_mqtt_connections"
 #: Seconds between sweeps of expired sessions, at most.
 SWEEP_INTERVAL = 60.0
+
+
+OPEN_TYPE = "mqtt.open"
+
+
+def open_topic_types(config: MqttConfig) -> list[EventType]:
+    """An untyped event type per filter of ``mqtt.open_topics``: ``mqtt.open``,
+    ``mqtt.open.2``, …"""
+    types = []
+    scopes = frozenset(config.open_scopes)
+    for index, text in enumerate(config.open_topics, start=1):
+        if not filter_is_well_formed(text) or text.startswith(RESERVED_PREFIXES):
+            raise ConfigError(f"mqtt.open_topics: {text[:80]!r} is not a topic filter to open")
+        channel = topic_to_channel(text)
+        try:
+            Pattern.parse(channel)
+        except InvalidArgument:
+            raise ConfigError(f"mqtt.open_topics: {text[:80]!r} is too long") from None
+        name = OPEN_TYPE if index == 1 else f"{OPEN_TYPE}.{index}"
+        description = f"MQTT open topics {text}: any payload, untyped"
+        types.append(
+            EventType(
+                name,
+                RawMessage,
+                channel,
+                description=description,
+                scopes=scopes,
+                publish_scopes=scopes,
+            )
+        )
+    return types
 
 
 def _address(host: str, port: int | str) -> str:
@@ -111,13 +150,17 @@ class MqttEdge(ListenerEdge, WebSocketEdge, ChannelEdge):
         self.off: str | None = None if self.enabled else "disabled by mqtt.enabled = false"
         self.notice: str | None = None
         dispatcher = runtime.dispatcher
+        routes = TopicRoutes(dispatcher.event_types)
+        for event in open_topic_types(config) if self.enabled else ():
+            dispatcher.add_event(event)  # read and published by the same rules as any type
+            routes.add_untyped(event)
         self.broker = Broker(
             config=config,
             dispatcher=dispatcher,
             hub=runtime.hub,
             codec=runtime.codec,
             metrics=runtime.metrics,
-            routes=TopicRoutes(dispatcher.event_types),
+            routes=routes,
             dev=runtime.settings.dev,
             sessions=SessionStore(runtime.records, limit=config.max_sessions),
             retained=RetainedEvents(runtime.hub, runtime.records, limit=config.max_retained),

@@ -327,7 +327,7 @@ def _flag(properties: dict[int, object], key: int, default: bool) -> bool:
     return value == 1
 
 
-def _pairs(properties: dict[int, object]) -> UserProperties:
+def pairs_of(properties: dict[int, object]) -> UserProperties:
     pairs = properties.get(USER_PROPERTY)
     return tuple(pairs) if isinstance(pairs, list) else ()
 
@@ -393,7 +393,7 @@ def decode_connect(body: bytes) -> Connect:
         topic_alias_maximum=int(properties.get(TOPIC_ALIAS_MAXIMUM, 0)),  # type: ignore[call-overload]
         request_problem_information=_flag(properties, REQUEST_PROBLEM_INFO, True),
         authentication_method=method if isinstance(method, str) else None,
-        user_properties=_pairs(properties),
+        user_properties=pairs_of(properties),
     )
 
 
@@ -439,7 +439,7 @@ def _publish(flags: int, body: bytes, level: int) -> Publish:
         correlation_data=correlation if isinstance(correlation, bytes) else None,
         topic_alias=alias if isinstance(alias, int) else None,
         subscription_ids=tuple(ids) if isinstance(ids, list) else (),
-        user_properties=_pairs(properties),
+        user_properties=pairs_of(properties),
     )
 
 

@@ -126,3 +126,11 @@ class MqttConfig(Section):
     websocket_path: str = "/mqtt"
     #: The bridge to an external broker (``[mqtt.bridge]``).
     bridge: MqttBridgeConfig = MqttBridgeConfig()
+    #: Topic filters whose topics take any payload, untyped, without code (``["#"]``:
+    #: every topic no event type takes), as an untyped event type would: generic MQTT
+    #: tools and existing devices work beside the typed topics. Each filter is an event
+    #: type of the node, ``mqtt.open`` (then ``mqtt.open.2``, …).
+    open_topics: list[str] = Field(default_factory=list, max_length=64)
+    #: The scopes a caller needs to read and publish open topics (development mode's
+    #: anonymous caller has them all).
+    open_scopes: list[str] = Field(default_factory=lambda: ["mqtt"])

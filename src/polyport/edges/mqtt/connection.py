@@ -57,7 +57,7 @@ from polyport.edges.mqtt.codec import (
 from polyport.edges.mqtt.config import MqttConfig
 from polyport.edges.mqtt.errors import connect_refusal, message_of
 from polyport.edges.mqtt.filters import GAPS_TOPIC, ClientFilters, Filter
-from polyport.edges.mqtt.inbound import clear_retained, publish_event
+from polyport.edges.mqtt.inbound import Metadata, clear_retained, publish_event
 from polyport.edges.mqtt.outbound import Outbox
 from polyport.edges.mqtt.packets import (
     SUBACK_FAILURE,
@@ -77,6 +77,7 @@ from polyport.edges.mqtt.packets import (
     Subscribe,
     Unsubscribe,
     UnsupportedVersion,
+    Will,
 )
 from polyport.edges.mqtt.retained import RetainedEvents
 from polyport.edges.mqtt.sessions import Session, SessionStore
@@ -193,7 +194,7 @@ class MqttConnection:
         self.end()
         will = self.connect.will if self.connect is not None else None
         if will is not None and not self.graceful:
-            await self._publish_will(will.topic, will.payload, will.retain)
+            await self._publish_will(will)
         if self.filters is not None:
             await self.filters.close()
         try:
@@ -236,15 +237,18 @@ class MqttConnection:
             set(self.received),
         )
 
-    async def _publish_will(self, topic: str, payload: bytes, retain: bool) -> None:
+    async def _publish_will(self, will: Will) -> None:
         """The will, published like a PUBLISH of the client's (its delay is not honoured yet)."""
+        topic, payload, retain = will.topic, will.payload, will.retain
         if not topic_name_is_valid(topic):
             return
         try:
             if retain and not payload:
                 reason, why = await clear_retained(self.broker, self.caller(), topic)
             else:
-                reason, why, _ = await publish_event(self.broker, self.caller(), topic, payload)
+                reason, why, _ = await publish_event(
+                    self.broker, self.caller(), topic, payload, Metadata.of_will(will)
+                )
         except Exception:
             log.exception("MQTT will of %s failed", self.peer, extra={"edge": EDGE})
             return
@@ -374,6 +378,7 @@ class MqttConnection:
             max_packet=connect.maximum_packet_size,
             send_timeout=self.config.send_timeout,
             alias_maximum=connect.topic_alias_maximum,
+            untyped=self.broker.routes.untyped_names,
         )
         self.filters = filters = ClientFilters(
             broker, self.outbox, self.level, self.caller(), peer=self.peer, end=self.end
@@ -482,7 +487,11 @@ class MqttConnection:
             reason, why = await clear_retained(self.broker, self.caller(), packet.topic)
         else:
             reason, why, _ = await publish_event(
-                self.broker, self.caller(), packet.topic, packet.payload
+                self.broker,
+                self.caller(),
+                packet.topic,
+                packet.payload,
+                Metadata.of_publish(packet),
             )
         if reason >= 0x80:
             self.broker.metrics.inc(

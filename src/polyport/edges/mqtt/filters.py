@@ -30,7 +30,7 @@ from polyport.edges.mqtt.outbound import Outbox, event_parts
 from polyport.edges.mqtt.packets import V5, Reason, TopicSubscription
 from polyport.edges.mqtt.sessions import FilterState, Session
 from polyport.edges.mqtt.shared import SharedMember, parse_shared
-from polyport.edges.mqtt.topics import SHARED_PREFIX
+from polyport.edges.mqtt.topics import SHARED_PREFIX, dollar_hidden, filter_to_pattern
 
 if TYPE_CHECKING:
     from polyport.edges.mqtt.connection import Broker
@@ -130,7 +130,7 @@ class ClientFilters:
             return self._join(topic)
         existing = self.plain.get(name)
         try:
-            pattern = Pattern.parse(name)
+            pattern = filter_to_pattern(name)
             types = self.broker.dispatcher.admit_subscribe([pattern], self.caller)
         except InvalidArgument:
             return Reason.TOPIC_FILTER_INVALID  # well formed, but not a channel pattern
@@ -195,8 +195,8 @@ class ClientFilters:
                 if self._join(state.options) >= 0x80:
                     log.info("MQTT session %r: %s refused now", session.client_id, name)
                 continue
-            pattern = Pattern.parse(name)
             try:
+                pattern = filter_to_pattern(name)
                 types = self.broker.dispatcher.admit_subscribe([pattern], self.caller)
             except ServiceError as exc:
                 log.info("MQTT session %r: %s refused now (%s)", session.client_id, name, exc)
@@ -238,11 +238,15 @@ class ClientFilters:
         # Retain As Published: every event was its channel's retained message when it
         # was published, so live events keep RETAIN 1 then (MQTT 5 only).
         retain = entry.options.retain_as_published
+        untyped = outbox.untyped
+        pattern = entry.pattern
         try:
             if entry.retained:
-                for event in await self.broker.retained.last_events(entry.pattern, entry.types):
+                for event in await self.broker.retained.last_events(pattern, entry.types):
+                    if dollar_hidden(pattern, event.channel):
+                        continue
                     await outbox.ready(qos)
-                    topic, tail = event_parts(event, level)
+                    topic, tail = event_parts(event, level, untyped)
                     outbox.put(topic, tail, qos, entry.text, 0, retain=True)
                     await outbox.drain()
             while True:
@@ -250,8 +254,11 @@ class ClientFilters:
                 if not events:
                     return
                 for event in events:
+                    if dollar_hidden(pattern, event.channel):
+                        entry.seq = event.seq
+                        continue
                     await outbox.ready(qos)
-                    topic, tail = event_parts(event, level)
+                    topic, tail = event_parts(event, level, untyped)
                     outbox.put(topic, tail, qos, entry.text, event.seq, retain=retain)
                     entry.seq = event.seq  # sent: a resumed session goes on after it
                     await outbox.drain()

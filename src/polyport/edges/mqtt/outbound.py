@@ -23,9 +23,12 @@ import struct
 from dataclasses import dataclass
 
 from polyport.core.events import Event
+from polyport.core.raw import RawMessage
 from polyport.edges.mqtt.codec import (
     CONTENT_TYPE,
+    CORRELATION_DATA,
     PAYLOAD_FORMAT,
+    RESPONSE_TOPIC,
     TOPIC_ALIAS,
     USER_PROPERTY,
     encode_ack,
@@ -36,18 +39,26 @@ from polyport.edges.mqtt.codec import (
 )
 from polyport.edges.mqtt.packets import V5, PacketType, Reason
 from polyport.edges.mqtt.streams import PacketWriter
+from polyport.edges.mqtt.topics import channel_to_topic
 
 CONTENT = "application/json"
 _TOPIC = "mqtt-topic"
 _TAIL_V5 = "mqtt5"
+_TAIL_V311 = "mqtt311-untyped"
 
 
-def event_parts(event: Event, level: int) -> tuple[bytes, bytes]:
+def event_parts(
+    event: Event, level: int, untyped: frozenset[str] = frozenset()
+) -> tuple[bytes, bytes]:
     """The event's topic and what follows the packet id, encoded once for every client.
 
     MQTT 5 carries the envelope's id and type as user properties beside the
     data (``event-id``, ``event-type``), with content type ``application/json``.
+    An event of an untyped type (named in ``untyped``) goes out as it came in:
+    its topic, its payload, and the properties its publisher gave, nothing added.
     """
+    if event.type in untyped:
+        return _untyped_parts(event, level)
     wire = event.wire
     topic = wire.get(_TOPIC)
     if topic is None:
@@ -67,6 +78,35 @@ def event_parts(event: Event, level: int) -> tuple[bytes, bytes]:
             )
             + event.data
         )
+    return topic, tail
+
+
+_UNTYPED_V5 = "mqtt5-untyped"
+
+
+def _untyped_parts(event: Event, level: int) -> tuple[bytes, bytes]:
+    wire = event.wire
+    topic = wire.get(_TOPIC)
+    if topic is None:
+        topic = wire[_TOPIC] = text(channel_to_topic(event.channel))
+    key = _UNTYPED_V5 if level == V5 else _TAIL_V311
+    tail = wire.get(key)
+    if tail is None:
+        message = RawMessage.model_validate_json(event.data)
+        tail = message.payload
+        if level == V5:
+            props: list[tuple[int, object]] = []
+            if message.payload_format is not None:
+                props.append((PAYLOAD_FORMAT, message.payload_format))
+            if message.content_type is not None:
+                props.append((CONTENT_TYPE, message.content_type))
+            if message.response_topic is not None:
+                props.append((RESPONSE_TOPIC, message.response_topic))
+            if message.correlation is not None:
+                props.append((CORRELATION_DATA, message.correlation))
+            props.extend((USER_PROPERTY, tuple(pair)) for pair in message.user_properties or ())
+            tail = properties(props) + tail
+        wire[key] = tail
     return topic, tail
 
 
@@ -117,8 +157,11 @@ class Outbox:
         max_packet: int | None,
         send_timeout: float,
         alias_maximum: int = 0,
+        untyped: frozenset[str] = frozenset(),
     ) -> None:
         self.writer = writer
+        #: The untyped event types' names: their events go out as they came in.
+        self.untyped = untyped
         self.level = level
         self.max_packet = max_packet
         self.send_timeout = send_timeout
@@ -208,7 +251,7 @@ class Outbox:
     async def send(self, event: Event, qos: int, source: str = "") -> None:
         """Send one event at ``qos``, once a slot is free if it needs acknowledging."""
         await self.ready(qos)
-        topic, tail = event_parts(event, self.level)
+        topic, tail = event_parts(event, self.level, self.untyped)
         self.put(topic, tail, qos, source, event.seq)
         await self.drain()
 

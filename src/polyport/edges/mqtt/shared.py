@@ -20,7 +20,7 @@ from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
 from polyport.edges.mqtt.outbound import Outbox, event_parts
 from polyport.edges.mqtt.packets import TopicSubscription
-from polyport.edges.mqtt.topics import SHARED_PREFIX
+from polyport.edges.mqtt.topics import SHARED_PREFIX, dollar_hidden, filter_to_pattern
 
 log = logging.getLogger("polyport.mqtt")
 
@@ -38,7 +38,7 @@ def parse_shared(name: str) -> tuple[str, Pattern] | None:
     if not slash or not group or not rest or "+" in group or "#" in group:
         return None
     try:
-        return group, Pattern.parse(rest)
+        return group, filter_to_pattern(rest)
     except InvalidArgument:
         return None
 
@@ -75,7 +75,7 @@ class SharedMember:
         """Send one event, once :meth:`has_room` said so (so this does not wait)."""
         qos = self.options.qos
         await self.outbox.ready(qos)
-        topic, tail = event_parts(event, self.level)
+        topic, tail = event_parts(event, self.level, self.outbox.untyped)
         self.outbox.put(topic, tail, qos, self.options.filter, 0)
 
     def leave(self) -> None:
@@ -122,7 +122,8 @@ class SharedGroup:
                     if not events:
                         return
                     for event in events:
-                        await self._deliver(event)
+                        if not dollar_hidden(self.pattern, event.channel):
+                            await self._deliver(event)
             except RecoveryFailed:
                 # Its members did not keep up for longer than history: those events are
                 # theirs no more. Go on from now.
