@@ -37,6 +37,10 @@ class RawMessage(BaseModel):
     response_topic: str | None = None
     #: MQTT 5 Correlation Data, in standard base64.
     correlation_data: str | None = None
+    #: The QoS it was published at over MQTT (it is delivered at no more than this).
+    qos: Literal[0, 1, 2] | None = None
+    #: Published as a retained message (MQTT's RETAIN 1).
+    retain: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _one_payload(self) -> RawMessage:

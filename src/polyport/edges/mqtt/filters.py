@@ -26,7 +26,7 @@ from polyport.core.events import Pattern, position
 from polyport.core.hub import Subscription
 from polyport.edges.mqtt.codec import CONTENT_TYPE, PAYLOAD_FORMAT, properties, text
 from polyport.edges.mqtt.errors import reason_of
-from polyport.edges.mqtt.outbound import Outbox, event_parts
+from polyport.edges.mqtt.outbound import Outbox, event_parts, untyped_flags
 from polyport.edges.mqtt.packets import V5, Reason, TopicSubscription
 from polyport.edges.mqtt.sessions import FilterState, Session
 from polyport.edges.mqtt.shared import SharedMember, parse_shared
@@ -242,12 +242,16 @@ class ClientFilters:
         pattern = entry.pattern
         try:
             if entry.retained:
-                for event in await self.broker.retained.last_events(pattern, entry.types):
+                kept = await self.broker.retained.last_events(pattern, entry.types, untyped)
+                for event in kept:
                     if dollar_hidden(pattern, event.channel):
                         continue
-                    await outbox.ready(qos)
+                    at = qos
+                    if event.type in untyped:
+                        at = min(qos, untyped_flags(event)[0])
+                    await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
-                    outbox.put(topic, tail, qos, entry.text, 0, retain=True)
+                    outbox.put(topic, tail, at, entry.text, 0, retain=True)
                     await outbox.drain()
             while True:
                 events = await entry.subscription.batch()
@@ -257,9 +261,13 @@ class ClientFilters:
                     if dollar_hidden(pattern, event.channel):
                         entry.seq = event.seq
                         continue
-                    await outbox.ready(qos)
+                    at, flag = qos, retain
+                    if event.type in untyped:
+                        published_at, published_retained = untyped_flags(event)
+                        at, flag = min(qos, published_at), retain and published_retained
+                    await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
-                    outbox.put(topic, tail, qos, entry.text, event.seq, retain=retain)
+                    outbox.put(topic, tail, at, entry.text, event.seq, retain=flag)
                     entry.seq = event.seq  # sent: a resumed session goes on after it
                     await outbox.drain()
         except RecoveryFailed:

@@ -57,6 +57,8 @@ class Metadata:
     user_properties: UserProperties = ()
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    qos: int | None = None
+    retain: bool = False
 
     @classmethod
     def of_will(cls, will: Will) -> Metadata:
@@ -70,6 +72,8 @@ class Metadata:
             user_properties=pairs_of(props),
             response_topic=response_topic if isinstance(response_topic, str) else None,
             correlation_data=correlation if isinstance(correlation, bytes) else None,
+            qos=will.qos,
+            retain=will.retain,
         )
 
     @classmethod
@@ -80,6 +84,8 @@ class Metadata:
             packet.user_properties,
             packet.response_topic,
             packet.correlation_data,
+            packet.qos,
+            packet.retain,
         )
 
     def message(self, payload: bytes) -> RawMessage:
@@ -90,6 +96,8 @@ class Metadata:
             content_type=self.content_type,
             payload_format=1 if self.payload_format == 1 else None,
             user_properties=[list(pair) for pair in self.user_properties] or None,
+            qos=self.qos,
+            retain=True if self.retain else None,
             response_topic=self.response_topic,
             correlation_data=(
                 None if correlation is None else base64.b64encode(correlation).decode("ascii")
@@ -121,6 +129,8 @@ async def publish_event(
         data = metadata.message(payload).to_json()
         event = await broker.hub.publish(raw_channel, raw.event.name, data)
         await settle_published()  # acknowledged means durable
+        if metadata.retain:
+            await broker.retained.keep(event)
         return Reason.SUCCESS, "", event
     dispatcher = broker.dispatcher
     try:
@@ -172,7 +182,7 @@ async def clear_retained(broker: Broker, caller: Caller, topic: str) -> tuple[in
             broker.dispatcher.admit_publish(raw.event, caller)
         except ServiceError as exc:
             return reason_of(exc), message_of(exc)
-        await broker.retained.clear(raw_channel)
+        await broker.retained.forget(raw_channel)
         return Reason.SUCCESS, ""
     refused: ServiceError | None = None
     for route in routes:

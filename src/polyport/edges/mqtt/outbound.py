@@ -110,6 +110,20 @@ def _untyped_parts(event: Event, level: int) -> tuple[bytes, bytes]:
     return topic, tail
 
 
+_FLAGS = "mqtt-flags"
+
+
+def untyped_flags(event: Event) -> tuple[int, bool]:
+    """An untyped event's QoS and RETAIN as published (a typed event's: 2 and True, as
+    every event is durable and its channel's retained message when published)."""
+    flags = event.wire.get(_FLAGS)
+    if flags is None:
+        message = RawMessage.model_validate_json(event.data)
+        qos = 2 if message.qos is None else message.qos
+        flags = event.wire[_FLAGS] = bytes((qos, 1 if message.retain else 0))
+    return flags[0], bool(flags[1])
+
+
 def with_alias(tail: bytes, alias: int) -> bytes:
     """An MQTT 5 PUBLISH's ``tail`` (properties, payload) with a Topic Alias added first."""
     length = shift = used = 0
@@ -250,6 +264,8 @@ class Outbox:
 
     async def send(self, event: Event, qos: int, source: str = "") -> None:
         """Send one event at ``qos``, once a slot is free if it needs acknowledging."""
+        if event.type in self.untyped:
+            qos = min(qos, untyped_flags(event)[0])
         await self.ready(qos)
         topic, tail = event_parts(event, self.level, self.untyped)
         self.put(topic, tail, qos, source, event.seq)

@@ -10,6 +10,12 @@ survives a restart with it, and lasts as long as the history of its channel
 (``history.max_age``, ``history.max_events``). Clearing one writes a marker
 (the channel's epoch and last offset) in the records store; a later event of
 the channel supersedes it, and the marker is dropped the next time it is seen.
+
+Untyped topics follow MQTT to the letter, as generic clients expect: their
+retained message is the last one *published with RETAIN 1*, named by a record
+(``mqtt/retained/{channel}`` → its epoch and offset) written when it is
+published and deleted by an empty retained PUBLISH; a PUBLISH without RETAIN
+leaves it as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from polyport.core.records import RecordStore, scan_all
 log = logging.getLogger("polyport.mqtt")
 
 PREFIX = "mqtt/retained-cleared/"
+KEPT = "mqtt/retained/"
 
 
 class RetainedEvents:
@@ -39,6 +46,37 @@ class RetainedEvents:
         self.limit = limit
         #: Cleared channels when there is no records store: channel → (epoch, offset).
         self._cleared: dict[str, tuple[str, int]] = {}
+        #: Untyped channels' retained messages without a records store: channel →
+        #: (epoch, offset).
+        self._kept: dict[str, tuple[str, int]] = {}
+
+    async def keep(self, event: Event) -> None:
+        """``event`` (of an untyped type, published with RETAIN 1) is its channel's
+        retained message."""
+        if self.records is None:
+            self._kept[event.channel] = (event.epoch, event.offset)
+            return
+        value = orjson.dumps({"epoch": event.epoch, "offset": event.offset})
+        await self.records.put(KEPT + event.channel, value)
+
+    async def forget(self, channel: str) -> None:
+        """An untyped channel has no retained message (an empty retained PUBLISH)."""
+        if self.records is None:
+            self._kept.pop(channel, None)
+            return
+        await self.records.delete(KEPT + channel)
+
+    async def _kept_messages(self) -> dict[str, tuple[str, int]]:
+        if self.records is None:
+            return dict(self._kept)
+        found = {}
+        for record in await scan_all(self.records, KEPT):
+            try:
+                value = orjson.loads(record.value)
+                found[record.key[len(KEPT) :]] = (str(value["epoch"]), int(value["offset"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return found
 
     async def _markers(self) -> dict[str, tuple[str, int, int]]:
         """Cleared channels: channel → (epoch, offset cleared up to, record version)."""
@@ -54,16 +92,33 @@ class RetainedEvents:
             found[record.key[len(PREFIX) :]] = mark
         return found
 
-    async def last_events(self, pattern: Pattern, types: frozenset[str] | None) -> list[Event]:
+    async def last_events(
+        self,
+        pattern: Pattern,
+        types: frozenset[str] | None,
+        untyped: frozenset[str] = frozenset(),
+    ) -> list[Event]:
         """The retained message of each channel ``pattern`` matches that the reader may
-        read (``types``): at most :attr:`limit`, by channel name."""
+        read (``types``): at most :attr:`limit`, by channel name. Events of the
+        ``untyped`` types are retained only when published so."""
         log_ = self.hub.log
         markers = await self._markers()
+        kept = await self._kept_messages() if untyped else {}
         found: list[Event] = []
         for info in sorted(await log_.channels(), key=lambda i: i.name):
             if len(found) >= self.limit:
                 break
             if not info.last_offset or not pattern.matches(info.name):
+                continue
+            where = kept.get(info.name)
+            if where is not None:
+                event = await self._at(info.name, *where)
+                if (
+                    event is not None
+                    and event.type in untyped
+                    and (types is None or event.type in types)
+                ):
+                    found.append(event)
                 continue
             mark = markers.get(info.name)
             if mark is not None:
@@ -71,18 +126,23 @@ class RetainedEvents:
                     continue  # cleared, and no event since
                 await self._unmark(info.name, mark[2])  # superseded
             event = await self._last(info)
-            if event is not None and (types is None or event.type in types):
+            if event is None or event.type in untyped:
+                continue  # untyped: not published with RETAIN 1 (else it would be kept)
+            if types is None or event.type in types:
                 found.append(event)
         return found
 
     async def _last(self, info: ChannelInfo) -> Event | None:
+        return await self._at(info.name, info.epoch, info.last_offset)
+
+    async def _at(self, channel: str, epoch: str, offset: int) -> Event | None:
         log_ = self.hub.log
         try:
-            seq = await log_.resolve(Cursor(info.epoch, info.last_offset, False))
-            result = await log_.read([Pattern.parse(info.name)], seq - 1, 1, check=False)
+            seq = await log_.resolve(Cursor(epoch, offset, False))
+            result = await log_.read([Pattern.parse(channel)], seq - 1, 1, check=False)
         except RecoveryFailed:
             return None  # trimmed: history no longer holds it, nor a retained message
-        if result.events and result.events[0].offset == info.last_offset:
+        if result.events and result.events[0].offset == offset:
             return result.events[0]
         return None
 

@@ -18,7 +18,7 @@ import logging
 from polyport.core.errors import InvalidArgument, RecoveryFailed
 from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
-from polyport.edges.mqtt.outbound import Outbox, event_parts
+from polyport.edges.mqtt.outbound import Outbox, event_parts, untyped_flags
 from polyport.edges.mqtt.packets import TopicSubscription
 from polyport.edges.mqtt.topics import SHARED_PREFIX, dollar_hidden, filter_to_pattern
 
@@ -74,6 +74,8 @@ class SharedMember:
     async def send(self, event: Event) -> None:
         """Send one event, once :meth:`has_room` said so (so this does not wait)."""
         qos = self.options.qos
+        if event.type in self.outbox.untyped:
+            qos = min(qos, untyped_flags(event)[0])
         await self.outbox.ready(qos)
         topic, tail = event_parts(event, self.level, self.outbox.untyped)
         self.outbox.put(topic, tail, qos, self.options.filter, 0)

@@ -125,9 +125,9 @@ class UntypedRoute:
     event: EventType
     pattern: Pattern
 
-    def matches(self, topic: str, channel: str) -> bool:
-        if topic.startswith("$") and dollar_hidden(self.pattern, DOLLAR):
-            return False
+    def matches(self, channel: str) -> bool:
+        # A PUBLISH on "$x" goes to "#" too: MQTT's "$" rule (4.7.2) is about what a
+        # subscription's filter matches, applied where events go out.
         return self.pattern.matches(channel)
 
 
@@ -172,6 +172,6 @@ class TopicRoutes:
         if len(channel) > MAX_CHANNEL_LENGTH:
             return None
         for route in self.untyped:
-            if route.matches(topic, channel):
+            if route.matches(channel):
                 return route, channel
         return None
