@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from tests.mqtt.clients import V311, Paho, paho
 from tests.mqtt.conftest import KEYS, node_settings
 from tests.mqtt.service import monitoring
@@ -195,3 +196,44 @@ def test_contract_untyped_event_type(tmp_path: Path) -> None:
             info.wait_for_publish(5)
         finally:
             sub.close()
+
+
+def test_retained_and_qos_as_mqtt_has_them(open_dev: RunningNode) -> None:
+    """On untyped topics the retained message is the last published with RETAIN 1, an
+    empty retained PUBLISH clears it, and delivery is at no more than the published QoS."""
+    assert open_dev.mqtt_port is not None
+    pub, _ = paho(open_dev.mqtt_port)
+    try:
+        pub.client.publish("r/a", b"kept", 1, retain=True).wait_for_publish(5)
+        pub.publish("r/a", b"not retained", 1)
+        pub.client.publish("r/b", b"gone", 1, retain=True).wait_for_publish(5)
+        pub.client.publish("r/b", b"", 1, retain=True).wait_for_publish(5)
+        sub, _ = paho(open_dev.mqtt_port)
+        try:
+            sub.subscribe("r/#", 2)
+            [retained] = drain(sub)
+            assert (retained.topic, retained.payload, retained.retain) == ("r/a", b"kept", True)
+            assert retained.qos == 1
+            pub.publish("r/c", b"at 0", 0)
+            [live] = drain(sub)
+            assert (live.payload, live.qos, live.retain) == (b"at 0", 0, False)
+        finally:
+            sub.close()
+    finally:
+        pub.close()
+
+
+def test_no_local(open_dev: RunningNode) -> None:
+    """A No Local subscription does not get back what its own connection published."""
+    assert open_dev.mqtt_port is not None
+    own, _ = paho(open_dev.mqtt_port)
+    other, _ = paho(open_dev.mqtt_port)
+    try:
+        own.client.subscribe("nl/#", options=SubscribeOptions(qos=1, noLocal=True))
+        own.acks.get(timeout=5)
+        own.publish("nl/x", b"mine", 1)
+        other.publish("nl/x", b"theirs", 1)
+        assert [m.payload for m in drain(own)] == [b"theirs"]
+    finally:
+        own.close()
+        other.close()

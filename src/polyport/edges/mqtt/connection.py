@@ -486,13 +486,22 @@ class MqttConnection:
             # no event (an event has data), the channel's last one is retained no more.
             reason, why = await clear_retained(self.broker, self.caller(), packet.topic)
         else:
-            reason, why, _ = await publish_event(
-                self.broker,
-                self.caller(),
-                packet.topic,
-                packet.payload,
-                Metadata.of_publish(packet),
-            )
+            filters = self.filters
+            if filters is not None:
+                filters.idle.clear()
+            try:
+                reason, why, event = await publish_event(
+                    self.broker,
+                    self.caller(),
+                    packet.topic,
+                    packet.payload,
+                    Metadata.of_publish(packet),
+                )
+                if event is not None and filters is not None:
+                    filters.published(event)
+            finally:
+                if filters is not None:
+                    filters.idle.set()
         if reason >= 0x80:
             self.broker.metrics.inc(
                 "polyport_mqtt_refused_total",

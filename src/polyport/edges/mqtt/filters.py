@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ import orjson
 
 from polyport.core.dispatch import Caller
 from polyport.core.errors import InvalidArgument, RecoveryFailed, ServiceError
-from polyport.core.events import Pattern, position
+from polyport.core.events import Event, Pattern, position
 from polyport.core.hub import Subscription
 from polyport.edges.mqtt.codec import CONTENT_TYPE, PAYLOAD_FORMAT, properties, text
 from polyport.edges.mqtt.errors import reason_of
@@ -39,6 +40,8 @@ log = logging.getLogger("polyport.mqtt")
 
 #: Where a client is told that history no longer holds events its session missed.
 GAPS_TOPIC = "$polyport/gaps"
+#: Events of its own a connection remembers for its No Local filters, at most.
+OWN_REMEMBERED = 1024
 _GAPS = text(GAPS_TOPIC)
 
 
@@ -94,6 +97,20 @@ class ClientFilters:
         self.end = end
         self.plain: dict[str, Filter] = {}
         self.shared: dict[str, SharedMember] = {}
+        #: The ids of the events this connection published lately, while a filter of
+        #: it has No Local: those filters do not send them back (MQTT 5, 3.8.3.1).
+        self.own: OrderedDict[str, None] = OrderedDict()
+        #: Clear while a PUBLISH of this connection is being published: a No Local
+        #: filter that meets an event then waits to know whether it is its own.
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def published(self, event: Event) -> None:
+        """This connection published ``event``: remembered while a filter has No Local."""
+        if any(entry.options.no_local for entry in self.plain.values()):
+            self.own[event.id] = None
+            if len(self.own) > OWN_REMEMBERED:
+                self.own.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self.plain) + len(self.shared)
@@ -240,6 +257,7 @@ class ClientFilters:
         retain = entry.options.retain_as_published
         untyped = outbox.untyped
         pattern = entry.pattern
+        no_local = entry.options.no_local
         try:
             if entry.retained:
                 kept = await self.broker.retained.last_events(pattern, entry.types, untyped)
@@ -258,7 +276,9 @@ class ClientFilters:
                 if not events:
                     return
                 for event in events:
-                    if dollar_hidden(pattern, event.channel):
+                    if no_local and not self.idle.is_set():
+                        await self.idle.wait()  # it may be the one being published
+                    if dollar_hidden(pattern, event.channel) or (no_local and event.id in self.own):
                         entry.seq = event.seq
                         continue
                     at, flag = qos, retain
