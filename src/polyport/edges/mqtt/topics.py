@@ -64,7 +64,9 @@ def channel_to_topic(channel: str) -> str:
 
 def filter_to_pattern(text: str) -> Pattern:
     """A well-formed topic filter as the channel pattern it means; InvalidArgument when
-    it is longer than a channel may be."""
+    it is longer than a channel may be, or under a reserved ``$`` prefix (``$SYS``)."""
+    if (text + "/").startswith(RESERVED_PREFIXES):
+        raise InvalidArgument(f"{text[:80]!r} is reserved")
     return Pattern.parse(topic_to_channel(text))
 
 
