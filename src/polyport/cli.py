@@ -528,6 +528,46 @@ def bench_cluster(
     )
 
 
+@bench_app.command("mqtt")
+def bench_mqtt(
+    messages: Annotated[
+        int, typer.Option(help="Messages published per throughput phase, all publishers.")
+    ] = 50_000,
+    publishers: Annotated[int, typer.Option(help="Publisher processes.")] = 2,
+    subscribers: Annotated[int, typer.Option(help="Subscriber processes.")] = 1,
+    in_flight: Annotated[
+        int, typer.Option(help="QoS 1 PUBLISHes awaiting PUBACK per publisher.")
+    ] = 64,
+    size: Annotated[int, typer.Option(help="Bytes of each message's JSON payload.")] = 100,
+    rate: Annotated[float, typer.Option(help="Messages/s of the latency phases.")] = 1000.0,
+    duration: Annotated[float, typer.Option(help="Seconds of each latency phase.")] = 5.0,
+    idle: Annotated[
+        int, typer.Option(help="Idle connections for the memory figure (0: skip).")
+    ] = 10_000,
+    topics: Annotated[
+        str, typer.Option(help="typed: a validated event type; open: mqtt.open_topics ['#'].")
+    ] = "typed",
+    repeats: Annotated[int, typer.Option(help="Paired rounds; figures are medians.")] = 3,
+    output: OutOption = RESULTS,
+) -> None:
+    """MQTT QoS 0/1 throughput, latency and idle memory: polyport's edge against Mosquitto."""
+    _bench(
+        "mqtt",
+        "run_mqtt_bench",
+        messages=messages,
+        publishers=publishers,
+        subscribers=subscribers,
+        in_flight=in_flight,
+        size=size,
+        rate=rate,
+        duration=duration,
+        idle_connections=idle,
+        topics=topics,
+        repeats=repeats,
+        output=output,
+    )
+
+
 def _bench_realtime(bench: str, **options: Any) -> None:
     _bench("realtime", "run_realtime_bench", bench=bench, **options)
 
