@@ -6,6 +6,11 @@ pass on only their 127.0.0.1 candidates (trickled, and stripped from the
 descriptions). Chromium still gathers on the machine's interfaces itself and
 may pair such a socket with the other page's 127.0.0.1 candidate (Linux
 carries that over the loopback device); docs/webrtc.md says so.
+
+Neither page hangs up until both have their message: RTCPeerConnection.close()
+aborts the SCTP association, and a page that closed as soon as its own message
+came lost the other's, still in flight (one run in six or so; the other page
+then waited for ICE to give up, 15 s, and failed with "connection failed").
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ WEBRTC_ARGS = [
 ]
 
 #: One peer of the room: joins, makes (or answers) the offer, trickles its loopback
-#: candidates, and resolves with the first message the other peer sends it.
+#: candidates, and resolves with the first message the other peer sends it. It
+#: stays connected: the test calls hangUp() once both pages have their message.
 PEER_JS = r"""
 async ({signal, room, name, text}) => {
   const ws = new WebSocket(signal, ["polyport.signal.v1"]);
@@ -45,6 +51,8 @@ async ({signal, room, name, text}) => {
     const talk = (channel) => {
       channel.onopen = () => channel.send(text);
       channel.onmessage = (m) => resolve(m.data);
+      // Say so at once, rather than when ICE gives up 15 s later.
+      channel.onclose = () => reject(new Error("the data channel closed before a message came"));
     };
     pc.ondatachannel = (e) => talk(e.channel);
     pc.onconnectionstatechange = () => {
@@ -94,8 +102,8 @@ async ({signal, room, name, text}) => {
     await request({type: "offer", room, to: other, sdp: loopbackOnly(pc.localDescription.sdp)});
   }
   const message = await received;
-  pc.close();
-  ws.close();
+  // Not pc.close() here: the other page may not have our message yet.
+  window.hangUp = () => { pc.close(); ws.close(); };
   return {message, signaled};
 }
 """
@@ -140,6 +148,8 @@ async def test_two_pages_talk_peer_to_peer(dev: RunningNode, chromium: Any) -> N
     )
     async with asyncio.timeout(20):
         got_alice, got_bob = await asyncio.gather(alice, bob)
+    for page in pages:  # both have their message: now either may hang up
+        await page.evaluate("hangUp()")
     assert got_alice["message"] == "hi alice" and got_bob["message"] == "hi bob"
     # Only loopback candidates crossed the signaling socket (at least one each way).
     for got in (got_alice, got_bob):
