@@ -14,7 +14,7 @@ from polyport.testing import RunningNode, serve_in_thread
 
 KEYS = {
     "reader": ("reader-key", ["read", "alerts"]),
-    "sensor": ("sensor-key", ["telemetry", "read"]),
+    "sensor": ("sensor-key", ["telemetry", "read", "calibrate"]),
     "nobody": ("nobody-key", []),
 }
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from polyport import Service
+from polyport import NotFound, Service
 
 
 class Temperature(BaseModel):
@@ -38,3 +38,18 @@ AlertEvent = monitoring.event("alerts.raised", Alert, channel="alerts/{level}", 
 async def ping() -> str:
     """Something to call (the contract needs a method)."""
     return "pong"
+
+
+class Calibration(BaseModel):
+    """A sensor's calibration, as set."""
+
+    sensor: str
+    offset: float
+
+
+@monitoring.method(scopes=["calibrate"])
+async def calibrate(sensor: str, offset: float = 0.0) -> Calibration:
+    """Set a sensor's offset (MQTT request/response calls it); sensor "gone" does not exist."""
+    if sensor == "gone":
+        raise NotFound(f"no sensor {sensor!r}")
+    return Calibration(sensor=sensor, offset=offset)

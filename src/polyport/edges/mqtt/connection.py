@@ -36,6 +36,7 @@ from polyport.core.errors import (
 from polyport.core.hub import EventHub
 from polyport.core.metrics import Metrics
 from polyport.core.runtime import EventCodec
+from polyport.edges.mqtt.calls import MethodCalls, is_call
 from polyport.edges.mqtt.codec import (
     ASSIGNED_CLIENT_ID,
     MAXIMUM_PACKET_SIZE,
@@ -142,6 +143,7 @@ class MqttConnection:
         self.key: tuple[str, str] | None = None
         self.outbox: Outbox | None = None
         self.filters: ClientFilters | None = None
+        self.calls: MethodCalls | None = None
         #: Topic aliases the client set (MQTT 5): alias → topic.
         self.aliases: dict[int, str] = {}
         #: QoS 2 packet ids received and stored, awaiting the client's PUBREL.
@@ -197,6 +199,8 @@ class MqttConnection:
             await self._publish_will(will)
         if self.filters is not None:
             await self.filters.close()
+        if self.calls is not None:
+            await self.calls.close()
         try:
             await self._keep_session()
         finally:
@@ -383,6 +387,9 @@ class MqttConnection:
         self.filters = filters = ClientFilters(
             broker, self.outbox, self.level, self.caller(), peer=self.peer, end=self.end
         )
+        self.calls = MethodCalls(
+            broker.dispatcher, self.outbox, self.caller(), limit=config.receive_maximum
+        )
         lost = [] if session is None else await filters.resume(session)
         if lost and self.level == V5 and self.problems:
             props.append((REASON_STRING, _GAP_REASON))
@@ -481,7 +488,10 @@ class MqttConnection:
                 "more unacknowledged QoS 2 messages than Receive Maximum",
                 Reason.RECEIVE_MAXIMUM_EXCEEDED,
             )
-        if packet.retain and not packet.payload:
+        call = is_call(packet.topic)
+        if call:
+            reason, why = self._admit_call(packet)
+        elif packet.retain and not packet.payload:
             # An empty retained PUBLISH clears the topic's retained message (3.3.1.3):
             # no event (an event has data), the channel's last one is retained no more.
             reason, why = await clear_retained(self.broker, self.caller(), packet.topic)
@@ -502,6 +512,9 @@ class MqttConnection:
             finally:
                 if filters is not None:
                     filters.idle.set()
+        if call and reason < 0x80:
+            assert self.calls is not None
+            self.calls.start(packet)  # its answer follows the acknowledgement below
         if reason >= 0x80:
             self.broker.metrics.inc(
                 "polyport_mqtt_refused_total",
@@ -528,6 +541,14 @@ class MqttConnection:
                     self.level, PacketType.PUBREC, packet_id, reason, self._reason_string(why)
                 )
             )
+
+    def _admit_call(self, packet: Publish) -> tuple[int, str]:
+        """Whether a request to ``$polyport/call/…`` can be answered: (reason, why)."""
+        if self.level != V5:
+            return Reason.TOPIC_NAME_INVALID, "calling a method over MQTT needs MQTT 5"
+        assert self.calls is not None
+        refusal = self.calls.refusal(packet)
+        return refusal if refusal is not None else (Reason.SUCCESS, "")
 
     def _on_ack(self, packet: Ack) -> None:
         if packet.kind is PacketType.PUBREL:
