@@ -28,8 +28,10 @@ def connect_packet(
     return frame(0x10, body)
 
 
-def publish_packet(level: int, topic: str, payload: bytes, *, qos: int = 0) -> bytes:
-    body = text(topic) + (struct.pack("!H", 1) if qos else b"")
+def publish_packet(
+    level: int, topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1
+) -> bytes:
+    body = text(topic) + (struct.pack("!H", packet_id) if qos else b"")
     if level == 5:
         body += properties([])
     return frame(0x30 | (qos << 1), body + payload)
@@ -68,3 +70,25 @@ def connected(port: int, level: int = 5, **options: object) -> socket.socket:
         rest += sock.recv(head[1] - len(rest))
     assert rest[1] == 0, rest
     return sock
+
+
+def split_packets(data: bytes) -> list[tuple[int, bytes]]:
+    """Whole packets in ``data``, as (first byte, body); a partial one at the end is left."""
+    packets = []
+    pos = 0
+    while pos + 2 <= len(data):
+        length = shift = 0
+        used = 1
+        while True:
+            if pos + used >= len(data):
+                return packets
+            byte = data[pos + used]
+            length |= (byte & 0x7F) << shift
+            shift, used = shift + 7, used + 1
+            if not byte & 0x80:
+                break
+        if pos + used + length > len(data):
+            break
+        packets.append((data[pos], data[pos + used : pos + used + length]))
+        pos += used + length
+    return packets

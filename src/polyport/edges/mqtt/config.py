@@ -112,6 +112,11 @@ class MqttConfig(Section):
     #: an MQTT 3.1.1 client with clean session 0, whose sessions never expire by the
     #: specification, gets this too. 0 turns persistent sessions off.
     max_session_expiry: int = Field(default=86400, ge=0, le=0xFFFFFFFF)
+    #: The longest keep-alive an MQTT 5 client may use, in seconds: one asking for more
+    #: (or for none, 0) is given this as Server Keep Alive in CONNACK, and is
+    #: disconnected after 1.5 times it without a packet. 0: no cap (MQTT 3.1.1 clients,
+    #: which cannot be told, keep theirs).
+    max_keep_alive: int = Field(default=0, ge=0, le=65535)
     #: Sessions of disconnected clients kept by this node; one more forgets the one
     #: that would expire first.
     max_sessions: int = Field(default=10_000, ge=0)

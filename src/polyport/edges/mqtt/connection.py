@@ -43,6 +43,7 @@ from polyport.edges.mqtt.codec import (
     PINGRESP,
     REASON_STRING,
     RECEIVE_MAXIMUM,
+    SERVER_KEEP_ALIVE,
     SESSION_EXPIRY,
     SUBSCRIPTION_ID_AVAILABLE,
     TOPIC_ALIAS_MAXIMUM,
@@ -94,6 +95,12 @@ log = logging.getLogger("polyport.mqtt")
 
 EDGE = "mqtt"
 CHUNK = 64 * 1024
+#: After a DISCONNECT for the client's own fault, what it still sends is read and
+#: dropped for at most this many seconds (and bytes) before the socket closes: closed
+#: with unread data, TCP resets, and a client still writing would lose our
+#: DISCONNECT to the reset before reading it.
+LINGER = 1.0
+LINGER_BYTES = 1 << 20
 _CONNACK_V311_UNSUPPORTED = encode_connack(V311, ConnectReturn.UNACCEPTABLE_PROTOCOL_VERSION)
 
 
@@ -158,6 +165,10 @@ class MqttConnection:
         self.handover = False
         #: Set once the connection is closed and its session kept.
         self.done = asyncio.Event()
+        #: The keep-alive in force (the client's, or Server Keep Alive).
+        self.keep_alive = 0
+        #: Our DISCONNECT is written and our side shut: drain the client's before closing.
+        self.lingering = False
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -180,27 +191,54 @@ class MqttConnection:
     def _refuse(self, error: MqttError) -> None:
         """After CONNECT: MQTT 5 says why in a DISCONNECT; MQTT 3.1.1 just closes."""
         log.debug("MQTT client %s: %s", self.peer, error, extra={"edge": EDGE})
-        self.end(error.reason, str(error))
+        self.end(error.reason, str(error), linger=True)
 
-    def end(self, reason: int = 0, why: str | None = None) -> None:
-        """Close the connection, with an MQTT 5 DISCONNECT first once connected."""
+    def end(self, reason: int = 0, why: str | None = None, *, linger: bool = False) -> None:
+        """Close the connection, with an MQTT 5 DISCONNECT first once connected.
+
+        ``linger`` (from the connection's own task, which then drains in
+        :meth:`_close`): shut our side after the DISCONNECT and close only once
+        the client has read it and closed, or after :data:`LINGER` seconds.
+        """
         if self.ended:
             return
         self.ended = True
-        if self.connect is not None and self.level == V5 and not self.writer.is_closing():
-            self.writer.write(encode_disconnect(reason, why if self.problems else None))
+        writer = self.writer
+        if self.connect is not None and self.level == V5 and not writer.is_closing():
+            writer.write(encode_disconnect(reason, why if self.problems else None))
+            if linger and writer.can_write_eof():
+                writer.write_eof()
+                self.lingering = True
+                return
+        if not writer.is_closing():
+            writer.close()
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends, until it closes or LINGER passes."""
+        self.lingering = False
+        drained = 0
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LINGER):
+                while drained < LINGER_BYTES:
+                    data = await self.reader.read(CHUNK)
+                    if not data:
+                        break
+                    drained += len(data)
         if not self.writer.is_closing():
             self.writer.close()
 
     async def _close(self) -> None:
-        self.end()
-        will = self.connect.will if self.connect is not None else None
-        if will is not None and not self.graceful:
-            await self._publish_will(will)
+        # Nothing is sent after the DISCONNECT: the pumps and calls stop first.
         if self.filters is not None:
             await self.filters.close()
         if self.calls is not None:
             await self.calls.close()
+        if self.lingering:
+            await self._linger()
+        self.end()
+        will = self.connect.will if self.connect is not None else None
+        if will is not None and not self.graceful:
+            await self._publish_will(will)
         try:
             await self._keep_session()
         finally:
@@ -394,6 +432,11 @@ class MqttConnection:
         if lost and self.level == V5 and self.problems:
             props.append((REASON_STRING, _GAP_REASON))
         present = session is not None
+        self.keep_alive = connect.keep_alive
+        cap = config.max_keep_alive
+        if self.level == V5 and cap and not 0 < connect.keep_alive <= cap:
+            self.keep_alive = cap  # the client must use it (MQTT-3.2.2-21)
+            props.append((SERVER_KEEP_ALIVE, cap))
         if self.level == V5:
             props += [
                 (RECEIVE_MAXIMUM, self.config.receive_maximum),
@@ -418,7 +461,7 @@ class MqttConnection:
     async def _packets(self) -> None:
         assert self.connect is not None
         loop = asyncio.get_running_loop()
-        keep_alive = self.connect.keep_alive * 1.5
+        keep_alive = self.keep_alive * 1.5
         last = loop.time()
         while not self.ended:
             frame = self.frames.next()

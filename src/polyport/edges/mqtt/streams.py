@@ -51,6 +51,10 @@ class PacketWriter(Protocol):
 
     def close(self) -> None: ...
 
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
+
     async def wait_closed(self) -> None: ...
 
     async def drain(self) -> None: ...
@@ -90,6 +94,12 @@ class WebSocketStream:
 
     def close(self) -> None:
         self.ws.close(CLOSE_NORMAL)
+
+    def can_write_eof(self) -> bool:
+        return False  # a WebSocket closes whole, with its closing handshake
+
+    def write_eof(self) -> None:
+        raise NotImplementedError
 
     async def wait_closed(self) -> None:
         """Nothing to wait for: the server finishes the closing handshake itself."""

@@ -1,0 +1,88 @@
+"""MQTT 5 protocol details the Paho interoperability suite checks: Server Keep Alive,
+subscription identifiers, will messages and their delay, message expiry, and a
+DISCONNECT the client can read while it is still writing."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.mqtt.clients import paho
+from tests.mqtt.conftest import node_settings
+from tests.mqtt.service import monitoring
+from tests.mqtt.wire import (
+    connect_packet,
+    connected,
+    dial,
+    publish_packet,
+    read_until_closed,
+    split_packets,
+)
+
+from polyport.edges.mqtt.codec import SERVER_KEEP_ALIVE
+from polyport.testing import RunningNode, serve_in_thread
+
+
+@pytest.fixture
+def tuned(tmp_path: Path) -> Iterator[RunningNode]:
+    """Development mode, every topic open, Server Keep Alive 2 s, Receive Maximum 2."""
+    mqtt = {
+        "port": 0,
+        "connect_timeout": 1.0,
+        "max_keep_alive": 2,
+        "receive_maximum": 2,
+        "open_topics": ["#"],
+    }
+    with serve_in_thread(monitoring, node_settings(tmp_path, dev=True, mqtt=mqtt)) as node:
+        yield node
+
+
+def connack(sock: socket.socket, keep_alive: int) -> bytes:
+    """CONNECT with ``keep_alive`` on ``sock``: the CONNACK's bytes."""
+    sock.sendall(connect_packet(5, keep_alive=keep_alive))
+    head = sock.recv(2)
+    rest = b""
+    while len(rest) < head[1]:
+        rest += sock.recv(head[1] - len(rest))
+    assert head[0] == 0x20 and rest[1] == 0
+    return rest
+
+
+def test_server_keep_alive_caps_the_clients(tuned: RunningNode) -> None:
+    """A keep-alive above mqtt.max_keep_alive (or none) is answered with Server Keep
+    Alive, and held to it; one within it is left alone."""
+    client, _ = paho(tuned.mqtt_port or 0)  # keepalive 30
+    try:
+        assert client.connack_properties.ServerKeepAlive == 2
+    finally:
+        client.close()
+    with dial(tuned.mqtt_port or 0) as sock:
+        assert bytes((SERVER_KEEP_ALIVE, 0, 1)) not in connack(sock, keep_alive=1)
+    with dial(tuned.mqtt_port or 0) as sock:
+        assert bytes((SERVER_KEEP_ALIVE, 0, 2)) in connack(sock, keep_alive=0)
+        started = time.monotonic()
+        answer, closed = read_until_closed(sock, limit=6)
+        assert closed and answer[0] == 0xE0 and answer[2] == 0x8D  # keep alive timeout
+        assert 2.5 < time.monotonic() - started < 5
+
+
+def test_a_client_still_writing_reads_the_disconnect(tuned: RunningNode) -> None:
+    """Past Receive Maximum, DISCONNECT 0x93 arrives even while the client keeps writing:
+    the node drains what it sends before closing, instead of resetting the connection."""
+    with connected(tuned.mqtt_port or 0) as sock:
+        burst = b"".join(publish_packet(5, "flow/x", b"m", qos=2, packet_id=i) for i in range(1, 4))
+        sock.sendall(burst + b"\xc0\x00" * 20_000)  # and more, unread when it refuses
+        received = bytearray()
+        sock.settimeout(5)
+        wrote_more = False
+        while chunk := sock.recv(65536):  # a reset would raise ConnectionResetError
+            received += chunk
+            if not wrote_more and 0xE0 in {first for first, _ in split_packets(received)}:
+                sock.sendall(b"\xc0\x00" * 1000)  # still writing after the DISCONNECT
+                wrote_more = True
+        packets = split_packets(received)
+        assert packets[-1] == (0xE0, packets[-1][1]) and packets[-1][1][0] == 0x93
+        assert [first for first, _ in packets].count(0x50) == 2  # PUBREC, PUBREC, then no
