@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,11 +75,13 @@ def paho(
     clean: bool = True,
     expiry: int | None = None,
     transport: str = "tcp",
+    setup: Callable[[mqtt.Client], None] | None = None,
 ) -> tuple[Paho, int]:
     """A paho client connected to ``port``: the client and the CONNACK code it got.
 
     ``clean`` is Clean Start (MQTT 5) or clean session (3.1.1); ``expiry`` the MQTT 5
-    Session Expiry Interval. ``expect`` other than 0 is a refusal the caller checks;
+    Session Expiry Interval; ``setup`` is called with the client before it connects
+    (``will_set``, say). ``expect`` other than 0 is a refusal the caller checks;
     the client is stopped then.
     """
     client = mqtt.Client(
@@ -111,6 +114,8 @@ def paho(
     client.on_message = lambda c, u, m: box.messages.put(m)
     client.on_subscribe = lambda c, u, mid, codes, p: box.acks.put(codes)
     client.on_publish = lambda c, u, mid, code, p: None
+    if setup is not None:
+        setup(client)
     if version == V5:
         props = None
         if expiry is not None:

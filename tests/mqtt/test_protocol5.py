@@ -4,13 +4,18 @@ DISCONNECT the client can read while it is still writing."""
 
 from __future__ import annotations
 
+import queue
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
-from tests.mqtt.clients import paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tests.mqtt.clients import V5, V311, paho
 from tests.mqtt.conftest import node_settings
 from tests.mqtt.service import monitoring
 from tests.mqtt.wire import (
@@ -86,3 +91,83 @@ def test_a_client_still_writing_reads_the_disconnect(tuned: RunningNode) -> None
         packets = split_packets(received)
         assert packets[-1] == (0xE0, packets[-1][1]) and packets[-1][1][0] == 0x93
         assert [first for first, _ in packets].count(0x50) == 2  # PUBREC, PUBREC, then no
+
+
+def will(delay: int | None = None) -> Callable[[mqtt.Client], None]:
+    """A paho setup giving the client a will on wills/dev1, with ``delay`` if given."""
+
+    def setup(client: mqtt.Client) -> None:
+        props = None
+        if delay is not None:
+            props = Properties(PacketTypes.WILLMESSAGE)
+            props.WillDelayInterval = delay
+        client.will_set("wills/dev1", b"gone", qos=1, properties=props)
+
+    return setup
+
+
+@pytest.mark.parametrize("version", [V5, V311])
+def test_a_will_is_published_when_the_connection_breaks(tuned: RunningNode, version: int) -> None:
+    """A connection that ends without DISCONNECT publishes its will; one that says
+    DISCONNECT does not (MQTT 5: unless its reason is 0x04, with will)."""
+    port = tuned.mqtt_port or 0
+    watcher, _ = paho(port)
+    try:
+        assert watcher.subscribe("wills/#", 1) == [1]
+        polite, _ = paho(port, version, client_id="polite", setup=will())
+        polite.close()  # DISCONNECT 0x00
+        broken, _ = paho(port, version, client_id="broken", setup=will())
+        broken.stop()  # the socket closes, no DISCONNECT
+        message = watcher.message()
+        assert (message.topic, message.payload) == ("wills/dev1", b"gone")
+        with pytest.raises(queue.Empty):
+            watcher.message(timeout=0.5)
+        if version == V5:
+            leaving, _ = paho(port, version, client_id="leaving", setup=will())
+            leaving.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+            assert watcher.message().payload == b"gone"
+            leaving.stop()
+    finally:
+        watcher.close()
+
+
+def test_a_will_waits_for_its_delay(tuned: RunningNode) -> None:
+    """The will goes out after the smaller of Will Delay Interval and session expiry."""
+    port = tuned.mqtt_port or 0
+    watcher, _ = paho(port)
+    try:
+        assert watcher.subscribe("wills/#", 1) == [1]
+        for delay, expiry in [(1, 30), (30, 1)]:
+            client, _ = paho(port, client_id="late", expiry=expiry, setup=will(delay))
+            client.stop()
+            started = time.monotonic()
+            with pytest.raises(queue.Empty):
+                watcher.message(timeout=0.6)
+            assert watcher.message(timeout=3).payload == b"gone"
+            assert 0.8 < time.monotonic() - started < 2.5
+    finally:
+        watcher.close()
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_a_client_back_in_time_cancels_its_will(tuned: RunningNode, clean: bool) -> None:
+    """Back for its session (Clean Start 0) before the delay: no will. Back with Clean
+    Start 1: the old session ends, and its will goes out at once."""
+    port = tuned.mqtt_port or 0
+    watcher, _ = paho(port)
+    try:
+        assert watcher.subscribe("wills/#", 1) == [1]
+        client, _ = paho(port, client_id="flaky", expiry=60, setup=will(2))
+        client.stop()
+        time.sleep(0.3)
+        again, _ = paho(port, client_id="flaky", clean=clean, expiry=60)
+        try:
+            if clean:
+                assert watcher.message(timeout=1).payload == b"gone"
+            else:
+                with pytest.raises(queue.Empty):
+                    watcher.message(timeout=2.5)
+        finally:
+            again.close()
+    finally:
+        watcher.close()

@@ -227,6 +227,7 @@ class MqttEdge(ListenerEdge, WebSocketEdge, ChannelEdge):
         with contextlib.suppress(Exception):
             await server.wait_closed()
         await self.broker.groups.stop()
+        await self.broker.wills.flush()
         if self.sweeper is not None:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

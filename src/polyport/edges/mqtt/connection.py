@@ -90,6 +90,7 @@ from polyport.edges.mqtt.topics import (
     check_filter,
     topic_name_is_valid,
 )
+from polyport.edges.mqtt.wills import DelayedWills
 
 log = logging.getLogger("polyport.mqtt")
 
@@ -118,6 +119,8 @@ class Broker:
     sessions: SessionStore
     retained: RetainedEvents
     groups: SharedGroups
+    #: Wills waiting for their Will Delay Interval.
+    wills: DelayedWills = field(default_factory=DelayedWills)
     #: Open connections, and the connected ones by (subject, client id) for takeovers.
     connections: set[MqttConnection] = field(default_factory=set)
     clients: dict[tuple[str, str], MqttConnection] = field(default_factory=dict)
@@ -238,7 +241,14 @@ class MqttConnection:
         self.end()
         will = self.connect.will if self.connect is not None else None
         if will is not None and not self.graceful:
-            await self._publish_will(will)
+            # Published after the Will Delay Interval, or when the session ends if
+            # sooner (MQTT 5, 3.1.3.2.2): a session that ends with the connection
+            # (expiry 0) publishes it now.
+            delay = min(will.delay, self.expiry)
+            if delay and self.key is not None:
+                self.broker.wills.schedule(self.key, delay, lambda: self._publish_will(will))
+            else:
+                await self._publish_will(will)
         try:
             await self._keep_session()
         finally:
@@ -280,7 +290,7 @@ class MqttConnection:
         )
 
     async def _publish_will(self, will: Will) -> None:
-        """The will, published like a PUBLISH of the client's (its delay is not honoured yet)."""
+        """The will, published like a PUBLISH of the client's."""
         topic, payload, retain = will.topic, will.payload, will.retain
         if not topic_name_is_valid(topic):
             return
@@ -399,6 +409,10 @@ class MqttConnection:
                     await previous.done.wait()  # its session kept, to be resumed here
         broker.clients[key] = self
         self.connect = connect
+        if connect.clean_start:
+            await broker.wills.now(key)  # the old session ends here: its will goes out
+        else:
+            broker.wills.drop(key)  # back in time: the will is not published
         # MQTT 3.1.1 sessions never expire by the specification; here they last as long
         # as the longest an MQTT 5 client may ask for.
         if self.level == V5:
