@@ -8,14 +8,16 @@ import queue
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from tests.mqtt.clients import V5, V311, paho
+from tests.mqtt.clients import V5, V311, Paho, paho
 from tests.mqtt.conftest import node_settings
 from tests.mqtt.service import monitoring
 from tests.mqtt.wire import (
@@ -28,6 +30,8 @@ from tests.mqtt.wire import (
 )
 
 from polyport.edges.mqtt.codec import SERVER_KEEP_ALIVE
+from polyport.edges.mqtt.packets import TopicSubscription
+from polyport.edges.mqtt.sessions import FilterState, Session
 from polyport.testing import RunningNode, serve_in_thread
 
 
@@ -171,3 +175,58 @@ def test_a_client_back_in_time_cancels_its_will(tuned: RunningNode, clean: bool)
             again.close()
     finally:
         watcher.close()
+
+
+def subscribe_with_id(client: Paho, topic: str, ident: int | None) -> None:
+    props = None
+    if ident is not None:
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.SubscriptionIdentifier = ident
+    client.client.subscribe(topic, 1, properties=props)
+    client.acks.get(timeout=5)
+
+
+def ids_of(message: mqtt.MQTTMessage) -> list[int]:
+    return list(getattr(message.properties, "SubscriptionIdentifier", []))
+
+
+def test_subscription_identifiers_come_with_what_their_filter_delivers(
+    tuned: RunningNode,
+) -> None:
+    """Each filter's Subscription Identifier is on the PUBLISH packets it delivers (one
+    copy per overlapping filter, each with its own), none where it had none, and a
+    resumed session keeps them."""
+    port = tuned.mqtt_port or 0
+    client, _ = paho(port, client_id="ids", expiry=60)
+    publisher, _ = paho(port)
+    try:
+        assert client.connack_properties.SubscriptionIdentifierAvailable == 1
+        subscribe_with_id(client, "ids/a", 7)
+        subscribe_with_id(client, "ids/#", 9)
+        subscribe_with_id(client, "plain/+", None)
+        publisher.publish("ids/a", b"1", 1)
+        got = sorted(ids_of(client.message()) + ids_of(client.message()))
+        assert got == [7, 9]
+        publisher.publish("plain/x", b"2", 1)
+        assert ids_of(client.message()) == []
+        client.close()
+        publisher.publish("ids/b", b"3", 1)  # while it is away
+        client, _ = paho(port, client_id="ids", clean=False, expiry=60)
+        message = client.message()
+        assert (message.topic, ids_of(message)) == ("ids/b", [9])
+    finally:
+        client.close()
+        publisher.close()
+
+
+def test_a_session_record_keeps_subscription_identifiers() -> None:
+    """The records store keeps each filter's identifier; a record from before them reads."""
+    options = TopicSubscription("ids/#", 1, subscription_id=9)
+    session = Session("s", "c", 60, "e1", {"ids/#": FilterState(options, 4)})
+    again = Session.from_record(session.record(), 1)
+    assert again.filters["ids/#"].options.subscription_id == 9
+    old = orjson.loads(session.record())
+    old["filters"] = [row[:6] for row in old["filters"]]
+    assert Session.from_record(orjson.dumps(old), 1).filters["ids/#"].options == replace(
+        options, subscription_id=None
+    )

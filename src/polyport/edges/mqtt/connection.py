@@ -455,7 +455,7 @@ class MqttConnection:
             props += [
                 (RECEIVE_MAXIMUM, self.config.receive_maximum),
                 (MAXIMUM_PACKET_SIZE, self.config.max_packet),
-                (SUBSCRIPTION_ID_AVAILABLE, 0),
+                (SUBSCRIPTION_ID_AVAILABLE, 1),
             ]
             if self.config.topic_alias_maximum:
                 props.append((TOPIC_ALIAS_MAXIMUM, self.config.topic_alias_maximum))
@@ -626,17 +626,16 @@ class MqttConnection:
     # -- SUBSCRIBE ------------------------------------------------------------------------------
 
     async def _on_subscribe(self, packet: Subscribe) -> None:
-        if packet.subscription_id is not None:
-            raise MqttError(
-                "subscription identifiers are not supported",
-                Reason.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-            )
         for topic in packet.topics:
             check_filter(topic.filter)
         filters = self.filters
         assert filters is not None
+        topics = packet.topics
+        if packet.subscription_id is not None:
+            # Stored with each filter of the SUBSCRIBE, sent with what it delivers.
+            topics = tuple(replace(t, subscription_id=packet.subscription_id) for t in topics)
         started: list[Filter] = []
-        codes = [await filters.subscribe(topic, started) for topic in packet.topics]
+        codes = [await filters.subscribe(topic, started) for topic in topics]
         if self.level == V311:
             codes = [SUBACK_FAILURE if code >= 0x80 else code for code in codes]
         self.writer.write(encode_suback(self.level, packet.packet_id, codes))

@@ -258,6 +258,7 @@ class ClientFilters:
         untyped = outbox.untyped
         pattern = entry.pattern
         no_local = entry.options.no_local
+        ident = entry.options.subscription_id
         try:
             if entry.retained:
                 kept = await self.broker.retained.last_events(pattern, entry.types, untyped)
@@ -269,7 +270,7 @@ class ClientFilters:
                         at = min(qos, untyped_flags(event)[0])
                     await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
-                    outbox.put(topic, tail, at, entry.text, 0, retain=True)
+                    outbox.put(topic, tail, at, entry.text, 0, retain=True, subscription_id=ident)
                     await outbox.drain()
             while True:
                 events = await entry.subscription.batch()
@@ -287,7 +288,9 @@ class ClientFilters:
                         at, flag = min(qos, published_at), retain and published_retained
                     await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
-                    outbox.put(topic, tail, at, entry.text, event.seq, retain=flag)
+                    outbox.put(
+                        topic, tail, at, entry.text, event.seq, retain=flag, subscription_id=ident
+                    )
                     entry.seq = event.seq  # sent: a resumed session goes on after it
                     await outbox.drain()
         except RecoveryFailed:

@@ -29,6 +29,7 @@ from polyport.edges.mqtt.codec import (
     CORRELATION_DATA,
     PAYLOAD_FORMAT,
     RESPONSE_TOPIC,
+    SUBSCRIPTION_ID,
     TOPIC_ALIAS,
     USER_PROPERTY,
     encode_ack,
@@ -124,8 +125,9 @@ def untyped_flags(event: Event) -> tuple[int, bool]:
     return flags[0], bool(flags[1])
 
 
-def with_alias(tail: bytes, alias: int) -> bytes:
-    """An MQTT 5 PUBLISH's ``tail`` (properties, payload) with a Topic Alias added first."""
+def with_property(tail: bytes, encoded: bytes) -> bytes:
+    """An MQTT 5 PUBLISH's ``tail`` (properties, payload) with one more property first,
+    ``encoded`` (its identifier and value)."""
     length = shift = used = 0
     while True:
         byte = tail[used]
@@ -133,7 +135,17 @@ def with_alias(tail: bytes, alias: int) -> bytes:
         shift, used = shift + 7, used + 1
         if not byte & 0x80:
             break
-    return varint(length + 3) + bytes((TOPIC_ALIAS,)) + struct.pack("!H", alias) + tail[used:]
+    return varint(length + len(encoded)) + encoded + tail[used:]
+
+
+def with_alias(tail: bytes, alias: int) -> bytes:
+    """An MQTT 5 PUBLISH's ``tail`` with a Topic Alias added first."""
+    return with_property(tail, bytes((TOPIC_ALIAS,)) + struct.pack("!H", alias))
+
+
+def with_subscription_id(tail: bytes, subscription_id: int) -> bytes:
+    """An MQTT 5 PUBLISH's ``tail`` with the Subscription Identifier of its filter."""
+    return with_property(tail, varint(SUBSCRIPTION_ID) + varint(subscription_id))
 
 
 _NO_TOPIC = b"\x00\x00"
@@ -220,9 +232,23 @@ class Outbox:
             await self.slots.acquire()
 
     def put(
-        self, topic: bytes, tail: bytes, qos: int, source: str, seq: int, *, retain: bool = False
+        self,
+        topic: bytes,
+        tail: bytes,
+        qos: int,
+        source: str,
+        seq: int,
+        *,
+        retain: bool = False,
+        subscription_id: int | None = None,
     ) -> bool:
-        """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large)."""
+        """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large).
+
+        ``subscription_id``: the Subscription Identifier of the filter it matched
+        (MQTT 5; part of the message, so sent again with it).
+        """
+        if subscription_id is not None and self.level == V5:
+            tail = with_subscription_id(tail, subscription_id)
         wire_topic, wire_tail, new_alias = topic, tail, False
         if self.alias_maximum:
             alias = self.aliases.get(topic)

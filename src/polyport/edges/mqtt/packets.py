@@ -155,6 +155,8 @@ class TopicSubscription:
     no_local: bool = False
     retain_as_published: bool = False
     retain_handling: int = 0
+    #: The SUBSCRIBE's Subscription Identifier (MQTT 5), sent with each matching PUBLISH.
+    subscription_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class Session:
                 state.options.retain_as_published,
                 state.options.retain_handling,
                 min(state.after, oldest.get(text, state.after)),
+                state.options.subscription_id,
             ]
             for text, state in self.filters.items()
         ]
@@ -109,9 +110,12 @@ class Session:
     @classmethod
     def from_record(cls, value: bytes, version: int) -> Session:
         data = orjson.loads(value)
+        # A record written before subscription identifiers has six fields a filter.
         filters = {
-            text: FilterState(TopicSubscription(text, qos, nl, rap, rh), after)
-            for text, qos, nl, rap, rh, after in data["filters"]
+            text: FilterState(
+                TopicSubscription(text, qos, nl, rap, rh, (ident or [None])[0]), after
+            )
+            for text, qos, nl, rap, rh, after, *ident in data["filters"]
         }
         return cls(
             data["subject"],

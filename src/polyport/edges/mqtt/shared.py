@@ -78,7 +78,9 @@ class SharedMember:
             qos = min(qos, untyped_flags(event)[0])
         await self.outbox.ready(qos)
         topic, tail = event_parts(event, self.level, self.outbox.untyped)
-        self.outbox.put(topic, tail, qos, self.options.filter, 0)
+        self.outbox.put(
+            topic, tail, qos, self.options.filter, 0, subscription_id=self.options.subscription_id
+        )
 
     def leave(self) -> None:
         group, self.group = self.group, None
