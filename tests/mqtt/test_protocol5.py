@@ -230,3 +230,50 @@ def test_a_session_record_keeps_subscription_identifiers() -> None:
     assert Session.from_record(orjson.dumps(old), 1).filters["ids/#"].options == replace(
         options, subscription_id=None
     )
+
+
+def publish_expiring(client: Paho, topic: str, payload: bytes, qos: int, expiry: int) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = expiry
+    client.client.publish(topic, payload, qos, retain=True, properties=props).wait_for_publish(5)
+
+
+def test_an_expired_message_is_not_delivered(tuned: RunningNode) -> None:
+    """A message that waited past its Message Expiry Interval for a session away (or as
+    a retained message) is dropped; one delivered later carries the seconds it has left."""
+    port = tuned.mqtt_port or 0
+    away, _ = paho(port, client_id="away", expiry=60)
+    away.subscribe("exp/#", 2)
+    away.close()
+    publisher, _ = paho(port)
+    try:
+        for qos in (1, 2):
+            publish_expiring(publisher, "exp/a", b"expire %d" % qos, qos, 1)
+        for qos in (1, 2):
+            publish_expiring(publisher, "exp/a", b"keep %d" % qos, qos, 6)
+        publisher.publish("exp/b", b"never expires", 1)
+        live, _ = paho(port)
+        live.subscribe("exp/live", 1)
+        publish_expiring(publisher, "exp/live", b"now", 1, 6)
+        message = live.message()
+        assert 5 <= message.properties.MessageExpiryInterval <= 6
+        live.close()
+        time.sleep(2.2)
+        away, _ = paho(port, client_id="away", clean=False, expiry=60)
+        got = {m.payload: m for m in [away.message() for _ in range(4)]}
+        assert sorted(got) == [b"keep 1", b"keep 2", b"never expires", b"now"]
+        for payload in (b"keep 1", b"keep 2", b"now"):
+            assert 1 <= got[payload].properties.MessageExpiryInterval <= 4
+        assert not hasattr(got[b"never expires"].properties, "MessageExpiryInterval")
+        with pytest.raises(queue.Empty):
+            away.message(timeout=0.3)
+        away.close()
+        publish_expiring(publisher, "exp/a", b"short", 1, 1)  # retained, for a second
+        time.sleep(1.2)
+        late, _ = paho(port)
+        late.subscribe("exp/a", 1)
+        with pytest.raises(queue.Empty):
+            late.message(timeout=0.5)  # the retained message expired
+        late.close()
+    finally:
+        publisher.close()

@@ -17,7 +17,7 @@ import binascii
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RawMessage(BaseModel):
@@ -41,6 +41,9 @@ class RawMessage(BaseModel):
     qos: Literal[0, 1, 2] | None = None
     #: Published as a retained message (MQTT's RETAIN 1).
     retain: Literal[True] | None = None
+    #: MQTT 5 Message Expiry Interval, in seconds from the event's time: not delivered
+    #: over MQTT after that.
+    expiry: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
 
     @model_validator(mode="after")
     def _one_payload(self) -> RawMessage:

@@ -27,7 +27,7 @@ from polyport.core.events import Event, Pattern, position
 from polyport.core.hub import Subscription
 from polyport.edges.mqtt.codec import CONTENT_TYPE, PAYLOAD_FORMAT, properties, text
 from polyport.edges.mqtt.errors import reason_of
-from polyport.edges.mqtt.outbound import Outbox, event_parts, untyped_flags
+from polyport.edges.mqtt.outbound import Outbox, event_parts, expires_at, untyped_flags
 from polyport.edges.mqtt.packets import V5, Reason, TopicSubscription
 from polyport.edges.mqtt.sessions import FilterState, Session
 from polyport.edges.mqtt.shared import SharedMember, parse_shared
@@ -270,7 +270,16 @@ class ClientFilters:
                         at = min(qos, untyped_flags(event)[0])
                     await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
-                    outbox.put(topic, tail, at, entry.text, 0, retain=True, subscription_id=ident)
+                    outbox.put(
+                        topic,
+                        tail,
+                        at,
+                        entry.text,
+                        0,
+                        retain=True,
+                        subscription_id=ident,
+                        expires=expires_at(event, untyped),
+                    )
                     await outbox.drain()
             while True:
                 events = await entry.subscription.batch()
@@ -289,7 +298,14 @@ class ClientFilters:
                     await outbox.ready(at)
                     topic, tail = event_parts(event, level, untyped)
                     outbox.put(
-                        topic, tail, at, entry.text, event.seq, retain=flag, subscription_id=ident
+                        topic,
+                        tail,
+                        at,
+                        entry.text,
+                        event.seq,
+                        retain=flag,
+                        subscription_id=ident,
+                        expires=expires_at(event, untyped),
                     )
                     entry.seq = event.seq  # sent: a resumed session goes on after it
                     await outbox.drain()

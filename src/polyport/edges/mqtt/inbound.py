@@ -37,6 +37,7 @@ from polyport.core.raw import RawMessage
 from polyport.edges.mqtt.codec import (
     CONTENT_TYPE,
     CORRELATION_DATA,
+    MESSAGE_EXPIRY,
     PAYLOAD_FORMAT,
     RESPONSE_TOPIC,
     pairs_of,
@@ -59,6 +60,8 @@ class Metadata:
     correlation_data: bytes | None = None
     qos: int | None = None
     retain: bool = False
+    #: Message Expiry Interval, seconds.
+    expiry: int | None = None
 
     @classmethod
     def of_will(cls, will: Will) -> Metadata:
@@ -66,6 +69,7 @@ class Metadata:
         content_type = props.get(CONTENT_TYPE)
         response_topic = props.get(RESPONSE_TOPIC)
         correlation = props.get(CORRELATION_DATA)
+        expiry = props.get(MESSAGE_EXPIRY)
         return cls(
             content_type=content_type if isinstance(content_type, str) else None,
             payload_format=1 if props.get(PAYLOAD_FORMAT) == 1 else 0,
@@ -74,6 +78,7 @@ class Metadata:
             correlation_data=correlation if isinstance(correlation, bytes) else None,
             qos=will.qos,
             retain=will.retain,
+            expiry=expiry if isinstance(expiry, int) else None,
         )
 
     @classmethod
@@ -86,6 +91,7 @@ class Metadata:
             packet.correlation_data,
             packet.qos,
             packet.retain,
+            packet.message_expiry,
         )
 
     def message(self, payload: bytes) -> RawMessage:
@@ -98,6 +104,7 @@ class Metadata:
             user_properties=[list(pair) for pair in self.user_properties] or None,
             qos=self.qos,
             retain=True if self.retain else None,
+            expiry=self.expiry,
             response_topic=self.response_topic,
             correlation_data=(
                 None if correlation is None else base64.b64encode(correlation).decode("ascii")

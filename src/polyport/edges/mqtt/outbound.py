@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from dataclasses import dataclass
 
 from polyport.core.events import Event
@@ -27,6 +28,7 @@ from polyport.core.raw import RawMessage
 from polyport.edges.mqtt.codec import (
     CONTENT_TYPE,
     CORRELATION_DATA,
+    MESSAGE_EXPIRY,
     PAYLOAD_FORMAT,
     RESPONSE_TOPIC,
     SUBSCRIPTION_ID,
@@ -123,6 +125,23 @@ def untyped_flags(event: Event) -> tuple[int, bool]:
         qos = 2 if message.qos is None else message.qos
         flags = event.wire[_FLAGS] = bytes((qos, 1 if message.retain else 0))
     return flags[0], bool(flags[1])
+
+
+_EXPIRES = "mqtt-expires"
+
+
+def expires_at(event: Event, untyped: frozenset[str]) -> float | None:
+    """When an untyped event published with a Message Expiry Interval expires (Unix
+    seconds), or None: typed events, and untyped ones without, do not."""
+    if event.type not in untyped:
+        return None
+    cached = event.wire.get(_EXPIRES)
+    if cached is None:
+        expiry = RawMessage.model_validate_json(event.data).expiry
+        cached = event.wire[_EXPIRES] = (
+            b"" if expiry is None else repr(event.time + expiry).encode()
+        )
+    return float(cached) if cached else None
 
 
 def with_property(tail: bytes, encoded: bytes) -> bytes:
@@ -241,12 +260,24 @@ class Outbox:
         *,
         retain: bool = False,
         subscription_id: int | None = None,
+        expires: float | None = None,
     ) -> bool:
-        """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large).
+        """Write one PUBLISH, after :meth:`ready`: whether it went out (not too large,
+        not expired).
 
         ``subscription_id``: the Subscription Identifier of the filter it matched
-        (MQTT 5; part of the message, so sent again with it).
+        (MQTT 5; part of the message, so sent again with it). ``expires``: when the
+        message expires (:func:`expires_at`): dropped after, and sent with the
+        seconds it has left as its Message Expiry Interval (MQTT 3.3.2.3.3).
         """
+        if expires is not None:
+            left = int(expires - time.time())
+            if left <= 0:
+                if qos:
+                    self.slots.release()
+                return False
+            if self.level == V5:
+                tail = with_property(tail, bytes((MESSAGE_EXPIRY,)) + struct.pack("!I", left))
         if subscription_id is not None and self.level == V5:
             tail = with_subscription_id(tail, subscription_id)
         wire_topic, wire_tail, new_alias = topic, tail, False
@@ -294,7 +325,7 @@ class Outbox:
             qos = min(qos, untyped_flags(event)[0])
         await self.ready(qos)
         topic, tail = event_parts(event, self.level, self.untyped)
-        self.put(topic, tail, qos, source, event.seq)
+        self.put(topic, tail, qos, source, event.seq, expires=expires_at(event, self.untyped))
         await self.drain()
 
     async def resume(self, inflight: dict[int, Inflight]) -> None:

@@ -18,7 +18,7 @@ import logging
 from polyport.core.errors import InvalidArgument, RecoveryFailed
 from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
-from polyport.edges.mqtt.outbound import Outbox, event_parts, untyped_flags
+from polyport.edges.mqtt.outbound import Outbox, event_parts, expires_at, untyped_flags
 from polyport.edges.mqtt.packets import TopicSubscription
 from polyport.edges.mqtt.topics import SHARED_PREFIX, dollar_hidden, filter_to_pattern
 
@@ -79,7 +79,13 @@ class SharedMember:
         await self.outbox.ready(qos)
         topic, tail = event_parts(event, self.level, self.outbox.untyped)
         self.outbox.put(
-            topic, tail, qos, self.options.filter, 0, subscription_id=self.options.subscription_id
+            topic,
+            tail,
+            qos,
+            self.options.filter,
+            0,
+            subscription_id=self.options.subscription_id,
+            expires=expires_at(event, self.outbox.untyped),
         )
 
     def leave(self) -> None:
