@@ -8,7 +8,9 @@
 * ``offset`` is gapless per channel under concurrent writers: assigned by the
   appending node and made conditional on the channel's last message
   (``Nats-Expected-Last-Subject-Sequence``); each node sends a channel's
-  queued appends as one message at a time (see :mod:`.writer`).
+  queued appends as one message at a time (see :mod:`.writer`), or, once
+  another node beat it on the channel, forwards them to that node, which
+  sends them with its own (see :mod:`.forward`).
 * The log's epoch is written in the stream's description, so a stream that
   was deleted and made again (or an engine that came back empty) is a new
   epoch; a channel's epoch is derived from the log's and its name (see
@@ -36,7 +38,9 @@ acknowledgement then means a majority of servers wrote it). After a lost
 connection the messages that were in flight are looked up in the stream, so
 such an append is acknowledged if and only if it was stored (see
 :mod:`.writer`); one the server left unanswered for ``timeout`` seconds on a
-connection that stayed up is Unavailable, and may yet be stored.
+connection that stayed up is Unavailable, and may yet be stored — as is a
+forwarded append whose answer did not come back from the node it was
+forwarded to (that node stored it or not; see :mod:`.forward`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from polyport.backends.nats.appends import Tail
 from polyport.backends.nats.client import (
     STREAM_NAME_IN_USE,
     STREAM_NOT_FOUND,
@@ -68,7 +73,7 @@ from polyport.backends.nats.messages import (
 from polyport.backends.nats.meta import ChannelRecords
 from polyport.backends.nats.reader import StreamReader
 from polyport.backends.nats.subjects import Subjects, channel_epoch
-from polyport.backends.nats.writer import Tail, Writer
+from polyport.backends.nats.writer import Writer
 from polyport.core.errors import InvalidArgument, PayloadTooLarge, Unavailable
 from polyport.core.eventlog import ChannelInfo, History, ReadResult, check_gap, resolve_with
 from polyport.core.events import Cursor, Event, Pattern, new_epoch
@@ -135,10 +140,10 @@ class NatsEventLog:
         await self.client.connect(f"polyport event log {self.stream}")
         try:
             await self._attach()
+            await self.writer.start()
         except BaseException:
             await self.client.close()
             raise
-        self.writer.start()
 
     async def close(self) -> None:
         await self.reader.close()

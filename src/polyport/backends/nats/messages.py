@@ -105,13 +105,18 @@ def encode(offset: int, prev: int, entries: Sequence[Entry]) -> tuple[str, str, 
     if len(entries) == 1:
         time, type_, data = entries[0]
         return HEADER, f"{offset} {prev} {time!r} {quote(type_, safe='')}", data
+    newest = max(time for time, _, _ in entries)
+    return PACK_HEADER, f"{offset} {prev} {len(entries)} {newest!r}", pack(entries)
+
+
+def pack(entries: Sequence[Entry]) -> bytes:
+    """A pack's payload: each entry as ``{time} {type} {size}\\n{data}\\n``, in order."""
     parts = []
     for time, type_, data in entries:
         parts.append(f"{time!r} {quote(type_, safe='')} {len(data)}\n".encode())
         parts.append(data)
         parts.append(b"\n")
-    newest = max(time for time, _, _ in entries)
-    return PACK_HEADER, f"{offset} {prev} {len(entries)} {newest!r}", b"".join(parts)
+    return b"".join(parts)
 
 
 def meta_of(msg: Msg, seq: int) -> Meta | None:
@@ -136,14 +141,21 @@ def entries_of(msg: Msg, meta: Meta) -> list[Entry]:
         value = (msg.headers or {})[HEADER]
         _, _, time, type_ = value.split(" ", 3)
         return [(float(time), unquote(type_), msg.data)]
-    payload = msg.data
+    return unpack(msg.data, meta.count)
+
+
+def unpack(payload: bytes, count: int) -> list[Entry]:
+    """The ``count`` entries of a pack's payload (see :func:`pack`); ValueError if it holds
+    fewer."""
     entries: list[Entry] = []
     start = 0
-    for _ in range(meta.count):
+    for _ in range(count):
         newline = payload.index(b"\n", start)
         stamp, kind, size = payload[start:newline].split(b" ")
         start = newline + 1
         end = start + int(size)
+        if end >= len(payload):
+            raise ValueError("a pack shorter than its sizes say")
         entries.append((float(stamp), unquote(kind.decode()), payload[start:end]))
         start = end + 1
     return entries

@@ -29,10 +29,23 @@ their first link, and each of their rounds stored little (at 5,000 events/s
 in all, two and three nodes delivered 67 to 72% of the events to their
 subscribers, and hundreds of publishes were refused after MAX_ATTEMPTS).
 
-**Taking turns.** A winner is answered first and could send again at once,
-ahead of the nodes still learning what beat them. On a channel where a node
-lost a round lately, its messages carry a look-up of the channel's end (a
-loser starts its next round without reading it first), and when it wins it
+**One writer per busy channel.** Racing keeps the throughput but not the
+latency: a node may lose many rounds in a row, and its appends wait through
+all of them (three nodes on one channel at 5,000 events/s: 10 to 13 lost
+rounds in a row at the 99th percentile). So a node whose message, holding
+only its own appends, lost a round *follows* the node that won: the
+channel's last message names it, and from then on this node forwards its
+appends to that one, which sends them in its own messages and says where
+they were stored (see :mod:`.forward`). Several nodes writing one channel
+end with one writer of it, and rounds are lost only until they do, or after
+the writer stopped or could not send in time (its forwards come back, and
+the node races again).
+
+**Taking turns.** While nodes race, a winner is answered first and could
+send again at once, ahead of the nodes still learning what beat them. On a
+channel where a node lost a round lately, its messages carry a look-up of
+the channel's end (a loser starts its next round without reading it first,
+and learns whom to follow), and when it wins with only its own appends it
 waits about a round before the next (see :meth:`Writer._round`). An append
 whose message lost :data:`MAX_ATTEMPTS` rounds even so is Unavailable: a
 hopelessly busy channel answers rather than hangs.
@@ -60,6 +73,7 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
+from polyport.backends.nats.appends import Batch, Outgoing, Run, Tail, TakenBack, fail_runs
 from polyport.backends.nats.client import (
     WRONG_LAST_SEQUENCE,
     JetStreamClient,
@@ -67,15 +81,8 @@ from polyport.backends.nats.client import (
     status,
     unavailable,
 )
-from polyport.backends.nats.messages import (
-    FRAMING,
-    MAX_EVENTS,
-    Entry,
-    Meta,
-    encode,
-    meta_of,
-    position,
-)
+from polyport.backends.nats.forward import Forwarder, Placement, writer_of
+from polyport.backends.nats.messages import MAX_EVENTS, Meta, encode, meta_of, position
 from polyport.backends.nats.meta import ChannelRecords
 from polyport.core.errors import Unavailable
 from polyport.core.events import Event
@@ -99,130 +106,6 @@ CONTENDED = 1.0
 MAX_YIELD = 0.05
 
 
-class Tail:
-    """What this node knows of one channel: its end in the stream, and its appends waiting."""
-
-    __slots__ = (
-        "channel",
-        "contended_until",
-        "epoch",
-        "held_back",
-        "known",
-        "last",
-        "offset",
-        "queue",
-        "sender",
-        "sending",
-        "subject",
-        "trimmed",
-    )
-
-    def __init__(self, channel: str, epoch: str, subject: str) -> None:
-        self.channel = channel
-        self.epoch = epoch
-        self.subject = subject
-        self.known = False  # offset and last are what the stream held, not a guess
-        self.offset = 0  # the channel's last offset (stored)
-        self.last: Meta | None = None  # the message holding it (None: the subject holds none)
-        self.trimmed = 0  # offsets up to this are gone, as this node last knew
-        #: The last offset of the oldest message a trim by count kept whole for its newer
-        #: events (0: none): trimming again waits until it can take that message.
-        self.held_back = 0
-        self.queue: collections.deque[_Run] = collections.deque()
-        self.sender: asyncio.Task[None] | None = None  # sends the queue, while it has one
-        self.sending: _Message | None = None  # the message in flight
-        self.contended_until = 0.0  # (loop time) until then contended: this node lost lately
-
-    @property
-    def seq(self) -> int:
-        """The stream sequence of the channel's last message (0: none)."""
-        return self.last.seq if self.last is not None else 0
-
-
-class _Batch:
-    """One call's events, answered together."""
-
-    __slots__ = ("done", "events", "failed", "pending")
-
-    def __init__(self, size: int) -> None:
-        self.events: list[Event | None] = [None] * size
-        self.pending = size
-        self.done: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self.failed = False
-
-    def fail(self, exc: Unavailable) -> None:
-        self.failed = True
-        if not self.done.done():
-            self.done.set_exception(exc)
-            self.done.exception()  # retrieved: a batch whose caller left logs nothing
-
-
-class _Run:
-    """One call's events on one channel, in order: a message takes a run whole if it fits."""
-
-    __slots__ = ("attempts", "batch", "entries", "indexes", "size")
-
-    def __init__(self, batch: _Batch) -> None:
-        self.batch = batch
-        self.indexes: list[int] = []  # each event's place in its call
-        self.entries: list[Entry] = []
-        self.size = 0  # bytes in a pack, at most
-        self.attempts = 0  # rounds lost
-
-    def add(self, index: int, entry: Entry) -> None:
-        self.indexes.append(index)
-        self.entries.append(entry)
-        self.size += 3 * len(entry[1].encode()) + len(entry[2]) + FRAMING  # type escaped
-
-    def split(self, budget: int) -> _Run:
-        """Take off the longest start (one event at least) of at most ``budget`` bytes."""
-        head = _Run(self.batch)
-        head.attempts = self.attempts
-        n = 0
-        while n < len(self.entries) and n < MAX_EVENTS:
-            _, type_, data = self.entries[n]
-            if n and head.size + 3 * len(type_.encode()) + len(data) + FRAMING > budget:
-                break
-            head.add(self.indexes[n], self.entries[n])
-            n += 1
-        del self.indexes[:n], self.entries[:n]
-        self.size -= head.size
-        return head
-
-
-class _Message:
-    """A message in flight: what it carries and what it expected."""
-
-    __slots__ = (
-        "answer",
-        "count",
-        "expected",
-        "msg_id",
-        "offset",
-        "prev",
-        "reply",
-        "runs",
-        "time",
-        "token",
-    )
-
-    def __init__(self, runs: list[_Run], tail: Tail, msg_id: str, client: JetStreamClient) -> None:
-        self.runs = runs
-        self.msg_id = msg_id
-        self.expected = tail.seq  # the channel's last message when sent
-        self.prev = tail.last.end if tail.last is not None else 0
-        self.offset = tail.offset + 1
-        self.count = sum(len(run.entries) for run in runs)
-        self.time = max(run.entries[0][0] for run in runs)  # a call's events share a time
-        #: The server's answer; None once the connection was made again (no answer comes).
-        self.answer: asyncio.Future[Msg | None] = asyncio.get_running_loop().create_future()
-        self.reply, self.token = client.reply_to(self._answered)
-
-    def _answered(self, msg: Msg) -> None:
-        if not self.answer.done():
-            self.answer.set_result(msg)
-
-
 class Writer:
     """Sends a node's appends: per channel, one message at a time, holding all that queued."""
 
@@ -244,20 +127,35 @@ class Writer:
         self._ids = 0
         self._open = False
         self._reconnected: asyncio.Future[None] | None = None
-        #: Stream sequence → events, of this node's newest messages.
+        #: Stream sequence → events, of the newest messages holding this node's events.
         self._counts: dict[int, int] = {}
+        self.forwarder = Forwarder(client, stream, self._nonce, self)
 
-    def start(self) -> None:
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def tail_of(self, channel: str) -> Tail:
+        return self._tail_of(channel)
+
+    def trouble(self) -> None:
+        self._on_trouble()
+
+    async def start(self) -> None:
+        """Take appends: this node's, and those other nodes forward (see :mod:`.forward`)."""
         self.client.on_reconnect.append(self._on_reconnect)
+        await self.forwarder.start()
         self._open = True
 
     async def stop(self) -> None:
         self._open = False
+        await self.forwarder.stop()
         senders = [tail.sender for tail in self._senders if tail.sender is not None]
         self.abandon(unavailable("event log closed"))
         for task in senders:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.forwarder.answered()  # the forwards' runs failed: their answers go now
 
     def abandon(self, exc: Unavailable) -> None:
         """Fail every append not yet answered (the engine failed, the log closes or was reset).
@@ -272,8 +170,12 @@ class Writer:
                 task.cancel()
             if tail.sending is not None:
                 self.client.drop(tail.sending.token)
-                self._fail_runs(tail.sending.runs, exc)
+                fail_runs(tail.sending.runs, exc)
                 tail.sending = None
+            if tail.forwarding is not None:
+                fail_runs(tail.forwarding, exc)
+                tail.forwarding = None
+            tail.leader = None
             self._fail_queue(tail, exc)
         self._senders.clear()
         self._counts.clear()  # a stream made again numbers its messages from 1 again
@@ -291,22 +193,24 @@ class Writer:
         if not self.client.connected:
             # Refused now rather than queued: nothing the caller was told failed is sent later.
             raise unavailable("is not reachable (reconnecting)")
-        batch = _Batch(len(items))
-        runs: dict[str, _Run] = {}
+        batch = Batch(len(items))
+        runs: dict[str, Run] = {}
         for index, (channel, type_, data) in enumerate(items):
             run = runs.get(channel)
             if run is None:
-                run = runs[channel] = _Run(batch)
+                run = runs[channel] = Run(batch)
             run.add(index, (time, type_, data))
         for channel, run in runs.items():
             tail = self._tail_of(channel)
             tail.queue.append(run)
-            if tail.sender is None:
-                tail.sender = asyncio.create_task(
-                    self._send_queue(tail), name="polyport-nats-append"
-                )
-                self._senders.add(tail)
+            self.wake(tail)
         return await asyncio.shield(batch.done)
+
+    def wake(self, tail: Tail) -> None:
+        """Have a task send the channel's queue, unless one does."""
+        if tail.sender is None:
+            tail.sender = asyncio.create_task(self._send_queue(tail), name="polyport-nats-append")
+            self._senders.add(tail)
 
     def _on_reconnect(self) -> None:
         """Messages in flight get no answer now: their senders look for them in the stream."""
@@ -322,39 +226,48 @@ class Writer:
 
     async def _send_queue(self, tail: Tail) -> None:
         """Send a channel's queued appends, one message at a time, until none is left."""
-        runs: list[_Run] = []  # taken from the queue, not settled yet
+        runs: list[Run] = []  # taken from the queue, not settled yet
         try:
             while tail.queue:
                 if not self.client.connected:
                     raise unavailable("is not reachable (reconnecting)")
-                if not tail.known:
-                    await self.refresh(tail)
                 runs = self._take(tail.queue)
-                if runs:
+                if not runs:
+                    continue
+                if tail.leader is not None and not any(run.deadline for run in runs):
+                    await self.forwarder.send(tail, runs)  # only this node's own runs go on
+                else:
+                    if not tail.known:
+                        await self.refresh(tail)
                     await self._round(tail, runs)
                 runs = []
         except Unavailable as exc:
-            self._fail_runs(runs, exc)
+            fail_runs(runs, exc)
             self._fail_queue(tail, exc)
         except Exception:
             log.exception("the NATS event log writer failed")
             failed = unavailable("event log writer failed")
-            self._fail_runs(runs, failed)
+            fail_runs(runs, failed)
             self._fail_queue(tail, failed)
         finally:
             if tail.sender is asyncio.current_task():
                 tail.sender = None
                 self._senders.discard(tail)
 
-    def _take(self, queue: collections.deque[_Run]) -> list[_Run]:
+    def _take(self, queue: collections.deque[Run]) -> list[Run]:
         """The runs the next message carries: whole runs while they fit, else the first's start."""
         budget = self.client.max_message // PACK_SHARE
-        runs: list[_Run] = []
+        now = asyncio.get_running_loop().time()
+        runs: list[Run] = []
         count = size = 0
         while queue:
             run = queue[0]
             if run.batch.failed:  # another part of its call failed: the call has its answer
                 queue.popleft()
+                continue
+            if run.deadline and run.deadline < now and not run.partial:
+                queue.popleft()  # another node's, kept too long: it sends it itself
+                run.batch.fail(TakenBack("forwarded append not sent in time"))
                 continue
             if count + len(run.entries) <= MAX_EVENTS and size + run.size <= budget:
                 runs.append(queue.popleft())
@@ -366,7 +279,7 @@ class Writer:
             break
         return runs
 
-    async def _round(self, tail: Tail, runs: list[_Run]) -> None:
+    async def _round(self, tail: Tail, runs: list[Run]) -> None:
         """Send ``runs`` as one message and settle it: stored, lost to another node, or failed.
 
         A node that wins is answered first and could send again at once, while
@@ -375,12 +288,14 @@ class Writer:
         lost a round lately (*contended*), two things even the odds: its
         message goes out with a look-up of the channel's last message, so if
         it loses, the next round starts as soon as it is answered, with no
-        read of the channel's end between; and when it wins, it waits as long
-        as the round took (at most :data:`MAX_YIELD`) before the next, the
-        others' turn. What queues meanwhile goes in its next message.
+        read of the channel's end between (and it knows whom to follow); and
+        when it wins, it waits as long as the round took (at most
+        :data:`MAX_YIELD`) before the next, the others' turn — unless the
+        message held appends forwarded to it: their nodes follow it and wait
+        for no turn. What queues meanwhile goes in its next message.
         """
         self._ids += 1
-        message = _Message(runs, tail, f"{self._nonce}-{self._ids:x}", self.client)
+        message = Outgoing(runs, tail, f"{self._nonce}-{self._ids:x}", self.client)
         entries = [entry for run in runs for entry in run.entries]
         name, value, payload = encode(message.offset, message.prev, entries)
         headers = {
@@ -391,6 +306,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         lookup: asyncio.Task[Msg | None] | None = None
         sent = loop.time()
+        forwarded = any(run.deadline for run in runs)  # it holds other nodes' appends
         outcome = None
         tail.sending = message  # from here a reconnection answers it (see _on_reconnect)
         try:
@@ -410,7 +326,7 @@ class Writer:
                 # so nothing can be said, or sent again. Its channel is read again first.
                 tail.known = False
                 self._on_trouble()
-                self._fail_runs(runs, unavailable("did not acknowledge an append in time"))
+                fail_runs(runs, unavailable("did not acknowledge an append in time"))
                 return
             if got is None:
                 await self._look_up(tail, message)
@@ -418,6 +334,10 @@ class Writer:
             outcome = self._answered(tail, message, got)
             if outcome == "lost":
                 tail.contended_until = loop.time() + CONTENDED
+                # Beaten with only its own appends: forward them to the channel's writer
+                # from now on, learnt from the channel's last message (just below, or
+                # when the end is read again).
+                tail.follow = not forwarded
                 if lookup is not None:
                     await self._beaten_by(tail, message, lookup)
         finally:
@@ -427,17 +347,17 @@ class Writer:
                 lookup.cancel()
                 if lookup.done() and not lookup.cancelled():
                     lookup.exception()  # retrieved: an answer no one needs logs nothing
-        if outcome == "stored" and loop.time() < tail.contended_until:
+        if outcome == "stored" and loop.time() < tail.contended_until and not forwarded:
             await asyncio.sleep(min(loop.time() - sent, MAX_YIELD))  # won: the others' turn
 
     def _answered(
-        self, tail: Tail, message: _Message, msg: Msg
+        self, tail: Tail, message: Outgoing, msg: Msg
     ) -> Literal["stored", "lost", "failed"]:
         """Settle a message by the server's answer: stored, lost the round, or failed."""
         if status(msg) == "503":  # no stream listens on the subject: it is gone
             tail.known = False
             self._on_trouble()
-            self._fail_runs(message.runs, unavailable("has no stream for this event log"))
+            fail_runs(message.runs, unavailable("has no stream for this event log"))
             return "failed"
         answer = orjson.loads(msg.data) if msg.data else {}
         error = answer.get("error")
@@ -457,11 +377,11 @@ class Writer:
             tail.queue.extendleft(reversed(again))
             return "lost"
         what = error.get("description", "refused an append") if error else "refused an append"
-        self._fail_runs(message.runs, unavailable(what))
+        fail_runs(message.runs, unavailable(what))
         return "failed"
 
     async def _beaten_by(
-        self, tail: Tail, message: _Message, lookup: asyncio.Task[Msg | None]
+        self, tail: Tail, message: Outgoing, lookup: asyncio.Task[Msg | None]
     ) -> None:
         """Take the channel's last message as its end, if the look-up saw one newer than
         ours expected (else the end is read again before the next round)."""
@@ -470,8 +390,9 @@ class Writer:
             meta = meta_of(found, message_seq(found)) if found is not None else None
             if meta is not None and meta.seq > message.expected:
                 tail.last, tail.offset, tail.known = meta, meta.last, True
+                self._follow(tail, found)
 
-    async def _look_up(self, tail: Tail, message: _Message) -> None:
+    async def _look_up(self, tail: Tail, message: Outgoing) -> None:
         """Settle a message in flight when the connection broke: stored, or sent again.
 
         The server handled it before the connection closed or never will. It
@@ -493,7 +414,7 @@ class Writer:
                         await reconnected
                 except TimeoutError:
                     tail.known = False
-                    self._fail_runs(message.runs, exc)
+                    fail_runs(message.runs, exc)
                     raise exc from None
         if found is not None and (found.headers or {}).get("Nats-Msg-Id") == message.msg_id:
             self._stored(tail, message, message_seq(found))
@@ -506,41 +427,65 @@ class Writer:
             self._reconnected = asyncio.get_running_loop().create_future()
         return self._reconnected
 
-    def _stored(self, tail: Tail, message: _Message, seq: int) -> None:
+    # -- forwarding (see .forward) ----------------------------------------------------
+
+    def _follow(self, tail: Tail, last: Msg | None) -> None:
+        """After a round lost with its own appends: forward them to the writer of the
+        channel's last message, ``last``, if another node's."""
+        if tail.follow:
+            tail.follow = False
+            leader = writer_of(last) if last is not None else None
+            if leader is not None and leader != self._nonce:
+                tail.leader = leader
+
+    def _stored(self, tail: Tail, message: Outgoing, seq: int) -> None:
         """The message is at ``seq``: its events have their places, its calls their answers."""
-        tail.last = Meta(seq, message.offset, message.count, message.prev, message.time)
-        tail.offset = tail.last.last
-        if len(self._counts) >= REMEMBERED:
-            self._counts.clear()
-        self._counts[seq] = message.count
-        channel, epoch, offset = tail.channel, tail.epoch, message.offset
+        meta = tail.last = Meta(seq, message.offset, message.count, message.prev, message.time)
+        tail.offset = meta.last
+        self.remember(meta)
+        metas = {seq: meta}
         index = 0
         for run in message.runs:
-            batch = run.batch
-            events = batch.events
-            for i, (time, type_, data) in zip(run.indexes, run.entries, strict=True):
-                events[i] = Event(
-                    channel, offset + index, epoch, position(seq, index), type_, time, data
-                )
-                index += 1
-            batch.pending -= len(run.entries)
-            if not batch.pending and not batch.done.done():
-                batch.done.set_result(events)  # type: ignore[arg-type]  # all set
+            if run.batch.metas is not None:
+                run.batch.metas[seq] = meta
+            self.place(tail, run, [(seq, index, len(run.entries))], metas)
+            index += len(run.entries)
 
-    def _fail_runs(self, runs: list[_Run], exc: Unavailable) -> None:
-        for run in runs:
-            run.batch.fail(exc)
+    def remember(self, meta: Meta) -> None:
+        """Keep a message's event count, for :meth:`is_end`."""
+        if len(self._counts) >= REMEMBERED:
+            self._counts.clear()
+        self._counts[meta.seq] = meta.count
+
+    def place(self, tail: Tail, run: Run, at: Placement, metas: dict[int, Meta]) -> None:
+        """A run is stored ``at`` those places: its events are made, its call answered once
+        all its runs are. ValueError if the places do not hold the run, nothing done."""
+        if sum(n for _, _, n in at) != len(run.entries):
+            raise ValueError("a run placed in fewer or more places than it has events")
+        places = [(seq, index + k) for seq, index, n in at for k in range(n)]
+        batch = run.batch
+        events = batch.events
+        channel, epoch = tail.channel, tail.epoch
+        for i, (time, type_, data), (seq, index) in zip(
+            run.indexes, run.entries, places, strict=True
+        ):
+            offset = metas[seq].offset + index
+            events[i] = Event(channel, offset, epoch, position(seq, index), type_, time, data)
+        batch.pending -= len(run.entries)
+        if not batch.pending and not batch.done.done():
+            batch.done.set_result(events)  # type: ignore[arg-type]  # all set
 
     def _fail_queue(self, tail: Tail, exc: Unavailable) -> None:
         """Fail a channel's appends not sent (not stored: precisely)."""
         self._on_trouble()
-        self._fail_runs(list(tail.queue), exc)
+        fail_runs(list(tail.queue), exc)
         tail.queue.clear()
         tail.known = False
 
     async def refresh(self, tail: Tail) -> None:
         """Read the channel's end from the stream (and its record, if it holds no event)."""
         msg = await self.client.direct_get(self.stream, {"last_by_subj": tail.subject})
+        self._follow(tail, msg)
         if msg is not None:
             meta = meta_of(msg, message_seq(msg))
             if meta is None:
