@@ -45,6 +45,7 @@ forwarded to (that node stored it or not; see :mod:`.forward`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -93,6 +94,8 @@ _DESCRIPTION = "polyport event log (packs), epoch "
 _OLD_DESCRIPTION = "polyport event log, epoch "
 #: How far past the age cut a channel's trim scan reads before it stops (nodes' clocks differ).
 AGE_SCAN_SLACK = 300.0
+#: Seconds a follower's reads go without asking for the stream's state (see :meth:`read`).
+CHECK_EVERY = 0.5
 
 
 class NatsEventLog:
@@ -125,6 +128,7 @@ class NatsEventLog:
         self._tails: dict[str, Tail] = {}
         self._epochs: dict[str, str] = {}
         self._suspect = False  # the stream may be gone or new: check before the next write
+        self._checked = (-CHECK_EVERY, -1)  # when the stream was last seen, and the connection
         self._trimming: set[str] = set()
         self._slack = max(1, self.history.max_events // 10)
         self.writer = Writer(self.client, name, self.records, self._tail, self._suspect_stream)
@@ -251,7 +255,18 @@ class NatsEventLog:
             if info is None:
                 raise unavailable(f"stream {self.stream} is gone")
         self._suspect = False
+        self._checked = (asyncio.get_running_loop().time(), self.client.generation)
         return info
+
+    def _checked_lately(self) -> bool:
+        """Whether the stream was seen as this log's within :data:`CHECK_EVERY` seconds, on
+        this connection, with no trouble since."""
+        when, generation = self._checked
+        return (
+            not self._suspect
+            and generation == self.client.generation
+            and asyncio.get_running_loop().time() - when < CHECK_EVERY
+        )
 
     # -- channels -----------------------------------------------------------------
 
@@ -354,6 +369,25 @@ class NatsEventLog:
     async def read(
         self, patterns: Sequence[Pattern], after_seq: int, limit: int, *, check: bool = True
     ) -> ReadResult:
+        """Events after ``after_seq``: through the stream's state (its head, and whether it
+        is still this log's stream), then direct gets or consumers (see :mod:`.reader`).
+
+        An unchecked read (a node's tail following the log, a queue router) skips the
+        stream's state when it was seen lately (:data:`CHECK_EVERY`) and the reader is
+        only a few messages behind: the gets find the end themselves
+        (:meth:`~.reader.StreamReader.follow`), in one round trip instead of two. A
+        stream deleted and made again (a new epoch) is then noticed at the next look at
+        the stream's state, a reconnection or a failed append, within
+        :data:`CHECK_EVERY` seconds of reading.
+        """
+        if not check and self._checked_lately():
+            try:
+                followed = await self.reader.follow(patterns, after_seq, limit)
+            except Unavailable:
+                followed = None  # the stream gone? Its state says (below)
+                self._suspect = True
+            if followed is not None:
+                return ReadResult(*followed)
         head = await self.head()
         events = (
             await self.reader.scan(patterns, after_seq, head, limit) if after_seq < head else []
