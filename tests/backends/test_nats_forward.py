@@ -287,3 +287,59 @@ async def test_what_the_leader_answers_is_what_the_append_gets(nodes: list[NatsE
         assert (event.offset, await _writer_of(a, event)) == (4, a.writer._nonce)
     finally:
         await sub.unsubscribe()
+
+
+@pytest.mark.services
+async def test_a_leader_that_stops_gives_back_what_it_had_not_sent(
+    nodes: list[NatsEventLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader stops with a forwarded run still in its queue (its own message in
+    flight): the run comes back, and its node sends it itself, once."""
+    a, b = nodes
+    events = await _beaten(a, b)
+    gate = asyncio.Event()
+    send = b.client.send
+    hot = b.subjects.subject("hot")
+
+    async def slow(subject: str, *args: Any) -> None:
+        if subject == hot:  # the leader's own message, in flight (never let go)
+            await gate.wait()
+        await send(subject, *args)
+
+    monkeypatch.setattr(b.client, "send", slow)
+    own = asyncio.create_task(b.append("hot", "t", b"b", 1.0))
+    forwarded = asyncio.create_task(a.append("hot", "t", b"4", 1.0))
+    async with asyncio.timeout(5):
+        while not b._tail("hot").queue:
+            await asyncio.sleep(0.01)
+    await b.close()
+    with pytest.raises(Unavailable):
+        await own
+    events.append(await forwarded)
+    assert await _writer_of(a, events[-1]) == a.writer._nonce
+    assert a._tail("hot").leader is None
+    await _check_stored(a, events)
+    await b.open()  # for the fixture to close
+
+
+@pytest.mark.services
+async def test_appends_waiting_while_the_channels_end_is_read_fail_when_the_log_closes(
+    nodes: list[NatsEventLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the log while its writer reads a channel's end (before a round) fails the
+    appends queued for it, rather than leaving their callers waiting."""
+    a, _ = nodes
+    gate = asyncio.Event()
+
+    async def stuck(tail: Any) -> None:
+        await gate.wait()
+
+    monkeypatch.setattr(a.writer, "refresh", stuck)
+    waiting = asyncio.create_task(a.append("hot", "t", b"1", 1.0))
+    async with asyncio.timeout(5):
+        while a._tail("hot").sender is None:
+            await asyncio.sleep(0.01)
+        await a.close()
+        with pytest.raises(Unavailable):
+            await waiting
+    await a.open()  # for the fixture to close

@@ -231,14 +231,18 @@ class Writer:
             while tail.queue:
                 if not self.client.connected:
                     raise unavailable("is not reachable (reconnecting)")
-                runs = self._take(tail.queue)
-                if not runs:
+                # Runs are taken right before they are in flight (no wait between), so
+                # that failing what is in flight and what is queued fails every run.
+                if tail.leader is not None and not tail.queue[0].deadline:
+                    runs = self._take(tail.queue, own=True)  # its own only: no chains
+                    if runs:
+                        await self.forwarder.send(tail, runs)
+                    runs = []
                     continue
-                if tail.leader is not None and not any(run.deadline for run in runs):
-                    await self.forwarder.send(tail, runs)  # only this node's own runs go on
-                else:
-                    if not tail.known:
-                        await self.refresh(tail)
+                if not tail.known:
+                    await self.refresh(tail)
+                runs = self._take(tail.queue)
+                if runs:
                     await self._round(tail, runs)
                 runs = []
         except Unavailable as exc:
@@ -254,8 +258,9 @@ class Writer:
                 tail.sender = None
                 self._senders.discard(tail)
 
-    def _take(self, queue: collections.deque[Run]) -> list[Run]:
-        """The runs the next message carries: whole runs while they fit, else the first's start."""
+    def _take(self, queue: collections.deque[Run], *, own: bool = False) -> list[Run]:
+        """The runs the next message carries: whole runs while they fit, else the first's start
+        (with ``own``, only this node's, up to the first another node forwarded)."""
         budget = self.client.max_message // PACK_SHARE
         now = asyncio.get_running_loop().time()
         runs: list[Run] = []
@@ -269,6 +274,8 @@ class Writer:
                 queue.popleft()  # another node's, kept too long: it sends it itself
                 run.batch.fail(TakenBack("forwarded append not sent in time"))
                 continue
+            if own and run.deadline:
+                break
             if count + len(run.entries) <= MAX_EVENTS and size + run.size <= budget:
                 runs.append(queue.popleft())
                 count += len(run.entries)
@@ -476,9 +483,12 @@ class Writer:
             batch.done.set_result(events)  # type: ignore[arg-type]  # all set
 
     def _fail_queue(self, tail: Tail, exc: Unavailable) -> None:
-        """Fail a channel's appends not sent (not stored: precisely)."""
+        """Fail a channel's appends not sent (not stored: precisely). Those other nodes
+        forwarded go back to them, to be sent there (this node stops, or lost NATS)."""
         self._on_trouble()
-        fail_runs(list(tail.queue), exc)
+        back = TakenBack(f"not sent by the channel's writer: {exc.message}")
+        for run in tail.queue:
+            run.batch.fail(back if run.deadline and not run.partial else exc)
         tail.queue.clear()
         tail.known = False
 
