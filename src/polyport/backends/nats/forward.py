@@ -21,8 +21,9 @@ is lost. The leader answers for each run:
 * **stored**, with its events' places (stream sequence, index) and the
   headers of the messages that hold them;
 * **back**: not sent, and never will be — it was not the channel's writer
-  any more (it forwards too), or the run waited longer than :data:`WINDOW` in
-  its queue; the forwarding node takes the run back and races for it again;
+  any more (it forwards too), the run waited longer than :data:`WINDOW` in
+  its queue, or the leader stopped or lost NATS first; the forwarding node
+  takes the run back and races for it again;
 * **failed**, with why: the run's append is Unavailable, as the leader's own
   would be (stored or not, as the leader's own failures say).
 
