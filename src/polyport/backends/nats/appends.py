@@ -68,7 +68,7 @@ class Tail:
 
 
 class TakenBack(Unavailable):
-    """A forwarded run not sent in time: the node that forwarded it sends it itself."""
+    """A forwarded run this node will not send (late, or it stops): its node sends it itself."""
 
 
 class Batch:
