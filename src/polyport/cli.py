@@ -193,6 +193,8 @@ def demo(
                 "dev": True,
                 "log": {"format": "text"},
                 "webhooks": {"allow_private": ["127.0.0.1"]},
+                # The monitoring demo's simulated sensors, publishing over MQTT.
+                "demo": {"sensors": True},
             },
         )
         # The demo never listens beyond this machine, whatever the configuration says.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from polyport.core.config import CoreSettings, read_settings
+from polyport.demo.config import DemoConfig
 from polyport.edges.graphql.config import GraphQLConfig
 from polyport.edges.grpc.config import GrpcConfig
 from polyport.edges.hooks.config import HooksConfig
@@ -52,6 +53,7 @@ class Settings(CoreSettings):
     webhooks: WebhooksConfig = WebhooksConfig()
     hooks: HooksConfig = HooksConfig()
     webrtc: WebRtcConfig = WebRtcConfig()
+    demo: DemoConfig = DemoConfig()
 
 
 def load_settings(

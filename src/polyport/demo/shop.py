@@ -574,4 +574,4 @@ async def sales_report(
 
 
 # The other examples of the guide, declared on this same service.
-from polyport.demo import orderflow, payments, social  # noqa: E402, F401
+from polyport.demo import monitoring, orderflow, payments, social  # noqa: E402, F401
