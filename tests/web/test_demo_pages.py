@@ -1,8 +1,8 @@
 """The demo's live pages over plain HTTP: served with their assets, offline, linked.
 
 The checks are test_pages.py's own (its patterns and parsers are loaded from
-it, so the two cannot drift apart); here they run over /demo/orders and
-/demo/chat.
+it, so the two cannot drift apart); here they run over /demo/orders,
+/demo/chat and /demo/monitor.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from polyport import Service
 from polyport.testing import RunningNode, serve_in_thread
 
-DEMO_PAGES = ["/demo/orders", "/demo/chat"]
+DEMO_PAGES = ["/demo/orders", "/demo/chat", "/demo/monitor"]
 
 
 def _page_checks() -> ModuleType:
@@ -76,7 +76,7 @@ def _links(html: str) -> list[str]:
 
 @pytest.mark.parametrize("path", DEMO_PAGES)
 def test_demo_pages_are_html(site: RunningNode, path: str) -> None:
-    """/demo/orders and /demo/chat answer 200 with an HTML document, revalidated by ETag."""
+    """Each demo page answers 200 with an HTML document, revalidated by ETag."""
     response = httpx.get(site.url + path, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
@@ -87,7 +87,11 @@ def test_demo_pages_are_html(site: RunningNode, path: str) -> None:
 
 def test_demo_pages_load_their_own_assets(crawled: dict[str, httpx.Response]) -> None:
     """Each demo page loads the shared stylesheet, its own, and its module, all from /static."""
-    scripts = {"/demo/orders": "/static/orders.js", "/demo/chat": "/static/chat.js"}
+    scripts = {
+        "/demo/orders": "/static/orders.js",
+        "/demo/chat": "/static/chat.js",
+        "/demo/monitor": "/static/monitor.js",
+    }
     for page in DEMO_PAGES:
         parser = checks._References()
         parser.feed(crawled[page].text)
@@ -131,12 +135,12 @@ def test_demo_scripts_insert_text_never_html(crawled: dict[str, httpx.Response])
 
 
 def test_demo_pages_link_each_other_and_the_dashboard(site: RunningNode) -> None:
-    """The dashboard's header links both demo pages; each links the other and the dashboard."""
+    """The dashboard's header links every demo page; each links the others and the dashboard."""
     dashboard = httpx.get(site.url + "/", timeout=10).text
-    assert {"/demo/orders", "/demo/chat"} <= set(_links(dashboard))
+    assert set(DEMO_PAGES) <= set(_links(dashboard))
     for page in DEMO_PAGES:
         links = set(_links(httpx.get(site.url + page, timeout=10).text))
-        assert {"/", "/demo/orders", "/demo/chat"} <= links, page
+        assert {"/", *DEMO_PAGES} <= links, page
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The node's own pages: the OpenAPI and AsyncAPI documents, the API docs page, the
-dashboard, and the demo shop's live pages (an SSE order feed and a WebSocket chat room).
+dashboard, and the demo's live pages (an SSE order feed, a WebSocket chat room, and a
+sensor chart over SSE).
 
 Everything is served from files inside the package — no CDN — so it works
 offline and behind firewalls.
@@ -37,6 +38,7 @@ STATIC_TYPES = {
 DEMO_PAGES = {
     "/demo/orders": ("orders.html", ("orders.created", "orders.updated")),
     "/demo/chat": ("chat.html", ("chat.message",)),
+    "/demo/monitor": ("monitor.html", ("sensors.temperature", "sensors.humidity", "alerts.raised")),
 }
 
 

@@ -5,6 +5,7 @@
 const PAGES = [
   {id: "demo-orders-link", events: ["orders.created", "orders.updated"]},
   {id: "demo-chat-link", events: ["chat.message"]},
+  {id: "demo-monitor-link", events: ["sensors.temperature", "sensors.humidity", "alerts.raised"]},
 ];
 
 async function main() {
