@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,10 +47,12 @@ def node(tmp_path: Path) -> Iterator[RunningNode]:
         yield running
 
 
-def events(node: RunningNode, channel: str) -> list[dict[str, Any]]:
-    """Every event of ``channel`` (a pattern) the log holds, oldest first."""
+def events(node: RunningNode | str, channel: str) -> list[dict[str, Any]]:
+    """Every event of ``channel`` (a pattern) the log of a node (or its URL) holds, oldest
+    first."""
+    url = node if isinstance(node, str) else node.url
     response = httpx.get(
-        f"{node.url}/v1/events",
+        f"{url}/v1/events",
         params={"channel": channel, "after": "earliest", "limit": 1000},
         timeout=10,
     )
@@ -172,3 +180,58 @@ def test_a_webhook_endpoint_receives_the_alert(node: RunningNode) -> None:
         assert received[0].headers["webhook-signature"].startswith("v1,")
     finally:
         receiver.stop()
+
+
+@contextlib.contextmanager
+def default_mqtt_port_taken() -> Iterator[None]:
+    """1883 held for the block: by Mosquitto (as on our machines), or else by this test."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 1883))
+        holder.listen()
+    except OSError:
+        pass  # someone holds it already: all the better
+    try:
+        yield
+    finally:
+        holder.close()
+
+
+def test_polyport_demo_runs_the_fleet_where_1883_is_taken(tmp_path: Path) -> None:
+    """`make run`'s command starts the fleet; with 1883 taken it publishes to the port served."""
+    command = [sys.executable, "-m", "polyport", "demo", "--port", "0"]
+    command += ["--database", str(tmp_path / "demo.sqlite3")]
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "POLYPORT_GRPC__PORT": "0",
+        "POLYPORT_DEMO__SENSOR_INTERVAL": "0.2",
+    }
+    env.pop("POLYPORT_MQTT__PORT", None)
+    with default_mqtt_port_taken():
+        process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
+        assert process.stderr is not None
+        banner = []
+        try:
+            for line in process.stderr:
+                banner.append(line)
+                if "press Ctrl-C to stop" in line:
+                    break
+            text = "".join(banner)
+            mqtt = re.search(r"MQTT +mqtt://127\.0\.0\.1:(\d+)", text)
+            http = re.search(r"serving shop v1 on (http://127\.0\.0\.1:\d+)", text)
+            assert mqtt is not None and http is not None, text
+            assert mqtt[1] != "1883"
+            assert "MQTT's default port 1883 is in use" in text
+            assert "http://127.0.0.1:" in text and "/demo/monitor" in text
+            wanted = {f"sensors/{s.name}/temperature" for s in FLEET}
+            wait_for(lambda: wanted <= {e["channel"] for e in events(http[1], "sensors/#")}, 20.0)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(15)
+            rest = process.stderr.read()
+            process.stderr.close()
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest and "never retrieved" not in rest, rest
