@@ -174,7 +174,7 @@ def test_a_webhook_endpoint_receives_the_alert(node: RunningNode) -> None:
         time.sleep(0.3)  # a second alert would have come by now
         assert len(receiver.requests) == 1
         body = received[0].json()
-        assert body["type"] == "alerts.raised"
+        assert body["type"] == "alerts.raised" and body["channel"] == "alerts/server-room"
         assert body["data"]["sensor"] == "server-room"
         assert body["data"]["celsius"] == 33.3
         assert received[0].headers["webhook-signature"].startswith("v1,")
