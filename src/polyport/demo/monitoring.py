@@ -28,11 +28,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-import orjson
 from pydantic import BaseModel, Field
 
 from polyport.core.errors import Unavailable
-from polyport.core.events import Pattern
+from polyport.core.events import Event
 from polyport.core.hub import EventHub
 from polyport.demo.config import DemoConfig
 from polyport.demo.shop import shop
@@ -123,32 +122,47 @@ class Hysteresis:
         return None
 
 
-async def watch_temperatures(hub: EventHub, config: DemoConfig) -> None:
-    """Raise and clear alerts from every temperature ``hub`` publishes, until cancelled.
+#: Readings waiting for the alert watcher; beyond this many (a flood the watcher cannot
+#: keep up with) the newest are skipped, and said so.
+QUEUED_READINGS = 10_000
 
-    A subscription that breaks (the watcher too slow for history) is taken up
-    again from now after a pause: alerts are about the present, and the
-    readings missed meanwhile are history. When the node no longer serves the
-    demo (it failed to start after the start-up hooks ran, which stops no
-    hook's task) the watcher ends.
+
+async def watch_temperatures(hub: EventHub, config: DemoConfig) -> None:
+    """Raise and clear alerts from every temperature published on ``hub``, until cancelled.
+
+    The watcher taps the hub (it sees each publish of this node as it is
+    appended) rather than subscribing to the log: it holds no subscription, and
+    on nodes sharing an engine each reading is judged once, by the node it was
+    published on, so an alert is not raised once per node.
     """
     lines = Hysteresis(config.alert_celsius, config.alert_clear_celsius)
-    pattern = Pattern.parse(TemperatureEvent.channel_pattern)
-    while True:
-        try:
-            async with await hub.subscribe(
-                [pattern], types=frozenset({TemperatureEvent.name})
-            ) as subscription:
-                async for event in subscription:
-                    reading = Temperature.model_validate(orjson.loads(event.data))
-                    await _alert(lines, reading)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if not _serving(hub):
-                return
-            log.exception("the alert watcher failed; watching again in 1 s")
-            await asyncio.sleep(1)
+    readings: asyncio.Queue[bytes] = asyncio.Queue(QUEUED_READINGS)
+    skipped = 0
+
+    def tap(events: list[Event]) -> None:
+        nonlocal skipped
+        for event in events:
+            if event.type == TemperatureEvent.name:
+                try:
+                    readings.put_nowait(event.data)
+                except asyncio.QueueFull:
+                    skipped += 1
+                    if skipped == 1:
+                        log.warning("the alert watcher is behind: skipping readings")
+
+    hub.add_tap(tap)
+    try:
+        while True:
+            data = await readings.get()
+            skipped = 0
+            try:
+                await _alert(lines, Temperature.model_validate_json(data))
+            except Exception:
+                if not _serving(hub):
+                    return  # the node failed to start after the hooks ran, or stopped
+                log.exception("the alert watcher failed on a reading")
+    finally:
+        hub.remove_tap(tap)
 
 
 def _serving(hub: EventHub) -> bool:
