@@ -27,7 +27,7 @@ CHAT_KEY = "chat-key-0123456789"
 APP = "https://app.example"
 EVIL = "https://evil.example"
 #: Offered on every path: each endpoint selects the subprotocol it speaks.
-SUBPROTOCOLS: Any = ["polyport.v1", "graphql-transport-ws"]
+SUBPROTOCOLS: Any = ["polyport.v1", "graphql-transport-ws", "mqtt", "polyport.signal.v1"]
 
 
 @pytest.fixture(params=[[APP], ["*", APP]], ids=["listed", "star"])
