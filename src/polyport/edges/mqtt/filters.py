@@ -27,7 +27,7 @@ from polyport.core.events import Event, Pattern, position
 from polyport.core.hub import Subscription
 from polyport.edges.mqtt.codec import CONTENT_TYPE, PAYLOAD_FORMAT, properties, text
 from polyport.edges.mqtt.errors import reason_of
-from polyport.edges.mqtt.outbound import Outbox, event_parts, expires_at, untyped_flags
+from polyport.edges.mqtt.outbound import Outbox, untyped_flags
 from polyport.edges.mqtt.packets import V5, Reason, TopicSubscription
 from polyport.edges.mqtt.sessions import FilterState, Session
 from polyport.edges.mqtt.shared import SharedMember, parse_shared
@@ -250,7 +250,6 @@ class ClientFilters:
     async def _pump(self, entry: Filter) -> None:
         """Send one filter's events, paced by the client (see :mod:`.outbound`)."""
         outbox = self.outbox
-        level = self.level
         qos = entry.options.qos
         # Retain As Published: every event was its channel's retained message when it
         # was published, so live events keep RETAIN 1 then (MQTT 5 only).
@@ -269,24 +268,22 @@ class ClientFilters:
                     if event.type in untyped:
                         at = min(qos, untyped_flags(event)[0])
                     await outbox.ready(at)
-                    topic, tail = event_parts(event, level, untyped)
-                    outbox.put(
-                        topic,
-                        tail,
-                        at,
-                        entry.text,
-                        0,
-                        retain=True,
-                        subscription_id=ident,
-                        expires=expires_at(event, untyped),
+                    outbox.deliver(
+                        event, at, entry.text, 0, retain=True, subscription_id=ident, hold=True
                     )
-                    await outbox.drain()
+                    if outbox.held_full:
+                        await outbox.drain()
+                await outbox.drain()
             while True:
                 events = await entry.subscription.batch()
                 if not events:
                     return
+                # The batch goes out in one write (one per HOLD_BYTES), and the pump waits
+                # while the socket's buffer is full once per write; what is held is
+                # written before anything else is awaited.
                 for event in events:
                     if no_local and not self.idle.is_set():
+                        outbox.flush()
                         await self.idle.wait()  # it may be the one being published
                     if dollar_hidden(pattern, event.channel) or (no_local and event.id in self.own):
                         entry.seq = event.seq
@@ -295,20 +292,21 @@ class ClientFilters:
                     if event.type in untyped:
                         published_at, published_retained = untyped_flags(event)
                         at, flag = min(qos, published_at), retain and published_retained
-                    await outbox.ready(at)
-                    topic, tail = event_parts(event, level, untyped)
-                    outbox.put(
-                        topic,
-                        tail,
+                    if at:
+                        await outbox.ready(at)
+                    outbox.deliver(
+                        event,
                         at,
                         entry.text,
                         event.seq,
                         retain=flag,
                         subscription_id=ident,
-                        expires=expires_at(event, untyped),
+                        hold=True,
                     )
                     entry.seq = event.seq  # sent: a resumed session goes on after it
-                    await outbox.drain()
+                    if outbox.held_full:
+                        await outbox.drain()
+                await outbox.drain()
         except RecoveryFailed:
             self.end(
                 Reason.QUOTA_EXCEEDED,

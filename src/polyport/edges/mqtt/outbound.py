@@ -37,10 +37,11 @@ from polyport.edges.mqtt.codec import (
     encode_ack,
     encode_publish,
     properties,
+    publish_head,
     text,
     varint,
 )
-from polyport.edges.mqtt.packets import V5, PacketType, Reason
+from polyport.edges.mqtt.packets import V5, V311, PacketType, Reason
 from polyport.edges.mqtt.streams import PacketWriter
 from polyport.edges.mqtt.topics import channel_to_topic
 
@@ -169,6 +170,19 @@ def with_subscription_id(tail: bytes, subscription_id: int) -> bytes:
 
 _NO_TOPIC = b"\x00\x00"
 
+#: Bytes of PUBLISH packets a batch holds before writing them in one write and waiting
+#: while the socket's buffer is full: what a batch adds to that buffer, at most.
+HOLD_BYTES = 64 * 1024
+
+#: event.wire keys of a PUBLISH's fixed part (header byte, remaining length, topic):
+#: one per protocol level, QoS and RETAIN, encoded once for every subscriber.
+_HEADS = {
+    (level, qos, retain): f"mqtt-head-{level}-{qos}-{int(retain)}"
+    for level in (V311, V5)
+    for qos in (0, 1, 2)
+    for retain in (False, True)
+}
+
 
 @dataclass(slots=True)
 class Inflight:
@@ -224,13 +238,35 @@ class Outbox:
         #: first topics sent, for the whole connection.
         self.alias_maximum = alias_maximum if level == V5 else 0
         self.aliases: dict[bytes, int] = {}
+        #: PUBLISH packets (in pieces) held to go out in one write: see :meth:`deliver`.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def write(self, data: bytes) -> None:
+        if self._held:
+            self.flush()  # what was held goes first
         if not self.writer.is_closing():
             self.writer.write(data)
 
+    @property
+    def held_full(self) -> bool:
+        """Whether :attr:`HOLD_BYTES` or more are held: time for :meth:`drain`."""
+        return self._held_bytes >= HOLD_BYTES
+
+    def flush(self) -> None:
+        """Write the held packets, in one write."""
+        held = self._held
+        if held:
+            data = b"".join(held)
+            held.clear()
+            self._held_bytes = 0
+            if not self.writer.is_closing():
+                self.writer.write(data)
+
     async def drain(self) -> None:
-        """Wait while the client reads; :class:`TimeoutError` after ``send_timeout`` seconds."""
+        """Write what is held, then wait while the client reads; :class:`TimeoutError`
+        after ``send_timeout`` seconds."""
+        self.flush()
         async with asyncio.timeout(self.send_timeout):
             await self.writer.drain()
 
@@ -245,10 +281,85 @@ class Outbox:
     async def ready(self, qos: int) -> None:
         """Wait for a free slot in the window, if a message at ``qos`` needs one.
 
-        Cancelled while waiting, it took no slot: nothing was sent.
+        Cancelled while waiting, it took no slot: nothing was sent. What is held is
+        written first, before waiting, as the client must see it to free a slot.
         """
         if qos:
+            if self.slots.locked():
+                self.flush()
             await self.slots.acquire()
+
+    def deliver(
+        self,
+        event: Event,
+        qos: int,
+        source: str,
+        seq: int,
+        *,
+        retain: bool = False,
+        subscription_id: int | None = None,
+        hold: bool = False,
+    ) -> bool:
+        """:meth:`put` for an event, after :meth:`ready`: whether it went out.
+
+        With ``hold``, the PUBLISH is kept to go out with the next ones in one write
+        (:meth:`flush`, :meth:`drain`, or any other write, which comes after it); the
+        caller flushes before it waits for anything, so nothing is held while it is
+        suspended. A PUBLISH that is the same for every subscriber but its packet id
+        (no expiry, topic alias or subscription identifier in it) is made from parts
+        encoded once per event.
+        """
+        untyped = self.untyped
+        level = self.level
+        topic, tail = event_parts(event, level, untyped)
+        expires = expires_at(event, untyped)
+        held = self._held
+        if (
+            expires is not None
+            or self.alias_maximum
+            or (subscription_id is not None and level == V5)
+        ):
+            packet = self._packet(
+                topic,
+                tail,
+                qos,
+                source,
+                seq,
+                retain=retain,
+                subscription_id=subscription_id,
+                expires=expires,
+            )
+            if packet is None:
+                return False
+            held.append(packet)
+            self._held_bytes += len(packet)
+            if not hold:
+                self.flush()
+            return True
+        key = _HEADS[level, qos, retain]
+        wire = event.wire
+        head = wire.get(key)
+        if head is None:
+            middle = len(topic) + 2 if qos else len(topic)
+            head = wire[key] = (
+                bytes((publish_head(qos, retain),)) + varint(middle + len(tail)) + topic
+            )
+        size = len(head) + len(tail) + (2 if qos else 0)
+        if self.max_packet is not None and size > self.max_packet:
+            self.too_large += 1  # as the client asked: dropped as if delivered (3.1.2.11.4)
+            if qos:
+                self.slots.release()
+            return False
+        if qos:
+            packet_id = self._next_id()
+            self.inflight[packet_id] = Inflight(qos, topic, tail, retain, source, seq)
+            held += (head, packet_id.to_bytes(2, "big"), tail)
+        else:
+            held += (head, tail)
+        self._held_bytes += size
+        if not hold:
+            self.flush()
+        return True
 
     def put(
         self,
@@ -270,12 +381,40 @@ class Outbox:
         message expires (:func:`expires_at`): dropped after, and sent with the
         seconds it has left as its Message Expiry Interval (MQTT 3.3.2.3.3).
         """
+        packet = self._packet(
+            topic,
+            tail,
+            qos,
+            source,
+            seq,
+            retain=retain,
+            subscription_id=subscription_id,
+            expires=expires,
+        )
+        if packet is None:
+            return False
+        self.write(packet)
+        return True
+
+    def _packet(
+        self,
+        topic: bytes,
+        tail: bytes,
+        qos: int,
+        source: str,
+        seq: int,
+        *,
+        retain: bool,
+        subscription_id: int | None,
+        expires: float | None,
+    ) -> bytes | None:
+        """The PUBLISH :meth:`put` writes (its packet id taken), or None if it goes not."""
         if expires is not None:
             left = int(expires - time.time())
             if left <= 0:
                 if qos:
                     self.slots.release()
-                return False
+                return None
             if self.level == V5:
                 tail = with_property(tail, bytes((MESSAGE_EXPIRY,)) + struct.pack("!I", left))
         if subscription_id is not None and self.level == V5:
@@ -299,11 +438,10 @@ class Outbox:
                 del self.aliases[topic]  # the client never learnt it
             if qos:
                 self.slots.release()
-            return False
+            return None
         if packet_id is not None:
             self.inflight[packet_id] = Inflight(qos, topic, tail, retain, source, seq)
-        self.write(packet)
-        return True
+        return packet
 
     async def _take_slot(self) -> None:
         """Take a slot without waiting: over the window if none is free."""
@@ -324,8 +462,7 @@ class Outbox:
         if event.type in self.untyped:
             qos = min(qos, untyped_flags(event)[0])
         await self.ready(qos)
-        topic, tail = event_parts(event, self.level, self.untyped)
-        self.put(topic, tail, qos, source, event.seq, expires=expires_at(event, self.untyped))
+        self.deliver(event, qos, source, event.seq)
         await self.drain()
 
     async def resume(self, inflight: dict[int, Inflight]) -> None:

@@ -18,7 +18,7 @@ import logging
 from polyport.core.errors import InvalidArgument, RecoveryFailed
 from polyport.core.events import Event, Pattern
 from polyport.core.hub import EventHub
-from polyport.edges.mqtt.outbound import Outbox, event_parts, expires_at, untyped_flags
+from polyport.edges.mqtt.outbound import Outbox, untyped_flags
 from polyport.edges.mqtt.packets import TopicSubscription
 from polyport.edges.mqtt.topics import SHARED_PREFIX, dollar_hidden, filter_to_pattern
 
@@ -77,15 +77,8 @@ class SharedMember:
         if event.type in self.outbox.untyped:
             qos = min(qos, untyped_flags(event)[0])
         await self.outbox.ready(qos)
-        topic, tail = event_parts(event, self.level, self.outbox.untyped)
-        self.outbox.put(
-            topic,
-            tail,
-            qos,
-            self.options.filter,
-            0,
-            subscription_id=self.options.subscription_id,
-            expires=expires_at(event, self.outbox.untyped),
+        self.outbox.deliver(
+            event, qos, self.options.filter, 0, subscription_id=self.options.subscription_id
         )
 
     def leave(self) -> None:
