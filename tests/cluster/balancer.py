@@ -57,6 +57,10 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout tunnel 1h
+    # A health check may take 3 s (unset, it is 'inter': 1 s) before it counts as failed: a
+    # busy machine answering /healthz slowly twice must not take a live node out of the
+    # round. A dead node still fails at once (connection refused).
+    timeout check 3s
 
 frontend polyport
     bind fd@{fd}
